@@ -1,0 +1,23 @@
+"""pyinv: SIR-equivalent LTE Stokes synthesis and inversion with a modern-Fortran core.
+
+Conventions used throughout the public API
+------------------------------------------
+* Stokes cubes are ``(ny, nx, 4, nλ)`` (I, Q, U, V), normalised to the HSRA disk-centre continuum at
+  each region's wavelength, as in SIR.
+* Model atmospheres are stratified in log τ₅₀₀, deepest point first (as in SIR files).
+* Units: K, dyn cm⁻², cm/s for vmic and vlos (vlos > 0 is a redshift), G, degrees for the
+  inclination γ and azimuth φ, km/s for the macroturbulence.
+"""
+from __future__ import annotations
+
+import pkgutil as _pkgutil
+
+# Lets a developer build of the extension (tools/devbuild.sh) sit beside the source tree.
+__path__ = _pkgutil.extend_path(__path__, __name__)
+
+__version__ = "0.1.0"
+
+from . import engine  # noqa: E402  (the extension itself is loaded lazily by engine)
+from .engine import EngineError, voigt, planck  # noqa: E402
+
+__all__ = ["__version__", "engine", "EngineError", "voigt", "planck"]
