@@ -20,4 +20,16 @@ __version__ = "0.1.0"
 from . import engine  # noqa: E402  (the extension itself is loaded lazily by engine)
 from .engine import EngineError, voigt, planck  # noqa: E402
 
-__all__ = ["__version__", "engine", "EngineError", "voigt", "planck"]
+from .atmosphere import Atmosphere, AtmosphereErrors  # noqa: E402
+from .lines import LineList, SpectralLine, WavelengthGrid, zeeman_components  # noqa: E402
+from .config import InversionConfig  # noqa: E402
+from .defaults import default_abundances, default_lines  # noqa: E402
+from .io.sir import (read_abundances, read_psf, read_sir_chi, read_sir_model, read_sir_profiles,  # noqa: E402
+                     write_abundances, write_sir_chi, write_sir_model, write_sir_profiles)
+from . import io, models  # noqa: E402
+
+__all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
+           "Atmosphere", "AtmosphereErrors", "LineList", "SpectralLine", "WavelengthGrid", "zeeman_components",
+           "InversionConfig", "default_lines", "default_abundances", "io", "models",
+           "read_sir_model", "write_sir_model", "read_sir_profiles", "write_sir_profiles", "read_abundances",
+           "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi"]

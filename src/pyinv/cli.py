@@ -37,11 +37,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .io.sir import read_abundances, read_psf, write_sir_profiles
     from .lines import LineList, WavelengthGrid
     from . import models
+    from .defaults import default_lines
 
     atmos = _load_model(args.model)
     if args.macro is not None:
         atmos = atmos.with_columns(macro=args.macro)
-    lines = LineList.read_sir(args.lines) if args.lines else models.default_lines()
+    lines = LineList.read_sir(args.lines) if args.lines else default_lines()
     if args.grid:
         grid = WavelengthGrid.read_sir(args.grid, lines)
     else:
@@ -53,7 +54,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_sir_profiles(out, grid, stokes)
+    write_sir_profiles(out, grid.line_index, grid.offset_mA, stokes)
     print(f"synthesised {grid.nwav} wavelengths x {atmos.ndep} depths in {dt * 1e3:.1f} ms -> {out}")
     for name, row in zip("IQUV", stokes):
         print(f"  {name}: min {row.min():+.5f}  max {row.max():+.5f}")
@@ -77,9 +78,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"engine: NOT available ({exc})")
         return 1
     from . import models
+    from .defaults import default_lines
 
     print("packaged atmospheres:", ", ".join(models.names()))
-    lines = models.default_lines()
+    lines = default_lines()
     for line in lines:
         print(f"  line {line.index:4d}: {line.element:2s} {line.ion} {line.wavelength:11.4f} A  g_eff={line.g_eff:.3f}")
     return 0
