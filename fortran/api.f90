@@ -10,6 +10,9 @@ module pyinv_api
   implicit none
   private
   public :: engine_error_message, voigt_hf, voigt_hf_deriv, planck_bt
+  public :: synth_stokes, zeeman_components, formal_solution, hsra_intensity, convolve_stokes
+  public :: thermo_eos, thermo_eos_deriv, thermo_pe_from_pg, thermo_kappa, thermo_kappa_deriv, &
+            thermo_hydrostatic, thermo_atomic  ! section: thermodynamics
 
 contains
 
@@ -99,8 +102,291 @@ end subroutine planck_bt
 ! section: thermodynamics (equation of state, hydrostatic equilibrium, continuum opacity)
 ! ---------------------------------------------------------------------------------------------------
 
+!> EOS at n depths: out(:, k) = component k of eos_state (order of pyinv_eos eos_state_to_array).
+subroutine thermo_eos(n, t, pe, eps, sir_compat, out, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, n_eos_fields
+  implicit none
+  integer(c_int), intent(in) :: n, sir_compat
+  real(c_double), intent(in) :: t(n), pe(n), eps(92)
+  real(c_double), intent(out) :: out(n, 25)
+  integer(c_int), intent(out) :: ierr
+  type(eos_state) :: st
+  integer :: i, ie
+  ierr = 0
+  out = 0.0_c_double
+  do i = 1, n
+    call eos_solve(t(i), pe(i), eps, st, ie, int(sir_compat))
+    if (ie /= 0) then
+      ierr = ie; return
+    end if
+    out(i, :) = eos_state_to_array(st)
+  end do
+end subroutine thermo_eos
+
+!> EOS and partial derivatives of every component w.r.t. T (fixed Pe) and Pe (fixed T).
+subroutine thermo_eos_deriv(n, t, pe, eps, sir_compat, out, dout_dt, dout_dpe, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_eos, only: eos_state, eos_solve_deriv, eos_state_to_array
+  implicit none
+  integer(c_int), intent(in) :: n, sir_compat
+  real(c_double), intent(in) :: t(n), pe(n), eps(92)
+  real(c_double), intent(out) :: out(n, 25), dout_dt(n, 25), dout_dpe(n, 25)
+  integer(c_int), intent(out) :: ierr
+  type(eos_state) :: st, sdt, sdp
+  integer :: i, ie
+  ierr = 0
+  out = 0; dout_dt = 0; dout_dpe = 0
+  do i = 1, n
+    call eos_solve_deriv(t(i), pe(i), eps, st, sdt, sdp, ie, int(sir_compat))
+    if (ie /= 0) then
+      ierr = ie; return
+    end if
+    out(i, :) = eos_state_to_array(st)
+    dout_dt(i, :) = eos_state_to_array(sdt)
+    dout_dpe(i, :) = eos_state_to_array(sdp)
+  end do
+end subroutine thermo_eos_deriv
+
+!> Electron pressure from (T, P_g) at n points (spec §4.5).
+subroutine thermo_pe_from_pg(n, t, pg, eps, sir_compat, pe, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_eos, only: pe_from_pg
+  implicit none
+  integer(c_int), intent(in) :: n, sir_compat
+  real(c_double), intent(in) :: t(n), pg(n), eps(92)
+  real(c_double), intent(out) :: pe(n)
+  integer(c_int), intent(out) :: ierr
+  integer :: i, ie
+  ierr = 0
+  pe = 0
+  do i = 1, n
+    call pe_from_pg(t(i), pg(i), eps, pe(i), ie, sir_compat=int(sir_compat))
+    if (ie /= 0) then
+      ierr = ie; return
+    end if
+  end do
+end subroutine thermo_pe_from_pg
+
+!> Continuum cross-section per H nucleus at one air wavelength [cm] and n (T, Pe) points, with
+!> the 13 individual contributions (pyinv_continuum kc_* order).
+subroutine thermo_kappa(n, lambda_cm, t, pe, eps, sir_compat, kappa, comp, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_eos, only: eos_state, eos_solve
+  use pyinv_continuum, only: kappa_components
+  implicit none
+  integer(c_int), intent(in) :: n, sir_compat
+  real(c_double), intent(in) :: lambda_cm, t(n), pe(n), eps(92)
+  real(c_double), intent(out) :: kappa(n), comp(n, 13)
+  integer(c_int), intent(out) :: ierr
+  type(eos_state) :: st
+  integer :: i, ie
+  ierr = 0
+  kappa = 0; comp = 0
+  do i = 1, n
+    call eos_solve(t(i), pe(i), eps, st, ie, int(sir_compat))
+    if (ie == 0) call kappa_components(lambda_cm, st, eps, comp(i, :), ie, int(sir_compat))
+    if (ie /= 0) then
+      ierr = ie; return
+    end if
+    kappa(i) = sum(comp(i, :))
+  end do
+end subroutine thermo_kappa
+
+!> Continuum cross-section per H nucleus and its total derivatives w.r.t. T and Pe.
+subroutine thermo_kappa_deriv(n, lambda_cm, t, pe, eps, sir_compat, kappa, dk_dt, dk_dpe, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_continuum, only: kappa_continuum_deriv
+  implicit none
+  integer(c_int), intent(in) :: n, sir_compat
+  real(c_double), intent(in) :: lambda_cm, t(n), pe(n), eps(92)
+  real(c_double), intent(out) :: kappa(n), dk_dt(n), dk_dpe(n)
+  integer(c_int), intent(out) :: ierr
+  integer :: i, ie
+  ierr = 0
+  kappa = 0; dk_dt = 0; dk_dpe = 0
+  do i = 1, n
+    call kappa_continuum_deriv(lambda_cm, t(i), pe(i), eps, kappa(i), dk_dt(i), dk_dpe(i), ie, &
+                               int(sir_compat))
+    if (ie /= 0) then
+      ierr = ie; return
+    end if
+  end do
+end subroutine thermo_kappa_deriv
+
+!> Hydrostatic equilibrium (spec §5): boundary 0 = keep pe_top, 1 = top Pg = bvalue, 2 = top rho.
+subroutine thermo_hydrostatic(n, logtau, t, pe_top, boundary, bvalue, mu, eps, sir_compat, &
+                              pe, pg, rho, z, kappa5_gram, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_hydrostatic, only: hydrostatic_eq
+  implicit none
+  integer(c_int), intent(in) :: n, boundary, sir_compat
+  real(c_double), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92)
+  real(c_double), intent(out) :: pe(n), pg(n), rho(n), z(n), kappa5_gram(n)
+  integer(c_int), intent(out) :: ierr
+  integer :: ie
+  call hydrostatic_eq(int(n), logtau, t, pe_top, int(boundary), bvalue, mu, eps, pe, pg, rho, z, &
+                      kappa5_gram, ie, int(sir_compat))
+  ierr = ie
+end subroutine thermo_hydrostatic
+
+!> Partition functions U_I, U_II, U_III and dU/dT of element iz at n temperatures; weight and
+!> ionisation energies [eV].
+subroutine thermo_atomic(iz, n, t, u, du, weight, chi1, chi2, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_atomic, only: partition_functions_dt, atomic_weight, ionisation_energies
+  implicit none
+  integer(c_int), intent(in) :: iz, n
+  real(c_double), intent(in) :: t(n)
+  real(c_double), intent(out) :: u(n, 3), du(n, 3), weight, chi1, chi2
+  integer(c_int), intent(out) :: ierr
+  integer :: i
+  ierr = 0
+  u = 0; du = 0; weight = 0; chi1 = 0; chi2 = 0
+  if (iz < 1 .or. iz > 92) then
+    ierr = 1; return
+  end if
+  do i = 1, n
+    call partition_functions_dt(int(iz), t(i), u(i, 1), u(i, 2), u(i, 3), du(i, 1), du(i, 2), du(i, 3))
+  end do
+  weight = atomic_weight(int(iz))
+  call ionisation_energies(int(iz), chi1, chi2)
+end subroutine thermo_atomic
+
 ! ---------------------------------------------------------------------------------------------------
 ! section: synthesis (line opacity, Zeeman, formal solution, post-processing)
 ! ---------------------------------------------------------------------------------------------------
+
+!> LTE Stokes synthesis of one model atmosphere (spec-forward.md §1, §7-§9; see pyinv_synthesis).
+!> Model columns (n depths, deepest first): logtau, t [K], pe [dyn cm-2], vmic, vlos [cm/s], bfield [G],
+!> gam, phi [deg]; vmac [km/s]. Lines (nl): iz, stage, lam [Å air], chi_e [eV], loggf, enh, alpha,
+!> sigma [cm2], LS terms (mult, L, J) lower/upper, use_geff (1: triplet of Landé factor geff).
+!> Groups (ng): lines glines(gstart(g):gstart(g)+gcount(g)-1), 1-based, first = main line.
+!> Wavelengths (nw): woff [mÅ from the group's main line], wgrp (1-based group).
+!> eps(92) = N_Z/N_H (linear). PSF applied when npsf >= 2 (psf_x [mÅ] ascending, psf_y).
+!> opts(nopt >= 8): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR 1 G non-magnetic
+!> threshold, 4 SIR damping cap, 5 EOS sir_compat, 6 no convolution.
+!> Out: stokes(4, nw) / I_c(HSRA), amax(nl) largest damping parameter per line, ierr.
+subroutine synth_stokes(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
+                        nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                        mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                        ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                        npsf, psf_x, psf_y, nopt, opts, stokes, amax, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: synth_model, n_options
+  use pyinv_errors, only: err_bad_size
+  implicit none
+  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt
+  real(c_double), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n)
+  real(c_double), intent(in) :: vmac
+  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
+  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
+  integer(c_int), intent(in) :: opts(nopt)
+  real(c_double), intent(out) :: stokes(4, nw), amax(nl)
+  integer(c_int), intent(out) :: ierr
+  integer :: o(n_options), ie
+  stokes = 0.0_c_double
+  amax = 0.0_c_double
+  o = 0
+  o(1:min(nopt, n_options)) = opts(1:min(nopt, n_options))
+  call synth_model(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, iz, stage, lam, chi_e, &
+                   loggf, enh, alpha, sigma, mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                   ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, npsf, psf_x, psf_y, o, &
+                   stokes, amax, ie)
+  ierr = ie
+end subroutine synth_stokes
+
+!> Zeeman pattern of an LS transition (spec §7.7): per group g (1 pi, 2 sigma_r, 3 sigma_b)
+!> ncomp(g) components with shift(k, g) = g_l M_l - g_u M_u and normalised strength(k, g).
+subroutine zeeman_components(mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, ncomp, shift, &
+                             strength, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_zeeman, only: zeeman_pattern
+  implicit none
+  real(c_double), intent(in) :: mult_l, l_l, j_l, mult_u, l_u, j_u, geff
+  integer(c_int), intent(in) :: use_geff
+  integer(c_int), intent(out) :: ncomp(3)
+  real(c_double), intent(out) :: shift(20, 3), strength(20, 3)
+  integer(c_int), intent(out) :: ierr
+  integer :: nc(3), ie
+  call zeeman_pattern(mult_l, l_l, j_l, mult_u, l_u, j_u, int(use_geff), geff, nc, shift, strength, ie)
+  ncomp = nc
+  ierr = ie
+end subroutine zeeman_components
+
+!> Hermitian formal solution (spec §8) for given propagation-matrix elements k7(7, n) =
+!> (eta_I, eta_Q, eta_U, eta_V, rho_Q, rho_U, rho_V) per unit tau5 and source function s(n), on the
+!> log tau5 grid logtau (deepest first). scalar /= 0 uses the non-magnetic path (eta_I only).
+!> Out: stokes(4) at the top grid point, stokes_depth(4, n), ib (lower-boundary index), ierr.
+subroutine formal_solution(n, logtau, k7, s, scalar, stokes, stokes_depth, ib, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_formal_solver, only: hermite_polarised, hermite_scalar
+  use pyinv_errors, only: err_logtau_order, err_not_finite
+  implicit none
+  integer(c_int), intent(in) :: n, scalar
+  real(c_double), intent(in) :: logtau(n), k7(7, n), s(n)
+  real(c_double), intent(out) :: stokes(4), stokes_depth(4, n)
+  integer(c_int), intent(out) :: ib, ierr
+  real(c_double) :: ltau(n), idep(n)
+  integer :: ibo, ie
+  stokes = 0; stokes_depth = 0; ib = 0
+  if (.not. (all(abs(k7) < huge(1.0_c_double)) .and. all(abs(s) < huge(1.0_c_double)) .and. &
+             all(abs(logtau) < huge(1.0_c_double)))) then
+    ierr = err_not_finite
+    return
+  end if
+  if (n >= 2) then
+    if (any(logtau(2:n) >= logtau(1:n-1))) then
+      ierr = err_logtau_order
+      return
+    end if
+  end if
+  ltau = log(10.0_c_double) * 10.0_c_double**logtau
+  if (scalar /= 0) then
+    call hermite_scalar(n, logtau, ltau, k7(1, :), s, stokes(1), ie, ibo, idep)
+    stokes_depth(1, :) = idep
+  else
+    call hermite_polarised(n, logtau, ltau, k7, s, stokes, ie, ibo, stokes_depth)
+  end if
+  ib = ibo
+  ierr = ie
+end subroutine formal_solution
+
+!> HSRA disk-centre continuum (spec §9.1, Appendix C) at n air wavelengths [Å].
+subroutine hsra_intensity(n, lam, ic, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: hsra_continuum
+  use pyinv_errors, only: err_domain
+  implicit none
+  integer(c_int), intent(in) :: n
+  real(c_double), intent(in) :: lam(n)
+  real(c_double), intent(out) :: ic(n)
+  integer(c_int), intent(out) :: ierr
+  ierr = 0
+  ic = 0
+  if (.not. all(lam > 0.0_c_double .and. lam < huge(1.0_c_double))) then
+    ierr = err_domain
+    return
+  end if
+  ic = hsra_continuum(lam)
+end subroutine hsra_intensity
+
+!> Macroturbulence / PSF convolution of one line group (spec §9.2-§9.3): y(4, m) sampled at x [mÅ],
+!> Gaussian standard deviation sigma [mÅ]; PSF applied when npsf >= 2.
+subroutine convolve_stokes(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: convolve_group
+  implicit none
+  integer(c_int), intent(in) :: m, npsf
+  real(c_double), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
+  real(c_double), intent(inout) :: y(4, m)
+  integer(c_int), intent(out) :: ierr
+  integer :: ie
+  call convolve_group(m, x, y, sigma, npsf, psf_x, psf_y, ie)
+  ierr = ie
+end subroutine convolve_stokes
 
 end module pyinv_api

@@ -126,3 +126,161 @@ def planck(wavelength_A: float, T) -> tuple[np.ndarray, np.ndarray]:
     b, db, ierr = api().planck_bt(float(wavelength_A) * 1e-8, f64(t.ravel()))
     check(ierr, "planck")
     return b.reshape(t.shape), db.reshape(t.shape)
+
+
+# ---------------------------------------------------------------------------------------------------
+# section: thermodynamics (equation of state, hydrostatic equilibrium, continuum opacity)
+# Thin wrappers of the thermo_* procedures of fortran/api.f90. Abundances are passed as the linear
+# ratios eps(92) = N_Z / N_H; pyinv.thermo converts from log eps.
+# ---------------------------------------------------------------------------------------------------
+
+#: names of the columns returned by eos_arrays (order of pyinv_eos eos_state_to_array)
+EOS_FIELDS = ("T", "Pe", "theta", "f1", "f2", "f3", "f4", "f5", "fe", "g1", "g2", "g3", "g4", "g5",
+              "PH", "nH", "ne", "p_He", "p_C", "p_Na", "p_Mg", "Pg", "mu_m", "rho", "per_gram")
+#: names of the continuum contributions returned by kappa_arrays
+KAPPA_COMPONENTS = ("Hminus_bf", "Hminus_ff", "Heminus_ff", "HI", "H2minus_ff", "H2plus", "HeI",
+                    "thomson", "rayleigh_H", "rayleigh_H2", "rayleigh_He", "CI", "NaI_MgI")
+
+
+def _eps92(eps) -> np.ndarray:
+    e = f64(eps)
+    if e.shape != (92,):
+        raise ValueError(f"abundances must have shape (92,), got {e.shape}")
+    return e
+
+
+def eos_arrays(T, Pe, eps, sir_compat: bool = False, derivatives: bool = False):
+    """EOS at 1-D arrays T, Pe: (n, 25) array (columns EOS_FIELDS); with derivatives, also the
+    partial derivatives w.r.t. T (fixed Pe) and Pe (fixed T)."""
+    t = f64(T).ravel(); pe = f64(Pe).ravel()
+    if t.shape != pe.shape:
+        raise ValueError("T and Pe must have the same size")
+    if derivatives:
+        out, dt, dpe, ierr = api().thermo_eos_deriv(t, pe, _eps92(eps), int(sir_compat))
+        check(ierr, "equation_of_state")
+        return out, dt, dpe
+    out, ierr = api().thermo_eos(t, pe, _eps92(eps), int(sir_compat))
+    check(ierr, "equation_of_state")
+    return out
+
+
+def pe_from_pg_arrays(T, Pg, eps, sir_compat: bool = False) -> np.ndarray:
+    """Electron pressure from (T, Pg) (1-D arrays)."""
+    t = f64(T).ravel(); pg = f64(Pg).ravel()
+    pe, ierr = api().thermo_pe_from_pg(t, pg, _eps92(eps), int(sir_compat))
+    check(ierr, "pe_from_pg")
+    return pe
+
+
+def kappa_arrays(wavelength_A: float, T, Pe, eps, sir_compat: bool = False):
+    """Continuum cross-section per H nucleus [cm²] and its (n, 13) components at one air wavelength."""
+    t = f64(T).ravel(); pe = f64(Pe).ravel()
+    k, comp, ierr = api().thermo_kappa(float(wavelength_A) * 1e-8, t, pe, _eps92(eps), int(sir_compat))
+    check(ierr, "continuum_opacity")
+    return k, comp
+
+
+def kappa_deriv_arrays(wavelength_A: float, T, Pe, eps, sir_compat: bool = False):
+    """κ per H nucleus and dκ/dT (fixed Pe), dκ/dPe (fixed T), EOS included."""
+    t = f64(T).ravel(); pe = f64(Pe).ravel()
+    k, dkt, dkp, ierr = api().thermo_kappa_deriv(float(wavelength_A) * 1e-8, t, pe, _eps92(eps),
+                                                 int(sir_compat))
+    check(ierr, "continuum_opacity_derivatives")
+    return k, dkt, dkp
+
+
+def hydrostatic_arrays(log_tau, T, pe_top: float, boundary: int, bvalue: float, mu: float, eps,
+                       sir_compat: bool = False):
+    """Hydrostatic equilibrium: (Pe, Pg, rho, z [km], kappa5 per gram) on the log τ grid."""
+    lt = f64(log_tau).ravel(); t = f64(T).ravel()
+    pe, pg, rho, z, k5, ierr = api().thermo_hydrostatic(lt, t, float(pe_top), int(boundary),
+                                                        float(bvalue), float(mu), _eps92(eps),
+                                                        int(sir_compat))
+    check(ierr, "hydrostatic")
+    return pe, pg, rho, z, k5
+
+
+def atomic_arrays(Z: int, T):
+    """(U (n,3), dU/dT (n,3), weight, chi_I, chi_II) of element Z."""
+    t = f64(T).ravel()
+    u, du, w, c1, c2, ierr = api().thermo_atomic(int(Z), t)
+    check(ierr, "atomic data (Z must be 1..92)")
+    return u, du, float(w), float(c1), float(c2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# section: synthesis (line opacity, Zeeman, formal solution, post-processing)
+# ---------------------------------------------------------------------------------------------------
+
+#: Number of integer option slots of ``synth_stokes`` (see fortran/synthesis.f90).
+SYNTH_NOPT = 8
+
+
+def _i32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.int32)
+
+
+def synth_stokes(model: dict, vmac: float, line_arrays: dict, groups: tuple, grid: tuple, eps,
+                 psf: tuple | None, opts) -> tuple[np.ndarray, np.ndarray]:
+    """Stokes profiles of one model (engine ``synth_stokes``).
+
+    ``model``: 1-D columns ``log_tau, T, Pe, vmic, vlos, B, gamma, phi`` (K, dyn cm⁻², cm/s, G, deg);
+    ``line_arrays``: per line ``iz, stage, lam [Å], chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l,
+    mult_u, l_u, j_u, use_geff, geff``; ``groups = (gstart, gcount, glines)`` (1-based);
+    ``grid = (woff [mÅ], wgrp (1-based))``; ``eps`` linear (92,); ``psf = (x_mA, y)`` or None;
+    ``opts`` up to SYNTH_NOPT integer flags. Returns ``stokes (4, nw)`` and the largest damping
+    parameter of every line.
+    """
+    la = line_arrays
+    if psf is None:
+        px = py = np.zeros(1)
+    else:
+        px, py = f64(psf[0]), f64(psf[1])
+    o = np.zeros(SYNTH_NOPT, dtype=np.int32)
+    o[:len(opts)] = opts
+    stokes, amax, ierr = api().synth_stokes(
+        f64(model["log_tau"]), f64(model["T"]), f64(model["Pe"]), f64(model["vmic"]),
+        f64(model["vlos"]), f64(model["B"]), f64(model["gamma"]), f64(model["phi"]), float(vmac),
+        _i32(la["iz"]), _i32(la["stage"]), f64(la["lam"]), f64(la["chi_e"]), f64(la["loggf"]),
+        f64(la["enh"]), f64(la["alpha"]), f64(la["sigma"]), f64(la["mult_l"]), f64(la["l_l"]),
+        f64(la["j_l"]), f64(la["mult_u"]), f64(la["l_u"]), f64(la["j_u"]), _i32(la["use_geff"]),
+        f64(la["geff"]), _i32(groups[0]), _i32(groups[1]), _i32(groups[2]), f64(grid[0]), _i32(grid[1]),
+        f64(eps), px, py, o)
+    check(ierr, "synthesis")
+    return stokes, amax
+
+
+def zeeman_engine(mult_l, l_l, j_l, mult_u, l_u, j_u, geff=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The engine's Zeeman pattern: [(shifts, strengths) for π, σ_r, σ_b] (spec-forward §7.7)."""
+    use = 0 if geff is None else 1
+    nc, sh, st, ierr = api().zeeman_components(float(mult_l), float(l_l), float(j_l), float(mult_u),
+                                               float(l_u), float(j_u), use, float(geff or 0.0))
+    check(ierr, "zeeman pattern")
+    return [(sh[:nc[g], g].copy(), st[:nc[g], g].copy()) for g in range(3)]
+
+
+def formal_solution(log_tau, k7, source, scalar: bool = False):
+    """Hermitian formal solution (spec-forward §8): ``k7 (7, n)`` = (η_I, η_Q, η_U, η_V, ρ_Q, ρ_U, ρ_V)
+    per unit τ₅, ``source (n,)``. Returns (emergent Stokes (4,), Stokes at every depth (4, n),
+    lower-boundary index (1-based))."""
+    s, sd, ib, ierr = api().formal_solution(f64(log_tau), f64_fortran(k7), f64(source), int(scalar))
+    check(ierr, "formal solution")
+    return s, sd, int(ib)
+
+
+def hsra_continuum(wavelength_A) -> np.ndarray:
+    """HSRA disk-centre continuum intensity [erg s⁻¹ cm⁻² sr⁻¹ cm⁻¹] at air wavelengths [Å]."""
+    lam = np.asarray(wavelength_A, dtype=np.float64)
+    ic, ierr = api().hsra_intensity(f64(lam.ravel()))
+    check(ierr, "hsra_continuum (wavelength must be positive)")
+    return ic.reshape(lam.shape)
+
+
+def convolve_stokes(offset_mA, stokes, sigma_mA: float, psf: tuple | None = None) -> np.ndarray:
+    """Gaussian (standard deviation ``sigma_mA``) and optional PSF convolution of one line group
+    ``stokes (4, m)`` sampled at ``offset_mA`` (SIR's edge-padded circular convolution)."""
+    y = f64_fortran(np.array(stokes, dtype=np.float64, copy=True))
+    px, py = (np.zeros(1), np.zeros(1)) if psf is None else (f64(psf[0]), f64(psf[1]))
+    ierr = api().convolve_stokes(f64(offset_mA), y, float(sigma_mA), px, py)
+    check(ierr, "convolution")
+    return np.asarray(y)

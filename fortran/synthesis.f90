@@ -1,0 +1,518 @@
+!> LTE Stokes synthesis of one model atmosphere (spec-forward.md §1, §7-§9).
+!>
+!> For each line group (a main line plus blends on a common grid of offsets from the main line):
+!> equation of state at the model's T and Pe at every depth (no hydrostatic equilibrium, §1),
+!> kappa5 and the continuum at the FIRST line of the group (§6.10), line opacities of all lines
+!> summed (§7.9), the Hermitian formal solution (§8) with S = B_lambda(T) at the first line,
+!> normalisation by the HSRA disk-centre continuum at the first line (§9.1, Appendix C),
+!> macroturbulence (Gaussian of standard deviation lambda v_mac / c with lambda of the LAST line,
+!> §9.2) and the spectral PSF (§9.3).
+!>
+!> Convolution: on a uniform group the result equals SIR's 1024-point circular FFT convolution with
+!> edge-value padding (the discrete kernel is built the same way and applied directly, with the
+!> padded parts summed in closed form); groups longer than 1024 samples use the next power of two
+!> >= 2n. On a non-uniform group (pyinv: correct, §9.2) the Gaussian is applied on the actual
+!> wavelengths to the piecewise-linear profile extended by its edge values; a PSF needs a uniform
+!> group (err_bad_input otherwise).
+module pyinv_synthesis
+  use pyinv_kinds, only: dp, ln10, pi
+  use pyinv_errors, only: err_ok, err_bad_input, err_nonpositive_t, err_nonpositive_pe, &
+                          err_logtau_order, err_not_finite, err_bad_size, err_bad_zeeman
+  use pyinv_eos, only: eos_state, eos_solve
+  use pyinv_continuum, only: kappa_continuum
+  use pyinv_planck, only: planck
+  use pyinv_zeeman, only: zeeman_pattern, max_components
+  use pyinv_propagation, only: line_depth_quantities, add_line_k7, add_line_eta, blend_offset_mA, &
+                               air_to_vacuum, geometry_factors
+  use pyinv_formal_solver, only: hermite_polarised, hermite_scalar
+  implicit none
+  private
+  public :: synth_model, hsra_continuum, convolve_group, fft_inplace, n_options
+
+  !> option slots (opts array): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR's 1 G
+  !> non-magnetic threshold, 4 SIR's damping cap at 3, 5 EOS sir_compat, 6 skip convolution,
+  !> 7 exact Faddeeva function instead of SIR's Voigt approximation
+  integer, parameter :: n_options = 8
+  real(dp), parameter :: larmor = 4.6686e-5_dp       ! Delta lambda_B = larmor lambda^2 B
+  real(dp), parameter :: c_kms_mac = 3.0e5_dp        ! c for the macroturbulence width
+  real(dp), parameter :: pi_fft = 3.14159_dp         ! pi in SIR's Gaussian transfer function
+  real(dp), parameter :: deg = pi / 180.0_dp
+  integer, parameter :: n_fft_sir = 1024
+
+  ! HSRA disk-centre continuum (Appendix C)
+  real(dp), parameter :: hsra_lo(7) = [-huge(1.0_dp), 3644.15_dp, 3750.0_dp, 6250.0_dp, 8300.0_dp, &
+                                       8850.0_dp, 10000.0_dp]
+  real(dp), parameter :: hsra_c(0:4, 7) = reshape([ &
+      -4.906054765549e+13_dp, 168473454403.9_dp, 15072545.17567_dp, -7561.242976546_dp, 0.0_dp, &
+      -4.4650822755e+14_dp, 613197803510.6_dp, -93509280.03805_dp, 0.0_dp, 0.0_dp, &
+      -1.025961e+15_dp, 1317285900000.0_dp, -387346500.0_dp, 46486.541_dp, -2.049_dp, &
+      4.861821e+15_dp, -2258988500000.0_dp, 437643760.0_dp, -39279.61444_dp, 1.34388_dp, &
+      1.758394e+15_dp, -329398600000.0_dp, 16782617.0_dp, 0.0_dp, 0.0_dp, &
+      1.61455557e+16_dp, -6544209000000.0_dp, 1015931600.0_dp, -70695.58136_dp, 1.852022_dp, &
+      7.97805136e+14_dp, -116906597000.0_dp, 5315222.0_dp, -4.57327954_dp, -0.003473452_dp], [5, 7])
+  integer, parameter :: nseg = 38
+  real(dp), parameter :: seg_l(nseg) = [11000.0_dp, 14202.0_dp, 14250.0_dp, 14500.0_dp, 14577.0_dp, &
+      14600.0_dp, 16350.0_dp, 16419.0_dp, 16450.0_dp, 22750.0_dp, 22776.3_dp, 22800.0_dp, 30000.1_dp, &
+      30049.999_dp, 32750.1_dp, 32797.9_dp, 32799.999_dp, 44600.102_dp, 44641.602_dp, 44650.002_dp, &
+      58300.0_dp, 58307.398_dp, 58349.998_dp, 60950.0_dp, 73700.0_dp, 73795.398_dp, 73850.0_dp, &
+      91100.0_dp, 91105.203_dp, 91150.0_dp, 110900.0_dp, 131150.0_dp, 131191.5_dp, 131200.0_dp, &
+      160850.0_dp, 210800.0_dp, 260750.0_dp, 310700.0_dp]
+  real(dp), parameter :: seg_s(nseg) = [1000.0_dp, 14000.0_dp, 1000.0_dp, 14000.0_dp, 14000.0_dp, &
+      1000.0_dp, 16000.0_dp, 16000.0_dp, 1000.0_dp, 22800.0_dp, 22800.0_dp, 1000.0_dp, 30000.0_dp, &
+      10000.0_dp, 30000.0_dp, 30000.0_dp, 10000.0_dp, 44600.0_dp, 44600.0_dp, 10000.0_dp, 58300.0_dp, &
+      58300.0_dp, 10000.0_dp, 100000.0_dp, 73800.0_dp, 73800.0_dp, 100000.0_dp, 91100.0_dp, 91100.0_dp, &
+      100000.0_dp, 100000.0_dp, 131150.0_dp, 131150.0_dp, 100000.0_dp, 100000.0_dp, 100000.0_dp, &
+      100000.0_dp, 100000.0_dp]
+  real(dp), parameter :: seg_o(nseg) = [30.0_dp, 31.633_dp, 30.0_dp, 31.58_dp, 31.58_dp, 30.0_dp, &
+      31.28_dp, 31.28_dp, 30.0_dp, 30.08_dp, 30.08_dp, 30.0_dp, 29.035_dp, 30.0_dp, 28.7_dp, 28.7_dp, &
+      30.0_dp, 27.503_dp, 27.503_dp, 30.0_dp, 26.454_dp, 26.454_dp, 30.0_dp, 25.0_dp, 25.525_dp, &
+      25.525_dp, 25.0_dp, 24.69_dp, 24.69_dp, 25.0_dp, 20.0_dp, 23.239_dp, 23.239_dp, 20.0_dp, 20.0_dp, &
+      20.0_dp, 20.0_dp, 20.0_dp]
+  real(dp), parameter :: seg_p(0:5, nseg) = reshape([ &
+      3.4828959_dp, 0.29332542_dp, -0.079358369_dp, 0.0050384849_dp, -0.00010911067_dp, 0.0_dp, &
+      2.2519136_dp, -2.21467_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      4.0522751_dp, -0.18186949_dp, 0.00083747599_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      2.2966776_dp, -2.2066212_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      2.2530627_dp, -2.155536_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      16.038509_dp, -2.6510218_dp, 0.17030757_dp, -0.0038723181_dp, 0.0_dp, 0.0_dp, &
+      -2.2817106_dp, 7.4979477_dp, -5.1365681_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      5.0576959_dp, -6.3530731_dp, 1.3913925_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      7.2813407_dp, -0.58288516_dp, 0.018436802_dp, -0.00036871446_dp, 3.22391e-06_dp, 0.0_dp, &
+      2.0074463_dp, 2.2886963_dp, -6.8588867_dp, 2.5595589_dp, 0.0_dp, 0.0_dp, &
+      3.7565713_dp, -3.7561476_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      6.8152949_dp, -0.49897589_dp, 0.012840221_dp, -0.00020295009_dp, 1.37788e-06_dp, 0.0_dp, &
+      18.251404_dp, -32.633972_dp, 14.387756_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      4.5429795_dp, -2.3911509_dp, 0.18562412_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      1.9952565_dp, 1.9831088_dp, -5.4161187_dp, 1.7658206_dp, 0.0_dp, 0.0_dp, &
+      3.8456789_dp, -3.5194291_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      5.8927794_dp, -3.8081024_dp, 0.71566516_dp, -0.080796182_dp, 0.0038640825_dp, 0.0_dp, &
+      3.9016303_dp, -3.8992909_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      3.9005669_dp, -3.8980503_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      4.9412975_dp, -2.9472656_dp, 0.42248154_dp, -0.036235511_dp, 0.0013139183_dp, 0.0_dp, &
+      3.9359391_dp, -3.9338882_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      3.9334708_dp, -3.9313729_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      2.217764_dp, -1.3022186_dp, 0.053848838_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      8.9635353_dp, -22.786591_dp, 25.027283_dp, -16.435974_dp, 4.5663452_dp, 0.0_dp, &
+      3.959552_dp, -3.9584524_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      3.9558706_dp, -3.9547552_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      8.2165692_dp, -18.74957_dp, 16.827433_dp, -9.0172343_dp, 2.0436585_dp, 0.0_dp, &
+      3.9799142_dp, -3.9787151_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      3.972252_dp, -3.9710477_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      6.5153636_dp, -11.660272_dp, 5.7148422_dp, -1.2492957_dp, 0.0_dp, 0.0_dp, &
+      10.828452_dp, -9.7908309_dp, 4.0163633_dp, -0.73414296_dp, 0.0_dp, 0.0_dp, &
+      3.990582_dp, -3.9896151_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      3.983481_dp, -3.9824753_dp, 0.0_dp, 0.0_dp, 0.0_dp, 0.0_dp, &
+      10.113794_dp, -8.1683628_dp, 2.7866455_dp, -0.42295997_dp, 0.0_dp, 0.0_dp, &
+      9.1879743_dp, -6.4657758_dp, 1.7401452_dp, -0.20796399_dp, 0.0_dp, 0.0_dp, &
+      8.2386927_dp, -5.0976305_dp, 1.0811192_dp, -0.10187501_dp, 0.0_dp, 0.0_dp, &
+      7.4709058_dp, -4.206995_dp, 0.73613949_dp, -0.057257409_dp, 0.0_dp, 0.0_dp, &
+      6.9713039_dp, -3.9056023_dp, 0.74610918_dp, -0.093224197_dp, 0.0064254836_dp, -0.00018543588_dp], &
+      [6, nseg])
+
+contains
+
+  !> HSRA disk-centre continuum intensity at the air wavelength lam [Å] (Appendix C), in
+  !> erg s^-1 cm^-2 sr^-1 cm^-1. Double precision; lam = 11000 Å uses the first segment (§9.1).
+  elemental function hsra_continuum(lam) result(ic)
+    real(dp), intent(in) :: lam
+    real(dp) :: ic, x, p
+    integer :: k, n
+    if (lam < 11000.0_dp) then
+      n = 1
+      do k = 2, 7
+        if (lam >= hsra_lo(k)) n = k
+      end do
+      ic = hsra_c(0, n) + lam * (hsra_c(1, n) + lam * (hsra_c(2, n) + lam * (hsra_c(3, n) + lam * hsra_c(4, n))))
+    else
+      n = 1
+      do k = 2, nseg
+        if (seg_l(k) < lam) n = k
+      end do
+      x = lam / seg_s(n)
+      p = seg_p(5, n)
+      do k = 4, 0, -1
+        p = p * x + seg_p(k, n)
+      end do
+      ic = exp(min(max(seg_o(n) + p, -87.3_dp), 88.7_dp))
+    end if
+  end function hsra_continuum
+
+  !> Stokes profiles of one model atmosphere (normalised to the HSRA continuum, convolved).
+  !>
+  !> Model columns (n depths, deepest first): logtau, t [K], pe [dyn cm^-2], vmic, vlos [cm/s],
+  !> bfield [G], gam, phi [deg]; vmac [km/s]. Lines (nl): iz, stage, lam [Å air], chi_e [eV], loggf,
+  !> enh, alpha, sigma [cm^2], terms (mult, L, J) lower/upper, use_geff/geff. Groups (ng): lines
+  !> glines(gstart(g) : gstart(g)+gcount(g)-1) (1-based indices into the line arrays; the first is
+  !> the main line). Wavelengths (nw): woff [mÅ from the group's main line], wgrp (1-based group).
+  !> eps(92) = N_Z/N_H. PSF (npsf >= 2 to apply): psf_x [mÅ, ascending], psf_y. opts(n_options).
+  !> Out: stokes(4, nw); amax(nl) the largest damping parameter of each line (a > 3: SIR would cap).
+  pure subroutine synth_model(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
+                              nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                              mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                              ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                              npsf, psf_x, psf_y, opts, stokes, amax, ierr)
+    integer, intent(in) :: n, nl, ng, nglines, nw, npsf
+    real(dp), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n), vmac
+    integer, intent(in) :: iz(nl), stage(nl), use_geff(nl)
+    real(dp), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+    real(dp), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+    integer, intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+    real(dp), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
+    integer, intent(in) :: opts(n_options)
+    real(dp), intent(out) :: stokes(4, nw), amax(nl)
+    integer, intent(out) :: ierr
+
+    type(eos_state) :: st(n)
+    real(dp) :: kappa5(n), ltau(n), geo(5, n), kc(n), src(n), k7(7, n), eta(n)
+    real(dp), allocatable :: inv_dld(:, :), vshift(:, :), vb(:, :), adamp(:, :), c5(:, :, :), eta0(:, :)
+    real(dp), allocatable :: boff(:), shift(:, :), strength(:, :), wx(:), wy(:, :)
+    integer, allocatable :: ncomp(:), grp(:, :), widx(:)
+    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, sh(max_components, 3), sg(max_components, 3)
+    real(dp) :: y4(4), vm
+    integer :: i, g, k, l, j, m, nc(3), ncmp, nlg, jw, nmw, capflag
+    logical :: magnetic
+
+    ierr = err_ok
+    stokes = 0.0_dp
+    amax = 0.0_dp
+    ! ---------------- input validation
+    if (n < 2 .or. nl < 1 .or. ng < 1 .or. nw < 1) then
+      ierr = err_bad_size
+      return
+    end if
+    if (.not. (all(abs(logtau) < huge(1.0_dp)) .and. all(abs(vmic) < huge(1.0_dp)) .and. &
+               all(abs(vlos) < huge(1.0_dp)) .and. all(abs(bfield) < huge(1.0_dp)) .and. &
+               all(abs(gam) < huge(1.0_dp)) .and. all(abs(phi) < huge(1.0_dp)) .and. &
+               abs(vmac) < huge(1.0_dp) .and. all(abs(woff) < huge(1.0_dp)))) then
+      ierr = err_not_finite
+      return
+    end if
+    if (.not. all(t > 0.0_dp .and. t < huge(1.0_dp))) then
+      ierr = err_nonpositive_t
+      return
+    end if
+    if (.not. all(pe > 0.0_dp .and. pe < huge(1.0_dp))) then
+      ierr = err_nonpositive_pe
+      return
+    end if
+    if (any(logtau(2:n) >= logtau(1:n-1))) then
+      ierr = err_logtau_order
+      return
+    end if
+    if (any(gstart < 1) .or. any(gcount < 1) .or. any(gstart + gcount - 1 > nglines) .or. &
+        any(glines < 1) .or. any(glines > nl) .or. any(wgrp < 1) .or. any(wgrp > ng) .or. vmac < 0.0_dp) then
+      ierr = err_bad_input
+      return
+    end if
+
+    ! ---------------- depth quantities shared by all groups
+    do i = 1, n
+      call eos_solve(t(i), pe(i), eps, st(i), ierr, opts(5))
+      if (ierr /= err_ok) return
+      call kappa_continuum(5.0e-5_dp, st(i), eps, kappa5(i), ierr)
+      if (ierr /= err_ok) return
+      call geometry_factors(gam(i) * deg, phi(i) * deg, geo(:, i))
+    end do
+    ltau = ln10 * 10.0_dp**logtau
+    if (opts(3) /= 0) then
+      magnetic = any(abs(bfield) > 1.0_dp)
+    else
+      magnetic = any(bfield /= 0.0_dp)
+    end if
+    capflag = opts(4)
+
+    do g = 1, ng
+      nlg = gcount(g)
+      l = glines(gstart(g))
+      lam1 = lam(l)
+      allocate(inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), adamp(n, nlg), c5(5, n, nlg), eta0(n, nlg))
+      allocate(boff(nlg), ncomp(nlg), grp(3 * max_components, nlg), shift(3 * max_components, nlg), &
+               strength(3 * max_components, nlg))
+      ! continuum at the first line and the source function
+      do i = 1, n
+        call kappa_continuum(lam1 * 1.0e-8_dp, st(i), eps, kap, ierr)
+        if (ierr /= err_ok) return
+        kc(i) = kap / kappa5(i)
+      end do
+      src = planck(lam1 * 1.0e-8_dp, t)
+      ! per-line depth quantities
+      do k = 1, nlg
+        l = glines(gstart(g) + k - 1)
+        call line_depth_quantities(n, iz(l), stage(l), lam(l) * 1.0e-8_dp, chi_e(l), loggf(l), enh(l), &
+                                   alpha(l), sigma(l), eps(iz(l)), opts(2), t, vmic, st, kappa5, &
+                                   e0, ad, dld, vdop, ierr)
+        if (ierr /= err_ok) return
+        amax(l) = max(amax(l), maxval(ad))
+        if (capflag /= 0 .and. maxval(ad) > 3.0_dp) ad = ad * (3.0_dp / maxval(ad))
+        eta0(:, k) = e0
+        adamp(:, k) = ad
+        inv_dld(:, k) = 1.0_dp / dld
+        vshift(:, k) = vlos / vdop
+        vb(:, k) = larmor * air_to_vacuum(lam(l) * 1.0e-8_dp)**2 * bfield / dld
+        if (opts(3) /= 0) then
+          where (abs(bfield) <= 1.0_dp) vb(:, k) = 0.0_dp
+        end if
+        do i = 1, n
+          c5(:, i, k) = e0(i) * geo(:, i)
+        end do
+        boff(k) = blend_offset_mA(lam1, lam(l), opts(1))
+        ncomp(k) = 0
+        if (magnetic) then
+          call zeeman_pattern(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
+                              nc, sh, sg, ierr)
+          if (ierr /= err_ok) return
+          do j = 1, 3
+            do m = 1, nc(j)
+              if (sg(m, j) <= 1.0e-12_dp) cycle
+              ncomp(k) = ncomp(k) + 1
+              grp(ncomp(k), k) = j
+              shift(ncomp(k), k) = sh(m, j)
+              strength(ncomp(k), k) = sg(m, j)
+            end do
+          end do
+        end if
+      end do
+
+      ! wavelength points of this group, in the order given
+      nmw = count(wgrp == g)
+      allocate(widx(nmw), wx(nmw), wy(4, nmw))
+      nmw = 0
+      do jw = 1, nw
+        if (wgrp(jw) == g) then
+          nmw = nmw + 1
+          widx(nmw) = jw
+        end if
+      end do
+      ic = hsra_continuum(lam1)
+      do m = 1, nmw
+        jw = widx(m)
+        if (magnetic) then
+          k7 = 0.0_dp
+          k7(1, :) = kc
+          do k = 1, nlg
+            ncmp = ncomp(k)
+            call add_line_k7(n, (woff(jw) + boff(k)) * 1.0e-11_dp, inv_dld(:, k), vshift(:, k), vb(:, k), &
+                             adamp(:, k), c5(:, :, k), ncmp, grp(1:ncmp, k), shift(1:ncmp, k), &
+                             strength(1:ncmp, k), opts(7), k7)
+          end do
+          call hermite_polarised(n, logtau, ltau, k7, src, y4, ierr)
+          if (ierr /= err_ok) return
+        else
+          eta = kc
+          do k = 1, nlg
+            call add_line_eta(n, (woff(jw) + boff(k)) * 1.0e-11_dp, inv_dld(:, k), vshift(:, k), &
+                              adamp(:, k), eta0(:, k), opts(7), eta)
+          end do
+          y4 = 0.0_dp
+          call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr)
+          if (ierr /= err_ok) return
+        end if
+        wx(m) = woff(jw)
+        wy(:, m) = y4 / ic
+      end do
+
+      ! macroturbulence and PSF (lambda of the last line of the group)
+      vm = vmac
+      if (opts(6) == 0 .and. nmw > 1 .and. (vmac > 0.0_dp .or. npsf >= 2)) then
+        if (vm <= 0.0_dp) vm = 1.0e-7_dp
+        l = glines(gstart(g) + nlg - 1)
+        call convolve_group(nmw, wx, wy, 1000.0_dp * lam(l) * vm / c_kms_mac, npsf, psf_x, psf_y, ierr)
+        if (ierr /= err_ok) return
+      end if
+      do m = 1, nmw
+        stokes(:, widx(m)) = wy(:, m)
+      end do
+      deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx, wx, wy)
+    end do
+  end subroutine synth_model
+
+  !> Convolve the four Stokes rows y(4, m) sampled at offsets x(m) [mÅ] with a Gaussian of standard
+  !> deviation sigma [mÅ] and (npsf >= 2) the PSF (psf_x [mÅ], psf_y), as described in the module
+  !> header. x must be strictly monotonic.
+  pure subroutine convolve_group(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
+    integer, intent(in) :: m, npsf
+    real(dp), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
+    real(dp), intent(inout) :: y(4, m)
+    integer, intent(out) :: ierr
+    real(dp) :: step, f
+    complex(dp), allocatable :: ck(:), pk(:)
+    real(dp), allocatable :: c(:), cs(:), out(:, :)
+    integer :: nfft, i, j, k, i1, q
+    logical :: uniform
+
+    ierr = err_ok
+    if (m < 2) return
+    step = abs(x(2) - x(1))
+    if (step == 0.0_dp) step = 1.0_dp
+    uniform = all(abs(abs(x(2:m) - x(1:m-1)) - step) <= 1.0e-3_dp * step)
+    if (.not. (all(x(2:m) > x(1:m-1)) .or. all(x(2:m) < x(1:m-1)))) then
+      ierr = err_bad_input
+      return
+    end if
+    if (.not. uniform) then
+      if (npsf >= 2) then
+        ierr = err_bad_input
+        return
+      end if
+      call gauss_nonuniform(m, x, y, sigma)
+      return
+    end if
+
+    nfft = n_fft_sir
+    do while (nfft < m .or. (m > n_fft_sir .and. nfft < 2 * m))
+      nfft = 2 * nfft
+    end do
+    allocate(ck(0:nfft-1), c(0:nfft-1), cs(0:nfft-1), out(4, m))
+    ! Gaussian transfer function (SIR's form, including its clip at exp(-26))
+    do k = 0, nfft - 1
+      if (k < nfft / 2) then
+        f = real(k, dp) / (nfft * step)
+      else
+        f = real(nfft - k, dp) / (nfft * step)
+      end if
+      ck(k) = cmplx(exp(-min(2.0_dp * pi_fft**2 * sigma**2 * f**2, 26.0_dp)), 0.0_dp, dp)
+    end do
+    if (npsf >= 2) then
+      allocate(pk(0:nfft-1))
+      do k = 0, nfft - 1
+        if (k < nfft / 2) then
+          pk(k) = cmplx(psf_sample(real(k, dp) * step, npsf, psf_x, psf_y), 0.0_dp, dp)
+        else
+          pk(k) = cmplx(psf_sample(real(k - nfft, dp) * step, npsf, psf_x, psf_y), 0.0_dp, dp)
+        end if
+      end do
+      call fft_inplace(nfft, pk, -1)
+      if (.not. (abs(pk(0)) > 0.0_dp)) then
+        ierr = err_bad_input
+        return
+      end if
+      ck = ck * pk / pk(0)
+    end if
+    ! discrete kernel c_k = IDFT(C)
+    call fft_inplace(nfft, ck, +1)
+    c = real(ck, dp) / nfft
+    cs(0) = c(0)
+    do k = 1, nfft - 1
+      cs(k) = cs(k - 1) + c(k)
+    end do
+    ! circular convolution of the edge-padded array, output at the data positions
+    i1 = (nfft - m) / 2
+    out = 0.0_dp
+    do i = 1, m
+      q = i1 + i - 1
+      ! left padding (first value): lags i .. q ; right padding (last value): lags q+1 .. nfft-m+i-1
+      out(:, i) = (cs(q) - cs(i - 1)) * y(:, 1) + (cs(nfft - m + i - 1) - cs(q)) * y(:, m)
+      do j = 1, m
+        k = modulo(i - j, nfft)
+        out(:, i) = out(:, i) + c(k) * y(:, j)
+      end do
+    end do
+    y = out
+  end subroutine convolve_group
+
+  !> PSF value at offset xo [mÅ]: three-point Lagrange interpolation through nodes j-1, j, j+1 with
+  !> x_j < xo <= x_j+1 (indices clamped to the table), zero outside [x_first, x_last] (§9.3).
+  pure function psf_sample(xo, np_, px, py) result(v)
+    real(dp), intent(in) :: xo
+    integer, intent(in) :: np_
+    real(dp), intent(in) :: px(np_), py(np_)
+    real(dp) :: v, x0, x1, x2
+    integer :: j, a
+    v = 0.0_dp
+    if (xo < px(1) .or. xo > px(np_)) return
+    if (np_ < 3) then
+      if (px(2) > px(1)) v = py(1) + (py(2) - py(1)) * (xo - px(1)) / (px(2) - px(1))
+      return
+    end if
+    j = 1
+    do while (j < np_ - 1 .and. px(j + 1) < xo)
+      j = j + 1
+    end do
+    ! j: px(j) < xo <= px(j+1) (xo = px(1) gives j = 1); nodes j-1, j, j+1 clamped to 1..np
+    a = min(max(j - 1, 1), np_ - 2)
+    x0 = px(a); x1 = px(a + 1); x2 = px(a + 2)
+    v = py(a) * (xo - x1) * (xo - x2) / ((x0 - x1) * (x0 - x2)) &
+        + py(a + 1) * (xo - x0) * (xo - x2) / ((x1 - x0) * (x1 - x2)) &
+        + py(a + 2) * (xo - x0) * (xo - x1) / ((x2 - x0) * (x2 - x1))
+  end function psf_sample
+
+  !> Gaussian convolution on a non-uniform grid: the profile is taken piecewise linear between the
+  !> samples and constant (edge values) outside; the integral against the Gaussian is exact.
+  pure subroutine gauss_nonuniform(m, x, y, sigma)
+    integer, intent(in) :: m
+    real(dp), intent(in) :: x(m), sigma
+    real(dp), intent(inout) :: y(4, m)
+    real(dp) :: out(4, m), xs(m), ys(4, m), a, b, ea, eb, ga, gb, w0, w1, s2
+    integer :: i, j
+    if (sigma <= 0.0_dp) return
+    if (x(m) < x(1)) then
+      xs = x(m:1:-1)
+      ys = y(:, m:1:-1)
+    else
+      xs = x
+      ys = y
+    end if
+    s2 = sqrt(2.0_dp) * sigma
+    do i = 1, m
+      ! tails: Phi((x1 - xi)/sigma) y1 + (1 - Phi((xm - xi)/sigma)) ym
+      a = (xs(1) - xs(i)) / s2
+      b = (xs(m) - xs(i)) / s2
+      out(:, i) = 0.5_dp * erfc(-a) * ys(:, 1) + 0.5_dp * erfc(b) * ys(:, m)
+      do j = 1, m - 1
+        ! segment [x_j, x_j+1], linear: weights of y_j and y_j+1
+        a = (xs(j) - xs(i)) / s2
+        b = (xs(j + 1) - xs(i)) / s2
+        ea = exp(-a * a); eb = exp(-b * b)
+        ga = 0.5_dp * (erf(b) - erf(a))                    ! int of the Gaussian over the segment
+        gb = (ea - eb) / (2.0_dp * sqrt(pi)) * s2          ! int of (x - xi) Gaussian
+        ! linear interpolant: y_j + (y_j+1 - y_j) (x - x_j)/h, with (x - x_j) = (x - xi) - (x_j - xi)
+        w1 = (gb - (xs(j) - xs(i)) * ga) / (xs(j + 1) - xs(j))
+        w0 = ga - w1
+        out(:, i) = out(:, i) + w0 * ys(:, j) + w1 * ys(:, j + 1)
+      end do
+    end do
+    if (x(m) < x(1)) then
+      y = out(:, m:1:-1)
+    else
+      y = out
+    end if
+  end subroutine gauss_nonuniform
+
+  !> In-place radix-2 complex FFT of length nfft (a power of two): sign -1 forward
+  !> (X_k = sum x_j e^{-2 pi i jk/N}), +1 backward (unnormalised).
+  pure subroutine fft_inplace(nfft, a, sign)
+    integer, intent(in) :: nfft, sign
+    complex(dp), intent(inout) :: a(0:nfft-1)
+    integer :: i, j, k, len, half
+    complex(dp) :: w, u, v, tmp
+    real(dp) :: ang
+    j = 0
+    do i = 0, nfft - 2
+      if (i < j) then
+        tmp = a(i); a(i) = a(j); a(j) = tmp
+      end if
+      k = nfft / 2
+      do while (k >= 1 .and. j >= k)
+        j = j - k
+        k = k / 2
+      end do
+      j = j + k
+    end do
+    len = 2
+    do while (len <= nfft)
+      half = len / 2
+      ang = real(sign, dp) * 2.0_dp * pi / real(len, dp)
+      do k = 0, half - 1
+        w = cmplx(cos(ang * k), sin(ang * k), dp)
+        do i = k, nfft - 1, len
+          u = a(i)
+          v = a(i + half) * w
+          a(i) = u + v
+          a(i + half) = u - v
+        end do
+      end do
+      len = 2 * len
+    end do
+  end subroutine fft_inplace
+
+end module pyinv_synthesis
