@@ -50,6 +50,26 @@ contains
     end do
   end subroutine grid_derivative
 
+  !> grid_derivative applied to the seven rows of f(7, n) at once.
+  pure subroutine grid_derivative7(n, x, f, df)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: x(n), f(7, n)
+    real(dp), intent(out) :: df(7, n)
+    integer :: i
+    real(dp) :: dm, dp_, dt, cm, c0, cp
+    df(:, 1) = (f(:, 2) - f(:, 1)) / (x(2) - x(1))
+    df(:, n) = (f(:, n) - f(:, n - 1)) / (x(n) - x(n - 1))
+    do i = 2, n - 1
+      dm = x(i) - x(i - 1)
+      dp_ = x(i + 1) - x(i)
+      dt = x(i + 1) - x(i - 1)
+      cm = -dp_ / (dm * dt)
+      c0 = (dp_ - dm) / (dm * dp_)
+      cp = dm / (dp_ * dt)
+      df(:, i) = cm * f(:, i - 1) + c0 * f(:, i) + cp * f(:, i + 1)
+    end do
+  end subroutine grid_derivative7
+
   !> Full 4x4 matrix from the seven independent elements (same layout as K).
   pure subroutine build_k4(e, m)
     real(dp), intent(in) :: e(7)
@@ -133,7 +153,7 @@ contains
     real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n)
     real(dp) :: kp0(4, 4), kp1(4, 4), m0(4, 4), m1(4, 4), d4(4, 4), a(4, 4)
     real(dp) :: y(4), r(4), v(4), h, h2, h12
-    integer :: i, j, ib
+    integer :: i, ib
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -144,9 +164,7 @@ contains
     do i = 1, n
       kp7(:, i) = ltau(i) * k7(:, i)
     end do
-    do j = 1, 7
-      call grid_derivative(n, x, kp7(j, :), dk7(j, :))
-    end do
+    call grid_derivative7(n, x, kp7, dk7)
     call grid_derivative(n, x, s, ds)
     tau = ltau / ln10
     ib = boundary_index(n, tau, k7)

@@ -14,6 +14,12 @@
 !> >= 2n. On a non-uniform group (pyinv: correct, §9.2) the Gaussian is applied on the actual
 !> wavelengths to the piecewise-linear profile extended by its edge values; a PSF needs a uniform
 !> group (err_bad_input otherwise).
+!>
+!> pyinv decisions (spec §12) taken here: a model is non-magnetic only if B = 0 at every depth (item 6;
+!> opts(3) restores SIR's 1 G threshold); no damping cap (item 5; opts(4)); HSRA polynomials in double
+!> precision (item 2); SIR's rational Voigt approximation by default (§7.6; opts(7) = exact Faddeeva).
+!> Per-depth K (k7), S and the EOS states are formed per group/wavelength in plain arrays, so a
+!> tangent-linear (response-function) pass can reuse the same loop structure.
 module pyinv_synthesis
   use pyinv_kinds, only: dp, ln10, pi
   use pyinv_errors, only: err_ok, err_bad_input, err_nonpositive_t, err_nonpositive_pe, &
@@ -249,9 +255,6 @@ contains
         inv_dld(:, k) = 1.0_dp / dld
         vshift(:, k) = vlos / vdop
         vb(:, k) = larmor * air_to_vacuum(lam(l) * 1.0e-8_dp)**2 * bfield / dld
-        if (opts(3) /= 0) then
-          where (abs(bfield) <= 1.0_dp) vb(:, k) = 0.0_dp
-        end if
         do i = 1, n
           c5(:, i, k) = e0(i) * geo(:, i)
         end do

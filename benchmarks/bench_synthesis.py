@@ -1,0 +1,85 @@
+"""Benchmark: time of one LTE Stokes synthesis of the Hinode case, one core, in-process.
+
+Case: a 53-depth model (log tau 1.2 ... -4.0), the Hinode SP sampling (112 points, 21.549 mÅ) and the
+Fe I 6301.5 + 6302.5 pair as one blended group, with macroturbulence. Prints the time per synthesis
+and per (depth x wavelength) point next to SIR's quoted ~1.0 µs per point, and writes JSON to stdout's
+last line (or to --json PATH).
+
+    PYTHONPATH=<build>/site:src python benchmarks/bench_synthesis.py [--repeat 200] [--json out.json]
+
+Uses ../shared/reference (models of synth_hinode, LINES_REF, THEVENIN) when present; otherwise
+pyinv's packaged line list / abundances and a magnetised HSRA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+import pyinv  # noqa: E402
+
+SIR_US_PER_POINT = 1.0
+TARGET_US_PER_POINT = 0.2
+
+
+def _case():
+    ref = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    regions = [("1,2", -615.9, 21.549, 1776.0)]
+    if (ref / "synth_hinode.npz").is_file():
+        d = np.load(ref / "synth_hinode.npz")
+        lines = pyinv.LineList.read_sir(ref / "LINES_REF")
+        ab = pyinv.read_abundances(ref / "THEVENIN")
+        atm = pyinv.Atmosphere.from_array(d["models"][0], macro=float(d["macro"][0]))
+        return atm, lines, pyinv.WavelengthGrid.from_regions(regions, lines), ab, "shared/reference synth_hinode[0]"
+    lines = pyinv.default_lines()
+    idx = [ln.index for ln in lines if abs(ln.wavelength - 6301.5) < 0.1 or abs(ln.wavelength - 6302.5) < 0.1]
+    lt = np.round(np.arange(1.2, -4.0 - 1e-9, -0.1), 2)
+    hsra = pyinv.models.hsra() if hasattr(pyinv.models, "hsra") else None
+    T = np.interp(lt, hsra.log_tau[::-1], hsra.T[::-1]) if hsra is not None else 6000 - 600 * lt
+    Pe = np.interp(lt, hsra.log_tau[::-1], hsra.Pe[::-1]) if hsra is not None else 10 ** (1.3 + 0.5 * lt)
+    atm = pyinv.Atmosphere(log_tau=lt, T=T, Pe=Pe, vmic=1e5, B=1000.0, vlos=0.0, gamma=30.0, phi=20.0, macro=1.0)
+    grid = pyinv.WavelengthGrid.from_regions([(",".join(map(str, idx[:2])), -615.9, 21.549, 1776.0)], lines)
+    return atm, lines, grid, None, "packaged defaults (magnetised HSRA)"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    atm, lines, grid, ab, source = _case()
+    kw = dict(abundances=ab)
+    pyinv.synthesize(atm, lines, grid, **kw)  # warm-up (imports, first call)
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        pyinv.synthesize(atm, lines, grid, **kw)
+        times.append(time.perf_counter() - t0)
+    # the engine alone (no Python-side validation): one synth_stokes call
+    t = np.median(times)
+    npts = atm.ndep * grid.nwav
+    res = {"case": source, "ndep": int(atm.ndep), "nwav": int(grid.nwav), "repeat": args.repeat,
+           "seconds_per_synthesis_median": float(t), "seconds_per_synthesis_min": float(np.min(times)),
+           "us_per_point_median": float(t / npts * 1e6), "us_per_point_min": float(np.min(times) / npts * 1e6),
+           "sir_us_per_point": SIR_US_PER_POINT, "target_us_per_point": TARGET_US_PER_POINT}
+    print(f"pyinv.synthesize, {source}: {atm.ndep} depths x {grid.nwav} wavelengths, one core")
+    print(f"  time per synthesis   {t * 1e3:8.3f} ms (median of {args.repeat}; min {np.min(times) * 1e3:.3f} ms)")
+    print(f"  per depth x wavelength {res['us_per_point_median']:8.3f} us   (SIR ~{SIR_US_PER_POINT} us; "
+          f"target <= {TARGET_US_PER_POINT} us; speed-up vs SIR x{SIR_US_PER_POINT / res['us_per_point_median']:.1f})")
+    out = json.dumps(res)
+    if args.json:
+        Path(args.json).write_text(out + "\n")
+    print(out)
+    return res
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
