@@ -9,10 +9,12 @@
 module pyinv_api
   implicit none
   private
-  public :: engine_error_message, voigt_hf, voigt_hf_deriv, planck_bt
+  public :: engine_error_message, voigt_hf, voigt_hf_n, voigt_hf_deriv, planck_bt
   public :: synth_stokes, zeeman_components, formal_solution, hsra_intensity, convolve_stokes
   public :: thermo_eos, thermo_eos_deriv, thermo_pe_from_pg, thermo_kappa, thermo_kappa_deriv, &
             thermo_hydrostatic, thermo_atomic  ! section: thermodynamics
+  public :: inv_allowed_nodes, inv_node_basis, inv_svd_solve, inv_sigma, inv_he_pe_jacobian, &
+            inv_response_functions, inv_node_jacobian, inv_cycle  ! section: inversion
 
 contains
 
@@ -53,6 +55,26 @@ subroutine voigt_hf(n, a, v, h, f, ierr)
   end if
   call voigt_faraday(a, v, h, f)
 end subroutine voigt_hf
+
+!> Voigt H and F at n points through the vectorised profile loop of the synthesis (pyinv_voigt::voigt_n).
+subroutine voigt_hf_n(n, a, v, h, f, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_voigt, only: voigt_n
+  use pyinv_errors, only: err_ok, err_domain
+  implicit none
+  integer(c_int), intent(in) :: n
+  real(c_double), intent(in) :: a(n), v(n)
+  real(c_double), intent(out) :: h(n), f(n)
+  integer(c_int), intent(out) :: ierr
+  ierr = err_ok
+  h = 0.0_c_double
+  f = 0.0_c_double
+  if (any(.not. (a >= 0.0_c_double)) .or. any(.not. (abs(v) < huge(1.0_c_double)))) then
+    ierr = err_domain
+    return
+  end if
+  call voigt_n(int(n), a, v, h, f)
+end subroutine voigt_hf_n
 
 !> Voigt H, F and their derivatives with respect to v and a at n points.
 subroutine voigt_hf_deriv(n, a, v, h, f, dhdv, dfdv, dhda, dfda, ierr)
@@ -388,5 +410,216 @@ subroutine convolve_stokes(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
   call convolve_group(m, x, y, sigma, npsf, psf_x, psf_y, ie)
   ierr = ie
 end subroutine convolve_stokes
+
+! ---------------------------------------------------------------------------------------------------
+! section: inversion (nodes, Levenberg-Marquardt, finite-difference response functions)
+! Line/group/grid/abundance/PSF/option arguments are those of synth_stokes (section: synthesis).
+! Model arrays x(n, 7): columns T [K], Pe [dyn cm-2], vmic [cm/s], B [G], vlos [cm/s], gamma, phi [deg].
+! ---------------------------------------------------------------------------------------------------
+
+!> Largest SIR-allowed node count <= nreq on a grid of ndep points (spec-inversion §2.1).
+subroutine inv_allowed_nodes(ndep, nreq, nout)
+  use, intrinsic :: iso_c_binding, only: c_int
+  use pyinv_nodes, only: allowed_node_count
+  implicit none
+  integer(c_int), intent(in) :: ndep, nreq
+  integer(c_int), intent(out) :: nout
+  nout = allowed_node_count(int(ndep), int(nreq))
+end subroutine inv_allowed_nodes
+
+!> Interpolation basis f(ndep, n) (§2.3). usex = 0: SIR's equidistant layout (xn ignored);
+!> usex = 1: nodes at log tau positions xn(n). mode 0 splines, 1 linear.
+subroutine inv_node_basis(ndep, logtau, n, usex, xn, mode, f, idx, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_nodes, only: sir_node_basis, node_basis, node_indices
+  implicit none
+  integer(c_int), intent(in) :: ndep, n, usex, mode
+  real(c_double), intent(in) :: logtau(ndep), xn(n)
+  real(c_double), intent(out) :: f(ndep, n)
+  integer(c_int), intent(out) :: idx(n), ierr
+  integer :: ie, id(n)
+  idx = 0
+  if (usex /= 0) then
+    call node_basis(int(ndep), logtau, int(n), xn, int(mode), f, ie)
+  else
+    call sir_node_basis(int(ndep), logtau, int(n), int(mode), f, ie)
+    if (ie == 0) then
+      call node_indices(int(ndep), int(n), id, ie)
+      idx = id
+    end if
+  end if
+  ierr = ie
+end subroutine inv_node_basis
+
+!> SVD a = u diag(w) v^T (one-sided Jacobi) and SIR's modified-SVD solution of a delta = b with
+!> parameter blocks blk(m) (nvar blocks) and tolerance eps (§3.3).
+subroutine inv_svd_solve(m, a, b, blk, nvar, eps, u, w, v, delta, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_inversion, only: jacobi_svd, modified_svd_solve
+  implicit none
+  integer(c_int), intent(in) :: m, nvar
+  integer(c_int), intent(in) :: blk(m)
+  real(c_double), intent(in) :: a(m, m), b(m), eps
+  real(c_double), intent(out) :: u(m, m), w(m), v(m, m), delta(m)
+  integer(c_int), intent(out) :: ierr
+  integer :: ie, bk(m)
+  bk = blk
+  call jacobi_svd(int(m), a, u, w, v, ie)
+  if (ie == 0) call modified_svd_solve(int(m), a, b, bk, int(nvar), eps, delta, ie)
+  ierr = ie
+end subroutine inv_svd_solve
+
+!> SIR's per-line, per-Stokes sigma (§3.1): sig(4, nw), 1/sigma^2 weights wgt, counts.
+subroutine inv_sigma(nw, ng, wgrp, obs, weights, snr, sig, wgt, nobs, nmask, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_inversion, only: stokes_sigma
+  implicit none
+  integer(c_int), intent(in) :: nw, ng
+  integer(c_int), intent(in) :: wgrp(nw)
+  real(c_double), intent(in) :: obs(4, nw), weights(4), snr
+  real(c_double), intent(out) :: sig(4, nw), wgt(4, nw)
+  integer(c_int), intent(out) :: nobs, nmask, ierr
+  integer :: ie, no, nm, wg(nw)
+  wg = wgrp
+  call stokes_sigma(int(nw), int(ng), wg, obs, weights, snr, sig, wgt, no, nm, ie)
+  nobs = no; nmask = nm; ierr = ie
+end subroutine inv_sigma
+
+!> d Pe_i / d T_j with Pe in hydrostatic equilibrium (boundary 0: top Pe fixed; 1: top Pg = bvalue;
+!> 2: top rho = bvalue), for the HE-coupled temperature RF (RF_INTERFACE.md).
+subroutine inv_he_pe_jacobian(n, logtau, t, pe_top, boundary, bvalue, mu, eps, sir_compat, dpe, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_inversion, only: synth_setup, he_pe_jacobian
+  implicit none
+  integer(c_int), intent(in) :: n, boundary, sir_compat
+  real(c_double), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92)
+  real(c_double), intent(out) :: dpe(n, n)
+  integer(c_int), intent(out) :: ierr
+  type(synth_setup) :: s
+  integer :: ie
+  s%eps = eps
+  s%opts = 0
+  s%opts(5) = int(sir_compat)
+  call he_pe_jacobian(s, int(n), logtau, t, pe_top, int(boundary), bvalue, mu, dpe, ie)
+  ierr = ie
+end subroutine inv_he_pe_jacobian
+
+!> Depth-resolved response functions through the inversion's RF provider (RF_INTERFACE.md):
+!> stokes(4, nw), rf(4, nw, n, 7) (d stokes / d x_v(k): per K, dyn cm-2, cm/s, G, cm/s, deg, deg),
+!> rf_vmac(4, nw) per km/s. want(7): 1 = compute that variable.
+subroutine inv_response_functions(n, logtau, x, vmac, &
+                                  nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                                  mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                                  ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                                  npsf, psf_x, psf_y, nopt, opts, want, stokes, rf, rf_vmac, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: n_options
+  use pyinv_inversion, only: synth_setup, make_setup, rf_provider
+  implicit none
+  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt
+  real(c_double), intent(in) :: logtau(n), x(n, 7), vmac
+  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
+  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
+  integer(c_int), intent(in) :: opts(nopt), want(7)
+  real(c_double), intent(out) :: stokes(4, nw), rf(4, nw, n, 7), rf_vmac(4, nw)
+  integer(c_int), intent(out) :: ierr
+  type(synth_setup) :: s
+  integer :: o(n_options), ie, wt(7)
+  o = 0
+  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
+  call make_setup(int(nl), int(iz), int(stage), lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l, &
+                  mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
+                  int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
+  wt = want
+  call rf_provider(s, int(n), logtau, x, vmac, wt, stokes, rf, rf_vmac, ie)
+  ierr = ie
+end subroutine inv_response_functions
+
+!> Node Jacobian jac(4, nw, m) (m = free node parameters in slot order T, Pe, vmic, B, vlos, gamma,
+!> phi, vmac; relative units of §2.2, radians for angles) at model x: jac_mode 0 directional finite
+!> differences, 1 depth-resolved RFs compressed by the chain rule. he = 1: Pe follows HE (boundary,
+!> bvalue, mu). Node counts nodes(8); explicit positions xnodes(:, v) where usex(v) = 1; maxm >= m.
+subroutine inv_node_jacobian(n, logtau, x, vmac, &
+                             nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                             mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                             ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                             npsf, psf_x, psf_y, nopt, opts, nodes, maxnp, xnodes, usex, interp, &
+                             he, boundary, bvalue, mu, jac_mode, maxm, jac, m, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: n_options
+  use pyinv_inversion, only: synth_setup, make_setup, inv_node_jacobian_core
+  implicit none
+  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt, maxnp, interp, he, boundary, jac_mode, maxm
+  real(c_double), intent(in) :: logtau(n), x(n, 7), vmac, bvalue, mu
+  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
+  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf), xnodes(maxnp, 8)
+  integer(c_int), intent(in) :: opts(nopt), nodes(8), usex(8)
+  real(c_double), intent(out) :: jac(4, nw, maxm)
+  integer(c_int), intent(out) :: m, ierr
+  type(synth_setup) :: s
+  integer :: o(n_options), ie, mm
+  o = 0
+  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
+  call make_setup(int(nl), int(iz), int(stage), lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l, &
+                  mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
+                  int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
+  call inv_node_jacobian_core(s, int(n), logtau, x, vmac, int(nodes), int(maxnp), xnodes, int(usex), &
+                              int(interp), int(he), int(boundary), bvalue, mu, int(jac_mode), int(maxm), &
+                              jac, mm, ie)
+  m = mm
+  ierr = ie
+end subroutine inv_node_jacobian
+
+!> One Levenberg-Marquardt cycle of a one-component inversion (see pyinv_inversion::lm_cycle).
+!> x(n, 7), vmac: in: starting model; out: best model. obs(4, nw); weights(4); snr; nodes(8) (slot
+!> order T, Pe, vmic, B, vlos, gamma, phi, vmac); xnodes(maxnp, 8)/usex(8) explicit node positions;
+!> interp; svdtol; lambda0; boundary/bvalue (0 top Pe kept, 1 top Pg, 2 top rho); mu; maxit;
+!> jac_mode (0 directional FD, 1 depth RFs + chain rule). Out: fit(4, nw), pg, rho, z (HE of the
+!> final T), err(n, 10) (.err formula: T, Pe, vmic, B, vlos, gamma, phi, z, Pg, rho), err_vmac,
+!> cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm), info(6), rinfo(5) (see lm_cycle).
+subroutine inv_cycle(n, logtau, x, vmac, &
+                     nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                     mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                     ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                     npsf, psf_x, psf_y, nopt, opts, obs, weights, snr, nodes, maxnp, xnodes, usex, &
+                     interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, &
+                     fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, info, rinfo, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: n_options
+  use pyinv_inversion, only: synth_setup, make_setup, lm_cycle
+  implicit none
+  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt, maxnp, interp, boundary, maxit, &
+                                jac_mode, maxm
+  real(c_double), intent(in) :: logtau(n), bvalue, mu, snr, svdtol, lambda0
+  real(c_double), intent(inout) :: x(n, 7), vmac
+  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
+  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf), xnodes(maxnp, 8)
+  real(c_double), intent(in) :: obs(4, nw), weights(4)
+  integer(c_int), intent(in) :: opts(nopt), nodes(8), usex(8)
+  real(c_double), intent(out) :: fit(4, nw), pg(n), rho(n), z(n), err(n, 10), err_vmac, cerr(n, 7), &
+                                 cerr_vmac, cov(maxm, maxm), rinfo(5)
+  integer(c_int), intent(out) :: info(6), ierr
+  type(synth_setup) :: s
+  integer :: o(n_options), ie, inf(6)
+  o = 0
+  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
+  call make_setup(int(nl), int(iz), int(stage), lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l, &
+                  mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
+                  int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
+  call lm_cycle(s, int(n), logtau, x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, int(usex), &
+                int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), fit, &
+                pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), cov, inf, rinfo, ie)
+  info = inf
+  ierr = ie
+end subroutine inv_cycle
 
 end module pyinv_api

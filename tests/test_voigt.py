@@ -92,3 +92,16 @@ def test_planck_and_derivative():
     np.testing.assert_allclose(dB, (Bp - Bm) / (2 * dT), rtol=1e-6)
     with pytest.raises(ValueError, match="temperature"):
         pyinv.planck(lam_A, [5000.0, -1.0])
+
+
+def test_vectorised_profile_loop_equals_elemental():
+    """voigt_n (the synthesis' profile loop, split by region) equals the elemental function."""
+    api = pyinv.engine.api()
+    rng = np.random.default_rng(7)
+    a = 10.0 ** rng.uniform(-4.0, 1.0, 5000)
+    v = rng.uniform(-40.0, 40.0, 5000)
+    h1, f1 = pyinv.voigt(a, v)
+    h2, f2, ierr = api.voigt_hf_n(a, v)
+    assert ierr == 0
+    np.testing.assert_allclose(h2, h1, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(f2, f1, rtol=1e-14, atol=1e-300)
