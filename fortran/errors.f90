@@ -15,7 +15,9 @@ module pyinv_errors
   integer, parameter, public :: err_bad_zeeman = 8       ! unknown term / too many Zeeman components
   integer, parameter, public :: err_bad_size = 9         ! inconsistent array sizes
   integer, parameter, public :: err_domain = 10          ! argument outside the domain of a fit
-  integer, parameter, public :: n_errors = 10
+  integer, parameter, public :: err_no_data = 11         ! no data to fit (all weights zero / all masked)
+  integer, parameter, public :: err_zero_parameter = 12  ! relative inversion parameter starts at zero
+  integer, parameter, public :: n_errors = 12
 
   public :: error_message
 
@@ -37,6 +39,8 @@ contains
     case (err_bad_zeeman);      msg = 'invalid Zeeman pattern (unknown term or too many components)'
     case (err_bad_size);        msg = 'inconsistent array sizes'
     case (err_domain);          msg = 'argument outside the valid domain'
+    case (err_no_data);         msg = 'no data to fit (all Stokes weights zero or all points masked)'
+    case (err_zero_parameter);  msg = 'a relatively perturbed parameter is zero (e.g. vmic, vmac or B = 0)'
     case default;               msg = 'unknown error code'
     end select
   end function error_message

@@ -284,3 +284,115 @@ def convolve_stokes(offset_mA, stokes, sigma_mA: float, psf: tuple | None = None
     ierr = api().convolve_stokes(f64(offset_mA), y, float(sigma_mA), px, py)
     check(ierr, "convolution")
     return np.asarray(y)
+
+
+# ---------------------------------------------------------------------------------------------------
+# section: inversion (nodes, Levenberg-Marquardt, finite-difference response functions)
+# Thin wrappers of the inv_* procedures of fortran/api.f90. ``prep`` is the dict built by
+# pyinv.inversion.prepare_synthesis (line arrays, groups, grid, eps, psf, opts); model arrays
+# ``x`` are (ndep, 7): T, Pe, vmic, B, vlos, gamma, phi (K, dyn cm⁻², cm/s, G, cm/s, deg, deg).
+# ---------------------------------------------------------------------------------------------------
+
+#: Inversion slots, in the engine's order (= pyinv.config.NODE_PARAMETERS).
+INV_SLOTS = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "vmac")
+
+
+def _synth_arg_list(prep: dict) -> list:
+    la = prep["lines"]
+    g0, g1, g2 = prep["groups"]
+    px, py = prep["psf"] if prep["psf"] is not None else (np.zeros(1), np.zeros(1))
+    o = np.zeros(SYNTH_NOPT, dtype=np.int32)
+    o[:len(prep["opts"])] = prep["opts"]
+    return [_i32(la["iz"]), _i32(la["stage"]), f64(la["lam"]), f64(la["chi_e"]), f64(la["loggf"]),
+            f64(la["enh"]), f64(la["alpha"]), f64(la["sigma"]), f64(la["mult_l"]), f64(la["l_l"]),
+            f64(la["j_l"]), f64(la["mult_u"]), f64(la["l_u"]), f64(la["j_u"]), _i32(la["use_geff"]),
+            f64(la["geff"]), _i32(g0), _i32(g1), _i32(g2), f64(prep["woff"]), _i32(prep["wgrp"]),
+            f64(prep["eps"]), f64(px), f64(py), o]
+
+
+def _xnodes(xnodes) -> tuple[np.ndarray, np.ndarray]:
+    """(maxnp, 8) Fortran array of explicit node positions and the (8,) usex flags."""
+    if not xnodes:
+        return np.zeros((1, 8), order="F"), np.zeros(8, dtype=np.int32)
+    maxnp = max(len(v) for v in xnodes.values())
+    arr = np.zeros((max(maxnp, 1), 8), order="F")
+    use = np.zeros(8, dtype=np.int32)
+    for k, v in xnodes.items():
+        j = INV_SLOTS.index(k)
+        arr[:len(v), j] = v
+        use[j] = 1
+    return arr, use
+
+
+def inv_allowed_nodes(ndep: int, n: int) -> int:
+    """Largest SIR-allowed node count <= n on ndep depth points."""
+    return int(api().inv_allowed_nodes(int(ndep), int(n)))
+
+
+def inv_node_basis(log_tau, n: int, positions=None, mode: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolation basis (ndep, n) and node grid indices (0-based; -1 for explicit positions)."""
+    xn = np.zeros(n) if positions is None else f64(positions)
+    f, idx, ierr = api().inv_node_basis(f64(log_tau), int(positions is not None), xn, int(mode))
+    check(ierr, "node basis")
+    return np.asarray(f), np.asarray(idx) - 1
+
+
+def inv_svd_solve(a, b, blk, nvar: int, eps: float):
+    """(u, w, v, delta, ierr): Jacobi SVD of a and SIR's modified-SVD solution of a δ = b."""
+    u, w, v, d, ierr = api().inv_svd_solve(f64_fortran(a), f64(b), _i32(blk), int(nvar), float(eps))
+    return u, w, v, d, int(ierr)
+
+
+def inv_sigma(obs, wgrp, ng: int, weights, snr: float):
+    """SIR's σ (4, nλ), weights 1/σ² (4, nλ), nobs, nmask, ierr."""
+    sig, wgt, nobs, nmask, ierr = api().inv_sigma(int(ng), _i32(wgrp), f64_fortran(obs), f64(weights),
+                                                  float(snr))
+    return np.asarray(sig), np.asarray(wgt), int(nobs), int(nmask), int(ierr)
+
+
+def inv_he_pe_jacobian(log_tau, T, pe_top: float, boundary: int, bvalue: float, mu: float, eps,
+                       sir_compat: bool = False) -> np.ndarray:
+    """d Pe_i / d T_j (ndep, ndep) with Pe in hydrostatic equilibrium."""
+    dpe, ierr = api().inv_he_pe_jacobian(f64(log_tau), f64(T), float(pe_top), int(boundary), float(bvalue),
+                                         float(mu), f64(eps), int(sir_compat))
+    check(ierr, "hydrostatic Pe Jacobian")
+    return np.asarray(dpe)
+
+
+def inv_response_functions(log_tau, x, vmac: float, prep: dict, want=(1,) * 7):
+    """(stokes (4, nλ), rf (4, nλ, ndep, 7), rf_vmac (4, nλ)) from the inversion's RF provider."""
+    st, rf, rfv, ierr = api().inv_response_functions(f64(log_tau), f64_fortran(x), float(vmac),
+                                                     *_synth_arg_list(prep), _i32(want))
+    check(ierr, "response functions")
+    return np.asarray(st), np.asarray(rf), np.asarray(rfv)
+
+
+def inv_node_jacobian(log_tau, x, vmac: float, prep: dict, nodes, *, xnodes=None, interp: int = 0, he: int = 1,
+                      boundary: int = 0, bvalue: float = 0.0, mu: float = 1.0, jac_mode: int = 0,
+                      maxm: int = 128) -> np.ndarray:
+    """Node Jacobian (4, nλ, m) at model x (see api.f90 inv_node_jacobian)."""
+    xa, use = _xnodes(xnodes)
+    jac, m, ierr = api().inv_node_jacobian(f64(log_tau), f64_fortran(x), float(vmac), *_synth_arg_list(prep),
+                                           _i32(nodes), xa, use, int(interp), int(he), int(boundary),
+                                           float(bvalue), float(mu), int(jac_mode), int(maxm))
+    check(ierr, "node Jacobian")
+    return np.asarray(jac)[:, :, :int(m)]
+
+
+def inv_cycle(log_tau, x, vmac: float, prep: dict, obs, weights, snr: float, nodes, *, xnodes=None,
+              interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary: int = 0,
+              bvalue: float = 0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = 0,
+              maxm: int = 128) -> dict:
+    """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success)."""
+    xa, use = _xnodes(xnodes)
+    xf = np.array(x, dtype=np.float64, order="F", copy=True)
+    vm = np.array(float(vmac), dtype=np.float64)
+    out = api().inv_cycle(f64(log_tau), xf, vm, *_synth_arg_list(prep), f64_fortran(obs), f64(weights),
+                          float(snr), _i32(nodes), xa, use, int(interp), float(svdtol), float(lambda0),
+                          int(boundary), float(bvalue), float(mu), int(maxit), int(jac_mode), int(maxm))
+    fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, cov, info, rinfo, ierr = out
+    m = int(info[3])
+    return {"x": xf, "vmac": float(vm), "fit": np.asarray(fit), "pg": pg, "rho": rho, "z": z, "err": err,
+            "err_vmac": float(err_vmac), "cerr": cerr, "cerr_vmac": float(cerr_vmac),
+            "cov": np.asarray(cov)[:m, :m], "info": np.asarray(info), "rinfo": np.asarray(rinfo),
+            "ierr": int(ierr)}
