@@ -55,9 +55,9 @@ def _where(a: np.ndarray, log_tau: np.ndarray, mask: np.ndarray) -> str:
     idx = np.argwhere(mask)[0]
     if a.ndim == 2:
         m, k = int(idx[0]), int(idx[1])
-        return f"model {m}, depth index {k} (log tau = {log_tau[k]:g}), value {a[m, k]!r}"
+        return f"model {m}, depth index {k} (log tau = {log_tau[k]:g}), value {float(a[m, k])!r}"
     k = int(idx[0])
-    return f"depth index {k} (log tau = {log_tau[k]:g}), value {a[k]!r}"
+    return f"depth index {k} (log tau = {log_tau[k]:g}), value {float(a[k])!r}"
 
 
 def _check_log_tau(log_tau: np.ndarray) -> None:
