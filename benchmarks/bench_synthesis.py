@@ -2,8 +2,9 @@
 
 Case: a 53-depth model (log tau 1.2 ... -4.0), the Hinode SP sampling (112 points, 21.549 mÅ) and the
 Fe I 6301.5 + 6302.5 pair as one blended group, with macroturbulence. Prints the time per synthesis
-and per (depth x wavelength) point next to SIR's quoted ~1.0 µs per point, and writes JSON to stdout's
-last line (or to --json PATH).
+and per (depth x wavelength) point next to SIR's quoted ~1.0 µs per point, the time of the response
+functions (engine synth_rf, all seven variables and vmac) and its ratio to one synthesis, and writes
+JSON to stdout's last line (or to --json PATH).
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_synthesis.py [--repeat 200] [--json out.json]
 
@@ -63,17 +64,39 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         pyinv.synthesize(atm, lines, grid, **kw)
         times.append(time.perf_counter() - t0)
-    # the engine alone (no Python-side validation): one synth_stokes call
+    # the engine alone (no Python-side validation): synth_stokes vs synth_rf (all seven variables,
+    # RF_INTERFACE.md), interleaved so that both see the same machine load
+    from pyinv.synthesis import _prepare
+    p = _prepare([atm], lines, grid, **kw)
+    eargs = (p["cols"][0], p["vmac"][0], p["la"], p["groups"], (p["woff"], p["wgrp"]), p["eps"], p["psf"], p["opts"])
+    pyinv.engine.synth_rf(*eargs)
+    t_syn, t_rf = [], []
+    for _ in range(max(args.repeat // 4, 10)):
+        t0 = time.perf_counter()
+        pyinv.engine.synth_stokes(*eargs)
+        t1 = time.perf_counter()
+        pyinv.engine.synth_rf(*eargs)
+        t2 = time.perf_counter()
+        t_syn.append(t1 - t0)
+        t_rf.append(t2 - t1)
     t = np.median(times)
     npts = atm.ndep * grid.nwav
     res = {"case": source, "ndep": int(atm.ndep), "nwav": int(grid.nwav), "repeat": args.repeat,
            "seconds_per_synthesis_median": float(t), "seconds_per_synthesis_min": float(np.min(times)),
            "us_per_point_median": float(t / npts * 1e6), "us_per_point_min": float(np.min(times) / npts * 1e6),
-           "sir_us_per_point": SIR_US_PER_POINT, "target_us_per_point": TARGET_US_PER_POINT}
+           "sir_us_per_point": SIR_US_PER_POINT, "target_us_per_point": TARGET_US_PER_POINT,
+           "engine_synth_seconds_min": float(np.min(t_syn)), "engine_rf_seconds_min": float(np.min(t_rf)),
+           "engine_synth_seconds_median": float(np.median(t_syn)),
+           "engine_rf_seconds_median": float(np.median(t_rf)),
+           "rf_over_synthesis_min": float(np.min(t_rf) / np.min(t_syn)),
+           "rf_over_synthesis_median": float(np.median(t_rf) / np.median(t_syn))}
     print(f"pyinv.synthesize, {source}: {atm.ndep} depths x {grid.nwav} wavelengths, one core")
     print(f"  time per synthesis   {t * 1e3:8.3f} ms (median of {args.repeat}; min {np.min(times) * 1e3:.3f} ms)")
     print(f"  per depth x wavelength {res['us_per_point_median']:8.3f} us   (SIR ~{SIR_US_PER_POINT} us; "
           f"target <= {TARGET_US_PER_POINT} us; speed-up vs SIR x{SIR_US_PER_POINT / res['us_per_point_median']:.1f})")
+    print(f"  response functions (synth_rf, 7 variables x {atm.ndep} depths + vmac): "
+          f"{np.min(t_rf) * 1e3:.3f} ms vs synth_stokes {np.min(t_syn) * 1e3:.3f} ms (min), "
+          f"ratio {res['rf_over_synthesis_min']:.2f} (median ratio {res['rf_over_synthesis_median']:.2f})")
     out = json.dumps(res)
     if args.json:
         Path(args.json).write_text(out + "\n")

@@ -11,6 +11,7 @@ module pyinv_api
   private
   public :: engine_error_message, voigt_hf, voigt_hf_n, voigt_hf_deriv, planck_bt
   public :: synth_stokes, zeeman_components, formal_solution, hsra_intensity, convolve_stokes
+  public :: synth_rf  ! section: synthesis (response functions)
   public :: thermo_eos, thermo_eos_deriv, thermo_pe_from_pg, thermo_kappa, thermo_kappa_deriv, &
             thermo_hydrostatic, thermo_atomic  ! section: thermodynamics
   public :: inv_allowed_nodes, inv_node_basis, inv_svd_solve, inv_sigma, inv_he_pe_jacobian, &
@@ -411,6 +412,41 @@ subroutine convolve_stokes(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
   ierr = ie
 end subroutine convolve_stokes
 
+!> Response functions of synth_stokes (RF_INTERFACE.md; pyinv_response::synth_rf): same arguments as
+!> synth_stokes plus want(7) (1 = compute variable v: T, Pe, vmic, B, vlos, gamma, phi). Out:
+!> stokes(4, nw) as synth_stokes; rf(4, nw, n, 7) = d stokes / d x_v(k) per K, dyn cm-2, cm/s, G,
+!> cm/s, degree, degree (T at fixed Pe, Pe at fixed T); rf_vmac(4, nw) per km/s; amax(nl); ierr.
+subroutine synth_rf(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
+                    nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                    mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                    ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                    npsf, psf_x, psf_y, nopt, opts, want, stokes, rf, rf_vmac, amax, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_synthesis, only: n_options
+  use pyinv_response, only: response_model => synth_rf
+  implicit none
+  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt
+  real(c_double), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n)
+  real(c_double), intent(in) :: vmac
+  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
+  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
+  integer(c_int), intent(in) :: opts(nopt), want(7)
+  real(c_double), intent(out) :: stokes(4, nw), rf(4, nw, n, 7), rf_vmac(4, nw), amax(nl)
+  integer(c_int), intent(out) :: ierr
+  integer :: o(n_options), wt(7), ie
+  o = 0
+  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
+  wt = want
+  call response_model(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, iz, stage, lam, chi_e, &
+                      loggf, enh, alpha, sigma, mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                      ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, npsf, psf_x, psf_y, o, &
+                      wt, stokes, rf, rf_vmac, amax, ie)
+  ierr = ie
+end subroutine synth_rf
+
 ! ---------------------------------------------------------------------------------------------------
 ! section: inversion (nodes, Levenberg-Marquardt, finite-difference response functions)
 ! Line/group/grid/abundance/PSF/option arguments are those of synth_stokes (section: synthesis).
@@ -486,12 +522,13 @@ subroutine inv_sigma(nw, ng, wgrp, obs, weights, snr, sig, wgt, nobs, nmask, ier
 end subroutine inv_sigma
 
 !> d Pe_i / d T_j with Pe in hydrostatic equilibrium (boundary 0: top Pe fixed; 1: top Pg = bvalue;
-!> 2: top rho = bvalue), for the HE-coupled temperature RF (RF_INTERFACE.md).
-subroutine inv_he_pe_jacobian(n, logtau, t, pe_top, boundary, bvalue, mu, eps, sir_compat, dpe, ierr)
+!> 2: top rho = bvalue), for the HE-coupled temperature RF (RF_INTERFACE.md). method 0: tangent-linear
+!> of the HE solver; 1: central finite differences of hydrostatic_eq.
+subroutine inv_he_pe_jacobian(n, logtau, t, pe_top, boundary, bvalue, mu, eps, sir_compat, method, dpe, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
   use pyinv_inversion, only: synth_setup, he_pe_jacobian
   implicit none
-  integer(c_int), intent(in) :: n, boundary, sir_compat
+  integer(c_int), intent(in) :: n, boundary, sir_compat, method
   real(c_double), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92)
   real(c_double), intent(out) :: dpe(n, n)
   integer(c_int), intent(out) :: ierr
@@ -500,7 +537,7 @@ subroutine inv_he_pe_jacobian(n, logtau, t, pe_top, boundary, bvalue, mu, eps, s
   s%eps = eps
   s%opts = 0
   s%opts(5) = int(sir_compat)
-  call he_pe_jacobian(s, int(n), logtau, t, pe_top, int(boundary), bvalue, mu, dpe, ie)
+  call he_pe_jacobian(s, int(n), logtau, t, pe_top, int(boundary), bvalue, mu, int(method), dpe, ie)
   ierr = ie
 end subroutine inv_he_pe_jacobian
 
@@ -580,23 +617,25 @@ end subroutine inv_node_jacobian
 !> x(n, 7), vmac: in: starting model; out: best model. obs(4, nw); weights(4); snr; nodes(8) (slot
 !> order T, Pe, vmic, B, vlos, gamma, phi, vmac); xnodes(maxnp, 8)/usex(8) explicit node positions;
 !> interp; svdtol; lambda0; boundary/bvalue (0 top Pe kept, 1 top Pg, 2 top rho); mu; maxit;
-!> jac_mode (0 directional FD, 1 depth RFs + chain rule). Out: fit(4, nw), pg, rho, z (HE of the
+!> jac_mode (0 directional FD, 1 depth RFs + chain rule); rtol (0 = SIR's stopping rules only). Out: fit(4, nw), pg, rho, z (HE of the
 !> final T), err(n, 10) (.err formula: T, Pe, vmic, B, vlos, gamma, phi, z, Pg, rho), err_vmac,
-!> cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm), info(6), rinfo(5) (see lm_cycle).
+!> cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm), trace(maxtr, 3), info(6), rinfo(5)
+!> (see lm_cycle).
 subroutine inv_cycle(n, logtau, x, vmac, &
                      nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
                      mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
                      ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
                      npsf, psf_x, psf_y, nopt, opts, obs, weights, snr, nodes, maxnp, xnodes, usex, &
-                     interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, &
-                     fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, info, rinfo, ierr)
+                     interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, rtol, &
+                     fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
   use pyinv_synthesis, only: n_options
   use pyinv_inversion, only: synth_setup, make_setup, lm_cycle
   implicit none
   integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt, maxnp, interp, boundary, maxit, &
-                                jac_mode, maxm
-  real(c_double), intent(in) :: logtau(n), bvalue, mu, snr, svdtol, lambda0
+                                jac_mode, maxm, maxtr
+  real(c_double), intent(in) :: logtau(n), bvalue, mu, snr, svdtol, lambda0, rtol
+  real(c_double), intent(out) :: trace(maxtr, 3)
   real(c_double), intent(inout) :: x(n, 7), vmac
   integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
   real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
@@ -616,8 +655,8 @@ subroutine inv_cycle(n, logtau, x, vmac, &
                   mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
                   int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
   call lm_cycle(s, int(n), logtau, x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, int(usex), &
-                int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), fit, &
-                pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), cov, inf, rinfo, ie)
+                int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), rtol, &
+                fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), cov, int(maxtr), trace, inf, rinfo, ie)
   info = inf
   ierr = ie
 end subroutine inv_cycle

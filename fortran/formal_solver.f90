@@ -24,6 +24,7 @@ module pyinv_formal_solver
   implicit none
   private
   public :: grid_derivative, hermite_polarised, hermite_scalar, solve4, build_k4, boundary_index
+  public :: hermite_polarised_adjoint, hermite_scalar_adjoint, grid_derivative_adjoint
 
   real(dp), parameter :: tau_thick = 5.0_dp
 
@@ -260,5 +261,370 @@ contains
     end do
     intensity = y
   end subroutine hermite_scalar
+
+  ! ------------------------------------------------------------------------------------------------
+  ! Adjoint (reverse-mode derivative) of the Hermitian formal solution, for response functions.
+  !
+  ! With the step matrices A_i = 1 + h^2/12 M_i - h/2 K'_i and B_i-1 = 1 + h/2 K'_i-1 + h^2/12 M_i-1
+  ! (M = dK'/dx + K'^2), the row vectors Z_i = W_i A_i^-1, W_i-1 = Z_i B_i-1 (W_n = 1) are the
+  ! sensitivities of the emergent vector to the right-hand side of step i. Every matrix input enters
+  ! through outer products, so the gradients with respect to K'_j, dK'/dx_j, S_j and dS/dx_j follow
+  ! from P_j = h'^2/12 Z_j+1 - h^2/12 Z_j and Q_j = h'/2 Z_j+1 + h/2 Z_j + P_j K'_j (primes: step
+  ! j+1; u_j = I_j - S_j e1):
+  !   dK'_j: Q_j (x) u_j + P_j (x) (K'_j u_j - S'_j e1)      d(dK'/dx)_j: P_j (x) u_j
+  !   S_j:  -(h'/2 Z_j+1 + h/2 Z_j) K'_j e1 - P_j M_j e1       S'_j: -P_j K'_j e1
+  ! plus the diffusion start I_b = S_b e1 + K'_b^-1 e1 S'_b. The grid derivatives are linear, so their
+  ! transposes carry the gradients back to K' and S; the boundary index is held fixed (piecewise
+  ! constant). The result is the exact derivative of hermite_polarised's discrete output.
+  ! ------------------------------------------------------------------------------------------------
+
+  !> LU factorisation with partial pivoting of a 4x4 matrix, the same elimination as solve4
+  !> (multipliers stored below the diagonal, piv(k) = row exchanged with k at step k).
+  pure subroutine lu4(a, piv, ierr)
+    real(dp), intent(inout) :: a(4, 4)
+    integer, intent(out) :: piv(3)
+    integer, intent(out) :: ierr
+    integer :: k, p, i
+    real(dp) :: pv, f, t(4)
+    ierr = err_ok
+    do k = 1, 3
+      p = k
+      pv = abs(a(k, k))
+      do i = k + 1, 4
+        if (abs(a(i, k)) > pv) then
+          pv = abs(a(i, k))
+          p = i
+        end if
+      end do
+      piv(k) = p
+      if (.not. (pv > 0.0_dp) .or. pv > huge(pv)) then
+        ierr = err_singular
+        return
+      end if
+      if (p /= k) then
+        t = a(k, :); a(k, :) = a(p, :); a(p, :) = t
+      end if
+      do i = k + 1, 4
+        f = a(i, k) / a(k, k)
+        a(i, k + 1:4) = a(i, k + 1:4) - f * a(k, k + 1:4)
+        a(i, k) = f
+      end do
+    end do
+    if (.not. (abs(a(4, 4)) > 0.0_dp)) ierr = err_singular
+  end subroutine lu4
+
+  !> Solve a y = b with the factors of lu4 (b overwritten by y).
+  pure subroutine lu4_solve(lu, piv, b)
+    real(dp), intent(in) :: lu(4, 4)
+    integer, intent(in) :: piv(3)
+    real(dp), intent(inout) :: b(4)
+    real(dp) :: tb
+    integer :: k, i
+    do k = 1, 3
+      if (piv(k) /= k) then
+        tb = b(k); b(k) = b(piv(k)); b(piv(k)) = tb
+      end if
+    end do
+    do k = 1, 3
+      do i = k + 1, 4
+        b(i) = b(i) - lu(i, k) * b(k)
+      end do
+    end do
+    b(4) = b(4) / lu(4, 4)
+    b(3) = (b(3) - lu(3, 4) * b(4)) / lu(3, 3)
+    b(2) = (b(2) - lu(2, 3) * b(3) - lu(2, 4) * b(4)) / lu(2, 2)
+    b(1) = (b(1) - lu(1, 2) * b(2) - lu(1, 3) * b(3) - lu(1, 4) * b(4)) / lu(1, 1)
+  end subroutine lu4_solve
+
+  !> Row-vector solve for four right-hand sides at once: z(s, :) a = w(s, :), i.e. z = w a^-1,
+  !> with the factors of lu4 (P a = L U, so a^T = U^T L^T P).
+  pure subroutine lu4_solve_rows(lu, piv, w, z)
+    real(dp), intent(in) :: lu(4, 4), w(4, 4)
+    integer, intent(in) :: piv(3)
+    real(dp), intent(out) :: z(4, 4)
+    real(dp) :: t(4)
+    integer :: k
+    ! U^T t = w (forward), column index of z = row index of the system
+    z(:, 1) = w(:, 1) / lu(1, 1)
+    z(:, 2) = (w(:, 2) - lu(1, 2) * z(:, 1)) / lu(2, 2)
+    z(:, 3) = (w(:, 3) - lu(1, 3) * z(:, 1) - lu(2, 3) * z(:, 2)) / lu(3, 3)
+    z(:, 4) = (w(:, 4) - lu(1, 4) * z(:, 1) - lu(2, 4) * z(:, 2) - lu(3, 4) * z(:, 3)) / lu(4, 4)
+    ! L^T r = t (backward, unit diagonal)
+    z(:, 3) = z(:, 3) - lu(4, 3) * z(:, 4)
+    z(:, 2) = z(:, 2) - lu(3, 2) * z(:, 3) - lu(4, 2) * z(:, 4)
+    z(:, 1) = z(:, 1) - lu(2, 1) * z(:, 2) - lu(3, 1) * z(:, 3) - lu(4, 1) * z(:, 4)
+    ! undo the row exchanges in reverse order
+    do k = 3, 1, -1
+      if (piv(k) /= k) then
+        t = z(:, k); z(:, k) = z(:, piv(k)); z(:, piv(k)) = t
+      end if
+    end do
+  end subroutine lu4_solve_rows
+
+  !> g(:, e) += gradient of <z, m(e)> over the seven independent elements for the outer products
+  !> z(s, :) (x) u (one row vector per output s), m built as in build_k4.
+  pure subroutine add_outer7(z, u, g)
+    real(dp), intent(in) :: z(4, 4), u(4)
+    real(dp), intent(inout) :: g(4, 7)
+    g(:, 1) = g(:, 1) + z(:, 1) * u(1) + z(:, 2) * u(2) + z(:, 3) * u(3) + z(:, 4) * u(4)
+    g(:, 2) = g(:, 2) + z(:, 1) * u(2) + z(:, 2) * u(1)
+    g(:, 3) = g(:, 3) + z(:, 1) * u(3) + z(:, 3) * u(1)
+    g(:, 4) = g(:, 4) + z(:, 1) * u(4) + z(:, 4) * u(1)
+    g(:, 5) = g(:, 5) + z(:, 3) * u(4) - z(:, 4) * u(3)
+    g(:, 6) = g(:, 6) + z(:, 4) * u(2) - z(:, 2) * u(4)
+    g(:, 7) = g(:, 7) + z(:, 2) * u(3) - z(:, 3) * u(2)
+  end subroutine add_outer7
+
+  !> fbar(:, j) += sum_i G(i, j) g(:, i): transpose of grid_derivative (rows i >= i0 of g nonzero).
+  pure subroutine grid_derivative_adjoint(m, n, x, i0, g, fbar)
+    integer, intent(in) :: m, n, i0
+    real(dp), intent(in) :: x(n), g(m, n)
+    real(dp), intent(inout) :: fbar(m, n)
+    integer :: i
+    real(dp) :: dm, dp_, dt, c
+    if (i0 <= 1) then
+      c = 1.0_dp / (x(2) - x(1))
+      fbar(:, 1) = fbar(:, 1) - c * g(:, 1)
+      fbar(:, 2) = fbar(:, 2) + c * g(:, 1)
+    end if
+    c = 1.0_dp / (x(n) - x(n - 1))
+    fbar(:, n) = fbar(:, n) + c * g(:, n)
+    fbar(:, n - 1) = fbar(:, n - 1) - c * g(:, n)
+    do i = max(i0, 2), n - 1
+      dm = x(i) - x(i - 1)
+      dp_ = x(i + 1) - x(i)
+      dt = x(i + 1) - x(i - 1)
+      fbar(:, i - 1) = fbar(:, i - 1) - dp_ / (dm * dt) * g(:, i)
+      fbar(:, i) = fbar(:, i) + (dp_ - dm) / (dm * dp_) * g(:, i)
+      fbar(:, i + 1) = fbar(:, i + 1) + dm / (dp_ * dt) * g(:, i)
+    end do
+  end subroutine grid_derivative_adjoint
+
+  !> hermite_polarised and the derivatives of its emergent vector: k7bar(s, e, j) = d stokes(s) /
+  !> d k7(e, j), sbar(s, j) = d stokes(s) / d s(j) (boundary index held fixed). stokes equals
+  !> hermite_polarised's result (same operations). kmin: lowest depth with nonzero derivatives.
+  pure subroutine hermite_polarised_adjoint(n, x, ltau, k7, s, stokes, k7bar, sbar, kmin, ierr)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: x(n), ltau(n), k7(7, n), s(n)
+    real(dp), intent(out) :: stokes(4), k7bar(4, 7, n), sbar(4, n)
+    integer, intent(out) :: kmin, ierr
+    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n), y(4, n), u(4), ku(4)
+    real(dp) :: kk(4, 4, n), mm(4, 4, n), lu(4, 4, n), d4(4, 4), a(4, 4)
+    real(dp) :: dbar(4, 7, n), dsbar(4, n), w(4, 4), z(4, 4), zn(4, 4), p(4, 4), q(4, 4), bm(4, 4)
+    real(dp) :: r(4), v(4), h(n), h2, h12, h2n, h12n
+    integer :: piv(3, n), i, j, ib, c
+
+    ierr = err_ok
+    stokes = 0.0_dp
+    k7bar = 0.0_dp
+    sbar = 0.0_dp
+    kmin = 1
+    if (n < 2) then
+      ierr = err_bad_size
+      return
+    end if
+    do i = 1, n
+      kp7(:, i) = ltau(i) * k7(:, i)
+    end do
+    call grid_derivative7(n, x, kp7, dk7)
+    call grid_derivative(n, x, s, ds)
+    tau = ltau / ln10
+    ib = boundary_index(n, tau, k7)
+    kmin = max(1, ib - 1)
+
+    ! ---- forward sweep (as hermite_polarised), keeping K', M, the LU factors and I
+    call build_k4(kp7(:, ib), kk(:, :, ib))
+    call build_k4(dk7(:, ib), d4)
+    mm(:, :, ib) = d4 + matmul(kk(:, :, ib), kk(:, :, ib))
+    lu(:, :, ib) = kk(:, :, ib)
+    call lu4(lu(:, :, ib), piv(:, ib), ierr)
+    if (ierr /= err_ok) return
+    r = [ds(ib), 0.0_dp, 0.0_dp, 0.0_dp]
+    call lu4_solve(lu(:, :, ib), piv(:, ib), r)
+    if (.not. all(abs(r) <= huge(1.0_dp))) then
+      ierr = err_singular
+      return
+    end if
+    r(1) = r(1) + s(ib)
+    y(:, ib) = r
+    h = 0.0_dp
+    do i = ib + 1, n
+      call build_k4(kp7(:, i), kk(:, :, i))
+      call build_k4(dk7(:, i), d4)
+      mm(:, :, i) = d4 + matmul(kk(:, :, i), kk(:, :, i))
+      h(i) = x(i) - x(i - 1)
+      h2 = 0.5_dp * h(i)
+      h12 = h(i) * h(i) / 12.0_dp
+      v = y(:, i - 1)
+      v(1) = v(1) - s(i - 1)
+      r = y(:, i - 1) + h2 * matmul(kk(:, :, i - 1), v) + h12 * (matmul(mm(:, :, i - 1), v) &
+          - kk(:, 1, i - 1) * ds(i - 1)) - h2 * kk(:, 1, i) * s(i) &
+          + h12 * (mm(:, 1, i) * s(i) + kk(:, 1, i) * ds(i))
+      a = h12 * mm(:, :, i) - h2 * kk(:, :, i)
+      a(1, 1) = a(1, 1) + 1.0_dp
+      a(2, 2) = a(2, 2) + 1.0_dp
+      a(3, 3) = a(3, 3) + 1.0_dp
+      a(4, 4) = a(4, 4) + 1.0_dp
+      lu(:, :, i) = a
+      call lu4(lu(:, :, i), piv(:, i), ierr)
+      if (ierr /= err_ok) return
+      call lu4_solve(lu(:, :, i), piv(:, i), r)
+      if (.not. all(abs(r) <= huge(1.0_dp))) then
+        ierr = err_singular
+        return
+      end if
+      y(:, i) = r
+    end do
+    stokes = y(:, n)
+
+    ! ---- reverse sweep
+    dbar = 0.0_dp
+    dsbar = 0.0_dp
+    w = 0.0_dp
+    do c = 1, 4
+      w(c, c) = 1.0_dp
+    end do
+    zn = 0.0_dp
+    h2n = 0.0_dp
+    h12n = 0.0_dp
+    do j = n, ib, -1
+      if (j > ib) then
+        call lu4_solve_rows(lu(:, :, j), piv(:, j), w, z)
+        h2 = 0.5_dp * h(j)
+        h12 = h(j) * h(j) / 12.0_dp
+      else
+        z = 0.0_dp
+        h2 = 0.0_dp
+        h12 = 0.0_dp
+      end if
+      u = y(:, j)
+      u(1) = u(1) - s(j)
+      p = h12n * zn - h12 * z
+      bm = h2n * zn + h2 * z
+      q = bm + matmul(p, kk(:, :, j))
+      ku = matmul(kk(:, :, j), u)
+      ku(1) = ku(1) - ds(j)
+      call add_outer7(q, u, k7bar(:, :, j))
+      call add_outer7(p, ku, k7bar(:, :, j))
+      call add_outer7(p, u, dbar(:, :, j))
+      sbar(:, j) = -matmul(bm, kk(:, 1, j)) - matmul(p, mm(:, 1, j))
+      dsbar(:, j) = -matmul(p, kk(:, 1, j))
+      if (j > ib) then
+        ! W_j-1 = Z_j B_j-1
+        bm = h2 * kk(:, :, j - 1) + h12 * mm(:, :, j - 1)
+        bm(1, 1) = bm(1, 1) + 1.0_dp
+        bm(2, 2) = bm(2, 2) + 1.0_dp
+        bm(3, 3) = bm(3, 3) + 1.0_dp
+        bm(4, 4) = bm(4, 4) + 1.0_dp
+        w = matmul(z, bm)
+        zn = z
+        h2n = h2
+        h12n = h12
+      end if
+    end do
+    ! diffusion start at ib: I_b = S_b e1 + K'_b^-1 e1 S'_b (u_b = K'_b^-1 e1 S'_b)
+    call lu4_solve_rows(lu(:, :, ib), piv(:, ib), w, z)
+    u = y(:, ib)
+    u(1) = u(1) - s(ib)
+    call add_outer7(-z, u, k7bar(:, :, ib))
+    dsbar(:, ib) = dsbar(:, ib) + z(:, 1)
+    sbar(:, ib) = sbar(:, ib) + w(:, 1)
+
+    ! grid derivatives (transposed) and K' = ltau K
+    call grid_derivative_adjoint(28, n, x, ib, dbar, k7bar)
+    call grid_derivative_adjoint(4, n, x, ib, dsbar, sbar)
+    do j = kmin, n
+      k7bar(:, :, j) = ltau(j) * k7bar(:, :, j)
+    end do
+  end subroutine hermite_polarised_adjoint
+
+  !> Scalar analogue of hermite_polarised_adjoint (eta_I only; hermite_scalar's discretisation):
+  !> etabar(j) = d I / d eta(j), sbar(j) = d I / d s(j).
+  pure subroutine hermite_scalar_adjoint(n, x, ltau, eta, s, intensity, etabar, sbar, kmin, ierr)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: x(n), ltau(n), eta(n), s(n)
+    real(dp), intent(out) :: intensity, etabar(n), sbar(n)
+    integer, intent(out) :: kmin, ierr
+    real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n), y(n), den(n), h(n), dbar(n), dsbar(n)
+    real(dp) :: h2, h12, h2n, h12n, w, z, zn, p, q, bm, u
+    integer :: i, j, ib
+
+    ierr = err_ok
+    intensity = 0.0_dp
+    etabar = 0.0_dp
+    sbar = 0.0_dp
+    kmin = 1
+    if (n < 2) then
+      ierr = err_bad_size
+      return
+    end if
+    kp = ltau * eta
+    call grid_derivative(n, x, kp, dk)
+    call grid_derivative(n, x, s, ds)
+    m = dk + kp * kp
+    tau = ltau / ln10
+    ib = 1
+    do i = n - 1, 1, -1
+      if (abs(eta(i)) * (tau(i) - tau(i + 1)) > tau_thick) then
+        ib = i
+        exit
+      end if
+    end do
+    kmin = max(1, ib - 1)
+    if (.not. (abs(kp(ib)) > 0.0_dp)) then
+      ierr = err_singular
+      return
+    end if
+    y(ib) = s(ib) + ds(ib) / kp(ib)
+    h = 0.0_dp
+    do i = ib + 1, n
+      h(i) = x(i) - x(i - 1)
+      h2 = 0.5_dp * h(i)
+      h12 = h(i) * h(i) / 12.0_dp
+      den(i) = 1.0_dp - h2 * kp(i) + h12 * m(i)
+      y(i) = (y(i - 1) + h2 * kp(i - 1) * (y(i - 1) - s(i - 1)) + h12 * (m(i - 1) * (y(i - 1) - s(i - 1)) &
+              - kp(i - 1) * ds(i - 1)) - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i))) / den(i)
+    end do
+    intensity = y(n)
+
+    dbar = 0.0_dp
+    dsbar = 0.0_dp
+    w = 1.0_dp
+    zn = 0.0_dp
+    h2n = 0.0_dp
+    h12n = 0.0_dp
+    do j = n, ib, -1
+      if (j > ib) then
+        z = w / den(j)
+        h2 = 0.5_dp * h(j)
+        h12 = h(j) * h(j) / 12.0_dp
+      else
+        z = 0.0_dp
+        h2 = 0.0_dp
+        h12 = 0.0_dp
+      end if
+      u = y(j) - s(j)
+      p = h12n * zn - h12 * z
+      bm = h2n * zn + h2 * z
+      q = bm + p * kp(j)
+      etabar(j) = q * u + p * (kp(j) * u - ds(j))
+      dbar(j) = p * u
+      sbar(j) = -bm * kp(j) - p * m(j)
+      dsbar(j) = -p * kp(j)
+      if (j > ib) then
+        w = z * (1.0_dp + h2 * kp(j - 1) + h12 * m(j - 1))
+        zn = z
+        h2n = h2
+        h12n = h12
+      end if
+    end do
+    z = w / kp(ib)
+    etabar(ib) = etabar(ib) - z * (y(ib) - s(ib))
+    dsbar(ib) = dsbar(ib) + z
+    sbar(ib) = sbar(ib) + w
+    call grid_derivative_adjoint(1, n, x, ib, dbar, etabar)
+    call grid_derivative_adjoint(1, n, x, ib, dsbar, sbar)
+    etabar = ltau * etabar
+  end subroutine hermite_scalar_adjoint
 
 end module pyinv_formal_solver

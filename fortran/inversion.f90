@@ -18,7 +18,9 @@
 !> RFs from rf_provider (today rf_finite_difference, later the analytic synth_rf) compressed with the
 !> chain rule of pyinv_nodes.
 module pyinv_inversion
-  use pyinv_kinds, only: dp, pi
+  use pyinv_kinds, only: dp, pi, ln10, g_sun
+  use pyinv_eos, only: eos_state, eos_solve_deriv
+  use pyinv_continuum, only: kappa_continuum_deriv
   use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_not_finite, err_singular, &
                           err_no_convergence, err_no_data, err_zero_parameter
   use pyinv_synthesis, only: synth_model, n_options
@@ -29,7 +31,7 @@ module pyinv_inversion
   private
   public :: synth_setup, make_setup, run_synth, stokes_sigma, lm_cycle, jacobi_svd, modified_svd_solve, &
             rf_finite_difference, rf_provider, he_pe_jacobian, lambda_update, &
-            inv_node_jacobian_core
+            inv_node_jacobian_core, he_tangent
 
   integer, parameter, public :: n_slots = 8, n_cols = 7
   integer, parameter, public :: n_rf_vars = 7
@@ -305,8 +307,9 @@ contains
     real(dp), intent(out) :: jac(4, s%nw, lay%m)
     integer, intent(inout) :: nsynth
     integer, intent(out) :: ierr
-    real(dp) :: xp(n, n_cols), sp(4, s%nw), pe0(n), pe1(n), e(n), col(n)
-    real(dp) :: rf(4, s%nw, n, n_rf_vars), rfv(4, s%nw), st(4, s%nw), dpe(n, n)
+    real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), col(n)
+    real(dp) :: rf(4, s%nw, n, n_rf_vars), rfv(4, s%nw), st(4, s%nw), dpe(n, n), dpe2(n, n)
+    real(dp), allocatable :: dlt(:, :), dlp(:, :)
     integer :: v, j, nv, want(n_rf_vars), jj
 
     ierr = err_ok
@@ -322,9 +325,13 @@ contains
       nsynth = nsynth + 1
       if (ierr /= err_ok) return
       if (he /= 0 .and. lay%s(1)%n > 0) then
-        call he_pe_jacobian(s, n, logtau, x(:, 1), x(n, 2), boundary, bvalue, mu, dpe, ierr)
+        dpe = 0.0_dp
+        do j = 1, n
+          dpe(j, j) = 1.0_dp
+        end do
+        call he_tangent(s, n, logtau, x(:, 1), x(:, 2), boundary, mu, n, dpe, dpe2, ierr)
         if (ierr /= err_ok) return
-        ! relative change of the current Pe: Pe follows Pe_he(T) multiplicatively
+        dpe = dpe2
       end if
       do v = 1, n_slots
         nv = lay%s(v)%n
@@ -349,7 +356,10 @@ contains
 
     ! directional finite differences in node space
     if (he /= 0 .and. lay%s(1)%n > 0) then
-      call he_solve(s, n, logtau, x(:, 1), x(n, 2), boundary, bvalue, mu, pe0, ierr)
+      ! relative Pe changes along the temperature directions (tangent-linear HE at the current model)
+      allocate(dlt(n, lay%s(1)%n), dlp(n, lay%s(1)%n))
+      dlt = lay%s(1)%d * fd_step
+      call he_tangent(s, n, logtau, x(:, 1), x(:, 2), boundary, mu, lay%s(1)%n, dlt, dlp, ierr)
       if (ierr /= err_ok) return
     end if
     do v = 1, n_slots
@@ -364,11 +374,7 @@ contains
           e = 0.0_dp
           e(j) = fd_step
           call apply_perturbation(n, x(:, v), nv, lay%s(v)%f, lay%s(v)%a, lay%s(v)%kind, e(1:nv), xp(:, v))
-          if (v == 1 .and. he /= 0) then
-            call he_solve(s, n, logtau, xp(:, 1), x(n, 2), boundary, bvalue, mu, pe1, ierr)
-            if (ierr /= err_ok) return
-            xp(:, 2) = x(:, 2) * (pe1 / pe0)
-          end if
+          if (v == 1 .and. he /= 0) xp(:, 2) = x(:, 2) + dlp(:, j)
           call run_synth(s, n, logtau, xp, vmac, sp, ierr)
         end if
         nsynth = nsynth + 1
@@ -439,18 +445,85 @@ contains
     end if
   end subroutine rf_finite_difference
 
-  !> dpe(i, j) = d Pe_i / d T_j with Pe from hydrostatic equilibrium (boundary as given; top Pe fixed
-  !> for boundary 0), central differences of hydrostatic_eq with relative steps 1e-4.
-  pure subroutine he_pe_jacobian(s, n, logtau, t, pe_top, boundary, bvalue, mu, dpe, ierr)
+  !> Tangent-linear of pyinv_hydrostatic::hydrostatic_eq (trapezoid rule, converged fixed point) at the
+  !> model (t, pe): for nd temperature perturbations dt(n, nd) the changes dpe(n, nd) of the HE
+  !> electron pressure. Top: boundary 0 Pe fixed, 1 Pg fixed, 2 rho fixed. Exact for a model in HE;
+  !> EOS and opacity derivatives from eos_solve_deriv / kappa_continuum_deriv.
+  pure subroutine he_tangent(s, n, logtau, t, pe, boundary, mu, nd, dt, dpe, ierr)
     type(synth_setup), intent(in) :: s
-    integer, intent(in) :: n, boundary
+    integer, intent(in) :: n, boundary, nd
+    real(dp), intent(in) :: logtau(n), t(n), pe(n), mu, dt(n, nd)
+    real(dp), intent(out) :: dpe(n, nd)
+    integer, intent(out) :: ierr
+    type(eos_state) :: st, sdt, sdp
+    real(dp) :: kg(n), kg_t(n), kg_p(n), pg_t(n), pg_p(n), rho_t, rho_p, k, kt, kp, tau(n), geff
+    real(dp) :: delta, c, rhs, dpg, dk
+    integer :: i, j
+    dpe = 0.0_dp
+    ierr = err_ok
+    do i = 1, n
+      call eos_solve_deriv(t(i), pe(i), s%eps, st, sdt, sdp, ierr, s%opts(5))
+      if (ierr /= err_ok) return
+      call kappa_continuum_deriv(5.0e-5_dp, t(i), pe(i), s%eps, k, kt, kp, ierr, s%opts(5))
+      if (ierr /= err_ok) return
+      kg(i) = k * st%per_gram
+      kg_t(i) = kt * st%per_gram + k * sdt%per_gram
+      kg_p(i) = kp * st%per_gram + k * sdp%per_gram
+      pg_t(i) = sdt%pg
+      pg_p(i) = sdp%pg
+      if (i == n) then
+        rho_t = sdt%rho
+        rho_p = sdp%rho
+      end if
+    end do
+    geff = abs(mu) * g_sun
+    tau = 10.0_dp**logtau
+    do j = 1, nd
+      select case (boundary)
+      case (1)
+        dpe(n, j) = -pg_t(n) / pg_p(n) * dt(n, j)
+      case (2)
+        dpe(n, j) = -rho_t / rho_p * dt(n, j)
+      case default
+        dpe(n, j) = 0.0_dp
+      end select
+      dpg = pg_t(n) * dt(n, j) + pg_p(n) * dpe(n, j)
+      dk = kg_t(n) * dt(n, j) + kg_p(n) * dpe(n, j)
+      do i = n - 1, 1, -1
+        delta = geff * ln10 * (logtau(i) - logtau(i + 1))
+        c = 0.5_dp * delta * tau(i) / kg(i)**2
+        rhs = dpg - 0.5_dp * delta * tau(i + 1) / kg(i + 1)**2 * dk
+        dpe(i, j) = (rhs - (pg_t(i) + c * kg_t(i)) * dt(i, j)) / (pg_p(i) + c * kg_p(i))
+        dpg = pg_t(i) * dt(i, j) + pg_p(i) * dpe(i, j)
+        dk = kg_t(i) * dt(i, j) + kg_p(i) * dpe(i, j)
+      end do
+    end do
+    if (.not. all(abs(dpe) < huge(1.0_dp))) ierr = err_not_finite
+  end subroutine he_tangent
+
+  !> dpe(i, j) = d Pe_i / d T_j with Pe from hydrostatic equilibrium (boundary as given; top Pe fixed
+  !> for boundary 0). method 0: tangent-linear (he_tangent at the HE solution); 1: central differences
+  !> of hydrostatic_eq with relative steps 1e-4.
+  pure subroutine he_pe_jacobian(s, n, logtau, t, pe_top, boundary, bvalue, mu, method, dpe, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n, boundary, method
     real(dp), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu
     real(dp), intent(out) :: dpe(n, n)
     integer, intent(out) :: ierr
-    real(dp) :: tp(n), pp(n), pm(n), h
+    real(dp) :: tp(n), pp(n), pm(n), h, eye(n, n)
     integer :: j
     dpe = 0.0_dp
     ierr = err_ok
+    if (method == 0) then
+      call he_solve(s, n, logtau, t, pe_top, boundary, bvalue, mu, pp, ierr)
+      if (ierr /= err_ok) return
+      eye = 0.0_dp
+      do j = 1, n
+        eye(j, j) = 1.0_dp
+      end do
+      call he_tangent(s, n, logtau, t, pp, boundary, mu, n, eye, dpe, ierr)
+      return
+    end if
     do j = 1, n
       h = 1.0e-4_dp * t(j)
       tp = t
@@ -744,15 +817,20 @@ contains
   !> scaled by chi2/dof) 1-sigma of the free columns; cov(m, m) the node covariance (first m x m of
   !> the maxm x maxm output). info: 1 successful iterations, 2 trials, 3 syntheses, 4 m, 5 nobs,
   !> 6 nmask. rinfo: 1 chi2_raw, 2 chi2 as SIR prints it, 3 s/n as SIR prints it, 4 final lambda,
-  !> 5 chi2 (printed normalisation) of the starting model.
+  !> 5 chi2 (printed normalisation) of the starting model. trace(maxtr, 3): per trial lambda, chi2
+  !> (printed normalisation; huge when the trial failed) and 1/0 accepted. rtol > 0: also stop after
+  !> two consecutive successes with (chi2_old - chi2_new)/(chi2_old + chi2_new) < rtol (0: SIR's rules
+  !> only).
   !> ierr: engine failure (the returned model is then the best one reached).
   pure subroutine lm_cycle(s, n, logtau, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
-                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, fit, pg, rho, z, err, &
-                           err_vmac, cerr, cerr_vmac, maxm, cov, info, rinfo, ierr)
+                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, rtol, fit, pg, rho, z, &
+                           err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
     type(synth_setup), intent(in) :: s
-    integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp, boundary, maxit, jac_mode, maxm
+    integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp, boundary, maxit, jac_mode, maxm, &
+                           maxtr
     real(dp), intent(in) :: logtau(n), obs(4, s%nw), weights(4), snr, xnodes(maxnp, n_slots), svdtol, &
-                            lambda0, bvalue, mu
+                            lambda0, bvalue, mu, rtol
+    real(dp), intent(out) :: trace(maxtr, 3)
     real(dp), intent(inout) :: x(n, n_cols), vmac
     real(dp), intent(out) :: fit(4, s%nw), pg(n), rho(n), z(n), err(n, 10), err_vmac, cerr(n, n_cols), &
                              cerr_vmac, cov(maxm, maxm), rinfo(5)
@@ -762,7 +840,7 @@ contains
     real(dp), allocatable :: jac(:, :, :), alpha(:, :), beta(:), adamp(:, :), delta(:), sj(:), ainv(:, :)
     integer, allocatable :: blk(:)
     type(layout) :: lay
-    integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, ie, he
+    integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, ie, he, nsmall
     logical :: frozen, have_jac, done
     real(dp) :: vmin, rho_c
 
@@ -773,6 +851,8 @@ contains
     pg = 0.0_dp; rho = 0.0_dp; z = 0.0_dp
     err = 0.0_dp; err_vmac = 0.0_dp; cerr = 0.0_dp; cerr_vmac = 0.0_dp; cov = 0.0_dp
     nsynth = 0
+    trace = 0.0_dp
+    nsmall = 0
 
     call stokes_sigma(s%nw, s%ng, s%wgrp, obs, weights, snr, sig, wgt, nobs, nmask, ierr)
     if (ierr /= err_ok) return
@@ -835,6 +915,11 @@ contains
       end if
       c2t = huge(1.0_dp)
       if (ie == err_ok) c2t = chi2_raw(s%nw, obs, st, wgt)
+      if (ntrial <= maxtr) then
+        trace(ntrial, 1) = lam
+        trace(ntrial, 2) = min(c2t, huge(1.0_dp)) / dof
+        trace(ntrial, 3) = merge(1.0_dp, 0.0_dp, ie == err_ok .and. c2t < c2)
+      end if
       if (ie == err_ok .and. c2t < c2) then
         rho_c = (c2 - c2t) / (c2 + c2t)
         x = xt
@@ -846,6 +931,13 @@ contains
         call lambda_update(lam, .true., hist, nh, frozen)
         have_jac = .false.
         if (rho_c <= stop_threshold(nsucc) .or. nsucc >= maxit .or. lam == 0.0_dp) done = .true.
+        ! pyinv option (spec §6.3): stop after two consecutive successes with a relative gain below rtol
+        if (rho_c < rtol) then
+          nsmall = nsmall + 1
+        else
+          nsmall = 0
+        end if
+        if (nsmall >= 2) done = .true.
         if (.not. done) then
           call update_layout(n, logtau, x, vmac, lay, ierr)
           if (ierr /= err_ok) exit

@@ -12,15 +12,16 @@
 !> default (item 2; option exact).
 module pyinv_propagation
   use, intrinsic :: iso_fortran_env, only: real32
-  use pyinv_kinds, only: dp, k_boltz, c_light, two_k_over_mu, r_gas, m_u
+  use pyinv_kinds, only: dp, ln10, k_boltz, c_light, two_k_over_mu, r_gas, m_u
   use pyinv_errors, only: err_ok, err_bad_input, err_domain
-  use pyinv_atomic, only: atomic_weight, ionisation_energies, partition_functions
+  use pyinv_atomic, only: atomic_weight, ionisation_energies, partition_functions, partition_functions_dt
   use pyinv_eos, only: eos_state, saha_phi
   use pyinv_voigt, only: voigt_faraday
   implicit none
   private
   public :: line_depth_quantities, add_line_k7, add_line_eta, voigt_hui, blend_offset_mA, air_to_vacuum, &
             geometry_factors
+  public :: line_depth_quantities_tl, voigt_hui_deriv_n
 
   !> sqrt(pi) e^2 / (m_e c) [cm^2 s^-1]
   real(dp), parameter :: c_eta0 = 1.49736e-2_dp
@@ -44,7 +45,67 @@ module pyinv_propagation
   real(dp), parameter :: gam_b(5) = [-0.5748646_dp, 0.9512363_dp, -0.6998588_dp, 0.4245549_dp, &
                                      -0.1010678_dp]
 
+
+  !> Depth-independent constants of one line (line_setup).
+  type :: line_consts
+    real(dp) :: w, chi1, chi2, lv, grad, vv, beta, wh, whe, wh2, cu
+    logical :: abo
+  end type line_consts
+
 contains
+
+  !> Depth-independent constants of one line (§7.2-§7.5): weight, ionisation energies, vacuum
+  !> wavelength, radiative damping and the van der Waals (ABO or Unsöld) factors.
+  pure subroutine line_setup(iz, stage, lam, chi_e, enh, alpha, sigma, unsold_physical, lc)
+    integer, intent(in) :: iz, stage, unsold_physical
+    real(dp), intent(in) :: lam, chi_e, enh, alpha, sigma
+    type(line_consts), intent(out) :: lc
+    real(dp) :: w, chi1, chi2, lv, grad, chis, eup, du, dl, cu, pw, wh, whe, wh2, vv, beta, gam, sg
+    real(dp) :: mu_h, mu_he, mu_h2
+    logical :: abo
+    vv = 0.0_dp; beta = 0.0_dp; cu = 0.0_dp
+    w = atomic_weight(iz)
+    call ionisation_energies(iz, chi1, chi2)
+    lv = air_to_vacuum(lam)
+    grad = c_rad / lv                      ! gamma_rad * lambda
+    abo = (alpha /= 0.0_dp .and. sigma /= 0.0_dp)
+
+    if (abo) then
+      vv = 0.5_dp * (1.0_dp - alpha)
+      sg = 1.0_dp - 0.5_dp * alpha
+      gam = 1.0_dp + sg * (gam_b(1) + sg * (gam_b(2) + sg * (gam_b(3) + sg * (gam_b(4) + sg * gam_b(5)))))
+      beta = 2.0_dp * lam * (4.0_dp / pi_abo)**(0.5_dp * alpha) * gam * v0_abo**alpha * sigma &
+             * (8.0_dp * k_abo / pi_abo)**vv
+      mu_h = m_u * w * m_h / (w + m_h)
+      mu_he = m_u * w * m_he / (w + m_he)
+      mu_h2 = m_u * w * m_h2 / (w + m_h2)
+      wh = mu_h**(-vv)
+      whe = 0.3181818_dp * mu_he**(-vv)
+      wh2 = 1.212121_dp * mu_h2**(-vv)
+    else
+      if (stage == 1) then
+        chis = chi1
+      else
+        chis = chi2
+      end if
+      eup = chi_e + hc_ev / lv
+      if (unsold_physical /= 0 .or. stage == 1) then
+        du = max(chis - eup, 1.0_dp)
+        dl = max(chis - chi_e, 3.0_dp)
+      else
+        du = max(chis - eup - real(stage - 1, dp) * chi1, 1.0_dp)
+        dl = max(chis - chi_e - real(stage - 1, dp) * chi1, 3.0_dp)
+      end if
+      cu = lam * 5.34784e3_dp * 10.0_dp**(0.4_dp * log10(1.0_dp / du**2 - 1.0_dp / dl**2) - 12.213_dp) * enh
+      if (stage == 2) cu = cu * 1.741_dp
+      pw = 1.0_dp / w
+      wh = (0.992093_dp + pw)**0.3_dp
+      whe = 0.6325_dp * (0.2498376_dp + pw)**0.3_dp
+      wh2 = 0.48485_dp * (0.4960465_dp + pw)**0.3_dp
+    end if
+
+    lc = line_consts(w, chi1, chi2, lv, grad, vv, beta, wh, whe, wh2, cu, abo)
+  end subroutine line_setup
 
   !> Vacuum wavelength from an air wavelength [cm] (Edlén 1953 as in §6.1; n = 1.0004 below 1800 Å).
   elemental function air_to_vacuum(lam_cm) result(lv)
@@ -106,8 +167,9 @@ contains
     real(dp), intent(out) :: eta0(n), adamp(n), dld(n), vdop(n)
     integer, intent(out) :: ierr
     real(dp) :: w, chi1, chi2, lv, gf, u1, u2, u3, ne3, r12, r23, rtot, pop, theta
-    real(dp) :: chis, eup, du, dl, cu, pw, wh, whe, wh2, vv, beta, gam, sg, mu_h, mu_he, mu_h2
+    real(dp) :: cu, wh, whe, wh2, vv, beta
     real(dp) :: nhi, nhei, nh2, g6, grad, vdp
+    type(line_consts) :: lc
     logical :: abo
     integer :: i
 
@@ -117,46 +179,9 @@ contains
       ierr = err_bad_input
       return
     end if
-    w = atomic_weight(iz)
-    call ionisation_energies(iz, chi1, chi2)
-    lv = air_to_vacuum(lam)
-    gf = 10.0_dp**loggf
-    grad = c_rad / lv                      ! gamma_rad * lambda
-    abo = (alpha /= 0.0_dp .and. sigma /= 0.0_dp)
-
-    if (abo) then
-      vv = 0.5_dp * (1.0_dp - alpha)
-      sg = 1.0_dp - 0.5_dp * alpha
-      gam = 1.0_dp + sg * (gam_b(1) + sg * (gam_b(2) + sg * (gam_b(3) + sg * (gam_b(4) + sg * gam_b(5)))))
-      beta = 2.0_dp * lam * (4.0_dp / pi_abo)**(0.5_dp * alpha) * gam * v0_abo**alpha * sigma &
-             * (8.0_dp * k_abo / pi_abo)**vv
-      mu_h = m_u * w * m_h / (w + m_h)
-      mu_he = m_u * w * m_he / (w + m_he)
-      mu_h2 = m_u * w * m_h2 / (w + m_h2)
-      wh = mu_h**(-vv)
-      whe = 0.3181818_dp * mu_he**(-vv)
-      wh2 = 1.212121_dp * mu_h2**(-vv)
-    else
-      if (stage == 1) then
-        chis = chi1
-      else
-        chis = chi2
-      end if
-      eup = chi_e + hc_ev / lv
-      if (unsold_physical /= 0 .or. stage == 1) then
-        du = max(chis - eup, 1.0_dp)
-        dl = max(chis - chi_e, 3.0_dp)
-      else
-        du = max(chis - eup - real(stage - 1, dp) * chi1, 1.0_dp)
-        dl = max(chis - chi_e - real(stage - 1, dp) * chi1, 3.0_dp)
-      end if
-      cu = lam * 5.34784e3_dp * 10.0_dp**(0.4_dp * log10(1.0_dp / du**2 - 1.0_dp / dl**2) - 12.213_dp) * enh
-      if (stage == 2) cu = cu * 1.741_dp
-      pw = 1.0_dp / w
-      wh = (0.992093_dp + pw)**0.3_dp
-      whe = 0.6325_dp * (0.2498376_dp + pw)**0.3_dp
-      wh2 = 0.48485_dp * (0.4960465_dp + pw)**0.3_dp
-    end if
+    call line_setup(iz, stage, lam, chi_e, enh, alpha, sigma, unsold_physical, lc)
+    w = lc%w; chi1 = lc%chi1; chi2 = lc%chi2; lv = lc%lv; gf = 10.0_dp**loggf; grad = lc%grad
+    abo = lc%abo; vv = lc%vv; beta = lc%beta; cu = lc%cu; wh = lc%wh; whe = lc%whe; wh2 = lc%wh2
 
     do i = 1, n
       theta = st(i)%theta
@@ -333,5 +358,161 @@ contains
       end do
     end if
   end subroutine add_line_eta
+
+  !> line_depth_quantities and its tangent-linear: derivatives with respect to T (at fixed Pe), Pe
+  !> (at fixed T) and vmic at the same depth. dst_t, dst_p: EOS-state derivatives (eos_solve_deriv
+  !> convention); dk5(1:2, n) = d kappa5 / dT, d kappa5 / dPe. Out (besides line_depth_quantities'
+  !> results, identical): deta0(1:3, n), dadamp(1:3, n) w.r.t. (T, Pe, vmic); dlnv(1:2, n) =
+  !> d ln vdop / dT, d ln vdop / dvmic (the Doppler width scales with vdop).
+  pure subroutine line_depth_quantities_tl(n, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, eps_z, &
+                                           unsold_physical, t, vmic, st, dst_t, dst_p, kappa5, dk5, &
+                                           eta0, adamp, dld, vdop, deta0, dadamp, dlnv, ierr)
+    integer, intent(in) :: n, iz, stage, unsold_physical
+    real(dp), intent(in) :: lam, chi_e, loggf, enh, alpha, sigma, eps_z
+    real(dp), intent(in) :: t(n), vmic(n), kappa5(n), dk5(2, n)
+    type(eos_state), intent(in) :: st(n), dst_t(n), dst_p(n)
+    real(dp), intent(out) :: eta0(n), adamp(n), dld(n), vdop(n), deta0(3, n), dadamp(3, n), dlnv(2, n)
+    integer, intent(out) :: ierr
+    type(line_consts) :: lc
+    real(dp) :: theta, u1, u2, u3, du1, du2, du3, ne3, chl1, chl2, r12, r23, rtot, pop, ex, se
+    real(dp) :: dth(2), dne3(2), dl12(2), dl23(2), drt(2), dlpop(3), dvd(3), dse(3)
+    real(dp) :: nhi, nhei, nh2, ssum, dsum(3), g6, dg6(3), vdp, dvdp(3), tv
+    integer :: i, k
+
+    deta0 = 0.0_dp; dadamp = 0.0_dp; dlnv = 0.0_dp
+    call line_depth_quantities(n, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, eps_z, unsold_physical, &
+                               t, vmic, st, kappa5, eta0, adamp, dld, vdop, ierr)
+    if (ierr /= err_ok) return
+    call line_setup(iz, stage, lam, chi_e, enh, alpha, sigma, unsold_physical, lc)
+    do i = 1, n
+      theta = st(i)%theta
+      dth = [dst_t(i)%theta, dst_p(i)%theta]
+      ! Doppler velocity: derivatives (T, Pe, vmic)
+      dvd = [two_k_over_mu / lc%w / (2.0_dp * vdop(i)), 0.0_dp, vmic(i) / vdop(i)]
+      dlnv(1, i) = dvd(1) / vdop(i)
+      dlnv(2, i) = dvd(3) / vdop(i)
+      call partition_functions_dt(iz, t(i), u1, u2, u3, du1, du2, du3)
+      ne3 = st(i)%ne**(1.0_dp / 3.0_dp)
+      dne3 = ne3 / (3.0_dp * st(i)%ne) * [dst_t(i)%ne, dst_p(i)%ne]
+      chl1 = lc%chi1 - dchi1 * ne3
+      chl2 = lc%chi2 - dchi2 * ne3
+      r12 = saha_phi(theta, chl1, u1, u2, st(i)%pe)
+      ! d ln r12 (T, Pe): ln r = ln(uu/ul) + ln10 (C - theta chi) - ln pe - 2.5 ln theta
+      dl12(1) = du2 / u2 - du1 / u1 - ln10 * (dth(1) * chl1 - theta * dchi1 * dne3(1)) - 2.5_dp * dth(1) / theta
+      dl12(2) = -ln10 * (dth(2) * chl1 - theta * dchi1 * dne3(2)) - 1.0_dp / st(i)%pe - 2.5_dp * dth(2) / theta
+      if (u2 > 0.0_dp .and. u3 > 0.0_dp) then
+        r23 = saha_phi(theta, chl2, u2, u3, st(i)%pe)
+        dl23(1) = du3 / u3 - du2 / u2 - ln10 * (dth(1) * chl2 - theta * dchi2 * dne3(1)) &
+                  - 2.5_dp * dth(1) / theta
+        dl23(2) = -ln10 * (dth(2) * chl2 - theta * dchi2 * dne3(2)) - 1.0_dp / st(i)%pe &
+                  - 2.5_dp * dth(2) / theta
+      else
+        r23 = 0.0_dp
+        dl23 = 0.0_dp
+      end if
+      rtot = 1.0_dp + r12 * (1.0_dp + r23)
+      drt = r12 * dl12 * (1.0_dp + r23) + r12 * r23 * dl23
+      ! d ln pop (T, Pe, vmic)
+      dlpop(1) = -ln10 * chi_e * dth(1) - du1 / u1 - dvd(1) / vdop(i) - drt(1) / rtot - dk5(1, i) / kappa5(i)
+      dlpop(2) = -ln10 * chi_e * dth(2) - drt(2) / rtot - dk5(2, i) / kappa5(i)
+      dlpop(3) = -dvd(3) / vdop(i)
+      if (stage == 2) then
+        dlpop(1) = dlpop(1) + du1 / u1 + dl12(1) - du2 / u2
+        dlpop(2) = dlpop(2) + dl12(2)
+      end if
+      ex = exp(-c2_line / (t(i) * lc%lv))
+      se = 1.0_dp - ex
+      pop = eta0(i) / se
+      dse = [-ex * c2_line / (t(i)**2 * lc%lv), 0.0_dp, 0.0_dp]
+      do k = 1, 3
+        deta0(k, i) = eta0(i) * dlpop(k) + pop * dse(k)
+      end do
+      ! damping
+      nhi = st(i)%f1 * st(i)%nh
+      nhei = st(i)%p_he * st(i)%nh
+      nh2 = st(i)%f5 * st(i)%nh
+      ssum = nhi * lc%wh + nhei * lc%whe + nh2 * lc%wh2
+      dsum(1) = (dst_t(i)%f1 * st(i)%nh + st(i)%f1 * dst_t(i)%nh) * lc%wh &
+                + (dst_t(i)%p_he * st(i)%nh + st(i)%p_he * dst_t(i)%nh) * lc%whe &
+                + (dst_t(i)%f5 * st(i)%nh + st(i)%f5 * dst_t(i)%nh) * lc%wh2
+      dsum(2) = (dst_p(i)%f1 * st(i)%nh + st(i)%f1 * dst_p(i)%nh) * lc%wh &
+                + (dst_p(i)%p_he * st(i)%nh + st(i)%p_he * dst_p(i)%nh) * lc%whe &
+                + (dst_p(i)%f5 * st(i)%nh + st(i)%f5 * dst_p(i)%nh) * lc%wh2
+      dsum(3) = 0.0_dp
+      if (lc%abo) then
+        tv = lc%beta * t(i)**lc%vv
+        g6 = tv * ssum
+        dg6 = tv * dsum
+        dg6(1) = dg6(1) + g6 * lc%vv / t(i)
+        vdp = sqrt(2.0_dp * r_gas * t(i) / lc%w + vmic(i)**2)
+        dvdp = [r_gas / lc%w / vdp, 0.0_dp, vmic(i) / vdp]
+        dadamp(:, i) = (-lc%grad * dvd / vdop(i)**2 + dg6 / vdp - g6 * dvdp / vdp**2) / four_pi
+      else
+        tv = lc%cu * t(i)**0.3_dp
+        g6 = tv * ssum
+        dg6 = tv * dsum
+        dg6(1) = dg6(1) + g6 * 0.3_dp / t(i)
+        dadamp(:, i) = dg6 / (four_pi * vdop(i)) - adamp(i) * dvd / vdop(i)
+      end if
+    end do
+  end subroutine line_depth_quantities_tl
+
+  !> voigt_hui on n points with the partial derivatives of H and F with respect to u and a (exact
+  !> derivatives of the rational approximation: w' = (P' - w Q') / Q). H, F identical to voigt_hui_n.
+  pure subroutine voigt_hui_deriv_n(n, a, u, h, f, dhdu, dfdu, dhda, dfda)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: a(n), u(n)
+    real(dp), intent(out) :: h(n), f(n), dhdu(n), dfdu(n), dhda(n), dfda(n)
+    real(dp) :: x, y, pr, pi_, qr, qi, t, d, dpr, dpi, dqr, dqi, wr, wi, nr, ni, vr, vi, sg
+    integer :: i
+    do i = 1, n
+      x = a(i)
+      y = -abs(u(i))
+      ! P and P' (Horner; the derivative recursion uses the value before each update)
+      pr = ha(6) * x + ha(5); pi_ = ha(6) * y
+      dpr = ha(6); dpi = 0.0_dp
+      t = dpr * x - dpi * y + pr; dpi = dpr * y + dpi * x + pi_; dpr = t
+      t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(4)
+      t = dpr * x - dpi * y + pr; dpi = dpr * y + dpi * x + pi_; dpr = t
+      t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(3)
+      t = dpr * x - dpi * y + pr; dpi = dpr * y + dpi * x + pi_; dpr = t
+      t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(2)
+      t = dpr * x - dpi * y + pr; dpi = dpr * y + dpi * x + pi_; dpr = t
+      t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(1)
+      t = dpr * x - dpi * y + pr; dpi = dpr * y + dpi * x + pi_; dpr = t
+      t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(0)
+      ! Q (monic, degree 7) and Q'
+      qr = x + hb(6); qi = y
+      dqr = 1.0_dp; dqi = 0.0_dp
+      t = dqr * x - dqi * y + qr; dqi = dqr * y + dqi * x + qi; dqr = t
+      t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(5)
+      t = dqr * x - dqi * y + qr; dqi = dqr * y + dqi * x + qi; dqr = t
+      t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(4)
+      t = dqr * x - dqi * y + qr; dqi = dqr * y + dqi * x + qi; dqr = t
+      t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(3)
+      t = dqr * x - dqi * y + qr; dqi = dqr * y + dqi * x + qi; dqr = t
+      t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(2)
+      t = dqr * x - dqi * y + qr; dqi = dqr * y + dqi * x + qi; dqr = t
+      t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(1)
+      t = dqr * x - dqi * y + qr; dqi = dqr * y + dqi * x + qi; dqr = t
+      t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(0)
+      d = 1.0_dp / (qr * qr + qi * qi)
+      wr = (pr * qr + pi_ * qi) * d
+      wi = (pi_ * qr - pr * qi) * d
+      h(i) = wr
+      f(i) = sign(0.5_dp, u(i)) * wi
+      ! w' = (P' - w Q') / Q
+      nr = dpr - (wr * dqr - wi * dqi)
+      ni = dpi - (wr * dqi + wi * dqr)
+      vr = (nr * qr + ni * qi) * d
+      vi = (ni * qr - nr * qi) * d
+      ! z = a - i|u|: dw/da = w', dw/d|u| = -i w'
+      sg = sign(1.0_dp, u(i))
+      dhda(i) = vr
+      dfda(i) = 0.5_dp * sg * vi
+      dhdu(i) = sg * vi
+      dfdu(i) = -0.5_dp * vr
+    end do
+  end subroutine voigt_hui_deriv_n
 
 end module pyinv_propagation

@@ -34,6 +34,7 @@ module pyinv_synthesis
   implicit none
   private
   public :: synth_model, hsra_continuum, convolve_group, fft_inplace, n_options
+  public :: synth_check_inputs, convolution_matrix
 
   !> option slots (opts array): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR's 1 G
   !> non-magnetic threshold, 4 SIR's damping cap at 3, 5 EOS sir_compat, 6 skip convolution,
@@ -181,35 +182,9 @@ contains
     ierr = err_ok
     stokes = 0.0_dp
     amax = 0.0_dp
-    ! ---------------- input validation
-    if (n < 2 .or. nl < 1 .or. ng < 1 .or. nw < 1) then
-      ierr = err_bad_size
-      return
-    end if
-    if (.not. (all(abs(logtau) < huge(1.0_dp)) .and. all(abs(vmic) < huge(1.0_dp)) .and. &
-               all(abs(vlos) < huge(1.0_dp)) .and. all(abs(bfield) < huge(1.0_dp)) .and. &
-               all(abs(gam) < huge(1.0_dp)) .and. all(abs(phi) < huge(1.0_dp)) .and. &
-               abs(vmac) < huge(1.0_dp) .and. all(abs(woff) < huge(1.0_dp)))) then
-      ierr = err_not_finite
-      return
-    end if
-    if (.not. all(t > 0.0_dp .and. t < huge(1.0_dp))) then
-      ierr = err_nonpositive_t
-      return
-    end if
-    if (.not. all(pe > 0.0_dp .and. pe < huge(1.0_dp))) then
-      ierr = err_nonpositive_pe
-      return
-    end if
-    if (any(logtau(2:n) >= logtau(1:n-1))) then
-      ierr = err_logtau_order
-      return
-    end if
-    if (any(gstart < 1) .or. any(gcount < 1) .or. any(gstart + gcount - 1 > nglines) .or. &
-        any(glines < 1) .or. any(glines > nl) .or. any(wgrp < 1) .or. any(wgrp > ng) .or. vmac < 0.0_dp) then
-      ierr = err_bad_input
-      return
-    end if
+    call synth_check_inputs(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, ng, nglines, nw, &
+                            gstart, gcount, glines, woff, wgrp, ierr)
+    if (ierr /= err_ok) return
 
     ! ---------------- depth quantities shared by all groups
     do i = 1, n
@@ -329,6 +304,47 @@ contains
     end do
   end subroutine synth_model
 
+  !> Validation of synth_model's inputs (shared with the response functions): sizes, finiteness,
+  !> T > 0, Pe > 0, strictly decreasing log tau, group/line/wavelength indices, vmac >= 0.
+  pure subroutine synth_check_inputs(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, ng, nglines, &
+                                     nw, gstart, gcount, glines, woff, wgrp, ierr)
+    integer, intent(in) :: n, nl, ng, nglines, nw
+    real(dp), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n), vmac
+    integer, intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+    real(dp), intent(in) :: woff(nw)
+    integer, intent(out) :: ierr
+    ierr = err_ok
+    if (n < 2 .or. nl < 1 .or. ng < 1 .or. nw < 1) then
+      ierr = err_bad_size
+      return
+    end if
+    if (.not. (all(abs(logtau) < huge(1.0_dp)) .and. all(abs(vmic) < huge(1.0_dp)) .and. &
+               all(abs(vlos) < huge(1.0_dp)) .and. all(abs(bfield) < huge(1.0_dp)) .and. &
+               all(abs(gam) < huge(1.0_dp)) .and. all(abs(phi) < huge(1.0_dp)) .and. &
+               abs(vmac) < huge(1.0_dp) .and. all(abs(woff) < huge(1.0_dp)))) then
+      ierr = err_not_finite
+      return
+    end if
+    if (.not. all(t > 0.0_dp .and. t < huge(1.0_dp))) then
+      ierr = err_nonpositive_t
+      return
+    end if
+    if (.not. all(pe > 0.0_dp .and. pe < huge(1.0_dp))) then
+      ierr = err_nonpositive_pe
+      return
+    end if
+    if (any(logtau(2:n) >= logtau(1:n-1))) then
+      ierr = err_logtau_order
+      return
+    end if
+    if (any(gstart < 1) .or. any(gcount < 1) .or. any(gstart + gcount - 1 > nglines) .or. &
+        any(glines < 1) .or. any(glines > nl) .or. any(wgrp < 1) .or. any(wgrp > ng) .or. vmac < 0.0_dp) then
+      ierr = err_bad_input
+      return
+    end if
+
+  end subroutine synth_check_inputs
+
   !> Convolve the four Stokes rows y(4, m) sampled at offsets x(m) [mÅ] with a Gaussian of standard
   !> deviation sigma [mÅ] and (npsf >= 2) the PSF (psf_x [mÅ], psf_y), as described in the module
   !> header. x must be strictly monotonic.
@@ -412,6 +428,156 @@ contains
     end do
     y = out
   end subroutine convolve_group
+
+  !> The linear map of convolve_group as a matrix, and its derivative with respect to sigma:
+  !> convolve_group turns y(:, j) into sum_j cm(i, j) y(:, j); dcm = d cm / d sigma [per mÅ].
+  !> Same kernels, padding and error rules as convolve_group (sigma <= 0 on a non-uniform grid: the
+  !> identity).
+  pure subroutine convolution_matrix(m, x, sigma, npsf, psf_x, psf_y, cm, dcm, ierr)
+    integer, intent(in) :: m, npsf
+    real(dp), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
+    real(dp), intent(out) :: cm(m, m), dcm(m, m)
+    integer, intent(out) :: ierr
+    real(dp) :: step, f, arg, g
+    complex(dp), allocatable :: ck(:), dk(:), pk(:)
+    real(dp), allocatable :: c(:), cs(:), dc(:), dcs(:)
+    integer :: nfft, i, j, k, i1, q
+    logical :: uniform
+
+    ierr = err_ok
+    cm = 0.0_dp
+    dcm = 0.0_dp
+    do i = 1, m
+      cm(i, i) = 1.0_dp
+    end do
+    if (m < 2) return
+    step = abs(x(2) - x(1))
+    if (step == 0.0_dp) step = 1.0_dp
+    uniform = all(abs(abs(x(2:m) - x(1:m-1)) - step) <= 1.0e-3_dp * step)
+    if (.not. (all(x(2:m) > x(1:m-1)) .or. all(x(2:m) < x(1:m-1)))) then
+      ierr = err_bad_input
+      return
+    end if
+    if (.not. uniform) then
+      if (npsf >= 2) then
+        ierr = err_bad_input
+        return
+      end if
+      call gauss_nonuniform_matrix(m, x, sigma, cm, dcm)
+      return
+    end if
+
+    nfft = n_fft_sir
+    do while (nfft < m .or. (m > n_fft_sir .and. nfft < 2 * m))
+      nfft = 2 * nfft
+    end do
+    allocate(ck(0:nfft-1), dk(0:nfft-1), c(0:nfft-1), cs(0:nfft-1), dc(0:nfft-1), dcs(0:nfft-1))
+    do k = 0, nfft - 1
+      if (k < nfft / 2) then
+        f = real(k, dp) / (nfft * step)
+      else
+        f = real(nfft - k, dp) / (nfft * step)
+      end if
+      arg = 2.0_dp * pi_fft**2 * sigma**2 * f**2
+      g = exp(-min(arg, 26.0_dp))
+      ck(k) = cmplx(g, 0.0_dp, dp)
+      if (arg < 26.0_dp) then
+        dk(k) = cmplx(-4.0_dp * pi_fft**2 * sigma * f**2 * g, 0.0_dp, dp)
+      else
+        dk(k) = (0.0_dp, 0.0_dp)
+      end if
+    end do
+    if (npsf >= 2) then
+      allocate(pk(0:nfft-1))
+      do k = 0, nfft - 1
+        if (k < nfft / 2) then
+          pk(k) = cmplx(psf_sample(real(k, dp) * step, npsf, psf_x, psf_y), 0.0_dp, dp)
+        else
+          pk(k) = cmplx(psf_sample(real(k - nfft, dp) * step, npsf, psf_x, psf_y), 0.0_dp, dp)
+        end if
+      end do
+      call fft_inplace(nfft, pk, -1)
+      if (.not. (abs(pk(0)) > 0.0_dp)) then
+        ierr = err_bad_input
+        return
+      end if
+      ck = ck * pk / pk(0)
+      dk = dk * pk / pk(0)
+    end if
+    call fft_inplace(nfft, ck, +1)
+    call fft_inplace(nfft, dk, +1)
+    c = real(ck, dp) / nfft
+    dc = real(dk, dp) / nfft
+    cs(0) = c(0)
+    dcs(0) = dc(0)
+    do k = 1, nfft - 1
+      cs(k) = cs(k - 1) + c(k)
+      dcs(k) = dcs(k - 1) + dc(k)
+    end do
+    i1 = (nfft - m) / 2
+    do i = 1, m
+      q = i1 + i - 1
+      do j = 1, m
+        k = modulo(i - j, nfft)
+        cm(i, j) = c(k)
+        dcm(i, j) = dc(k)
+      end do
+      cm(i, 1) = cm(i, 1) + (cs(q) - cs(i - 1))
+      cm(i, m) = cm(i, m) + (cs(nfft - m + i - 1) - cs(q))
+      dcm(i, 1) = dcm(i, 1) + (dcs(q) - dcs(i - 1))
+      dcm(i, m) = dcm(i, m) + (dcs(nfft - m + i - 1) - dcs(q))
+    end do
+  end subroutine convolution_matrix
+
+  !> Matrix form of gauss_nonuniform and its derivative with respect to sigma.
+  pure subroutine gauss_nonuniform_matrix(m, x, sigma, cm, dcm)
+    integer, intent(in) :: m
+    real(dp), intent(in) :: x(m), sigma
+    real(dp), intent(inout) :: cm(m, m), dcm(m, m)
+    real(dp) :: xs(m), a, b, ea, eb, ga, gb, w0, w1, s2, dga, dgb, dw0, dw1, isp, hseg
+    integer :: i, j, ii, ja, jb, perm(m)
+    if (sigma <= 0.0_dp) return
+    cm = 0.0_dp
+    dcm = 0.0_dp
+    if (x(m) < x(1)) then
+      xs = x(m:1:-1)
+      perm = [(m + 1 - i, i = 1, m)]
+    else
+      xs = x
+      perm = [(i, i = 1, m)]
+    end if
+    s2 = sqrt(2.0_dp) * sigma
+    isp = 1.0_dp / sqrt(pi)
+    do i = 1, m
+      ii = perm(i)
+      a = (xs(1) - xs(i)) / s2
+      b = (xs(m) - xs(i)) / s2
+      cm(ii, perm(1)) = cm(ii, perm(1)) + 0.5_dp * erfc(-a)
+      cm(ii, perm(m)) = cm(ii, perm(m)) + 0.5_dp * erfc(b)
+      dcm(ii, perm(1)) = dcm(ii, perm(1)) - isp * exp(-a * a) * a / sigma
+      dcm(ii, perm(m)) = dcm(ii, perm(m)) + isp * exp(-b * b) * b / sigma
+      do j = 1, m - 1
+        a = (xs(j) - xs(i)) / s2
+        b = (xs(j + 1) - xs(i)) / s2
+        ea = exp(-a * a); eb = exp(-b * b)
+        ga = 0.5_dp * (erf(b) - erf(a))
+        gb = (ea - eb) / (2.0_dp * sqrt(pi)) * s2
+        dga = isp * (a * ea - b * eb) / sigma
+        dgb = ((2.0_dp * a * a * ea - 2.0_dp * b * b * eb) / sigma * s2 + (ea - eb) * sqrt(2.0_dp)) &
+              / (2.0_dp * sqrt(pi))
+        hseg = xs(j + 1) - xs(j)
+        w1 = (gb - (xs(j) - xs(i)) * ga) / hseg
+        w0 = ga - w1
+        dw1 = (dgb - (xs(j) - xs(i)) * dga) / hseg
+        dw0 = dga - dw1
+        ja = perm(j); jb = perm(j + 1)
+        cm(ii, ja) = cm(ii, ja) + w0
+        cm(ii, jb) = cm(ii, jb) + w1
+        dcm(ii, ja) = dcm(ii, ja) + dw0
+        dcm(ii, jb) = dcm(ii, jb) + dw1
+      end do
+    end do
+  end subroutine gauss_nonuniform_matrix
 
   !> PSF value at offset xo [mÅ]: three-point Lagrange interpolation through nodes j-1, j, j+1 with
   !> x_j < xo <= x_j+1 (indices clamped to the table), zero outside [x_first, x_last] (§9.3).

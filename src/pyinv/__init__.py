@@ -28,12 +28,18 @@ from .io.sir import (read_abundances, read_psf, read_sir_chi, read_sir_model, re
                      write_abundances, write_sir_chi, write_sir_model, write_sir_profiles)
 from . import io, models  # noqa: E402
 from .synthesis import synthesize  # noqa: E402
+from .response import response_functions  # noqa: E402
 from . import thermo  # noqa: E402
 from .thermo import hydrostatic  # noqa: E402
+from .result import InversionResult  # noqa: E402
+from .maps import invert  # noqa: E402
+from . import inversion  # noqa: E402
+from .inversion import invert_pixel, PixelResult  # noqa: E402
 
 __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
            "Atmosphere", "AtmosphereErrors", "LineList", "SpectralLine", "WavelengthGrid", "zeeman_components",
            "InversionConfig", "default_lines", "default_abundances", "io", "models",
            "read_sir_model", "write_sir_model", "read_sir_profiles", "write_sir_profiles", "read_abundances",
            "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi",
-           "thermo", "hydrostatic", "synthesize"]
+           "thermo", "hydrostatic", "synthesize", "response_functions", "invert", "InversionResult",
+           "inversion", "invert_pixel", "PixelResult"]

@@ -3,6 +3,8 @@
 ``pyinv synth``   synthesise Stokes profiles of a model atmosphere (defaults: the packaged default
                   guess atmosphere, Fe I 6301.5/6302.5 Å on the Hinode SP sampling), write a SIR .per
                   file and a PNG quick look.
+``pyinv invert``  invert a Stokes cube (FITS) pixel by pixel (pyinv.invert): local process pool or a dask
+                  scheduler, checkpoint/resume, result FITS with provenance.
 ``pyinv info``    version, engine status and packaged data.
 """
 from __future__ import annotations
@@ -39,6 +41,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from . import models
     from .defaults import default_lines
 
+    if args.atmospheres:
+        return _synth_map(args)
     atmos = _load_model(args.model)
     if args.macro is not None:
         atmos = atmos.with_columns(macro=args.macro)
@@ -64,6 +68,96 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         png = out.with_suffix(".png")
         plot_stokes(grid, stokes, png, title=f"pyinv synth: {args.model}")
         print(f"  figure -> {png}")
+    return 0
+
+
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from . import invert
+    from .config import InversionConfig
+    from .defaults import default_lines
+    from .lines import LineList, WavelengthGrid
+    from . import models
+
+    cfg = InversionConfig.read_sir(args.config) if args.config else InversionConfig(
+        cycles=1, nodes={"T": 2, "vlos": 1, "B": 1, "gamma": 1, "phi": 1}, weights=(1, 4, 4, 2))
+
+    def cfg_file(flag, field):
+        if flag:
+            return flag
+        p = cfg.resolve(field) if args.config else None
+        return str(p) if p is not None and p.exists() else None
+
+    lines_f, grid_f = cfg_file(args.lines, "lines_file"), cfg_file(args.grid, "grid_file")
+    lines = LineList.read_sir(lines_f) if lines_f else default_lines()
+    grid = WavelengthGrid.read_sir(grid_f, lines) if grid_f else models.hinode_grid(lines)
+    guess = args.guess
+    if args.init == "multistart" and guess is not None and guess.isdigit():
+        guess = int(guess)
+    mask = None
+    if args.mask:
+        mask = np.load(args.mask) if args.mask.endswith(".npy") else __import__(
+            "astropy.io.fits", fromlist=["getdata"]).getdata(args.mask)
+        mask = np.asarray(mask) != 0
+    sigma = args.sigma
+    executor = None
+    client = None
+    if args.dask:
+        from distributed import Client
+
+        client = executor = Client(args.dask)
+    try:
+        res = invert(args.cube, lines, grid, cfg, init=args.init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
+                     psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
+                     axes=args.axes, executor=executor, workers=args.workers, chunk=args.chunk,
+                     checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit)
+    finally:
+        if client is not None:
+            client.close()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res.to_fits(out, overwrite=True)
+    p = res.provenance
+    print(f"inverted {p['computed']} pixels in {p['seconds']:.1f} s ({p.get('executor')}, workers={p.get('workers')}) "
+          f"-> {out}")
+    print("  status:", ", ".join(f"{k}: {v}" for k, v in res.summary().items()))
+    if args.plot:
+        res.plot(out.with_suffix(".png"))
+        print(f"  figure -> {out.with_suffix('.png')}")
+    return 0
+
+
+def _synth_map(args: argparse.Namespace) -> int:
+    """``pyinv synth --atmospheres RESULT.fits|ATM.npy -o CUBE.fits``: the forward direction of a map."""
+    from . import synthesize
+    from .atmosphere import Atmosphere
+    from .defaults import default_lines
+    from .io.fits import write_stokes_cube
+    from .lines import LineList, WavelengthGrid
+    from .result import InversionResult
+    from . import models
+
+    src = args.atmospheres
+    if src.endswith(".npy"):
+        atm = np.load(src)
+        macro = np.full(atm.shape[:2], args.macro if args.macro is not None else 0.0)
+    else:
+        res = InversionResult.from_fits(src)
+        atm, macro = np.asarray(res.atmospheres), np.asarray(res.macro)
+        if args.macro is not None:
+            macro = np.full(atm.shape[:2], args.macro)
+    if atm.ndim != 4 or atm.shape[-1] not in (8, 11):
+        raise ValueError(f"{src}: expected atmospheres (ny, nx, ndep, 8|11), got {atm.shape}")
+    lines = LineList.read_sir(args.lines) if args.lines else default_lines()
+    grid = WavelengthGrid.read_sir(args.grid, lines) if args.grid else models.hinode_grid(lines)
+    ny, nx = atm.shape[:2]
+    ok = np.isfinite(atm).all(axis=(2, 3)) & np.isfinite(macro)
+    cube = np.full((ny, nx, 4, grid.nwav), np.nan)
+    if ok.any():
+        stack = Atmosphere.from_array(atm[ok], macro=macro[ok])
+        cube[ok] = synthesize(stack, lines, grid, mu=args.mu, psf=args.psf, abundances=args.abundances)
+    out = Path(args.output if args.output != "pyinv_synth.per" else "pyinv_synth.fits")
+    write_stokes_cube(out, cube, grid.wavelength, overwrite=True)
+    print(f"synthesised {int(ok.sum())} of {ny * nx} pixels -> {out}")
     return 0
 
 
@@ -102,7 +196,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--macro", type=float, help="macroturbulence [km/s] (overrides the model's)")
     s.add_argument("-o", "--output", default="pyinv_synth.per", help="output SIR profile file")
     s.add_argument("--no-plot", action="store_true", help="do not write the PNG quick look")
+    s.add_argument("--atmospheres", help="map mode: an inversion result FITS or an .npy (ny, nx, ndep, 11) of "
+                                         "atmospheres; writes a Stokes cube FITS (-o, default pyinv_synth.fits)")
     s.set_defaults(func=_cmd_synth)
+
+    v = sub.add_parser("invert", help="invert a Stokes cube (FITS) pixel by pixel")
+    v.add_argument("cube", help="FITS cube (axes from its PYAXES keyword or --axes), normalised to the HSRA continuum")
+    v.add_argument("--config", help="SIR control file (.trol) [1 cycle: T 2, v, B, γ, φ 1 node]")
+    v.add_argument("--lines", help="SIR LINES file [the control file's, else packaged]")
+    v.add_argument("--grid", help="SIR wavelength-grid file [the control file's, else Hinode SP Fe I 6301/6302]")
+    v.add_argument("--psf", help="spectral PSF file [the control file's]")
+    v.add_argument("--abundances", help="SIR abundance file [the control file's, else packaged]")
+    v.add_argument("--init", default="single", help="single | previous | multistart | cluster | cnn [single]")
+    v.add_argument("--guess", help="guess for --init: .mod (single), result FITS (previous), N (multistart), "
+                                   "model path (cnn)")
+    v.add_argument("--mask", help="boolean map (ny, nx) as .npy or FITS: nonzero = invert")
+    v.add_argument("--sigma", type=float, help="noise of Stokes I in continuum units (replaces the S/N)")
+    v.add_argument("--mu", type=float, help="heliocentric cosine [the control file's]")
+    v.add_argument("--axes", default="yxsl", help="numpy axis order of the cube, permutation of yxsl")
+    v.add_argument("--workers", type=int, help="local worker processes [usable cores]")
+    v.add_argument("--chunk", type=int, help="pixels per task")
+    v.add_argument("--dask", metavar="ADDRESS", help="dask scheduler address (tcp://host:8786) instead of a local pool")
+    v.add_argument("--checkpoint", help="folder of the resumable result store")
+    v.add_argument("--time-limit", type=float, help="seconds per pixel")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--plot", action="store_true", help="also write a PNG quick look")
+    v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
+    v.set_defaults(func=_cmd_invert)
 
     i = sub.add_parser("info", help="version, engine and packaged data")
     i.set_defaults(func=_cmd_info)

@@ -286,6 +286,35 @@ def convolve_stokes(offset_mA, stokes, sigma_mA: float, psf: tuple | None = None
     return np.asarray(y)
 
 
+#: Order of the depth-resolved response-function variables of ``synth_rf`` (RF_INTERFACE.md).
+RF_VARIABLES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi")
+
+
+def synth_rf(model: dict, vmac: float, line_arrays: dict, groups: tuple, grid: tuple, eps,
+             psf: tuple | None, opts, want=(1,) * 7):
+    """Stokes profiles and response functions of one model (engine ``synth_rf``; arguments as
+    :func:`synth_stokes`, ``want`` 7 flags in RF_VARIABLES order). Returns ``stokes (4, nw)``,
+    ``rf (4, nw, ndep, 7)`` (d stokes / d column value at one depth: per K, dyn cm⁻², cm/s, G, cm/s,
+    degree, degree; T at fixed Pe), ``rf_vmac (4, nw)`` per km/s and the largest damping per line."""
+    la = line_arrays
+    if psf is None:
+        px = py = np.zeros(1)
+    else:
+        px, py = f64(psf[0]), f64(psf[1])
+    o = np.zeros(SYNTH_NOPT, dtype=np.int32)
+    o[:len(opts)] = opts
+    stokes, rf, rf_vmac, amax, ierr = api().synth_rf(
+        f64(model["log_tau"]), f64(model["T"]), f64(model["Pe"]), f64(model["vmic"]),
+        f64(model["vlos"]), f64(model["B"]), f64(model["gamma"]), f64(model["phi"]), float(vmac),
+        _i32(la["iz"]), _i32(la["stage"]), f64(la["lam"]), f64(la["chi_e"]), f64(la["loggf"]),
+        f64(la["enh"]), f64(la["alpha"]), f64(la["sigma"]), f64(la["mult_l"]), f64(la["l_l"]),
+        f64(la["j_l"]), f64(la["mult_u"]), f64(la["l_u"]), f64(la["j_u"]), _i32(la["use_geff"]),
+        f64(la["geff"]), _i32(groups[0]), _i32(groups[1]), _i32(groups[2]), f64(grid[0]), _i32(grid[1]),
+        f64(eps), px, py, o, _i32(want))
+    check(ierr, "response functions")
+    return stokes, rf, rf_vmac, amax
+
+
 # ---------------------------------------------------------------------------------------------------
 # section: inversion (nodes, Levenberg-Marquardt, finite-difference response functions)
 # Thin wrappers of the inv_* procedures of fortran/api.f90. ``prep`` is the dict built by
@@ -351,10 +380,11 @@ def inv_sigma(obs, wgrp, ng: int, weights, snr: float):
 
 
 def inv_he_pe_jacobian(log_tau, T, pe_top: float, boundary: int, bvalue: float, mu: float, eps,
-                       sir_compat: bool = False) -> np.ndarray:
-    """d Pe_i / d T_j (ndep, ndep) with Pe in hydrostatic equilibrium."""
+                       sir_compat: bool = False, method: int = 0) -> np.ndarray:
+    """d Pe_i / d T_j (ndep, ndep) with Pe in hydrostatic equilibrium (method 0 tangent-linear,
+    1 finite differences of the HE solver)."""
     dpe, ierr = api().inv_he_pe_jacobian(f64(log_tau), f64(T), float(pe_top), int(boundary), float(bvalue),
-                                         float(mu), f64(eps), int(sir_compat))
+                                         float(mu), f64(eps), int(sir_compat), int(method))
     check(ierr, "hydrostatic Pe Jacobian")
     return np.asarray(dpe)
 
@@ -382,17 +412,18 @@ def inv_node_jacobian(log_tau, x, vmac: float, prep: dict, nodes, *, xnodes=None
 def inv_cycle(log_tau, x, vmac: float, prep: dict, obs, weights, snr: float, nodes, *, xnodes=None,
               interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary: int = 0,
               bvalue: float = 0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = 0,
-              maxm: int = 128) -> dict:
+              rtol: float = 0.0, maxm: int = 128, maxtr: int = 400) -> dict:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success)."""
     xa, use = _xnodes(xnodes)
     xf = np.array(x, dtype=np.float64, order="F", copy=True)
     vm = np.array(float(vmac), dtype=np.float64)
     out = api().inv_cycle(f64(log_tau), xf, vm, *_synth_arg_list(prep), f64_fortran(obs), f64(weights),
                           float(snr), _i32(nodes), xa, use, int(interp), float(svdtol), float(lambda0),
-                          int(boundary), float(bvalue), float(mu), int(maxit), int(jac_mode), int(maxm))
-    fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, cov, info, rinfo, ierr = out
+                          int(boundary), float(bvalue), float(mu), int(maxit), int(jac_mode), float(rtol),
+                          int(maxm), int(maxtr))
+    fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, cov, trace, info, rinfo, ierr = out
     m = int(info[3])
     return {"x": xf, "vmac": float(vm), "fit": np.asarray(fit), "pg": pg, "rho": rho, "z": z, "err": err,
             "err_vmac": float(err_vmac), "cerr": cerr, "cerr_vmac": float(cerr_vmac),
-            "cov": np.asarray(cov)[:m, :m], "info": np.asarray(info), "rinfo": np.asarray(rinfo),
+            "cov": np.asarray(cov)[:m, :m], "trace": np.asarray(trace)[:min(int(info[1]), maxtr)], "info": np.asarray(info), "rinfo": np.asarray(rinfo),
             "ierr": int(ierr)}

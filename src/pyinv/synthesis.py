@@ -144,6 +144,66 @@ def _as_models(atmos) -> tuple[list[Atmosphere], tuple[int, ...]]:
     raise ValueError(f"atmos must be a pyinv.Atmosphere or a list of them, got {type(atmos).__name__}")
 
 
+def _prepare(models: list, lines, grid, *, abundances=None, psf=None, macro=None, convolve: bool = True,
+             exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool = False,
+             damping_cap: bool | None = None, sir_compat: bool = False) -> dict:
+    """Validate the inputs of a synthesis of ``models`` (a list of single Atmosphere) and build the
+    engine's arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`)."""
+    eps = _eps_from_abundances(abundances)
+    psf_xy = _psf_arrays(psf)
+
+    # groups and the lines they use
+    if grid.nwav == 0:
+        raise ValueError("the wavelength grid has no points")
+    used: list[int] = []
+    gstart, gcount, glines = [], [], []
+    for r in grid.regions:
+        for k in r.indices:
+            if not lines.has_index(k):
+                raise ValueError(f"wavelength grid refers to line {k}, which is not in the line list "
+                                 f"(indices {lines.indices})")
+        gstart.append(len(glines) + 1)
+        gcount.append(len(r.indices))
+        for k in r.indices:
+            if k not in used:
+                used.append(k)
+            glines.append(used.index(k) + 1)
+    woff = np.asarray(grid.offset_mA, dtype=np.float64)
+    wgrp = np.concatenate([np.full(r.npoints, g + 1, dtype=np.int32) for g, r in enumerate(grid.regions)])
+    if woff.shape != wgrp.shape:
+        raise ValueError("wavelength grid: offsets and regions do not match")
+    if not np.all(np.isfinite(woff)):
+        raise ValueError("wavelength offsets must be finite")
+    far = np.abs(woff) > MAX_OFFSET_A * 1e3
+    if np.any(far):
+        j = int(np.argmax(far))
+        raise ValueError(f"wavelength point {j} ({woff[j]:.1f} mÅ from line {grid.line_index[j]}) is outside "
+                         f"the lines' reach (|offset| > {MAX_OFFSET_A:g} Å)")
+
+    cols = [_model_columns(m) for m in models]
+    nd = cols[0]["log_tau"].size
+    for c in cols:
+        if c["log_tau"].size != nd:
+            raise ValueError("all models of a stack must have the same number of depth points")
+    magnetic_any = any(np.any(c["B"] != 0) for c in cols)
+    la = _line_arrays(lines, used, magnetic_any)
+
+    if macro is None:
+        vmac = [float(getattr(m, "macro", 0.0) or 0.0) for m in models]
+    else:
+        vmac = list(np.broadcast_to(np.asarray(macro, dtype=np.float64), (len(models),)))
+    for v in vmac:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"macroturbulence must be finite and >= 0 km/s, got {v}")
+
+    cap = bool(sir_compat) if damping_cap is None else bool(damping_cap)
+    opts = [int(exact_blend_offsets), int(unsold_physical), int(sir_compat), int(cap), int(sir_compat),
+            int(not convolve), int(exact_voigt)]
+    groups = (np.asarray(gstart), np.asarray(gcount), np.asarray(glines))
+    return {"cols": cols, "vmac": vmac, "la": la, "groups": groups, "woff": woff, "wgrp": wgrp, "eps": eps,
+            "psf": psf_xy, "opts": opts, "used": used, "cap": cap}
+
+
 def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None, abundances=None,
                macro: float | Sequence[float] | None = None, convolve: bool = True,
                exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool = False,
@@ -210,57 +270,12 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     if not (0.0 < mu_f <= 1.0):
         raise ValueError(f"mu must be in (0, 1], got {mu!r}")
     models, lead = _as_models(atmos)
-    eps = _eps_from_abundances(abundances)
-    psf_xy = _psf_arrays(psf)
-
-    # groups and the lines they use
-    if grid.nwav == 0:
-        raise ValueError("the wavelength grid has no points")
-    used: list[int] = []
-    gstart, gcount, glines = [], [], []
-    for r in grid.regions:
-        for k in r.indices:
-            if not lines.has_index(k):
-                raise ValueError(f"wavelength grid refers to line {k}, which is not in the line list "
-                                 f"(indices {lines.indices})")
-        gstart.append(len(glines) + 1)
-        gcount.append(len(r.indices))
-        for k in r.indices:
-            if k not in used:
-                used.append(k)
-            glines.append(used.index(k) + 1)
-    woff = np.asarray(grid.offset_mA, dtype=np.float64)
-    wgrp = np.concatenate([np.full(r.npoints, g + 1, dtype=np.int32) for g, r in enumerate(grid.regions)])
-    if woff.shape != wgrp.shape:
-        raise ValueError("wavelength grid: offsets and regions do not match")
-    if not np.all(np.isfinite(woff)):
-        raise ValueError("wavelength offsets must be finite")
-    far = np.abs(woff) > MAX_OFFSET_A * 1e3
-    if np.any(far):
-        j = int(np.argmax(far))
-        raise ValueError(f"wavelength point {j} ({woff[j]:.1f} mÅ from line {grid.line_index[j]}) is outside "
-                         f"the lines' reach (|offset| > {MAX_OFFSET_A:g} Å)")
-
-    cols = [_model_columns(m) for m in models]
-    nd = cols[0]["log_tau"].size
-    for c in cols:
-        if c["log_tau"].size != nd:
-            raise ValueError("all models of a stack must have the same number of depth points")
-    magnetic_any = any(np.any(c["B"] != 0) for c in cols)
-    la = _line_arrays(lines, used, magnetic_any)
-
-    if macro is None:
-        vmac = [float(getattr(m, "macro", 0.0) or 0.0) for m in models]
-    else:
-        vmac = list(np.broadcast_to(np.asarray(macro, dtype=np.float64), (len(models),)))
-    for v in vmac:
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"macroturbulence must be finite and >= 0 km/s, got {v}")
-
-    cap = bool(sir_compat) if damping_cap is None else bool(damping_cap)
-    opts = [int(exact_blend_offsets), int(unsold_physical), int(sir_compat), int(cap), int(sir_compat),
-            int(not convolve), int(exact_voigt)]
-    groups = (np.asarray(gstart), np.asarray(gcount), np.asarray(glines))
+    p = _prepare(models, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
+                 exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
+                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)
+    cols, vmac, la, groups, woff, wgrp, eps, psf_xy, opts, used, cap = (
+        p["cols"], p["vmac"], p["la"], p["groups"], p["woff"], p["wgrp"], p["eps"], p["psf"], p["opts"],
+        p["used"], p["cap"])
     out = np.empty((len(models), 4, woff.size))
     amax_all = np.zeros(len(used))
     for i, (c, vm) in enumerate(zip(cols, vmac)):

@@ -1,0 +1,551 @@
+!> Response functions of the LTE Stokes synthesis (spec-inversion.md §1; contract
+!> /work/coord/RF_INTERFACE.md): the exact derivative of pyinv_synthesis::synth_model's output with
+!> respect to every input column at every grid point, plus the macroturbulence.
+!>
+!> Method (reverse mode per wavelength, forward chain per depth):
+!>  * per depth, once: the EOS state, kappa5 and the continuum of every group with their
+!>    derivatives w.r.t. T (fixed Pe) and Pe (fixed T) from one set of perturbed EOS states
+!>    (central differences in ln T, ln Pe as pyinv_eos::eos_solve_deriv, which the EOS has no
+!>    analytic derivatives for; relative accuracy ~1e-8), the Planck derivative, the geometric factors and
+!>    their angle derivatives;
+!>  * per line and depth, once: the tangent-linear of the line-centre opacity, damping and Doppler
+!>    width (pyinv_propagation::line_depth_quantities_tl);
+!>  * per wavelength: the propagation matrix with the Voigt/Faraday derivatives of every Zeeman
+!>    component (exact derivatives of the rational approximation used by the synthesis, or of the
+!>    Faddeeva function with opts(7)), the Hermitian formal solution and its adjoint
+!>    (pyinv_formal_solver::hermite_polarised_adjoint: d I_top / d K(j), d I_top / d S(j) for all j
+!>    at once; the boundary index is held fixed), then the chain rule through the per-line
+!>    quantities. Because K and S at depth j depend only on the model at depth j, every variable
+!>    costs a few multiply-adds per depth and wavelength;
+!>  * per group: the HSRA normalisation, and the macroturbulence/PSF convolution applied to the
+!>    response functions as the same linear map (pyinv_synthesis::convolution_matrix), and its
+!>    sigma-derivative applied to the unconvolved profiles for d/d vmac.
+!> SIR's damping cap (opts(4)) couples the depths through max(a): its derivative is included.
+module pyinv_response
+  use pyinv_kinds, only: dp, ln10, pi
+  use pyinv_errors, only: err_ok, err_not_finite
+  use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields
+  use pyinv_continuum, only: kappa_continuum
+  use pyinv_planck, only: planck, planck_dt
+  use pyinv_zeeman, only: zeeman_pattern, max_components
+  use pyinv_voigt, only: voigt_faraday_deriv
+  use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
+                               air_to_vacuum, geometry_factors
+  use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
+  use pyinv_synthesis, only: n_options, synth_check_inputs, hsra_continuum, convolve_group, &
+                             convolution_matrix
+  implicit none
+  private
+  public :: synth_rf
+
+  integer, parameter, public :: rf_t = 1, rf_pe = 2, rf_vmic = 3, rf_b = 4, rf_vlos = 5, &
+                                rf_gam = 6, rf_phi = 7, n_rf_vars = 7
+
+  real(dp), parameter :: larmor = 4.6686e-5_dp       ! as pyinv_synthesis
+  real(dp), parameter :: c_kms_mac = 3.0e5_dp
+  real(dp), parameter :: deg = pi / 180.0_dp
+  !> ln-step of the central differences of the EOS / continuum in ln T and ln Pe (truncation
+  !> ~h^2 (d ln f / d ln T)^2 / 6 <~ 1e-8, round-off ~1e-11 relative)
+  real(dp), parameter :: h_fd = 1.0e-5_dp
+
+contains
+
+  !> Response functions: stokes as synth_model; rf(s, w, k, v) = d stokes(s, w) / d x_v(k) (v = rf_t
+  !> ... rf_phi; per K, dyn cm^-2, cm/s, G, cm/s, degree, degree); rf_vmac per km/s. want(v) = 0
+  !> skips variable v (rf = 0 there). Arguments up to opts exactly as synth_model.
+  pure subroutine synth_rf(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
+                           nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
+                           mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                           ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
+                           npsf, psf_x, psf_y, opts, want, stokes, rf, rf_vmac, amax, ierr)
+    integer, intent(in) :: n, nl, ng, nglines, nw, npsf
+    real(dp), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n), vmac
+    integer, intent(in) :: iz(nl), stage(nl), use_geff(nl)
+    real(dp), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
+    real(dp), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
+    integer, intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
+    real(dp), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
+    integer, intent(in) :: opts(n_options), want(n_rf_vars)
+    real(dp), intent(out) :: stokes(4, nw), rf(4, nw, n, n_rf_vars), rf_vmac(4, nw), amax(nl)
+    integer, intent(out) :: ierr
+
+    type(eos_state) :: st(n), dst_t(n), dst_p(n)
+    real(dp) :: kappa5(n), dk5(2, n), geo(5, n), dgeo(5, 2, n), ltau(n), lamk(ng + 1)
+    real(dp) :: kapk(ng + 1), dkapk(2, ng + 1), kcg(n, ng), dkcg(2, n, ng)
+    real(dp) :: kc(n), dkc(2, n), src(n), dsrc(n), k7(7, n), eta(n), y4(4)
+    real(dp) :: k7bar(4, 7, n), sbar(4, n), etabar(n), sbar1(n), r(4, n, n_rf_vars)
+    real(dp) :: sh(max_components, 3), sg(max_components, 3), lam1, ic, dlam, vm, sig, amu, lv
+    real(dp), allocatable :: eta0(:, :), adamp(:, :), inv_dld(:, :), vshift(:, :), vb(:, :), vdop(:, :)
+    real(dp), allocatable :: dvb_db(:, :), deta0(:, :, :), dadamp(:, :, :), dlnv(:, :, :), c5(:, :, :)
+    real(dp), allocatable :: dld(:), dacap(:, :), amaxu(:), boff(:), shift(:, :), strength(:, :)
+    real(dp), allocatable :: hs(:, :, :), fs(:, :, :), dhu(:, :, :), dfu(:, :, :), dha(:, :, :), dfa(:, :, :)
+    real(dp), allocatable :: vv(:, :), wx(:), wy(:, :), wyraw(:, :), cm(:, :), dcm(:, :)
+    real(dp), allocatable :: cmt(:, :), tmp(:, :)
+    integer, allocatable :: ncomp(:), grp(:, :), widx(:), imaxl(:)
+    logical, allocatable :: capped(:)
+    integer :: i, g, k, l, j, m, nc(3), nlg, jw, nmw, kmin, kming, v, maxc
+    logical :: magnetic, docv, anycap
+    real(dp) :: dsig
+
+    ierr = err_ok
+    stokes = 0.0_dp
+    rf = 0.0_dp
+    rf_vmac = 0.0_dp
+    amax = 0.0_dp
+    call synth_check_inputs(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, ng, nglines, nw, &
+                            gstart, gcount, glines, woff, wgrp, ierr)
+    if (ierr /= err_ok) return
+
+    ! ---------------- depth quantities (with derivatives) shared by all groups
+    lamk(1) = 5.0e-5_dp
+    do g = 1, ng
+      lamk(g + 1) = lam(glines(gstart(g))) * 1.0e-8_dp
+    end do
+    do i = 1, n
+      call thermo_tl(t(i), pe(i), eps, opts(5), ng + 1, lamk, st(i), dst_t(i), dst_p(i), kapk, dkapk, ierr)
+      if (ierr /= err_ok) return
+      kappa5(i) = kapk(1)
+      dk5(:, i) = dkapk(:, 1)
+      do g = 1, ng
+        kcg(i, g) = kapk(g + 1) / kappa5(i)
+        dkcg(:, i, g) = (dkapk(:, g + 1) - kcg(i, g) * dkapk(:, 1)) / kappa5(i)
+      end do
+      call geometry_factors(gam(i) * deg, phi(i) * deg, geo(:, i))
+      call geometry_derivatives(gam(i) * deg, phi(i) * deg, dgeo(:, :, i))
+    end do
+    dgeo = dgeo * deg
+    ltau = ln10 * 10.0_dp**logtau
+    if (opts(3) /= 0) then
+      magnetic = any(abs(bfield) > 1.0_dp)
+    else
+      magnetic = any(bfield /= 0.0_dp)
+    end if
+
+    do g = 1, ng
+      nlg = gcount(g)
+      l = glines(gstart(g))
+      lam1 = lam(l)
+      kc = kcg(:, g)
+      dkc = dkcg(:, :, g)
+      src = planck(lam1 * 1.0e-8_dp, t)
+      dsrc = planck_dt(lam1 * 1.0e-8_dp, t)
+      allocate(eta0(n, nlg), adamp(n, nlg), inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), vdop(n, nlg), &
+               dvb_db(n, nlg), deta0(3, n, nlg), dadamp(3, n, nlg), dlnv(2, n, nlg), c5(5, n, nlg), dld(n), &
+               dacap(3, nlg), amaxu(nlg), boff(nlg), ncomp(nlg), imaxl(nlg), capped(nlg), &
+               grp(3 * max_components, nlg), shift(3 * max_components, nlg), strength(3 * max_components, nlg))
+      ! ---- per-line depth quantities and their tangent-linear
+      do k = 1, nlg
+        l = glines(gstart(g) + k - 1)
+        call line_depth_quantities_tl(n, iz(l), stage(l), lam(l) * 1.0e-8_dp, chi_e(l), loggf(l), enh(l), &
+                                      alpha(l), sigma(l), eps(iz(l)), opts(2), t, vmic, st, dst_t, dst_p, &
+                                      kappa5, dk5, eta0(:, k), adamp(:, k), dld, vdop(:, k), deta0(:, :, k), &
+                                      dadamp(:, :, k), dlnv(:, :, k), ierr)
+        if (ierr /= err_ok) return
+        amu = maxval(adamp(:, k))
+        amax(l) = max(amax(l), amu)
+        capped(k) = (opts(4) /= 0 .and. amu > 3.0_dp)
+        if (capped(k)) then
+          imaxl(k) = maxloc(adamp(:, k), 1)
+          amaxu(k) = amu
+          dacap(:, k) = dadamp(:, imaxl(k), k)
+          adamp(:, k) = adamp(:, k) * (3.0_dp / amu)
+          dadamp(:, :, k) = dadamp(:, :, k) * (3.0_dp / amu)
+        end if
+        inv_dld(:, k) = 1.0_dp / dld
+        vshift(:, k) = vlos / vdop(:, k)
+        lv = air_to_vacuum(lam(l) * 1.0e-8_dp)
+        vb(:, k) = larmor * lv**2 * bfield / dld
+        dvb_db(:, k) = larmor * lv**2 / dld
+        do i = 1, n
+          c5(:, i, k) = eta0(i, k) * geo(:, i)
+        end do
+        boff(k) = blend_offset_mA(lam1, lam(l), opts(1))
+        ncomp(k) = 0
+        if (magnetic) then
+          call zeeman_pattern(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
+                              nc, sh, sg, ierr)
+          if (ierr /= err_ok) return
+          do j = 1, 3
+            do m = 1, nc(j)
+              if (sg(m, j) <= 1.0e-12_dp) cycle
+              ncomp(k) = ncomp(k) + 1
+              grp(ncomp(k), k) = j
+              shift(ncomp(k), k) = sh(m, j)
+              strength(ncomp(k), k) = sg(m, j)
+            end do
+          end do
+        else
+          ncomp(k) = 1
+        end if
+      end do
+      anycap = any(capped)
+      maxc = max(1, maxval(ncomp))
+      allocate(hs(n, 3, nlg), fs(n, 3, nlg), dhu(n, maxc, nlg), dfu(n, maxc, nlg), dha(n, maxc, nlg), &
+               dfa(n, maxc, nlg), vv(n, nlg))
+
+      ! ---- wavelengths of this group
+      nmw = count(wgrp == g)
+      allocate(widx(nmw), wx(nmw), wy(4, nmw))
+      nmw = 0
+      do jw = 1, nw
+        if (wgrp(jw) == g) then
+          nmw = nmw + 1
+          widx(nmw) = jw
+        end if
+      end do
+      ic = hsra_continuum(lam1)
+      kming = n
+      do m = 1, nmw
+        jw = widx(m)
+        r = 0.0_dp
+        if (magnetic) then
+          k7 = 0.0_dp
+          k7(1, :) = kc
+          do k = 1, nlg
+            dlam = (woff(jw) + boff(k)) * 1.0e-11_dp
+            call line_k7_store(n, dlam, inv_dld(:, k), vshift(:, k), vb(:, k), adamp(:, k), c5(:, :, k), &
+                               ncomp(k), grp(:, k), shift(:, k), strength(:, k), opts(7), maxc, k7, &
+                               vv(:, k), hs(:, :, k), fs(:, :, k), dhu(:, :, k), dfu(:, :, k), &
+                               dha(:, :, k), dfa(:, :, k))
+          end do
+          call hermite_polarised_adjoint(n, logtau, ltau, k7, src, y4, k7bar, sbar, kmin, ierr)
+          if (ierr /= err_ok) return
+          if (anycap) kmin = 1
+          do i = kmin, n
+            r(:, i, rf_t) = sbar(:, i) * dsrc(i) + k7bar(:, 1, i) * dkc(1, i)
+            r(:, i, rf_pe) = k7bar(:, 1, i) * dkc(2, i)
+          end do
+          do k = 1, nlg
+            call line_adjoint_polarised(n, kmin, k7bar, c5(:, :, k), geo, dgeo, eta0(:, k), adamp(:, k), &
+                                        vv(:, k), vb(:, k), vdop(:, k), dvb_db(:, k), deta0(:, :, k), &
+                                        dadamp(:, :, k), dlnv(:, :, k), ncomp(k), grp(:, k), shift(:, k), &
+                                        strength(:, k), maxc, hs(:, :, k), fs(:, :, k), dhu(:, :, k), &
+                                        dfu(:, :, k), dha(:, :, k), dfa(:, :, k), capped(k), imaxl(k), &
+                                        amaxu(k), dacap(:, k), r)
+          end do
+        else
+          eta = kc
+          do k = 1, nlg
+            dlam = (woff(jw) + boff(k)) * 1.0e-11_dp
+            call line_eta_store(n, dlam, inv_dld(:, k), vshift(:, k), adamp(:, k), eta0(:, k), opts(7), &
+                                eta, vv(:, k), hs(:, 1, k), dhu(:, 1, k), dha(:, 1, k))
+          end do
+          y4 = 0.0_dp
+          call hermite_scalar_adjoint(n, logtau, ltau, eta, src, y4(1), etabar, sbar1, kmin, ierr)
+          if (ierr /= err_ok) return
+          if (anycap) kmin = 1
+          do i = kmin, n
+            r(1, i, rf_t) = sbar1(i) * dsrc(i) + etabar(i) * dkc(1, i)
+            r(1, i, rf_pe) = etabar(i) * dkc(2, i)
+          end do
+          do k = 1, nlg
+            call line_adjoint_scalar(n, kmin, etabar, eta0(:, k), adamp(:, k), vv(:, k), vdop(:, k), &
+                                     deta0(:, :, k), dadamp(:, :, k), dlnv(:, :, k), hs(:, 1, k), &
+                                     dhu(:, 1, k), dha(:, 1, k), capped(k), imaxl(k), amaxu(k), &
+                                     dacap(:, k), r)
+          end do
+        end if
+        kming = min(kming, kmin)
+        wx(m) = woff(jw)
+        wy(:, m) = y4 / ic
+        do v = 1, n_rf_vars
+          if (want(v) /= 0) rf(:, jw, kmin:n, v) = r(:, kmin:n, v) / ic
+        end do
+      end do
+
+      ! ---- macroturbulence and PSF (the same linear map on the profiles and on the RFs)
+      docv = opts(6) == 0 .and. nmw > 1 .and. (vmac > 0.0_dp .or. npsf >= 2)
+      if (docv) then
+        vm = vmac
+        if (vm <= 0.0_dp) vm = 1.0e-7_dp
+        l = glines(gstart(g) + nlg - 1)
+        sig = 1000.0_dp * lam(l) * vm / c_kms_mac
+        dsig = 1000.0_dp * lam(l) / c_kms_mac
+        allocate(wyraw(4, nmw), cm(nmw, nmw), dcm(nmw, nmw), cmt(nmw, nmw), tmp(4, nmw))
+        wyraw = wy
+        call convolve_group(nmw, wx, wy, sig, npsf, psf_x, psf_y, ierr)
+        if (ierr /= err_ok) return
+        call convolution_matrix(nmw, wx, sig, npsf, psf_x, psf_y, cm, dcm, ierr)
+        if (ierr /= err_ok) return
+        ! the kernel is dense (SIR's transfer function is not band-limited on the grid): one
+        ! (4 x m) x (m x m) product per depth and variable
+        cmt = transpose(cm)
+        do v = 1, n_rf_vars
+          if (want(v) == 0) cycle
+          do k = kming, n
+            do i = 1, nmw
+              tmp(:, i) = rf(:, widx(i), k, v)
+            end do
+            tmp = matmul(tmp, cmt)
+            do i = 1, nmw
+              rf(:, widx(i), k, v) = tmp(:, i)
+            end do
+          end do
+        end do
+        if (vmac > 0.0_dp) then
+          do i = 1, nmw
+            jw = widx(i)
+            do j = 1, nmw
+              rf_vmac(:, jw) = rf_vmac(:, jw) + dcm(i, j) * wyraw(:, j)
+            end do
+            rf_vmac(:, jw) = rf_vmac(:, jw) * dsig
+          end do
+        end if
+        deallocate(wyraw, cm, dcm, cmt, tmp)
+      end if
+      do m = 1, nmw
+        stokes(:, widx(m)) = wy(:, m)
+      end do
+      deallocate(eta0, adamp, inv_dld, vshift, vb, vdop, dvb_db, deta0, dadamp, dlnv, c5, dld, dacap, amaxu, &
+                 boff, ncomp, imaxl, capped, grp, shift, strength, hs, fs, dhu, dfu, dha, dfa, vv, &
+                 widx, wx, wy)
+    end do
+    if (.not. magnetic) rf(:, :, :, rf_b:rf_phi) = 0.0_dp
+    if (.not. (all(abs(stokes) <= huge(1.0_dp)) .and. all(abs(rf) <= huge(1.0_dp)) .and. &
+               all(abs(rf_vmac) <= huge(1.0_dp)))) ierr = err_not_finite
+  end subroutine synth_rf
+
+  !> EOS state at (t, pe) with the derivatives of all its components w.r.t. T (fixed Pe) and Pe
+  !> (fixed T), and the continuum cross-sections kap(l) at the nk air wavelengths lamk [cm] with
+  !> dkap(1:2, l) = d/dT, d/dPe, all from one set of four perturbed EOS states (central differences
+  !> in ln T and ln Pe, step h_fd; pyinv_eos::eos_solve_deriv uses the same scheme with Richardson
+  !> extrapolation, which costs twice as many EOS solutions).
+  !> kappa_continuum is called without sir_compat, as in synth_model.
+  pure subroutine thermo_tl(t, pe, eps, compat, nk, lamk, st, dst_t, dst_p, kap, dkap, ierr)
+    integer, intent(in) :: compat, nk
+    real(dp), intent(in) :: t, pe, eps(92), lamk(nk)
+    type(eos_state), intent(out) :: st, dst_t, dst_p
+    real(dp), intent(out) :: kap(nk), dkap(2, nk)
+    integer, intent(out) :: ierr
+    type(eos_state) :: sp, sm
+    real(dp) :: ds(n_eos_fields), kp, km, xv
+    integer :: v, l
+
+    dkap = 0.0_dp
+    kap = 0.0_dp
+    call eos_solve(t, pe, eps, st, ierr, compat)
+    if (ierr /= err_ok) return
+    do l = 1, nk
+      call kappa_continuum(lamk(l), st, eps, kap(l), ierr)
+      if (ierr /= err_ok) return
+    end do
+    do v = 1, 2
+      if (v == 1) then
+        xv = t
+        call eos_solve(t * exp(h_fd), pe, eps, sp, ierr, compat)
+        if (ierr /= err_ok) return
+        call eos_solve(t * exp(-h_fd), pe, eps, sm, ierr, compat)
+      else
+        xv = pe
+        call eos_solve(t, pe * exp(h_fd), eps, sp, ierr, compat)
+        if (ierr /= err_ok) return
+        call eos_solve(t, pe * exp(-h_fd), eps, sm, ierr, compat)
+      end if
+      if (ierr /= err_ok) return
+      ds = (eos_state_to_array(sp) - eos_state_to_array(sm)) / (2.0_dp * h_fd * xv)
+      if (v == 1) then
+        dst_t = eos_state_from_array(ds)
+      else
+        dst_p = eos_state_from_array(ds)
+      end if
+      do l = 1, nk
+        call kappa_continuum(lamk(l), sp, eps, kp, ierr)
+        if (ierr /= err_ok) return
+        call kappa_continuum(lamk(l), sm, eps, km, ierr)
+        if (ierr /= err_ok) return
+        dkap(v, l) = (kp - km) / (2.0_dp * h_fd * xv)
+      end do
+    end do
+  end subroutine thermo_tl
+
+  !> d g(1:5) / d gamma and d g / d phi (per radian) of pyinv_propagation::geometry_factors.
+  pure subroutine geometry_derivatives(gam, phi, dg)
+    real(dp), intent(in) :: gam, phi
+    real(dp), intent(out) :: dg(5, 2)
+    real(dp) :: s2g, s2
+    s2g = sin(2.0_dp * gam)
+    s2 = sin(gam)**2
+    dg(1, 1) = 0.5_dp * s2g
+    dg(2, 1) = -0.25_dp * s2g
+    dg(3, 1) = 0.5_dp * s2g * cos(2.0_dp * phi)
+    dg(4, 1) = 0.5_dp * s2g * sin(2.0_dp * phi)
+    dg(5, 1) = -0.5_dp * sin(gam)
+    dg(1, 2) = 0.0_dp
+    dg(2, 2) = 0.0_dp
+    dg(3, 2) = -s2 * sin(2.0_dp * phi)
+    dg(4, 2) = s2 * cos(2.0_dp * phi)
+    dg(5, 2) = 0.0_dp
+  end subroutine geometry_derivatives
+
+  !> pyinv_propagation::add_line_k7 (same operations, same k7) keeping what the adjoint needs:
+  !> v (reduced frequency without Zeeman shift), the group sums hs, fs of H and F, and per
+  !> component dH/du, dF/du, dH/da, dF/da.
+  pure subroutine line_k7_store(n, dlam, inv_dld, vshift, vb, adamp, c5, ncomp, grp, shift, strength, &
+                                exact, maxc, k7, v, hs, fs, dhu, dfu, dha, dfa)
+    integer, intent(in) :: n, ncomp, exact, maxc
+    real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), vb(n), adamp(n), c5(5, n)
+    integer, intent(in) :: grp(*)
+    real(dp), intent(in) :: shift(*), strength(*)
+    real(dp), intent(inout) :: k7(7, n)
+    real(dp), intent(out) :: v(n), hs(n, 3), fs(n, 3), dhu(n, maxc), dfu(n, maxc), dha(n, maxc), dfa(n, maxc)
+    real(dp) :: u(n), hh(n), ff(n), sk, wk, ps, pd, ds, dd
+    integer :: i, k, g
+    do i = 1, n
+      v(i) = dlam * inv_dld(i) - vshift(i)
+    end do
+    hs = 0.0_dp
+    fs = 0.0_dp
+    do k = 1, ncomp
+      g = grp(k)
+      sk = shift(k)
+      wk = strength(k)
+      do i = 1, n
+        u(i) = v(i) + sk * vb(i)
+      end do
+      if (exact /= 0) then
+        call voigt_faraday_deriv(adamp, u, hh, ff, dhu(:, k), dfu(:, k), dha(:, k), dfa(:, k))
+      else
+        call voigt_hui_deriv_n(n, adamp, u, hh, ff, dhu(:, k), dfu(:, k), dha(:, k), dfa(:, k))
+      end if
+      do i = 1, n
+        hs(i, g) = hs(i, g) + wk * hh(i)
+        fs(i, g) = fs(i, g) + wk * ff(i)
+      end do
+    end do
+    do i = 1, n
+      ps = hs(i, 2) + hs(i, 3)
+      pd = 2.0_dp * (fs(i, 2) + fs(i, 3))
+      ds = hs(i, 1) - 0.5_dp * ps
+      dd = 2.0_dp * fs(i, 1) - 0.5_dp * pd
+      k7(1, i) = k7(1, i) + c5(1, i) * hs(i, 1) + c5(2, i) * ps
+      k7(2, i) = k7(2, i) + c5(3, i) * ds
+      k7(3, i) = k7(3, i) + c5(4, i) * ds
+      k7(4, i) = k7(4, i) + c5(5, i) * (hs(i, 2) - hs(i, 3))
+      k7(5, i) = k7(5, i) + c5(3, i) * dd
+      k7(6, i) = k7(6, i) + c5(4, i) * dd
+      k7(7, i) = k7(7, i) + 2.0_dp * c5(5, i) * (fs(i, 2) - fs(i, 3))
+    end do
+  end subroutine line_k7_store
+
+  !> pyinv_propagation::add_line_eta (same eta) keeping v, H, dH/du, dH/da.
+  pure subroutine line_eta_store(n, dlam, inv_dld, vshift, adamp, eta0, exact, eta, v, hh, dhu, dha)
+    integer, intent(in) :: n, exact
+    real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), adamp(n), eta0(n)
+    real(dp), intent(inout) :: eta(n)
+    real(dp), intent(out) :: v(n), hh(n), dhu(n), dha(n)
+    real(dp) :: ff(n), dfu(n), dfa(n)
+    integer :: i
+    do i = 1, n
+      v(i) = dlam * inv_dld(i) - vshift(i)
+    end do
+    if (exact /= 0) then
+      call voigt_faraday_deriv(adamp, v, hh, ff, dhu, dfu, dha, dfa)
+    else
+      call voigt_hui_deriv_n(n, adamp, v, hh, ff, dhu, dfu, dha, dfa)
+    end if
+    do i = 1, n
+      eta(i) = eta(i) + eta0(i) * hh(i)
+    end do
+  end subroutine line_eta_store
+
+  !> Chain rule of one line (polarised case) from the formal-solution gradients k7bar(4, 7, n) to the
+  !> model variables at each depth, accumulated into r(4, n, n_rf_vars).
+  pure subroutine line_adjoint_polarised(n, kmin, k7bar, c5, geo, dgeo, eta0, adamp, v, vb, vdop, dvb_db, &
+                                         deta0, dadamp, dlnv, ncomp, grp, shift, strength, maxc, hs, fs, &
+                                         dhu, dfu, dha, dfa, capped, imax, amaxu, dacap, r)
+    integer, intent(in) :: n, kmin, ncomp, maxc, imax
+    real(dp), intent(in) :: k7bar(4, 7, n), c5(5, n), geo(5, n), dgeo(5, 2, n), eta0(n), adamp(n), v(n)
+    real(dp), intent(in) :: vb(n), vdop(n), dvb_db(n), deta0(3, n), dadamp(3, n), dlnv(2, n)
+    integer, intent(in) :: grp(*)
+    real(dp), intent(in) :: shift(*), strength(*), hs(n, 3), fs(n, 3)
+    real(dp), intent(in) :: dhu(n, maxc), dfu(n, maxc), dha(n, maxc), dfa(n, maxc), amaxu, dacap(3)
+    logical, intent(in) :: capped
+    real(dp), intent(inout) :: r(4, n, n_rf_vars)
+    real(dp) :: hb(4, 3), fb(4, 3), cb(4, 5), dsb(4), ddb(4), psb(4), pdb(4), ub(4), ab(4), vbar(4)
+    real(dp) :: vbb(4), etab(4), dv(4), acc(4), ps, pd, ds, dd, sk, wk
+    integer :: i, c, g, e
+    acc = 0.0_dp
+    do i = kmin, n
+      dsb = c5(3, i) * k7bar(:, 2, i) + c5(4, i) * k7bar(:, 3, i)
+      ddb = c5(3, i) * k7bar(:, 5, i) + c5(4, i) * k7bar(:, 6, i)
+      hb(:, 1) = c5(1, i) * k7bar(:, 1, i) + dsb
+      psb = c5(2, i) * k7bar(:, 1, i) - 0.5_dp * dsb
+      hb(:, 2) = psb + c5(5, i) * k7bar(:, 4, i)
+      hb(:, 3) = psb - c5(5, i) * k7bar(:, 4, i)
+      fb(:, 1) = 2.0_dp * ddb
+      pdb = -0.5_dp * ddb
+      fb(:, 2) = 2.0_dp * pdb + 2.0_dp * c5(5, i) * k7bar(:, 7, i)
+      fb(:, 3) = 2.0_dp * pdb - 2.0_dp * c5(5, i) * k7bar(:, 7, i)
+      ps = hs(i, 2) + hs(i, 3)
+      pd = 2.0_dp * (fs(i, 2) + fs(i, 3))
+      ds = hs(i, 1) - 0.5_dp * ps
+      dd = 2.0_dp * fs(i, 1) - 0.5_dp * pd
+      cb(:, 1) = k7bar(:, 1, i) * hs(i, 1)
+      cb(:, 2) = k7bar(:, 1, i) * ps
+      cb(:, 3) = k7bar(:, 2, i) * ds + k7bar(:, 5, i) * dd
+      cb(:, 4) = k7bar(:, 3, i) * ds + k7bar(:, 6, i) * dd
+      cb(:, 5) = k7bar(:, 4, i) * (hs(i, 2) - hs(i, 3)) + 2.0_dp * k7bar(:, 7, i) * (fs(i, 2) - fs(i, 3))
+      etab = 0.0_dp
+      do e = 1, 5
+        etab = etab + cb(:, e) * geo(e, i)
+      end do
+      ab = 0.0_dp
+      vbar = 0.0_dp
+      vbb = 0.0_dp
+      do c = 1, ncomp
+        g = grp(c)
+        wk = strength(c)
+        sk = shift(c)
+        ub = wk * (hb(:, g) * dhu(i, c) + fb(:, g) * dfu(i, c))
+        ab = ab + wk * (hb(:, g) * dha(i, c) + fb(:, g) * dfa(i, c))
+        vbar = vbar + ub
+        vbb = vbb + sk * ub
+      end do
+      dv = v(i) * vbar + vb(i) * vbb
+      r(:, i, rf_t) = r(:, i, rf_t) + etab * deta0(1, i) + ab * dadamp(1, i) - dlnv(1, i) * dv
+      r(:, i, rf_pe) = r(:, i, rf_pe) + etab * deta0(2, i) + ab * dadamp(2, i)
+      r(:, i, rf_vmic) = r(:, i, rf_vmic) + etab * deta0(3, i) + ab * dadamp(3, i) - dlnv(2, i) * dv
+      r(:, i, rf_b) = r(:, i, rf_b) + vbb * dvb_db(i)
+      r(:, i, rf_vlos) = r(:, i, rf_vlos) - vbar / vdop(i)
+      r(:, i, rf_gam) = r(:, i, rf_gam) + eta0(i) * (cb(:, 1) * dgeo(1, 1, i) + cb(:, 2) * dgeo(2, 1, i) &
+                        + cb(:, 3) * dgeo(3, 1, i) + cb(:, 4) * dgeo(4, 1, i) + cb(:, 5) * dgeo(5, 1, i))
+      r(:, i, rf_phi) = r(:, i, rf_phi) + eta0(i) * (cb(:, 3) * dgeo(3, 2, i) + cb(:, 4) * dgeo(4, 2, i))
+      if (capped) acc = acc + ab * adamp(i)
+    end do
+    if (capped) then
+      ! a_i = 3 a^_i / max a^: the depth of the maximum moves every a_i
+      r(:, imax, rf_t) = r(:, imax, rf_t) - acc / amaxu * dacap(1)
+      r(:, imax, rf_pe) = r(:, imax, rf_pe) - acc / amaxu * dacap(2)
+      r(:, imax, rf_vmic) = r(:, imax, rf_vmic) - acc / amaxu * dacap(3)
+    end if
+  end subroutine line_adjoint_polarised
+
+  !> Chain rule of one line, non-magnetic case (Stokes I only).
+  pure subroutine line_adjoint_scalar(n, kmin, etabar, eta0, adamp, v, vdop, deta0, dadamp, dlnv, hh, &
+                                      dhu, dha, capped, imax, amaxu, dacap, r)
+    integer, intent(in) :: n, kmin, imax
+    real(dp), intent(in) :: etabar(n), eta0(n), adamp(n), v(n), vdop(n), deta0(3, n), dadamp(3, n)
+    real(dp), intent(in) :: dlnv(2, n), hh(n), dhu(n), dha(n), amaxu, dacap(3)
+    logical, intent(in) :: capped
+    real(dp), intent(inout) :: r(4, n, n_rf_vars)
+    real(dp) :: etab, ab, vbar, acc
+    integer :: i
+    acc = 0.0_dp
+    do i = kmin, n
+      etab = etabar(i) * hh(i)
+      ab = etabar(i) * eta0(i) * dha(i)
+      vbar = etabar(i) * eta0(i) * dhu(i)
+      r(1, i, rf_t) = r(1, i, rf_t) + etab * deta0(1, i) + ab * dadamp(1, i) - dlnv(1, i) * v(i) * vbar
+      r(1, i, rf_pe) = r(1, i, rf_pe) + etab * deta0(2, i) + ab * dadamp(2, i)
+      r(1, i, rf_vmic) = r(1, i, rf_vmic) + etab * deta0(3, i) + ab * dadamp(3, i) - dlnv(2, i) * v(i) * vbar
+      r(1, i, rf_vlos) = r(1, i, rf_vlos) - vbar / vdop(i)
+      if (capped) acc = acc + ab * adamp(i)
+    end do
+    if (capped) then
+      r(1, imax, rf_t) = r(1, imax, rf_t) - acc / amaxu * dacap(1)
+      r(1, imax, rf_pe) = r(1, imax, rf_pe) - acc / amaxu * dacap(2)
+      r(1, imax, rf_vmic) = r(1, imax, rf_vmic) - acc / amaxu * dacap(3)
+    end if
+  end subroutine line_adjoint_scalar
+
+end module pyinv_response

@@ -1,0 +1,70 @@
+"""Private stand-in solvers with ``invert_pixel``'s worker interface, for exercising the scheduler.
+
+They are real computations (a synthesis of the guess, and a one-parameter least-squares fit of the
+line-of-sight velocity by a deterministic grid search), cheap and deterministic; plus solvers that
+misbehave on purpose (raise, crash the process, hang) for the fault tests. Not part of the public API.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["StandInResult", "vlos_fit_solver", "misbehaving_solver"]
+
+
+@dataclass
+class StandInResult:
+    atmosphere: Any
+    fit: np.ndarray
+    chi2: np.ndarray
+    iterations: int
+    status: int
+    errors: Any = None
+
+
+def _chi2(obs: np.ndarray, syn: np.ndarray, config) -> float:
+    w = np.asarray(config.value("weights", 1), dtype=np.float64)[:, None]
+    sig = 1.0 / float(config.value("snr", 1))
+    return float(np.sum(w * (obs - syn) ** 2) / sig ** 2 / obs.size)
+
+
+def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+    """Fit a depth-independent shift of vlos (5 trial values around the guess, then a parabola through
+    the best three), deterministic. χ² per "cycle": [guess, fitted]."""
+    from .synthesis import synthesize
+
+    dv = np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * 1.0e5
+    trials = [guess.with_columns(vlos=np.asarray(guess.vlos) + d) for d in dv]
+    syn = synthesize(trials, lines, grid, psf=psf, abundances=abundances)
+    c = np.array([_chi2(stokes, s, config) for s in syn])
+    k = int(np.clip(np.argmin(c), 1, len(dv) - 2))
+    a, b, cc = c[k - 1], c[k], c[k + 1]
+    den = a - 2 * b + cc
+    h = dv[1] - dv[0]
+    best = dv[k] + (0.5 * h * (a - cc) / den if den > 0 else 0.0)
+    best = float(np.clip(best, dv[0], dv[-1]))
+    atm = guess.with_columns(vlos=np.asarray(guess.vlos) + best)
+    fit = synthesize(atm, lines, grid, psf=psf, abundances=abundances)
+    return StandInResult(atm, fit, np.array([c[2], _chi2(stokes, fit, config)]), 1, 0)
+
+
+def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+    """``vlos_fit_solver`` except where Stokes I's first sample is a marker: 7 → raise, 8 → SIGKILL own
+    process, 9 → sleep 30 s (for time limits), 6 → sleep 0.3 s then solve."""
+    m = float(stokes[0, 0])
+    if m == 7.0:
+        raise RuntimeError("deliberate failure")
+    if m == 8.0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if m == 9.0:
+        t = time.time() + 30
+        while time.time() < t:
+            pass  # busy: CPU-bound like a stuck engine call
+    if m == 6.0:
+        time.sleep(0.3)
+    return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)

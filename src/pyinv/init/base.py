@@ -1,0 +1,233 @@
+"""Initial-guess strategies for map inversions: the common types and the registry.
+
+A strategy turns the observed map into a :class:`GuessSet`: a small *table* of guess atmospheres plus,
+for every pixel, the rows of that table to start from. One row per pixel is an ordinary inversion;
+several rows per pixel (``"multistart"``) make the scheduler invert the pixel from each of them and
+keep the lowest χ². The table form keeps ``"single"`` (one row for the whole map) and ``"cluster"``
+(a few rows) cheap and lets ``"previous"`` / ``"cnn"`` give one row per pixel.
+
+Adding a strategy (this is how ``"cnn"`` plugs in)::
+
+    from pyinv.init import InitStrategy, GuessSet, register_init
+
+    class MyInit(InitStrategy):
+        name = "mine"
+        def __init__(self, guess=None, **options): ...
+        def initial_guesses(self, ctx):          # ctx: InitContext
+            ...
+            return GuessSet.from_atmospheres(list_of_atmospheres, index)
+
+    register_init("mine", MyInit)               # or a lazy "module:attribute" string
+
+``pyinv.invert(..., init="mine", guess=obj)`` then calls ``MyInit(obj)`` (``MyInit()`` when ``guess`` is
+None) and its :meth:`InitStrategy.initial_guesses`.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..atmosphere import Atmosphere
+
+__all__ = ["GuessSet", "InitContext", "InitStrategy", "register_init", "get_init", "available_inits",
+           "as_atmosphere"]
+
+
+@dataclass
+class InitContext:
+    """What a strategy may look at.
+
+    Attributes
+    ----------
+    cube : ndarray (ny, nx, 4, nλ)
+        Observed Stokes profiles (canonical axis order), normalised to the HSRA continuum.
+    valid : ndarray of bool (ny, nx)
+        Pixels that will be inverted (finite and not masked). Strategies may ignore the others.
+    lines, grid, config :
+        The inversion's LineList, WavelengthGrid and InversionConfig.
+    mu, psf, abundances :
+        As given to :func:`pyinv.invert` (``mu`` already resolved from the config when None).
+    """
+
+    cube: np.ndarray
+    valid: np.ndarray
+    lines: Any
+    grid: Any
+    config: Any
+    mu: float = 1.0
+    psf: Any = None
+    abundances: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.cube.shape[0]), int(self.cube.shape[1])
+
+
+@dataclass
+class GuessSet:
+    """Initial atmospheres of a map as a table plus per-pixel row indices.
+
+    Attributes
+    ----------
+    table : ndarray (nmod, ndep, 11)
+        Guess models in SIR's column order (:data:`pyinv.atmosphere.COLUMNS`), SIR units.
+    header : ndarray (nmod, 3)
+        macroturbulence [km/s], filling factor, stray light [%] of each model.
+    index : ndarray of int32 (ny*nx, nstart)
+        Rows of ``table`` each pixel (raster order) starts from; ``nstart`` > 1 = multistart. A
+        negative entry means "no start" (allowed for trailing starts of a pixel).
+    labels : ndarray (ny, nx) or None
+        Optional per-pixel labels (e.g. cluster numbers), kept in the result's provenance.
+    info : dict
+        Free-form description (recorded in the result's provenance).
+    """
+
+    table: np.ndarray
+    header: np.ndarray
+    index: np.ndarray
+    labels: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.table = np.ascontiguousarray(self.table, dtype=np.float64)
+        self.header = np.ascontiguousarray(self.header, dtype=np.float64)
+        idx = np.asarray(self.index)
+        if idx.ndim == 1:
+            idx = idx[:, None]
+        self.index = np.ascontiguousarray(idx, dtype=np.int32)
+        if self.table.ndim != 3 or self.table.shape[-1] != 11:
+            raise ValueError(f"GuessSet.table must be (nmod, ndep, 11), got {self.table.shape}")
+        if self.header.shape != (self.table.shape[0], 3):
+            raise ValueError(f"GuessSet.header must be ({self.table.shape[0]}, 3), got {self.header.shape}")
+        if self.index.ndim != 2 or self.index.shape[1] < 1:
+            raise ValueError(f"GuessSet.index must be (npix, nstart), got {self.index.shape}")
+        if self.index.size and (self.index.max() >= self.table.shape[0]):
+            raise ValueError("GuessSet.index refers to a row beyond the table")
+        if self.index.size and (self.index[:, 0] < 0).any():
+            raise ValueError("GuessSet.index: every pixel needs a first start (column 0 >= 0)")
+
+    @property
+    def nmodels(self) -> int:
+        return int(self.table.shape[0])
+
+    @property
+    def ndep(self) -> int:
+        return int(self.table.shape[1])
+
+    @property
+    def nstart(self) -> int:
+        return int(self.index.shape[1])
+
+    @classmethod
+    def from_atmospheres(cls, models: Sequence[Atmosphere] | Atmosphere, index: Any,
+                         labels: np.ndarray | None = None, info: dict | None = None) -> "GuessSet":
+        """Build from a list (or stack) of :class:`Atmosphere` models and per-pixel row indices."""
+        models = list(models) if not isinstance(models, Atmosphere) or models.stacked else [models]
+        if not models:
+            raise ValueError("at least one guess model is needed")
+        nd = {m.ndep for m in models}
+        if len(nd) != 1:
+            raise ValueError(f"all guess models must have the same number of depth points, got {sorted(nd)}")
+        table = np.stack([m.to_array() for m in models])
+        header = np.array([[float(m.macro), float(m.filling), float(m.stray)] for m in models])
+        return cls(table, header, index, labels=labels, info=dict(info or {}))
+
+    def model(self, row: int) -> Atmosphere:
+        """Row ``row`` of the table as an Atmosphere."""
+        m, f, s = self.header[row]
+        return Atmosphere.from_array(self.table[row], macro=m, filling=f, stray=s)
+
+
+class InitStrategy:
+    """Base class of initialisation strategies (see the module docstring)."""
+
+    #: Registry name (informational).
+    name: str = "custom"
+
+    def initial_guesses(self, ctx: InitContext) -> GuessSet:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line recorded in the result's provenance."""
+        return self.name
+
+
+def as_atmosphere(obj: Any, what: str = "guess") -> Atmosphere:
+    """An :class:`Atmosphere` from an Atmosphere, a SIR .mod path or an array (ndep, 8|11)."""
+    import os
+
+    if isinstance(obj, Atmosphere):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        from ..io.sir import read_sir_model
+        return read_sir_model(obj)
+    a = np.asarray(obj, dtype=np.float64)
+    if a.ndim == 2 and a.shape[-1] in (8, 11):
+        return Atmosphere.from_array(a)
+    raise ValueError(f"{what}: expected an Atmosphere, a SIR .mod path or an array (ndep, 8|11), "
+                     f"got {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, Callable[..., InitStrategy] | str] = {}
+
+
+def register_init(name: str, factory: Callable[..., InitStrategy] | str, *, replace: bool = False) -> None:
+    """Register an initialisation strategy under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        What users pass as ``init=``.
+    factory : callable or "module:attribute"
+        Called as ``factory()`` or ``factory(guess)`` (when ``pyinv.invert`` got a ``guess``); returns an
+        :class:`InitStrategy`. A string is imported on first use (keeps optional dependencies such as
+        torch out of ``import pyinv``).
+    replace : bool
+        Allow overriding an existing name.
+    """
+    key = name.lower()
+    if key in _REGISTRY and not replace:
+        raise ValueError(f"init strategy {name!r} is already registered")
+    _REGISTRY[key] = factory
+
+
+def available_inits() -> list[str]:
+    """Registered strategy names."""
+    return sorted(_REGISTRY)
+
+
+def _load_factory(key: str) -> Callable[..., InitStrategy]:
+    fac = _REGISTRY[key]
+    if isinstance(fac, str):
+        mod, _, attr = fac.partition(":")
+        try:
+            fac = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"init={key!r} is not available in this installation ({fac}: {exc})") from exc
+        _REGISTRY[key] = fac
+    return fac
+
+
+def get_init(init: Any = "single", guess: Any = None) -> InitStrategy:
+    """Resolve ``pyinv.invert``'s ``init``/``guess`` pair to a strategy object.
+
+    ``init`` is a registered name (``"single"``, ``"previous"``, ``"multistart"``, ``"cluster"``,
+    ``"cnn"``, ...) or an :class:`InitStrategy` instance (then ``guess`` must be None).
+    """
+    if isinstance(init, InitStrategy) or hasattr(init, "initial_guesses"):
+        if guess is not None:
+            raise ValueError("give guess= only with an init strategy name; an InitStrategy object carries "
+                             "its own guesses")
+        return init
+    if not isinstance(init, str):
+        raise ValueError(f"init must be a strategy name ({', '.join(available_inits())}) or an InitStrategy, "
+                         f"got {type(init).__name__}")
+    key = init.lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown init strategy {init!r}; available: {', '.join(available_inits())}")
+    fac = _load_factory(key)
+    return fac() if guess is None else fac(guess)

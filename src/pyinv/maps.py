@@ -1,0 +1,258 @@
+"""Map inversions: :func:`invert` on whole cubes."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import scheduler as _sch
+from .config import InversionConfig
+from .lines import LineList, WavelengthGrid
+from .result import InversionResult
+
+__all__ = ["invert", "load_cube"]
+
+
+def load_cube(cube: Any, axes: str = "yxsl") -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The cube as float64 (ny, nx, 4, nλ) plus its wavelengths (from a FITS file) and the axes used.
+
+    ``axes`` names the numpy axis order of ``cube`` (a permutation of ``"yxsl"``: y, x, Stokes, λ). For
+    a FITS path, the file's ``PYAXES`` keyword is used unless ``axes`` differs from the default.
+    """
+    if not isinstance(axes, str) or sorted(axes.lower()) != sorted("yxsl"):
+        raise ValueError(f"axes must be a permutation of 'yxsl' (y, x, Stokes, wavelength), got {axes!r}")
+    ax = axes.lower()
+    wl = None
+    if isinstance(cube, (str, os.PathLike)):
+        from .io.fits import read_stokes_cube
+
+        data, wl = read_stokes_cube(cube, axes=None if ax == "yxsl" else ax)
+        if data.ndim != 4:
+            raise ValueError(f"{cube}: a map needs 4 axes (y, x, Stokes, wavelength), got shape {data.shape}")
+        return data, wl, ax
+    data = np.asarray(cube)
+    if data.ndim != 4:
+        raise ValueError(f"cube must have 4 axes ordered as axes={axes!r} (y, x, Stokes, wavelength); got "
+                         f"{data.ndim} axes, shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ValueError(f"cube must be a real numeric array, got dtype {data.dtype}")
+    out = np.ascontiguousarray(np.transpose(data, [ax.index(c) for c in "yxsl"]), dtype=np.float64)
+    if out.shape[2] != 4:
+        raise ValueError(f"the Stokes axis ('s' at position {ax.index('s')} of axes={axes!r}) has length "
+                         f"{out.shape[2]}, expected 4 (I, Q, U, V); cube shape {data.shape}")
+    return out, wl, ax
+
+
+def _per_pixel(name: str, v: Any, ny: int, nx: int, positive: bool = False) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full((ny, nx), float(a))
+    if a.shape != (ny, nx):
+        raise ValueError(f"{name} must be a scalar or a map of shape (ny, nx) = {(ny, nx)}, got {a.shape}")
+    if positive and not (np.isfinite(a) & (a > 0)).all():
+        raise ValueError(f"{name} must be finite and > 0")
+    return a
+
+
+def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *, init: Any = "single",
+           guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
+           abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,
+           chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
+           time_limit: float | None = None, retries: int = 2) -> InversionResult:
+    """Invert every pixel of a Stokes map; each pixel's result is exactly what
+    :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
+
+    Parameters
+    ----------
+    cube : ndarray or FITS path
+        Stokes profiles normalised to the HSRA disk-centre continuum, axes ordered as ``axes``.
+    lines, grid, config : LineList, WavelengthGrid, InversionConfig
+        As for ``invert_pixel``; the cube's wavelength axis must have ``grid.nwav`` samples.
+    init : str or InitStrategy
+        ``"single"`` (default; ``guess`` = one Atmosphere / .mod path, default the packaged quiet-Sun
+        guess), ``"previous"`` (``guess`` = an InversionResult, its FITS file or an atmosphere cube
+        (ny, nx, ndep, 11)), ``"multistart"`` (``guess`` = list of atmospheres or their number, default
+        3), ``"cluster"`` (library models per cluster of observables; ``guess`` = optional labels (ny, nx)),
+        ``"cnn"`` (``guess`` = model or path), or an :class:`pyinv.init.InitStrategy` object.
+    mask : bool array (ny, nx), optional
+        True where pixels are inverted. Pixels where it is False are not inverted: status
+        ``STATUS_MASKED`` (101), NaN outputs.
+    sigma : float or array (ny, nx), optional
+        Noise of Stokes I in units of the continuum (σ = 1/S/N, SIR's convention); replaces the
+        configuration's S/N per pixel. Must be finite and > 0.
+    mu : float, optional
+        Heliocentric cosine; None takes ``config.mu``.
+    psf, abundances :
+        As for ``invert_pixel``.
+    axes : str
+        numpy axis order of ``cube``: a permutation of ``"yxsl"`` (y, x, Stokes, λ). For a FITS path the
+        file's ``PYAXES`` keyword wins unless ``axes`` is given with another value.
+    executor : None, "serial", concurrent.futures.Executor or distributed.Client
+        None: a local process pool of ``workers`` processes (default: usable cores), inputs in shared
+        memory, workers pinned to one BLAS/OpenMP thread, crashed workers replaced. An Executor (dask,
+        mpi4py.futures, ...) receives self-contained chunks. ``"serial"``: in this process.
+    workers : int, optional
+        Pool size (local pool) or the number of chunks kept in flight / 2 (other executors).
+    chunk : int, optional
+        Pixels per task (default: about 16 tasks per worker, at most 32 pixels on the local pool).
+    checkpoint : path, optional
+        Folder of the result store. Finished pixels are written as they complete; calling again with
+        the same path and the same inputs computes only the unfinished pixels. Inputs that differ are
+        refused (ValueError).
+    progress : bool or callable
+        tqdm progress bar (pixels/s, ETA); a callable is called as ``progress(done, total)`` instead.
+    time_limit : float, optional
+        Seconds per pixel (and per start); exceeding pixels get ``STATUS_TIMEOUT`` (104).
+    retries : int
+        Retries of a pixel whose worker process died (then ``STATUS_WORKER_DIED``, 105).
+
+    Returns
+    -------
+    InversionResult
+
+    Raises
+    ------
+    ValueError
+        Wrong axes/shapes (cube not 4-D, Stokes axis ≠ 4, nλ ≠ grid.nwav, mask/sigma shapes), unknown init,
+        a checkpoint made for other inputs.
+
+    Notes
+    -----
+    Pixels whose profiles contain NaN or infinite values are not inverted (status ``STATUS_BAD_INPUT``
+    (102), NaN outputs); an exception in the solver gives ``STATUS_FAILED`` (103). The run never stops
+    for a pixel.
+    """
+    return _invert(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
+                   abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
+                   checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
+                   solver="pyinv:invert_pixel")
+
+
+def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abundances, axes, executor, workers,
+            chunk, checkpoint, progress, time_limit, retries, solver) -> InversionResult:
+    from .init import InitContext, get_init
+
+    t_start = time.perf_counter()
+    if not isinstance(lines, LineList):
+        raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
+    if not isinstance(grid, WavelengthGrid):
+        raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
+    if not isinstance(config, InversionConfig):
+        raise ValueError(f"config must be a pyinv.InversionConfig, got {type(config).__name__}")
+    data, wl, ax = load_cube(cube, axes)
+    ny, nx, _, nwav = data.shape
+    if nwav != grid.nwav:
+        raise ValueError(f"the cube has {nwav} wavelengths (axis 'l' of axes={axes!r}), the grid {grid.nwav}")
+    if ny == 0 or nx == 0:
+        raise ValueError(f"the cube has no pixels (shape {data.shape})")
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if chunk is not None and int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if time_limit is not None and not (float(time_limit) > 0):
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
+    mu_eff = float(config.mu) if mu is None else float(mu)
+    if not 0.0 < abs(mu_eff) <= 1.0:
+        raise ValueError(f"mu must be in (0, 1], got {mu_eff}")
+    if mask is None:
+        sel = np.ones((ny, nx), bool)
+    else:
+        sel = np.asarray(mask)
+        if sel.shape != (ny, nx):
+            raise ValueError(f"mask must have shape (ny, nx) = {(ny, nx)}, got {sel.shape}")
+        if sel.dtype != bool:
+            raise ValueError(f"mask must be boolean (True = invert the pixel), got dtype {sel.dtype}")
+    snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / _per_pixel("sigma", sigma, ny, nx, positive=True)
+    finite = np.isfinite(data).all(axis=(2, 3))
+    valid = sel & finite
+
+    strategy = get_init(init, guess)
+    ctx = InitContext(cube=data, valid=valid, lines=lines, grid=grid, config=config, mu=mu_eff, psf=psf,
+                      abundances=abundances)
+    gs = strategy.initial_guesses(ctx)
+    if gs.index.shape[0] != ny * nx:
+        raise ValueError(f"init strategy {strategy.describe()!r} returned guesses for {gs.index.shape[0]} pixels, "
+                         f"expected {ny * nx}")
+    ncyc = max(1, int(config.cycles))
+    problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
+                                solver=solver, time_limit=time_limit)
+    flat = data.reshape(ny * nx, 4, nwav)
+    snr_flat = np.ascontiguousarray(snr.reshape(-1))
+    status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))
+    fp = _sch.fingerprint(flat, gs.table, gs.header, gs.index, snr_flat, status0.reshape(-1).astype(np.int32),
+                          config.to_sir_text(), lines, grid, mu, psf if not isinstance(psf, np.ndarray) else psf,
+                          abundances, problem.solver_name(), time_limit)
+
+    tmp = None
+    if checkpoint is None:
+        tmp = tempfile.mkdtemp(prefix="pyinv-store-")
+        store_path = Path(tmp) / "store"
+    else:
+        store_path = Path(checkpoint)
+    try:
+        store, resumed = _sch.ResultStore.open_or_create(
+            store_path, npix=ny * nx, ndep=gs.ndep, nwav=nwav, ncyc=ncyc, fingerprint=fp,
+            extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx]})
+        st = store.status
+        # masked / bad pixels are final from the start
+        for code in (_sch.STATUS_MASKED, _sch.STATUS_BAD_INPUT):
+            sel_code = (status0.reshape(-1) == code) & (st == _sch.STATUS_PENDING)
+            if sel_code.any():
+                for p in np.nonzero(sel_code)[0]:
+                    store.put(int(p), _sch._blank_record(gs.ndep, nwav, ncyc, code))
+        todo = np.nonzero(st == _sch.STATUS_PENDING)[0]
+        stats = _sch.run_pixels(problem, flat, gs.table, gs.header, gs.index, snr_flat, todo, store,
+                                executor=executor, workers=workers, chunk=chunk, progress=progress,
+                                retries=retries)
+        store.set_meta(complete=True)
+        a = store.arrays
+
+        def grab(k):
+            v = a[k]
+            return np.array(v) if checkpoint is None else np.load(store_path / f"{k}.npy", mmap_mode="c")
+
+        atm = grab("atmos").reshape(ny, nx, gs.ndep, 11)
+        hdr = grab("header").reshape(ny, nx, 3)
+        prov = {
+            "pyinv_version": _version(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config_text": config.to_sir_text(), "cube_shape": list(np.shape(cube)) if not isinstance(
+                cube, (str, os.PathLike)) else [ny, nx, 4, nwav], "cube_source": str(cube) if isinstance(
+                cube, (str, os.PathLike)) else "array", "axes": ax, "map_shape": [ny, nx], "nwav": nwav,
+            "ndep": gs.ndep, "init": strategy.describe(), "init_info": gs.info, "nstart": gs.nstart,
+            "mu": mu_eff, "psf": None if psf is None else (str(psf) if isinstance(psf, (str, os.PathLike)) else "array"),
+            "abundances": None if abundances is None else (str(abundances) if isinstance(
+                abundances, (str, os.PathLike)) else "array"),
+            "sigma": None if sigma is None else ("scalar" if np.ndim(sigma) == 0 else "map"),
+            "masked_pixels": int((~sel).sum()), "nonfinite_pixels": int((sel & ~finite).sum()),
+            "solver": problem.solver_name(), "checkpoint": None if checkpoint is None else str(checkpoint),
+            "resumed": bool(resumed), "time_limit": time_limit,
+            "seconds": time.perf_counter() - t_start, **{k: v for k, v in stats.items()},
+        }
+        if gs.labels is not None:
+            prov["labels"] = np.asarray(gs.labels).tolist()
+        res = InversionResult(
+            atmospheres=atm, macro=hdr[..., 0], filling=hdr[..., 1], stray=hdr[..., 2],
+            fits=grab("fits").reshape(ny, nx, 4, nwav), chi2=grab("chi2").reshape(ny, nx),
+            chi2_cycles=grab("chi2_cycles").reshape(ny, nx, ncyc), status=grab("status").reshape(ny, nx),
+            iterations=grab("iterations").reshape(ny, nx), errors=grab("errors").reshape(ny, nx, gs.ndep, 11),
+            errors_header=grab("errors_header").reshape(ny, nx, 3), start=grab("start").reshape(ny, nx),
+            seconds=grab("seconds").reshape(ny, nx), line_index=np.asarray(grid.line_index).copy(),
+            offset_mA=np.asarray(grid.offset_mA, dtype=np.float64).copy(),
+            wavelength=np.asarray(grid.wavelength if wl is None else wl, dtype=np.float64).copy(),
+            provenance=prov)
+        del store, a
+        return res
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__

@@ -1,0 +1,102 @@
+"""Response functions of the LTE Stokes synthesis (spec-inversion.md §1): :func:`response_functions`.
+
+The engine (``fortran/response.f90``) differentiates pyinv's own discrete forward model exactly: the
+propagation matrix and source function at each depth (EOS, populations, Doppler width, damping,
+continuum, Zeeman components), the Hermitian formal solution (adjoint sweep, boundary index held
+fixed), the HSRA normalisation and the macroturbulence/PSF convolution. The temperature RF with P_e in
+hydrostatic equilibrium adds the P_e RF through the tangent-linear of the hydrostatic solver.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import engine
+from .atmosphere import Atmosphere
+from .lines import LineList, WavelengthGrid
+from .synthesis import _prepare
+
+__all__ = ["response_functions", "RF_KEYS"]
+
+#: Keys of the depth-resolved response functions, in the engine's variable order.
+RF_KEYS = ("T", "Pe", "vmic", "B", "vlos", "inclination", "azimuth")
+
+
+def _he_pe_jacobian(cols: dict, mu: float, eps, sir_compat: bool) -> np.ndarray:
+    """d Pe_i / d T_j (ndep, ndep) of hydrostatic equilibrium with the top Pe held fixed."""
+    lt, t, pe = cols["log_tau"], cols["T"], cols["Pe"]
+    if hasattr(engine, "inv_he_pe_jacobian"):
+        return engine.inv_he_pe_jacobian(lt, t, float(pe[-1]), 0, 0.0, mu, eps, sir_compat=sir_compat,
+                                         method=0)
+    # fallback: central differences of the hydrostatic solver (relative steps 1e-4)
+    n = t.size
+    jac = np.zeros((n, n))
+    for j in range(n):
+        h = 1e-4 * t[j]
+        tp = t.copy()
+        tp[j] += h
+        pp = engine.hydrostatic_arrays(lt, tp, float(pe[-1]), 0, 0.0, mu, eps, sir_compat)[0]
+        tp[j] = t[j] - h
+        pm = engine.hydrostatic_arrays(lt, tp, float(pe[-1]), 0, 0.0, mu, eps, sir_compat)[0]
+        jac[:, j] = (pp - pm) / (2 * h)
+    return jac
+
+
+def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None,
+                       abundances=None, convolve: bool = True, exact_blend_offsets: bool = False,
+                       unsold_physical: bool = False, exact_voigt: bool = False,
+                       damping_cap: bool | None = None, sir_compat: bool = False,
+                       hydrostatic: bool = True) -> dict:
+    """Response functions of the emergent Stokes profiles to every model column at every grid point.
+
+    Parameters
+    ----------
+    atmos : Atmosphere
+        One model (not a stack); its columns are used as given (P_e is not re-equilibrated), with
+        ``atmos.macro`` [km/s] as the macroturbulence.
+    lines, grid, psf, abundances, convolve, exact_blend_offsets, unsold_physical, exact_voigt,
+    damping_cap, sir_compat
+        As :func:`pyinv.synthesize`; the RFs are those of exactly that synthesis.
+    mu : float
+        Heliocentric cosine: enters only the hydrostatic coupling of ``T_he`` (g_eff = μ g_sun).
+    hydrostatic : bool
+        Compute ``T_he`` (default True).
+
+    Returns
+    -------
+    dict
+        ``T, Pe, vmic, B, vlos, inclination, azimuth``: arrays ``(ndep, 4, nλ)``, the derivative of
+        the normalised Stokes profiles with respect to the value of that column at one grid point,
+        all other columns (P_e included) held fixed; units per K, per dyn cm⁻², per cm/s, per G,
+        per cm/s, per degree, per degree. ``T_he`` ``(ndep, 4, nλ)``: the temperature RF with P_e
+        following hydrostatic equilibrium (top P_e fixed), ``T_he[j] = T[j] + Σ_i Pe[i] ∂Pe_i/∂T_j``
+        with the Jacobian of the hydrostatic solver linearised at the model's T (exact for a model in
+        equilibrium). ``vmac`` ``(4, nλ)`` per km/s. ``stokes`` ``(4, nλ)``: the profiles themselves
+        (identical to :func:`pyinv.synthesize`). Depth index 0 is the deepest point, as the model.
+        For a field-free model (B = 0 everywhere) the B and angle RFs are zero, like the synthesis,
+        which treats it as non-magnetic.
+    """
+    if not isinstance(atmos, Atmosphere) or atmos.stacked:
+        raise ValueError("response_functions needs a single pyinv.Atmosphere (not a stack)")
+    if not isinstance(lines, LineList):
+        raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
+    if not isinstance(grid, WavelengthGrid):
+        raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
+    try:
+        mu_f = float(mu)
+    except (TypeError, ValueError):
+        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
+    if not (0.0 < mu_f <= 1.0):
+        raise ValueError(f"mu must be in (0, 1], got {mu!r}")
+    p = _prepare([atmos], lines, grid, abundances=abundances, psf=psf, convolve=convolve,
+                 exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
+                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)
+    cols = p["cols"][0]
+    stokes, rf, rf_vmac, _ = engine.synth_rf(cols, p["vmac"][0], p["la"], p["groups"], (p["woff"], p["wgrp"]),
+                                             p["eps"], p["psf"], p["opts"])
+    out = {key: np.ascontiguousarray(np.transpose(rf[:, :, :, v], (2, 0, 1))) for v, key in enumerate(RF_KEYS)}
+    if hydrostatic:
+        jac = _he_pe_jacobian(cols, mu_f, p["eps"], bool(sir_compat))
+        out["T_he"] = out["T"] + np.einsum("ikw,ij->jkw", out["Pe"], jac)
+    out["vmac"] = np.asarray(rf_vmac)
+    out["stokes"] = np.asarray(stokes)
+    return out

@@ -1,0 +1,270 @@
+"""Results of a map inversion: :class:`InversionResult`."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .atmosphere import COLUMNS, Atmosphere, AtmosphereErrors
+
+__all__ = ["InversionResult", "MAP_NAMES"]
+
+_ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", "field": "B",
+            "vlos": "vlos", "v": "vlos", "velocity": "vlos", "gamma": "gamma", "inclination": "gamma",
+            "γ": "gamma", "phi": "phi", "azimuth": "phi", "φ": "phi", "z": "z", "pg": "Pg", "rho": "rho"}
+#: Names accepted by :meth:`InversionResult.map` (depth-dependent columns; aliases in parentheses:
+#: inclination = gamma, azimuth = phi, v = vlos, temperature = T) and the per-pixel scalars.
+MAP_NAMES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho", "macro", "filling", "stray",
+             "chi2", "status", "iterations")
+
+# arrays saved by to_fits (name → attribute)
+_SAVED = ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_cycles", "status", "iterations",
+          "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength")
+
+
+@dataclass(eq=False)
+class InversionResult:
+    """Per-pixel results of :func:`pyinv.invert`.
+
+    Attributes
+    ----------
+    atmospheres : ndarray (ny, nx, ndep, 11)
+        Inverted model atmospheres in SIR's column order (:data:`pyinv.atmosphere.COLUMNS`: log τ, T, Pe,
+        vmic, B, vlos, γ, φ, z, Pg, ρ) and SIR units; NaN for pixels without a result.
+    macro, filling, stray : ndarray (ny, nx)
+        Macroturbulence [km/s], filling factor, stray-light fraction [%].
+    fits : ndarray (ny, nx, 4, nλ)
+        Synthetic profiles of the inverted atmospheres (the fits).
+    chi2 : ndarray (ny, nx)
+        χ² of the final cycle as reported by ``invert_pixel``; ``chi2_cycles`` (ny, nx, ncycles) per cycle.
+    status : ndarray of int (ny, nx)
+        0 = converged; the solver's own codes; :data:`pyinv.scheduler.STATUS_MASKED` (101, not inverted),
+        ``STATUS_BAD_INPUT`` (102, NaN/inf profiles), ``STATUS_FAILED`` (103, the solver raised),
+        ``STATUS_TIMEOUT`` (104), ``STATUS_WORKER_DIED`` (105).
+    iterations : ndarray of int (ny, nx)
+    errors : ndarray (ny, nx, ndep, 11)
+        Uncertainties in the same layout (column 0 repeats nothing useful: log τ is not an error);
+        ``errors_header`` (ny, nx, 3) those of macro, filling, stray. NaN where the solver gives none.
+    start : ndarray (ny, nx)
+        Which start won (``init="multistart"``), else 0.
+    seconds : ndarray (ny, nx)
+        Wall time per pixel in its worker.
+    line_index, offset_mA, wavelength : ndarray (nλ,)
+        The wavelength grid (SIR line index, offset [mÅ], air wavelength [Å]).
+    provenance : dict
+        pyinv version, date, configuration text, input shapes, init strategy, executor, timings.
+    """
+
+    atmospheres: np.ndarray
+    macro: np.ndarray
+    filling: np.ndarray
+    stray: np.ndarray
+    fits: np.ndarray
+    chi2: np.ndarray
+    chi2_cycles: np.ndarray
+    status: np.ndarray
+    iterations: np.ndarray
+    errors: np.ndarray
+    errors_header: np.ndarray
+    start: np.ndarray
+    seconds: np.ndarray
+    line_index: np.ndarray
+    offset_mA: np.ndarray
+    wavelength: np.ndarray
+    provenance: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx)."""
+        return tuple(self.status.shape)  # type: ignore[return-value]
+
+    @property
+    def ndep(self) -> int:
+        return int(self.atmospheres.shape[2])
+
+    @property
+    def log_tau(self) -> np.ndarray:
+        """The log τ grid of the first pixel with a result (all pixels share it in practice)."""
+        lt = self.atmospheres[..., 0].reshape(-1, self.ndep)
+        ok = np.isfinite(lt).all(axis=1)
+        return lt[np.argmax(ok)].copy() if ok.any() else np.full(self.ndep, np.nan)
+
+    @property
+    def converged(self) -> np.ndarray:
+        """Boolean map of status == 0."""
+        return self.status == 0
+
+    def summary(self) -> dict[str, int]:
+        """Number of pixels per status name."""
+        from .scheduler import STATUS_NAMES
+        vals, counts = np.unique(self.status, return_counts=True)
+        return {STATUS_NAMES.get(int(v), f"solver status {int(v)}"): int(c) for v, c in zip(vals, counts)}
+
+    # ------------------------------------------------------------------ access
+    def map(self, name: str, log_tau: float = 0.0) -> np.ndarray:
+        """A (ny, nx) map of a physical quantity at one log τ₅₀₀ (linear interpolation in log τ).
+
+        Parameters
+        ----------
+        name : str
+            ``T``, ``vlos``, ``B``, ``gamma`` (inclination), ``phi`` (azimuth), ``vmic``, ``Pe``, ``z``,
+            ``Pg``, ``rho`` (aliases: temperature, v, inclination, azimuth, γ, φ); or a per-pixel
+            scalar (``macro``, ``filling``, ``stray``, ``chi2``, ``status``, ``iterations``), for which
+            ``log_tau`` is ignored.
+        log_tau : float
+            log τ₅₀₀ inside the model grid; NaN outside it and for pixels without a result.
+        """
+        if name in ("macro", "filling", "stray", "chi2", "status", "iterations"):
+            return np.asarray(getattr(self, name)).copy()
+        key = _ALIASES.get(name.lower(), name)
+        if key not in COLUMNS[1:]:
+            raise KeyError(f"unknown map {name!r}; expected one of {MAP_NAMES}")
+        col = COLUMNS.index(key)
+        lt = self.atmospheres[..., 0]
+        val = self.atmospheres[..., col]
+        x = float(log_tau)
+        # log τ decreases with index: j = number of points deeper than x
+        j = np.sum(lt > x, axis=-1)
+        nd = lt.shape[-1]
+        lo = np.clip(j - 1, 0, nd - 1)
+        hi = np.clip(j, 0, nd - 1)
+        t0 = np.take_along_axis(lt, lo[..., None], -1)[..., 0]
+        t1 = np.take_along_axis(lt, hi[..., None], -1)[..., 0]
+        v0 = np.take_along_axis(val, lo[..., None], -1)[..., 0]
+        v1 = np.take_along_axis(val, hi[..., None], -1)[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(t1 != t0, (x - t0) / (t1 - t0), 0.0)
+        out = v0 + w * (v1 - v0)
+        exact = t1 == x
+        out = np.where(exact, v1, out)
+        with np.errstate(invalid="ignore"):
+            inside = (x <= lt.max(axis=-1)) & (x >= lt.min(axis=-1))
+        out = np.where(inside & np.isfinite(lt).all(axis=-1), out, np.nan)
+        return out
+
+    def atmosphere(self, y: int, x: int) -> Atmosphere:
+        """The inverted model of pixel (y, x) (ValueError for a pixel without a result)."""
+        a = self.atmospheres[y, x]
+        if not np.isfinite(a).all():
+            raise ValueError(f"pixel ({y}, {x}) has no result (status {int(self.status[y, x])})")
+        return Atmosphere.from_array(a, macro=self.macro[y, x], filling=self.filling[y, x], stray=self.stray[y, x])
+
+    def atmosphere_errors(self, y: int, x: int) -> AtmosphereErrors:
+        e = np.nan_to_num(self.errors[y, x])
+        e[:, 0] = np.nan_to_num(self.atmospheres[y, x, :, 0])
+        h = np.nan_to_num(self.errors_header[y, x])
+        return AtmosphereErrors.from_array(e, macro=h[0], filling=h[1], stray=h[2])
+
+    # ------------------------------------------------------------------ output
+    def to_sir(self, folder: str | os.PathLike, pixels: Iterable[tuple[int, int]] | None = None,
+               prefix: str = "pixel") -> list[Path]:
+        """Write SIR files for chosen pixels: ``{prefix}_{y}_{x}.mod`` (model), ``.per`` (fitted profiles)
+        and ``.err`` (uncertainties, when the solver gave them).
+
+        Parameters
+        ----------
+        folder : path
+            Created if needed.
+        pixels : iterable of (y, x), optional
+            Default: every pixel with a result.
+
+        Returns
+        -------
+        list of Path: the files written.
+        """
+        from .io.sir import write_sir_model, write_sir_profiles
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if pixels is None:
+            pixels = [tuple(p) for p in np.argwhere(np.isfinite(self.atmospheres).all(axis=(2, 3)))]
+        out = []
+        for y, x in pixels:
+            y, x = int(y), int(x)
+            base = folder / f"{prefix}_{y}_{x}"
+            write_sir_model(base.with_suffix(".mod"), self.atmosphere(y, x))
+            write_sir_profiles(base.with_suffix(".per"), self.line_index, self.offset_mA, self.fits[y, x])
+            out += [base.with_suffix(".mod"), base.with_suffix(".per")]
+            if np.isfinite(self.errors[y, x, :, 1:8]).all():
+                write_sir_model(base.with_suffix(".err"), self.atmosphere_errors(y, x))
+                out.append(base.with_suffix(".err"))
+        return out
+
+    def to_fits(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write every array as an image HDU (``EXTNAME`` = attribute name) after a primary HDU with the
+        provenance: ``PYINVVER``, ``DATE``, ``INIT``, ``NY``, ``NX``, ``NDEP``, ``NWAV``, ``CUBESHP`` (the
+        input cube's shape and axes), ``EXECUTOR``, ``WORKERS``, ``SECONDS``, the configuration as SIR
+        control-file text in ``HISTORY`` cards and the full provenance as JSON (HDU ``PROVENANCE``).
+        :meth:`from_fits` reads it back."""
+        from .io.fits import write_result_maps
+
+        p = self.provenance
+        extra = {"NY": self.shape[0], "NX": self.shape[1], "NDEP": self.ndep, "NWAV": int(self.fits.shape[-1]),
+                 "INIT": str(p.get("init", ""))[:68], "CUBESHP": str(p.get("cube_shape", ""))[:68],
+                 "AXES": str(p.get("axes", ""))[:68], "EXECUTOR": str(p.get("executor", ""))[:68],
+                 "WORKERS": str(p.get("workers", "")),
+                 "NCONV": int(np.sum(self.status == 0))}
+        if np.isfinite(float(p.get("seconds", np.nan) or np.nan)):
+            extra["SECONDS"] = float(p["seconds"])
+        maps = {name: np.asarray(getattr(self, name)) for name in _SAVED}
+        maps["PROVENANCE"] = np.frombuffer(json.dumps(p, default=str).encode(), dtype=np.uint8)
+        write_result_maps(path, maps, header_extra=extra, config=p.get("config_text"), overwrite=overwrite)
+        return Path(path)
+
+    @classmethod
+    def from_fits(cls, path: str | os.PathLike) -> "InversionResult":
+        """Read a file written by :meth:`to_fits`."""
+        from .io.fits import read_result_maps
+
+        maps, _ = read_result_maps(path)
+        missing = [n for n in _SAVED if n not in maps]
+        if missing:
+            raise ValueError(f"{path}: not a pyinv InversionResult file (missing {missing})")
+        prov = {}
+        if "PROVENANCE" in maps:
+            prov = json.loads(np.asarray(maps["PROVENANCE"], dtype=np.uint8).tobytes().decode())
+        kw = {n: np.asarray(maps[n]) for n in _SAVED}
+        return cls(**kw, provenance=prov)
+
+    def plot(self, path: str | os.PathLike | None = None, log_tau: float = 0.0):
+        """Quick-look figure: T, vlos, B, γ, φ at ``log_tau`` and χ² (log scale). Saves a PNG when
+        ``path`` is given; returns the matplotlib Figure."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        panels = [("T", "T [K]", "inferno", 1.0), ("vlos", "v$_{los}$ [km/s]", "RdBu_r", 1e-5),
+                  ("B", "B [G]", "viridis", 1.0), ("gamma", "γ [deg]", "RdBu_r", 1.0),
+                  ("phi", "φ [deg]", "twilight", 1.0)]
+        fig, axes = plt.subplots(2, 3, figsize=(12, 7), constrained_layout=True)
+        for ax, (name, label, cmap, scale) in zip(axes.flat, panels):
+            m = self.map(name, log_tau) * scale
+            kw = {}
+            if name == "vlos" and np.isfinite(m).any():
+                lim = np.nanmax(np.abs(m)) or 1.0
+                kw = dict(vmin=-lim, vmax=lim)
+            im = ax.imshow(m, origin="lower", cmap=cmap, **kw)
+            ax.set_title(f"{label}, log τ = {log_tau:g}")
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        ax = axes.flat[5]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            im = ax.imshow(np.log10(self.chi2), origin="lower", cmap="magma")
+        ax.set_title("log₁₀ χ²")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        nbad = int(np.sum(self.status != 0))
+        fig.suptitle(f"pyinv inversion {self.shape[0]}×{self.shape[1]} ({nbad} pixels not converged)")
+        if path is not None:
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+        return fig
+
+    def __repr__(self) -> str:
+        return (f"InversionResult({self.shape[0]}x{self.shape[1]} pixels, ndep={self.ndep}, "
+                f"nwav={self.fits.shape[-1]}, status={self.summary()})")

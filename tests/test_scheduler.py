@@ -1,0 +1,173 @@
+"""Scheduler machinery (pool, dask, faults, checkpoints) with the private stand-in solver of
+pyinv._testing (a real, cheap, deterministic vlos fit). The same behaviours with the real
+pyinv.invert_pixel are tested in test_maps.py."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import pyinv
+from pyinv import maps, models, scheduler
+from pyinv._testing import vlos_fit_solver
+
+SOLVER = "pyinv._testing:misbehaving_solver"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    try:
+        pyinv.engine.api()
+    except ImportError:
+        pytest.skip("engine not built")
+    lines = pyinv.default_lines()
+    grid = models.hinode_grid(lines)
+    cfg = pyinv.InversionConfig(cycles=1)
+    g = models.default_guess()
+    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
+    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
+    return lines, grid, cfg, cube
+
+
+def run(setup, cube=None, **kw):
+    lines, grid, cfg, c = setup
+    args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
+                executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
+                solver=SOLVER)
+    args.update(kw)
+    return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
+
+
+def same(a, b):
+    for k in ("atmospheres", "fits", "chi2", "status", "macro"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
+def test_serial_pool_equal_and_per_pixel(setup):
+    lines, grid, cfg, cube = setup
+    r1 = run(setup, executor="serial")
+    r2 = run(setup, workers=1)
+    r3 = run(setup, workers=2, chunk=1)
+    same(r1, r2)
+    same(r1, r3)
+    g = models.default_guess()
+    for y in range(2):
+        for x in range(3):
+            ref = vlos_fit_solver(cube[y, x], g, lines, grid, cfg)
+            np.testing.assert_allclose(r3.atmospheres[y, x], ref.atmosphere.to_array(), rtol=1e-12)
+            np.testing.assert_allclose(r3.fits[y, x], ref.fit, rtol=1e-12)
+            assert r3.chi2[y, x] == pytest.approx(ref.chi2[-1], rel=1e-12)
+    assert (r3.status == 0).all()
+    assert r3.provenance["executor"] == "local-pool" and r3.provenance["workers"] == 2
+
+
+def test_dask_local_cluster(setup):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        rd = run(setup, executor=client, chunk=2)
+        rx = run(setup, executor=client.get_executor())
+    same(rd, run(setup, executor="serial"))
+    same(rd, rx)
+
+
+def test_nan_masked_failed_pixels(setup):
+    cube = setup[3].copy()
+    cube[0, 0, 1, 5] = np.nan
+    cube[0, 1, 0, 0] = 7.0  # the stand-in raises
+    mask = np.ones((2, 3), bool)
+    mask[1, 2] = False
+    r = run(setup, cube=cube, mask=mask)
+    assert r.status[0, 0] == scheduler.STATUS_BAD_INPUT
+    assert r.status[0, 1] == scheduler.STATUS_FAILED
+    assert r.status[1, 2] == scheduler.STATUS_MASKED
+    for y, x in ((0, 0), (0, 1), (1, 2)):
+        assert np.isnan(r.atmospheres[y, x]).all() and np.isnan(r.fits[y, x]).all() and np.isnan(r.chi2[y, x])
+    ok = r.status == 0
+    assert ok.sum() == 3
+    same_ok = run(setup, executor="serial")
+    np.testing.assert_array_equal(r.atmospheres[ok], same_ok.atmospheres[ok])
+
+
+def test_shapes_and_axes(setup):
+    lines, grid, cfg, cube = setup
+    with pytest.raises(ValueError, match="4 axes"):
+        run(setup, cube=cube[0])
+    with pytest.raises(ValueError, match="Stokes axis"):
+        run(setup, cube=cube[:, :, :3])
+    with pytest.raises(ValueError, match="wavelengths"):
+        run(setup, cube=cube[..., :-1])
+    with pytest.raises(ValueError, match="permutation"):
+        run(setup, axes="yxsw")
+    with pytest.raises(ValueError, match="Stokes axis"):
+        run(setup, axes="lsxy")  # a valid permutation that does not fit the data
+    with pytest.raises(ValueError, match="mask"):
+        run(setup, mask=np.ones((3, 2), bool))
+    with pytest.raises(ValueError, match="sigma"):
+        run(setup, sigma=np.ones(3))
+    r = run(setup, cube=np.transpose(cube, (3, 1, 0, 2)), axes="lxys", executor="serial")
+    same(r, run(setup, executor="serial"))
+
+
+def test_sigma_sets_snr(setup):
+    r = run(setup, sigma=1e-2, executor="serial")
+    r0 = run(setup, executor="serial")  # config S/N 1000 → χ² scales by (1000/100)²
+    ok = r0.chi2 > 0
+    np.testing.assert_allclose(r.chi2[ok] * 100, r0.chi2[ok], rtol=1e-10)
+
+
+def test_worker_killed_mid_run(setup):
+    cube = np.repeat(setup[3], 2, axis=0)  # 4 x 3
+    cube[..., 0, 0] = np.where(np.arange(3) % 2 == 0, 6.0, cube[..., 0, 0])  # slow pixels (0.3 s)
+    killed = []
+
+    def kill_one(done, total):
+        if not killed and done < total:
+            kids = [p for p in multiprocessing.active_children() if p.is_alive()]
+            os.kill(kids[0].pid, signal.SIGKILL)
+            killed.append(kids[0].pid)
+
+    r = run(setup, cube=cube, chunk=1, progress=kill_one)
+    assert killed and r.provenance["pool_restarts"] >= 1
+    ref = run(setup, cube=cube, executor="serial")
+    same(r, ref)
+    assert (r.status == 0).all()
+
+
+def test_crashing_pixel_and_time_limit(setup):
+    cube = setup[3].copy()
+    cube[1, 1, 0, 0] = 8.0   # kills its own worker every time
+    cube[0, 2, 0, 0] = 9.0   # busy for 30 s
+    r = run(setup, cube=cube, chunk=2, time_limit=1.0, retries=1)
+    assert r.status[1, 1] == scheduler.STATUS_WORKER_DIED
+    assert r.status[0, 2] == scheduler.STATUS_TIMEOUT
+    ok = r.status == 0
+    assert ok.sum() == 4
+    ref = run(setup, executor="serial")
+    np.testing.assert_array_equal(r.atmospheres[ok], ref.atmospheres[ok])
+
+
+def test_checkpoint_interrupt_and_resume(setup, tmp_path):
+    cube = np.repeat(setup[3], 2, axis=0)
+    ck = tmp_path / "ck"
+
+    def stop(done, total):
+        if done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(setup, cube=cube, chunk=1, workers=1, checkpoint=ck, progress=stop)
+    st = np.load(ck / "status.npy")
+    n_done = int((st != scheduler.STATUS_PENDING).sum())
+    assert 3 <= n_done < 12
+    r = run(setup, cube=cube, chunk=1, checkpoint=ck)
+    assert r.provenance["resumed"] and r.provenance["computed"] == 12 - n_done
+    same(r, run(setup, cube=cube, executor="serial"))
+    r2 = run(setup, cube=cube, checkpoint=ck)  # complete: nothing to compute
+    assert r2.provenance["computed"] == 0
+    same(r2, r)
+    with pytest.raises(ValueError, match="different inputs"):
+        run(setup, cube=cube * 1.001, checkpoint=ck)
