@@ -3,10 +3,12 @@ their derivatives, and hydrostatic equilibrium on a 53-point model.
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_eos.py
 
-Numbers before the 2025 speed-up (same 2-core dev machine, gfortran -O2 dev build):
-    eos_solve 4.1 us/pt, kappa_continuum 1.1 us/pt, eos_solve_deriv 33 us/pt,
-    kappa_continuum_deriv 43 us/pt, pe_from_pg 37 us/pt, hydrostatic_eq 13 ms per 53-point model.
-(Times through the f2py batch wrappers, amortised over many points.)
+Numbers BEFORE the speed-up (same 2-core dev machine, meson release build, same script):
+    eos_solve 5.0 us/pt, kappa_continuum 1.5 us/pt, eos_solve_deriv 42 us/pt,
+    kappa_continuum_deriv 41 us/pt, pe_from_pg 22 us/pt, hydrostatic_eq 17.4 ms (Pe boundary) and
+    15.0 ms (Pg boundary) per 53-point model.  (The old algorithm is not kept reachable.)
+(Times through the f2py batch wrappers, amortised over many points; the machine is shared, so expect
+~20 % noise.)
 """
 from __future__ import annotations
 
@@ -56,6 +58,12 @@ def main():
     th = _best(lambda: [E.hydrostatic_arrays(lt, tm, 0.05, 0, 0.0, 1.0, eps) for _ in range(nrep)]) / nrep
     thg = _best(lambda: [E.hydrostatic_arrays(lt, tm, 0.05, 1, 0.8, 1.0, eps) for _ in range(nrep)]) / nrep
 
+    pe0 = E.hydrostatic_arrays(lt, tm, 0.05, 0, 0.0, 1.0, eps)[0]
+    tm2 = tm * (1.0 + 0.01 * np.sin(lt))   # an "LM step" of ~1 % in T
+    thn = _best(lambda: [E.hydrostatic_arrays(lt, tm2, 0.05, 0, 0.0, 1.0, eps) for _ in range(nrep)]) / nrep
+    thq = _best(lambda: [E.hydrostatic_arrays(lt, tm2, 0.05, 0, 0.0, 1.0, eps, pe_guess=pe0)
+                         for _ in range(nrep)]) / nrep
+
     print(f"eos_solve              {te * 1e6:8.3f} us per point")
     print(f"kappa_continuum        {tk * 1e6:8.3f} us per point (EOS excluded)")
     print(f"eos_solve_deriv        {ted * 1e6:8.3f} us per point")
@@ -63,6 +71,8 @@ def main():
     print(f"pe_from_pg             {tpg * 1e6:8.3f} us per point (no guess)")
     print(f"hydrostatic_eq         {th * 1e3:8.3f} ms per {lt.size}-point model (Pe boundary)")
     print(f"hydrostatic_eq         {thg * 1e3:8.3f} ms per {lt.size}-point model (Pg boundary)")
+    print(f"hydrostatic_eq         {thn * 1e3:8.3f} ms after a 1 % T change, no guess")
+    print(f"hydrostatic_eq         {thq * 1e3:8.3f} ms after a 1 % T change, pe_guess = previous Pe")
 
 
 if __name__ == "__main__":

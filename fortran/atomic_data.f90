@@ -6,7 +6,8 @@ module pyinv_atomic
   use pyinv_kinds, only: dp
   implicit none
   private
-  public :: atomic_weight, ionisation_energies, partition_functions, partition_functions_dt
+  public :: atomic_weight, atomic_weights, ionisation_energies, partition_functions, &
+            partition_functions_dt
   integer, parameter, public :: n_elements = 92
   real(dp), parameter :: tab_weights(92) = [ &
     1.008_dp, 4.003_dp, 6.939_dp, 9.012_dp, 10.811_dp, 12.011_dp, &
@@ -68,6 +69,12 @@ contains
     w = 0.0_dp
     if (iz >= 1 .and. iz <= n_elements) w = tab_weights(iz)
   end function atomic_weight
+
+  !> Atomic weights [amu] of all elements Z = 1..92.
+  pure function atomic_weights() result(w)
+    real(dp) :: w(n_elements)
+    w = tab_weights
+  end function atomic_weights
 
   !> First and second ionisation energies [eV] of element iz (0 outside 1..92).
   pure subroutine ionisation_energies(iz, chi1, chi2)

@@ -5,14 +5,17 @@ module pyinv_continuum
   use pyinv_kinds, only: dp
   use pyinv_errors, only: err_ok, err_domain, err_nonpositive_t, err_nonpositive_pe
   use pyinv_atomic, only: partition_functions
-  use pyinv_eos, only: eos_state, eos_solve
+  use pyinv_eos, only: eos_state, eos_solve, eos_tfac, eos_tfactors, eos_solve_tf
   use pyinv_continuum_data
   implicit none
   private
-  public :: kappa_continuum, kappa_continuum_deriv, n_air_edlen, kappa_components
+  public :: kappa_continuum, kappa_continuum_deriv, n_air_edlen, kappa_components, kappa_coefficients, &
+            kappa_from_coef
 
   !> number of individual contributions returned by kappa_components
   integer, parameter, public :: n_kappa_components = 13
+  !> number of (lambda, T) coefficients of kappa_coefficients (13 components, Na and Mg separate)
+  integer, parameter, public :: n_kappa_coef = 14
   ! indices into kappa_components' output
   integer, parameter, public :: kc_hminus_bf = 1, kc_hminus_ff = 2, kc_heminus_ff = 3, kc_hi = 4, &
     kc_h2minus_ff = 5, kc_h2plus = 6, kc_hei = 7, kc_thomson = 8, kc_rayleigh_h = 9, &
@@ -52,28 +55,77 @@ contains
     real(dp), intent(out) :: comp(n_kappa_components)
     integer, intent(out) :: ierr
     integer, intent(in), optional :: sir_compat
-    real(dp) :: lam, t, theta, pe, nair, nu, zeta, lama, er, u, z1, ey, d1, l3, l2
+    real(dp) :: coef(n_kappa_coef)
+
+    comp = 0.0_dp
+    if (.not. (st%pe > 0.0_dp)) then
+      ierr = err_nonpositive_pe
+      if (.not. (st%t > 0.0_dp)) ierr = err_nonpositive_t
+      if (.not. (lambda_air_cm > 0.0_dp) .or. lambda_air_cm > 1.0_dp) ierr = err_domain
+      return
+    end if
+    call kappa_coefficients(lambda_air_cm, st%t, coef, ierr, sir_compat)
+    if (ierr /= err_ok) return
+    call kappa_comp_from_coef(coef, st, comp)
+  end subroutine kappa_components
+
+  !> Continuum cross-section per H nucleus from the (lambda, T) coefficients of kappa_coefficients
+  !> evaluated at the temperature st%t (same value as kappa_continuum; no validation).
+  pure function kappa_from_coef(coef, st) result(kappa)
+    real(dp), intent(in) :: coef(n_kappa_coef)
+    type(eos_state), intent(in) :: st
+    real(dp) :: kappa
+    real(dp) :: comp(n_kappa_components)
+    call kappa_comp_from_coef(coef, st, comp)
+    kappa = sum(comp)
+  end function kappa_from_coef
+
+  !> contributions = (lambda, T) coefficients times the EOS factors
+  pure subroutine kappa_comp_from_coef(coef, st, comp)
+    real(dp), intent(in) :: coef(n_kappa_coef)
+    type(eos_state), intent(in) :: st
+    real(dp), intent(out) :: comp(n_kappa_components)
+    comp(kc_hminus_bf) = coef(kc_hminus_bf) * (st%g3 * st%f1)
+    comp(kc_hminus_ff) = coef(kc_hminus_ff) * (st%pe * st%f1)
+    comp(kc_heminus_ff) = coef(kc_heminus_ff) * (st%pe * st%p_he)
+    comp(kc_hi) = coef(kc_hi) * st%f1
+    comp(kc_h2minus_ff) = coef(kc_h2minus_ff) * (st%pe * st%f5)
+    comp(kc_h2plus) = coef(kc_h2plus) * (st%f1 * st%pe * (st%f2 / st%fe))
+    comp(kc_hei) = coef(kc_hei) * st%p_he
+    comp(kc_thomson) = coef(kc_thomson) * st%fe
+    comp(kc_rayleigh_h) = coef(kc_rayleigh_h) * st%f1
+    comp(kc_rayleigh_h2) = coef(kc_rayleigh_h2) * st%f5
+    comp(kc_rayleigh_he) = coef(kc_rayleigh_he) * st%p_he
+    comp(kc_metals_c) = coef(kc_metals_c) * st%p_c
+    comp(kc_metals_namg) = coef(kc_metals_namg) * st%p_na + coef(n_kappa_coef) * st%p_mg
+  end subroutine kappa_comp_from_coef
+
+  !> (lambda, T)-dependent factors of the continuum contributions (§6): contribution kc_X =
+  !> coef(kc_X) * (EOS factor of X), see kappa_comp_from_coef; coef(n_kappa_coef) is the Mg I factor.
+  pure subroutine kappa_coefficients(lambda_air_cm, t, coef, ierr, sir_compat)
+    real(dp), intent(in) :: lambda_air_cm, t
+    real(dp), intent(out) :: coef(n_kappa_coef)
+    integer, intent(out) :: ierr
+    integer, intent(in), optional :: sir_compat
+    real(dp) :: lam, theta, nair, nu, zeta, lama, er, u, z1, ey, d1, l3, l2
     real(dp) :: sig, w, th_h, s, sp, qn, gn, kh, gff, z4, uh, u2, u3, lnu, q, lns, tr, he_c
     real(dp) :: tot
     integer :: m0, l0, n, i0, i
     logical :: compat
 
     ierr = err_ok
-    comp = 0.0_dp
+    coef = 0.0_dp
     compat = .false.
     if (present(sir_compat)) compat = sir_compat /= 0
     lam = lambda_air_cm
     if (.not. (lam > 0.0_dp) .or. lam > 1.0_dp) then
       ierr = err_domain; return
     end if
-    t = st%t; pe = st%pe
     if (.not. (t > 0.0_dp)) then
       ierr = err_nonpositive_t; return
     end if
-    if (.not. (pe > 0.0_dp)) then
-      ierr = err_nonpositive_pe; return
-    end if
     theta = 5040.0_dp / t
+
 
     ! §6.1 auxiliaries
     nair = n_air_edlen(lam)
@@ -103,9 +155,9 @@ contains
         w = 16.419_dp - l3
         sig = 1.0e-17_dp * w * (0.269818_dp + w * (0.22019_dp + w * (-0.0411288_dp + w * 0.00273236_dp)))
       end if
-      comp(kc_hminus_bf) = sig * z1 * st%g3 * st%f1
+      coef(kc_hminus_bf) = sig * z1
     end if
-    comp(kc_hminus_ff) = 1.0e-26_dp * pe * st%f1 * (5.3666e-3_dp - 1.1493e-2_dp * theta + 2.7039e-2_dp * theta**2 &
+    coef(kc_hminus_ff) = 1.0e-26_dp * (5.3666e-3_dp - 1.1493e-2_dp * theta + 2.7039e-2_dp * theta**2 &
       + theta * l2 * (-3.2062_dp + 11.924_dp * theta - 5.939_dp * theta**2) &
       + theta * l2 * l3 * (-0.40192_dp + 7.0355_dp * theta - 0.34592_dp * theta**2))
 
@@ -118,9 +170,9 @@ contains
       else
         sig = 1.0e-34_dp * lama**2 * (0.49245_dp + t * (-1.0754e-4_dp + t * (9.5114e-9_dp - t * 2.3544e-13_dp)))
       end if
-      comp(kc_heminus_ff) = sig * pe * st%p_he
+      coef(kc_heminus_ff) = sig
       sig = 1.0e-34_dp * lama**2 * (0.88967_dp + t * (-1.4274e-4_dp + t * (1.0879e-8_dp - t * 2.5658e-13_dp)))
-      comp(kc_h2minus_ff) = sig * pe * st%f5
+      coef(kc_h2minus_ff) = sig
     end if
 
     ! §6.4 H I bound-free + free-free (also provides K_H, S', Z4 for §6.7)
@@ -138,7 +190,7 @@ contains
       gff = 1.0828_dp + 3.865e-6_dp * t + lama * (7.564e-7_dp + 4.92e-10_dp * t - 2.482e-15_dp * t**2) &
             + lama**2 * (5.326e-12_dp - 3.904e-15_dp * t + 1.879e-20_dp * t**2)
       z4 = (exp(th_h / 144.0_dp - th_h) + exp(-th_h) * (gff - 1.0_dp)) / (2.0_dp * th_h)
-      comp(kc_hi) = kh * (s + z4) * st%f1
+      coef(kc_hi) = kh * (s + z4)
     end if
 
     ! §6.6 H2+ bound-free + free-free
@@ -147,7 +199,7 @@ contains
       q = -2.409e-15_dp + nu * (1.028e-30_dp + nu * (-4.23e-46_dp + nu * (1.224e-61_dp - nu * 1.351e-77_dp)))
       lns = log(10.0_dp) * theta * (7.342e-3_dp - nu * q) - 3023.3_dp &
             + lnu * (377.97_dp + lnu * (-18.2496_dp + lnu * (0.39207_dp - lnu * 3.1672e-3_dp)))
-      comp(kc_h2plus) = exp(lns) * 1.0e16_dp * z1 * st%f1 * pe * (st%f2 / st%fe) / (1.38054_dp * t)
+      coef(kc_h2plus) = exp(lns) * 1.0e16_dp * z1 / (1.38054_dp * t)
     end if
 
     ! §6.7 He I bound-free
@@ -177,26 +229,27 @@ contains
     if (m0 <= 12 .and. theta <= 3.0_dp .and. abs(kh) >= 1.0e-25_dp .and. abs(sp + z4) >= 1.0e-25_dp) then
       tot = tot + 4.0_dp * 10.0_dp**(-10.992_dp * theta) * kh * (sp + z4)
     end if
-    comp(kc_hei) = tot * st%p_he
+    coef(kc_hei) = tot
 
     ! §6.8 scattering
-    comp(kc_thomson) = 6.653e-25_dp * st%fe
+    coef(kc_thomson) = 6.653e-25_dp
     if (lam >= 1.2e-5_dp) then
       tr = 1.0_dp / lama
-      comp(kc_rayleigh_h) = tr**4 * (5.799e-13_dp + 1.422e-6_dp * tr**2 + 2.784_dp * tr**4) * st%f1
-      comp(kc_rayleigh_h2) = tr**4 * (8.14e-13_dp + 1.28e-6_dp * tr**2 + 1.61_dp * tr**4) * st%f5
+      coef(kc_rayleigh_h) = tr**4 * (5.799e-13_dp + 1.422e-6_dp * tr**2 + 2.784_dp * tr**4)
+      coef(kc_rayleigh_h2) = tr**4 * (8.14e-13_dp + 1.28e-6_dp * tr**2 + 1.61_dp * tr**4)
       he_c = 5.94e10_dp
       if (compat) he_c = 5.94e-10_dp
-      comp(kc_rayleigh_he) = 5.484e-14_dp * tr**4 * (1.0_dp + 2.44e5_dp * tr**2 &
-                             + he_c * tr**2 / (lama**2 - 2.9e5_dp))**2 * st%p_he
+      coef(kc_rayleigh_he) = 5.484e-14_dp * tr**4 * (1.0_dp + 2.44e5_dp * tr**2 &
+                             + he_c * tr**2 / (lama**2 - 2.9e5_dp))**2
     end if
 
     ! §6.9 C I, Na I, Mg I bound-free
     if (t > 3999.9_dp .and. t < 30000.1_dp) then
-      comp(kc_metals_c) = metal_bf(1, lama, t) * z1 * st%p_c
-      comp(kc_metals_namg) = metal_bf(2, lama, t) * z1 * st%p_na + metal_bf(3, lama, t) * z1 * st%p_mg
+      coef(kc_metals_c) = metal_bf(1, lama, t) * z1
+      coef(kc_metals_namg) = metal_bf(2, lama, t) * z1
+      coef(n_kappa_coef) = metal_bf(3, lama, t) * z1
     end if
-  end subroutine kappa_components
+  end subroutine kappa_coefficients
 
   !> Photo-ionisation cross-section per neutral atom of C (el=1), Na (2), Mg (3) from Appendix B
   !> (zero outside the wavelength window); t within (3999.9, 30000.1) K.
@@ -302,7 +355,8 @@ contains
   end subroutine interp_cols
 
   !> kappa per H nucleus at (t, pe) and its total derivatives w.r.t. T (fixed Pe) and Pe (fixed T),
-  !> EOS included, by Richardson-extrapolated central differences in ln T, ln Pe.
+  !> EOS included, by Richardson-extrapolated central differences in ln T, ln Pe (the temperature
+  !> factors of the EOS and of the opacity are computed once for the Pe differences).
   pure subroutine kappa_continuum_deriv(lambda_air_cm, t, pe, eps, kappa, dk_dt, dk_dpe, ierr, sir_compat)
     real(dp), intent(in) :: lambda_air_cm, t, pe, eps(92)
     real(dp), intent(out) :: kappa, dk_dt, dk_dpe
@@ -310,7 +364,8 @@ contains
     integer, intent(in), optional :: sir_compat
     real(dp), parameter :: h = 2.0e-4_dp
     type(eos_state) :: st
-    real(dp) :: kp, km, d(2), hk
+    type(eos_tfac) :: tf
+    real(dp) :: kp, km, d(2), hk, coef(n_kappa_coef)
     integer :: k, ie
 
     dk_dt = 0.0_dp; dk_dpe = 0.0_dp; kappa = 0.0_dp
@@ -320,22 +375,32 @@ contains
     if (ierr /= err_ok) return
     do k = 1, 2
       hk = h / real(k, dp)
-      call eos_solve(t * exp(hk), pe, eps, st, ie, sir_compat)
-      call kappa_continuum(lambda_air_cm, st, eps, kp, ie, sir_compat)
-      call eos_solve(t * exp(-hk), pe, eps, st, ie, sir_compat)
-      call kappa_continuum(lambda_air_cm, st, eps, km, ie, sir_compat)
+      kp = kappa_at_t(t * exp(hk))
+      km = kappa_at_t(t * exp(-hk))
       d(k) = (kp - km) / (2.0_dp * hk)
     end do
     dk_dt = (4.0_dp * d(2) - d(1)) / 3.0_dp / t
+    call eos_tfactors(t, eps, tf, ie, sir_compat)
+    call kappa_coefficients(lambda_air_cm, t, coef, ie, sir_compat)
     do k = 1, 2
       hk = h / real(k, dp)
-      call eos_solve(t, pe * exp(hk), eps, st, ie, sir_compat)
-      call kappa_continuum(lambda_air_cm, st, eps, kp, ie, sir_compat)
-      call eos_solve(t, pe * exp(-hk), eps, st, ie, sir_compat)
-      call kappa_continuum(lambda_air_cm, st, eps, km, ie, sir_compat)
+      call eos_solve_tf(tf, pe * exp(hk), st, ie)
+      kp = kappa_from_coef(coef, st)
+      call eos_solve_tf(tf, pe * exp(-hk), st, ie)
+      km = kappa_from_coef(coef, st)
       d(k) = (kp - km) / (2.0_dp * hk)
     end do
     dk_dpe = (4.0_dp * d(2) - d(1)) / 3.0_dp / pe
+
+  contains
+
+    pure real(dp) function kappa_at_t(tt) result(kap)
+      real(dp), intent(in) :: tt
+      type(eos_state) :: s1
+      integer :: i1
+      call eos_solve(tt, pe, eps, s1, i1, sir_compat)
+      call kappa_continuum(lambda_air_cm, s1, eps, kap, i1, sir_compat)
+    end function kappa_at_t
   end subroutine kappa_continuum_deriv
 
 end module pyinv_continuum

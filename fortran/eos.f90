@@ -13,11 +13,12 @@ module pyinv_eos
   use pyinv_kinds, only: dp, ln10, k_boltz, r_gas, n_avogadro
   use pyinv_errors, only: err_ok, err_nonpositive_t, err_nonpositive_pe, err_not_finite, &
                           err_no_convergence, err_bad_input
-  use pyinv_atomic, only: partition_functions, ionisation_energies, atomic_weight
+  use pyinv_atomic, only: partition_functions, ionisation_energies, atomic_weights
   implicit none
   private
 
   public :: eos_state, saha_phi, eos_solve, eos_solve_deriv, pe_from_pg, eos_state_to_array, &
+            eos_tfactors, eos_solve_tf, pe_from_pg_tf, &
             eos_state_from_array
 
   !> number of real components of eos_state (see eos_state_to_array)
@@ -38,6 +39,19 @@ module pyinv_eos
     real(dp) :: pg = 0, mu_m = 0, rho = 0, per_gram = 0
   end type eos_state
 
+  !> Temperature-only factors of the EOS (partition functions, Saha and molecular constants,
+  !> abundance sums), computed once per temperature by eos_tfactors and reused for any number of
+  !> electron pressures by eos_solve_tf (the P_e iterations of pe_from_pg and hydrostatic_eq).
+  type, public :: eos_tfac
+    real(dp) :: t = 0, theta = 0
+    real(dp) :: s2 = 0            ! g2 * pe
+    real(dp) :: s3 = 0            ! Saha value of H- (before the clip) * pe
+    real(dp) :: k1 = 0, k2 = 0    ! 10**log K1, 10**log K2 (clipped exponents)
+    real(dp) :: sa(2:28) = 0, sb(2:28) = 0   ! a_Z * pe, b_Z * pe
+    real(dp) :: eps(2:28) = 0
+    real(dp) :: nonh = 0, se = 0, sew = 0
+  end type eos_tfac
+
 contains
 
   !> Saha ratio n_upper/n_lower (§4.1); chi [eV], pe [dyn cm-2].
@@ -54,17 +68,14 @@ contains
     y = sign(min(max(abs(x), lo), hi), x)
   end function sclip
 
-  !> Solve the EOS at temperature t [K] and electron pressure pe [dyn cm-2] (§4.2-§4.4).
-  !> eps(92) = N_Z/N_H (linear, eps(1) = 1). sir_compat = 1: P_g with 0.1014 non-H nuclei.
-  pure subroutine eos_solve(t, pe, eps, st, ierr, sir_compat)
-    real(dp), intent(in) :: t, pe, eps(92)
-    type(eos_state), intent(out) :: st
+  !> T-dependent factors of the EOS at temperature t (validated: err_nonpositive_t).
+  pure subroutine eos_tfactors(t, eps, tf, ierr, sir_compat)
+    real(dp), intent(in) :: t, eps(92)
+    type(eos_tfac), intent(out) :: tf
     integer, intent(out) :: ierr
     integer, intent(in), optional :: sir_compat
-    real(dp) :: theta, u1, u2, u3, uh, chi1, chi2, a, b, c, p, g1, g2, g3, g4, g5
-    real(dp) :: lk1, lk2, ca, cb, cc, cd, ce, c1, c2, c3, disc, f1, f2, f3, f4, f5, fe, ph
-    real(dp) :: nonh, sew, se
-    integer :: iz, k
+    real(dp) :: theta, th25, u1, u2, u3, uh, chi1, chi2, lk1, lk2
+    integer :: iz
     logical :: compat
 
     ierr = err_ok
@@ -73,39 +84,87 @@ contains
     if (.not. (t > 0.0_dp) .or. t > huge(1.0_dp)) then
       ierr = err_nonpositive_t; return
     end if
+    theta = 5040.0_dp / t
+    th25 = theta**2.5_dp
+    tf%t = t; tf%theta = theta
+    call partition_functions(1, t, uh, u2, u3)
+    tf%s2 = (1.0_dp / uh) * exp(ln10 * (saha_const - theta * chi_h)) / th25
+    tf%s3 = uh * exp(ln10 * (saha_const - theta * chi_hminus)) / th25
+    lk1 = -11.206998_dp + theta * (2.7942767_dp + theta * (0.079196803_dp - 0.024790744_dp * theta))
+    lk2 = -12.533505_dp + theta * (4.9251644_dp + theta * (-0.056191273_dp + 0.0032687661_dp * theta))
+    tf%k1 = exp(ln10 * min(max(lk1, -30.0_dp), 30.0_dp))
+    tf%k2 = exp(ln10 * min(max(lk2, -30.0_dp), 30.0_dp))
+    do iz = 2, 28
+      call partition_functions(iz, t, u1, u2, u3)
+      call ionisation_energies(iz, chi1, chi2)
+      tf%sa(iz) = (u2 / u1) * exp(ln10 * (saha_const - theta * chi1)) / th25
+      tf%sb(iz) = (u3 / u2) * exp(ln10 * (saha_const - theta * chi2)) / th25
+    end do
+    tf%eps = eps(2:28)
+    tf%se = sum(eps)
+    tf%sew = dot_product(eps, atomic_weights())
+    if (compat) then
+      tf%nonh = sir_nonh_nuclei
+    else
+      tf%nonh = tf%se - eps(1)
+    end if
+  end subroutine eos_tfactors
+
+  !> Solve the EOS at temperature t [K] and electron pressure pe [dyn cm-2] (§4.2-§4.4).
+  !> eps(92) = N_Z/N_H (linear, eps(1) = 1). sir_compat = 1: P_g with 0.1014 non-H nuclei.
+  pure subroutine eos_solve(t, pe, eps, st, ierr, sir_compat)
+    real(dp), intent(in) :: t, pe, eps(92)
+    type(eos_state), intent(out) :: st
+    integer, intent(out) :: ierr
+    integer, intent(in), optional :: sir_compat
+    type(eos_tfac) :: tf
+
+    if (.not. (t > 0.0_dp) .or. t > huge(1.0_dp)) then
+      ierr = err_nonpositive_t; return
+    end if
     if (.not. (pe > 0.0_dp) .or. pe > huge(1.0_dp)) then
       ierr = err_nonpositive_pe; return
     end if
-    theta = 5040.0_dp / t
-    st%t = t; st%pe = pe; st%theta = theta
+    call eos_tfactors(t, eps, tf, ierr, sir_compat)
+    if (ierr /= err_ok) return
+    call eos_solve_tf(tf, pe, st, ierr)
+  end subroutine eos_solve
 
-    call partition_functions(1, t, uh, u2, u3)
-    g2 = saha_phi(theta, chi_h, uh, 1.0_dp, pe)
-    g3 = 1.0_dp / min(max(saha_phi(theta, chi_hminus, 1.0_dp, uh, pe), 1.0e-30_dp), 1.0e30_dp)
-    lk1 = -11.206998_dp + theta * (2.7942767_dp + theta * (0.079196803_dp - 0.024790744_dp * theta))
-    lk2 = -12.533505_dp + theta * (4.9251644_dp + theta * (-0.056191273_dp + 0.0032687661_dp * theta))
-    lk1 = min(max(lk1, -30.0_dp), 30.0_dp)
-    lk2 = min(max(lk2, -30.0_dp), 30.0_dp)
-    g4 = pe * 10.0_dp**lk1
-    g5 = pe * 10.0_dp**lk2
+  !> EOS at electron pressure pe from the temperature factors tf of eos_tfactors (same result as
+  !> eos_solve(tf%t, pe, ...)).
+  pure subroutine eos_solve_tf(tf, pe, st, ierr)
+    type(eos_tfac), intent(in) :: tf
+    real(dp), intent(in) :: pe
+    type(eos_state), intent(out) :: st
+    integer, intent(out) :: ierr
+    real(dp) :: a, b, c, p, g1, g2, g3, g4, g5, rpe
+    real(dp) :: ca, cb, cc, cd, ce, c1, c2, c3, disc, f1, f2, f3, f4, f5, fe, ph
+    integer :: iz, k
+
+    ierr = err_ok
+    if (.not. (pe > 0.0_dp) .or. pe > huge(1.0_dp)) then
+      ierr = err_nonpositive_pe; return
+    end if
+    st%t = tf%t; st%pe = pe; st%theta = tf%theta
+    rpe = 1.0_dp / pe
+    g2 = tf%s2 * rpe
+    g3 = 1.0_dp / min(max(tf%s3 * rpe, 1.0e-30_dp), 1.0e30_dp)
+    g4 = pe * tf%k1
+    g5 = pe * tf%k2
 
     ! metals He..Ni
     g1 = 0.0_dp
     do iz = 2, 28
-      call partition_functions(iz, t, u1, u2, u3)
-      call ionisation_energies(iz, chi1, chi2)
-      a = saha_phi(theta, chi1, u1, u2, pe)
-      b = saha_phi(theta, chi2, u2, u3, pe)
+      a = tf%sa(iz) * rpe
+      b = tf%sb(iz) * rpe
       c = 1.0_dp + a * (1.0_dp + b)
-      p = eps(iz) / c
+      p = tf%eps(iz) / c
       g1 = g1 + p * a * (1.0_dp + 2.0_dp * b)
-      select case (iz)
-      case (2); st%p_he = p
-      case (6); st%p_c = p
-      case (11); st%p_na = p
-      case (12); st%p_mg = p
-      end select
     end do
+    st%p_he = tf%eps(2) / (1.0_dp + tf%sa(2) * rpe * (1.0_dp + tf%sb(2) * rpe))
+    st%p_c = tf%eps(6) / (1.0_dp + tf%sa(6) * rpe * (1.0_dp + tf%sb(6) * rpe))
+    st%p_na = tf%eps(11) / (1.0_dp + tf%sa(11) * rpe * (1.0_dp + tf%sb(11) * rpe))
+    st%p_mg = tf%eps(12) / (1.0_dp + tf%sa(12) * rpe * (1.0_dp + tf%sb(12) * rpe))
 
     ! hydrogen quadratic (§4.3)
     ! SIR's single-precision magnitude clips of A..E and c1 to [1e-15, 1e15] are NOT applied:
@@ -134,7 +193,7 @@ contains
     ph = pe / fe
     if (f5 <= 1.0e-4_dp) then
       do k = 1, 5
-        f5 = ph * (g5 / pe) * f1**2
+        f5 = ph * tf%k2 * f1**2
         f4 = ce * f5
         fe = max((f2 - f3 + g1) + f4, tiny(1.0_dp))
         ph = pe / fe
@@ -142,27 +201,17 @@ contains
     end if
 
     ! derived quantities (§4.4)
-    se = sum(eps)
-    sew = 0.0_dp
-    do iz = 1, 92
-      sew = sew + eps(iz) * atomic_weight(iz)
-    end do
-    if (compat) then
-      nonh = sir_nonh_nuclei
-    else
-      nonh = se - eps(1)
-    end if
     st%f1 = f1; st%f2 = f2; st%f3 = f3; st%f4 = f4; st%f5 = f5; st%fe = fe
     st%g1 = g1; st%g2 = g2; st%g3 = g3; st%g4 = g4; st%g5 = g5
     st%ph = ph
-    st%nh = ph / (k_boltz * t)
-    st%ne = pe / (k_boltz * t)
-    st%pg = pe * (1.0_dp + (f1 + f2 + f3 + f4 + f5 + nonh) / fe)
-    st%mu_m = sew / (se + fe)
-    st%rho = st%mu_m * st%pg / (r_gas * t)
-    st%per_gram = n_avogadro / sew
+    st%nh = ph / (k_boltz * tf%t)
+    st%ne = pe / (k_boltz * tf%t)
+    st%pg = pe * (1.0_dp + (f1 + f2 + f3 + f4 + f5 + tf%nonh) / fe)
+    st%mu_m = tf%sew / (tf%se + fe)
+    st%rho = st%mu_m * st%pg / (r_gas * tf%t)
+    st%per_gram = n_avogadro / tf%sew
     if (.not. (abs(st%pg) <= huge(1.0_dp)) .or. .not. (abs(f1) <= huge(1.0_dp))) ierr = err_not_finite
-  end subroutine eos_solve
+  end subroutine eos_solve_tf
 
   !> eos_state as a flat array (order of the type components).
   pure function eos_state_to_array(st) result(v)
@@ -195,6 +244,7 @@ contains
     real(dp), parameter :: h = 2.0e-4_dp
     real(dp) :: d1(n_eos_fields), d2(n_eos_fields), vp(n_eos_fields), vm(n_eos_fields)
     type(eos_state) :: sp, sm
+    type(eos_tfac) :: tf
     integer :: ie, k
     real(dp) :: hk
 
@@ -213,11 +263,12 @@ contains
       end if
     end do
     dst_dt = eos_state_from_array((4.0_dp * d2 - d1) / 3.0_dp / t)
-    ! electron pressure
+    ! electron pressure (temperature factors computed once)
+    call eos_tfactors(t, eps, tf, ie, sir_compat)
     do k = 1, 2
       hk = h / real(k, dp)
-      call eos_solve(t, pe * exp(hk), eps, sp, ie, sir_compat); if (ie /= 0) ierr = ie
-      call eos_solve(t, pe * exp(-hk), eps, sm, ie, sir_compat); if (ie /= 0) ierr = ie
+      call eos_solve_tf(tf, pe * exp(hk), sp, ie); if (ie /= 0) ierr = ie
+      call eos_solve_tf(tf, pe * exp(-hk), sm, ie); if (ie /= 0) ierr = ie
       vp = eos_state_to_array(sp); vm = eos_state_to_array(sm)
       if (k == 1) then
         d1 = (vp - vm) / (2.0_dp * hk)
@@ -238,19 +289,34 @@ contains
     integer, intent(out) :: ierr
     real(dp), intent(in), optional :: pe_guess
     integer, intent(in), optional :: sir_compat
-    real(dp), parameter :: tol = 1.0e-11_dp
-    real(dp) :: tt, x0, r0, r1, xlo, xhi, rlo, rhi, xn, lpg, theta, g, uh, u2, u3, xh
-    integer :: it, nexp
+    type(eos_tfac) :: tf
 
     ierr = err_ok
     pe = 0.0_dp
     if (.not. (t > 0.0_dp) .or. t > huge(1.0_dp)) then
       ierr = err_nonpositive_t; return
     end if
+    call eos_tfactors(max(t, 500.0_dp), eps, tf, ierr, sir_compat)
+    if (ierr /= err_ok) return
+    call pe_from_pg_tf(tf, pg, pe, ierr, pe_guess)
+  end subroutine pe_from_pg
+
+  !> pe_from_pg with the temperature factors of eos_tfactors (at max(t, 500 K), as pe_from_pg).
+  pure subroutine pe_from_pg_tf(tf, pg, pe, ierr, pe_guess)
+    type(eos_tfac), intent(in) :: tf
+    real(dp), intent(in) :: pg
+    real(dp), intent(out) :: pe
+    integer, intent(out) :: ierr
+    real(dp), intent(in), optional :: pe_guess
+    real(dp), parameter :: tol = 1.0e-11_dp
+    real(dp) :: x0, r0, r1, xlo, xhi, rlo, rhi, xn, lpg, g, xh
+    integer :: it, nexp
+
+    ierr = err_ok
+    pe = 0.0_dp
     if (.not. (pg > 0.0_dp) .or. pg > huge(1.0_dp)) then
       ierr = err_bad_input; return
     end if
-    tt = max(t, 500.0_dp)
     lpg = log(pg)
     ! start value: guess, or pure-hydrogen Saha estimate (P_g = P_H'(1 + x), P_e = x P_H')
     if (present(pe_guess)) then
@@ -260,17 +326,15 @@ contains
         x0 = log(0.01_dp * pg)
       end if
     else
-      theta = 5040.0_dp / tt
-      call partition_functions(1, tt, uh, u2, u3)
       ! x^2/(1-x^2) = Phi * P_e/... : with P_e = x P_g/(1+x), x^2/(1-x^2) = Phi(P=1)/P_g
-      g = saha_phi(theta, chi_h, uh, 1.0_dp, 1.0_dp) / pg
+      g = tf%s2 / pg
       xh = sqrt(g / (1.0_dp + g))
       xh = max(xh, 1.0e-4_dp)   ! metals provide electrons in cool gas
       x0 = log(max(xh * pg / (1.0_dp + xh), 1.0e-30_dp))
     end if
     ! Bracket [xlo, xhi] in x = ln pe with r(xlo) < 0 < r(xhi) (P_g increases with P_e), then
     ! Illinois regula falsi (bisection while a bracket end has an overflowed residual).
-    call pg_resid(tt, x0, eps, lpg, r0, ierr, sir_compat); if (ierr /= 0) return
+    call pg_resid(tf, x0, lpg, r0)
     if (abs(r0) <= tol) then
       pe = exp(x0); return
     end if
@@ -278,7 +342,7 @@ contains
       xlo = x0; rlo = r0
       xhi = x0 + max(-r0, 0.1_dp)
       do it = 1, 200
-        call pg_resid(tt, xhi, eps, lpg, rhi, ierr, sir_compat); if (ierr /= 0) return
+        call pg_resid(tf, xhi, lpg, rhi)
         if (rhi > 0.0_dp) exit
         xlo = xhi; rlo = rhi
         xhi = xhi + max(-rhi, 0.1_dp)
@@ -287,7 +351,7 @@ contains
       xhi = x0; rhi = r0
       xlo = x0 - max(min(r0, 10.0_dp), 0.1_dp)
       do it = 1, 200
-        call pg_resid(tt, xlo, eps, lpg, rlo, ierr, sir_compat); if (ierr /= 0) return
+        call pg_resid(tf, xlo, lpg, rlo)
         if (rlo < 0.0_dp) exit
         xhi = xlo; rhi = rlo
         xlo = xlo - max(min(rlo, 10.0_dp), 1.0_dp)
@@ -304,7 +368,7 @@ contains
         xn = 0.5_dp * (xlo + xhi)
       end if
       if (.not. (xn > xlo .and. xn < xhi)) xn = 0.5_dp * (xlo + xhi)
-      call pg_resid(tt, xn, eps, lpg, r1, ierr, sir_compat); if (ierr /= 0) return
+      call pg_resid(tf, xn, lpg, r1)
       if (abs(r1) <= tol .or. xhi - xlo < 1.0e-13_dp) then
         pe = exp(xn); return
       end if
@@ -320,19 +384,18 @@ contains
     end do
     ierr = err_no_convergence
     pe = exp(xn)
-  end subroutine pe_from_pg
+  end subroutine pe_from_pg_tf
 
   !> ln P_g(t, exp(x)) - lpg
-  pure subroutine pg_resid(t, x, eps, lpg, r, ierr, sir_compat)
-    real(dp), intent(in) :: t, x, eps(92), lpg
+  pure subroutine pg_resid(tf, x, lpg, r)
+    type(eos_tfac), intent(in) :: tf
+    real(dp), intent(in) :: x, lpg
     real(dp), intent(out) :: r
-    integer, intent(out) :: ierr
-    integer, intent(in), optional :: sir_compat
     type(eos_state) :: st
-    call eos_solve(t, exp(x), eps, st, ierr, sir_compat)
+    integer :: ierr
+    call eos_solve_tf(tf, exp(x), st, ierr)
     if (ierr /= err_ok .or. .not. (st%pg > 0.0_dp .and. st%pg <= huge(1.0_dp))) then
       ! overflow at absurdly large trial P_e: treat as "P_e too large"
-      ierr = err_ok
       r = huge(1.0_dp)
     else
       r = log(st%pg) - lpg

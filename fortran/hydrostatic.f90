@@ -8,8 +8,8 @@ module pyinv_hydrostatic
   use pyinv_kinds, only: dp, ln10, g_sun, r_gas
   use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_logtau_order, err_no_convergence, &
                           err_nonpositive_t, err_nonpositive_pe, err_not_finite
-  use pyinv_eos, only: eos_state, eos_solve, pe_from_pg
-  use pyinv_continuum, only: kappa_continuum
+  use pyinv_eos, only: eos_state, eos_solve, pe_from_pg, eos_tfac, eos_tfactors, eos_solve_tf, pe_from_pg_tf
+  use pyinv_continuum, only: kappa_continuum, kappa_coefficients, kappa_from_coef, n_kappa_coef
   implicit none
   private
   public :: hydrostatic_eq, geometric_height, density_boundary_pg
@@ -22,15 +22,22 @@ contains
   !> Integrate HE downward from the top point (index n).
   !> boundary: 0 = keep pe_top; 1 = top P_g = bvalue; 2 = top density = bvalue [g cm-3].
   !> Outputs pe, pg [dyn cm-2], rho [g cm-3], z [km, SIR zero point], kappa5_gram [cm2 g-1].
+  !> pe_guess (optional): an approximate P_e column (e.g. the previous model's during an inversion)
+  !> used only to start the iterations; entries <= 0 are ignored. The result does not depend on it
+  !> beyond the 1e-11 convergence tolerance.
+  !> The temperature-only factors of the EOS (eos_tfactors) and of kappa_5 (kappa_coefficients) are
+  !> computed once per depth and reused over the P_e and trapezoid iterations.
   pure subroutine hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe, pg, rho, z, &
-                                 kappa5_gram, ierr, sir_compat)
+                                 kappa5_gram, ierr, sir_compat, pe_guess)
     integer, intent(in) :: n, boundary
     real(dp), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92)
     real(dp), intent(out) :: pe(n), pg(n), rho(n), z(n), kappa5_gram(n)
     integer, intent(out) :: ierr
     integer, intent(in), optional :: sir_compat
+    real(dp), intent(in), optional :: pe_guess(n)
     type(eos_state) :: st
-    real(dp) :: geff, delta, ptop, pstar, pnew, tau(n), kap, pe_i, mu_top
+    type(eos_tfac) :: tf, tfp
+    real(dp) :: geff, delta, ptop, pstar, pnew, tau(n), kap, pe_i, peg, mu_top, coef(n_kappa_coef), y1
     integer :: i, it
     logical :: compat, conv
 
@@ -92,19 +99,39 @@ contains
 
     ! downward trapezoid integration with fixed-point iteration at each depth
     do i = n - 1, 1, -1
+      ! temperature factors: P_e(P_g) at max(T, 500 K) as pe_from_pg, EOS and kappa_5 at T
+      call eos_tfactors(max(t(i), 500.0_dp), eps, tfp, ierr, sir_compat)
+      if (ierr /= err_ok) return
+      if (t(i) < 500.0_dp) then
+        call eos_tfactors(t(i), eps, tf, ierr, sir_compat)
+        if (ierr /= err_ok) return
+      else
+        tf = tfp
+      end if
+      call kappa_coefficients(lambda5, t(i), coef, ierr, sir_compat)
+      if (ierr /= err_ok) return
       delta = geff * ln10 * (logtau(i) - logtau(i + 1))
-      pstar = pg(i + 1) + delta * tau(i + 1) / kappa5_gram(i + 1)
+      y1 = tau(i + 1) / kappa5_gram(i + 1)
+      pstar = pg(i + 1) + delta * y1
       pe_i = pe(i + 1)
+      if (present(pe_guess)) then
+        if (pe_guess(i) > 0.0_dp .and. pe_guess(i) <= huge(1.0_dp)) then
+          ! trapezoid predictor with kappa_5 at the guessed P_e
+          pe_i = pe_guess(i)
+          call eos_solve_tf(tf, pe_i, st, ierr)
+          if (ierr /= err_ok) return
+          pstar = pg(i + 1) + 0.5_dp * delta * (y1 + tau(i) / (kappa_from_coef(coef, st) * st%per_gram))
+        end if
+      end if
       conv = .false.
       do it = 1, 200
-        call pe_from_pg(t(i), pstar, eps, pe_i, ierr, pe_guess=pe_i, sir_compat=sir_compat)
+        peg = pe_i   ! (pe_guess must not alias pe)
+        call pe_from_pg_tf(tfp, pstar, pe_i, ierr, pe_guess=peg)
         if (ierr /= err_ok) return
-        call eos_solve(t(i), pe_i, eps, st, ierr, sir_compat)
+        call eos_solve_tf(tf, pe_i, st, ierr)
         if (ierr /= err_ok) return
-        call kappa_continuum(lambda5, st, eps, kap, ierr, sir_compat)
-        if (ierr /= err_ok) return
-        kap = kap * st%per_gram
-        pnew = pg(i + 1) + 0.5_dp * delta * (tau(i + 1) / kappa5_gram(i + 1) + tau(i) / kap)
+        kap = kappa_from_coef(coef, st) * st%per_gram
+        pnew = pg(i + 1) + 0.5_dp * delta * (y1 + tau(i) / kap)
         if (2.0_dp * abs(pnew - pstar) / (pnew + pstar) <= 1.0e-11_dp) then
           pstar = pnew; conv = .true.; exit
         end if
@@ -116,13 +143,11 @@ contains
         end if
       end if
       pg(i) = pstar
-      call pe_from_pg(t(i), pg(i), eps, pe(i), ierr, pe_guess=pe_i, sir_compat=sir_compat)
+      call pe_from_pg_tf(tfp, pg(i), pe(i), ierr, pe_guess=pe_i)
       if (ierr /= err_ok) return
-      call eos_solve(t(i), pe(i), eps, st, ierr, sir_compat)
+      call eos_solve_tf(tf, pe(i), st, ierr)
       if (ierr /= err_ok) return
-      call kappa_continuum(lambda5, st, eps, kap, ierr, sir_compat)
-      if (ierr /= err_ok) return
-      kappa5_gram(i) = kap * st%per_gram
+      kappa5_gram(i) = kappa_from_coef(coef, st) * st%per_gram
       if (compat .and. boundary /= he_boundary_pe) then
         rho(i) = mu_top * pg(i) / (r_gas * t(i))
       else
@@ -139,7 +164,7 @@ contains
     integer, intent(out) :: ierr
     integer, intent(in), optional :: sir_compat
     type(eos_state) :: st
-    real(dp) :: mu_m, pe, pnew
+    real(dp) :: mu_m, pe, pnew, peg
     integer :: it
     ierr = err_ok
     pg = 0.0_dp
@@ -151,7 +176,8 @@ contains
     pe = -1.0_dp
     do it = 1, 100
       if (pe > 0.0_dp) then
-        call pe_from_pg(t, pg, eps, pe, ierr, pe_guess=pe, sir_compat=sir_compat)
+        peg = pe   ! (pe_guess must not alias pe)
+        call pe_from_pg(t, pg, eps, pe, ierr, pe_guess=peg, sir_compat=sir_compat)
       else
         call pe_from_pg(t, pg, eps, pe, ierr, sir_compat=sir_compat)
       end if

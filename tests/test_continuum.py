@@ -135,3 +135,25 @@ def test_kappa_derivatives():
 def test_bad_wavelength():
     with pytest.raises(EngineError):
         thermo.continuum_opacity(-5000.0, 5000.0, 1.0, AB)
+
+
+# --- regression: values computed with the code BEFORE the 2025 speed-up (kappa coefficients).
+def test_kappa_regression_against_pre_speedup_values():
+    from pyinv import engine
+    from test_eos import EPS
+    t = np.array([3200.0, 5800.0, 9000.0, 16000.0])
+    pe = np.array([0.02, 30.0, 300.0, 5.0])
+    ref = {
+        4000.0: [1.0915680184972128e-26, 9.345129243406909e-25, 7.290922271581059e-24, 8.078654546556539e-25],
+        6302.0: [1.35680051674385e-26, 1.4539839708866852e-24, 2.2037222797114764e-23, 9.774724322012635e-25],
+        15648.0: [1.892914311493329e-27, 4.931758646209159e-25, 4.3122533370212144e-23, 1.6283051941276421e-24],
+    }
+    for lam, r in ref.items():
+        k, comp = engine.kappa_arrays(lam, t, pe, EPS)
+        np.testing.assert_allclose(k, r, rtol=1e-10, err_msg=str(lam))
+        np.testing.assert_allclose(comp.sum(axis=1), k, rtol=1e-14)
+    k, dkt, dkp = engine.kappa_deriv_arrays(5000.0, t, pe, EPS)
+    np.testing.assert_allclose(dkt, [-1.2052275595395845e-29, -7.146278863765786e-28, 1.2874651418720177e-26,
+                                     -2.6753767489523085e-29], rtol=1e-7)
+    np.testing.assert_allclose(dkp, [4.915248019341032e-25, 3.8918014793756856e-26, 1.3745485854813353e-26,
+                                     2.6933510911751336e-26], rtol=1e-8)

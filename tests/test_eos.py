@@ -188,3 +188,34 @@ def test_eos_rejects_invalid_input(t, pe):
 def test_abundance_validation():
     with pytest.raises(ValueError):
         thermo.equation_of_state(5000.0, 1.0, AB[:50])
+
+
+# --- regression: values computed with the code BEFORE the 2025 speed-up (T-factor caching).
+_REG_T = np.array([3200.0, 5800.0, 9000.0, 16000.0])
+_REG_PE = np.array([0.02, 30.0, 300.0, 5.0])
+_REG_EOS = {   # column index of eos_arrays -> values
+    4: [3.5148179511067178e-12, 4.3681443966918605e-05, 0.17239152611466615, 0.999990611836],
+    9: [7.261540582678849e-06, 9.485523044949035e-05, 0.0006788464266693883, 0.10168107276782273],
+    14: [2754.3770587545687, 216583.86717616682, 1733.398987289165, 4.538557239762472],
+    21: [2950.6319734144827, 238386.8253424641, 2209.554717704393, 9.9997867908415],
+    22: [1.302556093401364, 1.3024009195991186, 1.125710345497955, 0.6512684532560019],
+    23: [1.4445242625376923e-08, 6.438167786078084e-07, 3.3239329058659685e-09, 4.895467138292832e-12],
+}
+
+
+def test_eos_regression_against_pre_speedup_values():
+    from pyinv import engine
+    out = engine.eos_arrays(_REG_T, _REG_PE, EPS)
+    for col, ref in _REG_EOS.items():
+        np.testing.assert_allclose(out[:, col], ref, rtol=1e-10, err_msg=engine.EOS_FIELDS[col])
+    # P_e(P_g) inverts to its 1e-11 tolerance in ln P_g
+    pe = engine.pe_from_pg_arrays(_REG_T, out[:, 21], EPS)
+    np.testing.assert_allclose(pe, _REG_PE, rtol=1e-10)
+    # derivatives (central differences before the change)
+    _, dt, dpe = engine.eos_arrays(_REG_T, _REG_PE, EPS, derivatives=True)
+    np.testing.assert_allclose(dt[:, 21], [-8.338716366206237, -462.8707727329997, -3.507912452111365,
+                                           -4.428153468164868e-06], rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(dpe[:, 21], [193611.48016859413, 11205.684458748792, 12.619544768200639,
+                                            2.0006362499828496], rtol=1e-8)
+    np.testing.assert_allclose(dt[:, 22], [-2.6084554366016345e-08, -3.185547896348399e-07,
+                                           -0.0002807759110124903, -2.884101132280085e-07], rtol=1e-6)

@@ -121,3 +121,62 @@ def test_argument_errors():
         thermo.hydrostatic(atm, top_pg=-1.0)
     with pytest.raises(ValueError):
         thermo.hydrostatic(atm, mu=0.0)
+
+
+# --- regression: values computed with the code BEFORE the 2025 speed-up (T-factor caching, kappa
+# coefficients per depth); the results must not change by more than 1e-10 relative.
+_REG_IDX = [0, 12, 30, 45, 52]
+_REG = {
+    "A": dict(
+        pe=[672.5603941675612, 8.992128708870773, 0.8865270218683807, 0.1755850470507224, 0.05],
+        pg=[465174.6452621778, 172886.67565893076, 16640.657745323486, 2263.672710618333, 552.6837816352612],
+        rho=[9.780740113369506e-07, 5.561173841242365e-07, 5.9166645286556526e-08, 8.058943690679152e-09,
+             1.9676392674305354e-09],
+        z=[-137.36102743588089, 0.0, 245.66959257270338, 449.87958359887125, 595.2208847428305],
+        k5=[4.732865800615737, 0.29773413318369585, 0.04607307046343721, 0.009586108593574602,
+            0.0030659308688750523]),
+    "B": dict(
+        pe=[102.09574075056337, 2.203373445019301, 0.16852927862766753, 1.761508987363461, 0.3974345607913535],
+        pg=[753586.8849658809, 417452.62689689704, 25658.14817733313, 35.371242912907924, 0.8],
+        rho=[9.728237403481527e-07, 8.967801798083535e-07, 5.884489266979115e-08, 4.100973151172187e-11,
+             5.086520193607798e-13],
+        z=[-203.9025023678887, 0.0, 596.3850585102455, 2381.6709504264218, 4914.441068185597],
+        k5=[1.3898721554163616, 0.15288687770766857, 0.02442641688244231, 0.06188793661949787,
+            0.31425082831507056]),
+}
+
+
+def _regression_models():
+    lt = np.round(np.arange(1.2, -4.01, -0.1), 10)
+    T = 4400.0 + 1800.0 * (1 + np.tanh(1.3 * (lt - 0.4))) / 2 + 1200.0 * np.clip(lt, 0, None)
+    Tb = np.where(lt < -3, T + 8000 * (-3 - lt), T - 1200 + 300 * np.sin(3 * lt))
+    # (name, T, boundary, bvalue, mu, sir_compat): A photospheric, Pe boundary; B cool photosphere
+    # with a hot chromosphere, Pg boundary, mu = 0.7, SIR-compatible density column
+    return lt, [("A", T, 0, 0.0, 1.0, 0), ("B", Tb, 1, 0.8, 0.7, 1)]
+
+
+def test_hydrostatic_regression_against_pre_speedup_values():
+    from pyinv import engine
+    from test_eos import EPS
+    lt, models = _regression_models()
+    for name, T, b, bv, mu, sc in models:
+        pe, pg, rho, z, k5 = engine.hydrostatic_arrays(lt, T, 0.05, b, bv, mu, EPS, sc)
+        ref = _REG[name]
+        np.testing.assert_allclose(pe[_REG_IDX], ref["pe"], rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(pg[_REG_IDX], ref["pg"], rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(rho[_REG_IDX], ref["rho"], rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(z[_REG_IDX], ref["z"], rtol=1e-10, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(k5[_REG_IDX], ref["k5"], rtol=1e-10, err_msg=name)
+
+
+def test_pe_guess_only_starts_the_iterations():
+    """hydrostatic_eq(..., pe_guess) converges to the same column (the guess only saves work)."""
+    from pyinv import engine
+    from test_eos import EPS
+    lt, models = _regression_models()
+    for name, T, b, bv, mu, sc in models:
+        r0 = engine.hydrostatic_arrays(lt, T, 0.05, b, bv, mu, EPS, sc)
+        for g in (r0[0] * 1.03, r0[0] * 0.5, np.where(np.arange(lt.size) % 3 == 0, -1.0, r0[0] * 1.2)):
+            r1 = engine.hydrostatic_arrays(lt, T, 0.05, b, bv, mu, EPS, sc, pe_guess=g)
+            for x, y in zip(r0, r1):
+                np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-9, err_msg=name)

@@ -150,7 +150,8 @@ def generate(rows) -> str:
     o.append("  use pyinv_kinds, only: dp")
     o.append("  implicit none")
     o.append("  private")
-    o.append("  public :: atomic_weight, ionisation_energies, partition_functions, partition_functions_dt")
+    o.append("  public :: atomic_weight, atomic_weights, ionisation_energies, partition_functions, &")
+    o.append("            partition_functions_dt")
     o.append("  integer, parameter, public :: n_elements = 92")
     for name, key in (("weights", "w"), ("chi_i", "chi1"), ("chi_ii", "chi2")):
         vals = [rows[z][key] for z in range(1, 93)]
@@ -168,6 +169,12 @@ def generate(rows) -> str:
     w = 0.0_dp
     if (iz >= 1 .and. iz <= n_elements) w = tab_weights(iz)
   end function atomic_weight
+
+  !> Atomic weights [amu] of all elements Z = 1..92.
+  pure function atomic_weights() result(w)
+    real(dp) :: w(n_elements)
+    w = tab_weights
+  end function atomic_weights
 
   !> First and second ionisation energies [eV] of element iz (0 outside 1..92).
   pure subroutine ionisation_energies(iz, chi1, chi2)
