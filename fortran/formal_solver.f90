@@ -16,8 +16,10 @@
 !>         | eta_Q  eta_I  rho_V -rho_U |
 !>         | eta_U -rho_V  eta_I  rho_Q |
 !>         | eta_V  rho_U -rho_Q  eta_I |
-!> Per-depth K', dK'/dx, S and S' are formed here from the inputs, so a tangent-linear (response
-!> function) extension can reuse the same step matrices (stokes_depth returns I at every depth).
+!> Per-depth K', dK'/dx, S and S' are formed here from the inputs (stokes_depth returns I at every
+!> depth). hermite_polarised_adjoint / hermite_scalar_adjoint repeat the forward sweep with the same
+!> operations and add the reverse sweep: the exact gradients of the emergent vector with respect to
+!> k7 and S at every depth (response functions, pyinv_response).
 module pyinv_formal_solver
   use pyinv_kinds, only: dp, ln10
   use pyinv_errors, only: err_ok, err_singular, err_bad_size

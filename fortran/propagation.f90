@@ -16,7 +16,7 @@ module pyinv_propagation
   use pyinv_errors, only: err_ok, err_bad_input, err_domain
   use pyinv_atomic, only: atomic_weight, ionisation_energies, partition_functions, partition_functions_dt
   use pyinv_eos, only: eos_state, saha_phi
-  use pyinv_voigt, only: voigt_faraday
+  use pyinv_voigt, only: voigt_n
   implicit none
   private
   public :: line_depth_quantities, add_line_k7, add_line_eta, voigt_hui, blend_offset_mA, air_to_vacuum, &
@@ -285,15 +285,16 @@ contains
   !> vshift = v_LOS / v_D, vb = Zeeman splitting / Doppler width (Delta lambda_B / Delta lambda_D),
   !> adamp, and c5(5, n) = eta0 * geometry factors (see geometry_factors). The pattern is given as
   !> ncomp components with group index grp (1 pi, 2 sigma_r, 3 sigma_b), shift and strength.
-  !> exact /= 0 uses the exact Faddeeva function (pyinv_voigt) instead of SIR's approximation.
+  !> sirvoigt /= 0 uses SIR's rational Voigt approximation instead of the accurate Faddeeva function
+  !> (pyinv_voigt::voigt_n, the default).
   pure subroutine add_line_k7(n, dlam, inv_dld, vshift, vb, adamp, c5, ncomp, grp, shift, strength, &
-                              exact, k7)
-    integer, intent(in) :: n, ncomp, exact
+                              sirvoigt, k7)
+    integer, intent(in) :: n, ncomp, sirvoigt
     real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), vb(n), adamp(n), c5(5, n)
     integer, intent(in) :: grp(ncomp)
     real(dp), intent(in) :: shift(ncomp), strength(ncomp)
     real(dp), intent(inout) :: k7(7, n)
-    real(dp) :: v(n), u(n), hh(n), ff(n), hs(n, 3), fs(n, 3), h, f, sk, wk, ps, pd, ds, dd
+    real(dp) :: v(n), u(n), hh(n), ff(n), hs(n, 3), fs(n, 3), sk, wk, ps, pd, ds, dd
     integer :: i, k, g
     do i = 1, n
       v(i) = dlam * inv_dld(i) - vshift(i)
@@ -304,22 +305,18 @@ contains
       g = grp(k)
       sk = shift(k)
       wk = strength(k)
-      if (exact /= 0) then
-        do i = 1, n
-          call voigt_faraday(adamp(i), v(i) + sk * vb(i), h, f)
-          hs(i, g) = hs(i, g) + wk * h
-          fs(i, g) = fs(i, g) + wk * f
-        end do
-      else
-        do i = 1, n
-          u(i) = v(i) + sk * vb(i)
-        end do
+      do i = 1, n
+        u(i) = v(i) + sk * vb(i)
+      end do
+      if (sirvoigt /= 0) then
         call voigt_hui_n(n, adamp, u, hh, ff)
-        do i = 1, n
-          hs(i, g) = hs(i, g) + wk * hh(i)
-          fs(i, g) = fs(i, g) + wk * ff(i)
-        end do
+      else
+        call voigt_n(n, adamp, u, hh, ff)
       end if
+      do i = 1, n
+        hs(i, g) = hs(i, g) + wk * hh(i)
+        fs(i, g) = fs(i, g) + wk * ff(i)
+      end do
     end do
     do i = 1, n
       ps = hs(i, 2) + hs(i, 3)
@@ -337,26 +334,23 @@ contains
   end subroutine add_line_k7
 
   !> Non-magnetic analogue of add_line_k7: eta_I only (eta(n) += eta0 H(a, v)).
-  pure subroutine add_line_eta(n, dlam, inv_dld, vshift, adamp, eta0, exact, eta)
-    integer, intent(in) :: n, exact
+  pure subroutine add_line_eta(n, dlam, inv_dld, vshift, adamp, eta0, sirvoigt, eta)
+    integer, intent(in) :: n, sirvoigt
     real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), adamp(n), eta0(n)
     real(dp), intent(inout) :: eta(n)
-    real(dp) :: h, f, u(n), hh(n), ff(n)
+    real(dp) :: u(n), hh(n), ff(n)
     integer :: i
-    if (exact /= 0) then
-      do i = 1, n
-        call voigt_faraday(adamp(i), dlam * inv_dld(i) - vshift(i), h, f)
-        eta(i) = eta(i) + eta0(i) * h
-      end do
-    else
-      do i = 1, n
-        u(i) = dlam * inv_dld(i) - vshift(i)
-      end do
+    do i = 1, n
+      u(i) = dlam * inv_dld(i) - vshift(i)
+    end do
+    if (sirvoigt /= 0) then
       call voigt_hui_n(n, adamp, u, hh, ff)
-      do i = 1, n
-        eta(i) = eta(i) + eta0(i) * hh(i)
-      end do
+    else
+      call voigt_n(n, adamp, u, hh, ff)
     end if
+    do i = 1, n
+      eta(i) = eta(i) + eta0(i) * hh(i)
+    end do
   end subroutine add_line_eta
 
   !> line_depth_quantities and its tangent-linear: derivatives with respect to T (at fixed Pe), Pe

@@ -17,7 +17,8 @@
 !>
 !> pyinv decisions (spec §12) taken here: a model is non-magnetic only if B = 0 at every depth (item 6;
 !> opts(3) restores SIR's 1 G threshold); no damping cap (item 5; opts(4)); HSRA polynomials in double
-!> precision (item 2); SIR's rational Voigt approximation by default (§7.6; opts(7) = exact Faddeeva).
+!> precision (item 2); the accurate Faddeeva function (pyinv_voigt; opts(7) /= 0: SIR's rational
+!> approximation of §7.6, which differs by <= 4.5e-6 of H(0,0)).
 !> Per-depth K (k7), S and the EOS states are formed per group/wavelength in plain arrays, so a
 !> tangent-linear (response-function) pass can reuse the same loop structure.
 module pyinv_synthesis
@@ -38,7 +39,7 @@ module pyinv_synthesis
 
   !> option slots (opts array): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR's 1 G
   !> non-magnetic threshold, 4 SIR's damping cap at 3, 5 EOS sir_compat, 6 skip convolution,
-  !> 7 exact Faddeeva function instead of SIR's Voigt approximation
+  !> 7 SIR's rational Voigt approximation (Hui et al. 1977) instead of the accurate Faddeeva function
   integer, parameter :: n_options = 8
   real(dp), parameter :: larmor = 4.6686e-5_dp       ! Delta lambda_B = larmor lambda^2 B
   real(dp), parameter :: c_kms_mac = 3.0e5_dp        ! c for the macroturbulence width

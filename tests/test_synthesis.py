@@ -34,27 +34,32 @@ def _case(reference_dir, lines, name):
     return d, grid, atm, psf
 
 
+@pytest.mark.parametrize("voigt", ["accurate", "sir"])
 @pytest.mark.parametrize("name", FILES)
-def test_against_sir(ref_setup, name, record_property):
+def test_against_sir(ref_setup, name, voigt, record_property):
     reference_dir, lines, ab = ref_setup
     d, grid, atm, psf = _case(reference_dir, lines, name)
     # synth_gris holds umbral models whose Fe I 1.56 um lines reach a > 3 in the deepest layers, where
     # SIR rescales the damping (spec §7.5 cap); pyinv's default does not (it warns), so SIR's cap is
     # switched on to compare like with like (test_damping_cap_only_affects_capped_models covers the rest).
+    # voigt="accurate" is pyinv's default (Faddeeva function to < 1e-6); "sir" is SIR's rational
+    # approximation (spec §7.6), whose 4.5e-6 error shows up as up to ~5e-5 in I for weak damping.
     s = pyinv.synthesize(atm, lines, grid, mu=float(d["mu"]), psf=psf, abundances=ab,
-                         damping_cap=(name == "synth_gris"))
+                         damping_cap=(name == "synth_gris"), exact_voigt=(voigt == "accurate"))
     ref = d["stokes"]
     assert s.shape == ref.shape
     dev = np.abs(s - ref).max(axis=(0, 2))
-    print(f"\n{name}: max|dI| = {dev[0]:.2e}, max|dQ| = {dev[1]:.2e}, max|dU| = {dev[2]:.2e}, "
+    print(f"\n{name} ({voigt} Voigt): max|dI| = {dev[0]:.2e}, max|dQ| = {dev[1]:.2e}, max|dU| = {dev[2]:.2e}, "
           f"max|dV| = {dev[3]:.2e}")
     record_property("max_dev_IQUV", [float(x) for x in dev])
     per_model = np.abs(s - ref).max(axis=2)  # (n, 4)
     assert np.all(per_model[:, 0] <= 5e-4)
     lim = 0.01 * np.abs(ref[:, 1:]).max(axis=2) + 5e-5
     assert np.all(per_model[:, 1:] <= lim)
-    # what an implementation from the spec reaches (~1e-5): guard against silent regressions
-    assert dev[0] < 3e-5 and dev[1:].max() < 3e-5
+    # guard against silent regressions: with SIR's Voigt approximation an implementation from the spec
+    # reaches ~1e-5; the accurate Voigt function adds up to ~5e-5 in I (weakly damped lines)
+    bound = 3e-5 if voigt == "sir" else 1e-4
+    assert dev[0] < bound and dev[1:].max() < bound
 
 
 def test_damping_cap_only_affects_capped_models(ref_setup):
@@ -66,7 +71,7 @@ def test_damping_cap_only_affects_capped_models(ref_setup):
     capped = pyinv.synthesize(atm, lines, grid, abundances=ab, damping_cap=True)
     same = np.all(np.abs(s - capped).max(axis=2) == 0, axis=1)
     assert same.sum() >= 4  # the quiet/plage/penumbra models are untouched
-    assert np.abs(s[same] - ref[same]).max() < 3e-5
+    assert np.abs(s[same] - ref[same]).max() < 1e-4
 
 
 def test_mu_and_shapes(ref_setup):
@@ -103,7 +108,7 @@ def test_options_change_little(ref_setup):
     reference_dir, lines, ab = ref_setup
     d, grid, atm, psf = _case(reference_dir, lines, "synth_fe5250")
     base = pyinv.synthesize(atm[0], lines, grid, abundances=ab)
-    exact = pyinv.synthesize(atm[0], lines, grid, abundances=ab, exact_voigt=True, exact_blend_offsets=True)
+    exact = pyinv.synthesize(atm[0], lines, grid, abundances=ab, exact_voigt=False, exact_blend_offsets=True)
     assert 0 < np.abs(exact - base).max() < 5e-4
 
 

@@ -43,7 +43,7 @@ def _he_pe_jacobian(cols: dict, mu: float, eps, sir_compat: bool) -> np.ndarray:
 
 def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None,
                        abundances=None, convolve: bool = True, exact_blend_offsets: bool = False,
-                       unsold_physical: bool = False, exact_voigt: bool = False,
+                       unsold_physical: bool = False, exact_voigt: bool | None = None,
                        damping_cap: bool | None = None, sir_compat: bool = False,
                        hydrostatic: bool = True) -> dict:
     """Response functions of the emergent Stokes profiles to every model column at every grid point.
@@ -69,8 +69,8 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
         all other columns (P_e included) held fixed; units per K, per dyn cm⁻², per cm/s, per G,
         per cm/s, per degree, per degree. ``T_he`` ``(ndep, 4, nλ)``: the temperature RF with P_e
         following hydrostatic equilibrium (top P_e fixed), ``T_he[j] = T[j] + Σ_i Pe[i] ∂Pe_i/∂T_j``
-        with the Jacobian of the hydrostatic solver linearised at the model's T (exact for a model in
-        equilibrium). ``vmac`` ``(4, nλ)`` per km/s. ``stokes`` ``(4, nλ)``: the profiles themselves
+        with the tangent-linear Jacobian of the hydrostatic solver at the equilibrium of the model's T
+        and top P_e (for a model in equilibrium, exactly its own P_e; otherwise an approximation). ``vmac`` ``(4, nλ)`` per km/s. ``stokes`` ``(4, nλ)``: the profiles themselves
         (identical to :func:`pyinv.synthesize`). Depth index 0 is the deepest point, as the model.
         For a field-free model (B = 0 everywhere) the B and angle RFs are zero, like the synthesis,
         which treats it as non-magnetic.
