@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pixels", type=int, nargs="*", default=None, help="pixel indices (default: all 20)")
     ap.add_argument("--rtol", type=float, default=None, help="invert_pixel rtol (default: pyinv's)")
+    ap.add_argument("--jacobian", choices=("depth", "nodes"), default=None,
+                    help="invert_pixel jacobian (default: pyinv's)")
     ap.add_argument("--reference", type=Path, default=REF, help="folder with invert_hinode.npz")
     args = ap.parse_args(argv)
     if not (args.reference / "invert_hinode.npz").is_file():
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
     w = np.asarray(d["weights"], float)
     noise = float(d["noise"])
     kw = {} if args.rtol is None else {"rtol": args.rtol}
+    if args.jacobian:
+        kw["jacobian"] = args.jacobian
 
     def chi2n(o, s):
         return float(np.mean(w[:, None] * (o - s) ** 2) / noise ** 2)
@@ -58,7 +62,7 @@ def main(argv=None) -> int:
     pyinv.inversion.invert_pixel(d["observed"][0], guess, lines, grid, InversionConfig(cycles=1, nodes={"T": 1}),
                                  abundances=ab)
     print(f"{'pix':>3} {'family':>9} {'wall s':>7} {'cpu s':>7} {'SIR s':>6} {'chi2n ours':>10} {'chi2n SIR':>9} "
-          f"{'ratio':>6} {'its':>10} {'synth':>5}")
+          f"{'ratio':>6} {'its':>12} {'synth':>5}")
     walls, cpus, ratios = [], [], []
     for i in pixels:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -69,7 +73,7 @@ def main(argv=None) -> int:
         cpus.append(cpu)
         ratios.append(ours / sir)
         print(f"{i:3d} {str(d['family'][i]):>9} {wall:7.2f} {cpu:7.2f} {float(d['sir_seconds'][i]):6.2f} "
-              f"{ours:10.3f} {sir:9.3f} {ours / sir:6.3f} {str(list(r.iterations)):>10} {r.syntheses:5d}"
+              f"{ours:10.3f} {sir:9.3f} {ours / sir:6.3f} {str([int(k) for k in r.iterations]):>12} {r.syntheses:5d}"
               + ("" if r.ok else f"  status {r.status}: {r.message}"), flush=True)
     ratios = np.array(ratios)
     print(f"\nseconds per pixel (one core): wall {np.mean(walls):.3f} (median {np.median(walls):.3f}), "

@@ -13,6 +13,7 @@ module pyinv_api
   public :: synth_stokes, zeeman_components, formal_solution, hsra_intensity, convolve_stokes
   public :: synth_rf  ! section: synthesis (response functions)
   public :: thermo_eos, thermo_eos_deriv, thermo_pe_from_pg, thermo_kappa, thermo_kappa_deriv, &
+            thermo_hydrostatic_guess, &
             thermo_hydrostatic, thermo_atomic  ! section: thermodynamics
   public :: inv_allowed_nodes, inv_node_basis, inv_svd_solve, inv_sigma, inv_he_pe_jacobian, &
             inv_response_functions, inv_node_jacobian, inv_cycle  ! section: inversion
@@ -252,6 +253,22 @@ subroutine thermo_hydrostatic(n, logtau, t, pe_top, boundary, bvalue, mu, eps, s
                       kappa5_gram, ie, int(sir_compat))
   ierr = ie
 end subroutine thermo_hydrostatic
+
+!> thermo_hydrostatic with a starting guess of the P_e column (entries <= 0 ignored).
+subroutine thermo_hydrostatic_guess(n, logtau, t, pe_top, boundary, bvalue, mu, eps, sir_compat, &
+                                    pe_guess, pe, pg, rho, z, kappa5_gram, ierr)
+  use, intrinsic :: iso_c_binding, only: c_double, c_int
+  use pyinv_hydrostatic, only: hydrostatic_eq
+  implicit none
+  integer(c_int), intent(in) :: n, boundary, sir_compat
+  real(c_double), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92), pe_guess(n)
+  real(c_double), intent(out) :: pe(n), pg(n), rho(n), z(n), kappa5_gram(n)
+  integer(c_int), intent(out) :: ierr
+  integer :: ie
+  call hydrostatic_eq(int(n), logtau, t, pe_top, int(boundary), bvalue, mu, eps, pe, pg, rho, z, &
+                      kappa5_gram, ie, int(sir_compat), pe_guess)
+  ierr = ie
+end subroutine thermo_hydrostatic_guess
 
 !> Partition functions U_I, U_II, U_III and dU/dT of element iz at n temperatures; weight and
 !> ionisation energies [eV].

@@ -13,17 +13,20 @@
 !> with the actual top boundary; the P_e quirk "below -0.25 becomes -0.05" is not copied (clipped to
 !> -0.25 instead).
 !>
-!> Jacobian providers (RF_INTERFACE.md): jac_mode 0 = directional finite differences in node space (one
-!> synthesis per free node parameter; mathematically the compressed RF); jac_mode 1 = depth-resolved
-!> RFs from rf_provider (today rf_finite_difference, later the analytic synth_rf) compressed with the
-!> chain rule of pyinv_nodes.
+!> Jacobian providers (RF_INTERFACE.md): jac_mode 1 (pyinv's default) = the analytic depth-resolved
+!> RFs of pyinv_response::synth_rf for the unconvolved profiles, compressed with the chain rule of
+!> pyinv_nodes (T columns plus the tangent-linear HE coupling, he_tangent), then convolved like the
+!> profiles; jac_mode 0 = directional finite differences in node space (one synthesis per free node
+!> parameter; mathematically the same compressed RF; kept as a cross-check). rf_finite_difference is
+!> a central-difference stand-in with synth_rf's signature (tests).
 module pyinv_inversion
   use pyinv_kinds, only: dp, pi, ln10, g_sun
-  use pyinv_eos, only: eos_state, eos_solve_deriv
-  use pyinv_continuum, only: kappa_continuum_deriv
+  use pyinv_eos, only: eos_state, eos_solve
+  use pyinv_continuum, only: kappa_continuum
   use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_not_finite, err_singular, &
                           err_no_convergence, err_no_data, err_zero_parameter
-  use pyinv_synthesis, only: synth_model, n_options
+  use pyinv_synthesis, only: synth_model, n_options, convolve_group
+  use pyinv_response, only: synth_rf
   use pyinv_hydrostatic, only: hydrostatic_eq
   use pyinv_nodes, only: sir_node_basis, node_basis, node_values, node_tangent, apply_perturbation, &
                          node_count_allowed, node_indices, slot_relative, slot_offset, slot_log, slot_angle
@@ -111,16 +114,22 @@ contains
 
   !> Hydrostatic equilibrium of the temperature column with the cycle's boundary (top Pe of the given
   !> model kept for boundary 0). pe_out, and optionally pg, rho, z.
-  pure subroutine he_solve(s, n, logtau, t, pe_top, boundary, bvalue, mu, pe_out, ierr, pg, rho, z)
+  pure subroutine he_solve(s, n, logtau, t, pe_top, boundary, bvalue, mu, pe_out, ierr, pg, rho, z, pe_guess)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, boundary
     real(dp), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu
     real(dp), intent(out) :: pe_out(n)
     integer, intent(out) :: ierr
     real(dp), intent(out), optional :: pg(n), rho(n), z(n)
+    real(dp), intent(in), optional :: pe_guess(n)
     real(dp) :: pg_(n), rho_(n), z_(n), k5(n)
-    call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, s%eps, pe_out, pg_, rho_, z_, k5, ierr, &
-                        s%opts(5))
+    if (present(pe_guess)) then
+      call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, s%eps, pe_out, pg_, rho_, z_, k5, ierr, &
+                          s%opts(5), pe_guess)
+    else
+      call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, s%eps, pe_out, pg_, rho_, z_, k5, ierr, &
+                          s%opts(5))
+    end if
     if (present(pg)) pg = pg_
     if (present(rho)) rho = rho_
     if (present(z)) z = z_
@@ -308,36 +317,44 @@ contains
     integer, intent(inout) :: nsynth
     integer, intent(out) :: ierr
     real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), col(n)
-    real(dp) :: rf(4, s%nw, n, n_rf_vars), rfv(4, s%nw), st(4, s%nw), dpe(n, n), dpe2(n, n)
+    real(dp) :: rf(4, s%nw, n, n_rf_vars), rfv(4, s%nw), st(4, s%nw)
     real(dp), allocatable :: dlt(:, :), dlp(:, :)
+    type(synth_setup) :: s1
     integer :: v, j, nv, want(n_rf_vars), jj
 
     ierr = err_ok
     jac = 0.0_dp
     if (jac_mode == 1) then
-      ! depth-resolved RFs compressed with the chain rule
+      ! depth-resolved analytic RFs of the UNCONVOLVED profiles, compressed with the chain rule, then
+      ! the node columns convolved (linearity: identical to compressing convolved RFs, far cheaper)
       want = 0
       do v = 1, n_cols
         if (lay%s(v)%n > 0) want(v) = 1
       end do
       if (he /= 0 .and. lay%s(1)%n > 0) want(2) = 1
-      call rf_provider(s, n, logtau, x, vmac, want, st, rf, rfv, ierr)
+      s1 = s
+      s1%opts(6) = 1
+      call rf_provider(s1, n, logtau, x, vmac, want, st, rf, rfv, ierr)
       nsynth = nsynth + 1
       if (ierr /= err_ok) return
       if (he /= 0 .and. lay%s(1)%n > 0) then
-        dpe = 0.0_dp
-        do j = 1, n
-          dpe(j, j) = 1.0_dp
-        end do
-        call he_tangent(s, n, logtau, x(:, 1), x(:, 2), boundary, mu, n, dpe, dpe2, ierr)
+        allocate(dlt(n, lay%s(1)%n), dlp(n, lay%s(1)%n))
+        dlt = lay%s(1)%d
+        call he_tangent(s, n, logtau, x(:, 1), x(:, 2), boundary, mu, lay%s(1)%n, dlt, dlp, ierr)
         if (ierr /= err_ok) return
-        dpe = dpe2
       end if
       do v = 1, n_slots
         nv = lay%s(v)%n
         if (nv <= 0) cycle
         if (v == 8) then
-          jac(:, :, lay%s(v)%first) = rfv * lay%s(v)%d(1, 1)
+          ! relative vmac: vmac dS/dvmac by central differences of the convolution alone
+          sp = st
+          call convolve_like_synth(s, vmac * (1.0_dp + fd_step), sp, ierr)
+          if (ierr /= err_ok) return
+          rfv = st
+          call convolve_like_synth(s, vmac * (1.0_dp - fd_step), rfv, ierr)
+          if (ierr /= err_ok) return
+          jac(:, :, lay%s(v)%first) = (sp - rfv) / (2.0_dp * fd_step)
           cycle
         end if
         do j = 1, nv
@@ -345,10 +362,11 @@ contains
           col = lay%s(v)%d(:, j)
           jac(:, :, jj) = reshape(matmul(reshape(rf(:, :, :, v), [4 * s%nw, n]), col), [4, s%nw])
           if (v == 1 .and. he /= 0) then
-            e = matmul(dpe, col)
-            jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, 2), [4 * s%nw, n]), e), &
-                                                    [4, s%nw])
+            jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, 2), [4 * s%nw, n]), &
+                                                           dlp(:, j)), [4, s%nw])
           end if
+          call convolve_like_synth(s, vmac, jac(:, :, jj), ierr)
+          if (ierr /= err_ok) return
         end do
       end do
       return
@@ -384,16 +402,61 @@ contains
     end do
   end subroutine node_jacobian
 
-  !> Depth-resolved RFs (RF_INTERFACE.md signature, on a synth_setup): the analytic synth_rf when it
-  !> exists; today central finite differences.
+  !> Depth-resolved RFs (RF_INTERFACE.md signature, on a synth_setup): the analytic
+  !> pyinv_response::synth_rf (rf_finite_difference below is the finite-difference stand-in with the
+  !> same signature, kept for tests).
   pure subroutine rf_provider(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, want(n_rf_vars)
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
     real(dp), intent(out) :: stokes(4, s%nw), rf(4, s%nw, n, n_rf_vars), rf_vmac(4, s%nw)
     integer, intent(out) :: ierr
-    call rf_finite_difference(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, ierr)
+    real(dp) :: amax(s%nl)
+    call synth_rf(n, logtau, x(:, 1), x(:, 2), x(:, 3), x(:, 5), x(:, 4), x(:, 6), x(:, 7), vmac, &
+                  s%nl, s%iz, s%stage, s%lam, s%chi_e, s%loggf, s%enh, s%alpha, s%sigma, &
+                  s%mult_l, s%l_l, s%j_l, s%mult_u, s%l_u, s%j_u, s%use_geff, s%geff, &
+                  s%ng, s%gstart, s%gcount, s%nglines, s%glines, s%nw, s%woff, s%wgrp, s%eps, &
+                  s%npsf, s%psf_x, s%psf_y, s%opts, want, stokes, rf, rf_vmac, amax, ierr)
+    if (ierr == err_ok) then
+      if (.not. all(abs(rf) < huge(1.0_dp)) .or. .not. all(abs(stokes) < huge(1.0_dp))) ierr = err_not_finite
+    end if
   end subroutine rf_provider
+
+  !> Macroturbulence and PSF convolution of y(4, nw) exactly as synth_model applies them (per line
+  !> group, Gaussian sigma from the group's last line), unless opts(6) /= 0.
+  pure subroutine convolve_like_synth(s, vmac, y, ierr)
+    type(synth_setup), intent(in) :: s
+    real(dp), intent(in) :: vmac
+    real(dp), intent(inout) :: y(4, s%nw)
+    integer, intent(out) :: ierr
+    real(dp), allocatable :: wy(:, :)
+    integer, allocatable :: widx(:)
+    real(dp) :: vm
+    integer :: g, j, nmw, l
+    ierr = err_ok
+    if (s%opts(6) /= 0) return
+    do g = 1, s%ng
+      nmw = count(s%wgrp == g)
+      if (nmw <= 1 .or. .not. (vmac > 0.0_dp .or. s%npsf >= 2)) cycle
+      allocate(widx(nmw), wy(4, nmw))
+      nmw = 0
+      do j = 1, s%nw
+        if (s%wgrp(j) == g) then
+          nmw = nmw + 1
+          widx(nmw) = j
+        end if
+      end do
+      vm = vmac
+      if (vm <= 0.0_dp) vm = 1.0e-7_dp
+      l = s%glines(s%gstart(g) + s%gcount(g) - 1)
+      wy = y(:, widx)
+      call convolve_group(nmw, s%woff(widx), wy, 1000.0_dp * s%lam(l) * vm / 3.0e5_dp, s%npsf, s%psf_x, &
+                          s%psf_y, ierr)
+      if (ierr /= err_ok) return
+      y(:, widx) = wy
+      deallocate(widx, wy)
+    end do
+  end subroutine convolve_like_synth
 
   !> Central finite-difference RFs per grid point: rf(:, :, k, v) = d stokes / d x_v(k) (all other
   !> inputs fixed; T at fixed Pe), per K, dyn cm-2, cm/s, G, cm/s, degree, degree; rf_vmac per km/s.
@@ -447,33 +510,47 @@ contains
 
   !> Tangent-linear of pyinv_hydrostatic::hydrostatic_eq (trapezoid rule, converged fixed point) at the
   !> model (t, pe): for nd temperature perturbations dt(n, nd) the changes dpe(n, nd) of the HE
-  !> electron pressure. Top: boundary 0 Pe fixed, 1 Pg fixed, 2 rho fixed. Exact for a model in HE;
-  !> EOS and opacity derivatives from eos_solve_deriv / kappa_continuum_deriv.
+  !> electron pressure. Top: boundary 0 Pe fixed, 1 Pg fixed, 2 rho fixed. Exact for a model in HE
+  !> (up to the ~1e-8 accuracy of the local EOS/opacity derivatives).
   pure subroutine he_tangent(s, n, logtau, t, pe, boundary, mu, nd, dt, dpe, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, boundary, nd
     real(dp), intent(in) :: logtau(n), t(n), pe(n), mu, dt(n, nd)
     real(dp), intent(out) :: dpe(n, nd)
     integer, intent(out) :: ierr
-    type(eos_state) :: st, sdt, sdp
-    real(dp) :: kg(n), kg_t(n), kg_p(n), pg_t(n), pg_p(n), rho_t, rho_p, k, kt, kp, tau(n), geff
-    real(dp) :: delta, c, rhs, dpg, dk
-    integer :: i, j
+    real(dp) :: kg(n), kg_t(n), kg_p(n), pg_t(n), pg_p(n), rho_t, rho_p, tau(n), geff
+    real(dp) :: delta, c, rhs, dpg, dk, v(3, 0:4), tt, pp
+    real(dp), parameter :: hd = 1.0e-4_dp
+    type(eos_state) :: st
+    integer :: i, j, q
     dpe = 0.0_dp
     ierr = err_ok
+    ! P_g, rho and kappa5 per gram at (T, Pe) and at T e^(+-hd), Pe e^(+-hd) (central differences in
+    ! ln T and ln Pe: relative accuracy ~1e-8, far below what an LM step needs)
     do i = 1, n
-      call eos_solve_deriv(t(i), pe(i), s%eps, st, sdt, sdp, ierr, s%opts(5))
-      if (ierr /= err_ok) return
-      call kappa_continuum_deriv(5.0e-5_dp, t(i), pe(i), s%eps, k, kt, kp, ierr, s%opts(5))
-      if (ierr /= err_ok) return
-      kg(i) = k * st%per_gram
-      kg_t(i) = kt * st%per_gram + k * sdt%per_gram
-      kg_p(i) = kp * st%per_gram + k * sdp%per_gram
-      pg_t(i) = sdt%pg
-      pg_p(i) = sdp%pg
+      do q = 0, 4
+        tt = t(i)
+        pp = pe(i)
+        if (q == 1) tt = t(i) * exp(hd)
+        if (q == 2) tt = t(i) * exp(-hd)
+        if (q == 3) pp = pe(i) * exp(hd)
+        if (q == 4) pp = pe(i) * exp(-hd)
+        call eos_solve(tt, pp, s%eps, st, ierr, s%opts(5))
+        if (ierr /= err_ok) return
+        call kappa_continuum(5.0e-5_dp, st, s%eps, v(3, q), ierr, s%opts(5))
+        if (ierr /= err_ok) return
+        v(1, q) = st%pg
+        v(2, q) = st%rho
+        v(3, q) = v(3, q) * st%per_gram
+      end do
+      kg(i) = v(3, 0)
+      kg_t(i) = (v(3, 1) - v(3, 2)) / (2.0_dp * hd * t(i))
+      kg_p(i) = (v(3, 3) - v(3, 4)) / (2.0_dp * hd * pe(i))
+      pg_t(i) = (v(1, 1) - v(1, 2)) / (2.0_dp * hd * t(i))
+      pg_p(i) = (v(1, 3) - v(1, 4)) / (2.0_dp * hd * pe(i))
       if (i == n) then
-        rho_t = sdt%rho
-        rho_p = sdp%rho
+        rho_t = (v(2, 1) - v(2, 2)) / (2.0_dp * hd * t(i))
+        rho_p = (v(2, 3) - v(2, 4)) / (2.0_dp * hd * pe(i))
       end if
     end do
     geff = abs(mu) * g_sun
@@ -797,7 +874,7 @@ contains
       return
     end if
     if (he /= 0) then
-      call he_solve(s, n, logtau, xt(:, 1), x(n, 2), boundary, bvalue, mu, pe_new, ierr)
+      call he_solve(s, n, logtau, xt(:, 1), x(n, 2), boundary, bvalue, mu, pe_new, ierr, pe_guess=x(:, 2))
       if (ierr /= err_ok) return
       xt(:, 2) = pe_new
     end if

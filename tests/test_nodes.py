@@ -178,7 +178,7 @@ def test_compression_is_the_chain_rule(hinode_setup):
     g = np.einsum("swk,kj->swj", rf[:, :, :, 3], dB)
     assert np.allclose(g, j_rf[:, :, 4:6], rtol=0, atol=1e-10 * np.abs(g).max())
     # one-node slot: depth average times the summed RF; vmac: relative
-    assert np.allclose(j_rf[:, :, 10], rfv * s["vmac"], atol=1e-12)
+    assert np.abs(j_rf[:, :, 10] - rfv * s["vmac"]).max() <= 1e-6 * np.abs(rfv * s["vmac"]).max()
 
 
 def test_he_coupled_temperature_columns(hinode_setup):

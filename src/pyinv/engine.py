@@ -190,12 +190,21 @@ def kappa_deriv_arrays(wavelength_A: float, T, Pe, eps, sir_compat: bool = False
 
 
 def hydrostatic_arrays(log_tau, T, pe_top: float, boundary: int, bvalue: float, mu: float, eps,
-                       sir_compat: bool = False):
-    """Hydrostatic equilibrium: (Pe, Pg, rho, z [km], kappa5 per gram) on the log τ grid."""
+                       sir_compat: bool = False, pe_guess=None):
+    """Hydrostatic equilibrium: (Pe, Pg, rho, z [km], kappa5 per gram) on the log τ grid.
+    pe_guess: optional approximate Pe column used only to start the iterations."""
     lt = f64(log_tau).ravel(); t = f64(T).ravel()
-    pe, pg, rho, z, k5, ierr = api().thermo_hydrostatic(lt, t, float(pe_top), int(boundary),
-                                                        float(bvalue), float(mu), _eps92(eps),
-                                                        int(sir_compat))
+    if pe_guess is None:
+        pe, pg, rho, z, k5, ierr = api().thermo_hydrostatic(lt, t, float(pe_top), int(boundary),
+                                                            float(bvalue), float(mu), _eps92(eps),
+                                                            int(sir_compat))
+    else:
+        g = f64(pe_guess).ravel()
+        if g.shape != lt.shape:
+            raise ValueError("pe_guess must have one value per depth")
+        pe, pg, rho, z, k5, ierr = api().thermo_hydrostatic_guess(lt, t, float(pe_top), int(boundary),
+                                                                  float(bvalue), float(mu), _eps92(eps),
+                                                                  int(sir_compat), g)
     check(ierr, "hydrostatic")
     return pe, pg, rho, z, k5
 

@@ -183,7 +183,7 @@ def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None) -> 
 def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
-                 jacobian: str = "nodes", rtol: float = 1e-4, svd_scaling: str = "jacobian",
+                 jacobian: str = "depth", rtol: float = 1e-4, svd_scaling: str = "jacobian",
                  sir_compat: bool = False) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
 
@@ -210,10 +210,11 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         nodes.
     max_iterations : int
         Successful iterations per cycle at most (SIR: 100).
-    jacobian : "nodes" or "depth"
-        How the engine computes the Jacobian: ``"nodes"`` directional finite differences in node space
-        (default until analytic response functions are available), ``"depth"`` depth-resolved response
-        functions compressed to nodes by the chain rule.
+    jacobian : "depth" or "nodes"
+        How the engine computes the Jacobian: ``"depth"`` (default) the analytic depth-resolved response
+        functions of the synthesis (pyinv_response::synth_rf) compressed to nodes by the chain rule,
+        with the exact tangent-linear hydrostatic coupling for T; ``"nodes"`` directional finite
+        differences in node space (one synthesis per free node parameter; a cross-check).
     rtol : float
         pyinv stopping option (spec §6.3): a cycle also ends after two consecutive successful iterations
         whose relative gain (χ²_old − χ²_new)/(χ²_old + χ²_new) is below ``rtol`` (default 1e-4: about half
