@@ -307,11 +307,11 @@ contains
 
   !> Node Jacobian jac(4, nw, m) = d stokes / d delta at the model (x, vmac) whose synthesis is syn.
   !> he: 1 when Pe follows hydrostatic equilibrium (T columns include the HE coupling).
-  pure subroutine node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, bvalue, mu, jac_mode, &
-                                jac, nsynth, ierr)
+  pure subroutine node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, &
+                                ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, he, boundary, jac_mode
-    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, syn(4, s%nw), bvalue, mu
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, syn(4, s%nw), mu
     type(layout), intent(in) :: lay
     real(dp), intent(out) :: jac(4, s%nw, lay%m)
     integer, intent(inout) :: nsynth
@@ -319,6 +319,7 @@ contains
     real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), col(n)
     real(dp) :: rf(4, s%nw, n, n_rf_vars), rfv(4, s%nw), st(4, s%nw)
     real(dp), allocatable :: dlt(:, :), dlp(:, :)
+    logical :: need_fd(lay%m)
     type(synth_setup) :: s1
     integer :: v, j, nv, want(n_rf_vars), jj
 
@@ -369,12 +370,20 @@ contains
           if (ierr /= err_ok) return
         end do
       end do
-      return
+      ! safety net: a free parameter whose analytic column is identically zero (e.g. an RF path that
+      ! does not provide it) is differenced directly below
+      do jj = 1, lay%m
+        need_fd(jj) = all(jac(:, :, jj) == 0.0_dp)
+      end do
+      if (.not. any(need_fd)) return
+    else
+      need_fd = .true.
     end if
 
     ! directional finite differences in node space
     if (he /= 0 .and. lay%s(1)%n > 0) then
       ! relative Pe changes along the temperature directions (tangent-linear HE at the current model)
+      if (allocated(dlt)) deallocate(dlt, dlp)
       allocate(dlt(n, lay%s(1)%n), dlp(n, lay%s(1)%n))
       dlt = lay%s(1)%d * fd_step
       call he_tangent(s, n, logtau, x(:, 1), x(:, 2), boundary, mu, lay%s(1)%n, dlt, dlp, ierr)
@@ -385,6 +394,7 @@ contains
       if (nv <= 0) cycle
       do j = 1, nv
         jj = lay%s(v)%first + j - 1
+        if (.not. need_fd(jj)) cycle
         xp = x
         if (v == 8) then
           call run_synth(s, n, logtau, x, vmac * (1.0_dp + fd_step), sp, ierr)
@@ -956,7 +966,7 @@ contains
     if (ierr /= err_ok) return
     c2 = chi2_raw(s%nw, obs, syn, wgt)
     rinfo(5) = c2 / dof
-    call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, bvalue, mu, jac_mode, jac, nsynth, ierr)
+    call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
     if (ierr /= err_ok) return
     have_jac = .true.
 
@@ -1018,7 +1028,7 @@ contains
         if (.not. done) then
           call update_layout(n, logtau, x, vmac, lay, ierr)
           if (ierr /= err_ok) exit
-          call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, bvalue, mu, jac_mode, jac, &
+          call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, &
                              nsynth, ierr)
           if (ierr /= err_ok) exit
           have_jac = .true.
@@ -1050,7 +1060,7 @@ contains
     call update_layout(n, logtau, x, vmac, lay, ierr)
     if (ierr /= err_ok) return
     if (.not. have_jac) then
-      call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, bvalue, mu, jac_mode, jac, nsynth, ierr)
+      call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
       if (ierr /= err_ok) then
         info(3) = nsynth
         return
@@ -1124,7 +1134,7 @@ contains
     if (ierr /= err_ok) return
     allocate(jj(4, s%nw, m))
     ns = 0
-    call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, bvalue, mu, jac_mode, jj, ns, ierr)
+    call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jj, ns, ierr)
     jac(:, :, 1:m) = jj
   end subroutine inv_node_jacobian_core
 
