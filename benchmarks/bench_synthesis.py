@@ -70,15 +70,23 @@ def main(argv=None) -> dict:
     p = _prepare([atm], lines, grid, **kw)
     eargs = (p["cols"][0], p["vmac"][0], p["la"], p["groups"], (p["woff"], p["wgrp"]), p["eps"], p["psf"], p["opts"])
     pyinv.engine.synth_rf(*eargs)
-    t_syn, t_rf = [], []
+    # the inversion's Jacobian calls synth_rf without convolution (opts(6) = 1; RF_INTERFACE.md)
+    opts_nc = list(p["opts"])
+    opts_nc[5] = 1
+    eargs_nc = eargs[:-1] + (opts_nc,)
+    pyinv.engine.synth_rf(*eargs_nc)
+    t_syn, t_rf, t_rf_nc = [], [], []
     for _ in range(max(args.repeat // 4, 10)):
         t0 = time.perf_counter()
         pyinv.engine.synth_stokes(*eargs)
         t1 = time.perf_counter()
         pyinv.engine.synth_rf(*eargs)
         t2 = time.perf_counter()
+        pyinv.engine.synth_rf(*eargs_nc)
+        t3 = time.perf_counter()
         t_syn.append(t1 - t0)
         t_rf.append(t2 - t1)
+        t_rf_nc.append(t3 - t2)
     t = np.median(times)
     npts = atm.ndep * grid.nwav
     res = {"case": source, "ndep": int(atm.ndep), "nwav": int(grid.nwav), "repeat": args.repeat,
@@ -89,7 +97,9 @@ def main(argv=None) -> dict:
            "engine_synth_seconds_median": float(np.median(t_syn)),
            "engine_rf_seconds_median": float(np.median(t_rf)),
            "rf_over_synthesis_min": float(np.min(t_rf) / np.min(t_syn)),
-           "rf_over_synthesis_median": float(np.median(t_rf) / np.median(t_syn))}
+           "rf_over_synthesis_median": float(np.median(t_rf) / np.median(t_syn)),
+           "engine_rf_noconv_seconds_min": float(np.min(t_rf_nc)),
+           "rf_noconv_over_synthesis_min": float(np.min(t_rf_nc) / np.min(t_syn))}
     print(f"pyinv.synthesize, {source}: {atm.ndep} depths x {grid.nwav} wavelengths, one core")
     print(f"  time per synthesis   {t * 1e3:8.3f} ms (median of {args.repeat}; min {np.min(times) * 1e3:.3f} ms)")
     print(f"  per depth x wavelength {res['us_per_point_median']:8.3f} us   (SIR ~{SIR_US_PER_POINT} us; "
@@ -97,6 +107,8 @@ def main(argv=None) -> dict:
     print(f"  response functions (synth_rf, 7 variables x {atm.ndep} depths + vmac): "
           f"{np.min(t_rf) * 1e3:.3f} ms vs synth_stokes {np.min(t_syn) * 1e3:.3f} ms (min), "
           f"ratio {res['rf_over_synthesis_min']:.2f} (median ratio {res['rf_over_synthesis_median']:.2f})")
+    print(f"  response functions without convolution (the inversion's Jacobian): "
+          f"{np.min(t_rf_nc) * 1e3:.3f} ms (min), ratio {res['rf_noconv_over_synthesis_min']:.2f}")
     out = json.dumps(res)
     if args.json:
         Path(args.json).write_text(out + "\n")

@@ -21,7 +21,7 @@ module pyinv_propagation
   private
   public :: line_depth_quantities, add_line_k7, add_line_eta, voigt_hui, blend_offset_mA, air_to_vacuum, &
             geometry_factors
-  public :: line_depth_quantities_tl, voigt_hui_deriv_n
+  public :: line_depth_quantities_tl, voigt_hui_deriv_n, voigt_hui_n
 
   !> sqrt(pi) e^2 / (m_e c) [cm^2 s^-1]
   real(dp), parameter :: c_eta0 = 1.49736e-2_dp

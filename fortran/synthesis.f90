@@ -21,6 +21,8 @@
 !> approximation of §7.6, which differs by <= 4.5e-6 of H(0,0)).
 !> Per-depth K (k7), S and the EOS states are formed per group/wavelength in plain arrays, so a
 !> tangent-linear (response-function) pass can reuse the same loop structure.
+!> Per wavelength, the Voigt/Faraday profiles of all Zeeman components of all lines of a group are
+!> evaluated in one vectorised call (group_k7 / group_eta, workspace allocated once per group).
 module pyinv_synthesis
   use pyinv_kinds, only: dp, ln10, pi
   use pyinv_errors, only: err_ok, err_bad_input, err_nonpositive_t, err_nonpositive_pe, &
@@ -29,8 +31,9 @@ module pyinv_synthesis
   use pyinv_continuum, only: kappa_continuum
   use pyinv_planck, only: planck
   use pyinv_zeeman, only: zeeman_pattern, max_components
-  use pyinv_propagation, only: line_depth_quantities, add_line_k7, add_line_eta, blend_offset_mA, &
-                               air_to_vacuum, geometry_factors
+  use pyinv_propagation, only: line_depth_quantities, blend_offset_mA, air_to_vacuum, geometry_factors, &
+                               voigt_hui_n
+  use pyinv_voigt, only: voigt_nw
   use pyinv_formal_solver, only: hermite_polarised, hermite_scalar
   implicit none
   private
@@ -174,10 +177,11 @@ contains
     real(dp) :: kappa5(n), ltau(n), geo(5, n), kc(n), src(n), k7(7, n), eta(n)
     real(dp), allocatable :: inv_dld(:, :), vshift(:, :), vb(:, :), adamp(:, :), c5(:, :, :), eta0(:, :)
     real(dp), allocatable :: boff(:), shift(:, :), strength(:, :), wx(:), wy(:, :)
-    integer, allocatable :: ncomp(:), grp(:, :), widx(:)
+    integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:)
+    real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:)
     real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, sh(max_components, 3), sg(max_components, 3)
     real(dp) :: y4(4), vm
-    integer :: i, g, k, l, j, m, nc(3), ncmp, nlg, jw, nmw, capflag
+    integer :: i, g, k, l, j, m, nc(3), nlg, jw, nmw, capflag, ntot
     logical :: magnetic
 
     ierr = err_ok
@@ -263,25 +267,26 @@ contains
         end if
       end do
       ic = hsra_continuum(lam1)
+      ! Voigt workspace: all components of all lines of the group at one wavelength in one call
+      if (magnetic) then
+        ntot = n * sum(ncomp)
+      else
+        ntot = n * nlg
+      end if
+      allocate(uu(ntot), aa(ntot), hh(ntot), ff(ntot), iwk(ntot), xwk(ntot, 4), dlk(nlg))
       do m = 1, nmw
         jw = widx(m)
+        do k = 1, nlg
+          dlk(k) = (woff(jw) + boff(k)) * 1.0e-11_dp
+        end do
         if (magnetic) then
-          k7 = 0.0_dp
-          k7(1, :) = kc
-          do k = 1, nlg
-            ncmp = ncomp(k)
-            call add_line_k7(n, (woff(jw) + boff(k)) * 1.0e-11_dp, inv_dld(:, k), vshift(:, k), vb(:, k), &
-                             adamp(:, k), c5(:, :, k), ncmp, grp(1:ncmp, k), shift(1:ncmp, k), &
-                             strength(1:ncmp, k), opts(7), k7)
-          end do
+          call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
+                        opts(7), ntot, uu, aa, hh, ff, iwk, xwk, k7)
           call hermite_polarised(n, logtau, ltau, k7, src, y4, ierr)
           if (ierr /= err_ok) return
         else
-          eta = kc
-          do k = 1, nlg
-            call add_line_eta(n, (woff(jw) + boff(k)) * 1.0e-11_dp, inv_dld(:, k), vshift(:, k), &
-                              adamp(:, k), eta0(:, k), opts(7), eta)
-          end do
+          call group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, opts(7), ntot, uu, aa, hh, ff, &
+                         iwk, xwk, eta)
           y4 = 0.0_dp
           call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr)
           if (ierr /= err_ok) return
@@ -302,8 +307,103 @@ contains
         stokes(:, widx(m)) = wy(:, m)
       end do
       deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx, wx, wy)
+      deallocate(uu, aa, hh, ff, iwk, xwk, dlk)
     end do
   end subroutine synth_model
+
+  !> Propagation-matrix elements k7(7, n) of a line group at one wavelength: the continuum kc in
+  !> eta_I plus, line by line, the Zeeman-split Voigt/Faraday profiles (same operations and order as
+  !> pyinv_propagation::add_line_k7). dlk(k) [cm]: offset from line k. The profiles of all components
+  !> of all lines are evaluated in one vectorised call (uu, aa, hh, ff, iwk, xwk: workspace of ntot =
+  !> n * sum(ncomp)).
+  pure subroutine group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
+                           sirvoigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
+    integer, intent(in) :: n, nlg, ncomp(nlg), grp(:, :), sirvoigt, ntot
+    real(dp), intent(in) :: dlk(nlg), inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), adamp(n, nlg)
+    real(dp), intent(in) :: c5(5, n, nlg), kc(n), shift(:, :), strength(:, :)
+    real(dp), intent(out) :: uu(ntot), aa(ntot), hh(ntot), ff(ntot), xwk(ntot, 4), k7(7, n)
+    integer, intent(out) :: iwk(ntot)
+    real(dp) :: hs(n, 3), fs(n, 3), v, sk, wk, ps, pd, ds, dd
+    integer :: i, k, c, o, g
+    o = 0
+    do k = 1, nlg
+      do c = 1, ncomp(k)
+        sk = shift(c, k)
+        do i = 1, n
+          v = dlk(k) * inv_dld(i, k) - vshift(i, k)
+          uu(o + i) = v + sk * vb(i, k)
+          aa(o + i) = adamp(i, k)
+        end do
+        o = o + n
+      end do
+    end do
+    if (sirvoigt /= 0) then
+      call voigt_hui_n(ntot, aa, uu, hh, ff)
+    else
+      call voigt_nw(ntot, aa, uu, hh, ff, iwk, xwk)
+    end if
+    do i = 1, n
+      k7(1, i) = kc(i)
+      k7(2:7, i) = 0.0_dp
+    end do
+    o = 0
+    do k = 1, nlg
+      hs = 0.0_dp
+      fs = 0.0_dp
+      do c = 1, ncomp(k)
+        g = grp(c, k)
+        wk = strength(c, k)
+        do i = 1, n
+          hs(i, g) = hs(i, g) + wk * hh(o + i)
+          fs(i, g) = fs(i, g) + wk * ff(o + i)
+        end do
+        o = o + n
+      end do
+      do i = 1, n
+        ps = hs(i, 2) + hs(i, 3)
+        pd = 2.0_dp * (fs(i, 2) + fs(i, 3))
+        ds = hs(i, 1) - 0.5_dp * ps
+        dd = 2.0_dp * fs(i, 1) - 0.5_dp * pd
+        k7(1, i) = k7(1, i) + c5(1, i, k) * hs(i, 1) + c5(2, i, k) * ps
+        k7(2, i) = k7(2, i) + c5(3, i, k) * ds
+        k7(3, i) = k7(3, i) + c5(4, i, k) * ds
+        k7(4, i) = k7(4, i) + c5(5, i, k) * (hs(i, 2) - hs(i, 3))
+        k7(5, i) = k7(5, i) + c5(3, i, k) * dd
+        k7(6, i) = k7(6, i) + c5(4, i, k) * dd
+        k7(7, i) = k7(7, i) + 2.0_dp * c5(5, i, k) * (fs(i, 2) - fs(i, 3))
+      end do
+    end do
+  end subroutine group_k7
+
+  !> Non-magnetic analogue of group_k7: eta(n) = kc + sum over lines of eta0 H(a, v)
+  !> (pyinv_propagation::add_line_eta line by line), one Voigt call for the group.
+  pure subroutine group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, sirvoigt, ntot, uu, aa, hh, ff, &
+                            iwk, xwk, eta)
+    integer, intent(in) :: n, nlg, sirvoigt, ntot
+    real(dp), intent(in) :: dlk(nlg), inv_dld(n, nlg), vshift(n, nlg), adamp(n, nlg), eta0(n, nlg), kc(n)
+    real(dp), intent(out) :: uu(ntot), aa(ntot), hh(ntot), ff(ntot), xwk(ntot, 4), eta(n)
+    integer, intent(out) :: iwk(ntot)
+    integer :: i, k, o
+    do k = 1, nlg
+      o = (k - 1) * n
+      do i = 1, n
+        uu(o + i) = dlk(k) * inv_dld(i, k) - vshift(i, k)
+        aa(o + i) = adamp(i, k)
+      end do
+    end do
+    if (sirvoigt /= 0) then
+      call voigt_hui_n(n * nlg, aa, uu, hh, ff)
+    else
+      call voigt_nw(n * nlg, aa, uu, hh, ff, iwk, xwk)
+    end if
+    eta = kc
+    do k = 1, nlg
+      o = (k - 1) * n
+      do i = 1, n
+        eta(i) = eta(i) + eta0(i, k) * hh(o + i)
+      end do
+    end do
+  end subroutine group_eta
 
   !> Validation of synth_model's inputs (shared with the response functions): sizes, finiteness,
   !> T > 0, Pe > 0, strictly decreasing log tau, group/line/wavelength indices, vmac >= 0.
