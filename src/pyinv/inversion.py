@@ -102,37 +102,18 @@ class PixelResult:
 def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abundances=None,
                       magnetic: bool = True, sir_compat: bool = False, exact_blend_offsets: bool = False,
                       unsold_physical: bool = False) -> dict:
-    """Engine arrays of a synthesis set-up (line data, groups, grid, ε, PSF, options), as
+    """Engine arrays of a synthesis set-up (line data, groups, grid, ε, PSF, options), exactly as
     :func:`pyinv.synthesize` builds them."""
-    from .synthesis import MAX_OFFSET_A, _eps_from_abundances, _line_arrays, _psf_arrays
+    from .synthesis import _setup
 
     if not isinstance(lines, LineList):
         raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
     if not isinstance(grid, WavelengthGrid):
         raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
-    if grid.nwav == 0:
-        raise ValueError("the wavelength grid has no points")
-    used: list[int] = []
-    gstart, gcount, glines = [], [], []
-    for r in grid.regions:
-        for k in r.indices:
-            if not lines.has_index(k):
-                raise ValueError(f"wavelength grid refers to line {k}, which is not in the line list")
-        gstart.append(len(glines) + 1)
-        gcount.append(len(r.indices))
-        for k in r.indices:
-            if k not in used:
-                used.append(k)
-            glines.append(used.index(k) + 1)
-    woff = np.asarray(grid.offset_mA, dtype=np.float64)
-    wgrp = np.concatenate([np.full(r.npoints, g + 1, dtype=np.int32) for g, r in enumerate(grid.regions)])
-    if np.any(np.abs(woff) > MAX_OFFSET_A * 1e3):
-        raise ValueError(f"wavelength points beyond {MAX_OFFSET_A} Å from their group's first line")
-    return {"lines": _line_arrays(lines, used, magnetic), "groups": (np.asarray(gstart), np.asarray(gcount),
-            np.asarray(glines)), "woff": woff, "wgrp": wgrp, "ng": len(grid.regions),
-            "eps": _eps_from_abundances(abundances), "psf": _psf_arrays(psf),
-            "opts": [int(exact_blend_offsets), int(unsold_physical), int(sir_compat), int(sir_compat),
-                     int(sir_compat), 0]}
+    s = _setup(lines, grid, magnetic=magnetic, psf=psf, abundances=abundances, sir_compat=sir_compat,
+               exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical)
+    return {"lines": s["la"], "groups": s["groups"], "woff": s["woff"], "wgrp": s["wgrp"],
+            "ng": len(grid.regions), "eps": s["eps"], "psf": s["psf"], "opts": s["opts"]}
 
 
 def _model_x(atm: Atmosphere) -> np.ndarray:

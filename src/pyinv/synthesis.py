@@ -151,11 +151,13 @@ def _use_exact_voigt(exact_voigt: bool | None, sir_compat: bool) -> bool:
     return (not sir_compat) if exact_voigt is None else bool(exact_voigt)
 
 
-def _prepare(models: list, lines, grid, *, abundances=None, psf=None, macro=None, convolve: bool = True,
-             exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool | None = None,
-             damping_cap: bool | None = None, sir_compat: bool = False) -> dict:
-    """Validate the inputs of a synthesis of ``models`` (a list of single Atmosphere) and build the
-    engine's arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`)."""
+def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=None, psf=None,
+           convolve: bool = True, exact_blend_offsets: bool = False, unsold_physical: bool = False,
+           exact_voigt: bool | None = None, damping_cap: bool | None = None, sir_compat: bool = False) -> dict:
+    """Validate a synthesis set-up and build its model-independent engine arrays: line data (``la``),
+    groups, grid offsets and group ids, ε, PSF and the option flags (shared by :func:`synthesize`,
+    :func:`pyinv.response_functions` and :func:`pyinv.invert_pixel`). ``magnetic``: whether any model
+    has a field (the lines' Zeeman terms are then required)."""
     eps = _eps_from_abundances(abundances)
     psf_xy = _psf_arrays(psf)
 
@@ -187,13 +189,25 @@ def _prepare(models: list, lines, grid, *, abundances=None, psf=None, macro=None
         raise ValueError(f"wavelength point {j} ({woff[j]:.1f} mÅ from line {grid.line_index[j]}) is outside "
                          f"the lines' reach (|offset| > {MAX_OFFSET_A:g} Å)")
 
+    cap = bool(sir_compat) if damping_cap is None else bool(damping_cap)
+    opts = [int(exact_blend_offsets), int(unsold_physical), int(sir_compat), int(cap), int(sir_compat),
+            int(not convolve), int(not _use_exact_voigt(exact_voigt, sir_compat))]
+    groups = (np.asarray(gstart), np.asarray(gcount), np.asarray(glines))
+    return {"la": _line_arrays(lines, used, magnetic), "groups": groups, "woff": woff, "wgrp": wgrp,
+            "eps": eps, "psf": psf_xy, "opts": opts, "used": used, "cap": cap}
+
+
+def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
+    """Validate the inputs of a synthesis of ``models`` (a list of single Atmosphere) and build the
+    engine's arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`); ``options``
+    as :func:`_setup`."""
     cols = [_model_columns(m) for m in models]
     nd = cols[0]["log_tau"].size
     for c in cols:
         if c["log_tau"].size != nd:
             raise ValueError("all models of a stack must have the same number of depth points")
     magnetic_any = any(np.any(c["B"] != 0) for c in cols)
-    la = _line_arrays(lines, used, magnetic_any)
+    setup = _setup(lines, grid, magnetic=magnetic_any, **options)
 
     if macro is None:
         vmac = [float(getattr(m, "macro", 0.0) or 0.0) for m in models]
@@ -202,13 +216,7 @@ def _prepare(models: list, lines, grid, *, abundances=None, psf=None, macro=None
     for v in vmac:
         if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"macroturbulence must be finite and >= 0 km/s, got {v}")
-
-    cap = bool(sir_compat) if damping_cap is None else bool(damping_cap)
-    opts = [int(exact_blend_offsets), int(unsold_physical), int(sir_compat), int(cap), int(sir_compat),
-            int(not convolve), int(not _use_exact_voigt(exact_voigt, sir_compat))]
-    groups = (np.asarray(gstart), np.asarray(gcount), np.asarray(glines))
-    return {"cols": cols, "vmac": vmac, "la": la, "groups": groups, "woff": woff, "wgrp": wgrp, "eps": eps,
-            "psf": psf_xy, "opts": opts, "used": used, "cap": cap}
+    return {"cols": cols, "vmac": vmac, **setup}
 
 
 def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None, abundances=None,
