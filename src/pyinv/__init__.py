@@ -43,3 +43,11 @@ __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
            "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi",
            "thermo", "hydrostatic", "synthesize", "response_functions", "invert", "InversionResult",
            "inversion", "invert_pixel", "PixelResult"]
+
+
+def __getattr__(name: str):
+    # pyinv.cnn (torch, numba) and pyinv.synthetic are imported on first use, not by ``import pyinv``.
+    if name in ("cnn", "synthetic"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

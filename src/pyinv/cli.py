@@ -6,6 +6,9 @@
 ``pyinv invert``  invert a Stokes cube (FITS) pixel by pixel (pyinv.invert): local process pool or a dask
                   scheduler, checkpoint/resume, result FITS with provenance.
 ``pyinv info``    version, engine status and packaged data.
+``pyinv train``   train the CNN of the assisted inversion (pyinv.cnn) on a map and its training-set
+                  inversion, or on generated maps (how the packaged model is made).
+``pyinv demo``    CNN-assisted inversion of a generated Hinode-SP-like map, end to end, with figures.
 """
 from __future__ import annotations
 
@@ -105,6 +108,10 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         from distributed import Client
 
         client = executor = Client(args.dask)
+    if args.init == "cnn" and not args.config:
+        from .cnn import assisted_config
+
+        cfg = assisted_config()  # the paper's assisted set-up: one cycle, T 5, v 3, B 3, the rest 1
     try:
         res = invert(args.cube, lines, grid, cfg, init=args.init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
@@ -181,6 +188,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .cnn.commands import cmd_train
+    return cmd_train(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .cnn.commands import cmd_demo
+    return cmd_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyinv", description="SIR-equivalent Stokes synthesis and inversion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,6 +240,34 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", action="store_true", help="also write a PNG quick look")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
+
+    t = sub.add_parser("train", help="train the CNN of the assisted inversion (pyinv.cnn)")
+    t.add_argument("cube", nargs="?", help="Stokes cube FITS to train on (omit with --generate)")
+    t.add_argument("--result", help="its inversion result FITS (default: invert it now with the training-set "
+                                    "configuration)")
+    t.add_argument("--generate", type=int, metavar="N", help="train on N generated maps instead of a cube")
+    t.add_argument("--size", type=int, default=32, help="side of the generated maps [32]")
+    t.add_argument("--seed", type=int, default=101, help="seed of the first generated map (then +1, ...) [101]")
+    t.add_argument("--mu", type=float, default=1.0, help="heliocentric cosine of the map [1]")
+    t.add_argument("--epochs", type=int, default=200, help="epochs [200]")
+    t.add_argument("--batch", type=int, default=64, help="batch size [64]")
+    t.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0 = off) [30]")
+    t.add_argument("--from-model", help="fine-tune this model instead of starting from random weights")
+    t.add_argument("--workers", type=int, help="inversion worker processes [usable cores]")
+    t.add_argument("--checkpoint", help="folder for resumable training-set inversions")
+    t.add_argument("--device", default="cpu", help="torch device for training [cpu]")
+    t.add_argument("-o", "--output", default="pyinv_cnn.pt", help="model file [pyinv_cnn.pt]")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("demo", help="CNN-assisted inversion of a generated map, end to end, with figures")
+    d.add_argument("--size", type=int, default=24, help="map side in pixels [24]")
+    d.add_argument("--seed", type=int, default=7, help="map seed [7]")
+    d.add_argument("--mu", type=float, default=1.0, help="heliocentric cosine [1]")
+    d.add_argument("--model", help="CNN model file [the packaged pretrained model]")
+    d.add_argument("--workers", type=int, help="worker processes [usable cores]")
+    d.add_argument("--standard", action="store_true", help="also run the standard 3-cycle inversion and compare")
+    d.add_argument("-o", "--outdir", default="pyinv_demo", help="output folder [pyinv_demo]")
+    d.set_defaults(func=_cmd_demo)
 
     i = sub.add_parser("info", help="version, engine and packaged data")
     i.set_defaults(func=_cmd_info)

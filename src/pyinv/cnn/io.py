@@ -2,9 +2,11 @@
 readable with ``torch.load(..., weights_only=True)``)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .model import FORMAT, FORMAT_VERSION, CNNModel, StokesCNN
@@ -14,12 +16,21 @@ __all__ = ["save_model", "load_model", "pretrained_path", "load_pretrained"]
 PRETRAINED = "cnn_hinode_fe6301.pt"
 
 
+def _plain(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
 def save_model(model: CNNModel, path) -> Path:
     """Write ``model`` to ``path`` (parent folders are created)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in model.net.state_dict().items()}
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": model.meta, "state_dict": state}, p)
+    meta = json.loads(json.dumps(model.meta, default=_plain))  # plain types only (weights_only loading)
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": state}, p)
     return p
 
 

@@ -129,7 +129,7 @@ class CNNModel:
             "architecture": {"nwav": int(grid.nwav), "n_out": int(n_out), "filters": [int(f) for f in filters],
                              "kernels": [int(k) for k in kernels], "dropout": float(dropout)},
             "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                           "pyinv_version": __version__, "torch_version": torch.__version__},
+                           "pyinv_version": __version__, "torch_version": str(torch.__version__)},
         }
         return cls(net, meta)
 

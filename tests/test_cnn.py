@@ -1,0 +1,165 @@
+"""pyinv.cnn (issue 6) on tiny maps: training runs, save/load round trip, node interpolator, assisted
+inversion through pyinv.invert, refusal of incompatible data, synthetic map generator."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pyinv
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("numba")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    try:
+        pyinv.engine.api()
+    except ImportError:
+        pytest.skip("engine not built")
+
+
+@pytest.fixture(scope="module")
+def tiny_map(engine):
+    from pyinv.synthetic import generate_map
+    return generate_map(6, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_map):
+    import pyinv.cnn as cnn
+    m = tiny_map
+    # targets from the truth (no inversion needed to exercise the training machinery)
+    ts = cnn.build_training_set(m.cube, m.truth, m.grid, m.lines, macro=m.macro)
+    return cnn.train(ts, epochs=3, batch_size=16, validation=0.2, progress=False, seed=1), ts
+
+
+def test_import_pyinv_does_not_import_torch():
+    code = "import sys, pyinv; import pyinv.synthetic; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env())
+
+
+def _env():
+    import os
+    return dict(os.environ)
+
+
+def test_interpolator_matches_numpy_interp():
+    from pyinv.cnn import NODES, interpolate_nodes
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=(50, NODES.size))
+    lt = np.linspace(1.0, -3.5, 46)  # inside the nodes
+    out = interpolate_nodes(NODES, vals, lt)
+    ref = np.array([np.interp(lt, NODES[::-1], v[::-1]) for v in vals])
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
+    # outside the node range: numpy.interp's constant ends; linear mode prolongs the end segments
+    lt2 = pyinv.models.LOG_TAU_53
+    out2 = interpolate_nodes(NODES, vals, lt2)
+    ref2 = np.array([np.interp(lt2, NODES[::-1], v[::-1]) for v in vals])
+    np.testing.assert_allclose(out2, ref2, rtol=0, atol=1e-12)
+    lin = interpolate_nodes(NODES, vals, [1.2, -4.0], extrapolate="linear")
+    np.testing.assert_allclose(lin[:, 0], vals[:, 0] + 0.2 * (vals[:, 0] - vals[:, 1]) / 0.5, atol=1e-12)
+    np.testing.assert_allclose(lin[:, 1], vals[:, -1] + 0.5 * (vals[:, -1] - vals[:, -2]) / 0.5, atol=1e-12)
+    # node values come back exactly, any leading shape
+    np.testing.assert_allclose(interpolate_nodes(NODES, vals.reshape(5, 10, -1), NODES).reshape(50, -1), vals)
+
+
+def test_nodes_to_atmospheres_hydrostatic(engine):
+    from pyinv.cnn import NODES, nodes_to_atmospheres
+    g = pyinv.models.default_guess()
+    Tn = np.interp(NODES, g.log_tau[::-1], g.T[::-1])[None, :].repeat(2, 0)
+    st = nodes_to_atmospheres({"T": Tn, "B": np.full((2, 10), 800.0)}, mu=0.8, macro=[0.5, 1.0])
+    assert st.stacked and st.nmodels == 2 and st.ndep == 53
+    he = pyinv.hydrostatic(st, mu=0.8)
+    np.testing.assert_allclose(st.Pe, he.Pe, rtol=1e-10)
+    np.testing.assert_allclose(st.B, 800.0)
+
+
+def test_synthetic_map(tiny_map):
+    from pyinv.synthetic import generate_map
+    m = tiny_map
+    assert m.cube.shape == (6, 6, 4, 112) and m.truth.shape == (6, 6, 53, 11)
+    again = generate_map(6, seed=5)
+    np.testing.assert_array_equal(again.cube, m.cube)  # seedable
+    assert set(np.unique(m.labels)) >= {0, 3}  # quiet Sun and umbra even on a tiny map
+    assert 0.8 < m.ic_quiet < 1.1
+    m2 = generate_map(6, seed=5, mu=0.77)  # same physics seen at mu = 0.77: other vlos / gamma / Pe
+    assert not np.allclose(m2.truth[..., 6], m.truth[..., 6])
+    assert not np.allclose(m2.truth[..., 2], m.truth[..., 2])
+
+
+def test_training_and_save_load_roundtrip(tiny_map, tiny_model, tmp_path):
+    import pyinv.cnn as cnn
+    model, ts = tiny_model
+    m = tiny_map
+    p = model.provenance
+    assert p["epochs_run"] == 3 and p["training_pixels"] + p["validation_pixels"] == len(ts) == 36
+    assert np.isfinite(model.history["train"]).all()
+    f = tmp_path / "m.pt"
+    model.save(f)
+    loaded = cnn.load_model(f, grid=m.grid, lines=m.lines)
+    a = cnn.predict(m.cube, model)
+    b = cnn.predict(m.cube, loaded)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    np.testing.assert_array_equal(a.atmospheres, b.atmospheres)
+    for k in ("offset_mA", "lines", "normalisation", "node_log_tau", "outputs"):
+        assert loaded.meta[k] == model.meta[k] or k == "normalisation"
+    assert loaded.meta["node_log_tau"] == [1.0, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -3.5]
+    assert loaded.provenance["training_set"]["pixels"] == 36
+    # CNN-only mode: full atmospheres, azimuth in [0, 180)
+    assert a.atmospheres.shape == (6, 6, 53, 11) and np.isfinite(a.atmospheres).all()
+    assert (a.nodes["phi"] >= 0).all() and (a.nodes["phi"] < 180).all()
+    labels = cnn.cluster(a, 3, model=model)
+    assert labels.shape == (6, 6) and set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_incompatible_models_refused(tiny_map, tiny_model, tmp_path):
+    import pyinv.cnn as cnn
+    from pyinv.lines import WavelengthGrid
+    model, _ = tiny_model
+    m = tiny_map
+    other = WavelengthGrid.from_regions([("1,2", -600.0, 20.0, -600.0 + 111 * 20.0)], m.lines)
+    with pytest.raises(ValueError, match="incompatible"):
+        model.check_compatible(other, m.lines)
+    short = WavelengthGrid.from_regions([("1,2", -615.9, 21.549, -615.9 + 99 * 21.549)], m.lines)
+    f = tmp_path / "m.pt"
+    model.save(f)
+    with pytest.raises(ValueError, match="trained on 112 wavelengths"):
+        cnn.load_model(f, grid=short)
+    with pytest.raises(ValueError, match="112 wavelengths"):
+        cnn.predict(m.cube[..., :100], model)
+    with pytest.raises(ValueError, match="incompatible"):
+        pyinv.invert(m.cube[:2, :2, :, :100], m.lines, short, cnn.assisted_config(), init="cnn", guess=model,
+                     progress=False, executor="serial")
+    bad = tmp_path / "bad.pt"
+    torch.save({"something": 1}, bad)
+    with pytest.raises(ValueError, match="not a pyinv CNN model"):
+        cnn.load_model(bad)
+
+
+def test_assisted_inversion_through_invert(tiny_map, tiny_model):
+    import pyinv.cnn as cnn
+    model, _ = tiny_model
+    m = tiny_map
+    cube = m.cube[:2, :3]
+    res = pyinv.invert(cube, m.lines, m.grid, cnn.assisted_config(), init="cnn", guess=model, psf=m.psf,
+                       progress=False, executor="serial")
+    assert res.shape == (2, 3)
+    assert res.provenance["init"].startswith("cnn") and res.provenance["init_info"]["init"] == "cnn"
+    assert "labels" in res.provenance
+    assert (res.status == 0).all() and np.isfinite(res.chi2).all()
+    assert res.chi2_cycles.shape == (2, 3, 1)
+
+
+def test_pretrained_model_loads():
+    import pyinv.cnn as cnn
+    try:
+        p = cnn.pretrained_path()
+    except FileNotFoundError:
+        pytest.skip("no packaged model")
+    model = cnn.load_pretrained(grid=pyinv.models.hinode_grid(), lines=pyinv.default_lines())
+    assert model.nwav == 112 and model.provenance.get("epochs_run", 0) > 0
+    assert p.stat().st_size < 2.5e6
