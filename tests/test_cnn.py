@@ -163,3 +163,34 @@ def test_pretrained_model_loads():
     model = cnn.load_pretrained(grid=pyinv.models.hinode_grid(), lines=pyinv.default_lines())
     assert model.nwav == 112 and model.provenance.get("epochs_run", 0) > 0
     assert p.stat().st_size < 2.5e6
+
+
+def test_cli_train_generated(engine, tmp_path, capsys):
+    import pyinv.cnn as cnn
+    from pyinv.cli import main
+    out = tmp_path / "m.pt"
+    rc = main(["train", "--generate", "1", "--size", "4", "--seed", "3", "--epochs", "2", "--batch", "4",
+               "--workers", "1", "--checkpoint", str(tmp_path / "ck"), "-o", str(out)])
+    assert rc == 0
+    assert "trained 2 epochs" in capsys.readouterr().out
+    model = cnn.load_model(out)
+    assert model.provenance["epochs_run"] == 2 and model.provenance["training_set"]["pixels"] <= 16
+    assert (tmp_path / "ck").is_dir()  # the training-set inversion is resumable
+
+
+def test_cli_demo(tiny_model, tmp_path):
+    import json
+    pytest.importorskip("matplotlib")
+    from pyinv.cli import main
+    model, _ = tiny_model
+    model.save(tmp_path / "m.pt")  # a tiny model: independent of the packaged one
+    out = tmp_path / "demo"
+    rc = main(["demo", "--size", "4", "--seed", "2", "--workers", "1", "--model", str(tmp_path / "m.pt"),
+               "-o", str(out)])
+    assert rc == 0
+    for f in ("maps.png", "differences.png", "hist2d.png", "clusters.png", "assisted_result.fits", "summary.json"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["size"] == 4 and set(summary["correlation_vs_truth"]) == {"CNN", "assisted"}
+    res = pyinv.InversionResult.from_fits(out / "assisted_result.fits")
+    assert res.shape == (4, 4)

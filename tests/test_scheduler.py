@@ -171,3 +171,94 @@ def test_checkpoint_interrupt_and_resume(setup, tmp_path):
     same(r2, r)
     with pytest.raises(ValueError, match="different inputs"):
         run(setup, cube=cube * 1.001, checkpoint=ck)
+
+
+def _children(pid):
+    """PIDs of the direct children of ``pid`` (psutil where installed, else a scan of /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            return [c.pid for c in psutil.Process(pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d))
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has finished
+    except OSError:
+        return False
+
+
+_SIGTERM_SCRIPT = """
+import sys, numpy as np, pyinv
+from pyinv import maps, models
+lines = pyinv.default_lines()
+grid = models.hinode_grid(lines)
+g = models.default_guess()
+atms = [g.with_columns(vlos=v) for v in np.linspace(-1e5, 1e5, 12)]
+cube = pyinv.synthesize(atms, lines, grid).reshape(4, 3, 4, -1)
+cube[2:, :, 0, 0] = 5.0  # the last 6 pixels idle 60 s in the stand-in solver
+maps._invert(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
+             mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=2, chunk=1,
+             checkpoint=sys.argv[1], progress=False, time_limit=None, retries=2,
+             solver="pyinv._testing:misbehaving_solver")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_sigterm_ends_pool_workers(setup, tmp_path):
+    """SIGTERM to the parent of a local-pool run ends its workers (no orphans); finished pixels stay in
+    the checkpoint."""
+    import subprocess
+    import sys
+    import time
+
+    ck = tmp_path / "ck"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", _SIGTERM_SCRIPT, str(ck)], env=env)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the 6 quick pixels done, both workers in a slow one
+            assert proc.poll() is None, "the run ended early"
+            # workers are forked by the forkserver, a child of the run's process: grandchildren
+            workers |= {w for c in _children(proc.pid) for w in _children(c)}
+            st = np.load(ck / "status.npy") if (ck / "meta.json").exists() else None
+            if len(workers) >= 2 and st is not None and (st != scheduler.STATUS_PENDING).sum() >= 6:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the workers did not start")
+        time.sleep(0.3)
+        workers |= {w for c in _children(proc.pid) for w in _children(c)}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "pool workers survived SIGTERM of their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    st = np.load(ck / "status.npy")
+    assert (st[:6] == 0).all() and (st[6:] == scheduler.STATUS_PENDING).all()

@@ -55,7 +55,8 @@ def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, ab
 
 def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """``vlos_fit_solver`` except where Stokes I's first sample is a marker: 7 → raise, 8 → SIGKILL own
-    process, 9 → sleep 30 s (for time limits), 6 → sleep 0.3 s then solve."""
+    process, 9 → sleep 30 s (for time limits), 6 → sleep 0.3 s then solve, 5 → idle 60 s then solve (a
+    slow pixel that costs no CPU, for stopping a run while it is computed)."""
     m = float(stokes[0, 0])
     if m == 7.0:
         raise RuntimeError("deliberate failure")
@@ -67,4 +68,6 @@ def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None,
             pass  # busy: CPU-bound like a stuck engine call
     if m == 6.0:
         time.sleep(0.3)
+    if m == 5.0:
+        time.sleep(60.0)
     return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)

@@ -23,6 +23,10 @@ Faults
   one at a time with nothing else running (so a death is attributed to the right pixel), and a pixel
   that kills its worker ``retries + 1`` times while running alone is given ``STATUS_WORKER_DIED``. With
   other executors a chunk that raises is retried pixel by pixel, up to ``retries`` times.
+* A run that stops early (an exception or ``KeyboardInterrupt`` in the parent, or SIGTERM: while a local
+  pool runs, SIGTERM in the main thread raises ``SystemExit(143)`` if its handler was the default) ends
+  its pool workers at once instead of waiting for their chunks; finished pixels stay in the store, so a
+  rerun with the same checkpoint resumes.
 * ``time_limit`` (seconds per pixel and start): a pixel still running after it gets ``STATUS_TIMEOUT``.
   The limit is enforced with SIGALRM (Python-level) and, in local pool workers, a hard CPU-time limit of
   ``2·time_limit + 1`` s (SIGPROF kills the worker; the parent records the timeout). Executors that
@@ -466,6 +470,53 @@ def _as_executor(executor: Any) -> Executor:
     return executor
 
 
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While active (main thread only, and only where SIGTERM has its default action), SIGTERM raises
+    ``SystemExit(128 + SIGTERM)`` in the main thread so that the caller's cleanup (ending the pool workers)
+    runs; the previous handler is restored afterwards. Other handlers (or SIG_IGN) are left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    owner = os.getpid()
+
+    def _term(signum, frame):
+        if os.getpid() != owner:  # a forked child that inherited the handler: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_pool(pool: Any, grace: float = 2.0) -> None:
+    """End a ProcessPoolExecutor's workers now (running tasks are abandoned; their pixels stay pending)."""
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)  # shutdown() forgets _processes: copied above
+    for pr in procs:
+        with contextlib.suppress(Exception):
+            if pr.is_alive():
+                pr.terminate()
+    end = time.monotonic() + grace
+    for pr in procs:
+        with contextlib.suppress(Exception):
+            pr.join(max(0.0, end - time.monotonic()))
+            if pr.is_alive():
+                pr.kill()
+                pr.join(1.0)
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(grace)
+
+
 def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, header: np.ndarray, gindex: np.ndarray,
                snr: np.ndarray, todo: np.ndarray, store: ResultStore, *, executor: Any = None,
                workers: int | None = None, chunk: int | None = None, progress: Any = True,
@@ -530,7 +581,12 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
     return stats
 
 
-def _run_local(problem, cube, table, header, gindex, snr, todo, store, nworkers, size, retries, account, stats):
+def _run_local(*args):
+    with _sigterm_raises():
+        _run_local_pool(*args)
+
+
+def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nworkers, size, retries, account, stats):
     from concurrent.futures import ProcessPoolExecutor
 
     npix = cube.shape[0]
@@ -620,6 +676,9 @@ def _run_local(problem, cube, table, header, gindex, snr, todo, store, nworkers,
                     pool = make_pool()
                     broken = False
                     stats["pool_restarts"] += 1
+        except BaseException:  # stopping early (SIGTERM, Ctrl-C, an error): don't wait for running chunks
+            _terminate_pool(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
