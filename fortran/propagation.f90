@@ -19,8 +19,8 @@ module pyinv_propagation
   use pyinv_voigt, only: voigt_n
   implicit none
   private
-  public :: line_depth_quantities, add_line_k7, add_line_eta, voigt_hui, blend_offset_mA, air_to_vacuum, &
-            geometry_factors
+  public :: line_depth_quantities, add_line_k7, add_line_eta, blend_offset_mA, air_to_vacuum, &
+            geometry_factors, k7_add_profiles
   public :: line_depth_quantities_tl, voigt_hui_deriv_n, voigt_hui_n
 
   !> sqrt(pi) e^2 / (m_e c) [cm^2 s^-1]
@@ -224,33 +224,8 @@ contains
   !> Armstrong & Wray (1977) that SIR uses (spec §7.6): w = P(z)/Q(z), z = a - i|u|, H = Re w,
   !> F = sign(u) Im w / 2. It differs from the exact Faddeeva function by <= 4.5e-6 (absolute, H(0,0) = 1);
   !> using it keeps pyinv's profiles within ~1e-6 of SIR's where the exact function would differ by
-  !> up to a few 1e-5 (small damping). Written in real arithmetic so that depth loops vectorise.
-  elemental subroutine voigt_hui(a, u, h, f)
-    real(dp), intent(in) :: a, u
-    real(dp), intent(out) :: h, f
-    real(dp) :: x, y, pr, pi_, qr, qi, t, d
-    x = a
-    y = -abs(u)
-    pr = ha(6); pi_ = 0.0_dp
-    t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(5)
-    t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(4)
-    t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(3)
-    t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(2)
-    t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(1)
-    t = pr * x - pi_ * y; pi_ = pr * y + pi_ * x; pr = t + ha(0)
-    qr = x + hb(6); qi = y
-    t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(5)
-    t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(4)
-    t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(3)
-    t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(2)
-    t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(1)
-    t = qr * x - qi * y; qi = qr * y + qi * x; qr = t + hb(0)
-    d = 1.0_dp / (qr * qr + qi * qi)
-    h = (pr * qr + pi_ * qi) * d
-    f = sign(0.5_dp, u) * (pi_ * qr - pr * qi) * d
-  end subroutine voigt_hui
-
-  !> voigt_hui on n points (a loop the compiler vectorises).
+  !> up to a few 1e-5 (small damping). Written in real arithmetic, on n points, so that depth loops
+  !> vectorise.
   pure subroutine voigt_hui_n(n, a, u, h, f)
     integer, intent(in) :: n
     real(dp), intent(in) :: a(n), u(n)
@@ -294,7 +269,7 @@ contains
     integer, intent(in) :: grp(ncomp)
     real(dp), intent(in) :: shift(ncomp), strength(ncomp)
     real(dp), intent(inout) :: k7(7, n)
-    real(dp) :: v(n), u(n), hh(n), ff(n), hs(n, 3), fs(n, 3), sk, wk, ps, pd, ds, dd
+    real(dp) :: v(n), u(n), hh(n), ff(n), hs(n, 3), fs(n, 3), sk, wk
     integer :: i, k, g
     do i = 1, n
       v(i) = dlam * inv_dld(i) - vshift(i)
@@ -318,6 +293,18 @@ contains
         fs(i, g) = fs(i, g) + wk * ff(i)
       end do
     end do
+    call k7_add_profiles(n, c5, hs, fs, k7)
+  end subroutine add_line_k7
+
+  !> k7(7, n) += one line's contribution from its component-summed profiles: hs(n, g), fs(n, g) =
+  !> sum of strength * H (resp. F) over the components of group g (1 pi, 2 sigma_r, 3 sigma_b);
+  !> c5(5, n) = eta0 * geometry factors (see geometry_factors).
+  pure subroutine k7_add_profiles(n, c5, hs, fs, k7)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: c5(5, n), hs(n, 3), fs(n, 3)
+    real(dp), intent(inout) :: k7(7, n)
+    real(dp) :: ps, pd, ds, dd
+    integer :: i
     do i = 1, n
       ps = hs(i, 2) + hs(i, 3)
       pd = 2.0_dp * (fs(i, 2) + fs(i, 3))
@@ -331,7 +318,7 @@ contains
       k7(6, i) = k7(6, i) + c5(4, i) * dd
       k7(7, i) = k7(7, i) + 2.0_dp * c5(5, i) * (fs(i, 2) - fs(i, 3))
     end do
-  end subroutine add_line_k7
+  end subroutine k7_add_profiles
 
   !> Non-magnetic analogue of add_line_k7: eta_I only (eta(n) += eta0 H(a, v)).
   pure subroutine add_line_eta(n, dlam, inv_dld, vshift, adamp, eta0, sirvoigt, eta)
@@ -451,7 +438,7 @@ contains
     end do
   end subroutine line_depth_quantities_tl
 
-  !> voigt_hui on n points with the partial derivatives of H and F with respect to u and a (exact
+  !> voigt_hui_n with the partial derivatives of H and F with respect to u and a (exact
   !> derivatives of the rational approximation: w' = (P' - w Q') / Q). H, F identical to voigt_hui_n.
   pure subroutine voigt_hui_deriv_n(n, a, u, h, f, dhdu, dfdu, dhda, dfda)
     integer, intent(in) :: n

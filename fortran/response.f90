@@ -35,13 +35,13 @@ module pyinv_response
   use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields
   use pyinv_continuum, only: kappa_continuum
   use pyinv_planck, only: planck, planck_dt
-  use pyinv_zeeman, only: zeeman_pattern, max_components
+  use pyinv_zeeman, only: max_components
   use pyinv_voigt, only: voigt_deriv_n, voigt_deriv_nw
   use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
-                               air_to_vacuum, geometry_factors
+                               air_to_vacuum, geometry_factors, k7_add_profiles
   use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
   use pyinv_synthesis, only: n_options, synth_check_inputs, hsra_continuum, convolve_group, &
-                             convolution_matrix
+                             convolution_matrix, model_is_magnetic, line_components, group_wavelengths
   implicit none
   private
   public :: synth_rf
@@ -82,7 +82,7 @@ contains
     real(dp) :: kapk(ng + 1), dkapk(2, ng + 1), kcg(n, ng), dkcg(2, n, ng)
     real(dp) :: kc(n), dkc(2, n), src(n), dsrc(n), k7(7, n), eta(n), y4(4)
     real(dp) :: k7bar(4, 7, n), sbar(4, n), etabar(n), sbar1(n), r(4, n, n_rf_vars)
-    real(dp) :: sh(max_components, 3), sg(max_components, 3), lam1, ic, dlam, vm, sig, amu, lv
+    real(dp) :: lam1, ic, dlam, vm, sig, amu, lv
     real(dp), allocatable :: eta0(:, :), adamp(:, :), inv_dld(:, :), vshift(:, :), vb(:, :), vdop(:, :)
     real(dp), allocatable :: dvb_db(:, :), deta0(:, :, :), dadamp(:, :, :), dlnv(:, :, :), c5(:, :, :)
     real(dp), allocatable :: dld(:), dacap(:, :), amaxu(:), boff(:), shift(:, :), strength(:, :)
@@ -92,7 +92,7 @@ contains
     integer, allocatable :: iwk(:)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), imaxl(:)
     logical, allocatable :: capped(:)
-    integer :: i, g, k, l, j, m, nc(3), nlg, jw, nmw, kmin, kming, v, maxc, nk
+    integer :: i, g, k, l, j, m, nlg, jw, nmw, kmin, kming, v, maxc, nk
     logical :: magnetic, docv, anycap
     real(dp) :: dsig, inv_ic
 
@@ -124,11 +124,7 @@ contains
     end do
     dgeo = dgeo * deg
     ltau = ln10 * 10.0_dp**logtau
-    if (opts(3) /= 0) then
-      magnetic = any(abs(bfield) > 1.0_dp)
-    else
-      magnetic = any(bfield /= 0.0_dp)
-    end if
+    magnetic = model_is_magnetic(n, bfield, opts(3))
 
     do g = 1, ng
       nlg = gcount(g)
@@ -171,18 +167,9 @@ contains
         boff(k) = blend_offset_mA(lam1, lam(l), opts(1))
         ncomp(k) = 0
         if (magnetic) then
-          call zeeman_pattern(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
-                              nc, sh, sg, ierr)
+          call line_components(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
+                               ncomp(k), grp(:, k), shift(:, k), strength(:, k), ierr)
           if (ierr /= err_ok) return
-          do j = 1, 3
-            do m = 1, nc(j)
-              if (sg(m, j) <= 1.0e-12_dp) cycle
-              ncomp(k) = ncomp(k) + 1
-              grp(ncomp(k), k) = j
-              shift(ncomp(k), k) = sh(m, j)
-              strength(ncomp(k), k) = sg(m, j)
-            end do
-          end do
         else
           ncomp(k) = 1
         end if
@@ -193,15 +180,9 @@ contains
                dfa(n, maxc, nlg), vv(n, nlg), gs(n, 3, 6, nlg), wv(n * maxc, 12), iwk(n * maxc))
 
       ! ---- wavelengths of this group
-      nmw = count(wgrp == g)
-      allocate(widx(nmw), wx(nmw), wy(4, nmw))
-      nmw = 0
-      do jw = 1, nw
-        if (wgrp(jw) == g) then
-          nmw = nmw + 1
-          widx(nmw) = jw
-        end if
-      end do
+      call group_wavelengths(nw, wgrp, g, widx)
+      nmw = size(widx)
+      allocate(wx(nmw), wy(4, nmw))
       ic = hsra_continuum(lam1)
       inv_ic = 1.0_dp / ic
       kming = n
@@ -406,7 +387,7 @@ contains
     real(dp), intent(inout) :: k7(7, n)
     real(dp), intent(out) :: v(n), hs(n, 3), fs(n, 3), gs(n, 3, 6), wv(n * maxc, 12)
     integer, intent(out) :: iwk(n * maxc)
-    real(dp) :: sk, wk, ps, pd, ds, dd
+    real(dp) :: sk, wk
     integer :: i, k, g, o, nt
     ! all components of the line in one Voigt call: wv(:, 1) u, 2 a, 3 H, 4 F, 5-8 dH/du, dF/du,
     ! dH/da, dF/da, 9-12 workspace
@@ -450,19 +431,7 @@ contains
         gs(i, g, 6) = gs(i, g, 6) + (wk * sk) * wv(o + i, 6)
       end do
     end do
-    do i = 1, n
-      ps = hs(i, 2) + hs(i, 3)
-      pd = 2.0_dp * (fs(i, 2) + fs(i, 3))
-      ds = hs(i, 1) - 0.5_dp * ps
-      dd = 2.0_dp * fs(i, 1) - 0.5_dp * pd
-      k7(1, i) = k7(1, i) + c5(1, i) * hs(i, 1) + c5(2, i) * ps
-      k7(2, i) = k7(2, i) + c5(3, i) * ds
-      k7(3, i) = k7(3, i) + c5(4, i) * ds
-      k7(4, i) = k7(4, i) + c5(5, i) * (hs(i, 2) - hs(i, 3))
-      k7(5, i) = k7(5, i) + c5(3, i) * dd
-      k7(6, i) = k7(6, i) + c5(4, i) * dd
-      k7(7, i) = k7(7, i) + 2.0_dp * c5(5, i) * (fs(i, 2) - fs(i, 3))
-    end do
+    call k7_add_profiles(n, c5, hs, fs, k7)
   end subroutine line_k7_store
 
   !> pyinv_propagation::add_line_eta (same eta) keeping v, H, dH/du, dH/da.

@@ -32,13 +32,13 @@ module pyinv_synthesis
   use pyinv_planck, only: planck
   use pyinv_zeeman, only: zeeman_pattern, max_components
   use pyinv_propagation, only: line_depth_quantities, blend_offset_mA, air_to_vacuum, geometry_factors, &
-                               voigt_hui_n
+                               voigt_hui_n, k7_add_profiles
   use pyinv_voigt, only: voigt_nw
   use pyinv_formal_solver, only: hermite_polarised, hermite_scalar
   implicit none
   private
   public :: synth_model, hsra_continuum, convolve_group, fft_inplace, n_options
-  public :: synth_check_inputs, convolution_matrix
+  public :: synth_check_inputs, convolution_matrix, model_is_magnetic, line_components, group_wavelengths
 
   !> option slots (opts array): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR's 1 G
   !> non-magnetic threshold, 4 SIR's damping cap at 3, 5 EOS sir_compat, 6 skip convolution,
@@ -179,9 +179,9 @@ contains
     real(dp), allocatable :: boff(:), shift(:, :), strength(:, :), wx(:), wy(:, :)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:)
     real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:)
-    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, sh(max_components, 3), sg(max_components, 3)
+    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic
     real(dp) :: y4(4), vm
-    integer :: i, g, k, l, j, m, nc(3), nlg, jw, nmw, capflag, ntot
+    integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot
     logical :: magnetic
 
     ierr = err_ok
@@ -200,11 +200,7 @@ contains
       call geometry_factors(gam(i) * deg, phi(i) * deg, geo(:, i))
     end do
     ltau = ln10 * 10.0_dp**logtau
-    if (opts(3) /= 0) then
-      magnetic = any(abs(bfield) > 1.0_dp)
-    else
-      magnetic = any(bfield /= 0.0_dp)
-    end if
+    magnetic = model_is_magnetic(n, bfield, opts(3))
     capflag = opts(4)
 
     do g = 1, ng
@@ -241,31 +237,16 @@ contains
         boff(k) = blend_offset_mA(lam1, lam(l), opts(1))
         ncomp(k) = 0
         if (magnetic) then
-          call zeeman_pattern(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
-                              nc, sh, sg, ierr)
+          call line_components(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
+                               ncomp(k), grp(:, k), shift(:, k), strength(:, k), ierr)
           if (ierr /= err_ok) return
-          do j = 1, 3
-            do m = 1, nc(j)
-              if (sg(m, j) <= 1.0e-12_dp) cycle
-              ncomp(k) = ncomp(k) + 1
-              grp(ncomp(k), k) = j
-              shift(ncomp(k), k) = sh(m, j)
-              strength(ncomp(k), k) = sg(m, j)
-            end do
-          end do
         end if
       end do
 
       ! wavelength points of this group, in the order given
-      nmw = count(wgrp == g)
-      allocate(widx(nmw), wx(nmw), wy(4, nmw))
-      nmw = 0
-      do jw = 1, nw
-        if (wgrp(jw) == g) then
-          nmw = nmw + 1
-          widx(nmw) = jw
-        end if
-      end do
+      call group_wavelengths(nw, wgrp, g, widx)
+      nmw = size(widx)
+      allocate(wx(nmw), wy(4, nmw))
       ic = hsra_continuum(lam1)
       ! Voigt workspace: all components of all lines of the group at one wavelength in one call
       if (magnetic) then
@@ -323,7 +304,7 @@ contains
     real(dp), intent(in) :: c5(5, n, nlg), kc(n), shift(:, :), strength(:, :)
     real(dp), intent(out) :: uu(ntot), aa(ntot), hh(ntot), ff(ntot), xwk(ntot, 4), k7(7, n)
     integer, intent(out) :: iwk(ntot)
-    real(dp) :: hs(n, 3), fs(n, 3), v, sk, wk, ps, pd, ds, dd
+    real(dp) :: hs(n, 3), fs(n, 3), v, sk, wk
     integer :: i, k, c, o, g
     o = 0
     do k = 1, nlg
@@ -359,19 +340,7 @@ contains
         end do
         o = o + n
       end do
-      do i = 1, n
-        ps = hs(i, 2) + hs(i, 3)
-        pd = 2.0_dp * (fs(i, 2) + fs(i, 3))
-        ds = hs(i, 1) - 0.5_dp * ps
-        dd = 2.0_dp * fs(i, 1) - 0.5_dp * pd
-        k7(1, i) = k7(1, i) + c5(1, i, k) * hs(i, 1) + c5(2, i, k) * ps
-        k7(2, i) = k7(2, i) + c5(3, i, k) * ds
-        k7(3, i) = k7(3, i) + c5(4, i, k) * ds
-        k7(4, i) = k7(4, i) + c5(5, i, k) * (hs(i, 2) - hs(i, 3))
-        k7(5, i) = k7(5, i) + c5(3, i, k) * dd
-        k7(6, i) = k7(6, i) + c5(4, i, k) * dd
-        k7(7, i) = k7(7, i) + 2.0_dp * c5(5, i, k) * (fs(i, 2) - fs(i, 3))
-      end do
+      call k7_add_profiles(n, c5(:, :, k), hs, fs, k7)
     end do
   end subroutine group_k7
 
@@ -404,6 +373,57 @@ contains
       end do
     end do
   end subroutine group_eta
+
+  !> Whether the model needs the polarised solution: any B /= 0 (sir_compat /= 0: SIR's |B| > 1 G).
+  pure function model_is_magnetic(n, bfield, sir_compat) result(magnetic)
+    integer, intent(in) :: n, sir_compat
+    real(dp), intent(in) :: bfield(n)
+    logical :: magnetic
+    if (sir_compat /= 0) then
+      magnetic = any(abs(bfield) > 1.0_dp)
+    else
+      magnetic = any(bfield /= 0.0_dp)
+    end if
+  end function model_is_magnetic
+
+  !> Zeeman components of one line with strength > 1e-12, flattened: ncomp components with group
+  !> grp (1 pi, 2 sigma_r, 3 sigma_b), shift and strength (arrays of at least 3 * max_components).
+  pure subroutine line_components(mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
+                                  ncomp, grp, shift, strength, ierr)
+    real(dp), intent(in) :: mult_l, l_l, j_l, mult_u, l_u, j_u, geff
+    integer, intent(in) :: use_geff
+    integer, intent(out) :: ncomp, grp(:), ierr
+    real(dp), intent(out) :: shift(:), strength(:)
+    real(dp) :: sh(max_components, 3), sg(max_components, 3)
+    integer :: nc(3), j, m
+    ncomp = 0
+    call zeeman_pattern(mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, nc, sh, sg, ierr)
+    if (ierr /= err_ok) return
+    do j = 1, 3
+      do m = 1, nc(j)
+        if (sg(m, j) <= 1.0e-12_dp) cycle
+        ncomp = ncomp + 1
+        grp(ncomp) = j
+        shift(ncomp) = sh(m, j)
+        strength(ncomp) = sg(m, j)
+      end do
+    end do
+  end subroutine line_components
+
+  !> Indices (into the wavelength arrays, in the order given) of the wavelengths of group g.
+  pure subroutine group_wavelengths(nw, wgrp, g, widx)
+    integer, intent(in) :: nw, wgrp(nw), g
+    integer, allocatable, intent(out) :: widx(:)
+    integer :: jw, m
+    allocate(widx(count(wgrp == g)))
+    m = 0
+    do jw = 1, nw
+      if (wgrp(jw) == g) then
+        m = m + 1
+        widx(m) = jw
+      end if
+    end do
+  end subroutine group_wavelengths
 
   !> Validation of synth_model's inputs (shared with the response functions): sizes, finiteness,
   !> T > 0, Pe > 0, strictly decreasing log tau, group/line/wavelength indices, vmac >= 0.
@@ -454,67 +474,19 @@ contains
     real(dp), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
     real(dp), intent(inout) :: y(4, m)
     integer, intent(out) :: ierr
-    real(dp) :: step, f
-    complex(dp), allocatable :: ck(:), pk(:)
     real(dp), allocatable :: c(:), cs(:), out(:, :)
     integer :: nfft, i, j, k, i1, q
     logical :: uniform
 
     ierr = err_ok
     if (m < 2) return
-    step = abs(x(2) - x(1))
-    if (step == 0.0_dp) step = 1.0_dp
-    uniform = all(abs(abs(x(2:m) - x(1:m-1)) - step) <= 1.0e-3_dp * step)
-    if (.not. (all(x(2:m) > x(1:m-1)) .or. all(x(2:m) < x(1:m-1)))) then
-      ierr = err_bad_input
-      return
-    end if
+    call conv_kernel(m, x, sigma, npsf, psf_x, psf_y, uniform, nfft, c, cs, ierr)
+    if (ierr /= err_ok) return
     if (.not. uniform) then
-      if (npsf >= 2) then
-        ierr = err_bad_input
-        return
-      end if
       call gauss_nonuniform(m, x, y, sigma)
       return
     end if
-
-    nfft = n_fft_sir
-    do while (nfft < m .or. (m > n_fft_sir .and. nfft < 2 * m))
-      nfft = 2 * nfft
-    end do
-    allocate(ck(0:nfft-1), c(0:nfft-1), cs(0:nfft-1), out(4, m))
-    ! Gaussian transfer function (SIR's form, including its clip at exp(-26))
-    do k = 0, nfft - 1
-      if (k < nfft / 2) then
-        f = real(k, dp) / (nfft * step)
-      else
-        f = real(nfft - k, dp) / (nfft * step)
-      end if
-      ck(k) = cmplx(exp(-min(2.0_dp * pi_fft**2 * sigma**2 * f**2, 26.0_dp)), 0.0_dp, dp)
-    end do
-    if (npsf >= 2) then
-      allocate(pk(0:nfft-1))
-      do k = 0, nfft - 1
-        if (k < nfft / 2) then
-          pk(k) = cmplx(psf_sample(real(k, dp) * step, npsf, psf_x, psf_y), 0.0_dp, dp)
-        else
-          pk(k) = cmplx(psf_sample(real(k - nfft, dp) * step, npsf, psf_x, psf_y), 0.0_dp, dp)
-        end if
-      end do
-      call fft_inplace(nfft, pk, -1)
-      if (.not. (abs(pk(0)) > 0.0_dp)) then
-        ierr = err_bad_input
-        return
-      end if
-      ck = ck * pk / pk(0)
-    end if
-    ! discrete kernel c_k = IDFT(C)
-    call fft_inplace(nfft, ck, +1)
-    c = real(ck, dp) / nfft
-    cs(0) = c(0)
-    do k = 1, nfft - 1
-      cs(k) = cs(k - 1) + c(k)
-    end do
+    allocate(out(4, m))
     ! circular convolution of the edge-padded array, output at the data positions
     i1 = (nfft - m) / 2
     out = 0.0_dp
@@ -539,8 +511,6 @@ contains
     real(dp), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
     real(dp), intent(out) :: cm(m, m), dcm(m, m)
     integer, intent(out) :: ierr
-    real(dp) :: step, f, arg, g
-    complex(dp), allocatable :: ck(:), dk(:), pk(:)
     real(dp), allocatable :: c(:), cs(:), dc(:), dcs(:)
     integer :: nfft, i, j, k, i1, q
     logical :: uniform
@@ -552,6 +522,47 @@ contains
       cm(i, i) = 1.0_dp
     end do
     if (m < 2) return
+    call conv_kernel(m, x, sigma, npsf, psf_x, psf_y, uniform, nfft, c, cs, ierr, dc, dcs)
+    if (ierr /= err_ok) return
+    if (.not. uniform) then
+      call gauss_nonuniform_matrix(m, x, sigma, cm, dcm)
+      return
+    end if
+    i1 = (nfft - m) / 2
+    do i = 1, m
+      q = i1 + i - 1
+      do j = 1, m
+        k = modulo(i - j, nfft)
+        cm(i, j) = c(k)
+        dcm(i, j) = dc(k)
+      end do
+      cm(i, 1) = cm(i, 1) + (cs(q) - cs(i - 1))
+      cm(i, m) = cm(i, m) + (cs(nfft - m + i - 1) - cs(q))
+      dcm(i, 1) = dcm(i, 1) + (dcs(q) - dcs(i - 1))
+      dcm(i, m) = dcm(i, m) + (dcs(nfft - m + i - 1) - dcs(q))
+    end do
+  end subroutine convolution_matrix
+
+  !> Grid checks and discrete kernel shared by convolve_group and convolution_matrix (m >= 2). x must
+  !> be strictly monotonic (else err_bad_input); on a non-uniform grid uniform = .false. and no kernel
+  !> is made (with a PSF: err_bad_input). Otherwise c(0:nfft-1) is the circular kernel (IDFT of SIR's
+  !> Gaussian transfer function, clipped at exp(-26), times the PSF's normalised transfer function)
+  !> and cs its cumulative sum; dc, dcs (when present) their derivatives with respect to sigma.
+  pure subroutine conv_kernel(m, x, sigma, npsf, psf_x, psf_y, uniform, nfft, c, cs, ierr, dc, dcs)
+    integer, intent(in) :: m, npsf
+    real(dp), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
+    logical, intent(out) :: uniform
+    integer, intent(out) :: nfft, ierr
+    real(dp), allocatable, intent(out) :: c(:), cs(:)
+    real(dp), allocatable, intent(out), optional :: dc(:), dcs(:)
+    real(dp) :: step, f, arg, g
+    complex(dp), allocatable :: ck(:), dk(:), pk(:)
+    integer :: k
+    logical :: deriv
+
+    ierr = err_ok
+    nfft = 0
+    deriv = present(dc) .and. present(dcs)
     step = abs(x(2) - x(1))
     if (step == 0.0_dp) step = 1.0_dp
     uniform = all(abs(abs(x(2:m) - x(1:m-1)) - step) <= 1.0e-3_dp * step)
@@ -560,11 +571,7 @@ contains
       return
     end if
     if (.not. uniform) then
-      if (npsf >= 2) then
-        ierr = err_bad_input
-        return
-      end if
-      call gauss_nonuniform_matrix(m, x, sigma, cm, dcm)
+      if (npsf >= 2) ierr = err_bad_input
       return
     end if
 
@@ -572,7 +579,9 @@ contains
     do while (nfft < m .or. (m > n_fft_sir .and. nfft < 2 * m))
       nfft = 2 * nfft
     end do
-    allocate(ck(0:nfft-1), dk(0:nfft-1), c(0:nfft-1), cs(0:nfft-1), dc(0:nfft-1), dcs(0:nfft-1))
+    allocate(ck(0:nfft-1), c(0:nfft-1), cs(0:nfft-1))
+    if (deriv) allocate(dk(0:nfft-1), dc(0:nfft-1), dcs(0:nfft-1))
+    ! Gaussian transfer function (SIR's form, including its clip at exp(-26))
     do k = 0, nfft - 1
       if (k < nfft / 2) then
         f = real(k, dp) / (nfft * step)
@@ -582,10 +591,12 @@ contains
       arg = 2.0_dp * pi_fft**2 * sigma**2 * f**2
       g = exp(-min(arg, 26.0_dp))
       ck(k) = cmplx(g, 0.0_dp, dp)
-      if (arg < 26.0_dp) then
-        dk(k) = cmplx(-4.0_dp * pi_fft**2 * sigma * f**2 * g, 0.0_dp, dp)
-      else
-        dk(k) = (0.0_dp, 0.0_dp)
+      if (deriv) then
+        if (arg < 26.0_dp) then
+          dk(k) = cmplx(-4.0_dp * pi_fft**2 * sigma * f**2 * g, 0.0_dp, dp)
+        else
+          dk(k) = (0.0_dp, 0.0_dp)
+        end if
       end if
     end do
     if (npsf >= 2) then
@@ -603,32 +614,24 @@ contains
         return
       end if
       ck = ck * pk / pk(0)
-      dk = dk * pk / pk(0)
+      if (deriv) dk = dk * pk / pk(0)
     end if
+    ! discrete kernel c_k = IDFT(C)
     call fft_inplace(nfft, ck, +1)
-    call fft_inplace(nfft, dk, +1)
     c = real(ck, dp) / nfft
-    dc = real(dk, dp) / nfft
     cs(0) = c(0)
-    dcs(0) = dc(0)
     do k = 1, nfft - 1
       cs(k) = cs(k - 1) + c(k)
-      dcs(k) = dcs(k - 1) + dc(k)
     end do
-    i1 = (nfft - m) / 2
-    do i = 1, m
-      q = i1 + i - 1
-      do j = 1, m
-        k = modulo(i - j, nfft)
-        cm(i, j) = c(k)
-        dcm(i, j) = dc(k)
+    if (deriv) then
+      call fft_inplace(nfft, dk, +1)
+      dc = real(dk, dp) / nfft
+      dcs(0) = dc(0)
+      do k = 1, nfft - 1
+        dcs(k) = dcs(k - 1) + dc(k)
       end do
-      cm(i, 1) = cm(i, 1) + (cs(q) - cs(i - 1))
-      cm(i, m) = cm(i, m) + (cs(nfft - m + i - 1) - cs(q))
-      dcm(i, 1) = dcm(i, 1) + (dcs(q) - dcs(i - 1))
-      dcm(i, m) = dcm(i, m) + (dcs(nfft - m + i - 1) - dcs(q))
-    end do
-  end subroutine convolution_matrix
+    end if
+  end subroutine conv_kernel
 
   !> Matrix form of gauss_nonuniform and its derivative with respect to sigma.
   pure subroutine gauss_nonuniform_matrix(m, x, sigma, cm, dcm)
