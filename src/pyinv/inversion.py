@@ -106,10 +106,6 @@ def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abunda
     :func:`pyinv.synthesize` builds them."""
     from .synthesis import _setup
 
-    if not isinstance(lines, LineList):
-        raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
-    if not isinstance(grid, WavelengthGrid):
-        raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
     s = _setup(lines, grid, magnetic=magnetic, psf=psf, abundances=abundances, sir_compat=sir_compat,
                exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical)
     return {"lines": s["la"], "groups": s["groups"], "woff": s["woff"], "wgrp": s["wgrp"],

@@ -13,7 +13,7 @@ import numpy as np
 from . import engine
 from .atmosphere import Atmosphere
 from .lines import LineList, WavelengthGrid
-from .synthesis import _prepare
+from .synthesis import _check_mu, _prepare
 
 __all__ = ["response_functions", "RF_KEYS"]
 
@@ -77,16 +77,7 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
     """
     if not isinstance(atmos, Atmosphere) or atmos.stacked:
         raise ValueError("response_functions needs a single pyinv.Atmosphere (not a stack)")
-    if not isinstance(lines, LineList):
-        raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
-    if not isinstance(grid, WavelengthGrid):
-        raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
-    try:
-        mu_f = float(mu)
-    except (TypeError, ValueError):
-        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
-    if not (0.0 < mu_f <= 1.0):
-        raise ValueError(f"mu must be in (0, 1], got {mu!r}")
+    mu_f = _check_mu(mu)
     p = _prepare([atmos], lines, grid, abundances=abundances, psf=psf, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                  exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)

@@ -151,6 +151,17 @@ def _use_exact_voigt(exact_voigt: bool | None, sir_compat: bool) -> bool:
     return (not sir_compat) if exact_voigt is None else bool(exact_voigt)
 
 
+def _check_mu(mu) -> float:
+    """μ as a float in (0, 1] (ValueError otherwise)."""
+    try:
+        mu_f = float(mu)
+    except (TypeError, ValueError):
+        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
+    if not (0.0 < mu_f <= 1.0):
+        raise ValueError(f"mu must be in (0, 1], got {mu!r}")
+    return mu_f
+
+
 def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=None, psf=None,
            convolve: bool = True, exact_blend_offsets: bool = False, unsold_physical: bool = False,
            exact_voigt: bool | None = None, damping_cap: bool | None = None, sir_compat: bool = False) -> dict:
@@ -158,6 +169,10 @@ def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=
     groups, grid offsets and group ids, ε, PSF and the option flags (shared by :func:`synthesize`,
     :func:`pyinv.response_functions` and :func:`pyinv.invert_pixel`). ``magnetic``: whether any model
     has a field (the lines' Zeeman terms are then required)."""
+    if not isinstance(lines, LineList):
+        raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
+    if not isinstance(grid, WavelengthGrid):
+        raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
     eps = _eps_from_abundances(abundances)
     psf_xy = _psf_arrays(psf)
 
@@ -275,16 +290,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
         beyond MAX_OFFSET_A from their group's first line, unknown terms in a magnetic synthesis) or a
         failed computation (:class:`pyinv.EngineError`).
     """
-    if not isinstance(lines, LineList):
-        raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
-    if not isinstance(grid, WavelengthGrid):
-        raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
-    try:
-        mu_f = float(mu)
-    except (TypeError, ValueError):
-        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
-    if not (0.0 < mu_f <= 1.0):
-        raise ValueError(f"mu must be in (0, 1], got {mu!r}")
+    _check_mu(mu)  # validated; μ enters only hydrostatics, not the synthesis of a given model
     models, lead = _as_models(atmos)
     p = _prepare(models, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
