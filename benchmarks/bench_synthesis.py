@@ -68,12 +68,10 @@ def main(argv=None) -> dict:
     # RF_INTERFACE.md), interleaved so that both see the same machine load
     from pyinv.synthesis import _prepare
     p = _prepare([atm], lines, grid, **kw)
-    eargs = (p["cols"][0], p["vmac"][0], p["la"], p["groups"], (p["woff"], p["wgrp"]), p["eps"], p["psf"], p["opts"])
+    eargs = (p["setup"], p["cols"][0]["log_tau"], p["x"][0], p["vmac"][0])
     pyinv.engine.synth_rf(*eargs)
-    # the inversion's Jacobian calls synth_rf without convolution (opts(6) = 1; RF_INTERFACE.md)
-    opts_nc = list(p["opts"])
-    opts_nc[5] = 1
-    eargs_nc = eargs[:-1] + (opts_nc,)
+    # the inversion's Jacobian calls synth_rf without convolution (the set-up's no_convolution option)
+    eargs_nc = (p["setup"].with_options(no_convolution=True),) + eargs[1:]
     pyinv.engine.synth_rf(*eargs_nc)
     t_syn, t_rf, t_rf_nc = [], [], []
     for _ in range(max(args.repeat // 4, 10)):

@@ -16,7 +16,7 @@ module pyinv_api
             thermo_hydrostatic_guess, &
             thermo_hydrostatic, thermo_atomic  ! section: thermodynamics
   public :: inv_allowed_nodes, inv_node_basis, inv_svd_solve, inv_sigma, inv_he_pe_jacobian, &
-            inv_response_functions, inv_node_jacobian, inv_cycle  ! section: inversion
+            inv_node_jacobian, inv_cycle  ! section: inversion
 
 contains
 
@@ -298,44 +298,27 @@ end subroutine thermo_atomic
 ! ---------------------------------------------------------------------------------------------------
 
 !> LTE Stokes synthesis of one model atmosphere (spec-forward.md §1, §7-§9; see pyinv_synthesis).
-!> Model columns (n depths, deepest first): logtau, t [K], pe [dyn cm-2], vmic, vlos [cm/s], bfield [G],
-!> gam, phi [deg]; vmac [km/s]. Lines (nl): iz, stage, lam [Å air], chi_e [eV], loggf, enh, alpha,
-!> sigma [cm2], LS terms (mult, L, J) lower/upper, use_geff (1: triplet of Landé factor geff).
-!> Groups (ng): lines glines(gstart(g):gstart(g)+gcount(g)-1), 1-based, first = main line.
-!> Wavelengths (nw): woff [mÅ from the group's main line], wgrp (1-based group).
-!> eps(92) = N_Z/N_H (linear). PSF applied when npsf >= 2 (psf_x [mÅ] ascending, psf_y).
-!> opts(nopt >= 8): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR 1 G non-magnetic
-!> threshold, 4 SIR damping cap, 5 EOS sir_compat, 6 no convolution.
-!> Out: stokes(4, nw) / I_c(HSRA), amax(nl) largest damping parameter per line, ierr.
-subroutine synth_stokes(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
-                        nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                        mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                        ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                        npsf, psf_x, psf_y, nopt, opts, stokes, amax, ierr)
+!> Set-up buffers ibuf(ni), rbuf(nr) as packed by pyinv.engine.Setup (layout: pyinv_synthesis
+!> setup_from_buffers). Model x(n, 7) on the log tau grid logtau(n) (deepest first), columns T [K],
+!> Pe [dyn cm-2], vmic [cm/s], B [G], vlos [cm/s], gamma, phi [deg]; vmac [km/s]. nw, nl: the set-up's
+!> wavelength and line counts. Out: stokes(4, nw) / I_c(HSRA), amax(nl) largest damping per line, ierr.
+subroutine synth_stokes(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nw, nl, stokes, amax, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_synthesis, only: synth_model, n_options
+  use pyinv_synthesis, only: synth_setup, setup_from_buffers, synth_model
   use pyinv_errors, only: err_bad_size
   implicit none
-  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt
-  real(c_double), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n)
-  real(c_double), intent(in) :: vmac
-  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
-  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
-  integer(c_int), intent(in) :: opts(nopt)
+  integer(c_int), intent(in) :: ni, nr, n, nw, nl
+  integer(c_int), intent(in) :: ibuf(ni)
+  real(c_double), intent(in) :: rbuf(nr), logtau(n), x(n, 7), vmac
   real(c_double), intent(out) :: stokes(4, nw), amax(nl)
   integer(c_int), intent(out) :: ierr
-  integer :: o(n_options), ie
+  type(synth_setup) :: s
+  integer :: ie
   stokes = 0.0_c_double
   amax = 0.0_c_double
-  o = 0
-  o(1:min(nopt, n_options)) = opts(1:min(nopt, n_options))
-  call synth_model(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, iz, stage, lam, chi_e, &
-                   loggf, enh, alpha, sigma, mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                   ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, npsf, psf_x, psf_y, o, &
-                   stokes, amax, ie)
+  call setup_from_buffers(int(ni), int(ibuf), int(nr), rbuf, s, ie)
+  if (ie == 0 .and. (s%nw /= nw .or. s%nl /= nl)) ie = err_bad_size
+  if (ie == 0) call synth_model(s, int(n), logtau, x, vmac, stokes, amax, ie)
   ierr = ie
 end subroutine synth_stokes
 
@@ -429,45 +412,33 @@ subroutine convolve_stokes(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
   ierr = ie
 end subroutine convolve_stokes
 
-!> Response functions of synth_stokes (RF_INTERFACE.md; pyinv_response::synth_rf): same arguments as
-!> synth_stokes plus want(7) (1 = compute variable v: T, Pe, vmic, B, vlos, gamma, phi). Out:
-!> stokes(4, nw) as synth_stokes; rf(4, nw, n, 7) = d stokes / d x_v(k) per K, dyn cm-2, cm/s, G,
-!> cm/s, degree, degree (T at fixed Pe, Pe at fixed T); rf_vmac(4, nw) per km/s; amax(nl); ierr.
-subroutine synth_rf(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
-                    nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                    mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                    ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                    npsf, psf_x, psf_y, nopt, opts, want, stokes, rf, rf_vmac, amax, ierr)
+!> Response functions of synth_stokes (pyinv_response::synth_rf): arguments as synth_stokes plus
+!> want(7) (1 = compute that model column). Out: stokes(4, nw) as synth_stokes; rf(4, nw, n, 7) =
+!> d stokes / d x(k, v) per K, dyn cm-2, cm/s, G, cm/s, degree, degree (T at fixed Pe, Pe at fixed T);
+!> rf_vmac(4, nw) per km/s; amax(nl); ierr.
+subroutine synth_rf(ni, ibuf, nr, rbuf, n, logtau, x, vmac, want, nw, nl, stokes, rf, rf_vmac, amax, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_synthesis, only: n_options
+  use pyinv_synthesis, only: synth_setup, setup_from_buffers
   use pyinv_response, only: response_model => synth_rf
+  use pyinv_errors, only: err_bad_size
   implicit none
-  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt
-  real(c_double), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n)
-  real(c_double), intent(in) :: vmac
-  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
-  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
-  integer(c_int), intent(in) :: opts(nopt), want(7)
+  integer(c_int), intent(in) :: ni, nr, n, nw, nl
+  integer(c_int), intent(in) :: ibuf(ni), want(7)
+  real(c_double), intent(in) :: rbuf(nr), logtau(n), x(n, 7), vmac
   real(c_double), intent(out) :: stokes(4, nw), rf(4, nw, n, 7), rf_vmac(4, nw), amax(nl)
   integer(c_int), intent(out) :: ierr
-  integer :: o(n_options), wt(7), ie
-  o = 0
-  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
-  wt = want
-  call response_model(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, iz, stage, lam, chi_e, &
-                      loggf, enh, alpha, sigma, mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                      ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, npsf, psf_x, psf_y, o, &
-                      wt, stokes, rf, rf_vmac, amax, ie)
+  type(synth_setup) :: s
+  integer :: ie
+  stokes = 0; rf = 0; rf_vmac = 0; amax = 0
+  call setup_from_buffers(int(ni), int(ibuf), int(nr), rbuf, s, ie)
+  if (ie == 0 .and. (s%nw /= nw .or. s%nl /= nl)) ie = err_bad_size
+  if (ie == 0) call response_model(s, int(n), logtau, x, vmac, int(want), stokes, rf, rf_vmac, amax, ie)
   ierr = ie
 end subroutine synth_rf
 
 ! ---------------------------------------------------------------------------------------------------
-! section: inversion (nodes, Levenberg-Marquardt, finite-difference response functions)
-! Line/group/grid/abundance/PSF/option arguments are those of synth_stokes (section: synthesis).
-! Model arrays x(n, 7): columns T [K], Pe [dyn cm-2], vmic [cm/s], B [G], vlos [cm/s], gamma, phi [deg].
+! section: inversion (nodes, Levenberg-Marquardt)
+! Set-up buffers and model arrays x(n, 7) as synth_stokes (section: synthesis).
 ! ---------------------------------------------------------------------------------------------------
 
 !> Largest SIR-allowed node count <= nreq on a grid of ndep points (spec-inversion §2.1).
@@ -508,17 +479,16 @@ end subroutine inv_node_basis
 !> parameter blocks blk(m) (nvar blocks) and tolerance eps (§3.3).
 subroutine inv_svd_solve(m, a, b, blk, nvar, eps, u, w, v, delta, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_inversion, only: jacobi_svd, modified_svd_solve
+  use pyinv_linalg, only: jacobi_svd, modified_svd_solve
   implicit none
   integer(c_int), intent(in) :: m, nvar
   integer(c_int), intent(in) :: blk(m)
   real(c_double), intent(in) :: a(m, m), b(m), eps
   real(c_double), intent(out) :: u(m, m), w(m), v(m, m), delta(m)
   integer(c_int), intent(out) :: ierr
-  integer :: ie, bk(m)
-  bk = blk
+  integer :: ie
   call jacobi_svd(int(m), a, u, w, v, ie)
-  if (ie == 0) call modified_svd_solve(int(m), a, b, bk, int(nvar), eps, delta, ie)
+  if (ie == 0) call modified_svd_solve(int(m), a, b, int(blk), int(nvar), eps, delta, ie)
   ierr = ie
 end subroutine inv_svd_solve
 
@@ -532,149 +502,95 @@ subroutine inv_sigma(nw, ng, wgrp, obs, weights, snr, sig, wgt, nobs, nmask, ier
   real(c_double), intent(in) :: obs(4, nw), weights(4), snr
   real(c_double), intent(out) :: sig(4, nw), wgt(4, nw)
   integer(c_int), intent(out) :: nobs, nmask, ierr
-  integer :: ie, no, nm, wg(nw)
-  wg = wgrp
-  call stokes_sigma(int(nw), int(ng), wg, obs, weights, snr, sig, wgt, no, nm, ie)
+  integer :: ie, no, nm
+  call stokes_sigma(int(nw), int(ng), int(wgrp), obs, weights, snr, sig, wgt, no, nm, ie)
   nobs = no; nmask = nm; ierr = ie
 end subroutine inv_sigma
 
 !> d Pe_i / d T_j with Pe in hydrostatic equilibrium (boundary 0: top Pe fixed; 1: top Pg = bvalue;
-!> 2: top rho = bvalue), for the HE-coupled temperature RF (RF_INTERFACE.md). method 0: tangent-linear
-!> of the HE solver; 1: central finite differences of hydrostatic_eq.
+!> 2: top rho = bvalue), for the HE-coupled temperature RF. method 0: tangent-linear of the HE solver;
+!> 1: central finite differences of hydrostatic_eq.
 subroutine inv_he_pe_jacobian(n, logtau, t, pe_top, boundary, bvalue, mu, eps, sir_compat, method, dpe, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_inversion, only: synth_setup, he_pe_jacobian
+  use pyinv_hydrostatic, only: he_pe_jacobian
   implicit none
   integer(c_int), intent(in) :: n, boundary, sir_compat, method
   real(c_double), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92)
   real(c_double), intent(out) :: dpe(n, n)
   integer(c_int), intent(out) :: ierr
-  type(synth_setup) :: s
   integer :: ie
-  s%eps = eps
-  s%opts = 0
-  s%opts(5) = int(sir_compat)
-  call he_pe_jacobian(s, int(n), logtau, t, pe_top, int(boundary), bvalue, mu, int(method), dpe, ie)
+  call he_pe_jacobian(eps, int(sir_compat), int(n), logtau, t, pe_top, int(boundary), bvalue, mu, int(method), &
+                      dpe, ie)
   ierr = ie
 end subroutine inv_he_pe_jacobian
 
-!> Depth-resolved response functions through the inversion's RF provider (RF_INTERFACE.md):
-!> stokes(4, nw), rf(4, nw, n, 7) (d stokes / d x_v(k): per K, dyn cm-2, cm/s, G, cm/s, deg, deg),
-!> rf_vmac(4, nw) per km/s. want(7): 1 = compute that variable.
-subroutine inv_response_functions(n, logtau, x, vmac, &
-                                  nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                                  mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                                  ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                                  npsf, psf_x, psf_y, nopt, opts, want, stokes, rf, rf_vmac, ierr)
-  use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_synthesis, only: n_options
-  use pyinv_inversion, only: synth_setup, make_setup, rf_provider
-  implicit none
-  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt
-  real(c_double), intent(in) :: logtau(n), x(n, 7), vmac
-  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
-  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
-  integer(c_int), intent(in) :: opts(nopt), want(7)
-  real(c_double), intent(out) :: stokes(4, nw), rf(4, nw, n, 7), rf_vmac(4, nw)
-  integer(c_int), intent(out) :: ierr
-  type(synth_setup) :: s
-  integer :: o(n_options), ie, wt(7)
-  o = 0
-  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
-  call make_setup(int(nl), int(iz), int(stage), lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l, &
-                  mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
-                  int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
-  wt = want
-  call rf_provider(s, int(n), logtau, x, vmac, wt, stokes, rf, rf_vmac, ie)
-  ierr = ie
-end subroutine inv_response_functions
-
 !> Node Jacobian jac(4, nw, m) (m = free node parameters in slot order T, Pe, vmic, B, vlos, gamma,
-!> phi, vmac; relative units of §2.2, radians for angles) at model x: jac_mode 0 directional finite
-!> differences, 1 depth-resolved RFs compressed by the chain rule. he = 1: Pe follows HE (boundary,
-!> bvalue, mu). Node counts nodes(8); explicit positions xnodes(:, v) where usex(v) = 1; maxm >= m.
-subroutine inv_node_jacobian(n, logtau, x, vmac, &
-                             nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                             mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                             ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                             npsf, psf_x, psf_y, nopt, opts, nodes, maxnp, xnodes, usex, interp, &
-                             he, boundary, bvalue, mu, jac_mode, maxm, jac, m, ierr)
+!> phi, vmac; relative units of §2.2, radians for angles) at model x(n, 7) (columns as synth_stokes):
+!> jac_mode 0 directional finite differences, 1 depth-resolved RFs compressed by the chain rule.
+!> he = 1: Pe follows HE (boundary, bvalue, mu). Node counts nodes(8); explicit positions
+!> xnodes(:, v) where usex(v) = 1; maxm >= m.
+subroutine inv_node_jacobian(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nodes, maxnp, xnodes, usex, interp, &
+                             he, boundary, bvalue, mu, jac_mode, nw, maxm, jac, m, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_synthesis, only: n_options
-  use pyinv_inversion, only: synth_setup, make_setup, inv_node_jacobian_core
+  use pyinv_synthesis, only: synth_setup, setup_from_buffers
+  use pyinv_nodes, only: node_jacobian_at
+  use pyinv_errors, only: err_bad_size
   implicit none
-  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt, maxnp, interp, he, boundary, jac_mode, maxm
-  real(c_double), intent(in) :: logtau(n), x(n, 7), vmac, bvalue, mu
-  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
-  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf), xnodes(maxnp, 8)
-  integer(c_int), intent(in) :: opts(nopt), nodes(8), usex(8)
+  integer(c_int), intent(in) :: ni, nr, n, maxnp, interp, he, boundary, jac_mode, nw, maxm
+  integer(c_int), intent(in) :: ibuf(ni), nodes(8), usex(8)
+  real(c_double), intent(in) :: rbuf(nr), logtau(n), x(n, 7), vmac, bvalue, mu, xnodes(maxnp, 8)
   real(c_double), intent(out) :: jac(4, nw, maxm)
   integer(c_int), intent(out) :: m, ierr
   type(synth_setup) :: s
-  integer :: o(n_options), ie, mm
-  o = 0
-  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
-  call make_setup(int(nl), int(iz), int(stage), lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l, &
-                  mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
-                  int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
-  call inv_node_jacobian_core(s, int(n), logtau, x, vmac, int(nodes), int(maxnp), xnodes, int(usex), &
-                              int(interp), int(he), int(boundary), bvalue, mu, int(jac_mode), int(maxm), &
-                              jac, mm, ie)
-  m = mm
+  integer :: ie, mm
+  jac = 0
+  m = 0
+  call setup_from_buffers(int(ni), int(ibuf), int(nr), rbuf, s, ie)
+  if (ie == 0 .and. s%nw /= nw) ie = err_bad_size
+  if (ie == 0) then
+    call node_jacobian_at(s, int(n), logtau, x, vmac, int(nodes), int(maxnp), xnodes, int(usex), int(interp), &
+                          int(he), int(boundary), bvalue, mu, int(jac_mode), int(maxm), jac, mm, ie)
+    m = mm
+  end if
   ierr = ie
 end subroutine inv_node_jacobian
 
 !> One Levenberg-Marquardt cycle of a one-component inversion (see pyinv_inversion::lm_cycle).
-!> x(n, 7), vmac: in: starting model; out: best model. obs(4, nw); weights(4); snr; nodes(8) (slot
-!> order T, Pe, vmic, B, vlos, gamma, phi, vmac); xnodes(maxnp, 8)/usex(8) explicit node positions;
-!> interp; svdtol; lambda0; boundary/bvalue (0 top Pe kept, 1 top Pg, 2 top rho); mu; maxit;
-!> jac_mode (0 directional FD, 1 depth RFs + chain rule); rtol (0 = SIR's stopping rules only). Out: fit(4, nw), pg, rho, z (HE of the
-!> final T), err(n, 10) (.err formula: T, Pe, vmic, B, vlos, gamma, phi, z, Pg, rho), err_vmac,
-!> cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm), trace(maxtr, 3), info(6), rinfo(5)
-!> (see lm_cycle).
-subroutine inv_cycle(n, logtau, x, vmac, &
-                     nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                     mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                     ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                     npsf, psf_x, psf_y, nopt, opts, obs, weights, snr, nodes, maxnp, xnodes, usex, &
+!> Set-up buffers as synth_stokes. x(n, 7), vmac: in: starting model; out: best model. obs(4, nw);
+!> weights(4); snr; nodes(8) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac); xnodes(maxnp, 8)/usex(8)
+!> explicit node positions; interp; svdtol; lambda0; boundary/bvalue (0 top Pe kept, 1 top Pg, 2 top
+!> rho); mu; maxit; jac_mode (0 directional FD, 1 depth RFs + chain rule); rtol (0 = SIR's stopping rules
+!> only). Out: fit(4, nw), pg, rho, z (HE of the final T), err(n, 10) (.err formula: T, Pe, vmic, B,
+!> vlos, gamma, phi, z, Pg, rho), err_vmac, cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm),
+!> trace(maxtr, 3), info(6) and rinfo(5) (slots info_* / rinfo_* of pyinv_inversion), ierr.
+subroutine inv_cycle(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, usex, &
                      interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, rtol, &
                      fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_synthesis, only: n_options
-  use pyinv_inversion, only: synth_setup, make_setup, lm_cycle
+  use pyinv_synthesis, only: synth_setup, setup_from_buffers
+  use pyinv_inversion, only: lm_cycle
+  use pyinv_errors, only: err_bad_size
   implicit none
-  integer(c_int), intent(in) :: n, nl, ng, nglines, nw, npsf, nopt, maxnp, interp, boundary, maxit, &
-                                jac_mode, maxm, maxtr
-  real(c_double), intent(in) :: logtau(n), bvalue, mu, snr, svdtol, lambda0, rtol
-  real(c_double), intent(out) :: trace(maxtr, 3)
-  real(c_double), intent(inout) :: x(n, 7), vmac
-  integer(c_int), intent(in) :: iz(nl), stage(nl), use_geff(nl)
-  real(c_double), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-  real(c_double), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-  integer(c_int), intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-  real(c_double), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf), xnodes(maxnp, 8)
+  integer(c_int), intent(in) :: ni, nr, n, nw, maxnp, interp, boundary, maxit, jac_mode, maxm, maxtr
+  integer(c_int), intent(in) :: ibuf(ni), nodes(8), usex(8)
+  real(c_double), intent(in) :: rbuf(nr), logtau(n), bvalue, mu, snr, svdtol, lambda0, rtol, xnodes(maxnp, 8)
   real(c_double), intent(in) :: obs(4, nw), weights(4)
-  integer(c_int), intent(in) :: opts(nopt), nodes(8), usex(8)
+  real(c_double), intent(inout) :: x(n, 7), vmac
   real(c_double), intent(out) :: fit(4, nw), pg(n), rho(n), z(n), err(n, 10), err_vmac, cerr(n, 7), &
-                                 cerr_vmac, cov(maxm, maxm), rinfo(5)
+                                 cerr_vmac, cov(maxm, maxm), trace(maxtr, 3), rinfo(5)
   integer(c_int), intent(out) :: info(6), ierr
   type(synth_setup) :: s
-  integer :: o(n_options), ie, inf(6)
-  o = 0
-  o(1:min(int(nopt), n_options)) = opts(1:min(int(nopt), n_options))
-  call make_setup(int(nl), int(iz), int(stage), lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l, &
-                  mult_u, l_u, j_u, int(use_geff), geff, int(ng), int(gstart), int(gcount), int(nglines), &
-                  int(glines), int(nw), woff, int(wgrp), eps, int(npsf), psf_x, psf_y, o, s)
-  call lm_cycle(s, int(n), logtau, x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, int(usex), &
-                int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), rtol, &
-                fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), cov, int(maxtr), trace, inf, rinfo, ie)
-  info = inf
+  integer :: ie, inf(6)
+  fit = 0; pg = 0; rho = 0; z = 0; err = 0; err_vmac = 0; cerr = 0; cerr_vmac = 0; cov = 0; trace = 0
+  rinfo = 0; info = 0
+  call setup_from_buffers(int(ni), int(ibuf), int(nr), rbuf, s, ie)
+  if (ie == 0 .and. s%nw /= nw) ie = err_bad_size
+  if (ie == 0) then
+    call lm_cycle(s, int(n), logtau, x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, int(usex), &
+                  int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), rtol, &
+                  fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), cov, int(maxtr), trace, inf, rinfo, ie)
+    info = inf
+  end if
   ierr = ie
 end subroutine inv_cycle
 

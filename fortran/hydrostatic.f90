@@ -4,6 +4,8 @@
 !> pyinv decisions: g_eff = |mu| g_sun in every call (§5.6, no reset); rho_i from mu_m at depth i
 !> (§5.3; sir_compat = 1 uses the top-point mu_m with P_g/rho boundaries, as SIR); the trapezoid
 !> fixed point at each depth is iterated to 1e-10 relative (SIR: 1e-5); z zero point as SIR (§5.5).
+!> For the inversion: he_solve (hydrostatic_eq with a P_e guess), he_tangent (the tangent-linear of the
+!> HE solution: d Pe for given d T, the temperature response functions' HE coupling) and he_pe_jacobian.
 module pyinv_hydrostatic
   use pyinv_kinds, only: dp, ln10, g_sun, r_gas
   use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_logtau_order, err_no_convergence, &
@@ -12,7 +14,7 @@ module pyinv_hydrostatic
   use pyinv_continuum, only: kappa_continuum, kappa_coefficients, kappa_from_coef, n_kappa_coef
   implicit none
   private
-  public :: hydrostatic_eq, geometric_height, density_boundary_pg
+  public :: hydrostatic_eq, geometric_height, density_boundary_pg, he_solve, he_tangent, he_pe_jacobian
 
   integer, parameter, public :: he_boundary_pe = 0, he_boundary_pg = 1, he_boundary_rho = 2
   real(dp), parameter :: lambda5 = 5.0e-5_dp
@@ -215,5 +217,137 @@ contains
     end do
     z = (z - z(i0)) * 1.0e-5_dp
   end subroutine geometric_height
+
+  !> hydrostatic_eq for the inversion: P_e of the temperature column t with the given boundary (pe_top
+  !> kept for boundary 0), eps and EOS compat flag; optionally pg, rho, z and a starting P_e column.
+  pure subroutine he_solve(eps, compat, n, logtau, t, pe_top, boundary, bvalue, mu, pe_out, ierr, pg, rho, z, pe_guess)
+    real(dp), intent(in) :: eps(92)
+    integer, intent(in) :: compat
+    integer, intent(in) :: n, boundary
+    real(dp), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu
+    real(dp), intent(out) :: pe_out(n)
+    integer, intent(out) :: ierr
+    real(dp), intent(out), optional :: pg(n), rho(n), z(n)
+    real(dp), intent(in), optional :: pe_guess(n)
+    real(dp) :: pg_(n), rho_(n), z_(n), k5(n)
+    if (present(pe_guess)) then
+      call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe_out, pg_, rho_, z_, k5, ierr, &
+                          compat, pe_guess)
+    else
+      call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe_out, pg_, rho_, z_, k5, ierr, &
+                          compat)
+    end if
+    if (present(pg)) pg = pg_
+    if (present(rho)) rho = rho_
+    if (present(z)) z = z_
+  end subroutine he_solve
+
+  !> Tangent-linear of pyinv_hydrostatic::hydrostatic_eq (trapezoid rule, converged fixed point) at the
+  !> model (t, pe): for nd temperature perturbations dt(n, nd) the changes dpe(n, nd) of the HE
+  !> electron pressure. Top: boundary 0 Pe fixed, 1 Pg fixed, 2 rho fixed. Exact for a model in HE
+  !> (up to the ~1e-8 accuracy of the local EOS/opacity derivatives).
+  pure subroutine he_tangent(eps, compat, n, logtau, t, pe, boundary, mu, nd, dt, dpe, ierr)
+    real(dp), intent(in) :: eps(92)
+    integer, intent(in) :: compat
+    integer, intent(in) :: n, boundary, nd
+    real(dp), intent(in) :: logtau(n), t(n), pe(n), mu, dt(n, nd)
+    real(dp), intent(out) :: dpe(n, nd)
+    integer, intent(out) :: ierr
+    real(dp) :: kg(n), kg_t(n), kg_p(n), pg_t(n), pg_p(n), rho_t, rho_p, tau(n), geff
+    real(dp) :: delta, c, rhs, dpg, dk, v(3, 0:4), tt, pp
+    real(dp), parameter :: hd = 1.0e-4_dp
+    type(eos_state) :: st
+    integer :: i, j, q
+    dpe = 0.0_dp
+    ierr = err_ok
+    ! P_g, rho and kappa5 per gram at (T, Pe) and at T e^(+-hd), Pe e^(+-hd) (central differences in
+    ! ln T and ln Pe: relative accuracy ~1e-8, far below what an LM step needs)
+    do i = 1, n
+      do q = 0, 4
+        tt = t(i)
+        pp = pe(i)
+        if (q == 1) tt = t(i) * exp(hd)
+        if (q == 2) tt = t(i) * exp(-hd)
+        if (q == 3) pp = pe(i) * exp(hd)
+        if (q == 4) pp = pe(i) * exp(-hd)
+        call eos_solve(tt, pp, eps, st, ierr, compat)
+        if (ierr /= err_ok) return
+        call kappa_continuum(5.0e-5_dp, st, eps, v(3, q), ierr, compat)
+        if (ierr /= err_ok) return
+        v(1, q) = st%pg
+        v(2, q) = st%rho
+        v(3, q) = v(3, q) * st%per_gram
+      end do
+      kg(i) = v(3, 0)
+      kg_t(i) = (v(3, 1) - v(3, 2)) / (2.0_dp * hd * t(i))
+      kg_p(i) = (v(3, 3) - v(3, 4)) / (2.0_dp * hd * pe(i))
+      pg_t(i) = (v(1, 1) - v(1, 2)) / (2.0_dp * hd * t(i))
+      pg_p(i) = (v(1, 3) - v(1, 4)) / (2.0_dp * hd * pe(i))
+      if (i == n) then
+        rho_t = (v(2, 1) - v(2, 2)) / (2.0_dp * hd * t(i))
+        rho_p = (v(2, 3) - v(2, 4)) / (2.0_dp * hd * pe(i))
+      end if
+    end do
+    geff = abs(mu) * g_sun
+    tau = 10.0_dp**logtau
+    do j = 1, nd
+      select case (boundary)
+      case (1)
+        dpe(n, j) = -pg_t(n) / pg_p(n) * dt(n, j)
+      case (2)
+        dpe(n, j) = -rho_t / rho_p * dt(n, j)
+      case default
+        dpe(n, j) = 0.0_dp
+      end select
+      dpg = pg_t(n) * dt(n, j) + pg_p(n) * dpe(n, j)
+      dk = kg_t(n) * dt(n, j) + kg_p(n) * dpe(n, j)
+      do i = n - 1, 1, -1
+        delta = geff * ln10 * (logtau(i) - logtau(i + 1))
+        c = 0.5_dp * delta * tau(i) / kg(i)**2
+        rhs = dpg - 0.5_dp * delta * tau(i + 1) / kg(i + 1)**2 * dk
+        dpe(i, j) = (rhs - (pg_t(i) + c * kg_t(i)) * dt(i, j)) / (pg_p(i) + c * kg_p(i))
+        dpg = pg_t(i) * dt(i, j) + pg_p(i) * dpe(i, j)
+        dk = kg_t(i) * dt(i, j) + kg_p(i) * dpe(i, j)
+      end do
+    end do
+    if (.not. all(abs(dpe) < huge(1.0_dp))) ierr = err_not_finite
+  end subroutine he_tangent
+
+  !> dpe(i, j) = d Pe_i / d T_j with Pe from hydrostatic equilibrium (boundary as given; top Pe fixed
+  !> for boundary 0). method 0: tangent-linear (he_tangent at the HE solution); 1: central differences
+  !> of hydrostatic_eq with relative steps 1e-4.
+  pure subroutine he_pe_jacobian(eps, compat, n, logtau, t, pe_top, boundary, bvalue, mu, method, dpe, ierr)
+    real(dp), intent(in) :: eps(92)
+    integer, intent(in) :: compat
+    integer, intent(in) :: n, boundary, method
+    real(dp), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu
+    real(dp), intent(out) :: dpe(n, n)
+    integer, intent(out) :: ierr
+    real(dp) :: tp(n), pp(n), pm(n), h, eye(n, n)
+    integer :: j
+    dpe = 0.0_dp
+    ierr = err_ok
+    if (method == 0) then
+      call he_solve(eps, compat, n, logtau, t, pe_top, boundary, bvalue, mu, pp, ierr)
+      if (ierr /= err_ok) return
+      eye = 0.0_dp
+      do j = 1, n
+        eye(j, j) = 1.0_dp
+      end do
+      call he_tangent(eps, compat, n, logtau, t, pp, boundary, mu, n, eye, dpe, ierr)
+      return
+    end if
+    do j = 1, n
+      h = 1.0e-4_dp * t(j)
+      tp = t
+      tp(j) = t(j) + h
+      call he_solve(eps, compat, n, logtau, tp, pe_top, boundary, bvalue, mu, pp, ierr)
+      if (ierr /= err_ok) return
+      tp(j) = t(j) - h
+      call he_solve(eps, compat, n, logtau, tp, pe_top, boundary, bvalue, mu, pm, ierr)
+      if (ierr /= err_ok) return
+      dpe(:, j) = (pp - pm) / (2.0_dp * h)
+    end do
+  end subroutine he_pe_jacobian
 
 end module pyinv_hydrostatic

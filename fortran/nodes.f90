@@ -1,4 +1,4 @@
-!> Node parameterisation of the inversion (spec-inversion.md §2).
+!> Node parameterisation of the inversion (spec-inversion.md §2): bases, layouts and the node Jacobian.
 !>
 !> * Node counts and equidistant placement on the log tau grid as SIR (§2.1): allowed counts are 0, 1, 2
 !>   and every n >= 3 with (N-1) divisible by (n-1); node j sits at grid index 1 + (j-1)(N-1)/(n-1)
@@ -13,16 +13,49 @@
 !>   log-relative (Pe) and absolute (angles). The tangent matrix D(k, j) = d x_k / d delta_j maps the
 !>   LM step variables delta (relative changes; absolute changes in RADIANS for angles, the model
 !>   columns being in degrees) to depth perturbations; node RFs are R D (§2.4, chain rule).
+!> * The node Jacobian (node_jacobian): jac_analytic = the analytic depth-resolved RFs of
+!>   pyinv_response::synth_rf for the unconvolved profiles, compressed with the tangents (T columns plus
+!>   the tangent-linear HE coupling of pyinv_hydrostatic::he_tangent), then convolved like the
+!>   profiles; jac_finite_difference = directional finite differences in node space (one synthesis per
+!>   free node parameter; mathematically the same compressed RF; kept as a cross-check).
 module pyinv_nodes
   use pyinv_kinds, only: dp, pi
-  use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_singular
+  use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_singular, err_no_data, err_zero_parameter
+  use pyinv_linalg, only: solve_dense
+  use pyinv_synthesis, only: synth_setup, synth_model, convolve_spectrum, n_cols, col_t, col_pe, col_b, col_vlos
+  use pyinv_response, only: synth_rf
+  use pyinv_hydrostatic, only: he_tangent
   implicit none
   private
   public :: node_count_allowed, allowed_node_count, node_indices, node_basis, sir_node_basis, &
-            node_values, node_tangent, compress_rf, apply_perturbation, solve_dense
+            node_values, node_tangent, apply_perturbation
+  public :: layout, make_layout, update_layout, node_jacobian, node_jacobian_at
 
   integer, parameter, public :: slot_relative = 1, slot_offset = 2, slot_log = 3, slot_angle = 4
   integer, parameter, public :: interp_spline = 0, interp_linear = 1
+  !> Inversion slots: the model columns (pyinv_synthesis col_*) and, last, the macroturbulence
+  integer, parameter, public :: slot_vmac = n_cols + 1, n_slots = n_cols + 1
+  !> Jacobian providers: directional finite differences in node space, or the analytic depth RFs
+  !> compressed by the chain rule
+  integer, parameter, public :: jac_finite_difference = 0, jac_analytic = 1
+  !> slot kinds in slot order T, Pe, vmic, B, vlos, gamma, phi, vmac
+  integer, parameter :: slot_kind(n_slots) = [slot_relative, slot_log, slot_relative, slot_relative, &
+                                              slot_offset, slot_angle, slot_angle, slot_relative]
+  real(dp), parameter :: fd_step = 1.0e-4_dp          ! directional FD step (relative / radians)
+
+  !> Node layout of one slot: n free nodes (first = index of the first in the parameter vector), basis
+  !> f(ndep, n), node positions xn, node values a and tangent d(ndep, n) = d x / d delta.
+  type :: slot_layout
+    integer :: n = 0, first = 0, kind = slot_relative
+    real(dp), allocatable :: f(:, :), xn(:), a(:), d(:, :)
+  end type slot_layout
+
+  !> Node layout of a cycle: m free parameters in nvar slots; voff the velocity offset (§2.2).
+  type :: layout
+    integer :: m = 0, nvar = 0
+    type(slot_layout) :: s(n_slots)
+    real(dp) :: voff = 0.0_dp
+  end type layout
   real(dp), parameter :: rad2deg = 180.0_dp / pi
 
 contains
@@ -277,14 +310,6 @@ contains
     end select
   end subroutine node_tangent
 
-  !> Node RFs g(m, n) = r(m, ndep) d(ndep, n) (chain rule, §2.4); m = 4 nλ rows of a depth-resolved RF.
-  pure subroutine compress_rf(m, ndep, r, n, d, g)
-    integer, intent(in) :: m, ndep, n
-    real(dp), intent(in) :: r(m, ndep), d(ndep, n)
-    real(dp), intent(out) :: g(m, n)
-    g = matmul(r, d)
-  end subroutine compress_rf
-
   !> Add the interpolated perturbation of the node changes delta(n) to a column (§2.3):
   !> relative/offset slots col + F (a delta); log slot col * exp(F delta); angles col + F delta (delta in
   !> radians, col in degrees). No clipping here (see pyinv_inversion).
@@ -302,38 +327,229 @@ contains
     end select
   end subroutine apply_perturbation
 
-  !> Solve a(n,n) x = b by Gaussian elimination with partial pivoting (small dense systems).
-  pure subroutine solve_dense(n, a, b, x, ierr)
-    integer, intent(in) :: n
-    real(dp), intent(in) :: a(n, n), b(n)
-    real(dp), intent(out) :: x(n)
+  ! ================================================================================================
+  ! layouts and the node Jacobian
+  ! ================================================================================================
+
+  !> Build the layout of a cycle: node counts nodes(8) (0 = fixed; slot 8 vmac: 0/1), explicit positions
+  !> xnodes(:, v) where usex(v) = 1, interpolation mode, and the node values / tangents at model x.
+  pure subroutine make_layout(n, logtau, nodes, maxnp, xnodes, usex, interp, x, vmac, voff, lay, ierr)
+    integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp
+    real(dp), intent(in) :: logtau(n), xnodes(maxnp, n_slots), x(n, n_cols), vmac, voff
+    type(layout), intent(out) :: lay
     integer, intent(out) :: ierr
-    real(dp) :: m(n, n), v(n), tmp(n), t, piv
-    integer :: i, k, p
+    integer :: v, nv, idx(n)
     ierr = err_ok
-    m = a
-    v = b
-    do k = 1, n
-      p = k - 1 + maxloc(abs(m(k:n, k)), 1)
-      piv = m(p, k)
-      if (.not. (abs(piv) > tiny(1.0_dp))) then
-        ierr = err_singular
-        x = 0.0_dp
-        return
+    lay%m = 0
+    lay%nvar = 0
+    lay%voff = voff
+    do v = 1, n_slots
+      nv = nodes(v)
+      if (v == slot_vmac) nv = min(nv, 1)
+      lay%s(v)%n = max(nv, 0)
+      lay%s(v)%kind = slot_kind(v)
+      if (nv <= 0) cycle
+      lay%s(v)%first = lay%m + 1
+      lay%m = lay%m + nv
+      lay%nvar = lay%nvar + 1
+      if (v == slot_vmac) then
+        allocate(lay%s(v)%f(1, 1), lay%s(v)%xn(1))
+        lay%s(v)%f = 1.0_dp
+        lay%s(v)%xn = 0.0_dp
+        cycle
       end if
-      if (p /= k) then
-        tmp = m(k, :); m(k, :) = m(p, :); m(p, :) = tmp
-        t = v(k); v(k) = v(p); v(p) = t
+      allocate(lay%s(v)%f(n, nv), lay%s(v)%xn(nv))
+      if (usex(v) /= 0 .and. nv >= 2) then
+        if (nv > maxnp) then
+          ierr = err_bad_size; return
+        end if
+        lay%s(v)%xn = xnodes(1:nv, v)
+        call node_basis(n, logtau, nv, lay%s(v)%xn, interp, lay%s(v)%f, ierr)
+      else
+        if (.not. node_count_allowed(n, nv)) then
+          ierr = err_bad_input; return
+        end if
+        call node_indices(n, nv, idx(1:nv), ierr)
+        if (ierr /= err_ok) return
+        lay%s(v)%xn = logtau(idx(1:nv))
+        call sir_node_basis(n, logtau, nv, interp, lay%s(v)%f, ierr)
       end if
-      do i = k + 1, n
-        t = m(i, k) / m(k, k)
-        m(i, k:n) = m(i, k:n) - t * m(k, k:n)
-        v(i) = v(i) - t * v(k)
+      if (ierr /= err_ok) return
+    end do
+    if (lay%m == 0) then
+      ierr = err_no_data
+      return
+    end if
+    call update_layout(n, logtau, x, vmac, lay, ierr)
+  end subroutine make_layout
+
+  !> Node values a and tangent matrices d of every free slot at model (x, vmac).
+  pure subroutine update_layout(n, logtau, x, vmac, lay, ierr)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
+    type(layout), intent(inout) :: lay
+    integer, intent(out) :: ierr
+    integer :: v, nv
+    ierr = err_ok
+    do v = 1, n_slots
+      nv = lay%s(v)%n
+      if (nv <= 0) cycle
+      if (allocated(lay%s(v)%a)) deallocate(lay%s(v)%a)
+      if (allocated(lay%s(v)%d)) deallocate(lay%s(v)%d)
+      if (v == slot_vmac) then
+        allocate(lay%s(v)%a(1), lay%s(v)%d(1, 1))
+        lay%s(v)%a = vmac
+        lay%s(v)%d = vmac
+        if (.not. (vmac > 0.0_dp)) ierr = err_zero_parameter
+        cycle
+      end if
+      allocate(lay%s(v)%a(nv), lay%s(v)%d(n, nv))
+      call node_values(n, logtau, x(:, v), nv, lay%s(v)%xn, lay%s(v)%kind, lay%voff, lay%s(v)%a)
+      call node_tangent(n, x(:, v), nv, lay%s(v)%f, lay%s(v)%a, lay%s(v)%kind, lay%s(v)%d)
+      if (lay%s(v)%kind == slot_relative .or. lay%s(v)%kind == slot_offset) then
+        if (any(lay%s(v)%a == 0.0_dp)) ierr = err_zero_parameter
+      end if
+    end do
+  end subroutine update_layout
+
+  !> Node Jacobian jac(4, nw, m) = d stokes / d delta at the model (x, vmac) whose synthesis is syn.
+  !> he: 1 when Pe follows hydrostatic equilibrium (T columns include the HE coupling).
+  pure subroutine node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, &
+                                ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n, he, boundary, jac_mode
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, syn(4, s%nw), mu
+    type(layout), intent(in) :: lay
+    real(dp), intent(out) :: jac(4, s%nw, lay%m)
+    integer, intent(inout) :: nsynth
+    integer, intent(out) :: ierr
+    real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), col(n)
+    real(dp) :: rf(4, s%nw, n, n_cols), rfv(4, s%nw), st(4, s%nw), amax(s%nl)
+    real(dp), allocatable :: dlt(:, :), dlp(:, :)
+    logical :: need_fd(lay%m)
+    type(synth_setup) :: s1
+    integer :: v, j, nv, want(n_cols), jj
+
+    ierr = err_ok
+    jac = 0.0_dp
+    if (jac_mode == jac_analytic) then
+      ! depth-resolved analytic RFs of the UNCONVOLVED profiles, compressed with the chain rule, then
+      ! the node columns convolved (linearity: identical to compressing convolved RFs, far cheaper)
+      want = 0
+      do v = 1, n_cols
+        if (lay%s(v)%n > 0) want(v) = 1
+      end do
+      if (he /= 0 .and. lay%s(col_t)%n > 0) want(col_pe) = 1
+      s1 = s
+      s1%no_convolution = 1
+      call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr)
+      nsynth = nsynth + 1
+      if (ierr /= err_ok) return
+      if (he /= 0 .and. lay%s(col_t)%n > 0) then
+        allocate(dlt(n, lay%s(col_t)%n), dlp(n, lay%s(col_t)%n))
+        dlt = lay%s(col_t)%d
+        call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
+            lay%s(col_t)%n, dlt, dlp, ierr)
+        if (ierr /= err_ok) return
+      end if
+      do v = 1, n_slots
+        nv = lay%s(v)%n
+        if (nv <= 0) cycle
+        if (v == slot_vmac) then
+          ! relative vmac: vmac dS/dvmac by central differences of the convolution alone
+          sp = st
+          call convolve_spectrum(s, vmac * (1.0_dp + fd_step), sp, ierr)
+          if (ierr /= err_ok) return
+          rfv = st
+          call convolve_spectrum(s, vmac * (1.0_dp - fd_step), rfv, ierr)
+          if (ierr /= err_ok) return
+          jac(:, :, lay%s(v)%first) = (sp - rfv) / (2.0_dp * fd_step)
+          cycle
+        end if
+        do j = 1, nv
+          jj = lay%s(v)%first + j - 1
+          col = lay%s(v)%d(:, j)
+          jac(:, :, jj) = reshape(matmul(reshape(rf(:, :, :, v), [4 * s%nw, n]), col), [4, s%nw])
+          if (v == col_t .and. he /= 0) then
+            jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, col_pe), [4 * s%nw, n]), &
+                                                           dlp(:, j)), [4, s%nw])
+          end if
+          call convolve_spectrum(s, vmac, jac(:, :, jj), ierr)
+          if (ierr /= err_ok) return
+        end do
+      end do
+      ! safety net: a free parameter whose analytic column is identically zero (e.g. an RF path that
+      ! does not provide it) is differenced directly below
+      do jj = 1, lay%m
+        need_fd(jj) = all(jac(:, :, jj) == 0.0_dp)
+      end do
+      if (.not. any(need_fd)) return
+    else
+      need_fd = .true.
+    end if
+
+    ! directional finite differences in node space
+    if (he /= 0 .and. lay%s(col_t)%n > 0) then
+      ! relative Pe changes along the temperature directions (tangent-linear HE at the current model)
+      if (allocated(dlt)) deallocate(dlt, dlp)
+      allocate(dlt(n, lay%s(col_t)%n), dlp(n, lay%s(col_t)%n))
+      dlt = lay%s(col_t)%d * fd_step
+      call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
+          lay%s(col_t)%n, dlt, dlp, ierr)
+      if (ierr /= err_ok) return
+    end if
+    do v = 1, n_slots
+      nv = lay%s(v)%n
+      if (nv <= 0) cycle
+      do j = 1, nv
+        jj = lay%s(v)%first + j - 1
+        if (.not. need_fd(jj)) cycle
+        xp = x
+        if (v == slot_vmac) then
+          call synth_model(s, n, logtau, x, vmac * (1.0_dp + fd_step), sp, amax, ierr)
+        else
+          e = 0.0_dp
+          e(j) = fd_step
+          call apply_perturbation(n, x(:, v), nv, lay%s(v)%f, lay%s(v)%a, lay%s(v)%kind, e(1:nv), xp(:, v))
+          if (v == col_t .and. he /= 0) xp(:, col_pe) = x(:, col_pe) + dlp(:, j)
+          call synth_model(s, n, logtau, xp, vmac, sp, amax, ierr)
+        end if
+        nsynth = nsynth + 1
+        if (ierr /= err_ok) return
+        jac(:, :, jj) = (sp - syn) / fd_step
       end do
     end do
-    do i = n, 1, -1
-      x(i) = (v(i) - sum(m(i, i+1:n) * x(i+1:n))) / m(i, i)
-    end do
-  end subroutine solve_dense
+  end subroutine node_jacobian
+
+  !> Node Jacobian at model x for node counts nodes(n_slots) (layout as in the LM cycle, v_off from x).
+  pure subroutine node_jacobian_at(s, n, logtau, x, vmac, nodes, maxnp, xnodes, usex, interp, he, &
+                                         boundary, bvalue, mu, jac_mode, maxm, jac, m, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp, he, boundary, jac_mode, maxm
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, xnodes(maxnp, n_slots), bvalue, mu
+    real(dp), intent(out) :: jac(4, s%nw, maxm)
+    integer, intent(out) :: m, ierr
+    type(layout) :: lay
+    real(dp) :: syn(4, s%nw), voff, amax(s%nl)
+    real(dp), allocatable :: jj(:, :, :)
+    integer :: ns
+    jac = 0.0_dp
+    m = 0
+    voff = 0.0_dp
+    if (nodes(col_vlos) > 0) voff = minval(x(:, col_vlos)) - 7.0e5_dp
+    call make_layout(n, logtau, nodes, maxnp, xnodes, usex, interp, x, vmac, voff, lay, ierr)
+    if (ierr /= err_ok) return
+    m = lay%m
+    if (m > maxm) then
+      ierr = err_bad_size
+      return
+    end if
+    call synth_model(s, n, logtau, x, vmac, syn, amax, ierr)
+    if (ierr /= err_ok) return
+    allocate(jj(4, s%nw, m))
+    ns = 0
+    call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jj, ns, ierr)
+    jac(:, :, 1:m) = jj
+  end subroutine node_jacobian_at
 
 end module pyinv_nodes

@@ -2,7 +2,7 @@
 !>
 !> Per line and depth (line_depth_quantities): lowered-ionisation populations (§7.3), line-centre
 !> opacity eta0 in units of kappa5 (§7.4), damping parameter a (§7.5: radiative + van der Waals,
-!> Unsöld or Anstee-Barklem-O'Mara), Doppler width (§7.2). Per wavelength (add_line_k7): the
+!> Unsöld or Anstee-Barklem-O'Mara), Doppler width (§7.2). Per wavelength (pyinv_synthesis::group_k7): the
 !> Zeeman-split Voigt/Faraday-Voigt profiles summed into the seven propagation-matrix elements
 !> (§7.8). Blend offsets (§7.9) by blend_offset_mA.
 !>
@@ -19,7 +19,7 @@ module pyinv_propagation
   use pyinv_voigt, only: voigt_n
   implicit none
   private
-  public :: line_depth_quantities, add_line_k7, add_line_eta, blend_offset_mA, air_to_vacuum, &
+  public :: line_depth_quantities, blend_offset_mA, air_to_vacuum, &
             geometry_factors, k7_add_profiles
   public :: line_depth_quantities_tl, voigt_hui_deriv_n, voigt_hui_n
 
@@ -254,48 +254,6 @@ contains
     end do
   end subroutine voigt_hui_n
 
-  !> Add one line's contribution to the propagation-matrix elements k7(7, n) at one wavelength.
-  !>
-  !> dlam [cm]: offset from this line's lambda0; per depth: inv_dld = 1/Doppler width [1/cm],
-  !> vshift = v_LOS / v_D, vb = Zeeman splitting / Doppler width (Delta lambda_B / Delta lambda_D),
-  !> adamp, and c5(5, n) = eta0 * geometry factors (see geometry_factors). The pattern is given as
-  !> ncomp components with group index grp (1 pi, 2 sigma_r, 3 sigma_b), shift and strength.
-  !> sirvoigt /= 0 uses SIR's rational Voigt approximation instead of the accurate Faddeeva function
-  !> (pyinv_voigt::voigt_n, the default).
-  pure subroutine add_line_k7(n, dlam, inv_dld, vshift, vb, adamp, c5, ncomp, grp, shift, strength, &
-                              sirvoigt, k7)
-    integer, intent(in) :: n, ncomp, sirvoigt
-    real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), vb(n), adamp(n), c5(5, n)
-    integer, intent(in) :: grp(ncomp)
-    real(dp), intent(in) :: shift(ncomp), strength(ncomp)
-    real(dp), intent(inout) :: k7(7, n)
-    real(dp) :: v(n), u(n), hh(n), ff(n), hs(n, 3), fs(n, 3), sk, wk
-    integer :: i, k, g
-    do i = 1, n
-      v(i) = dlam * inv_dld(i) - vshift(i)
-    end do
-    hs = 0.0_dp
-    fs = 0.0_dp
-    do k = 1, ncomp
-      g = grp(k)
-      sk = shift(k)
-      wk = strength(k)
-      do i = 1, n
-        u(i) = v(i) + sk * vb(i)
-      end do
-      if (sirvoigt /= 0) then
-        call voigt_hui_n(n, adamp, u, hh, ff)
-      else
-        call voigt_n(n, adamp, u, hh, ff)
-      end if
-      do i = 1, n
-        hs(i, g) = hs(i, g) + wk * hh(i)
-        fs(i, g) = fs(i, g) + wk * ff(i)
-      end do
-    end do
-    call k7_add_profiles(n, c5, hs, fs, k7)
-  end subroutine add_line_k7
-
   !> k7(7, n) += one line's contribution from its component-summed profiles: hs(n, g), fs(n, g) =
   !> sum of strength * H (resp. F) over the components of group g (1 pi, 2 sigma_r, 3 sigma_b);
   !> c5(5, n) = eta0 * geometry factors (see geometry_factors).
@@ -319,26 +277,6 @@ contains
       k7(7, i) = k7(7, i) + 2.0_dp * c5(5, i) * (fs(i, 2) - fs(i, 3))
     end do
   end subroutine k7_add_profiles
-
-  !> Non-magnetic analogue of add_line_k7: eta_I only (eta(n) += eta0 H(a, v)).
-  pure subroutine add_line_eta(n, dlam, inv_dld, vshift, adamp, eta0, sirvoigt, eta)
-    integer, intent(in) :: n, sirvoigt
-    real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), adamp(n), eta0(n)
-    real(dp), intent(inout) :: eta(n)
-    real(dp) :: u(n), hh(n), ff(n)
-    integer :: i
-    do i = 1, n
-      u(i) = dlam * inv_dld(i) - vshift(i)
-    end do
-    if (sirvoigt /= 0) then
-      call voigt_hui_n(n, adamp, u, hh, ff)
-    else
-      call voigt_n(n, adamp, u, hh, ff)
-    end if
-    do i = 1, n
-      eta(i) = eta(i) + eta0(i) * hh(i)
-    end do
-  end subroutine add_line_eta
 
   !> line_depth_quantities and its tangent-linear: derivatives with respect to T (at fixed Pe), Pe
   !> (at fixed T) and vmic at the same depth. dst_t, dst_p: EOS-state derivatives (eos_solve_deriv

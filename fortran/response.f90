@@ -1,5 +1,4 @@
-!> Response functions of the LTE Stokes synthesis (spec-inversion.md §1; contract
-!> /work/coord/RF_INTERFACE.md): the exact derivative of pyinv_synthesis::synth_model's output with
+!> Response functions of the LTE Stokes synthesis (spec-inversion.md §1): the exact derivative of pyinv_synthesis::synth_model's output with
 !> respect to every input column at every grid point, plus the macroturbulence.
 !>
 !> Method (reverse mode per wavelength, forward chain per depth):
@@ -12,7 +11,7 @@
 !>    width (pyinv_propagation::line_depth_quantities_tl);
 !>  * per wavelength: the propagation matrix with the Voigt/Faraday derivatives of every Zeeman
 !>    component (derivatives of the accurate Faddeeva function, or exact derivatives of SIR's rational
-!>    approximation with opts(7) /= 0), the Hermitian formal solution and its adjoint
+!>    approximation with s%sir_voigt /= 0), the Hermitian formal solution and its adjoint
 !>    (pyinv_formal_solver::hermite_polarised_adjoint: d I_top / d K(j), d I_top / d S(j) for all j
 !>    at once; the boundary index is held fixed), then the chain rule through the per-line
 !>    quantities. Because K and S at depth j depend only on the model at depth j, every variable
@@ -22,7 +21,7 @@
 !>    sigma-derivative applied to the unconvolved profiles for d/d vmac. The kernel matrix is dense
 !>    (SIR's Gaussian transfer function is not band-limited on the grid), so this product is the
 !>    largest single cost (4 x nλ^2 multiply-adds per depth and variable).
-!> SIR's damping cap (opts(4)) couples the depths through max(a): its derivative is included (the
+!> SIR's damping cap (s%damping_cap) couples the depths through max(a): its derivative is included (the
 !> location of the maximum is held fixed, like the boundary index: piecewise constant).
 !> Measured (Hinode case, 53 depths x 112 wavelengths, two lines, vmac > 0): tests/test_response.py
 !> agreement with central differences <= 1e-5 relative; cost ~3.7 syntheses (~2.4 without convolution;
@@ -40,17 +39,18 @@ module pyinv_response
   use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
                                air_to_vacuum, geometry_factors, k7_add_profiles
   use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
-  use pyinv_synthesis, only: n_options, synth_check_inputs, hsra_continuum, convolve_group, &
+  use pyinv_synthesis, only: synth_setup, col_t, col_pe, col_vmic, col_b, col_vlos, col_gam, col_phi, n_cols, &
+                             synth_check_inputs, hsra_continuum, convolve_group, macro_sigma, &
                              convolution_matrix, model_is_magnetic, line_components, group_wavelengths
   implicit none
   private
   public :: synth_rf
 
-  integer, parameter, public :: rf_t = 1, rf_pe = 2, rf_vmic = 3, rf_b = 4, rf_vlos = 5, &
-                                rf_gam = 6, rf_phi = 7, n_rf_vars = 7
+  !> RF variables: the model columns of pyinv_synthesis (col_*)
+  integer, parameter :: rf_t = col_t, rf_pe = col_pe, rf_vmic = col_vmic, rf_b = col_b, rf_vlos = col_vlos, &
+                        rf_gam = col_gam, rf_phi = col_phi, n_rf_vars = n_cols
 
   real(dp), parameter :: larmor = 4.6686e-5_dp       ! as pyinv_synthesis
-  real(dp), parameter :: c_kms_mac = 3.0e5_dp
   real(dp), parameter :: deg = pi / 180.0_dp
   !> ln-step of the central differences of the EOS / continuum in ln T and ln Pe (truncation
   !> ~h^2 (d ln f / d ln T)^2 / 6 <~ 1e-8, round-off ~1e-11 relative)
@@ -60,26 +60,18 @@ contains
 
   !> Response functions: stokes as synth_model; rf(s, w, k, v) = d stokes(s, w) / d x_v(k) (v = rf_t
   !> ... rf_phi; per K, dyn cm^-2, cm/s, G, cm/s, degree, degree); rf_vmac per km/s. want(v) = 0
-  !> skips variable v (rf = 0 there). Arguments up to opts exactly as synth_model.
-  pure subroutine synth_rf(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
-                           nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                           mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                           ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                           npsf, psf_x, psf_y, opts, want, stokes, rf, rf_vmac, amax, ierr)
-    integer, intent(in) :: n, nl, ng, nglines, nw, npsf
-    real(dp), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n), vmac
-    integer, intent(in) :: iz(nl), stage(nl), use_geff(nl)
-    real(dp), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-    real(dp), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-    integer, intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-    real(dp), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
-    integer, intent(in) :: opts(n_options), want(n_rf_vars)
-    real(dp), intent(out) :: stokes(4, nw), rf(4, nw, n, n_rf_vars), rf_vmac(4, nw), amax(nl)
+  !> skips variable v (rf = 0 there). s, logtau, x, vmac as synth_model.
+  pure subroutine synth_rf(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, amax, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
+    integer, intent(in) :: want(n_cols)
+    real(dp), intent(out) :: stokes(4, s%nw), rf(4, s%nw, n, n_cols), rf_vmac(4, s%nw), amax(s%nl)
     integer, intent(out) :: ierr
 
     type(eos_state) :: st(n), dst_t(n), dst_p(n)
-    real(dp) :: kappa5(n), dk5(2, n), geo(5, n), dgeo(5, 2, n), ltau(n), lamk(ng + 1)
-    real(dp) :: kapk(ng + 1), dkapk(2, ng + 1), kcg(n, ng), dkcg(2, n, ng)
+    real(dp) :: kappa5(n), dk5(2, n), geo(5, n), dgeo(5, 2, n), ltau(n), lamk(s%ng + 1)
+    real(dp) :: kapk(s%ng + 1), dkapk(2, s%ng + 1), kcg(n, s%ng), dkcg(2, n, s%ng)
     real(dp) :: kc(n), dkc(2, n), src(n), dsrc(n), k7(7, n), eta(n), y4(4)
     real(dp) :: k7bar(4, 7, n), sbar(4, n), etabar(n), sbar1(n), r(4, n, n_rf_vars)
     real(dp) :: lam1, ic, dlam, vm, sig, amu, lv
@@ -101,17 +93,23 @@ contains
     rf = 0.0_dp
     rf_vmac = 0.0_dp
     amax = 0.0_dp
-    call synth_check_inputs(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, ng, nglines, nw, &
-                            gstart, gcount, glines, woff, wgrp, ierr)
+    call synth_check_inputs(s, n, logtau, x, vmac, ierr)
     if (ierr /= err_ok) return
 
+    associate (t => x(:, col_t), pe => x(:, col_pe), vmic => x(:, col_vmic), bfield => x(:, col_b), &
+               vlos => x(:, col_vlos), gam => x(:, col_gam), phi => x(:, col_phi), eps => s%eps, &
+               iz => s%iz, stage => s%stage, lam => s%lam, chi_e => s%chi_e, loggf => s%loggf, &
+               enh => s%enh, alpha => s%alpha, sigma => s%sigma, mult_l => s%mult_l, l_l => s%l_l, &
+               j_l => s%j_l, mult_u => s%mult_u, l_u => s%l_u, j_u => s%j_u, use_geff => s%use_geff, &
+               geff => s%geff, ng => s%ng, gstart => s%gstart, gcount => s%gcount, glines => s%glines, &
+               nw => s%nw, woff => s%woff, wgrp => s%wgrp, npsf => s%npsf, psf_x => s%psf_x, psf_y => s%psf_y)
     ! ---------------- depth quantities (with derivatives) shared by all groups
     lamk(1) = 5.0e-5_dp
     do g = 1, ng
       lamk(g + 1) = lam(glines(gstart(g))) * 1.0e-8_dp
     end do
     do i = 1, n
-      call thermo_tl(t(i), pe(i), eps, opts(5), ng + 1, lamk, st(i), dst_t(i), dst_p(i), kapk, dkapk, ierr)
+      call thermo_tl(t(i), pe(i), eps, s%eos_compat, ng + 1, lamk, st(i), dst_t(i), dst_p(i), kapk, dkapk, ierr)
       if (ierr /= err_ok) return
       kappa5(i) = kapk(1)
       dk5(:, i) = dkapk(:, 1)
@@ -124,7 +122,7 @@ contains
     end do
     dgeo = dgeo * deg
     ltau = ln10 * 10.0_dp**logtau
-    magnetic = model_is_magnetic(n, bfield, opts(3))
+    magnetic = model_is_magnetic(n, bfield, s%sir_threshold)
 
     do g = 1, ng
       nlg = gcount(g)
@@ -142,13 +140,13 @@ contains
       do k = 1, nlg
         l = glines(gstart(g) + k - 1)
         call line_depth_quantities_tl(n, iz(l), stage(l), lam(l) * 1.0e-8_dp, chi_e(l), loggf(l), enh(l), &
-                                      alpha(l), sigma(l), eps(iz(l)), opts(2), t, vmic, st, dst_t, dst_p, &
+                                      alpha(l), sigma(l), eps(iz(l)), s%unsold_physical, t, vmic, st, dst_t, dst_p, &
                                       kappa5, dk5, eta0(:, k), adamp(:, k), dld, vdop(:, k), deta0(:, :, k), &
                                       dadamp(:, :, k), dlnv(:, :, k), ierr)
         if (ierr /= err_ok) return
         amu = maxval(adamp(:, k))
         amax(l) = max(amax(l), amu)
-        capped(k) = (opts(4) /= 0 .and. amu > 3.0_dp)
+        capped(k) = (s%damping_cap /= 0 .and. amu > 3.0_dp)
         if (capped(k)) then
           imaxl(k) = maxloc(adamp(:, k), 1)
           amaxu(k) = amu
@@ -164,7 +162,7 @@ contains
         do i = 1, n
           c5(:, i, k) = eta0(i, k) * geo(:, i)
         end do
-        boff(k) = blend_offset_mA(lam1, lam(l), opts(1))
+        boff(k) = blend_offset_mA(lam1, lam(l), s%exact_blend)
         ncomp(k) = 0
         if (magnetic) then
           call line_components(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
@@ -195,7 +193,7 @@ contains
           do k = 1, nlg
             dlam = (woff(jw) + boff(k)) * 1.0e-11_dp
             call line_k7_store(n, dlam, inv_dld(:, k), vshift(:, k), vb(:, k), adamp(:, k), c5(:, :, k), &
-                               ncomp(k), grp(:, k), shift(:, k), strength(:, k), opts(7), maxc, k7, &
+                               ncomp(k), grp(:, k), shift(:, k), strength(:, k), s%sir_voigt, maxc, k7, &
                                vv(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), wv, iwk)
           end do
           call hermite_polarised_adjoint(n, logtau, ltau, k7, src, y4, k7bar, sbar, kmin, ierr)
@@ -217,7 +215,7 @@ contains
           eta = kc
           do k = 1, nlg
             dlam = (woff(jw) + boff(k)) * 1.0e-11_dp
-            call line_eta_store(n, dlam, inv_dld(:, k), vshift(:, k), adamp(:, k), eta0(:, k), opts(7), &
+            call line_eta_store(n, dlam, inv_dld(:, k), vshift(:, k), adamp(:, k), eta0(:, k), s%sir_voigt, &
                                 eta, vv(:, k), hs(:, 1, k), dhu(:, 1, k), dha(:, 1, k))
           end do
           y4 = 0.0_dp
@@ -244,13 +242,12 @@ contains
       end do
 
       ! ---- macroturbulence and PSF (the same linear map on the profiles and on the RFs)
-      docv = opts(6) == 0 .and. nmw > 1 .and. (vmac > 0.0_dp .or. npsf >= 2)
+      docv = s%no_convolution == 0 .and. nmw > 1 .and. (vmac > 0.0_dp .or. npsf >= 2)
       if (docv) then
         vm = vmac
         if (vm <= 0.0_dp) vm = 1.0e-7_dp
-        l = glines(gstart(g) + nlg - 1)
-        sig = 1000.0_dp * lam(l) * vm / c_kms_mac
-        dsig = 1000.0_dp * lam(l) / c_kms_mac
+        sig = macro_sigma(s, g, vm)
+        dsig = macro_sigma(s, g, 1.0_dp)
         allocate(wyraw(4, nmw), cm(nmw, nmw), dcm(nmw, nmw))
         wyraw = wy
         call convolve_group(nmw, wx, wy, sig, npsf, psf_x, psf_y, ierr)
@@ -294,6 +291,7 @@ contains
                  boff, ncomp, imaxl, capped, grp, shift, strength, hs, fs, dhu, dfu, dha, dfa, vv, gs, wv, iwk, &
                  widx, wx, wy)
     end do
+    end associate
     if (.not. magnetic) then
       ! field-free: no B, gamma, phi dependence (vlos keeps its RF)
       rf(:, :, :, rf_b) = 0.0_dp
@@ -375,7 +373,7 @@ contains
     dg(5, 2) = 0.0_dp
   end subroutine geometry_derivatives
 
-  !> pyinv_propagation::add_line_k7 (same operations, same k7) keeping what the adjoint needs:
+  !> The k7 of one line as pyinv_synthesis::group_k7 forms it (same operations), keeping what the adjoint needs:
   !> v (reduced frequency without Zeeman shift), the group sums hs, fs of H and F, and per
   !> component dH/du, dF/du, dH/da, dF/da.
   pure subroutine line_k7_store(n, dlam, inv_dld, vshift, vb, adamp, c5, ncomp, grp, shift, strength, &
@@ -434,7 +432,7 @@ contains
     call k7_add_profiles(n, c5, hs, fs, k7)
   end subroutine line_k7_store
 
-  !> pyinv_propagation::add_line_eta (same eta) keeping v, H, dH/du, dH/da.
+  !> The eta of one line as pyinv_synthesis::group_eta forms it, keeping v, H, dH/du, dH/da.
   pure subroutine line_eta_store(n, dlam, inv_dld, vshift, adamp, eta0, sirvoigt, eta, v, hh, dhu, dha)
     integer, intent(in) :: n, sirvoigt
     real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), adamp(n), eta0(n)

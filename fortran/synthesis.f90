@@ -16,8 +16,8 @@
 !> group (err_bad_input otherwise).
 !>
 !> pyinv decisions (spec §12) taken here: a model is non-magnetic only if B = 0 at every depth (item 6;
-!> opts(3) restores SIR's 1 G threshold); no damping cap (item 5; opts(4)); HSRA polynomials in double
-!> precision (item 2); the accurate Faddeeva function (pyinv_voigt; opts(7) /= 0: SIR's rational
+!> option sir_threshold restores SIR's 1 G threshold); no damping cap (item 5; option damping_cap); HSRA
+!> polynomials in double precision (item 2); the accurate Faddeeva function (pyinv_voigt; option sir_voigt: SIR's rational
 !> approximation of §7.6, which differs by <= 4.5e-6 of H(0,0)).
 !> Per-depth K (k7), S and the EOS states are formed per group/wavelength in plain arrays, so a
 !> tangent-linear (response-function) pass can reuse the same loop structure.
@@ -37,15 +37,45 @@ module pyinv_synthesis
   use pyinv_formal_solver, only: hermite_polarised, hermite_scalar
   implicit none
   private
-  public :: synth_model, hsra_continuum, convolve_group, fft_inplace, n_options
+  public :: synth_setup, setup_from_buffers, synth_model, hsra_continuum, convolve_group, convolve_spectrum, &
+            macro_sigma, fft_inplace
   public :: synth_check_inputs, convolution_matrix, model_is_magnetic, line_components, group_wavelengths
 
-  !> option slots (opts array): 1 exact blend offsets, 2 physical Unsöld ion form, 3 SIR's 1 G
-  !> non-magnetic threshold, 4 SIR's damping cap at 3, 5 EOS sir_compat, 6 skip convolution,
-  !> 7 SIR's rational Voigt approximation (Hui et al. 1977) instead of the accurate Faddeeva function
-  integer, parameter :: n_options = 8
+  !> Model arrays x(n, n_cols): one column order for synthesis, response functions and inversion
+  !> (T [K], Pe [dyn cm-2], vmic [cm/s], B [G], vlos [cm/s], gamma, phi [deg]); response functions
+  !> rf(4, nw, n, n_cols) follow the same order.
+  integer, parameter, public :: col_t = 1, col_pe = 2, col_vmic = 3, col_b = 4, col_vlos = 5, &
+                                col_gam = 6, col_phi = 7, n_cols = 7
+
+  !> Flat set-up buffers (what the API receives from Python, pyinv.engine.Setup; see setup_from_buffers).
+  !> Integer buffer: ibuf(1) layout version, ibuf(2:6) = nl, ng, nglines, nw, npsf, ibuf(7:6+n_options)
+  !> the options (0/1, slots opt_*), then iz(nl), stage(nl), use_geff(nl), gstart(ng), gcount(ng),
+  !> glines(nglines), wgrp(nw). Real buffer: lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l,
+  !> mult_u, l_u, j_u, geff (nl each), woff(nw), eps(92), psf_x(npsf), psf_y(npsf).
+  integer, parameter, public :: setup_layout_version = 1, setup_header = 6
+  !> option slots: exact blend offsets; physical Unsöld ion form; SIR's 1 G non-magnetic threshold;
+  !> SIR's damping cap at 3; EOS sir_compat; no convolution; SIR's rational Voigt approximation (Hui
+  !> et al. 1977) instead of the accurate Faddeeva function
+  integer, parameter, public :: opt_exact_blend = 1, opt_unsold_physical = 2, opt_sir_threshold = 3, &
+                                opt_damping_cap = 4, opt_eos_compat = 5, opt_no_convolution = 6, &
+                                opt_sir_voigt = 7, n_options = 7
+  integer, parameter, public :: n_line_real = 13
+
+  !> Line, group, wavelength-grid, abundance, PSF and option data of a synthesis problem: everything
+  !> but the model. Built once per problem (setup_from_buffers) and passed to synthesis, response
+  !> functions and inversion.
+  type :: synth_setup
+    integer :: nl = 0, ng = 0, nglines = 0, nw = 0, npsf = 0
+    integer, allocatable :: iz(:), stage(:), use_geff(:), gstart(:), gcount(:), glines(:), wgrp(:)
+    real(dp), allocatable :: lam(:), chi_e(:), loggf(:), enh(:), alpha(:), sigma(:), mult_l(:), l_l(:), &
+                             j_l(:), mult_u(:), l_u(:), j_u(:), geff(:), woff(:), eps(:), psf_x(:), psf_y(:)
+    !> options (0/1), named after the opt_* slots
+    integer :: exact_blend = 0, unsold_physical = 0, sir_threshold = 0, damping_cap = 0, eos_compat = 0, &
+               no_convolution = 0, sir_voigt = 0
+  end type synth_setup
+
   real(dp), parameter :: larmor = 4.6686e-5_dp       ! Delta lambda_B = larmor lambda^2 B
-  real(dp), parameter :: c_kms_mac = 3.0e5_dp        ! c for the macroturbulence width
+  real(dp), parameter :: c_kms_mac = 3.0e5_dp        ! c [km/s] for the macroturbulence width
   real(dp), parameter :: pi_fft = 3.14159_dp         ! pi in SIR's Gaussian transfer function
   real(dp), parameter :: deg = pi / 180.0_dp
   integer, parameter :: n_fft_sir = 1024
@@ -148,60 +178,153 @@ contains
     end if
   end function hsra_continuum
 
+  !> Unpack the flat set-up buffers (layout in the module header) into a synth_setup. Sizes, layout
+  !> version and index ranges are checked (err_bad_size / err_bad_input).
+  pure subroutine setup_from_buffers(ni, ibuf, nr, rbuf, s, ierr)
+    integer, intent(in) :: ni, nr
+    integer, intent(in) :: ibuf(ni)
+    real(dp), intent(in) :: rbuf(nr)
+    type(synth_setup), intent(out) :: s
+    integer, intent(out) :: ierr
+    integer :: p, nl, ng, ngl, nw, npsf
+    ierr = err_bad_size
+    if (ni < setup_header + n_options) return
+    if (ibuf(1) /= setup_layout_version) return
+    nl = ibuf(2); ng = ibuf(3); ngl = ibuf(4); nw = ibuf(5); npsf = ibuf(6)
+    if (nl < 1 .or. ng < 1 .or. ngl < 1 .or. nw < 1 .or. npsf < 0) return
+    if (ni /= setup_header + n_options + 3 * nl + 2 * ng + ngl + nw) return
+    if (nr /= n_line_real * nl + nw + 92 + 2 * npsf) return
+    s%nl = nl; s%ng = ng; s%nglines = ngl; s%nw = nw; s%npsf = npsf
+    p = setup_header
+    s%exact_blend = ibuf(p + opt_exact_blend)
+    s%unsold_physical = ibuf(p + opt_unsold_physical)
+    s%sir_threshold = ibuf(p + opt_sir_threshold)
+    s%damping_cap = ibuf(p + opt_damping_cap)
+    s%eos_compat = ibuf(p + opt_eos_compat)
+    s%no_convolution = ibuf(p + opt_no_convolution)
+    s%sir_voigt = ibuf(p + opt_sir_voigt)
+    p = p + n_options
+    s%iz = ibuf(p + 1:p + nl); p = p + nl
+    s%stage = ibuf(p + 1:p + nl); p = p + nl
+    s%use_geff = ibuf(p + 1:p + nl); p = p + nl
+    s%gstart = ibuf(p + 1:p + ng); p = p + ng
+    s%gcount = ibuf(p + 1:p + ng); p = p + ng
+    s%glines = ibuf(p + 1:p + ngl); p = p + ngl
+    s%wgrp = ibuf(p + 1:p + nw)
+    p = 0
+    s%lam = rbuf(p + 1:p + nl); p = p + nl
+    s%chi_e = rbuf(p + 1:p + nl); p = p + nl
+    s%loggf = rbuf(p + 1:p + nl); p = p + nl
+    s%enh = rbuf(p + 1:p + nl); p = p + nl
+    s%alpha = rbuf(p + 1:p + nl); p = p + nl
+    s%sigma = rbuf(p + 1:p + nl); p = p + nl
+    s%mult_l = rbuf(p + 1:p + nl); p = p + nl
+    s%l_l = rbuf(p + 1:p + nl); p = p + nl
+    s%j_l = rbuf(p + 1:p + nl); p = p + nl
+    s%mult_u = rbuf(p + 1:p + nl); p = p + nl
+    s%l_u = rbuf(p + 1:p + nl); p = p + nl
+    s%j_u = rbuf(p + 1:p + nl); p = p + nl
+    s%geff = rbuf(p + 1:p + nl); p = p + nl
+    s%woff = rbuf(p + 1:p + nw); p = p + nw
+    s%eps = rbuf(p + 1:p + 92); p = p + 92
+    s%psf_x = rbuf(p + 1:p + npsf); p = p + npsf
+    s%psf_y = rbuf(p + 1:p + npsf)
+    ierr = err_bad_input
+    if (any(s%gstart < 1) .or. any(s%gcount < 1) .or. any(s%gstart + s%gcount - 1 > ngl) .or. &
+        any(s%glines < 1) .or. any(s%glines > nl) .or. any(s%wgrp < 1) .or. any(s%wgrp > ng) .or. &
+        any(s%iz < 1) .or. any(s%iz > 92)) return
+    if (.not. (all(abs(s%woff) < huge(1.0_dp)) .and. all(abs(rbuf) < huge(1.0_dp)))) then
+      ierr = err_not_finite
+      return
+    end if
+    ierr = err_ok
+  end subroutine setup_from_buffers
+
+  !> Standard deviation [mÅ] of the macroturbulence Gaussian of group g for vmac [km/s]: lambda of the
+  !> group's LAST line times vmac / c (§9.2).
+  pure real(dp) function macro_sigma(s, g, vmac) result(sig)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: g
+    real(dp), intent(in) :: vmac
+    sig = 1000.0_dp * s%lam(s%glines(s%gstart(g) + s%gcount(g) - 1)) * vmac / c_kms_mac
+  end function macro_sigma
+
+  !> Macroturbulence and PSF convolution of a whole spectrum y(4, nw), group by group, as the synthesis
+  !> applies them (nothing when s%no_convolution /= 0; a group is convolved when it has more than one
+  !> point and vmac > 0 or a PSF is given; vmac <= 0 with a PSF: a negligible 1e-7 km/s Gaussian).
+  pure subroutine convolve_spectrum(s, vmac, y, ierr)
+    type(synth_setup), intent(in) :: s
+    real(dp), intent(in) :: vmac
+    real(dp), intent(inout) :: y(4, s%nw)
+    integer, intent(out) :: ierr
+    real(dp), allocatable :: wy(:, :)
+    integer, allocatable :: widx(:)
+    real(dp) :: vm
+    integer :: g, nmw
+    ierr = err_ok
+    if (s%no_convolution /= 0) return
+    do g = 1, s%ng
+      call group_wavelengths(s%nw, s%wgrp, g, widx)
+      nmw = size(widx)
+      if (nmw <= 1 .or. .not. (vmac > 0.0_dp .or. s%npsf >= 2)) cycle
+      vm = vmac
+      if (vm <= 0.0_dp) vm = 1.0e-7_dp
+      wy = y(:, widx)
+      call convolve_group(nmw, s%woff(widx), wy, macro_sigma(s, g, vm), s%npsf, s%psf_x, s%psf_y, ierr)
+      if (ierr /= err_ok) return
+      y(:, widx) = wy
+    end do
+  end subroutine convolve_spectrum
+
   !> Stokes profiles of one model atmosphere (normalised to the HSRA continuum, convolved).
   !>
-  !> Model columns (n depths, deepest first): logtau, t [K], pe [dyn cm^-2], vmic, vlos [cm/s],
-  !> bfield [G], gam, phi [deg]; vmac [km/s]. Lines (nl): iz, stage, lam [Å air], chi_e [eV], loggf,
-  !> enh, alpha, sigma [cm^2], terms (mult, L, J) lower/upper, use_geff/geff. Groups (ng): lines
-  !> glines(gstart(g) : gstart(g)+gcount(g)-1) (1-based indices into the line arrays; the first is
-  !> the main line). Wavelengths (nw): woff [mÅ from the group's main line], wgrp (1-based group).
-  !> eps(92) = N_Z/N_H. PSF (npsf >= 2 to apply): psf_x [mÅ, ascending], psf_y. opts(n_options).
-  !> Out: stokes(4, nw); amax(nl) the largest damping parameter of each line (a > 3: SIR would cap).
-  pure subroutine synth_model(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, &
-                              nl, iz, stage, lam, chi_e, loggf, enh, alpha, sigma, &
-                              mult_l, l_l, j_l, mult_u, l_u, j_u, use_geff, geff, &
-                              ng, gstart, gcount, nglines, glines, nw, woff, wgrp, eps, &
-                              npsf, psf_x, psf_y, opts, stokes, amax, ierr)
-    integer, intent(in) :: n, nl, ng, nglines, nw, npsf
-    real(dp), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n), vmac
-    integer, intent(in) :: iz(nl), stage(nl), use_geff(nl)
-    real(dp), intent(in) :: lam(nl), chi_e(nl), loggf(nl), enh(nl), alpha(nl), sigma(nl)
-    real(dp), intent(in) :: mult_l(nl), l_l(nl), j_l(nl), mult_u(nl), l_u(nl), j_u(nl), geff(nl)
-    integer, intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-    real(dp), intent(in) :: woff(nw), eps(92), psf_x(npsf), psf_y(npsf)
-    integer, intent(in) :: opts(n_options)
-    real(dp), intent(out) :: stokes(4, nw), amax(nl)
+  !> s: the problem's set-up (lines, groups, grid, abundances, PSF, options). Model x(n, n_cols) (columns
+  !> col_*, n depths deepest first) on the grid logtau, vmac [km/s]. Groups: lines
+  !> glines(gstart(g) : gstart(g)+gcount(g)-1) (the first is the main line); wavelengths woff [mÅ from
+  !> the group's main line]. Out: stokes(4, nw); amax(nl) the largest damping parameter of each line
+  !> (a > 3: SIR would cap). A profile that is not finite is reported as err_not_finite.
+  pure subroutine synth_model(s, n, logtau, x, vmac, stokes, amax, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
+    real(dp), intent(out) :: stokes(4, s%nw), amax(s%nl)
     integer, intent(out) :: ierr
 
     type(eos_state) :: st(n)
     real(dp) :: kappa5(n), ltau(n), geo(5, n), kc(n), src(n), k7(7, n), eta(n)
     real(dp), allocatable :: inv_dld(:, :), vshift(:, :), vb(:, :), adamp(:, :), c5(:, :, :), eta0(:, :)
-    real(dp), allocatable :: boff(:), shift(:, :), strength(:, :), wx(:), wy(:, :)
+    real(dp), allocatable :: boff(:), shift(:, :), strength(:, :)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:)
     real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:)
     real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic
-    real(dp) :: y4(4), vm
+    real(dp) :: y4(4)
     integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot
     logical :: magnetic
 
     ierr = err_ok
     stokes = 0.0_dp
     amax = 0.0_dp
-    call synth_check_inputs(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, ng, nglines, nw, &
-                            gstart, gcount, glines, woff, wgrp, ierr)
+    call synth_check_inputs(s, n, logtau, x, vmac, ierr)
     if (ierr /= err_ok) return
+    associate (t => x(:, col_t), pe => x(:, col_pe), vmic => x(:, col_vmic), bfield => x(:, col_b), &
+               vlos => x(:, col_vlos), gam => x(:, col_gam), phi => x(:, col_phi), eps => s%eps, &
+               iz => s%iz, stage => s%stage, lam => s%lam, chi_e => s%chi_e, loggf => s%loggf, &
+               enh => s%enh, alpha => s%alpha, sigma => s%sigma, mult_l => s%mult_l, l_l => s%l_l, &
+               j_l => s%j_l, mult_u => s%mult_u, l_u => s%l_u, j_u => s%j_u, use_geff => s%use_geff, &
+               geff => s%geff, ng => s%ng, gstart => s%gstart, gcount => s%gcount, glines => s%glines, &
+               nw => s%nw, woff => s%woff, wgrp => s%wgrp)
 
     ! ---------------- depth quantities shared by all groups
     do i = 1, n
-      call eos_solve(t(i), pe(i), eps, st(i), ierr, opts(5))
+      call eos_solve(t(i), pe(i), eps, st(i), ierr, s%eos_compat)
       if (ierr /= err_ok) return
       call kappa_continuum(5.0e-5_dp, st(i), eps, kappa5(i), ierr)
       if (ierr /= err_ok) return
       call geometry_factors(gam(i) * deg, phi(i) * deg, geo(:, i))
     end do
     ltau = ln10 * 10.0_dp**logtau
-    magnetic = model_is_magnetic(n, bfield, opts(3))
-    capflag = opts(4)
+    magnetic = model_is_magnetic(n, bfield, s%sir_threshold)
+    capflag = s%damping_cap
 
     do g = 1, ng
       nlg = gcount(g)
@@ -221,7 +344,7 @@ contains
       do k = 1, nlg
         l = glines(gstart(g) + k - 1)
         call line_depth_quantities(n, iz(l), stage(l), lam(l) * 1.0e-8_dp, chi_e(l), loggf(l), enh(l), &
-                                   alpha(l), sigma(l), eps(iz(l)), opts(2), t, vmic, st, kappa5, &
+                                   alpha(l), sigma(l), eps(iz(l)), s%unsold_physical, t, vmic, st, kappa5, &
                                    e0, ad, dld, vdop, ierr)
         if (ierr /= err_ok) return
         amax(l) = max(amax(l), maxval(ad))
@@ -234,7 +357,7 @@ contains
         do i = 1, n
           c5(:, i, k) = e0(i) * geo(:, i)
         end do
-        boff(k) = blend_offset_mA(lam1, lam(l), opts(1))
+        boff(k) = blend_offset_mA(lam1, lam(l), s%exact_blend)
         ncomp(k) = 0
         if (magnetic) then
           call line_components(mult_l(l), l_l(l), j_l(l), mult_u(l), l_u(l), j_u(l), use_geff(l), geff(l), &
@@ -246,7 +369,6 @@ contains
       ! wavelength points of this group, in the order given
       call group_wavelengths(nw, wgrp, g, widx)
       nmw = size(widx)
-      allocate(wx(nmw), wy(4, nmw))
       ic = hsra_continuum(lam1)
       ! Voigt workspace: all components of all lines of the group at one wavelength in one call
       if (magnetic) then
@@ -262,39 +384,32 @@ contains
         end do
         if (magnetic) then
           call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
-                        opts(7), ntot, uu, aa, hh, ff, iwk, xwk, k7)
+                        s%sir_voigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
           call hermite_polarised(n, logtau, ltau, k7, src, y4, ierr)
           if (ierr /= err_ok) return
         else
-          call group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, opts(7), ntot, uu, aa, hh, ff, &
+          call group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, s%sir_voigt, ntot, uu, aa, hh, ff, &
                          iwk, xwk, eta)
           y4 = 0.0_dp
           call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr)
           if (ierr /= err_ok) return
         end if
-        wx(m) = woff(jw)
-        wy(:, m) = y4 / ic
+        stokes(:, jw) = y4 / ic
       end do
 
-      ! macroturbulence and PSF (lambda of the last line of the group)
-      vm = vmac
-      if (opts(6) == 0 .and. nmw > 1 .and. (vmac > 0.0_dp .or. npsf >= 2)) then
-        if (vm <= 0.0_dp) vm = 1.0e-7_dp
-        l = glines(gstart(g) + nlg - 1)
-        call convolve_group(nmw, wx, wy, 1000.0_dp * lam(l) * vm / c_kms_mac, npsf, psf_x, psf_y, ierr)
-        if (ierr /= err_ok) return
-      end if
-      do m = 1, nmw
-        stokes(:, widx(m)) = wy(:, m)
-      end do
-      deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx, wx, wy)
+      deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx)
       deallocate(uu, aa, hh, ff, iwk, xwk, dlk)
     end do
+    end associate
+    ! macroturbulence and PSF (lambda of each group's last line)
+    call convolve_spectrum(s, vmac, stokes, ierr)
+    if (ierr /= err_ok) return
+    if (.not. all(abs(stokes) < huge(1.0_dp))) ierr = err_not_finite
   end subroutine synth_model
 
   !> Propagation-matrix elements k7(7, n) of a line group at one wavelength: the continuum kc in
   !> eta_I plus, line by line, the Zeeman-split Voigt/Faraday profiles (same operations and order as
-  !> pyinv_propagation::add_line_k7). dlk(k) [cm]: offset from line k. The profiles of all components
+  !> k7_add_profiles per line). dlk(k) [cm]: offset from line k. The profiles of all components
   !> of all lines are evaluated in one vectorised call (uu, aa, hh, ff, iwk, xwk: workspace of ntot =
   !> n * sum(ncomp)).
   pure subroutine group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
@@ -345,7 +460,7 @@ contains
   end subroutine group_k7
 
   !> Non-magnetic analogue of group_k7: eta(n) = kc + sum over lines of eta0 H(a, v)
-  !> (pyinv_propagation::add_line_eta line by line), one Voigt call for the group.
+  !> line by line, one Voigt call for the group.
   pure subroutine group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, sirvoigt, ntot, uu, aa, hh, ff, &
                             iwk, xwk, eta)
     integer, intent(in) :: n, nlg, sirvoigt, ntot
@@ -426,31 +541,28 @@ contains
   end subroutine group_wavelengths
 
   !> Validation of synth_model's inputs (shared with the response functions): sizes, finiteness,
-  !> T > 0, Pe > 0, strictly decreasing log tau, group/line/wavelength indices, vmac >= 0.
-  pure subroutine synth_check_inputs(n, logtau, t, pe, vmic, vlos, bfield, gam, phi, vmac, nl, ng, nglines, &
-                                     nw, gstart, gcount, glines, woff, wgrp, ierr)
-    integer, intent(in) :: n, nl, ng, nglines, nw
-    real(dp), intent(in) :: logtau(n), t(n), pe(n), vmic(n), vlos(n), bfield(n), gam(n), phi(n), vmac
-    integer, intent(in) :: gstart(ng), gcount(ng), glines(nglines), wgrp(nw)
-    real(dp), intent(in) :: woff(nw)
+  !> T > 0, Pe > 0, strictly decreasing log tau, vmac >= 0 (the set-up's indices are checked when it is
+  !> unpacked, setup_from_buffers).
+  pure subroutine synth_check_inputs(s, n, logtau, x, vmac, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
     integer, intent(out) :: ierr
     ierr = err_ok
-    if (n < 2 .or. nl < 1 .or. ng < 1 .or. nw < 1) then
+    if (n < 2 .or. s%nl < 1 .or. s%ng < 1 .or. s%nw < 1) then
       ierr = err_bad_size
       return
     end if
-    if (.not. (all(abs(logtau) < huge(1.0_dp)) .and. all(abs(vmic) < huge(1.0_dp)) .and. &
-               all(abs(vlos) < huge(1.0_dp)) .and. all(abs(bfield) < huge(1.0_dp)) .and. &
-               all(abs(gam) < huge(1.0_dp)) .and. all(abs(phi) < huge(1.0_dp)) .and. &
-               abs(vmac) < huge(1.0_dp) .and. all(abs(woff) < huge(1.0_dp)))) then
+    if (.not. (all(abs(logtau) < huge(1.0_dp)) .and. all(abs(x(:, col_vmic:n_cols)) < huge(1.0_dp)) .and. &
+               abs(vmac) < huge(1.0_dp))) then
       ierr = err_not_finite
       return
     end if
-    if (.not. all(t > 0.0_dp .and. t < huge(1.0_dp))) then
+    if (.not. all(x(:, col_t) > 0.0_dp .and. x(:, col_t) < huge(1.0_dp))) then
       ierr = err_nonpositive_t
       return
     end if
-    if (.not. all(pe > 0.0_dp .and. pe < huge(1.0_dp))) then
+    if (.not. all(x(:, col_pe) > 0.0_dp .and. x(:, col_pe) < huge(1.0_dp))) then
       ierr = err_nonpositive_pe
       return
     end if
@@ -458,11 +570,7 @@ contains
       ierr = err_logtau_order
       return
     end if
-    if (any(gstart < 1) .or. any(gcount < 1) .or. any(gstart + gcount - 1 > nglines) .or. &
-        any(glines < 1) .or. any(glines > nl) .or. any(wgrp < 1) .or. any(wgrp > ng) .or. vmac < 0.0_dp) then
-      ierr = err_bad_input
-      return
-    end if
+    if (vmac < 0.0_dp) ierr = err_bad_input
 
   end subroutine synth_check_inputs
 

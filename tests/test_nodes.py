@@ -158,16 +158,15 @@ def test_compression_is_the_chain_rule(hinode_setup):
     agrees with directional finite differences in node space (jac_mode 0)."""
     s = hinode_setup
     nodes = [3, 0, 1, 2, 2, 1, 1, 1]          # T, Pe, vmic, B, vlos, gamma, phi, vmac
-    j_fd = engine.inv_node_jacobian(s["lt"], s["x"], s["vmac"], s["prep"], nodes, he=0, jac_mode=0)
-    j_rf = engine.inv_node_jacobian(s["lt"], s["x"], s["vmac"], s["prep"], nodes, he=0, jac_mode=1)
-    assert j_fd.shape == j_rf.shape == (4, s["prep"]["woff"].size, 11)
+    j_fd = engine.inv_node_jacobian(s["prep"], s["lt"], s["x"], s["vmac"], nodes, he=0, jac_mode=0)
+    j_rf = engine.inv_node_jacobian(s["prep"], s["lt"], s["x"], s["vmac"], nodes, he=0, jac_mode=1)
+    assert j_fd.shape == j_rf.shape == (4, s["prep"].nw, 11)
     for k in range(j_fd.shape[2]):
         scale = np.abs(j_rf[:, :, k]).max()
         assert np.abs(j_fd[:, :, k] - j_rf[:, :, k]).max() <= 2e-3 * scale, k
 
     # explicit chain rule with the depth-resolved RFs
-    _, rf, rfv = engine.inv_response_functions(s["lt"], s["x"], s["vmac"], s["prep"],
-                                               want=(1, 0, 0, 1, 0, 0, 0))
+    _, rf, rfv, _ = engine.synth_rf(s["prep"], s["lt"], s["x"], s["vmac"], want=(1, 0, 0, 1, 0, 0, 0))
     lt, x = s["lt"], s["x"]
     f3, idx3 = engine.inv_node_basis(lt, 3)
     dT = f3 * x[idx3, 0][None, :]                         # relative slot: F_kj a_j
@@ -186,9 +185,9 @@ def test_he_coupled_temperature_columns(hinode_setup):
     Jacobian routes agree, and differ from the fixed-Pe columns."""
     s = hinode_setup
     nodes = [3, 0, 0, 0, 0, 0, 0, 0]
-    j0 = engine.inv_node_jacobian(s["lt"], s["x"], s["vmac"], s["prep"], nodes, he=1, jac_mode=0)
-    j1 = engine.inv_node_jacobian(s["lt"], s["x"], s["vmac"], s["prep"], nodes, he=1, jac_mode=1)
-    jn = engine.inv_node_jacobian(s["lt"], s["x"], s["vmac"], s["prep"], nodes, he=0, jac_mode=0)
+    j0 = engine.inv_node_jacobian(s["prep"], s["lt"], s["x"], s["vmac"], nodes, he=1, jac_mode=0)
+    j1 = engine.inv_node_jacobian(s["prep"], s["lt"], s["x"], s["vmac"], nodes, he=1, jac_mode=1)
+    jn = engine.inv_node_jacobian(s["prep"], s["lt"], s["x"], s["vmac"], nodes, he=0, jac_mode=0)
     for k in range(3):
         scale = np.abs(j1[:, :, k]).max()
         assert np.abs(j0[:, :, k] - j1[:, :, k]).max() <= 2e-3 * scale
@@ -229,8 +228,8 @@ def test_non_magnetic_model_jacobian(hinode_setup):
 
     prep = prepare_synthesis(s["lines"], s["grid"], abundances=s["ab"], magnetic=False)
     nodes = [3, 0, 1, 0, 3, 0, 0, 1]
-    j0 = engine.inv_node_jacobian(s["lt"], x, s["vmac"], prep, nodes, he=1, jac_mode=0)
-    j1 = engine.inv_node_jacobian(s["lt"], x, s["vmac"], prep, nodes, he=1, jac_mode=1)
+    j0 = engine.inv_node_jacobian(prep, s["lt"], x, s["vmac"], nodes, he=1, jac_mode=0)
+    j1 = engine.inv_node_jacobian(prep, s["lt"], x, s["vmac"], nodes, he=1, jac_mode=1)
     for k in range(j0.shape[2]):
         scale = np.abs(j0[0, :, k]).max()
         assert scale > 0

@@ -8,6 +8,7 @@ lazily, so ``import pyinv`` works (file readers, models, ...) even before the en
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -221,40 +222,118 @@ def atomic_arrays(Z: int, T):
 # section: synthesis (line opacity, Zeeman, formal solution, post-processing)
 # ---------------------------------------------------------------------------------------------------
 
-#: Number of integer option slots of ``synth_stokes`` (see fortran/synthesis.f90).
-SYNTH_NOPT = 8
+#: The one column order of model arrays ``x (ndep, 7)`` and of response functions ``rf (4, nλ, ndep, 7)``
+#: (fortran/synthesis.f90 ``col_*``): K, dyn cm⁻², cm/s, G, cm/s, degree, degree.
+MODEL_COLUMNS = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi")
+#: Option slots of a set-up (fortran/synthesis.f90 ``opt_*``), in slot order.
+SETUP_OPTIONS = ("exact_blend_offsets", "unsold_physical", "sir_threshold", "damping_cap", "eos_sir_compat",
+                 "no_convolution", "sir_voigt")
+#: Layout version of the packed set-up (fortran/synthesis.f90 ``setup_layout_version``).
+SETUP_LAYOUT_VERSION = 1
+#: Per-line fields of the set-up: integers, then reals, in buffer order.
+LINE_INT_FIELDS = ("iz", "stage", "use_geff")
+LINE_REAL_FIELDS = ("lam", "chi_e", "loggf", "enh", "alpha", "sigma", "mult_l", "l_l", "j_l", "mult_u", "l_u",
+                    "j_u", "geff")
+_SETUP_HEADER = 6
 
 
 def _i32(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.int32)
 
 
-def synth_stokes(model: dict, vmac: float, line_arrays: dict, groups: tuple, grid: tuple, eps,
-                 psf: tuple | None, opts) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Setup:
+    """A synthesis problem packed for the engine once: line data, line groups, wavelength grid,
+    abundances, PSF and options — everything but the model. Every synthesis, response-function and
+    inversion call takes it (the engine unpacks the two flat buffers with one routine,
+    ``setup_from_buffers``). Build it with :func:`pack_setup`.
+
+    Attributes
+    ----------
+    ibuf, rbuf : ndarray
+        The packed int32 / float64 buffers (layout in fortran/synthesis.f90).
+    nl, ng, nw : int
+        Numbers of lines, line groups and wavelength points.
+    wgrp : ndarray (nw,) of int32
+        1-based group of every wavelength point.
+    options : dict
+        ``SETUP_OPTIONS`` name → bool.
+    """
+
+    ibuf: np.ndarray
+    rbuf: np.ndarray
+    nl: int
+    ng: int
+    nw: int
+    wgrp: np.ndarray
+    options: dict
+
+    def with_options(self, **options: bool) -> "Setup":
+        """A copy with some options changed (names of ``SETUP_OPTIONS``)."""
+        unknown = set(options) - set(SETUP_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown set-up option(s) {sorted(unknown)}; known: {SETUP_OPTIONS}")
+        ibuf = self.ibuf.copy()
+        opts = dict(self.options)
+        for k, v in options.items():
+            ibuf[_SETUP_HEADER + SETUP_OPTIONS.index(k)] = int(bool(v))
+            opts[k] = bool(v)
+        return Setup(ibuf, self.rbuf, self.nl, self.ng, self.nw, self.wgrp, opts)
+
+
+def pack_setup(line_arrays: dict, groups: tuple, woff, wgrp, eps, psf: tuple | None, **options: bool) -> Setup:
+    """Pack a synthesis set-up into the engine's two flat buffers (once per problem).
+
+    Parameters
+    ----------
+    line_arrays : dict
+        Per line: ``LINE_INT_FIELDS`` and ``LINE_REAL_FIELDS`` (``lam`` [Å air], ``chi_e`` [eV], ``sigma``
+        [cm²], LS terms as multiplicity/L/J, ``use_geff``/``geff``).
+    groups : (gstart, gcount, glines)
+        1-based: group g uses lines ``glines[gstart[g]-1 : gstart[g]-1+gcount[g]]`` (first = main line).
+    woff, wgrp : array (nw,)
+        Offsets [mÅ] from the group's main line and 1-based group of every wavelength point.
+    eps : array (92,)
+        N_Z / N_H (linear).
+    psf : (x [mÅ], y) or None
+    options : bool
+        Names of ``SETUP_OPTIONS`` (default False).
+    """
+    unknown = set(options) - set(SETUP_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown set-up option(s) {sorted(unknown)}; known: {SETUP_OPTIONS}")
+    la = line_arrays
+    gstart, gcount, glines = (_i32(g).ravel() for g in groups)
+    woff = f64(woff).ravel()
+    wgrp = _i32(wgrp).ravel()
+    e = f64(eps).ravel()
+    if e.shape != (92,):
+        raise ValueError(f"abundances must have shape (92,), got {e.shape}")
+    px, py = (np.zeros(0), np.zeros(0)) if psf is None else (f64(psf[0]).ravel(), f64(psf[1]).ravel())
+    nl = int(np.asarray(la["lam"]).size)
+    opts = {k: bool(options.get(k, False)) for k in SETUP_OPTIONS}
+    ibuf = np.concatenate([[SETUP_LAYOUT_VERSION, nl, gstart.size, glines.size, woff.size, px.size],
+                           [int(opts[k]) for k in SETUP_OPTIONS],
+                           *[_i32(la[k]).ravel() for k in LINE_INT_FIELDS], gstart, gcount, glines, wgrp])
+    rbuf = np.concatenate([*[f64(la[k]).ravel() for k in LINE_REAL_FIELDS], woff, e, px, py])
+    return Setup(_i32(ibuf), f64(rbuf), nl, int(gstart.size), int(woff.size), wgrp, opts)
+
+
+def model_array(columns) -> np.ndarray:
+    """Model columns (a mapping with the keys of MODEL_COLUMNS, 1-D arrays) as the engine's Fortran-ordered
+    ``x (ndep, 7)``."""
+    return np.asfortranarray(np.stack([np.asarray(columns[c], dtype=np.float64) for c in MODEL_COLUMNS], axis=1))
+
+
+def synth_stokes(setup: Setup, log_tau, x, vmac: float) -> tuple[np.ndarray, np.ndarray]:
     """Stokes profiles of one model (engine ``synth_stokes``).
 
-    ``model``: 1-D columns ``log_tau, T, Pe, vmic, vlos, B, gamma, phi`` (K, dyn cm⁻², cm/s, G, deg);
-    ``line_arrays``: per line ``iz, stage, lam [Å], chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l,
-    mult_u, l_u, j_u, use_geff, geff``; ``groups = (gstart, gcount, glines)`` (1-based);
-    ``grid = (woff [mÅ], wgrp (1-based))``; ``eps`` linear (92,); ``psf = (x_mA, y)`` or None;
-    ``opts`` up to SYNTH_NOPT integer flags. Returns ``stokes (4, nw)`` and the largest damping
-    parameter of every line.
+    ``log_tau (ndep,)`` deepest first; ``x (ndep, 7)`` in MODEL_COLUMNS order; ``vmac`` [km/s].
+    Returns ``stokes (4, nw)`` (normalised to the HSRA continuum) and the largest damping parameter of
+    every line (nl,).
     """
-    la = line_arrays
-    if psf is None:
-        px = py = np.zeros(1)
-    else:
-        px, py = f64(psf[0]), f64(psf[1])
-    o = np.zeros(SYNTH_NOPT, dtype=np.int32)
-    o[:len(opts)] = opts
-    stokes, amax, ierr = api().synth_stokes(
-        f64(model["log_tau"]), f64(model["T"]), f64(model["Pe"]), f64(model["vmic"]),
-        f64(model["vlos"]), f64(model["B"]), f64(model["gamma"]), f64(model["phi"]), float(vmac),
-        _i32(la["iz"]), _i32(la["stage"]), f64(la["lam"]), f64(la["chi_e"]), f64(la["loggf"]),
-        f64(la["enh"]), f64(la["alpha"]), f64(la["sigma"]), f64(la["mult_l"]), f64(la["l_l"]),
-        f64(la["j_l"]), f64(la["mult_u"]), f64(la["l_u"]), f64(la["j_u"]), _i32(la["use_geff"]),
-        f64(la["geff"]), _i32(groups[0]), _i32(groups[1]), _i32(groups[2]), f64(grid[0]), _i32(grid[1]),
-        f64(eps), px, py, o)
+    stokes, amax, ierr = api().synth_stokes(setup.ibuf, setup.rbuf, f64(log_tau), f64_fortran(x), float(vmac),
+                                            setup.nw, setup.nl)
     check(ierr, "synthesis")
     return stokes, amax
 
@@ -295,57 +374,31 @@ def convolve_stokes(offset_mA, stokes, sigma_mA: float, psf: tuple | None = None
     return np.asarray(y)
 
 
-#: Order of the depth-resolved response-function variables of ``synth_rf`` (RF_INTERFACE.md).
-RF_VARIABLES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi")
+#: Order of the depth-resolved response-function variables of ``synth_rf`` (= MODEL_COLUMNS).
+RF_VARIABLES = MODEL_COLUMNS
 
 
-def synth_rf(model: dict, vmac: float, line_arrays: dict, groups: tuple, grid: tuple, eps,
-             psf: tuple | None, opts, want=(1,) * 7):
+def synth_rf(setup: Setup, log_tau, x, vmac: float, want=(1,) * 7):
     """Stokes profiles and response functions of one model (engine ``synth_rf``; arguments as
-    :func:`synth_stokes`, ``want`` 7 flags in RF_VARIABLES order). Returns ``stokes (4, nw)``,
+    :func:`synth_stokes`, ``want`` 7 flags in MODEL_COLUMNS order). Returns ``stokes (4, nw)``,
     ``rf (4, nw, ndep, 7)`` (d stokes / d column value at one depth: per K, dyn cm⁻², cm/s, G, cm/s,
     degree, degree; T at fixed Pe), ``rf_vmac (4, nw)`` per km/s and the largest damping per line."""
-    la = line_arrays
-    if psf is None:
-        px = py = np.zeros(1)
-    else:
-        px, py = f64(psf[0]), f64(psf[1])
-    o = np.zeros(SYNTH_NOPT, dtype=np.int32)
-    o[:len(opts)] = opts
-    stokes, rf, rf_vmac, amax, ierr = api().synth_rf(
-        f64(model["log_tau"]), f64(model["T"]), f64(model["Pe"]), f64(model["vmic"]),
-        f64(model["vlos"]), f64(model["B"]), f64(model["gamma"]), f64(model["phi"]), float(vmac),
-        _i32(la["iz"]), _i32(la["stage"]), f64(la["lam"]), f64(la["chi_e"]), f64(la["loggf"]),
-        f64(la["enh"]), f64(la["alpha"]), f64(la["sigma"]), f64(la["mult_l"]), f64(la["l_l"]),
-        f64(la["j_l"]), f64(la["mult_u"]), f64(la["l_u"]), f64(la["j_u"]), _i32(la["use_geff"]),
-        f64(la["geff"]), _i32(groups[0]), _i32(groups[1]), _i32(groups[2]), f64(grid[0]), _i32(grid[1]),
-        f64(eps), px, py, o, _i32(want))
+    stokes, rf, rf_vmac, amax, ierr = api().synth_rf(setup.ibuf, setup.rbuf, f64(log_tau), f64_fortran(x),
+                                                     float(vmac), _i32(want), setup.nw, setup.nl)
     check(ierr, "response functions")
     return stokes, rf, rf_vmac, amax
 
 
 # ---------------------------------------------------------------------------------------------------
-# section: inversion (nodes, Levenberg-Marquardt, finite-difference response functions)
-# Thin wrappers of the inv_* procedures of fortran/api.f90. ``prep`` is the dict built by
-# pyinv.inversion.prepare_synthesis (line arrays, groups, grid, eps, psf, opts); model arrays
-# ``x`` are (ndep, 7): T, Pe, vmic, B, vlos, gamma, phi (K, dyn cm⁻², cm/s, G, cm/s, deg, deg).
+# section: inversion (nodes, Levenberg-Marquardt)
+# Thin wrappers of the inv_* procedures of fortran/api.f90; set-ups are :class:`Setup`, model arrays
+# ``x`` (ndep, 7) in MODEL_COLUMNS order.
 # ---------------------------------------------------------------------------------------------------
 
-#: Inversion slots, in the engine's order (= pyinv.config.NODE_PARAMETERS).
-INV_SLOTS = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "vmac")
-
-
-def _synth_arg_list(prep: dict) -> list:
-    la = prep["lines"]
-    g0, g1, g2 = prep["groups"]
-    px, py = prep["psf"] if prep["psf"] is not None else (np.zeros(1), np.zeros(1))
-    o = np.zeros(SYNTH_NOPT, dtype=np.int32)
-    o[:len(prep["opts"])] = prep["opts"]
-    return [_i32(la["iz"]), _i32(la["stage"]), f64(la["lam"]), f64(la["chi_e"]), f64(la["loggf"]),
-            f64(la["enh"]), f64(la["alpha"]), f64(la["sigma"]), f64(la["mult_l"]), f64(la["l_l"]),
-            f64(la["j_l"]), f64(la["mult_u"]), f64(la["l_u"]), f64(la["j_u"]), _i32(la["use_geff"]),
-            f64(la["geff"]), _i32(g0), _i32(g1), _i32(g2), f64(prep["woff"]), _i32(prep["wgrp"]),
-            f64(prep["eps"]), f64(px), f64(py), o]
+#: Inversion slots, in the engine's order (= pyinv.config.NODE_PARAMETERS): the model columns, then vmac.
+INV_SLOTS = MODEL_COLUMNS + ("vmac",)
+#: Jacobian providers of inv_cycle / inv_node_jacobian (fortran/nodes.f90 ``jac_*``).
+JAC_FINITE_DIFFERENCE, JAC_ANALYTIC = 0, 1
 
 
 def _xnodes(xnodes) -> tuple[np.ndarray, np.ndarray]:
@@ -398,41 +451,84 @@ def inv_he_pe_jacobian(log_tau, T, pe_top: float, boundary: int, bvalue: float, 
     return np.asarray(dpe)
 
 
-def inv_response_functions(log_tau, x, vmac: float, prep: dict, want=(1,) * 7):
-    """(stokes (4, nλ), rf (4, nλ, ndep, 7), rf_vmac (4, nλ)) from the inversion's RF provider."""
-    st, rf, rfv, ierr = api().inv_response_functions(f64(log_tau), f64_fortran(x), float(vmac),
-                                                     *_synth_arg_list(prep), _i32(want))
-    check(ierr, "response functions")
-    return np.asarray(st), np.asarray(rf), np.asarray(rfv)
-
-
-def inv_node_jacobian(log_tau, x, vmac: float, prep: dict, nodes, *, xnodes=None, interp: int = 0, he: int = 1,
-                      boundary: int = 0, bvalue: float = 0.0, mu: float = 1.0, jac_mode: int = 0,
+def inv_node_jacobian(setup: Setup, log_tau, x, vmac: float, nodes, *, xnodes=None, interp: int = 0, he: int = 1,
+                      boundary: int = 0, bvalue: float = 0.0, mu: float = 1.0, jac_mode: int = JAC_FINITE_DIFFERENCE,
                       maxm: int = 128) -> np.ndarray:
     """Node Jacobian (4, nλ, m) at model x (see api.f90 inv_node_jacobian)."""
     xa, use = _xnodes(xnodes)
-    jac, m, ierr = api().inv_node_jacobian(f64(log_tau), f64_fortran(x), float(vmac), *_synth_arg_list(prep),
+    jac, m, ierr = api().inv_node_jacobian(setup.ibuf, setup.rbuf, f64(log_tau), f64_fortran(x), float(vmac),
                                            _i32(nodes), xa, use, int(interp), int(he), int(boundary),
-                                           float(bvalue), float(mu), int(jac_mode), int(maxm))
+                                           float(bvalue), float(mu), int(jac_mode), setup.nw, int(maxm))
     check(ierr, "node Jacobian")
     return np.asarray(jac)[:, :, :int(m)]
 
 
-def inv_cycle(log_tau, x, vmac: float, prep: dict, obs, weights, snr: float, nodes, *, xnodes=None,
+#: result slots of inv_cycle (fortran/inversion.f90 info_* and rinfo_*), in slot order
+INFO_SLOTS = ("iterations", "trials", "syntheses", "m", "nobs", "nmask")
+RINFO_SLOTS = ("chi2_raw", "chi2", "snr", "lambda_final", "chi2_start")
+
+
+@dataclass
+class CycleResult:
+    """Result of one LM cycle (:func:`inv_cycle`).
+
+    Attributes
+    ----------
+    x, vmac : best model (ndep, 7) in MODEL_COLUMNS order, and its macroturbulence [km/s]
+    fit : (4, nλ) its profiles
+    pg, rho, z : hydrostatic P_g [dyn cm⁻²], ρ [g cm⁻³], z [km] of its temperatures
+    err, err_vmac : (ndep, 10) uncertainties of SIR's .err formula (T, Pe, vmic, B, vlos, γ, φ, z, Pg, ρ)
+    cerr, cerr_vmac : (ndep, 7) 1σ from the full covariance
+    cov : (m, m) node covariance
+    trace : (ntrials, 3) per trial λ, χ² (SIR's printed normalisation), accepted (1/0)
+    iterations, trials, syntheses, m, nobs, nmask : counts (``INFO_SLOTS``)
+    chi2_raw, chi2, snr, lambda_final, chi2_start : (``RINFO_SLOTS``) raw χ², χ² and s/n as SIR prints
+        them, final λ, χ² of the starting model
+    ierr : 0 = success, else the engine error that stopped the cycle (the model is the best reached)
+    """
+
+    x: np.ndarray
+    vmac: float
+    fit: np.ndarray
+    pg: np.ndarray
+    rho: np.ndarray
+    z: np.ndarray
+    err: np.ndarray
+    err_vmac: float
+    cerr: np.ndarray
+    cerr_vmac: float
+    cov: np.ndarray
+    trace: np.ndarray
+    iterations: int
+    trials: int
+    syntheses: int
+    m: int
+    nobs: int
+    nmask: int
+    chi2_raw: float
+    chi2: float
+    snr: float
+    lambda_final: float
+    chi2_start: float
+    ierr: int
+
+
+def inv_cycle(setup: Setup, log_tau, x, vmac: float, obs, weights, snr: float, nodes, *, xnodes=None,
               interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary: int = 0,
-              bvalue: float = 0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = 0,
-              rtol: float = 0.0, maxm: int = 128, maxtr: int = 400) -> dict:
+              bvalue: float = 0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
+              rtol: float = 0.0, maxm: int = 128, maxtr: int = 400) -> CycleResult:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success)."""
     xa, use = _xnodes(xnodes)
     xf = np.array(x, dtype=np.float64, order="F", copy=True)
     vm = np.array(float(vmac), dtype=np.float64)
-    out = api().inv_cycle(f64(log_tau), xf, vm, *_synth_arg_list(prep), f64_fortran(obs), f64(weights),
-                          float(snr), _i32(nodes), xa, use, int(interp), float(svdtol), float(lambda0),
-                          int(boundary), float(bvalue), float(mu), int(maxit), int(jac_mode), float(rtol),
-                          int(maxm), int(maxtr))
+    out = api().inv_cycle(setup.ibuf, setup.rbuf, f64(log_tau), xf, vm, f64_fortran(obs), f64(weights), float(snr),
+                          _i32(nodes), xa, use, int(interp), float(svdtol), float(lambda0), int(boundary),
+                          float(bvalue), float(mu), int(maxit), int(jac_mode), float(rtol), int(maxm), int(maxtr))
     fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, cov, trace, info, rinfo, ierr = out
-    m = int(info[3])
-    return {"x": xf, "vmac": float(vm), "fit": np.asarray(fit), "pg": pg, "rho": rho, "z": z, "err": err,
-            "err_vmac": float(err_vmac), "cerr": cerr, "cerr_vmac": float(cerr_vmac),
-            "cov": np.asarray(cov)[:m, :m], "trace": np.asarray(trace)[:min(int(info[1]), maxtr)], "info": np.asarray(info), "rinfo": np.asarray(rinfo),
-            "ierr": int(ierr)}
+    info = dict(zip(INFO_SLOTS, (int(v) for v in info)))
+    rinfo = dict(zip(RINFO_SLOTS, (float(v) for v in rinfo)))
+    m = info["m"]
+    return CycleResult(x=xf, vmac=float(vm), fit=np.asarray(fit), pg=pg, rho=rho, z=z, err=err,
+                       err_vmac=float(err_vmac), cerr=cerr, cerr_vmac=float(cerr_vmac),
+                       cov=np.asarray(cov)[:m, :m], trace=np.asarray(trace)[:min(info["trials"], maxtr)],
+                       **info, **rinfo, ierr=int(ierr))

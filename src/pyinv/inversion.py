@@ -101,20 +101,17 @@ class PixelResult:
 # ------------------------------------------------------------------------------------------- helpers
 def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abundances=None,
                       magnetic: bool = True, sir_compat: bool = False, exact_blend_offsets: bool = False,
-                      unsold_physical: bool = False) -> dict:
-    """Engine arrays of a synthesis set-up (line data, groups, grid, ε, PSF, options), exactly as
-    :func:`pyinv.synthesize` builds them."""
+                      unsold_physical: bool = False) -> engine.Setup:
+    """The engine set-up (:class:`pyinv.engine.Setup`: line data, groups, grid, ε, PSF, options) of a
+    synthesis, exactly as :func:`pyinv.synthesize` builds it."""
     from .synthesis import _setup
 
-    s = _setup(lines, grid, magnetic=magnetic, psf=psf, abundances=abundances, sir_compat=sir_compat,
-               exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical)
-    return {"lines": s["la"], "groups": s["groups"], "woff": s["woff"], "wgrp": s["wgrp"],
-            "ng": len(grid.regions), "eps": s["eps"], "psf": s["psf"], "opts": s["opts"]}
+    return _setup(lines, grid, magnetic=magnetic, psf=psf, abundances=abundances, sir_compat=sir_compat,
+                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical)["setup"]
 
 
 def _model_x(atm: Atmosphere) -> np.ndarray:
-    return np.stack([np.asarray(getattr(atm, c), dtype=np.float64)
-                     for c in ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi")], axis=1)
+    return engine.model_array({c: getattr(atm, c) for c in engine.MODEL_COLUMNS})
 
 
 def _fold_angles(x: np.ndarray) -> np.ndarray:
@@ -254,9 +251,10 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
 
     magnetic = bool(np.any(np.asarray(guess.B) != 0)) or any(config.nodes(c).get("B", 0) > 0
                                                           for c in range(1, config.cycles + 1))
-    prep = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
-                             sir_compat=sir_compat)
+    setup = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
+                              sir_compat=sir_compat)
     boundary, bvalue = _boundary(config)
+    jac_mode = engine.JAC_FINITE_DIFFERENCE if jacobian == "nodes" else engine.JAC_ANALYTIC
     x = _model_x(guess)
     vmac = float(guess.macro)
     ndep = lt.size
@@ -272,46 +270,41 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
             xn_c = {k: v for k, v in xnodes.items() if nodes[engine.INV_SLOTS.index(k)] == v.size}
         interp = int(config.value("interpolation", c)) % 2 if int(config.value("interpolation", c)) > 1 \
             else int(config.value("interpolation", c))
-        res = engine.inv_cycle(lt, x, vmac, prep, obs, config.weights_for(c), float(config.value("snr", c)),
+        res = engine.inv_cycle(setup, lt, x, vmac, obs, config.weights_for(c), float(config.value("snr", c)),
                                nodes, xnodes=xn_c, interp=interp,
                                svdtol=float(config.value("svd_tolerance", c)) ** (2 if svd_scaling == "jacobian"
                                                                                     else 1),
                                lambda0=float(config.value("initial_diagonal", c)), boundary=boundary,
-                               bvalue=bvalue, mu=mu_f, maxit=max_iterations,
-                               jac_mode=0 if jacobian == "nodes" else 1, rtol=rtol)
-        nsyn += int(res["info"][2])
+                               bvalue=bvalue, mu=mu_f, maxit=max_iterations, jac_mode=jac_mode, rtol=rtol)
+        nsyn += res.syntheses
         node_log.append(dict(zip(engine.INV_SLOTS, nodes)))
-        x, vmac = res["x"], res["vmac"]
-        if res["info"][1] > 0:  # the cycle ran (trials were made)
-            chi2.append(res["rinfo"][1])
-            c2start.append(res["rinfo"][4])
-            snrs.append(res["rinfo"][2])
-            iters.append(int(res["info"][0]))
-            trials.append(int(res["info"][1]))
-            traces.append(res["trace"])
+        x, vmac = res.x, res.vmac
+        if res.trials > 0:  # the cycle ran (trials were made)
+            chi2.append(res.chi2)
+            c2start.append(res.chi2_start)
+            snrs.append(res.snr)
+            iters.append(res.iterations)
+            trials.append(res.trials)
+            traces.append(res.trace)
             last_ok = res
-        if res["ierr"] != 0:
-            status = res["ierr"]
+        if res.ierr != 0:
+            status = res.ierr
             break
 
     x = _fold_angles(np.array(x, copy=True))
-    cols = dict(zip(("T", "Pe", "vmic", "B", "vlos", "gamma", "phi"), x.T))
+    cols = dict(zip(engine.MODEL_COLUMNS, x.T))
     errors = errors_cov = cov = None
     fit = np.full_like(obs, np.nan)
     if last_ok is not None:
-        fit = last_ok["fit"]
-        if np.all(last_ok["pg"] > 0):
-            cols.update(Pg=last_ok["pg"], rho=last_ok["rho"], z=last_ok["z"])
-        e = last_ok["err"]
+        fit = last_ok.fit
+        if np.all(last_ok.pg > 0):
+            cols.update(Pg=last_ok.pg, rho=last_ok.rho, z=last_ok.z)
         if status == STATUS_OK:
-            errors = AtmosphereErrors(log_tau=lt, T=e[:, 0], Pe=e[:, 1], vmic=e[:, 2], B=e[:, 3], vlos=e[:, 4],
-                                      gamma=e[:, 5], phi=e[:, 6], z=e[:, 7], Pg=e[:, 8], rho=e[:, 9],
-                                      macro=last_ok["err_vmac"])
-            ce = last_ok["cerr"]
-            errors_cov = AtmosphereErrors(log_tau=lt, T=ce[:, 0], Pe=ce[:, 1], vmic=ce[:, 2], B=ce[:, 3],
-                                          vlos=ce[:, 4], gamma=ce[:, 5], phi=ce[:, 6],
-                                          macro=last_ok["cerr_vmac"])
-            cov = last_ok["cov"]
+            e = dict(zip(engine.MODEL_COLUMNS + ("z", "Pg", "rho"), last_ok.err.T))
+            errors = AtmosphereErrors(log_tau=lt, **e, macro=last_ok.err_vmac)
+            ce = dict(zip(engine.MODEL_COLUMNS, last_ok.cerr.T))
+            errors_cov = AtmosphereErrors(log_tau=lt, **ce, macro=last_ok.cerr_vmac)
+            cov = last_ok.cov
     atm = Atmosphere(log_tau=lt, **cols, macro=vmac, filling=guess.filling, stray=guess.stray)
     return PixelResult(atmosphere=atm, fit=fit, chi2=np.asarray(chi2), iterations=np.asarray(iters, dtype=int),
                        status=int(status), errors=errors, errors_covariance=errors_cov, covariance=cov,

@@ -24,21 +24,7 @@ RF_KEYS = ("T", "Pe", "vmic", "B", "vlos", "inclination", "azimuth")
 def _he_pe_jacobian(cols: dict, mu: float, eps, sir_compat: bool) -> np.ndarray:
     """d Pe_i / d T_j (ndep, ndep) of hydrostatic equilibrium with the top Pe held fixed."""
     lt, t, pe = cols["log_tau"], cols["T"], cols["Pe"]
-    if hasattr(engine, "inv_he_pe_jacobian"):
-        return engine.inv_he_pe_jacobian(lt, t, float(pe[-1]), 0, 0.0, mu, eps, sir_compat=sir_compat,
-                                         method=0)
-    # fallback: central differences of the hydrostatic solver (relative steps 1e-4)
-    n = t.size
-    jac = np.zeros((n, n))
-    for j in range(n):
-        h = 1e-4 * t[j]
-        tp = t.copy()
-        tp[j] += h
-        pp = engine.hydrostatic_arrays(lt, tp, float(pe[-1]), 0, 0.0, mu, eps, sir_compat)[0]
-        tp[j] = t[j] - h
-        pm = engine.hydrostatic_arrays(lt, tp, float(pe[-1]), 0, 0.0, mu, eps, sir_compat)[0]
-        jac[:, j] = (pp - pm) / (2 * h)
-    return jac
+    return engine.inv_he_pe_jacobian(lt, t, float(pe[-1]), 0, 0.0, mu, eps, sir_compat=sir_compat, method=0)
 
 
 def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None,
@@ -82,8 +68,7 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                  exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)
     cols = p["cols"][0]
-    stokes, rf, rf_vmac, _ = engine.synth_rf(cols, p["vmac"][0], p["la"], p["groups"], (p["woff"], p["wgrp"]),
-                                             p["eps"], p["psf"], p["opts"])
+    stokes, rf, rf_vmac, _ = engine.synth_rf(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
     out = {key: np.ascontiguousarray(np.transpose(rf[:, :, :, v], (2, 0, 1))) for v, key in enumerate(RF_KEYS)}
     if hydrostatic:
         jac = _he_pe_jacobian(cols, mu_f, p["eps"], bool(sir_compat))

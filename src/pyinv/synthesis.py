@@ -165,10 +165,11 @@ def _check_mu(mu) -> float:
 def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=None, psf=None,
            convolve: bool = True, exact_blend_offsets: bool = False, unsold_physical: bool = False,
            exact_voigt: bool | None = None, damping_cap: bool | None = None, sir_compat: bool = False) -> dict:
-    """Validate a synthesis set-up and build its model-independent engine arrays: line data (``la``),
-    groups, grid offsets and group ids, ε, PSF and the option flags (shared by :func:`synthesize`,
-    :func:`pyinv.response_functions` and :func:`pyinv.invert_pixel`). ``magnetic``: whether any model
-    has a field (the lines' Zeeman terms are then required)."""
+    """Validate a synthesis set-up and pack it for the engine once (:class:`pyinv.engine.Setup`: line
+    data, groups, grid offsets and group ids, ε, PSF and the options), shared by :func:`synthesize`,
+    :func:`pyinv.response_functions` and :func:`pyinv.invert_pixel`. ``magnetic``: whether any model
+    has a field (the lines' Zeeman terms are then required). Returns ``setup``, ``eps`` (linear
+    abundances), ``used`` (SIR indices of the lines, in the set-up's order) and ``cap`` (damping cap on)."""
     if not isinstance(lines, LineList):
         raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
     if not isinstance(grid, WavelengthGrid):
@@ -205,17 +206,20 @@ def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=
                          f"the lines' reach (|offset| > {MAX_OFFSET_A:g} Å)")
 
     cap = bool(sir_compat) if damping_cap is None else bool(damping_cap)
-    opts = [int(exact_blend_offsets), int(unsold_physical), int(sir_compat), int(cap), int(sir_compat),
-            int(not convolve), int(not _use_exact_voigt(exact_voigt, sir_compat))]
     groups = (np.asarray(gstart), np.asarray(gcount), np.asarray(glines))
-    return {"la": _line_arrays(lines, used, magnetic), "groups": groups, "woff": woff, "wgrp": wgrp,
-            "eps": eps, "psf": psf_xy, "opts": opts, "used": used, "cap": cap}
+    setup = engine.pack_setup(_line_arrays(lines, used, magnetic), groups, woff, wgrp, eps, psf_xy,
+                              exact_blend_offsets=bool(exact_blend_offsets), unsold_physical=bool(unsold_physical),
+                              sir_threshold=bool(sir_compat), damping_cap=cap, eos_sir_compat=bool(sir_compat),
+                              no_convolution=not convolve,
+                              sir_voigt=not _use_exact_voigt(exact_voigt, sir_compat))
+    return {"setup": setup, "eps": eps, "used": used, "cap": cap}
 
 
 def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
     """Validate the inputs of a synthesis of ``models`` (a list of single Atmosphere) and build the
-    engine's arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`); ``options``
-    as :func:`_setup`."""
+    engine's set-up and model arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`):
+    ``cols`` (validated columns per model), ``x`` (engine model arrays), ``vmac``, and :func:`_setup`'s
+    entries; ``options`` as :func:`_setup`."""
     cols = [_model_columns(m) for m in models]
     nd = cols[0]["log_tau"].size
     for c in cols:
@@ -231,7 +235,8 @@ def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
     for v in vmac:
         if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"macroturbulence must be finite and >= 0 km/s, got {v}")
-    return {"cols": cols, "vmac": vmac, **setup}
+    xs = [engine.model_array(c) for c in cols]
+    return {"cols": cols, "x": xs, "vmac": vmac, **setup}
 
 
 def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None, abundances=None,
@@ -295,17 +300,15 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     p = _prepare(models, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                  exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)
-    cols, vmac, la, groups, woff, wgrp, eps, psf_xy, opts, used, cap = (
-        p["cols"], p["vmac"], p["la"], p["groups"], p["woff"], p["wgrp"], p["eps"], p["psf"], p["opts"],
-        p["used"], p["cap"])
-    out = np.empty((len(models), 4, woff.size))
+    setup, used, cap = p["setup"], p["used"], p["cap"]
+    out = np.empty((len(models), 4, setup.nw))
     amax_all = np.zeros(len(used))
-    for i, (c, vm) in enumerate(zip(cols, vmac)):
-        out[i], amax = engine.synth_stokes(c, vm, la, groups, (woff, wgrp), eps, psf_xy, opts)
+    for i, (c, x, vm) in enumerate(zip(p["cols"], p["x"], p["vmac"])):
+        out[i], amax = engine.synth_stokes(setup, c["log_tau"], x, vm)
         amax_all = np.maximum(amax_all, amax)
     big = amax_all > 3.0
     if np.any(big) and not cap:
         warnings.warn("damping parameter exceeds 3 for line(s) " + ", ".join(
             f"{used[k]} (max a = {amax_all[k]:.2f})" for k in np.nonzero(big)[0]) +
             "; SIR would rescale it (damping cap), pyinv does not", stacklevel=2)
-    return out.reshape(lead + (4, woff.size))
+    return out.reshape(lead + (4, setup.nw))
