@@ -8,6 +8,10 @@ JSON to stdout's last line (or to --json PATH).
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_synthesis.py [--repeat 200] [--json out.json]
 
+With a baseline engine (tools/build_baseline.sh: the pre-v2 engine of commit ccb99ce; or PYINV_BASELINE)
+the same synthesis is also timed in two worker processes, this engine and the baseline, in interleaved
+rounds, and the speed-up per depth x wavelength point is printed (issue 9: >= 1.75x).
+
 Uses ../shared/reference (models of synth_hinode, LINES_REF, THEVENIN) when present; otherwise
 pyinv's packaged line list / abundances and a magnetised HSRA.
 """
@@ -26,6 +30,9 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 import pyinv  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sidebyside import Worker, baseline_root  # noqa: E402
 
 SIR_US_PER_POINT = 1.0
 TARGET_US_PER_POINT = 0.2
@@ -107,6 +114,26 @@ def main(argv=None) -> dict:
           f"ratio {res['rf_over_synthesis_min']:.2f} (median ratio {res['rf_over_synthesis_median']:.2f})")
     print(f"  response functions without convolution (the inversion's Jacobian): "
           f"{np.min(t_rf_nc) * 1e3:.3f} ms (min), ratio {res['rf_noconv_over_synthesis_min']:.2f}")
+    base = baseline_root()
+    if base is not None and (Path(__file__).resolve().parents[2] / "shared" / "reference").is_dir():
+        ref = str(Path(__file__).resolve().parents[2] / "shared" / "reference")
+        ws = {"new": Worker(None, "new"), "old": Worker(base, "old")}
+        eng = {k: w.ask({"op": "load_synthesis", "reference": ref})["engine"] for k, w in ws.items()}
+        mins = {"new": [], "old": []}
+        for r in range(8):
+            for k in (("new", "old") if r % 2 == 0 else ("old", "new")):
+                mins[k].append(ws[k].ask({"op": "synthesize", "repeat": max(args.repeat // 8, 10)})["min"])
+        for w in ws.values():
+            w.close()
+        t_new, t_old = float(np.min(mins["new"])), float(np.min(mins["old"]))
+        res.update(sidebyside_new_seconds_min=t_new, sidebyside_old_seconds_min=t_old,
+                   sidebyside_speedup=t_old / t_new, sidebyside_engines=eng,
+                   sidebyside_speedup_median=float(np.median(np.array(mins["old"]) / np.array(mins["new"]))))
+        print(f"  side by side ({eng['new']} engine vs the pre-v2 {eng['old']} one, interleaved rounds): "
+              f"{t_new / npts * 1e6:.3f} vs {t_old / npts * 1e6:.3f} us per point (min), SPEED-UP "
+              f"{t_old / t_new:.2f}x (median of rounds {res['sidebyside_speedup_median']:.2f}x)")
+    else:
+        print("  no baseline engine for the side-by-side ratio (tools/build_baseline.sh)")
     out = json.dumps(res)
     if args.json:
         Path(args.json).write_text(out + "\n")

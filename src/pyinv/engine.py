@@ -13,7 +13,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["EngineError", "api", "check", "voigt", "voigt_derivatives", "planck"]
+__all__ = ["EngineError", "api", "check", "isa", "voigt", "voigt_derivatives", "planck"]
 
 
 class EngineError(ValueError):
@@ -26,16 +26,72 @@ class EngineError(ValueError):
         super().__init__(f"{prefix}{message} (engine error {self.code})")
 
 
+#: Instruction-set variants of the engine, best first, and their extension modules (meson.build): the
+#: same Fortran sources compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2/FMA) and the portable baseline.
+ISA_VARIANTS = ("v4", "v3", "baseline")
+_ISA_MODULES = {"v4": "_engine_v4", "v3": "_engine_v3", "baseline": "_engine"}
+#: CPU flags (/proc/cpuinfo names) each variant needs
+_ISA_FLAGS = {"v3": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"},
+              "v4": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "avx512f", "avx512bw",
+                     "avx512cd", "avx512dq", "avx512vl"}}
+
+
+def _cpu_supports(isa: str) -> bool:
+    """Whether this CPU runs code built for ``isa`` (flags from /proc/cpuinfo, else numpy's CPU
+    features)."""
+    if isa == "baseline":
+        return True
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if flags:
+        return _ISA_FLAGS[isa] <= flags
+    try:  # other systems: numpy's runtime CPU dispatch knows the features
+        from numpy._core._multiarray_umath import __cpu_features__ as feat
+    except ImportError:  # pragma: no cover
+        return False
+    need = {"v3": ("AVX2", "FMA3", "F16C"), "v4": ("AVX2", "FMA3", "F16C", "AVX512_SKX")}[isa]
+    return all(feat.get(k, False) for k in need)
+
+
 @functools.lru_cache(maxsize=1)
 def _module() -> ModuleType:
-    try:
-        from . import _engine  # type: ignore[attr-defined]
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "pyinv's compiled engine (pyinv._engine) is not available: install the package with "
-            "`pip install .` (needs gfortran), or build it for development with tools/devbuild.sh"
-        ) from exc
-    return _engine
+    """The engine extension: the best instruction-set variant that is built and that this CPU runs, or
+    the one named by the environment variable PYINV_ENGINE_ISA (v4, v3 or baseline)."""
+    import importlib
+    import os
+
+    forced = os.environ.get("PYINV_ENGINE_ISA", "").strip()
+    if forced and forced not in ISA_VARIANTS:
+        raise ImportError(f"PYINV_ENGINE_ISA={forced!r} is not one of {ISA_VARIANTS}")
+    candidates = [forced] if forced else [v for v in ISA_VARIANTS if _cpu_supports(v)]
+    if forced and not _cpu_supports(forced):
+        raise ImportError(f"PYINV_ENGINE_ISA={forced!r}: this CPU lacks the instructions of that engine build")
+    errors = []
+    for isa in candidates:
+        try:
+            mod = importlib.import_module(f"{__package__}.{_ISA_MODULES[isa]}")
+        except ImportError as exc:
+            errors.append(f"{_ISA_MODULES[isa]}: {exc}")
+            continue
+        mod.__pyinv_isa__ = isa
+        return mod
+    raise ImportError(  # pragma: no cover - depends on the installation
+        "pyinv's compiled engine (pyinv._engine) is not available: install the package with "
+        "`pip install .` (needs gfortran), or build it for development with tools/devbuild.sh"
+        + ("; " + "; ".join(errors) if errors else ""))
+
+
+def isa() -> str:
+    """The instruction-set variant of the loaded engine: ``"v4"`` (x86-64-v4, AVX-512), ``"v3"``
+    (x86-64-v3, AVX2/FMA) or ``"baseline"``."""
+    return _module().__pyinv_isa__
 
 
 def api() -> ModuleType:
