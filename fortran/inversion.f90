@@ -21,7 +21,8 @@ module pyinv_inversion
   use pyinv_synthesis, only: synth_setup, synth_model, n_cols, col_t, col_pe, col_b, col_vlos, col_gam
   use pyinv_hydrostatic, only: he_solve
   use pyinv_linalg, only: modified_svd_solve
-  use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, &
+  use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, node_values_vector, &
+                         broyden_update, &
                          slot_relative, slot_offset, slot_log, slot_angle, slot_vmac, n_slots
   implicit none
   private
@@ -284,27 +285,31 @@ contains
   !> 5 chi2 (printed normalisation) of the starting model. trace(maxtr, 3): per trial lambda, chi2
   !> (printed normalisation; huge when the trial failed) and 1/0 accepted. rtol > 0: also stop after
   !> two consecutive successes with (chi2_old - chi2_new)/(chi2_old + chi2_new) < rtol (0: SIR's rules
-  !> only).
+  !> only). jac_reuse > 0 (pyinv): after an accepted step the Jacobian is updated by Broyden's secant
+  !> formula instead of recomputed, at most jac_reuse times in a row; a step that fails with an updated
+  !> Jacobian is retried with the exact one at the same lambda (0: a new Jacobian after every accepted
+  !> step, as SIR).
   !> ierr: engine failure (the returned model is then the best one reached).
   pure subroutine lm_cycle(s, n, logtau, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
-                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, rtol, fit, pg, rho, z, &
-                           err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
+                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, fit, pg, &
+                           rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp, boundary, maxit, jac_mode, maxm, &
-                           maxtr
+                           maxtr, jac_reuse
     real(dp), intent(in) :: logtau(n), obs(4, s%nw), weights(4), snr, xnodes(maxnp, n_slots), svdtol, &
                             lambda0, bvalue, mu, rtol
     real(dp), intent(out) :: trace(maxtr, 3)
     real(dp), intent(inout) :: x(n, n_cols), vmac
     real(dp), intent(out) :: fit(4, s%nw), pg(n), rho(n), z(n), err(n, 10), err_vmac, cerr(n, n_cols), &
-                             cerr_vmac, cov(maxm, maxm), rinfo(info_nobs)
+                             cerr_vmac, cov(maxm, maxm), rinfo(n_rinfo)
     integer, intent(out) :: info(n_info), ierr
     real(dp) :: sig(4, s%nw), wgt(4, s%nw), syn(4, s%nw), st(4, s%nw), xt(n, n_cols), vt, lam, c2, c2t, amax(s%nl)
+    real(dp) :: dsyn(4, s%nw)
     real(dp) :: hist(64), pe_he(n), xe(n, n_cols), ve, pg2(n), rho2(n), z2(n), dof
-    real(dp), allocatable :: jac(:, :, :), alpha(:, :), beta(:), adamp(:, :), delta(:), sj(:), ainv(:, :)
+    real(dp), allocatable :: jac(:, :, :), alpha(:, :), beta(:), adamp(:, :), delta(:), sj(:), ainv(:, :), aold(:)
     integer, allocatable :: blk(:)
     type(layout) :: lay
-    integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, ie, he, nsmall
+    integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, ie, he, nsmall, nreuse
     logical :: frozen, have_jac, done
     real(dp) :: vmin, rho_c
 
@@ -331,7 +336,7 @@ contains
     if (ierr /= err_ok) return
     m = lay%m
     info(info_m) = m
-    allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m))
+    allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m), aold(m))
     do v = 1, n_slots
       if (lay%s(v)%n > 0) blk(lay%s(v)%first:lay%s(v)%first + lay%s(v)%n - 1) = v
     end do
@@ -342,7 +347,7 @@ contains
     nsynth = nsynth + 1
     if (ierr /= err_ok) return
     c2 = chi2_raw(s%nw, obs, syn, wgt)
-    rinfo(info_nobs) = c2 / dof
+    rinfo(rinfo_chi2_start) = c2 / dof
     call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
     if (ierr /= err_ok) return
     have_jac = .true.
@@ -354,6 +359,7 @@ contains
     nfail = 0
     nsucc = 0
     ntrial = 0
+    nreuse = 0
     done = .false.
     do while (.not. done)
       ! normal equations (§3.2)
@@ -388,6 +394,7 @@ contains
         rho_c = (c2 - c2t) / (c2 + c2t)
         x = xt
         vmac = vt
+        dsyn = st - syn    ! the change of the profiles (for the Broyden update)
         syn = st
         c2 = c2t
         nsucc = nsucc + 1
@@ -403,13 +410,28 @@ contains
         end if
         if (nsmall >= 2) done = .true.
         if (.not. done) then
+          call node_values_vector(lay, aold)
           call update_layout(n, logtau, x, vmac, lay, ierr)
           if (ierr /= err_ok) exit
-          call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, &
-                             nsynth, ierr)
-          if (ierr /= err_ok) exit
-          have_jac = .true.
+          if (nreuse < jac_reuse) then
+            ! pyinv (issue 9): a secant update of the Jacobian instead of new response functions
+            call broyden_update(s%nw, lay, aold, dsyn, jac)
+            nreuse = nreuse + 1
+          else
+            call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, &
+                               nsynth, ierr)
+            if (ierr /= err_ok) exit
+            nreuse = 0
+            have_jac = .true.
+          end if
         end if
+      else if (nreuse > 0) then
+        ! a failed step with an updated (approximate) Jacobian: take the exact one and retry at the
+        ! same lambda before counting a failure
+        call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
+        if (ierr /= err_ok) exit
+        nreuse = 0
+        have_jac = .true.
       else
         nfail = nfail + 1
         call lambda_update(lam, .false., hist, nh, frozen)
@@ -420,11 +442,11 @@ contains
     fit = syn
     info(info_iterations) = nsucc
     info(info_trials) = ntrial
-    rinfo(info_iterations) = c2
-    rinfo(info_trials) = c2 / dof
-    if (nobs - nmask > 0) rinfo(info_syntheses) = 1.0_dp / sqrt(max(sum(merge((obs - syn)**2, 0.0_dp, wgt > 0.0_dp)) / &
+    rinfo(rinfo_chi2_raw) = c2
+    rinfo(rinfo_chi2) = c2 / dof
+    if (nobs - nmask > 0) rinfo(rinfo_snr) = 1.0_dp / sqrt(max(sum(merge((obs - syn)**2, 0.0_dp, wgt > 0.0_dp)) / &
                                                   real(nobs - nmask, dp), tiny(1.0_dp)))
-    rinfo(info_m) = lam
+    rinfo(rinfo_lambda) = lam
     if (ierr /= err_ok) then
       info(info_syntheses) = nsynth
       return

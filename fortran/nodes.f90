@@ -29,7 +29,8 @@ module pyinv_nodes
   private
   public :: node_count_allowed, allowed_node_count, node_indices, node_basis, sir_node_basis, &
             node_values, node_tangent, apply_perturbation
-  public :: layout, make_layout, update_layout, node_jacobian, node_jacobian_at
+  public :: layout, make_layout, update_layout, node_jacobian, node_jacobian_at, node_values_vector, &
+            broyden_update
 
   integer, parameter, public :: slot_relative = 1, slot_offset = 2, slot_log = 3, slot_angle = 4
   integer, parameter, public :: interp_spline = 0, interp_linear = 1
@@ -551,5 +552,55 @@ contains
     call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jj, ns, ierr)
     jac(:, :, 1:m) = jj
   end subroutine node_jacobian_at
+
+  !> The node values of every free parameter, in parameter order (a(m)).
+  pure subroutine node_values_vector(lay, a)
+    type(layout), intent(in) :: lay
+    real(dp), intent(out) :: a(lay%m)
+    integer :: v
+    do v = 1, n_slots
+      if (lay%s(v)%n > 0) a(lay%s(v)%first:lay%s(v)%first + lay%s(v)%n - 1) = lay%s(v)%a
+    end do
+  end subroutine node_values_vector
+
+  !> Broyden rank-one update of the node Jacobian jac(4, nw, m) after an accepted step (pyinv, issue 9:
+  !> Jacobian reuse between analytic RF evaluations). a_old / the layout's current node values give the
+  !> step actually taken, in the new model's step variables: relative and offset slots
+  !> delta_j = (a_new - a_old) / a_new (their columns first rescaled by a_new / a_old, since
+  !> d S / d delta_j = a_j d S / d a_j), log slots ln(a_new / a_old), angles a_new - a_old (radians).
+  !> dsyn = S_new - S_old. Then jac <- jac + (dsyn - jac delta) delta^T / (delta^T delta), so that
+  !> jac delta = dsyn (the secant condition).
+  pure subroutine broyden_update(nw, lay, a_old, dsyn, jac)
+    integer, intent(in) :: nw
+    type(layout), intent(in) :: lay
+    real(dp), intent(in) :: a_old(lay%m), dsyn(4, nw)
+    real(dp), intent(inout) :: jac(4, nw, lay%m)
+    real(dp) :: a_new(lay%m), delta(lay%m), r(4, nw), dd
+    integer :: v, j, k
+    call node_values_vector(lay, a_new)
+    do v = 1, n_slots
+      do k = 1, lay%s(v)%n
+        j = lay%s(v)%first + k - 1
+        select case (lay%s(v)%kind)
+        case (slot_relative, slot_offset)
+          jac(:, :, j) = jac(:, :, j) * (a_new(j) / a_old(j))
+          delta(j) = (a_new(j) - a_old(j)) / a_new(j)
+        case (slot_log)
+          delta(j) = log(a_new(j) / a_old(j))
+        case default
+          delta(j) = a_new(j) - a_old(j)
+        end select
+      end do
+    end do
+    dd = sum(delta**2)
+    if (.not. (dd > 0.0_dp)) return
+    r = dsyn
+    do j = 1, lay%m
+      r = r - jac(:, :, j) * delta(j)
+    end do
+    do j = 1, lay%m
+      jac(:, :, j) = jac(:, :, j) + r * (delta(j) / dd)
+    end do
+  end subroutine broyden_update
 
 end module pyinv_nodes

@@ -34,7 +34,7 @@ module pyinv_synthesis
   use pyinv_propagation, only: line_depth_quantities, blend_offset_mA, air_to_vacuum, geometry_factors, &
                                voigt_hui_n, k7_add_profiles
   use pyinv_voigt, only: voigt_nw
-  use pyinv_formal_solver, only: hermite_polarised, hermite_scalar
+  use pyinv_formal_solver, only: hermite_polarised_block, hermite_scalar
   implicit none
   private
   public :: synth_setup, setup_from_buffers, synth_model, hsra_continuum, convolve_group, convolve_spectrum, &
@@ -75,6 +75,8 @@ module pyinv_synthesis
   end type synth_setup
 
   real(dp), parameter :: larmor = 4.6686e-5_dp       ! Delta lambda_B = larmor lambda^2 B
+  !> wavelengths per block of the polarised formal solution (hermite_polarised_block)
+  integer, parameter :: nblock = 32
   real(dp), parameter :: c_kms_mac = 3.0e5_dp        ! c [km/s] for the macroturbulence width
   real(dp), parameter :: pi_fft = 3.14159_dp         ! pi in SIR's Gaussian transfer function
   real(dp), parameter :: deg = pi / 180.0_dp
@@ -294,11 +296,11 @@ contains
     real(dp) :: kappa5(n), ltau(n), geo(5, n), kc(n), src(n), k7(7, n), eta(n)
     real(dp), allocatable :: inv_dld(:, :), vshift(:, :), vb(:, :), adamp(:, :), c5(:, :, :), eta0(:, :)
     real(dp), allocatable :: boff(:), shift(:, :), strength(:, :)
-    integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:)
-    real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:)
+    integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:), jb(:)
+    real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:), k7b(:, :, :), yb(:, :)
     real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic
     real(dp) :: y4(4)
-    integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot
+    integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot, nbk
     logical :: magnetic
 
     ierr = err_ok
@@ -377,6 +379,8 @@ contains
         ntot = n * nlg
       end if
       allocate(uu(ntot), aa(ntot), hh(ntot), ff(ntot), iwk(ntot), xwk(ntot, 4), dlk(nlg))
+      if (magnetic) allocate(k7b(nblock, 7, n), yb(nblock, 4), jb(nblock))
+      nbk = 0
       do m = 1, nmw
         jw = widx(m)
         do k = 1, nlg
@@ -385,8 +389,19 @@ contains
         if (magnetic) then
           call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
                         s%sir_voigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
-          call hermite_polarised(n, logtau, ltau, k7, src, y4, ierr)
-          if (ierr /= err_ok) return
+          ! solved for blocks of nblock wavelengths at once (hermite_polarised_block)
+          nbk = nbk + 1
+          k7b(nbk, :, :) = k7
+          jb(nbk) = jw
+          if (nbk == nblock .or. m == nmw) then
+            call hermite_polarised_block(n, logtau, ltau, nbk, k7b(1:nbk, :, :), src, yb(1:nbk, :), ierr)
+            if (ierr /= err_ok) return
+            do k = 1, nbk
+              stokes(:, jb(k)) = yb(k, :) / ic
+            end do
+            nbk = 0
+          end if
+          cycle
         else
           call group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, s%sir_voigt, ntot, uu, aa, hh, ff, &
                          iwk, xwk, eta)
@@ -399,6 +414,7 @@ contains
 
       deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx)
       deallocate(uu, aa, hh, ff, iwk, xwk, dlk)
+      if (magnetic) deallocate(k7b, yb, jb)
     end do
     end associate
     ! macroturbulence and PSF (lambda of each group's last line)

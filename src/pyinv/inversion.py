@@ -33,6 +33,8 @@ __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepar
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
+#: Default number of Broyden updates of the Jacobian in a row between exact ones (invert_pixel).
+JACOBIAN_REUSE = 1
 
 
 def status_message(status: int) -> str:
@@ -158,7 +160,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
                  jacobian: str = "depth", rtol: float = 1e-4, svd_scaling: str = "jacobian",
-                 sir_compat: bool = False) -> PixelResult:
+                 jacobian_reuse: int = JACOBIAN_REUSE, sir_compat: bool = False) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
 
     Parameters
@@ -193,6 +195,10 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         pyinv stopping option (spec §6.3): a cycle also ends after two consecutive successful iterations
         whose relative gain (χ²_old − χ²_new)/(χ²_old + χ²_new) is below ``rtol`` (default 1e-4: about half
         the syntheses of SIR's rules for the same χ² within 0.1 %); 0 = SIR's rules only.
+    jacobian_reuse : int
+        pyinv (issue 9): after an accepted step the Jacobian is updated with Broyden's secant formula
+        instead of recomputed, at most this many times in a row; a step that fails with an updated
+        Jacobian is retried with the exact one. 0 = a new Jacobian after every accepted step (SIR).
     svd_scaling : "jacobian" or "sir"
         How ``config.svd_tolerance`` ε is applied by SIR's per-variable modified SVD (spec §3.3).
         ``"sir"``: to the eigenvalues of JᵀWJ, exactly as SIR. ``"jacobian"`` (default): to the
@@ -224,6 +230,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError("the guess must have a uniform log tau grid (SIR's inversion requirement)")
     if svd_scaling not in ("jacobian", "sir"):
         raise ValueError(f"svd_scaling must be 'jacobian' or 'sir', got {svd_scaling!r}")
+    if not (isinstance(jacobian_reuse, (int, np.integer)) and 0 <= jacobian_reuse <= 100):
+        raise ValueError(f"jacobian_reuse must be an integer in 0..100, got {jacobian_reuse!r}")
     if jacobian not in ("nodes", "depth"):
         raise ValueError(f"jacobian must be 'nodes' or 'depth', got {jacobian!r}")
     mu_f = float(config.mu if mu is None else mu)
@@ -275,7 +283,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                svdtol=float(config.value("svd_tolerance", c)) ** (2 if svd_scaling == "jacobian"
                                                                                     else 1),
                                lambda0=float(config.value("initial_diagonal", c)), boundary=boundary,
-                               bvalue=bvalue, mu=mu_f, maxit=max_iterations, jac_mode=jac_mode, rtol=rtol)
+                               bvalue=bvalue, mu=mu_f, maxit=max_iterations, jac_mode=jac_mode,
+                               jac_reuse=jacobian_reuse, rtol=rtol)
         nsyn += res.syntheses
         node_log.append(dict(zip(engine.INV_SLOTS, nodes)))
         x, vmac = res.x, res.vmac
