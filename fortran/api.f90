@@ -408,7 +408,7 @@ subroutine convolve_stokes(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
   real(c_double), intent(inout) :: y(4, m)
   integer(c_int), intent(out) :: ierr
   integer :: ie
-  call convolve_group(m, x, y, sigma, npsf, psf_x, psf_y, ie)
+  call convolve_group(4, m, x, y, sigma, npsf, psf_x, psf_y, ie)
   ierr = ie
 end subroutine convolve_stokes
 

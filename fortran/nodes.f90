@@ -453,20 +453,8 @@ contains
             lay%s(col_t)%n, dlt, dlp, ierr)
         if (ierr /= err_ok) return
       end if
-      do v = 1, n_slots
+      do v = 1, n_cols
         nv = lay%s(v)%n
-        if (nv <= 0) cycle
-        if (v == slot_vmac) then
-          ! relative vmac: vmac dS/dvmac by central differences of the convolution alone
-          sp = st
-          call convolve_spectrum(s, vmac * (1.0_dp + fd_step), sp, ierr)
-          if (ierr /= err_ok) return
-          rfv = st
-          call convolve_spectrum(s, vmac * (1.0_dp - fd_step), rfv, ierr)
-          if (ierr /= err_ok) return
-          jac(:, :, lay%s(v)%first) = (sp - rfv) / (2.0_dp * fd_step)
-          cycle
-        end if
         do j = 1, nv
           jj = lay%s(v)%first + j - 1
           col = lay%s(v)%d(:, j)
@@ -475,10 +463,21 @@ contains
             jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, col_pe), [4 * s%nw, n]), &
                                                            dlp(:, j)), [4, s%nw])
           end if
-          call convolve_spectrum(s, vmac, jac(:, :, jj), ierr)
-          if (ierr /= err_ok) return
         end do
       end do
+      ! all columns convolved at once (one kernel per group)
+      call convolve_spectrum(s, vmac, lay%m, jac, ierr)
+      if (ierr /= err_ok) return
+      if (lay%s(slot_vmac)%n > 0) then
+        ! relative vmac: vmac dS/dvmac by central differences of the convolution alone
+        sp = st
+        call convolve_spectrum(s, vmac * (1.0_dp + fd_step), 1, sp, ierr)
+        if (ierr /= err_ok) return
+        rfv = st
+        call convolve_spectrum(s, vmac * (1.0_dp - fd_step), 1, rfv, ierr)
+        if (ierr /= err_ok) return
+        jac(:, :, lay%s(slot_vmac)%first) = (sp - rfv) / (2.0_dp * fd_step)
+      end if
       ! safety net: a free parameter whose analytic column is identically zero (e.g. an RF path that
       ! does not provide it) is differenced directly below
       do jj = 1, lay%m

@@ -250,7 +250,7 @@ contains
         dsig = macro_sigma(s, g, 1.0_dp)
         allocate(wyraw(4, nmw), cm(nmw, nmw), dcm(nmw, nmw))
         wyraw = wy
-        call convolve_group(nmw, wx, wy, sig, npsf, psf_x, psf_y, ierr)
+        call convolve_group(4, nmw, wx, wy, sig, npsf, psf_x, psf_y, ierr)
         if (ierr /= err_ok) return
         call convolution_matrix(nmw, wx, sig, npsf, psf_x, psf_y, cm, dcm, ierr)
         if (ierr /= err_ok) return

@@ -251,18 +251,20 @@ contains
     sig = 1000.0_dp * s%lam(s%glines(s%gstart(g) + s%gcount(g) - 1)) * vmac / c_kms_mac
   end function macro_sigma
 
-  !> Macroturbulence and PSF convolution of a whole spectrum y(4, nw), group by group, as the synthesis
-  !> applies them (nothing when s%no_convolution /= 0; a group is convolved when it has more than one
-  !> point and vmac > 0 or a PSF is given; vmac <= 0 with a PSF: a negligible 1e-7 km/s Gaussian).
-  pure subroutine convolve_spectrum(s, vmac, y, ierr)
+  !> Macroturbulence and PSF convolution of ncol spectra y(4, nw, ncol) (profiles, or Jacobian columns:
+  !> the map is linear), group by group, as the synthesis applies it (nothing when s%no_convolution /= 0;
+  !> a group is convolved when it has more than one point and vmac > 0 or a PSF is given; vmac <= 0
+  !> with a PSF: a negligible 1e-7 km/s Gaussian). The kernel is built once per group for all columns.
+  pure subroutine convolve_spectrum(s, vmac, ncol, y, ierr)
     type(synth_setup), intent(in) :: s
     real(dp), intent(in) :: vmac
-    real(dp), intent(inout) :: y(4, s%nw)
+    integer, intent(in) :: ncol
+    real(dp), intent(inout) :: y(4, s%nw, ncol)
     integer, intent(out) :: ierr
     real(dp), allocatable :: wy(:, :)
     integer, allocatable :: widx(:)
     real(dp) :: vm
-    integer :: g, nmw
+    integer :: g, nmw, c, i
     ierr = err_ok
     if (s%no_convolution /= 0) return
     do g = 1, s%ng
@@ -271,10 +273,20 @@ contains
       if (nmw <= 1 .or. .not. (vmac > 0.0_dp .or. s%npsf >= 2)) cycle
       vm = vmac
       if (vm <= 0.0_dp) vm = 1.0e-7_dp
-      wy = y(:, widx)
-      call convolve_group(nmw, s%woff(widx), wy, macro_sigma(s, g, vm), s%npsf, s%psf_x, s%psf_y, ierr)
+      allocate(wy(4 * ncol, nmw))
+      do i = 1, nmw
+        do c = 1, ncol
+          wy(4 * c - 3:4 * c, i) = y(:, widx(i), c)
+        end do
+      end do
+      call convolve_group(4 * ncol, nmw, s%woff(widx), wy, macro_sigma(s, g, vm), s%npsf, s%psf_x, s%psf_y, ierr)
       if (ierr /= err_ok) return
-      y(:, widx) = wy
+      do i = 1, nmw
+        do c = 1, ncol
+          y(:, widx(i), c) = wy(4 * c - 3:4 * c, i)
+        end do
+      end do
+      deallocate(wy)
     end do
   end subroutine convolve_spectrum
 
@@ -418,7 +430,7 @@ contains
     end do
     end associate
     ! macroturbulence and PSF (lambda of each group's last line)
-    call convolve_spectrum(s, vmac, stokes, ierr)
+    call convolve_spectrum(s, vmac, 1, stokes, ierr)
     if (ierr /= err_ok) return
     if (.not. all(abs(stokes) < huge(1.0_dp))) ierr = err_not_finite
   end subroutine synth_model
@@ -593,10 +605,10 @@ contains
   !> Convolve the four Stokes rows y(4, m) sampled at offsets x(m) [mÅ] with a Gaussian of standard
   !> deviation sigma [mÅ] and (npsf >= 2) the PSF (psf_x [mÅ], psf_y), as described in the module
   !> header. x must be strictly monotonic.
-  pure subroutine convolve_group(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
-    integer, intent(in) :: m, npsf
+  pure subroutine convolve_group(nr, m, x, y, sigma, npsf, psf_x, psf_y, ierr)
+    integer, intent(in) :: nr, m, npsf
     real(dp), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)
-    real(dp), intent(inout) :: y(4, m)
+    real(dp), intent(inout) :: y(nr, m)
     integer, intent(out) :: ierr
     real(dp), allocatable :: c(:), cs(:), out(:, :)
     integer :: nfft, i, j, k, i1, q
@@ -607,10 +619,10 @@ contains
     call conv_kernel(m, x, sigma, npsf, psf_x, psf_y, uniform, nfft, c, cs, ierr)
     if (ierr /= err_ok) return
     if (.not. uniform) then
-      call gauss_nonuniform(m, x, y, sigma)
+      call gauss_nonuniform(nr, m, x, y, sigma)
       return
     end if
-    allocate(out(4, m))
+    allocate(out(nr, m))
     ! circular convolution of the edge-padded array, output at the data positions
     i1 = (nfft - m) / 2
     out = 0.0_dp
@@ -835,11 +847,11 @@ contains
 
   !> Gaussian convolution on a non-uniform grid: the profile is taken piecewise linear between the
   !> samples and constant (edge values) outside; the integral against the Gaussian is exact.
-  pure subroutine gauss_nonuniform(m, x, y, sigma)
-    integer, intent(in) :: m
+  pure subroutine gauss_nonuniform(nr, m, x, y, sigma)
+    integer, intent(in) :: nr, m
     real(dp), intent(in) :: x(m), sigma
-    real(dp), intent(inout) :: y(4, m)
-    real(dp) :: out(4, m), xs(m), ys(4, m), a, b, ea, eb, ga, gb, w0, w1, s2
+    real(dp), intent(inout) :: y(nr, m)
+    real(dp) :: out(nr, m), xs(m), ys(nr, m), a, b, ea, eb, ga, gb, w0, w1, s2
     integer :: i, j
     if (sigma <= 0.0_dp) return
     if (x(m) < x(1)) then
