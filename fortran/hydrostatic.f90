@@ -14,7 +14,11 @@ module pyinv_hydrostatic
   use pyinv_continuum, only: kappa_continuum, kappa_coefficients, kappa_from_coef, n_kappa_coef
   implicit none
   private
-  public :: hydrostatic_eq, geometric_height, density_boundary_pg, he_solve, he_tangent, he_pe_jacobian
+  public :: hydrostatic_eq, geometric_height, density_boundary_pg, he_solve, he_tangent, he_tangent_terms, &
+            he_pe_jacobian
+  !> columns of he_tangent_terms
+  integer, parameter, public :: het_kg = 1, het_kg_t = 2, het_kg_p = 3, het_pg_t = 4, het_pg_p = 5, &
+                                het_rho_t = 6, het_rho_p = 7, n_he_terms = 7
 
   integer, parameter, public :: he_boundary_pe = 0, he_boundary_pg = 1, he_boundary_rho = 2
   real(dp), parameter :: lambda5 = 5.0e-5_dp
@@ -242,26 +246,23 @@ contains
     if (present(z)) z = z_
   end subroutine he_solve
 
-  !> Tangent-linear of pyinv_hydrostatic::hydrostatic_eq (trapezoid rule, converged fixed point) at the
-  !> model (t, pe): for nd temperature perturbations dt(n, nd) the changes dpe(n, nd) of the HE
-  !> electron pressure. Top: boundary 0 Pe fixed, 1 Pg fixed, 2 rho fixed. Exact for a model in HE
-  !> (up to the ~1e-8 accuracy of the local EOS/opacity derivatives).
-  pure subroutine he_tangent(eps, compat, n, logtau, t, pe, boundary, mu, nd, dt, dpe, ierr)
+  !> The local derivatives the HE tangent-linear needs, per depth (columns het_*): kappa5 per gram and
+  !> its derivatives w.r.t. T (fixed Pe) and Pe (fixed T), d Pg / d T, d Pg / d Pe, d rho / d T,
+  !> d rho / d Pe, by central differences in ln T and ln Pe (step 1e-4: relative accuracy ~1e-8, far
+  !> below what an LM step needs). pyinv_response::synth_rf provides the same from its own EOS
+  !> derivatives, so that the inversion's Jacobian solves the EOS once for both.
+  pure subroutine he_tangent_terms(eps, compat, n, t, pe, terms, ierr)
     real(dp), intent(in) :: eps(92)
-    integer, intent(in) :: compat
-    integer, intent(in) :: n, boundary, nd
-    real(dp), intent(in) :: logtau(n), t(n), pe(n), mu, dt(n, nd)
-    real(dp), intent(out) :: dpe(n, nd)
+    integer, intent(in) :: compat, n
+    real(dp), intent(in) :: t(n), pe(n)
+    real(dp), intent(out) :: terms(n, n_he_terms)
     integer, intent(out) :: ierr
-    real(dp) :: kg(n), kg_t(n), kg_p(n), pg_t(n), pg_p(n), rho_t, rho_p, tau(n), geff
-    real(dp) :: delta, c, rhs, dpg, dk, v(3, 0:4), tt, pp
     real(dp), parameter :: hd = 1.0e-4_dp
     type(eos_state) :: st
-    integer :: i, j, q
-    dpe = 0.0_dp
+    real(dp) :: v(3, 0:4), tt, pp
+    integer :: i, q
+    terms = 0.0_dp
     ierr = err_ok
-    ! P_g, rho and kappa5 per gram at (T, Pe) and at T e^(+-hd), Pe e^(+-hd) (central differences in
-    ! ln T and ln Pe: relative accuracy ~1e-8, far below what an LM step needs)
     do i = 1, n
       do q = 0, 4
         tt = t(i)
@@ -278,16 +279,46 @@ contains
         v(2, q) = st%rho
         v(3, q) = v(3, q) * st%per_gram
       end do
-      kg(i) = v(3, 0)
-      kg_t(i) = (v(3, 1) - v(3, 2)) / (2.0_dp * hd * t(i))
-      kg_p(i) = (v(3, 3) - v(3, 4)) / (2.0_dp * hd * pe(i))
-      pg_t(i) = (v(1, 1) - v(1, 2)) / (2.0_dp * hd * t(i))
-      pg_p(i) = (v(1, 3) - v(1, 4)) / (2.0_dp * hd * pe(i))
-      if (i == n) then
-        rho_t = (v(2, 1) - v(2, 2)) / (2.0_dp * hd * t(i))
-        rho_p = (v(2, 3) - v(2, 4)) / (2.0_dp * hd * pe(i))
-      end if
+      terms(i, het_kg) = v(3, 0)
+      terms(i, het_kg_t) = (v(3, 1) - v(3, 2)) / (2.0_dp * hd * t(i))
+      terms(i, het_kg_p) = (v(3, 3) - v(3, 4)) / (2.0_dp * hd * pe(i))
+      terms(i, het_pg_t) = (v(1, 1) - v(1, 2)) / (2.0_dp * hd * t(i))
+      terms(i, het_pg_p) = (v(1, 3) - v(1, 4)) / (2.0_dp * hd * pe(i))
+      terms(i, het_rho_t) = (v(2, 1) - v(2, 2)) / (2.0_dp * hd * t(i))
+      terms(i, het_rho_p) = (v(2, 3) - v(2, 4)) / (2.0_dp * hd * pe(i))
     end do
+  end subroutine he_tangent_terms
+
+  !> Tangent-linear of pyinv_hydrostatic::hydrostatic_eq (trapezoid rule, converged fixed point) at the
+  !> model (t, pe): for nd temperature perturbations dt(n, nd) the changes dpe(n, nd) of the HE
+  !> electron pressure. Top: boundary 0 Pe fixed, 1 Pg fixed, 2 rho fixed. Exact for a model in HE
+  !> (up to the ~1e-8 accuracy of the local EOS/opacity derivatives).
+  pure subroutine he_tangent(eps, compat, n, logtau, t, pe, boundary, mu, nd, dt, dpe, ierr, terms)
+    real(dp), intent(in) :: eps(92)
+    integer, intent(in) :: compat
+    integer, intent(in) :: n, boundary, nd
+    real(dp), intent(in) :: logtau(n), t(n), pe(n), mu, dt(n, nd)
+    real(dp), intent(out) :: dpe(n, nd)
+    integer, intent(out) :: ierr
+    real(dp), intent(in), optional :: terms(n, n_he_terms)
+    real(dp) :: tm(n, n_he_terms), kg(n), kg_t(n), kg_p(n), pg_t(n), pg_p(n), rho_t, rho_p, tau(n), geff
+    real(dp) :: delta, c, rhs, dpg, dk
+    integer :: i, j
+    dpe = 0.0_dp
+    ierr = err_ok
+    if (present(terms)) then
+      tm = terms
+    else
+      call he_tangent_terms(eps, compat, n, t, pe, tm, ierr)
+      if (ierr /= err_ok) return
+    end if
+    kg = tm(:, het_kg)
+    kg_t = tm(:, het_kg_t)
+    kg_p = tm(:, het_kg_p)
+    pg_t = tm(:, het_pg_t)
+    pg_p = tm(:, het_pg_p)
+    rho_t = tm(n, het_rho_t)
+    rho_p = tm(n, het_rho_p)
     geff = abs(mu) * g_sun
     tau = 10.0_dp**logtau
     do j = 1, nd

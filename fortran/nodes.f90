@@ -24,7 +24,7 @@ module pyinv_nodes
   use pyinv_linalg, only: solve_dense
   use pyinv_synthesis, only: synth_setup, synth_model, convolve_spectrum, n_cols, col_t, col_pe, col_b, col_vlos
   use pyinv_response, only: synth_rf
-  use pyinv_hydrostatic, only: he_tangent
+  use pyinv_hydrostatic, only: he_tangent, n_he_terms
   implicit none
   private
   public :: node_count_allowed, allowed_node_count, node_indices, node_basis, sir_node_basis, &
@@ -425,7 +425,7 @@ contains
     integer, intent(inout) :: nsynth
     integer, intent(out) :: ierr
     real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), col(n)
-    real(dp) :: rf(4, s%nw, n, n_cols), rfv(4, s%nw), st(4, s%nw), amax(s%nl)
+    real(dp) :: rf(4, s%nw, n, n_cols), rfv(4, s%nw), st(4, s%nw), amax(s%nl), het(n, n_he_terms)
     real(dp), allocatable :: dlt(:, :), dlp(:, :)
     logical :: need_fd(lay%m)
     type(synth_setup) :: s1
@@ -443,14 +443,20 @@ contains
       if (he /= 0 .and. lay%s(col_t)%n > 0) want(col_pe) = 1
       s1 = s
       s1%no_convolution = 1
-      call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr)
+      call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het)
       nsynth = nsynth + 1
       if (ierr /= err_ok) return
       if (he /= 0 .and. lay%s(col_t)%n > 0) then
         allocate(dlt(n, lay%s(col_t)%n), dlp(n, lay%s(col_t)%n))
         dlt = lay%s(col_t)%d
-        call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
-            lay%s(col_t)%n, dlt, dlp, ierr)
+        if (s%eos_compat == 0) then
+          ! the EOS derivatives of the RF pass (its continuum opacity has no compat mode)
+          call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
+              lay%s(col_t)%n, dlt, dlp, ierr, het)
+        else
+          call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
+              lay%s(col_t)%n, dlt, dlp, ierr)
+        end if
         if (ierr /= err_ok) return
       end if
       do v = 1, n_cols

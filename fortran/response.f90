@@ -39,6 +39,7 @@ module pyinv_response
   use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
                                air_to_vacuum, geometry_factors, k7_add_profiles
   use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
+  use pyinv_hydrostatic, only: het_kg, het_kg_t, het_kg_p, het_pg_t, het_pg_p, het_rho_t, het_rho_p, n_he_terms
   use pyinv_synthesis, only: synth_setup, col_t, col_pe, col_vmic, col_b, col_vlos, col_gam, col_phi, n_cols, &
                              synth_check_inputs, hsra_continuum, convolve_group, macro_sigma, &
                              convolution_matrix, model_is_magnetic, line_components, group_wavelengths
@@ -61,13 +62,16 @@ contains
   !> Response functions: stokes as synth_model; rf(s, w, k, v) = d stokes(s, w) / d x_v(k) (v = rf_t
   !> ... rf_phi; per K, dyn cm^-2, cm/s, G, cm/s, degree, degree); rf_vmac per km/s. want(v) = 0
   !> skips variable v (rf = 0 there). s, logtau, x, vmac as synth_model.
-  pure subroutine synth_rf(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, amax, ierr)
+  pure subroutine synth_rf(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, amax, ierr, he_terms)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
     integer, intent(in) :: want(n_cols)
     real(dp), intent(out) :: stokes(4, s%nw), rf(4, s%nw, n, n_cols), rf_vmac(4, s%nw), amax(s%nl)
     integer, intent(out) :: ierr
+    !> optional: the local derivatives of pyinv_hydrostatic::he_tangent_terms at this model, from the
+    !> EOS derivatives computed here anyway (the inversion's Jacobian needs both)
+    real(dp), intent(out), optional :: he_terms(n, n_he_terms)
 
     type(eos_state) :: st(n), dst_t(n), dst_p(n)
     real(dp) :: kappa5(n), dk5(2, n), geo(5, n), dgeo(5, 2, n), ltau(n), lamk(s%ng + 1)
@@ -113,6 +117,15 @@ contains
       if (ierr /= err_ok) return
       kappa5(i) = kapk(1)
       dk5(:, i) = dkapk(:, 1)
+      if (present(he_terms)) then
+        he_terms(i, het_kg) = kappa5(i) * st(i)%per_gram
+        he_terms(i, het_kg_t) = dk5(1, i) * st(i)%per_gram + kappa5(i) * dst_t(i)%per_gram
+        he_terms(i, het_kg_p) = dk5(2, i) * st(i)%per_gram + kappa5(i) * dst_p(i)%per_gram
+        he_terms(i, het_pg_t) = dst_t(i)%pg
+        he_terms(i, het_pg_p) = dst_p(i)%pg
+        he_terms(i, het_rho_t) = dst_t(i)%rho
+        he_terms(i, het_rho_p) = dst_p(i)%rho
+      end if
       do g = 1, ng
         kcg(i, g) = kapk(g + 1) / kappa5(i)
         dkcg(:, i, g) = (dkapk(:, g + 1) - kcg(i, g) * dkapk(:, 1)) / kappa5(i)
