@@ -44,6 +44,8 @@ contains
     type(eos_state) :: st
     type(eos_tfac) :: tf, tfp
     real(dp) :: geff, delta, ptop, pstar, pnew, tau(n), kap, pe_i, peg, mu_top, coef(n_kappa_coef), y1
+    real(dp) :: res, res_prev, p_prev, psec, pnext
+    logical :: have_prev
     integer :: i, it
     logical :: compat, conv
 
@@ -130,6 +132,7 @@ contains
         end if
       end if
       conv = .false.
+      have_prev = .false.
       do it = 1, 200
         peg = pe_i   ! (pe_guess must not alias pe)
         call pe_from_pg_tf(tfp, pstar, pe_i, ierr, pe_guess=peg)
@@ -141,7 +144,21 @@ contains
         if (2.0_dp * abs(pnew - pstar) / (pnew + pstar) <= 1.0e-11_dp) then
           pstar = pnew; conv = .true.; exit
         end if
-        pstar = pnew
+        ! secant step on the residual r(p) = F(p) - p (pyinv, issue 9: a few iterations instead of
+        ! the fixed point's linear convergence); the plain fixed-point step when the secant is not
+        ! defined or leaves [p/2, 2p]
+        res = pnew - pstar
+        pnext = pnew
+        if (have_prev) then
+          if (res /= res_prev) then
+            psec = pstar - res * (pstar - p_prev) / (res - res_prev)
+            if (psec > 0.5_dp * pnew .and. psec < 2.0_dp * pnew) pnext = psec
+          end if
+        end if
+        p_prev = pstar
+        res_prev = res
+        have_prev = .true.
+        pstar = pnext
       end do
       if (.not. conv) then
         if (2.0_dp * abs(pnew - pstar) / (pnew + pstar) > 1.0e-6_dp) then
