@@ -611,8 +611,7 @@ contains
     real(dp), intent(inout) :: y(nr, m)
     integer, intent(out) :: ierr
     real(dp), allocatable :: c(:), cs(:), out(:, :)
-    real(dp) :: cmax
-    integer :: nfft, i, j, k, i1, q, kw
+    integer :: nfft, i, j, k, i1, q
     logical :: uniform
 
     ierr = err_ok
@@ -624,13 +623,6 @@ contains
       return
     end if
     allocate(out(nr, m))
-    ! the kernel's reach: lags beyond kw carry less than 1e-17 of its peak (a Gaussian of a few samples
-    ! decays to SIR's transfer-function floor within tens of lags), skipped in the sum below
-    cmax = maxval(abs(c))
-    kw = 0
-    do k = 1, min(m, nfft / 2) - 1
-      if (abs(c(k)) > 1.0e-17_dp * cmax .or. abs(c(nfft - k)) > 1.0e-17_dp * cmax) kw = k
-    end do
     ! circular convolution of the edge-padded array, output at the data positions
     i1 = (nfft - m) / 2
     out = 0.0_dp
@@ -638,7 +630,7 @@ contains
       q = i1 + i - 1
       ! left padding (first value): lags i .. q ; right padding (last value): lags q+1 .. nfft-m+i-1
       out(:, i) = (cs(q) - cs(i - 1)) * y(:, 1) + (cs(nfft - m + i - 1) - cs(q)) * y(:, m)
-      do j = max(1, i - kw), min(m, i + kw)
+      do j = 1, m
         k = modulo(i - j, nfft)
         out(:, i) = out(:, i) + c(k) * y(:, j)
       end do
