@@ -168,10 +168,10 @@ def _acceptance_chi2(h, pixels):
 
 
 def test_acceptance_chi2_all_pixels(hinode):
-    """χ²ₙ(pyinv) ≤ 1.05 χ²ₙ(SIR fit) on ≥ 18 of 20 pixels, no pixel fails."""
+    """χ²ₙ(pyinv) ≤ 1.05 χ²ₙ(SIR fit) on ≥ 19 of 20 pixels (issue 9; 18 before), no pixel fails."""
     ratios = _acceptance_chi2(hinode, range(20))
     print("chi2n ratios pyinv/SIR:", np.round(ratios, 3))
-    assert np.count_nonzero(ratios <= 1.05) >= 18, ratios
+    assert np.count_nonzero(ratios <= 1.05) >= 19, ratios
 
 
 def _recovery(h, pixels):
@@ -205,10 +205,10 @@ def test_default_guess_is_the_reference_guess(hinode):
 
 
 def test_noise_free_recovery_all_pixels(hinode):
-    """T, B, vlos at log τ = 0 within 20 K, 30 G, 0.1 km/s on ≥ 18 of 20 (issue 4)."""
+    """T, B, vlos at log τ = 0 within 20 K, 30 G, 0.1 km/s on ≥ 19 of 20 (issue 9; 18 in issue 4)."""
     err = _recovery(hinode, range(20))
     print("recovery errors (dT K, dB G, dv km/s):\n", np.round(err, 3))
-    assert np.count_nonzero(_recovered(err)) >= 18, err
+    assert np.count_nonzero(_recovered(err)) >= 19, err
 
 
 # ------------------------------------------------------------------------------- status, not crash
