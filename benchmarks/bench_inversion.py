@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidebyside import Worker, baseline_root  # noqa: E402
+from sidebyside import Worker, baseline_root, code_version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT.parent / "shared" / "reference"
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     sir = _sir_runner(args.reference, d)
     print("engines:", ", ".join(f"{k} = {v}" for k, v in engines.items()), "| SIR:", os.environ.get("SIR_X", "not given"))
 
-    report: dict = {"pixels": pixels, "engines": engines, "baseline": str(base) if base else None}
+    report: dict = {"pixels": pixels, "engines": engines, "baseline": "commit ccb99ce (pre-v2)" if base else None,
+                    "code": code_version(), "machine_load_at_start": os.getloadavg()[0]}
     for conf in ("reference", "assisted"):
         print(f"\n--- {conf} configuration")
         print(f"{'pix':>3} {'new s':>7} {'old s':>7} {'old/new':>7} {'SIR s':>6} {'chi2n new/SIR':>13} "

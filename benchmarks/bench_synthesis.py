@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import pyinv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidebyside import Worker, baseline_root  # noqa: E402
+from sidebyside import Worker, baseline_root, code_version  # noqa: E402
 
 SIR_US_PER_POINT = 1.0
 TARGET_US_PER_POINT = 0.2
@@ -134,6 +134,7 @@ def main(argv=None) -> dict:
               f"{t_old / t_new:.2f}x (median of rounds {res['sidebyside_speedup_median']:.2f}x)")
     else:
         print("  no baseline engine for the side-by-side ratio (tools/build_baseline.sh)")
+    res["code"] = code_version()
     out = json.dumps(res)
     if args.json:
         Path(args.json).write_text(out + "\n")

@@ -52,3 +52,16 @@ def baseline_root() -> Path | None:
         return Path(env)
     p = Path(__file__).resolve().parents[1] / "build" / "baseline-ccb99ce"
     return p if (p / "build" / "dev" / "site").is_dir() else None
+
+
+def code_version() -> dict:
+    """The commit of this checkout and whether the working tree differs from it (for result files)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}

@@ -174,7 +174,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"pyinv {pyinv.__version__}")
     try:
         pyinv.engine.api()
-        print("engine: pyinv._engine loaded")
+        isa = pyinv.engine.isa()
+        print(f"engine: loaded, {isa} build ({pyinv.engine._ISA_MODULES[isa]}; PYINV_ENGINE_ISA overrides)")
     except ImportError as exc:
         print(f"engine: NOT available ({exc})")
         return 1
