@@ -149,4 +149,8 @@ def test_rh_sir_model_and_failures_live(caii, tmp_path):
     broken = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path, lte=False, keywords={"ATOMS_FILE": "missing.input"})
     r3 = broken.synthesize(atm, wl)
     assert r3.status == NLTE_CRASHED and "exited with status" in r3.message
+    T = atm.T.copy()
+    T[-5:] = 50.0                                                  # far below the atom's tables
+    r4 = be.synthesize(atm.with_columns(T=T), wl)
+    assert r4.status == NLTE_CRASHED and "rhf1d" in r4.message
     assert not any((tmp_path / "px").iterdir())

@@ -217,7 +217,9 @@ class RH(NlteBackend):
                 return NLTE_TIMEOUT, f"{exe} exceeded the time limit"
             if cp.returncode != 0:
                 tail = _tail(px / log) or cp.stderr.decode(errors="replace")[-400:]
-                return NLTE_CRASHED, f"{exe} exited with status {cp.returncode}: {tail}"
+                how = (f"was killed by signal {-cp.returncode} ({_signame(-cp.returncode)})" if cp.returncode < 0
+                       else f"exited with status {cp.returncode}")
+                return NLTE_CRASHED, f"{exe} {how}; end of its log: {tail}"
         return NLTE_CONVERGED, ""
 
     def _read(self, px: Path, wl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -285,6 +287,14 @@ class RH(NlteBackend):
         """Remove the work directory if pyinv created it."""
         if self.workdir is not None and self.workdir.name.startswith("pyinv-rh-") and not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _signame(num: int) -> str:
+    import signal
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return "?"
 
 
 def _tail(path: Path, n: int = 400) -> str:
