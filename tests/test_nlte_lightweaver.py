@@ -68,7 +68,7 @@ def test_synthesize_map_lightweaver_matches_single_runs(setup):
     cube[0, 1, :, 4] = 1000.0
     cube[0, 1, :, 6] = 30.0
     backend = nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=False)
-    m = pyinv.synthesize_map(cube, lines, grid, backend=backend, executor="serial")
+    m = pyinv.synthesize_map(cube, lines, grid, backend=backend, workers=2)   # pool: extras from workers
     assert m.status.tolist() == [[0, 0]]
     one = backend.synthesize(pyinv.Atmosphere.from_array(cube[0, 1]), wl)
     assert np.allclose(m.stokes[0, 1], one.stokes, rtol=1e-10, atol=0)
