@@ -76,3 +76,24 @@ def test_synthesize_map_lightweaver_matches_single_runs(setup):
     assert np.allclose(m.b_lower[0, 1, 0], one.departures.b_lower[0])
     assert np.abs(m.stokes[0, 1, 3]).max() > 1e-3 * m.stokes[0, 1, 0, 0]
     assert np.abs(m.stokes[0, 0, 3]).max() < 1e-12 * m.stokes[0, 0, 0, 0]
+
+
+def test_cli_synth_backend_lightweaver(tmp_path, capsys):
+    from pyinv.cli import main
+    from pyinv.io.sir import read_sir_profiles
+
+    out = tmp_path / "ca.per"
+    assert main(["synth", "--backend", "lightweaver", "--model", "hsra", "-o", str(out), "--no-plot"]) == 0
+    prof = read_sir_profiles(out)
+    assert prof.stokes.shape[-1] == 301 and np.all(np.asarray(prof.line_index) == 8)
+    assert prof.stokes[0][0] == pytest.approx(1.0)               # normalised at the window's first point
+    dep = nlte.read_sir_departures(out.with_suffix(".dep"))
+    assert dep.lines == (8,) and dep.ndep == 53
+    assert "converged" in capsys.readouterr().out
+
+
+def test_non_convergence_is_a_status(setup):
+    col, lines, grid, lm, be, wl = setup
+    r = nlte.Lightweaver(lm, hydrogen="lte", prd=False, lte=False, max_iter=6).run_column(col, wl)
+    assert r.status == nlte.NLTE_NOT_CONVERGED and "not converged" in r.message
+    assert np.all(np.isfinite(r.stokes))

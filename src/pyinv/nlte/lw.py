@@ -30,6 +30,7 @@ DEFAULT_BACKGROUND: tuple[str, ...] = ("H_6", "C", "O", "Si", "Al", "CaII", "Fe"
 _ELEMENT_OF = {"CaII": "Ca", "Fe23": "Fe", "Fe": "Fe", "H_6": "H", "He_9": "He", "MgII": "Mg"}
 
 _CACHE: dict[Any, Any] = {}
+_NSCATTER = 3  # lambda iterations of the background before the NLTE iterations
 
 
 def import_lightweaver():
@@ -70,7 +71,8 @@ class Lightweaver(NlteBackend):
     prd : bool
         Partial redistribution for PRD lines (Ca II H and K).
     pops_tol, max_iter : float, int
-        Convergence tolerance on the populations and iteration limit.
+        Convergence tolerance on the populations and iteration limit (> 3, the background-scattering
+        iterations that come first).
     """
 
     name = "lightweaver"
@@ -89,6 +91,8 @@ class Lightweaver(NlteBackend):
         self.prd = bool(prd)
         self.pops_tol = float(pops_tol)
         self.max_iter = int(max_iter)
+        if self.max_iter <= _NSCATTER:
+            raise ValueError(f"max_iter must exceed the {_NSCATTER} initial background-scattering iterations")
         self.check()
 
     def check(self) -> None:
@@ -146,7 +150,7 @@ class Lightweaver(NlteBackend):
             nlev = h.n.shape[0]
             h.n[:] = col.nH[:nlev] * 1e6 if nlev == col.nH.shape[0] else h.n
         ctx = lw.Context(atmos, spect, eq, Nthreads=1, conserveCharge=False)
-        iters, conv = lw.iterate_ctx_se(ctx, prd=self.prd and not lte_run, popsTol=self.pops_tol,
+        iters, conv = lw.iterate_ctx_se(ctx, Nscatter=_NSCATTER, prd=self.prd and not lte_run, popsTol=self.pops_tol,
                                         NmaxIter=self.max_iter, quiet=True, returnFinalConvergence=True)
         dpops = max([float(getattr(u, "dPopsMax", 0.0) or 0.0) for u in conv] + [0.0])
         stokes = col.B is not None
@@ -173,7 +177,7 @@ class Lightweaver(NlteBackend):
             return NlteResult.failed(wl, NLTE_CRASHED, f"Lightweaver failed: {type(exc).__name__}: {exc}",
                                      time.perf_counter() - t0)
         status, msg = NLTE_CONVERGED, ""
-        if self.active and (iters >= self.max_iter or not np.all(np.isfinite(s))):
+        if self.active and (not dpops <= self.pops_tol or not np.all(np.isfinite(s))):
             status, msg = NLTE_NOT_CONVERGED, f"not converged after {iters} iterations (dPops = {dpops:.3g})"
         return NlteResult(wl, s, stokes_lte, self._departures(column, tau, b), tau, b, status, iters, dpops,
                           time.perf_counter() - t0, msg)
