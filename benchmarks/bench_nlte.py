@@ -9,7 +9,8 @@ All figures are measured in the same run:
   of the window (−1.5 Å); reported: core depth of each code, max and rms |ΔI|, max |ΔV|, and V amplitude.
 * **s/pixel**: RH (NLTE only; NLTE + its LTE run) and Lightweaver (the same), FAL C 500 G.
 * **Driver overhead**: ``RH.run_column`` (inputs written, outputs parsed, sandbox removed) against a bare
-  ``rhf1d`` + ``solveray`` in a prepared folder with the same inputs, same number of runs, interleaved.
+  ``rhf1d`` + ``solveray`` in a prepared folder with the same inputs, same number of runs, interleaved;
+  wall time and CPU time (this process plus its children), the latter robust on a shared machine.
 * **RH over a 4×4 map with 2 workers**: identical to one-pixel runs; one pixel with T = 50 K in the
   lower atmosphere (outside the atom's tables) gets its own status; no sandbox left; a pool worker
   killed with SIGKILL while RH runs loses no pixel.
@@ -21,9 +22,9 @@ All figures are measured in the same run:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -66,20 +67,29 @@ def overhead(rh_cls, lm, rh_dir, col, wl, n: int, work: Path) -> dict:
     bare_dir = work / "px" / "bare"
     exe = Path(rh_dir) / "rhf1d"
     drv = rh_cls(lm, rh_dir=rh_dir, workdir=work, lte=False)
-    t_bare, t_drv = [], []
+    t_bare, t_drv, c_bare, c_drv = [], [], [], []
+
+    def cpu() -> float:  # CPU seconds of this process and its finished children
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
     for k in range(n):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         for prog, log in (("rhf1d", "rh.log"), ("solveray", "ray.log")):
             subprocess.run([str(exe / prog), "-logfile", log], cwd=bare_dir, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_bare.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        c_bare.append(cpu() - c)
+        t, c = time.perf_counter(), cpu()
         r = drv.run_column(col, wl, pixel_id=f"d{k}")
         t_drv.append(time.perf_counter() - t)
+        c_drv.append(cpu() - c)
         assert r.status == 0
     shutil.rmtree(bare_dir)
     mb, md = float(np.median(t_bare)), float(np.median(t_drv))
+    cb, cd = float(np.median(c_bare)), float(np.median(c_drv))
     return {"bare_s": mb, "driver_s": md, "overhead": md / mb - 1.0, "runs": n,
+            "bare_cpu_s": cb, "driver_cpu_s": cd, "overhead_cpu": cd / cb - 1.0,
             "bare_min_s": float(np.min(t_bare)), "driver_min_s": float(np.min(t_drv))}
 
 
