@@ -41,7 +41,7 @@ def _norm(stokes: np.ndarray) -> np.ndarray:
     return stokes / stokes[0, 0]
 
 
-def compare(rh, lw, col, wl) -> dict:
+def compare(rh, lw, col, wl, offsets) -> dict:
     a = rh.run_column(col, wl)
     b = lw.run_column(col, wl)
     sa, sb = _norm(a.stokes), _norm(b.stokes)
@@ -49,7 +49,9 @@ def compare(rh, lw, col, wl) -> dict:
     return {"status_rh": a.status, "status_lw": b.status, "core_rh": float(sa[0].min()), "core_lw": float(sb[0].min()),
             "max_dI": float(np.abs(d[0]).max()), "rms_dI": float(np.sqrt(np.mean(d[0] ** 2))),
             "max_dV": float(np.abs(d[3]).max()), "maxV_rh": float(np.abs(sa[3]).max()),
-            "maxV_lw": float(np.abs(sb[3]).max()), "iterations_rh": a.iterations, "iterations_lw": b.iterations}
+            "maxV_lw": float(np.abs(sb[3]).max()), "iterations_rh": a.iterations, "iterations_lw": b.iterations,
+            "edge_intensity_lw_over_rh": float(b.stokes[0, 0] / a.stokes[0, 0]),
+            "max_dI_offset_mA": float(offsets[np.argmax(np.abs(d[0]))])}
 
 
 def _cpu() -> float:
@@ -205,8 +207,8 @@ def main() -> None:
             for name in ("FALA_80", "FALC_82", "FALF_80"):
                 p = Path(rh_dir) / "Atmos" / f"{name}.atmos"
                 if p.exists():
-                    cmp[name] = compare(rh, lw, nlte.read_multi_atmosphere(p), wl)
-            cmp["FALC_82_500G_45deg"] = compare(rh, lw, falc.with_field(500.0, 45.0), wl)
+                    cmp[name] = compare(rh, lw, nlte.read_multi_atmosphere(p), wl, grid.offset_mA)
+            cmp["FALC_82_500G_45deg"] = compare(rh, lw, falc.with_field(500.0, 45.0), wl, grid.offset_mA)
             from lightweaver.fal import Falc82
             a = Falc82()
             lwfalc = nlte.NlteColumn(scale="mass", depth=np.log10(a.cmass / 10.0), T=a.temperature, ne=a.ne / 1e6,

@@ -90,3 +90,18 @@ def test_column_rejects_bad_input():
         NlteColumn(scale="x", depth=[0.0], T=[5000.0], ne=[1.0], v=[0.0], vturb=[0.0])
     with pytest.raises(ValueError, match="T must"):
         NlteColumn(scale="mass", depth=[0.0], T=[-5.0], ne=[1.0], v=[0.0], vturb=[0.0])
+
+
+def test_level_map_and_ca_ii_preset():
+    from pyinv import nlte
+
+    lines, grid = nlte.ca_ii_8542()
+    assert grid.nwav == 301 and grid.offset_mA[0] == -1500.0 and grid.offset_mA[-1] == 1500.0
+    assert set(grid.line_index.tolist()) == {8}
+    m = {ln.index: (ln.atom, ln.lower, ln.upper) for ln in nlte.level_map(lines)}
+    assert m == {1: ("Fe23", 15, 19), 2: ("Fe23", 16, 21), 8: ("CaII", 2, 4)}
+    assert [ln.index for ln in nlte.level_map(lines, [8])] == [8]
+    wl = nlte.grid_vacuum_nm(lines, grid)
+    assert wl[150] == pytest.approx(854.444, abs=1e-3)       # vacuum Ca II 8542 centre [nm]
+    both = nlte.ca_ii_8542(with_fe_hinode=True)[1]
+    assert both.nwav == 301 + 112 and both.blends[0] == (1, 2)
