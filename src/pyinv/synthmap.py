@@ -4,10 +4,10 @@ The cube ``(ny, nx, ndep, 11)`` holds one pyinv model per pixel (SIR columns, ea
 log τ₅₀₀ grid in column 0, deepest first). Pixels run on the executors of :func:`pyinv.invert`
 (:func:`pyinv.scheduler.run_pixels`: local process pool, ``"serial"``, dask or MPI executors, checkpoint
 store, per-pixel statuses, worker-death recovery, progress bar). The scheduler's store keeps the input
-model (``atmos``), the profiles (``fits``), the status, iterations and seconds of each pixel; the NLTE
-extras (LTE profiles of the same backend, departure coefficients) go to memory-mapped arrays in the
-store's ``nlte/`` folder, written by the workers (local pool and serial executors; with remote executors
-these extras stay NaN).
+model (``atmos``), the profiles (``fits``), the status, iterations and seconds of each pixel; the
+extras (LTE profiles of an NLTE backend, departure coefficients, LTE response functions) go to
+memory-mapped arrays in the store's ``extra/`` folder, written by the workers (local pool and serial
+executors; with remote executors these extras stay NaN).
 
 Statuses: 0 converged; :data:`pyinv.nlte.NLTE_NOT_CONVERGED` (201, profiles kept);
 :data:`pyinv.nlte.NLTE_CRASHED` (202); 104 time limit; 103 the pixel raised (e.g. invalid model);
@@ -28,7 +28,10 @@ import numpy as np
 from . import scheduler as _sch
 from .lines import LineList, WavelengthGrid
 
-__all__ = ["synthesize_map", "SynthesisMap"]
+__all__ = ["synthesize_map", "SynthesisMap", "RF_KEYS"]
+
+#: Response functions kept by ``synthesize_map(..., rf=True)``.
+RF_KEYS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "inclination", "azimuth", "vmac")
 
 
 @dataclass
@@ -49,6 +52,9 @@ class SynthesisMap:
     status, iterations, seconds : ndarray (ny, nx)
     wavelength_vac_nm : ndarray (nλ,)
     provenance : dict
+    rf : dict of str → ndarray
+        With ``rf``: response functions per key, ``(ny, nx, ndep, 4, nλ)`` (vmac ``(ny, nx, 4, nλ)``), units
+        as :func:`pyinv.response_functions`.
     """
 
     stokes: np.ndarray
@@ -61,6 +67,7 @@ class SynthesisMap:
     seconds: np.ndarray
     wavelength_vac_nm: np.ndarray
     provenance: dict = field(default_factory=dict)
+    rf: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +79,7 @@ class _SynthConfig:
     wavelength_vac_nm: np.ndarray
     nlte_lines: tuple[int, ...]
     backend_time_limit: float | None = None
+    rf: tuple[str, ...] = ()     # response functions to keep (LTE engine)
     snr: float = float("nan")    # the scheduler may set it; unused
 
 
@@ -91,7 +99,7 @@ _SIDE: dict[str, dict[str, np.ndarray]] = {}
 def _side(extra_dir: str) -> dict[str, np.ndarray]:
     if extra_dir not in _SIDE:
         d = Path(extra_dir)
-        _SIDE[extra_dir] = {k: np.load(d / f"{k}.npy", mmap_mode="r+") for k in ("stokes_lte", "b_lower", "b_upper")}
+        _SIDE[extra_dir] = {f.stem: np.load(f, mmap_mode="r+") for f in d.glob("*.npy")}
     return _SIDE[extra_dir]
 
 
@@ -99,8 +107,17 @@ def _synth_pixel(stokes, guess, lines, grid, config: _SynthConfig, *, mu, psf, a
     """Scheduler solver: synthesise the model ``guess``; the pixel index rides in ``stokes[0, 0]``."""
     p = int(stokes[0, 0])
     if isinstance(config.backend, str):
+        mu_ = 1.0 if mu is None else mu
+        if config.rf:
+            from .response import response_functions
+            rf = response_functions(guess, lines, grid, mu=mu_, psf=psf, abundances=abundances,
+                                    hydrostatic="T_he" in config.rf)
+            side = _side(config.extra_dir)
+            for k in config.rf:
+                side[f"rf_{k}"][p] = rf[k]
+            return _PixelOut(guess, rf["stokes"], _sch.STATUS_CONVERGED, 0)
         from .synthesis import synthesize
-        fit = synthesize(guess, lines, grid, mu=1.0 if mu is None else mu, psf=psf, abundances=abundances)
+        fit = synthesize(guess, lines, grid, mu=mu_, psf=psf, abundances=abundances)
         return _PixelOut(guess, fit, _sch.STATUS_CONVERGED, 0)
     res = config.backend.synthesize(guess, config.wavelength_vac_nm, abundances=abundances, pixel_id=str(p),
                                     time_limit=config.backend_time_limit)
@@ -117,7 +134,7 @@ def _synth_pixel(stokes, guess, lines, grid, config: _SynthConfig, *, mu, psf, a
 
 
 def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, backend: Any = "lte",
-                   backend_options: dict | None = None, mask: np.ndarray | None = None, mu: float = 1.0,
+                   rf: bool | tuple[str, ...] = False, backend_options: dict | None = None, mask: np.ndarray | None = None, mu: float = 1.0,
                    psf: Any = None, abundances: Any = None, executor: Any = None, workers: int | None = None,
                    chunk: int | None = None, checkpoint: str | None = None, progress: Any = False,
                    time_limit: float | None = None, retries: int = 2) -> SynthesisMap:
@@ -132,6 +149,11 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     backend : ``"lte"``, ``"rh"``, ``"lightweaver"`` or an :class:`pyinv.nlte.NlteBackend`
         ``"lte"``: :func:`pyinv.synthesize` per column. A name builds the backend with
         ``backend_options`` and the level map of ``lines`` (:func:`pyinv.nlte.level_map`).
+    rf : bool or tuple of str
+        LTE engine only: also the response functions of :func:`pyinv.response_functions` (``True``: T, Pe,
+        vmic, B, vlos, inclination, azimuth, vmac; or a tuple of those keys and/or ``"T_he"``), returned in
+        ``SynthesisMap.rf`` as ``(ny, nx, ndep, 4, nλ)`` arrays (vmac ``(ny, nx, 4, nλ)``). Memory: 8·ndep·4·nλ
+        bytes per pixel and quantity.
     mask : bool array (ny, nx), optional
         True = synthesise the pixel.
     mu : float
@@ -164,6 +186,14 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     elif not isinstance(backend, NlteBackend):
         raise ValueError(f"backend must be 'lte', 'rh', 'lightweaver' or an NlteBackend, got {backend!r}")
     nlte = not isinstance(backend, str)
+    rf_keys: tuple[str, ...] = ()
+    if rf:
+        if nlte:
+            raise ValueError("rf=True needs backend='lte' (response functions of the NLTE backends are not available)")
+        rf_keys = RF_KEYS if rf is True else tuple(rf)
+        bad = [k for k in rf_keys if k not in RF_KEYS + ("T_he",)]
+        if bad:
+            raise ValueError(f"unknown response-function keys {bad}; choose from {RF_KEYS + ('T_he',)}")
     nlte_lines = tuple(ln.index for ln in backend.lines) if nlte else ()
     sel = np.ones((ny, nx), bool) if mask is None else np.asarray(mask, dtype=bool)
     if sel.shape != (ny, nx):
@@ -178,7 +208,7 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     status0 = np.where(sel.reshape(-1), _sch.STATUS_PENDING, _sch.STATUS_MASKED)
     bname = backend if isinstance(backend, str) else f"{backend.name}:{sorted(vars(backend).items(), key=str)!r}"
     fp = _sch.fingerprint(table, status0.astype(np.int32), lines, grid, float(mu), abundances, bname,
-                          psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map")
+                          psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map", rf_keys)
 
     tmp = tempfile.mkdtemp(prefix="pyinv-smap-")
     store_path = Path(tmp) / "store" if checkpoint is None else Path(checkpoint)
@@ -189,17 +219,23 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
             extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx],
                         "kind": "synthesize_map"})
         extra_dir = None
+        extras: dict[str, tuple[int, ...]] = {}
         if nlte:
-            extra_dir = str(store_path / "nlte")
+            extras = {"stokes_lte": (npix, 4, nwav), "b_lower": (npix, len(nlte_lines), ndep),
+                      "b_upper": (npix, len(nlte_lines), ndep)}
+        for k in rf_keys:
+            extras[f"rf_{k}"] = (npix, 4, nwav) if k == "vmac" else (npix, ndep, 4, nwav)
+        if extras:
+            extra_dir = str(store_path / "extra")
             d = Path(extra_dir)
             if not d.exists():
                 d.mkdir()
-                for k, shape in (("stokes_lte", (npix, 4, nwav)), ("b_lower", (npix, len(nlte_lines), ndep)),
-                                 ("b_upper", (npix, len(nlte_lines), ndep))):
+                for k, shape in extras.items():
                     m = np.lib.format.open_memmap(d / f"{k}.npy", mode="w+", dtype="f8", shape=shape)
                     m[...] = np.nan
                     m.flush()
                     del m
+        if nlte:
             if getattr(backend, "workdir", "absent") is None:  # RH: one work folder for this map
                 backend.workdir = Path(tmp) / "rh"
                 owned_workdir = True
@@ -207,7 +243,7 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
         for p in np.nonzero((status0 == _sch.STATUS_MASKED) & (st == _sch.STATUS_PENDING))[0]:
             store.put(int(p), _sch._blank_record(ndep, nwav, 1, _sch.STATUS_MASKED))
         todo = np.nonzero(st == _sch.STATUS_PENDING)[0]
-        cfg = _SynthConfig(backend, extra_dir, wl, nlte_lines, time_limit if nlte else None)
+        cfg = _SynthConfig(backend, extra_dir, wl, nlte_lines, time_limit if nlte else None, rf_keys)
         backstop = None if time_limit is None else (1.5 * float(time_limit) + 5.0 if nlte else float(time_limit))
         problem = _sch.PixelProblem(lines=lines, grid=grid, config=cfg, mu=mu, psf=psf, abundances=abundances,
                                     solver=_synth_pixel, time_limit=backstop)
@@ -229,6 +265,10 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
             out.stokes_lte = np.load(d / "stokes_lte.npy").reshape(ny, nx, 4, nwav)
             out.b_lower = np.load(d / "b_lower.npy").reshape(ny, nx, len(nlte_lines), ndep)
             out.b_upper = np.load(d / "b_upper.npy").reshape(ny, nx, len(nlte_lines), ndep)
+        for k in rf_keys:
+            a_k = np.load(Path(extra_dir) / f"rf_{k}.npy")
+            out.rf[k] = a_k.reshape((ny, nx) + a_k.shape[1:])
+        if extra_dir is not None:
             _SIDE.pop(extra_dir, None)
         del store, a
         return out
