@@ -154,3 +154,14 @@ def test_rh_sir_model_and_failures_live(caii, tmp_path):
     r4 = be.synthesize(atm.with_columns(T=T), wl)
     assert r4.status == NLTE_CRASHED and "rhf1d" in r4.message
     assert not any((tmp_path / "px").iterdir())
+    # without a workdir the backend makes its own temporary folder and removes it (not its pickled copies)
+    import pickle
+
+    own = nlte.RH(lm, rh_dir=rh_dir, lte=False)
+    assert own.synthesize(atm, wl).status == NLTE_CONVERGED
+    wd = own.workdir
+    copy = pickle.loads(pickle.dumps(own))
+    del copy
+    assert wd.is_dir() and not any((wd / "px").iterdir())
+    own.close()
+    assert not wd.exists()

@@ -206,7 +206,8 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     cube[:, 0, 0] = np.arange(npix)
     snr = np.full(npix, np.nan)
     status0 = np.where(sel.reshape(-1), _sch.STATUS_PENDING, _sch.STATUS_MASKED)
-    bname = backend if isinstance(backend, str) else f"{backend.name}:{sorted(vars(backend).items(), key=str)!r}"
+    bname = backend if isinstance(backend, str) else f"{backend.name}:" + repr(sorted(
+        ((k, v) for k, v in vars(backend).items() if not k.startswith("_") and k not in ("workdir", "keep")), key=str))
     fp = _sch.fingerprint(table, status0.astype(np.int32), lines, grid, float(mu), abundances, bname,
                           psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map", rf_keys)
 

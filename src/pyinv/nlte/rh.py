@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -151,8 +152,10 @@ class RH(NlteBackend):
         self._ids = {a: _atom_id(self.atom_file(a)) for a in self.active}
 
     def _ensure_workdir(self) -> Path:
-        if self.workdir is None:
+        if self.workdir is None:  # our own temporary folder, removed with this object or at exit
             self.workdir = Path(tempfile.mkdtemp(prefix="pyinv-rh-"))
+            if not self.keep:
+                self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
         wd = self.workdir
         (wd / "px").mkdir(parents=True, exist_ok=True)
         link = wd / "Atoms"
@@ -284,9 +287,18 @@ class RH(NlteBackend):
                 shutil.rmtree(pxl, ignore_errors=True)
 
     def close(self) -> None:
-        """Remove the work directory if pyinv created it."""
-        if self.workdir is not None and self.workdir.name.startswith("pyinv-rh-") and not self.keep:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """Remove the work directory if this object created it (also done when it is garbage-collected
+        or the interpreter exits)."""
+        fin = getattr(self, "_cleanup", None)
+        if fin is not None and not self.keep:
+            fin()
+            self.workdir = None
+
+    def __getstate__(self) -> dict:
+        # copies (e.g. in pool workers) never own the parent's temporary folder
+        state = dict(self.__dict__)
+        state.pop("_cleanup", None)
+        return state
 
 
 def _signame(num: int) -> str:
