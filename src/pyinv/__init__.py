@@ -33,6 +33,7 @@ from . import thermo  # noqa: E402
 from .thermo import hydrostatic  # noqa: E402
 from .result import InversionResult  # noqa: E402
 from .maps import invert  # noqa: E402
+from .synthmap import synthesize_map, SynthesisMap  # noqa: E402
 from . import inversion  # noqa: E402
 from .inversion import invert_pixel, PixelResult  # noqa: E402
 
@@ -42,12 +43,12 @@ __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
            "read_sir_model", "write_sir_model", "read_sir_profiles", "write_sir_profiles", "read_abundances",
            "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi",
            "thermo", "hydrostatic", "synthesize", "response_functions", "invert", "InversionResult",
-           "inversion", "invert_pixel", "PixelResult"]
+           "inversion", "invert_pixel", "PixelResult", "synthesize_map", "SynthesisMap", "nlte"]
 
 
 def __getattr__(name: str):
-    # pyinv.cnn (torch, numba) and pyinv.synthetic are imported on first use, not by ``import pyinv``.
-    if name in ("cnn", "synthetic"):
+    # pyinv.cnn (torch, numba), pyinv.synthetic and pyinv.nlte are imported on first use, not by ``import pyinv``.
+    if name in ("cnn", "synthetic", "nlte"):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,6 +44,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from . import models
     from .defaults import default_lines
 
+    if getattr(args, "backend", "lte") != "lte":
+        from .nlte.cli import synth_nlte
+        return synth_nlte(args, _load_model)
     if args.atmospheres:
         return _synth_map(args)
     atmos = _load_model(args.model)
@@ -216,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-plot", action="store_true", help="do not write the PNG quick look")
     s.add_argument("--atmospheres", help="map mode: an inversion result FITS or an .npy (ny, nx, ndep, 11) of "
                                          "atmospheres; writes a Stokes cube FITS (-o, default pyinv_synth.fits)")
+    s.add_argument("--backend", choices=("lte", "rh", "lightweaver"), default="lte",
+                   help="lte: pyinv's engine; rh / lightweaver: non-LTE (default grid Ca II 8542 +-1.5 A) [lte]")
+    s.add_argument("--rh-dir", help="RH 2 build for --backend rh [$PYINV_RH_DIR]")
+    s.add_argument("--workers", type=int, help="map mode: worker processes [all cores]")
     s.set_defaults(func=_cmd_synth)
 
     v = sub.add_parser("invert", help="invert a Stokes cube (FITS) pixel by pixel")

@@ -1,0 +1,187 @@
+"""The interface every non-LTE backend implements, its result, per-pixel statuses and the level map.
+
+A backend takes one atmosphere (a pyinv :class:`~pyinv.Atmosphere`, SIR conventions, or an
+:class:`~pyinv.nlte.column.NlteColumn`) and vacuum wavelengths, and returns an :class:`NlteResult`: the
+NLTE Stokes profiles, the same backend's LTE profiles, the departure coefficients of every mapped line
+(:class:`~pyinv.nlte.departures.Departures`) and a status.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .column import NlteColumn, column_from_atmosphere
+from .departures import Departures
+from . import units
+
+__all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT", "NLTE_STATUS_NAMES",
+           "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm",
+           "NlteConfigurationError"]
+
+#: Converged to the backend's tolerance.
+NLTE_CONVERGED = 0
+#: The iteration stopped at its maximum number of iterations above the tolerance (profiles returned).
+NLTE_NOT_CONVERGED = 201
+#: The external program failed (non-zero exit status, missing output, unreadable output).
+NLTE_CRASHED = 202
+#: The pixel exceeded its time limit (same code as :data:`pyinv.scheduler.STATUS_TIMEOUT`).
+NLTE_TIMEOUT = 104
+
+NLTE_STATUS_NAMES = {NLTE_CONVERGED: "converged", NLTE_NOT_CONVERGED: "NLTE not converged",
+                     NLTE_CRASHED: "NLTE code failed", NLTE_TIMEOUT: "time limit"}
+
+
+class NlteConfigurationError(RuntimeError):
+    """A backend cannot run: missing program, data file, package or environment variable."""
+
+
+@dataclass(frozen=True)
+class NlteLine:
+    """One spectral line of pyinv's line list mapped onto a model atom of the NLTE code.
+
+    ``atom`` is the backend-neutral atom name (``"CaII"``, ``"Fe23"``: RH file ``<atom>.atom``,
+    Lightweaver ``lightweaver.rh_atoms.<atom>_atom``); ``lower`` and ``upper`` are 0-based level indices
+    of that atom (spec-nlte-rh §7).
+    """
+
+    index: int
+    atom: str
+    lower: int
+    upper: int
+
+
+#: (element, ionisation stage, air λ₀ [Å] rounded to 0.1) → (atom, lower, upper), spec-nlte-rh §7.
+KNOWN_LEVELS: dict[tuple[str, int, float], tuple[str, int, int]] = {
+    ("CA", 2, 8542.1): ("CaII", 2, 4),
+    ("FE", 1, 6301.5): ("Fe23", 15, 19),
+    ("FE", 1, 6302.5): ("Fe23", 16, 21),
+}
+
+
+def level_map(lines: Any, indices: Sequence[int] | None = None) -> list[NlteLine]:
+    """Map the lines ``indices`` (default: all) of a :class:`pyinv.LineList` that appear in
+    :data:`KNOWN_LEVELS`; other lines are skipped (they stay in LTE)."""
+    out = []
+    for ln in lines:
+        if indices is not None and ln.index not in indices:
+            continue
+        key = (ln.element.upper(), int(ln.ion), round(float(ln.wavelength), 1))
+        if key in KNOWN_LEVELS:
+            atom, lo, up = KNOWN_LEVELS[key]
+            out.append(NlteLine(int(ln.index), atom, lo, up))
+    return out
+
+
+def grid_vacuum_nm(lines: Any, grid: Any) -> np.ndarray:
+    """Vacuum wavelengths [nm] of a :class:`pyinv.WavelengthGrid` (air Å, pyinv's formula)."""
+    return units.air_angstrom_to_vacuum_nm(grid.wavelength)
+
+
+@dataclass
+class NlteResult:
+    """What a backend returns for one atmosphere.
+
+    Attributes
+    ----------
+    wavelength : ndarray (nλ,)
+        Vacuum wavelengths [nm].
+    stokes : ndarray (4, nλ)
+        NLTE I, Q, U, V [W m⁻² Hz⁻¹ sr⁻¹] at the requested μ.
+    stokes_lte : ndarray (4, nλ) or None
+        The same backend's LTE profiles (the mapped atoms in LTE), when requested.
+    departures : Departures or None
+        b of every mapped line, on the model's log τ grid (a pyinv Atmosphere or an NlteColumn on the
+        τ scale) or on the backend's own τ₅₀₀ grid otherwise.
+    tau500 : ndarray (ndep,)
+        The backend's τ₅₀₀ on its depth grid (top first).
+    b_levels : dict of atom → ndarray (nlevel, ndep)
+        All departure coefficients of each active atom on the backend's grid (top first).
+    status : int
+        :data:`NLTE_CONVERGED`, :data:`NLTE_NOT_CONVERGED`, :data:`NLTE_CRASHED` or :data:`NLTE_TIMEOUT`.
+    iterations : int
+    delta : float
+        Last maximum relative population change.
+    seconds : float
+        Wall time of the backend call.
+    message : str
+    """
+
+    wavelength: np.ndarray
+    stokes: np.ndarray
+    stokes_lte: np.ndarray | None = None
+    departures: Departures | None = None
+    tau500: np.ndarray | None = None
+    b_levels: dict[str, np.ndarray] = field(default_factory=dict)
+    status: int = NLTE_CONVERGED
+    iterations: int = 0
+    delta: float = float("nan")
+    seconds: float = float("nan")
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == NLTE_CONVERGED
+
+    @classmethod
+    def failed(cls, wavelength: np.ndarray, status: int, message: str, seconds: float = float("nan"),
+               iterations: int = 0) -> "NlteResult":
+        nan = np.full((4, np.size(wavelength)), np.nan)
+        return cls(np.asarray(wavelength, dtype=np.float64), nan, nan.copy(), status=status, message=message,
+                   seconds=seconds, iterations=iterations)
+
+
+class NlteBackend(abc.ABC):
+    """A non-LTE code behind one interface (see the module docstring).
+
+    Subclasses implement :meth:`run_column`; :meth:`synthesize` converts pyinv models first. Backends
+    must be picklable (they travel to pool workers); expensive per-process state is built lazily.
+    """
+
+    name: str = "?"
+
+    def __init__(self, lines: Sequence[NlteLine] = (), *, mu: float = 1.0, lte: bool = True):
+        self.lines = list(lines)
+        self.mu = float(mu)
+        self.lte = bool(lte)
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`NlteConfigurationError` naming what is missing."""
+
+    @abc.abstractmethod
+    def run_column(self, column: NlteColumn, wavelength_vac_nm: np.ndarray, *, pixel_id: str = "0",
+                   time_limit: float | None = None) -> NlteResult:
+        """Solve one column; never raises for a per-pixel failure (the status says)."""
+
+    def synthesize(self, atmos: Any, wavelength_vac_nm: np.ndarray, *, abundances: Any = None,
+                   pixel_id: str = "0", time_limit: float | None = None) -> NlteResult:
+        """NLTE (and LTE) Stokes profiles and departure coefficients of one atmosphere.
+
+        Parameters
+        ----------
+        atmos : pyinv.Atmosphere or NlteColumn
+            A pyinv model (log τ₅₀₀ grid, deepest first; converted with
+            :func:`~pyinv.nlte.column.column_from_atmosphere`) or a column in the code's conventions.
+        wavelength_vac_nm : array (nλ,)
+            Vacuum wavelengths [nm] (see :func:`grid_vacuum_nm`).
+        """
+        col = atmos if isinstance(atmos, NlteColumn) else column_from_atmosphere(atmos, abundances)
+        return self.run_column(col, np.asarray(wavelength_vac_nm, dtype=np.float64), pixel_id=pixel_id,
+                               time_limit=time_limit)
+
+    def _departures(self, col: NlteColumn, tau500_top_first: np.ndarray,
+                    b_levels: dict[str, np.ndarray]) -> Departures | None:
+        """Map level departure coefficients onto the mapped lines, on the model grid when there is one."""
+        maps = [ln for ln in self.lines if ln.atom in b_levels]
+        if not maps:
+            return None
+        bl = np.array([b_levels[ln.atom][ln.lower] for ln in maps])
+        bu = np.array([b_levels[ln.atom][ln.upper] for ln in maps])
+        lt = np.log10(np.maximum(tau500_top_first, 1e-300))
+        model = col.log_tau_model
+        if model is None and col.scale == "tau500":
+            model = col.depth[::-1].copy()
+        return Departures.from_depth_grid(lt, [ln.index for ln in maps], bl, bu, model_log_tau=model)

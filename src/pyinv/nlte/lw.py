@@ -1,0 +1,183 @@
+"""Lightweaver (PyPI ``lightweaver``, extra ``pyinv[nlte]``) as an in-process NLTE backend (spec-nlte-rh §6).
+
+Per column: ``Atmosphere.make_1d`` → ``RadiativeSet`` (Lightweaver's shipped RH-derived atoms; the
+mapped atoms active) → ``compute_eq_pops`` → ``Context`` → ``iterate_ctx_se`` → ``compute_rays`` at the
+requested vacuum wavelengths and μ (full Stokes when the column has a field). The atomic models and the
+wavelength grid are built once per process (per pool worker) and reused; a new Context is made per
+column because it holds that column's atmosphere.
+
+Hydrogen: Lightweaver gives passive atoms LTE populations; RH uses the atmosphere's hydrogen populations.
+With ``hydrogen="model"`` (default) and a column that carries hydrogen populations, H is made detailed
+static with those populations, as RH does.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backend import (NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NlteBackend, NlteConfigurationError,
+                      NlteLine, NlteResult)
+from .column import NlteColumn
+
+__all__ = ["Lightweaver", "DEFAULT_BACKGROUND", "import_lightweaver"]
+
+#: Background atoms (Lightweaver ``rh_atoms`` names without ``_atom``), hydrogen first.
+DEFAULT_BACKGROUND: tuple[str, ...] = ("H_6", "C", "O", "Si", "Al", "CaII", "Fe", "He_9", "MgII", "N", "Na", "S")
+
+_ELEMENT_OF = {"CaII": "Ca", "Fe23": "Fe", "Fe": "Fe", "H_6": "H", "He_9": "He", "MgII": "Mg"}
+
+_CACHE: dict[Any, Any] = {}
+_NSCATTER = 3  # lambda iterations of the background before the NLTE iterations
+
+
+def import_lightweaver():
+    """Import lightweaver quietly; :class:`NlteConfigurationError` naming the extra when it is absent."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import lightweaver  # noqa: F401
+            import lightweaver.rh_atoms  # noqa: F401
+    except ImportError as exc:
+        raise NlteConfigurationError("Lightweaver backend: the Python package 'lightweaver' is not installed "
+                                     "(pip install 'pyinv[nlte]' or pip install lightweaver)") from exc
+    import lightweaver
+    return lightweaver
+
+
+def _element(name: str) -> str:
+    return _ELEMENT_OF.get(name, name.rstrip("I").rstrip("_") or name)
+
+
+class Lightweaver(NlteBackend):
+    """Lightweaver in-process.
+
+    Parameters
+    ----------
+    lines : sequence of NlteLine
+        Mapped lines; their atoms (``<atom>_atom`` in ``lightweaver.rh_atoms``) are active.
+    mu : float
+        μ of the emergent ray.
+    lte : bool
+        Also compute the LTE profiles (mapped atoms detailed static with LTE populations).
+    background : sequence of str
+        Background atoms; an element that is also active is taken from the active atom.
+    hydrogen : ``"model"`` or ``"lte"``
+        Hydrogen populations from the column (as RH) or in LTE (Lightweaver's default).
+    nrays : int
+        Gauss–Legendre angles of the NLTE iteration.
+    prd : bool
+        Partial redistribution for PRD lines (Ca II H and K).
+    pops_tol, max_iter : float, int
+        Convergence tolerance on the populations and iteration limit (> 3, the background-scattering
+        iterations that come first).
+    """
+
+    name = "lightweaver"
+
+    def __init__(self, lines: Sequence[NlteLine] = (), *, mu: float = 1.0, lte: bool = True,
+                 background: Sequence[str] = DEFAULT_BACKGROUND, hydrogen: str = "model", nrays: int = 5,
+                 prd: bool = True, pops_tol: float = 1e-3, max_iter: int = 200):
+        super().__init__(lines, mu=mu, lte=lte)
+        if hydrogen not in ("model", "lte"):
+            raise ValueError("hydrogen must be 'model' or 'lte'")
+        self.active = list(dict.fromkeys(ln.atom for ln in self.lines))
+        els = {_element(a) for a in self.active}
+        self.background = tuple(b for b in background if _element(b) not in els)
+        self.hydrogen = hydrogen
+        self.nrays = int(nrays)
+        self.prd = bool(prd)
+        self.pops_tol = float(pops_tol)
+        self.max_iter = int(max_iter)
+        if self.max_iter <= _NSCATTER:
+            raise ValueError(f"max_iter must exceed the {_NSCATTER} initial background-scattering iterations")
+        self.check()
+
+    def check(self) -> None:
+        lw = import_lightweaver()
+        for a in (*self.active, *self.background):
+            if not hasattr(lw.rh_atoms, f"{a}_atom"):
+                raise NlteConfigurationError(f"Lightweaver backend: no model atom {a}_atom in lightweaver.rh_atoms")
+
+    # --------------------------------------------------------------- per-process state
+    def _radiative_set(self, lte_run: bool):
+        key = (tuple(self.active), self.background, lte_run, self.hydrogen)
+        if key not in _CACHE:
+            lw = import_lightweaver()
+            atoms = [getattr(lw.rh_atoms, f"{a}_atom")() for a in (*self.background, *self.active)]
+            rs = lw.RadiativeSet(atoms)
+            names = [_element(a) for a in self.active]
+            if lte_run:
+                rs.set_detailed_static(*names) if names else None
+            elif names:
+                rs.set_active(*names)
+            if self.hydrogen == "model" and "H" not in names:
+                rs.set_detailed_static("H")
+            spect = rs.compute_wavelength_grid()
+            _CACHE[key] = (rs, spect)
+        return _CACHE[key]
+
+    def _atmosphere(self, col: NlteColumn):
+        lw = import_lightweaver()
+        from lightweaver.atmosphere import ScaleType
+        if col.scale == "tau500":
+            scale, depth = ScaleType.Tau500, 10.0 ** col.depth
+        elif col.scale == "mass":
+            scale, depth = ScaleType.ColumnMass, 10.0 ** col.depth * 10.0  # g cm⁻² → kg m⁻²
+        else:
+            scale, depth = ScaleType.Geometric, col.depth * 1e3
+        kw: dict[str, Any] = dict(temperature=col.T.copy(), vlos=col.v * 1e3, vturb=col.vturb * 1e3,
+                                  ne=col.ne * 1e6)
+        if col.nH is not None:
+            kw["hydrogenPops"] = col.nH * 1e6
+        if col.B is not None:
+            kw.update(B=col.B.copy(), gammaB=col.gamma.copy(), chiB=col.chi.copy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atmos = lw.Atmosphere.make_1d(scale, depthScale=depth, logG=col.logg, **kw)
+        atmos.quadrature(self.nrays)
+        return atmos
+
+    def _solve(self, col: NlteColumn, wl: np.ndarray, lte_run: bool):
+        lw = import_lightweaver()
+        rs, spect = self._radiative_set(lte_run)
+        atmos = self._atmosphere(col)
+        eq = rs.compute_eq_pops(atmos)
+        if self.hydrogen == "model" and col.nH is not None and "H" not in [_element(a) for a in self.active]:
+            h = eq.atomicPops["H"]
+            nlev = h.n.shape[0]
+            h.n[:] = col.nH[:nlev] * 1e6 if nlev == col.nH.shape[0] else h.n
+        ctx = lw.Context(atmos, spect, eq, Nthreads=1, conserveCharge=False)
+        iters, conv = lw.iterate_ctx_se(ctx, Nscatter=_NSCATTER, prd=self.prd and not lte_run, popsTol=self.pops_tol,
+                                        NmaxIter=self.max_iter, quiet=True, returnFinalConvergence=True)
+        dpops = max([float(getattr(u, "dPopsMax", 0.0) or 0.0) for u in conv] + [0.0])
+        stokes = col.B is not None
+        out = ctx.compute_rays(wl, [self.mu], stokes=stokes)
+        if stokes:
+            s = np.stack([np.asarray(out[k]).reshape(-1) for k in range(4)])
+        else:
+            I = np.asarray(out).reshape(-1)
+            s = np.stack([I, np.zeros_like(I), np.zeros_like(I), np.zeros_like(I)])
+        b = {a: np.asarray(eq.atomicPops[_element(a)].n / eq.atomicPops[_element(a)].nStar)
+             for a in self.active} if not lte_run else {}
+        return s, np.asarray(atmos.tauRef, dtype=np.float64), b, int(iters), dpops
+
+    def run_column(self, column: NlteColumn, wavelength_vac_nm: np.ndarray, *, pixel_id: str = "0",
+                   time_limit: float | None = None) -> NlteResult:
+        t0 = time.perf_counter()
+        wl = np.asarray(wavelength_vac_nm, dtype=np.float64).ravel()
+        try:
+            s, tau, b, iters, dpops = self._solve(column, wl, lte_run=False)
+            stokes_lte = self._solve(column, wl, lte_run=True)[0] if self.lte else None
+        except NlteConfigurationError:
+            raise
+        except Exception as exc:  # a numerical failure of this column
+            return NlteResult.failed(wl, NLTE_CRASHED, f"Lightweaver failed: {type(exc).__name__}: {exc}",
+                                     time.perf_counter() - t0)
+        status, msg = NLTE_CONVERGED, ""
+        if self.active and (not dpops <= self.pops_tol or not np.all(np.isfinite(s))):
+            status, msg = NLTE_NOT_CONVERGED, f"not converged after {iters} iterations (dPops = {dpops:.3g})"
+        return NlteResult(wl, s, stokes_lte, self._departures(column, tau, b), tau, b, status, iters, dpops,
+                          time.perf_counter() - t0, msg)

@@ -1,0 +1,167 @@
+"""RH 2 backend: output readers on the reference run (../shared/reference/rh_falc_caii), configuration
+errors, and live runs that need an RH 2 build named by PYINV_RH_DIR (skipped otherwise)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyinv
+from pyinv import nlte
+from pyinv.nlte import rh_io
+from pyinv.nlte.backend import NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NLTE_TIMEOUT
+from pyinv.nlte.rh import RH_ENV, find_rh_dir
+
+
+@pytest.fixture(scope="module")
+def rh_ref(reference_dir) -> Path:
+    d = reference_dir / "rh_falc_caii"
+    if not d.is_dir():
+        pytest.skip("../shared/reference/rh_falc_caii is not present")
+    return d
+
+
+def test_readers_on_reference_run(rh_ref):
+    geo = rh_io.read_geometry(rh_ref / "geometry.out")
+    assert (geo.nrays, geo.ndep) == (5, 82)
+    assert np.all(np.diff(geo.mu) > 0) and geo.weights.sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.all(np.diff(geo.tau_ref) > 0)                       # top first
+    k = np.argmin(np.abs(np.log10(geo.tau_ref)))
+    assert abs(geo.height[k]) < 100e3                              # height zero near tau500 = 1 [m]
+    spec = rh_io.read_spectrum(rh_ref / "spectrum.out", geo.nrays)
+    assert spec.wavelength.size == 291 and spec.vacuum_to_air
+    assert spec.air_limit == pytest.approx(200.0)
+    assert spec.Q is not None and spec.I.shape == (291, 5)
+    ray = rh_io.read_ray(rh_ref / "spectrum_1.00", spec.wavelength.size, geo.ndep)
+    assert ray.mu == pytest.approx(1.0)
+    # solveray's mu = 1 ray: a deep Ca II 8542 core and the V signal of the 500 G field
+    s = ray.stokes()
+    assert s.shape == (4, 291) and np.all(s[0] > 0)
+    w = (spec.wavelength > 853.5) & (spec.wavelength < 854.8)
+    core = np.argmin(np.where(w, s[0], np.inf))
+    assert spec.wavelength[core] == pytest.approx(854.21, abs=0.03)  # air, Ca II 8542
+    wing = s[0][w].max()
+    assert 0.1 < s[0][core] / wing < 0.35
+    assert np.abs(s[3][w]).max() / wing > 0.01
+    pops = rh_io.read_pops(rh_ref / "pops.CA.out")
+    assert pops.atmos_id.strip() == "FALC_82" and pops.n.shape == (6, 82)
+    b = pops.b
+    assert np.allclose(b[:, -1], 1.0, atol=0.02)                   # LTE at the bottom
+    assert b[2].max() > 2.0                                        # 3d 2D5/2 overpopulated higher up
+
+
+def test_log_parser_on_reference_run(rh_ref, tmp_path):
+    log = rh_io.read_log(rh_ref / "rh.log")
+    assert log.iterations == 17
+    assert log.delta["CA"] == pytest.approx(7.8911e-3)
+    assert log.errors == []
+    assert rh_io.read_log(tmp_path / "absent.log").iterations == 0
+
+
+def test_small_input_writers(tmp_path):
+    wl = np.linspace(853.0, 855.0, 11)
+    rh_io.write_wavetable(tmp_path / "w", wl)
+    assert (tmp_path / "w").stat().st_size == 4 + 8 * 11
+    assert rh_io.read_wavetable(tmp_path / "w") == pytest.approx(wl)
+    rh_io.write_keywords(tmp_path / "k", {"NRAYS": 5, "VACUUM_TO_AIR": False})
+    assert "NRAYS = 5" in (tmp_path / "k").read_text()
+    assert "VACUUM_TO_AIR = FALSE" in (tmp_path / "k").read_text()
+    with pytest.raises(ValueError, match="spaces"):
+        rh_io.write_keywords(tmp_path / "k", {"ATMOS_FILE": "a b"})
+    rh_io.write_ray_input(tmp_path / "r", 1.0)
+    assert (tmp_path / "r").read_text().split() == ["1.000000", "0"]
+
+
+def test_configuration_errors_name_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv(RH_ENV, raising=False)
+    with pytest.raises(nlte.NlteConfigurationError, match=RH_ENV):
+        find_rh_dir()
+    (tmp_path / "rhf1d").mkdir()
+    with pytest.raises(nlte.NlteConfigurationError, match="rhf1d/rhf1d"):
+        find_rh_dir(tmp_path)
+    for exe in ("rhf1d", "solveray"):
+        p = tmp_path / "rhf1d" / exe
+        p.write_text("#!/bin/sh\nexit 0\n")
+        p.chmod(0o755)
+    with pytest.raises(nlte.NlteConfigurationError, match="Atoms"):
+        find_rh_dir(tmp_path)
+    (tmp_path / "Atoms").mkdir()
+    (tmp_path / "Molecules").mkdir()
+    assert find_rh_dir(tmp_path) == tmp_path.resolve()
+    monkeypatch.setenv(RH_ENV, str(tmp_path))
+    with pytest.raises(nlte.NlteConfigurationError, match="abundance.input"):
+        nlte.RH(nlte.level_map(pyinv.default_lines(), [8]))
+
+
+# ------------------------------------------------------------------------------------------ live RH
+def _rh_dir() -> str:
+    d = os.environ.get(RH_ENV)
+    if not d:
+        pytest.skip(f"RH 2 not available: set {RH_ENV} to an RH 2 build to run this test")
+    return d
+
+
+@pytest.fixture(scope="module")
+def caii():
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
+    return lines, grid, nlte.level_map(lines, [8]), nlte.grid_vacuum_nm(lines, grid)
+
+
+def test_rh_falc_caii_live(caii, tmp_path):
+    rh_dir = _rh_dir()
+    lines, grid, lm, wl = caii
+    col = nlte.read_multi_atmosphere(Path(rh_dir) / "Atmos" / "FALC_82.atmos").with_field(500.0, 45.0)
+    be = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path)
+    r = be.run_column(col, wl, pixel_id="falc")
+    assert r.status == NLTE_CONVERGED, r.message
+    assert r.delta <= 1e-3 and r.iterations > 3
+    assert r.wavelength == pytest.approx(wl, rel=1e-12)            # the wavetable points come back
+    I = r.stokes[0]
+    assert 0.2 < I.min() / I[0] < 0.4                              # the NLTE core
+    assert 0.6 < r.stokes_lte[0].min() / r.stokes_lte[0][0] < 0.8  # LTE: the chromosphere shows in emission
+    assert np.abs(r.stokes[3]).max() / I[0] > 0.01
+    d = r.departures
+    assert d.lines == (8,) and d.b_lower[0].max() > 2.0
+    assert not any((tmp_path / "px").iterdir())                   # sandboxes removed
+    assert (tmp_path / "Atoms").is_symlink()
+
+
+def test_rh_sir_model_and_failures_live(caii, tmp_path):
+    rh_dir = _rh_dir()
+    lines, grid, lm, wl = caii
+    atm = pyinv.models.hsra(B=1000.0, gamma=30.0, vlos=2e5)
+    be = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path, lte=False)
+    r = be.synthesize(atm, wl)
+    assert r.status == NLTE_CONVERGED, r.message
+    assert r.departures.log_tau == pytest.approx(atm.log_tau)      # b on the model's grid
+    # a redshift moves the core to the red
+    r0 = be.synthesize(pyinv.models.hsra(B=1000.0, gamma=30.0), wl)
+    assert wl[np.argmin(r.stokes[0])] > wl[np.argmin(r0.stokes[0])]
+    slow = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path, lte=False, n_max_iter=1)
+    r1 = slow.synthesize(atm, wl)
+    assert r1.status == NLTE_NOT_CONVERGED and "ITER_LIMIT" in r1.message
+    assert np.all(np.isfinite(r1.stokes))
+    r2 = be.synthesize(atm, wl, time_limit=0.01)
+    assert r2.status == NLTE_TIMEOUT
+    broken = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path, lte=False, keywords={"ATOMS_FILE": "missing.input"})
+    r3 = broken.synthesize(atm, wl)
+    assert r3.status == NLTE_CRASHED and "exited with status" in r3.message
+    T = atm.T.copy()
+    T[-5:] = 50.0                                                  # far below the atom's tables
+    r4 = be.synthesize(atm.with_columns(T=T), wl)
+    assert r4.status == NLTE_CRASHED and "rhf1d" in r4.message
+    assert not any((tmp_path / "px").iterdir())
+    # without a workdir the backend makes its own temporary folder and removes it (not its pickled copies)
+    import pickle
+
+    own = nlte.RH(lm, rh_dir=rh_dir, lte=False)
+    assert own.synthesize(atm, wl).status == NLTE_CONVERGED
+    wd = own.workdir
+    copy = pickle.loads(pickle.dumps(own))
+    del copy
+    assert wd.is_dir() and not any((wd / "px").iterdir())
+    own.close()
+    assert not wd.exists()
