@@ -1,4 +1,4 @@
-"""Response functions (issue 4, RF part; spec-inversion §1, /work/coord/RF_INTERFACE.md).
+"""Response functions (issue 4, RF part; spec-inversion §1).
 
 Acceptance:
 * against pyinv's own central finite differences (relative step 1e-4): relative error <= 1e-4 wherever
