@@ -105,7 +105,8 @@ def main(argv=None) -> int:
             order = list(workers) if n % 2 == 0 else list(workers)[::-1]
             res = {k: workers[k].ask({"op": "invert", "pixel": i, "assisted": conf == "assisted"}) for k in order}
             t_sir = sir(i) if (sir is not None and conf == "reference") else None
-            r = {"pixel": i, **{f"{k}_{q}": res[k][q] for k in res for q in ("wall", "chi2n", "iterations", "status")},
+            r = {"pixel": i, **{f"{k}_{q}": res[k][q] for k in res for q in ("wall", "cpu", "chi2n", "iterations",
+                                                                              "status")},
                  "sir_wall": t_sir}
             rows.append(r)
             old = res.get("old")
@@ -123,12 +124,17 @@ def main(argv=None) -> int:
         if "old" in workers:
             old_t = np.array([r["old_wall"] for r in rows])
             ratio_old = np.array([r["old_chi2n"] / sir_chi2n[r["pixel"]] for r in rows])
+            new_c = np.array([r["new_cpu"] for r in rows])
+            old_c = np.array([r["old_cpu"] for r in rows])
+            summ.update(cpu_seconds_per_pixel_new=float(new_c.mean()), cpu_seconds_per_pixel_old=float(old_c.mean()),
+                        speedup_cpu=float(old_c.sum() / new_c.sum()))
             summ.update(seconds_per_pixel_old=float(old_t.mean()), speedup_total=float(old_t.sum() / new_t.sum()),
                         speedup_median=float(np.median(old_t / new_t)), chi2_ratio_old=ratio_old.tolist(),
                         chi2_within_105_old=int(np.count_nonzero(ratio_old <= 1.05)))
             print(f"                              old {old_t.mean():.3f} (median {np.median(old_t):.3f})")
             print(f"SPEED-UP over the pre-v2 engine: {summ['speedup_total']:.2f}x (total time), "
-                  f"median per pixel {summ['speedup_median']:.2f}x")
+                  f"median per pixel {summ['speedup_median']:.2f}x; CPU time {summ['speedup_cpu']:.2f}x "
+                  f"({summ['cpu_seconds_per_pixel_new']:.3f} vs {summ['cpu_seconds_per_pixel_old']:.3f} s)")
             print(f"chi2n <= 1.05 x SIR's: new {summ['chi2_within_105_new']}/{len(rows)}, "
                   f"old {summ['chi2_within_105_old']}/{len(rows)}")
         else:
