@@ -31,7 +31,8 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
                        abundances=None, convolve: bool = True, exact_blend_offsets: bool = False,
                        unsold_physical: bool = False, exact_voigt: bool | None = None,
                        damping_cap: bool | None = None, sir_compat: bool = False,
-                       hydrostatic: bool = True) -> dict:
+                       hydrostatic: bool = True, atmos2: Atmosphere | None = None, filling2: float | None = None,
+                       stray_profile=None, stray_percent: float | None = None) -> dict:
     """Response functions of the emergent Stokes profiles to every model column at every grid point.
 
     Parameters
@@ -60,9 +61,23 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
         (identical to :func:`pyinv.synthesize`). Depth index 0 is the deepest point, as the model.
         For a field-free model (B = 0 everywhere) the B and angle RFs are zero, like the synthesis,
         which treats it as non-magnetic.
+
+        With ``atmos2``, ``filling2``, ``stray_profile``, ``stray_percent`` (as :func:`pyinv.synthesize`):
+        the RFs of the mixed profile I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray — component 1's under
+        the keys above (scaled by (1 − α)(1 − f₂)), component 2's under the same keys with the suffix
+        ``"_2"`` (scaled by (1 − α) f₂), ``"filling2"`` (4, nλ) = ∂I/∂f₂ = (1 − α)(I₂ − I₁) and
+        ``"stray_percent"`` (4, nλ) = ∂I/∂α per percent = (I_stray − [(1 − f₂) I₁ + f₂ I₂]) / 100;
+        ``stokes`` is then the mixed profile.
     """
     if not isinstance(atmos, Atmosphere) or atmos.stacked:
         raise ValueError("response_functions needs a single pyinv.Atmosphere (not a stack)")
+    if atmos2 is not None or stray_profile is not None or filling2 is not None or stray_percent is not None:
+        return _mixed_response_functions(atmos, lines, grid, atmos2=atmos2, filling2=filling2,
+                                         stray_profile=stray_profile, stray_percent=stray_percent, mu=mu, psf=psf,
+                                         abundances=abundances, convolve=convolve,
+                                         exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
+                                         exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat,
+                                         hydrostatic=hydrostatic)
     mu_f = _check_mu(mu)
     p = _prepare([atmos], lines, grid, abundances=abundances, psf=psf, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
@@ -78,4 +93,32 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
         out["T_he"] = out["T"] + np.einsum("ikw,ij->jkw", out["Pe"], jac)
     out["vmac"] = np.asarray(rf_vmac)
     out["stokes"] = np.asarray(stokes)
+    return out
+
+
+def _mixed_response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, atmos2, filling2,
+                              stray_profile, stray_percent, **options) -> dict:
+    """response_functions of the two-component / stray-light mix (see its docstring)."""
+    from .mixing import resolve_mixing
+
+    if atmos2 is not None and (not isinstance(atmos2, Atmosphere) or atmos2.stacked):
+        raise ValueError("atmos2 must be a single pyinv.Atmosphere (not a stack)")
+    m = resolve_mixing([atmos], None if atmos2 is None else [atmos2], grid, filling2=filling2,
+                       stray_profile=stray_profile, stray_percent=stray_percent)
+    r1 = response_functions(atmos, lines, grid, **options)
+    a = float(m.alpha[0])
+    f = 0.0 if m.filling2 is None else float(m.filling2[0])
+    w1 = (1.0 - a) * (1.0 - f)
+    out = {k: v * w1 for k, v in r1.items() if k != "stokes"}
+    both = r1["stokes"]
+    if atmos2 is not None:
+        r2 = response_functions(atmos2, lines, grid, **options)
+        out.update({f"{k}_2": v * (1.0 - a) * f for k, v in r2.items() if k != "stokes"})
+        out["filling2"] = (1.0 - a) * (r2["stokes"] - r1["stokes"])
+        both = (1.0 - f) * r1["stokes"] + f * r2["stokes"]
+    if m.stray is not None:
+        out["stray_percent"] = (m.stray - both) / 100.0
+        out["stokes"] = (1.0 - a) * both + a * m.stray
+    else:
+        out["stokes"] = both
     return out

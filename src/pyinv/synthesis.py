@@ -242,7 +242,9 @@ def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
 def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None, abundances=None,
                macro: float | Sequence[float] | None = None, convolve: bool = True,
                exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool | None = None,
-               damping_cap: bool | None = None, sir_compat: bool = False) -> np.ndarray:
+               damping_cap: bool | None = None, sir_compat: bool = False, atmos2=None,
+               filling2: float | Sequence[float] | None = None, stray_profile=None,
+               stray_percent: float | Sequence[float] | None = None) -> np.ndarray:
     """Synthesise the emergent Stokes profiles of one or more model atmospheres (LTE, as SIR).
 
     Parameters
@@ -281,6 +283,16 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     sir_compat : bool
         SIR's 1 G non-magnetic threshold, its damping cap and its fixed number of non-H nuclei in the
         EOS (which does not affect the synthesis).
+    atmos2 : Atmosphere or list, optional
+        A second component (one per model of ``atmos``, on the same log τ grid, its own ``macro``), mixed
+        as I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray (spec-forward §9.4, :mod:`pyinv.mixing`).
+    filling2 : float or sequence, optional
+        f₂ ∈ [0, 1]; default: ``atmos2.filling`` when it came from a SIR model header (a ValueError when
+        it is the Atmosphere default 1).
+    stray_profile : array (4, nλ) or path of a SIR profile file, optional
+        Stray-light Stokes profile on the grid, used as given (not convolved).
+    stray_percent : float or sequence, optional
+        α in percent, [0, 100]; default ``atmos.stray`` (SIR: model 1's header).
 
     Returns
     -------
@@ -297,15 +309,26 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     """
     _check_mu(mu)  # validated; μ enters only hydrostatics, not the synthesis of a given model
     models, lead = _as_models(atmos)
-    p = _prepare(models, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
+    models2 = None if atmos2 is None else _as_models(atmos2)[0]
+    from .mixing import mix, resolve_mixing
+
+    mixing = resolve_mixing(models, models2, grid, filling2=filling2, stray_profile=stray_profile,
+                            stray_percent=stray_percent)
+    both = models + (models2 or [])
+    if macro is not None and models2 is not None:
+        raise ValueError("macro overrides one macroturbulence for all models; with atmos2 set each component's "
+                         "Atmosphere.macro instead")
+    p = _prepare(both, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                  exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)
     setup, used, cap = p["setup"], p["used"], p["cap"]
-    out = np.empty((len(models), 4, setup.nw))
+    out = np.empty((len(both), 4, setup.nw))
     amax_all = np.zeros(len(used))
     for i, (c, x, vm) in enumerate(zip(p["cols"], p["x"], p["vmac"])):
         out[i], amax = engine.synth_stokes(setup, c["log_tau"], x, vm)
         amax_all = np.maximum(amax_all, amax)
+    n = len(models)
+    out = mix(out[:n], out[n:] if models2 is not None else None, mixing)
     big = amax_all > 3.0
     if np.any(big) and not cap:
         warnings.warn("damping parameter exceeds 3 for line(s) " + ", ".join(
