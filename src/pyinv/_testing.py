@@ -53,13 +53,20 @@ def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, ab
     return StandInResult(atm, fit, np.array([c[2], _chi2(stokes, fit, config)]), 1, 0)
 
 
+class TaskError(BaseException):
+    """Escapes the per-pixel guard of the scheduler (which catches Exception): a failure of the task."""
+
+
 def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """``vlos_fit_solver`` except where Stokes I's first sample is a marker: 7 → raise, 8 → SIGKILL own
     process, 9 → sleep 30 s (for time limits), 6 → sleep 0.3 s then solve, 5 → idle 60 s then solve (a
-    slow pixel that costs no CPU, for stopping a run while it is computed)."""
+    slow pixel that costs no CPU, for stopping a run while it is computed), 3 → raise a
+    :class:`TaskError` (the whole task fails, not just the pixel)."""
     m = float(stokes[0, 0])
     if m == 7.0:
         raise RuntimeError("deliberate failure")
+    if m == 3.0:
+        raise TaskError("deliberate task failure")
     if m == 8.0:
         os.kill(os.getpid(), signal.SIGKILL)
     if m == 9.0:
@@ -70,4 +77,42 @@ def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None,
         time.sleep(0.3)
     if m == 5.0:
         time.sleep(60.0)
+    return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
+
+
+class PoisonedStart:
+    """A solver (picklable object) whose unpickling fails once the file ``path`` exists, so that worker
+    processes started after that die at start-up. Pixels whose Stokes I starts with 4 create the file
+    (then are solved); the rest is :func:`misbehaving_solver`."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        if os.path.exists(self.path):
+            raise RuntimeError("deliberate start-up failure (poison file present)")
+
+    def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+        if float(stokes[0, 0]) == 4.0:
+            with open(self.path, "w") as f:
+                f.write("poison")
+            stokes = np.array(stokes)
+            stokes[0, 0] = stokes[0, 1]
+        return misbehaving_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
+
+
+def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+    """:func:`vlos_fit_solver`, after checking that the worker's per-pixel inputs (cube, start table and
+    its header, indices, S/N) are memory-mapped files, not copies (raises otherwise: status 103)."""
+    from . import scheduler
+
+    w = scheduler._W
+    if w:  # in a local pool worker
+        for key in ("cube", "table", "header", "gindex", "snr"):
+            if not isinstance(w[key], np.memmap):
+                raise RuntimeError(f"{key} is not memory-mapped in the worker")
     return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)

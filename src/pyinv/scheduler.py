@@ -1109,7 +1109,9 @@ def _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, wind
                     recs = fut.result()
                     store.put_many(ids, recs)
                     submit_failures = 0
-                except Exception as exc:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # a task's failure, whatever it raised
                     stats["chunk_failures"] += 1
                     rq.failed(ids, STATUS_WORKER_DIED if _is_worker_death(exc) else STATUS_FAILED)
                 account(ids)
