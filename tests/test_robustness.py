@@ -541,3 +541,37 @@ def test_fuzz_public_api_and_engine(setup):
     for t, k, o, c in res["outcomes"]:
         if k in ("nan", "inf", "huge", "negative", "zero", "empty", "random") and t.startswith("pyinv."):
             assert o in ("ok", "ValueError"), (t, k, o, c)
+
+
+def test_requeue_bookkeeping(tmp_path):
+    """The shared failure rule: a failed task of several pixels becomes one-pixel tasks (no attempt
+    counted); a one-pixel task counts an attempt and its pixel gets the status after retries + 1."""
+    from collections import deque
+
+    store, _ = scheduler.ResultStore.open_or_create(tmp_path / "s", npix=5, ndep=3, nwav=4, ncyc=1,
+                                                    fingerprint="x")
+    q: deque = deque()
+    rq = scheduler._Requeue(store, q, 5, retries=1, nwav=4)
+    store.put(1, scheduler._blank_record(3, 4, 1, 0))  # finished: never requeued
+    rq.failed(np.array([0, 1, 2]))
+    assert [list(x) for x in q] == [[0], [2]] and rq.attempts.sum() == 0
+    q.clear()
+    rq.failed(np.array([2]), scheduler.STATUS_WORKER_DIED)
+    assert [list(x) for x in q] == [[2]] and store.status[2] == scheduler.STATUS_PENDING
+    q.clear()
+    rq.failed(np.array([2]), scheduler.STATUS_WORKER_DIED)
+    assert not q and store.status[2] == scheduler.STATUS_WORKER_DIED
+
+
+def test_reduced_chi2_definition():
+    rng = np.random.default_rng(0)
+    fit = rng.normal(size=(4, 50))
+    obs = fit + rng.normal(0, 1e-3, fit.shape)
+    obs[0, 3] = -2.0  # masked as in SIR
+    r = scheduler.reduced_chi2(obs, fit, 1000.0, (1, 0, 0, 1), nfree=2)
+    d = (obs - fit)[[0, 3]] * 1000.0
+    keep = np.ones(d.shape, bool)
+    keep[0, 3] = False
+    assert r == pytest.approx(np.sum(d[keep] ** 2) / (keep.sum() - 2))
+    assert np.isnan(scheduler.reduced_chi2(obs, fit, 1000.0, (0, 0, 0, 0)))
+    assert np.isnan(scheduler.reduced_chi2(obs, fit, -1.0, (1, 1, 1, 1)))

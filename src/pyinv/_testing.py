@@ -116,3 +116,43 @@ def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=Non
             if not isinstance(w[key], np.memmap):
                 raise RuntimeError(f"{key} is not memory-mapped in the worker")
     return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
+
+
+def two_iteration_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+    """``pyinv.invert_pixel`` limited to 2 iterations per cycle, node Jacobian (fast; memory benchmarks of
+    whole maps)."""
+    from .inversion import invert_pixel
+
+    return invert_pixel(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances,
+                        max_iterations=2, jacobian="nodes")
+
+
+def resident_kib() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process [KiB], from /proc/self/status."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out.get("VmRSS", 0), out.get("VmHWM", 0)
+
+
+def synthesize_rss_probe(warmup: int, calls: int, every: int) -> list[tuple[int, int]]:
+    """Run ``warmup`` then ``calls`` syntheses of slightly different atmospheres in this process;
+    returns [(calls done, VmRSS KiB)] sampled after the warm-up and every ``every`` calls."""
+    import pyinv
+    from . import models
+
+    lines = pyinv.default_lines()
+    grid = models.hinode_grid(lines)
+    g = models.default_guess()
+    atms = [g.with_columns(vlos=np.asarray(g.vlos) + dv, B=np.asarray(g.B) + db)
+            for dv, db in zip(np.linspace(-2e5, 2e5, 17), np.linspace(0, 800, 17))]
+    for k in range(warmup):
+        pyinv.synthesize(atms[k % 17], lines, grid)
+    samples = [(0, resident_kib()[0])]
+    for k in range(1, calls + 1):
+        pyinv.synthesize(atms[k % 17], lines, grid)
+        if k % every == 0:
+            samples.append((k, resident_kib()[0]))
+    return samples

@@ -286,6 +286,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
     status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))
     fp = _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abundances, problem, time_limit)
 
+    try:  # temporary folders of runs killed with SIGKILL (owner process gone)
+        _sch.remove_stale_folders()
+    except OSError:  # pragma: no cover
+        pass
     tmp = None
     if checkpoint is None:
         tmp = tempfile.mkdtemp(prefix=f"pyinv-store-{_sch._owner_tag()}-")  # removed by a later run if we are killed

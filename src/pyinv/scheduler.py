@@ -4,12 +4,16 @@ How a map is run
 ----------------
 * The pixels to compute are cut into chunks (contiguous runs of raster indices). A bounded window of
   chunks is in flight; a worker that finishes takes the next one (dynamic load balancing).
-* **Local pool** (default): a :class:`concurrent.futures.ProcessPoolExecutor` (forkserver start where
-  available). Every worker runs :func:`_init_local_worker` once: it imports the engine, pins BLAS/OpenMP
-  threads to 1 (threadpoolctl) and memory-maps the inputs (cube, guess table, per-pixel indices) that the
-  parent wrote once to a temporary folder (``/dev/shm`` when it has room). Tasks carry only pixel
-  indices; workers write each finished pixel straight into the result store (also memory-mapped), so
-  nothing but indices crosses a pipe.
+* **Local pool** (default): a :class:`concurrent.futures.ProcessPoolExecutor` with :class:`WorkerContext`
+  (forkserver where available, else spawn) whose workers do **not** import the parent's ``__main__``:
+  an unguarded script, a script read from stdin and a notebook work alike. Every worker runs
+  :func:`_init_local_worker` once: it imports the engine, pins BLAS/OpenMP threads to 1 (threadpoolctl)
+  and memory-maps every input (cube, start-model table and its header, per-pixel indices, S/N) that the
+  parent wrote once to a temporary folder (``/dev/shm`` when it has room for all of them). Tasks carry
+  only pixel indices; workers write each finished pixel straight into the result store (also
+  memory-mapped) and drop their mapped pages after each task, so a worker's resident size does not grow
+  with the map. Temporary folders are named after their owner process (pid and start time); folders
+  of owners that are gone (a run killed with SIGKILL) are removed when the next run starts.
 * **Any other** :class:`concurrent.futures.Executor` (dask ``client.get_executor()``, a ``distributed.Client``,
   ``mpi4py.futures.MPIPoolExecutor``, ...): tasks carry their chunk's profiles and guesses and return the
   results, which the parent writes into the store.
@@ -18,27 +22,33 @@ How a map is run
 Faults
 ------
 * An exception inside the per-pixel solver gives that pixel ``STATUS_FAILED`` and NaNs.
+* A task that fails otherwise (an error outside the per-pixel guard, a failed ``submit``, a task that
+  returned with pixels unwritten) is split into one-pixel tasks; a pixel that fails ``retries + 1`` times
+  alone gets ``STATUS_FAILED`` (``STATUS_WORKER_DIED`` when the executor reports a dead worker). After the
+  queue drains, any pixel still pending is requeued the same way: the run ends only when none is pending.
 * A worker process that dies (segfault, ``kill -9``) breaks a local pool: the parent builds a new pool
   and resubmits every unfinished pixel; pixels that were being computed when a worker died are rerun
   one at a time with nothing else running (so a death is attributed to the right pixel), and a pixel
-  that kills its worker ``retries + 1`` times while running alone is given ``STATUS_WORKER_DIED``. With
-  other executors a chunk that raises is retried pixel by pixel, up to ``retries`` times.
+  that kills its worker ``retries + 1`` times while running alone is given ``STATUS_WORKER_DIED``. A pool
+  that dies before starting or finishing any pixel is rebuilt at most :data:`MAX_FUTILE_REBUILDS` times,
+  then :class:`PoolStartError` reports the workers' own error and :data:`GUARD_HINT`.
 * A run that stops early (an exception or ``KeyboardInterrupt`` in the parent, or SIGTERM: while a local
   pool runs, SIGTERM in the main thread raises ``SystemExit(143)`` if its handler was the default) ends
   its pool workers at once instead of waiting for their chunks; finished pixels stay in the store, so a
   rerun with the same checkpoint resumes.
 * ``time_limit`` (seconds per pixel and start): a pixel still running after it gets ``STATUS_TIMEOUT``.
   The limit is enforced with SIGALRM (Python-level) and, in local pool workers, a hard CPU-time limit of
-  ``2·time_limit + 1`` s (SIGPROF kills the worker; the parent records the timeout). Executors that
-  run tasks outside the main thread of their process (dask workers) cannot take signals: there the
-  limit is not enforced.
+  ``2·time_limit + 1`` s (SIGPROF kills the worker; the parent records the timeout). Executors that run
+  tasks outside the main thread of their process (dask workers) cannot take signals: there the pixels
+  of a task run in a child process (:mod:`pyinv.pixel_process`) that is killed when a pixel overruns.
 
 Checkpoint store
 ----------------
 A folder of ``.npy`` files (memory-mapped), one per output, indexed by raster pixel, plus
-``meta.json`` (shapes and a fingerprint of every input). ``status == STATUS_PENDING`` marks pixels not
-yet finished; each pixel's data are written before its status. Reopening a store with the same
-fingerprint computes only the pending pixels; a store made for other inputs is refused.
+``meta.json`` (shapes and a content digest of every input, by name). ``status == STATUS_PENDING`` marks
+pixels not yet finished; each pixel's data are written (and, in a user's checkpoint, synced to disk)
+before its status. Reopening a store with the same fingerprint computes only the pending pixels; a store
+made for other inputs is refused with the names of the inputs that changed.
 """
 from __future__ import annotations
 
