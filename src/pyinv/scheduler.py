@@ -101,9 +101,10 @@ STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_CONVERGED: "converged", STATUS
 #: stops with :class:`PoolStartError`.
 MAX_FUTILE_REBUILDS = 3
 
-GUARD_HINT = ('pyinv.invert runs its workers in separate processes. If this is a script, put the code that '
-              'calls pyinv.invert under `if __name__ == "__main__":`; or pass executor="serial" to run in '
-              'this process.')
+GUARD_HINT = ('pyinv.invert runs its workers in separate processes, which do not run your main script: what '
+              'they need (e.g. a custom solver or guess object) must come from an importable module, not from '
+              '__main__. If this is a script, put the code that calls pyinv.invert under '
+              '`if __name__ == "__main__":`; or pass executor="serial" to run in this process.')
 
 
 class PoolStartError(RuntimeError):
