@@ -140,7 +140,7 @@ class InversionConfig:
         ``vmic``, ``B``, ``vlos``, ``gamma``, ``phi``, ``vmac`` (0/1)); values an int or a sequence
         (per cycle, the last repeats). Missing keys mean 0. :data:`NODES_MAX` (``*``) = maximum.
     weights : 4 numbers or 4 sequences
-        Weights of Stokes I, Q, U, V (per cycle if sequences), finite; not all 0 in a cycle. A negative
+        Weights of Stokes I, Q, U, V (per cycle if sequences), finite. A negative
         Q/U/V weight fits X/I (SIR's meaning; needs a positive I weight); I's weight must be >= 0.
     snr : float or sequence
         Estimated S/N of I (χ² scaling), finite and > 0, default 1000.
@@ -257,9 +257,7 @@ class InversionConfig:
                     raise ValueError(f"weights[0] (Stokes I) cycle {c}: must be >= 0, got {v!r} (a negative "
                                      "weight means 'fit X/I' and is only defined for Q, U and V)")
         for c in range(1, max(self.cycles, max(len(w) for w in self.weights)) + 1):
-            w = self.weights_for(c)
-            if not any(w):
-                raise ValueError(f"weights cycle {c}: all four weights are 0 (nothing to fit)")
+            w = self.weights_for(c)  # all four 0 is left to the engine (status 11, no data)
             if any(x < 0 for x in w[1:]) and not w[0] > 0:
                 raise ValueError(f"weights cycle {c}: a negative weight (fit Q/I, U/I or V/I, SIR's meaning) "
                                  f"needs Stokes I fitted too (weights[0] > 0), got {w}")
