@@ -565,7 +565,7 @@ def test_requeue_bookkeeping(tmp_path):
 
 def test_reduced_chi2_definition():
     rng = np.random.default_rng(0)
-    fit = rng.normal(size=(4, 50))
+    fit = rng.uniform(-0.5, 1.0, size=(4, 50))
     obs = fit + rng.normal(0, 1e-3, fit.shape)
     obs[0, 3] = -2.0  # masked as in SIR
     r = scheduler.reduced_chi2(obs, fit, 1000.0, (1, 0, 0, 1), nfree=2)
