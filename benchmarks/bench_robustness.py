@@ -10,7 +10,7 @@
   at most 2 iterations, node Jacobian), local pool; a sampler reads the peak resident size (VmHWM) of every worker
   process; prints both peaks and their difference (target: < 50 MB).
 * ``fuzz``: ``inputs`` fuzz inputs of the public API and pyinv.engine (pyinv._fuzz) in child processes;
-  prints the outcomes by kind and by target, and the crashes (target: 0).
+  prints the outcomes by kind and by target, the crashes and the hangs (target: 0).
 
 Run it with ``nice``; the map run of 256x256 takes minutes.
 """
@@ -158,7 +158,7 @@ def fuzz(args) -> dict:
     from pyinv import _fuzz
 
     t0 = time.perf_counter()
-    res = _fuzz.drive(args.inputs, args.seed, timeout=7200)
+    res = _fuzz.drive(args.inputs, args.seed, timeout=7200, per_input=60)
     secs = time.perf_counter() - t0
     by_kind: dict = collections.defaultdict(collections.Counter)
     by_target: dict = collections.defaultdict(collections.Counter)
@@ -166,7 +166,8 @@ def fuzz(args) -> dict:
         by_kind[k][o] += c
         by_target[t][o] += c
     outcomes = sorted({o for c in by_kind.values() for o in c})
-    print(f"fuzz: {args.inputs} inputs (seed {args.seed}) in {secs:.0f} s; crashes: {len(res['crashes'])}")
+    print(f"fuzz: {args.inputs} inputs (seed {args.seed}) in {secs:.0f} s; crashes: {len(res['crashes'])}, "
+          f"hangs (> 60 s): {len(res['hangs'])}")
     w = max(len(t) for t in by_target)
     print(f"  {'kind':<{w}} " + " ".join(f"{o:>13}" for o in outcomes))
     for k in sorted(by_kind):
@@ -176,7 +177,9 @@ def fuzz(args) -> dict:
         print(f"  {t:<{w}} " + " ".join(f"{by_target[t][o]:>13}" for o in outcomes))
     for c in res["crashes"]:
         print(f"  CRASH input {c[0]}: {c[1]} ({c[2]}), exit {c[3]}")
-    return {"inputs": args.inputs, "seed": args.seed, "seconds": secs, "crashes": res["crashes"],
+    for c in res["hangs"]:
+        print(f"  HANG input {c[0]}: {c[1]} ({c[2]})")
+    return {"inputs": args.inputs, "seed": args.seed, "seconds": secs, "crashes": res["crashes"], "hangs": res["hangs"],
             "by_kind": {k: dict(v) for k, v in by_kind.items()}, "by_target": {k: dict(v) for k, v in by_target.items()}}
 
 

@@ -204,41 +204,74 @@ def run_range(first: int, last: int, seed: int, echo: bool = False) -> Counter:
     return counts
 
 
-def drive(n: int, seed: int, timeout: float = 3600.0) -> dict[str, Any]:
+def drive(n: int, seed: int, timeout: float = 3600.0, per_input: float = 120.0) -> dict[str, Any]:
     """Run inputs 0..n-1 in child processes (``python -m pyinv._fuzz``); a child that dies is counted
-    as a crash of the input it was running and a new child continues with the next input.
+    as a crash of the input it was running, one still running an input after ``per_input`` seconds is
+    killed and counted as a hang; a new child continues with the next input. ``timeout`` bounds the
+    whole run.
 
     Returns
     -------
-    dict with ``inputs``, ``crashes`` (list of (index, target, kind, signal/exit code)) and ``outcomes``
-    (list of [target, kind, outcome, count]).
+    dict with ``inputs``, ``crashes`` and ``hangs`` (lists of (index, target, kind, exit code)) and
+    ``outcomes`` (list of [target, kind, outcome, count]).
     """
     import os
+    import select
     import subprocess
+    import time
 
     import pyinv
 
     roots = [os.path.dirname(os.path.abspath(p)) for p in pyinv.__path__]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(roots + [os.environ.get("PYTHONPATH", "")]))
     first = 0
-    crashes = []
+    crashes, hangs = [], []
     total: Counter = Counter()
+    end = time.monotonic() + timeout
     while first < n:
-        proc = subprocess.run([sys.executable, "-m", "pyinv._fuzz", str(n), str(seed), str(first)],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-        for line in proc.stdout.splitlines():
+        proc = subprocess.Popen([sys.executable, "-m", "pyinv._fuzz", str(n), str(seed), str(first)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        out, err = proc.stdout.fileno(), proc.stderr.fileno()
+        obuf, ebuf = b"", b""
+        current, since, hung = first, time.monotonic(), False
+        open_fds = {out, err}
+        while open_fds:
+            r, _, _ = select.select(list(open_fds), [], [], 1.0)
+            for fd in r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == out:
+                    obuf += chunk
+                else:
+                    ebuf += chunk
+                    lines = ebuf.split(b"\n")
+                    ebuf = lines[-1]
+                    for ln in lines[:-1]:
+                        if ln.startswith(b"@") and ln[1:].isdigit():
+                            current, since = int(ln[1:]), time.monotonic()
+            now = time.monotonic()
+            if open_fds and (now - since > per_input or now > end):
+                hung = True
+                proc.kill()
+        rc = proc.wait()
+        for line in obuf.decode(errors="replace").splitlines():
             if line.startswith("{"):
                 d = json.loads(line)
                 total[(d["target"], d["kind"], d["outcome"])] += d["count"]
-        if proc.returncode == 0:
+        if rc == 0:
             break
-        marks = [int(x[1:]) for x in proc.stderr.split() if x.startswith("@") and x[1:].isdigit()]
-        bad = marks[-1] if marks else first
-        name, kind, _, _, _ = make_input(bad, seed)
-        crashes.append((bad, name, kind, proc.returncode))
-        total[(name, kind, "CRASH")] += 1
-        first = bad + 1
-    return {"inputs": n, "crashes": crashes,
+        name, kind, _, _, _ = make_input(current, seed)
+        if hung:
+            hangs.append((current, name, kind, rc))
+            total[(name, kind, "HANG")] += 1
+        else:
+            crashes.append((current, name, kind, rc))
+            total[(name, kind, "CRASH")] += 1
+        if time.monotonic() > end:
+            break
+        first = current + 1
+    return {"inputs": n, "crashes": crashes, "hangs": hangs,
             "outcomes": [[t, k, o, c] for (t, k, o), c in sorted(total.items())]}
 
 

@@ -28,6 +28,8 @@ __all__ = ["InversionConfig", "NodeTable", "NODE_PARAMETERS", "NODES_MAX"]
 NODE_PARAMETERS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "vmac")
 #: Internal value of ``*`` ("maximum") in a node field.
 NODES_MAX = 1000
+#: Largest number of cycles accepted (SIR runs a handful; the bound keeps per-cycle checks finite).
+MAX_CYCLES = 1000
 
 PathLike = str | os.PathLike
 
@@ -199,6 +201,8 @@ class InversionConfig:
                 isinstance(self.cycles, float) and self.cycles.is_integer()):
             raise ValueError(f"cycles must be an integer, got {self.cycles!r}")
         self.cycles = int(self.cycles)
+        if self.cycles > MAX_CYCLES:
+            raise ValueError(f"cycles must be <= {MAX_CYCLES}, got {self.cycles}")
         if self.cycles < 1:
             raise ValueError(f"cycles must be >= 1 (an inversion runs at least one cycle), got {self.cycles}; "
                              "SIR's synthesis (0) and response-function (-1) modes are pyinv.synthesize and "
