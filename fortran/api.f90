@@ -9,6 +9,7 @@
 module pyinv_api
   implicit none
   private
+  public :: engine_version  ! section: general
   public :: engine_error_message, voigt_hf, voigt_hf_n, voigt_hf_deriv, planck_bt
   public :: synth_stokes, zeeman_components, formal_solution, hsra_intensity, convolve_stokes
   public :: synth_rf  ! section: synthesis (response functions)
@@ -23,6 +24,17 @@ contains
 ! ---------------------------------------------------------------------------------------------------
 ! section: general
 ! ---------------------------------------------------------------------------------------------------
+
+!> Version of the compiled engine: the pyinv version it was built from and the API version.
+subroutine engine_version(version, api_version)
+  use, intrinsic :: iso_c_binding, only: c_int
+  use pyinv_version, only: engine_version_string, engine_api_version
+  implicit none
+  character(len=32), intent(out) :: version
+  integer(c_int), intent(out) :: api_version
+  version = engine_version_string
+  api_version = int(engine_api_version, c_int)
+end subroutine engine_version
 
 !> Text of an engine error code.
 subroutine engine_error_message(code, msg)

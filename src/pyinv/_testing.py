@@ -53,13 +53,20 @@ def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, ab
     return StandInResult(atm, fit, np.array([c[2], _chi2(stokes, fit, config)]), 1, 0)
 
 
+class TaskError(BaseException):
+    """Escapes the per-pixel guard of the scheduler (which catches Exception): a failure of the task."""
+
+
 def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """``vlos_fit_solver`` except where Stokes I's first sample is a marker: 7 → raise, 8 → SIGKILL own
     process, 9 → sleep 30 s (for time limits), 6 → sleep 0.3 s then solve, 5 → idle 60 s then solve (a
-    slow pixel that costs no CPU, for stopping a run while it is computed)."""
+    slow pixel that costs no CPU, for stopping a run while it is computed), 3 → raise a
+    :class:`TaskError` (the whole task fails, not just the pixel)."""
     m = float(stokes[0, 0])
     if m == 7.0:
         raise RuntimeError("deliberate failure")
+    if m == 3.0:
+        raise TaskError("deliberate task failure")
     if m == 8.0:
         os.kill(os.getpid(), signal.SIGKILL)
     if m == 9.0:
@@ -71,3 +78,81 @@ def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None,
     if m == 5.0:
         time.sleep(60.0)
     return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
+
+
+class PoisonedStart:
+    """A solver (picklable object) whose unpickling fails once the file ``path`` exists, so that worker
+    processes started after that die at start-up. Pixels whose Stokes I starts with 4 create the file
+    (then are solved); the rest is :func:`misbehaving_solver`."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        if os.path.exists(self.path):
+            raise RuntimeError("deliberate start-up failure (poison file present)")
+
+    def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+        if float(stokes[0, 0]) == 4.0:
+            with open(self.path, "w") as f:
+                f.write("poison")
+            stokes = np.array(stokes)
+            stokes[0, 0] = stokes[0, 1]
+        return misbehaving_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
+
+
+def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+    """:func:`vlos_fit_solver`, after checking that the worker's per-pixel inputs (cube, start table and
+    its header, indices, S/N) are memory-mapped files, not copies (raises otherwise: status 103)."""
+    from . import scheduler
+
+    w = scheduler._W
+    if w:  # in a local pool worker
+        for key in ("cube", "table", "header", "gindex", "snr"):
+            if not isinstance(w[key], np.memmap):
+                raise RuntimeError(f"{key} is not memory-mapped in the worker")
+    return vlos_fit_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
+
+
+def two_iteration_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+    """``pyinv.invert_pixel`` limited to 2 iterations per cycle, node Jacobian (fast; memory benchmarks of
+    whole maps)."""
+    from .inversion import invert_pixel
+
+    return invert_pixel(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances,
+                        max_iterations=2, jacobian="nodes")
+
+
+def resident_kib() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process [KiB], from /proc/self/status."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out.get("VmRSS", 0), out.get("VmHWM", 0)
+
+
+def synthesize_rss_probe(warmup: int, calls: int, every: int) -> list[tuple[int, int]]:
+    """Run ``warmup`` then ``calls`` syntheses of slightly different atmospheres in this process;
+    returns [(calls done, VmRSS KiB)] sampled after the warm-up and every ``every`` calls."""
+    import pyinv
+    from . import models
+
+    lines = pyinv.default_lines()
+    grid = models.hinode_grid(lines)
+    g = models.default_guess()
+    atms = [g.with_columns(vlos=np.asarray(g.vlos) + dv, B=np.asarray(g.B) + db)
+            for dv, db in zip(np.linspace(-2e5, 2e5, 17), np.linspace(0, 800, 17))]
+    for k in range(warmup):
+        pyinv.synthesize(atms[k % 17], lines, grid)
+    samples = [(0, resident_kib()[0])]
+    for k in range(1, calls + 1):
+        pyinv.synthesize(atms[k % 17], lines, grid)
+        if k % every == 0:
+            samples.append((k, resident_kib()[0]))
+    return samples

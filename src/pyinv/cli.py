@@ -119,7 +119,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         res = invert(args.cube, lines, grid, cfg, init=args.init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
                      axes=args.axes, executor=executor, workers=args.workers, chunk=args.chunk,
-                     checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit)
+                     checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit,
+                     check=not args.no_check)
     finally:
         if client is not None:
             client.close()
@@ -129,7 +130,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     p = res.provenance
     print(f"inverted {p['computed']} pixels in {p['seconds']:.1f} s ({p.get('executor')}, workers={p.get('workers')}) "
           f"-> {out}")
-    print("  status:", ", ".join(f"{k}: {v}" for k, v in res.summary().items()))
+    for line in res.describe().splitlines():
+        print("  " + line)
     if args.plot:
         res.plot(out.with_suffix(".png"))
         print(f"  figure -> {out.with_suffix('.png')}")
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dask", metavar="ADDRESS", help="dask scheduler address (tcp://host:8786) instead of a local pool")
     v.add_argument("--checkpoint", help="folder of the resumable result store")
     v.add_argument("--time-limit", type=float, help="seconds per pixel")
+    v.add_argument("--no-check", action="store_true", help="invert a cube that does not look normalised: its "
+                   "unusable pixels get status 102 instead of refusing the map")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--plot", action="store_true", help="also write a PNG quick look")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")

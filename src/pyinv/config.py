@@ -14,6 +14,7 @@ control file's folder (``~`` expanded). Empty LINES / ABUNDANCES fields mean pyi
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import warnings
@@ -27,6 +28,8 @@ __all__ = ["InversionConfig", "NodeTable", "NODE_PARAMETERS", "NODES_MAX"]
 NODE_PARAMETERS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "vmac")
 #: Internal value of ``*`` ("maximum") in a node field.
 NODES_MAX = 1000
+#: Largest number of cycles accepted (SIR runs a handful; the bound keeps per-cycle checks finite).
+MAX_CYCLES = 1000
 
 PathLike = str | os.PathLike
 
@@ -127,20 +130,22 @@ def _pick(values: tuple, cycle: int, default: Any) -> Any:
 
 @dataclass
 class InversionConfig:
-    """Configuration of a SIR-style inversion (or synthesis, ``cycles = 0``).
+    """Configuration of a SIR-style inversion, validated at construction (a ValueError names the field).
 
     Parameters
     ----------
     cycles : int
-        Number of cycles (0 = synthesis, −1 = response functions).
+        Number of cycles, >= 1 (SIR's synthesis (0) and response-function (−1) modes are
+        :func:`pyinv.synthesize` and :func:`pyinv.response_functions`).
     nodes, nodes2 : dict (stored as :class:`NodeTable`; ``cfg.nodes(cycle)`` gives one cycle's counts)
         Node counts per cycle for models 1 and 2, keyed by :data:`NODE_PARAMETERS` (``T``, ``Pe``,
         ``vmic``, ``B``, ``vlos``, ``gamma``, ``phi``, ``vmac`` (0/1)); values an int or a sequence
         (per cycle, the last repeats). Missing keys mean 0. :data:`NODES_MAX` (``*``) = maximum.
     weights : 4 numbers or 4 sequences
-        Weights of Stokes I, Q, U, V (per cycle if sequences). Negative Q/U/V weight: fit X/I.
+        Weights of Stokes I, Q, U, V (per cycle if sequences), finite. A negative
+        Q/U/V weight fits X/I (SIR's meaning; needs a positive I weight); I's weight must be >= 0.
     snr : float or sequence
-        Estimated S/N of I (χ² scaling), default 1000.
+        Estimated S/N of I (χ² scaling), finite and > 0, default 1000.
     auto_nodes : int or sequence
         1 = automatic node selection (per cycle).
     invert_filling, invert_stray : int or sequence
@@ -192,10 +197,16 @@ class InversionConfig:
     base_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.cycles, bool) or not isinstance(self.cycles, (int,)) and not (
+        if isinstance(self.cycles, bool) or not isinstance(self.cycles, numbers.Integral) and not (
                 isinstance(self.cycles, float) and self.cycles.is_integer()):
             raise ValueError(f"cycles must be an integer, got {self.cycles!r}")
         self.cycles = int(self.cycles)
+        if self.cycles > MAX_CYCLES:
+            raise ValueError(f"cycles must be <= {MAX_CYCLES}, got {self.cycles}")
+        if self.cycles < 1:
+            raise ValueError(f"cycles must be >= 1 (an inversion runs at least one cycle), got {self.cycles}; "
+                             "SIR's synthesis (0) and response-function (-1) modes are pyinv.synthesize and "
+                             "pyinv.response_functions")
         for attr in ("nodes", "nodes2"):
             d = getattr(self, attr) or {}
             if not isinstance(d, Mapping):
@@ -225,6 +236,7 @@ class InversionConfig:
                 raise ValueError(f"{name} must be finite")
             setattr(self, name, v)
         self.magnetic_pressure = _to_int(self.magnetic_pressure)
+        self._validate_numbers()
         for name in _FILE_FIELDS:
             v = getattr(self, name)
             if v is not None:
@@ -238,6 +250,48 @@ class InversionConfig:
                     if _pick(vals, c, 0) == NODES_MAX and _pick(self.auto_nodes, c, 0) != 1:
                         raise ValueError(f"{attr}[{p!r}] cycle {c}: '*' (maximum number of nodes) is only "
                                          "allowed with automatic node selection in that cycle")
+
+    def _validate_numbers(self) -> None:
+        """Weights, S/N, tolerances and switches: finite and in range (ValueError naming the field)."""
+        for i, (s, w) in enumerate(zip("IQUV", self.weights)):
+            for c, v in enumerate(w, 1):
+                if not math.isfinite(v):
+                    raise ValueError(f"weights[{i}] (Stokes {s}) cycle {c}: must be finite, got {v!r}")
+                if v < 0 and i == 0:
+                    raise ValueError(f"weights[0] (Stokes I) cycle {c}: must be >= 0, got {v!r} (a negative "
+                                     "weight means 'fit X/I' and is only defined for Q, U and V)")
+        for c in range(1, max(self.cycles, max(len(w) for w in self.weights)) + 1):
+            w = self.weights_for(c)  # all four 0 is left to the engine (status 11, no data)
+            if any(x < 0 for x in w[1:]) and not w[0] > 0:
+                raise ValueError(f"weights cycle {c}: a negative weight (fit Q/I, U/I or V/I, SIR's meaning) "
+                                 f"needs Stokes I fitted too (weights[0] > 0), got {w}")
+        for name in ("snr", "svd_tolerance", "initial_diagonal"):
+            for c, v in enumerate(getattr(self, name), 1):
+                if not (math.isfinite(v) and v > 0):
+                    raise ValueError(f"{name} cycle {c}: must be finite and > 0, got {v!r}")
+        for name in ("auto_nodes", "invert_filling", "invert_stray"):
+            for c, v in enumerate(getattr(self, name), 1):
+                if v not in (0, 1):
+                    raise ValueError(f"{name} cycle {c}: must be 0 or 1, got {v!r}")
+        for c, v in enumerate(self.interpolation, 1):
+            if v not in range(6):
+                raise ValueError(f"interpolation cycle {c}: must be 0..5, got {v!r}")
+        if self.magnetic_pressure not in (0, 1):
+            raise ValueError(f"magnetic_pressure must be 0 or 1, got {self.magnetic_pressure!r}")
+        if not 0.0 < abs(self.mu) <= 1.0:
+            raise ValueError(f"mu must satisfy 0 < |mu| <= 1, got {self.mu!r}")
+
+    def check_nodes(self, ndep: int) -> None:
+        """Refuse node counts beyond a depth grid of ``ndep`` points (ValueError naming the field)."""
+        for attr in ("nodes", "nodes2"):
+            for p, vals in getattr(self, attr).items():
+                if p == "vmac":
+                    continue
+                for c in range(1, self.cycles + 1):
+                    n = _pick(vals, c, 0)
+                    if n != NODES_MAX and n > ndep:
+                        raise ValueError(f"{attr}[{p!r}] cycle {c}: {n} nodes exceed the {ndep} depth points "
+                                         "of the model")
 
     # ------------------------------------------------------------------ accessors
     def value(self, name: str, cycle: int) -> Any:

@@ -80,6 +80,7 @@ def _module() -> ModuleType:
         except ImportError as exc:
             errors.append(f"{_ISA_MODULES[isa]}: {exc}")
             continue
+        check_engine_version(mod)
         mod.__pyinv_isa__ = isa
         return mod
     raise ImportError(  # pragma: no cover - depends on the installation
@@ -92,6 +93,41 @@ def isa() -> str:
     """The instruction-set variant of the loaded engine: ``"v4"`` (x86-64-v4, AVX-512), ``"v3"``
     (x86-64-v3, AVX2/FMA) or ``"baseline"``."""
     return _module().__pyinv_isa__
+
+
+#: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
+ENGINE_API_VERSION = 2
+
+
+def check_engine_version(module: ModuleType) -> tuple[str, int]:
+    """Compare the compiled engine's version with the Python package's.
+
+    Returns
+    -------
+    (engine version, engine API version)
+
+    Raises
+    ------
+    ImportError
+        Naming both versions, when the engine was built from another pyinv version or for another API
+        (a stale build under newer Python code), or carries no version at all.
+    """
+    from . import __version__
+
+    fn = getattr(getattr(module, "pyinv_api", None), "engine_version", None)
+    if fn is None:
+        raise ImportError(f"pyinv's compiled engine ({getattr(module, '__file__', module)}) carries no version "
+                          f"(built from a pyinv older than the Python package {__version__}, API "
+                          f"{ENGINE_API_VERSION}): reinstall with `pip install .` or rebuild it")
+    version, api_version = fn()
+    if isinstance(version, (bytes, np.bytes_)):
+        version = version.decode("ascii", "replace")
+    version, api_version = str(version).strip(), int(api_version)
+    if version != __version__ or api_version != ENGINE_API_VERSION:
+        raise ImportError(f"pyinv's compiled engine is version {version} (API {api_version}) but the Python "
+                          f"package is version {__version__} (API {ENGINE_API_VERSION}): a stale build; reinstall "
+                          "with `pip install .` or rebuild it (tools/devbuild.sh)")
+    return version, api_version
 
 
 def api() -> ModuleType:

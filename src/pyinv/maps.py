@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,73 @@ def _per_pixel(name: str, v: Any, ny: int, nx: int, positive: bool = False) -> n
     return a
 
 
+#: Largest |value| of a continuum-normalised profile that is still believable (bright network and
+#: faculae stay below ~2; counts, a wrong unit or ×1e30 are far above).
+HUGE_VALUE = 10.0
+#: Range of the map's median continuum (the median over pixels of max I) that looks normalised.
+CONTINUUM_RANGE = (0.1, 10.0)
+
+
+def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | None = None
+               ) -> tuple[np.ndarray, list[str]]:
+    """Look for a cube that is not normalised to the continuum.
+
+    Parameters
+    ----------
+    data : ndarray (ny, nx, 4, nλ)
+        The cube, canonical axis order.
+    dtype : numpy dtype
+        The dtype the user passed (integer types mean raw counts).
+    valid : bool ndarray (ny, nx), optional
+        Pixels to look at (default: all).
+
+    Returns
+    -------
+    bad : bool ndarray (ny, nx)
+        Pixels with finite values that cannot be inverted: Stokes I <= 0 somewhere (negative or all-zero
+        I), or some |value| > :data:`HUGE_VALUE`.
+    problems : list of str
+        One sentence per problem found for the map (empty when the cube looks normalised).
+    """
+    ny, nx = data.shape[:2]
+    sel = np.ones((ny, nx), bool) if valid is None else np.asarray(valid, bool)
+    finite = np.isfinite(data).all(axis=(2, 3))
+    with np.errstate(invalid="ignore", over="ignore"):
+        stokes_i = data[:, :, 0, :]
+        nonpositive = (stokes_i <= 0).any(axis=-1)
+        huge = (np.abs(data) > HUGE_VALUE).any(axis=(2, 3))
+        cont = stokes_i.max(axis=-1)
+    bad = sel & finite & (nonpositive | huge)
+    look = sel & finite
+    problems = []
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        problems.append(f"the cube holds integers ({np.dtype(dtype)}): raw counts, not profiles normalised to "
+                        "the continuum")
+    if look.any():
+        med = float(np.median(cont[look]))
+        if not CONTINUUM_RANGE[0] <= med <= CONTINUUM_RANGE[1]:
+            problems.append(f"the median continuum (max of Stokes I per pixel) is {med:.4g}, far from 1")
+    n_zero = int((sel & finite & (stokes_i == 0).all(axis=-1)).sum())
+    n_neg = int((sel & finite & (stokes_i < 0).any(axis=-1)).sum())
+    n_huge = int((sel & finite & huge).sum())
+    if n_zero:
+        problems.append(f"{n_zero} pixel(s) have an all-zero Stokes I")
+    if n_neg:
+        problems.append(f"{n_neg} pixel(s) have negative Stokes I")
+    n_other = int((sel & finite & (stokes_i == 0).any(axis=-1) & ~(stokes_i == 0).all(axis=-1)
+                   & ~(stokes_i < 0).any(axis=-1)).sum())
+    if n_other:
+        problems.append(f"{n_other} pixel(s) have Stokes I = 0 at some wavelength")
+    if n_huge:
+        problems.append(f"{n_huge} pixel(s) have values beyond ±{HUGE_VALUE:g} (in units of the continuum)")
+    return bad, problems
+
+
 def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *, init: Any = "single",
            guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
            abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
-           time_limit: float | None = None, retries: int = 2) -> InversionResult:
+           time_limit: float | None = None, retries: int = 2, check: bool = True) -> InversionResult:
     """Invert every pixel of a Stokes map; each pixel's result is exactly what
     :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
 
@@ -110,7 +173,13 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     time_limit : float, optional
         Seconds per pixel (and per start); exceeding pixels get ``STATUS_TIMEOUT`` (104).
     retries : int
-        Retries of a pixel whose worker process died (then ``STATUS_WORKER_DIED``, 105).
+        Retries of a pixel whose worker process died (then ``STATUS_WORKER_DIED``, 105) or whose task
+        failed outside the solver (then ``STATUS_FAILED``, 103).
+    check : bool
+        True (default): a cube that does not look normalised to the continuum (integer counts, median
+        continuum far from 1, negative or all-zero Stokes I, values beyond ±10) is refused with a
+        ValueError naming what was found. False: one warning for the map instead, and the offending pixels
+        get ``STATUS_BAD_INPUT`` (102) without being inverted.
 
     Returns
     -------
@@ -120,24 +189,40 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     ------
     ValueError
         Wrong axes/shapes (cube not 4-D, Stokes axis ≠ 4, nλ ≠ grid.nwav, mask/sigma shapes), unknown init,
-        a checkpoint made for other inputs.
+        node counts beyond the model's depth points, a cube that does not look normalised (``check``),
+        a checkpoint made for other inputs (the message lists which inputs changed).
+    pyinv.scheduler.PoolStartError
+        The local pool died more than 3 times before computing any pixel (the message says why and what
+        to add to a script); finished pixels stay in the checkpoint.
 
     Notes
     -----
     Pixels whose profiles contain NaN or infinite values are not inverted (status ``STATUS_BAD_INPUT``
     (102), NaN outputs); an exception in the solver gives ``STATUS_FAILED`` (103). The run never stops
-    for a pixel.
+    for a pixel. Workers need nothing from ``__main__``: a script without ``if __name__ == "__main__":``
+    (or one piped through stdin) works.
     """
     return _invert(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
                    abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
                    checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
-                   solver="pyinv:invert_pixel")
+                   solver="pyinv:invert_pixel", check=check)
+
+
+def _refuse_in_bootstrap() -> None:
+    """A process that is still being set up by multiprocessing (it re-runs its parent's main module, e.g.
+    a user's own pool started from an unguarded script) must not start a map inversion."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError("pyinv.invert was called while a child process was starting (the main script is "
+                           "re-run by multiprocessing in its children). " + _sch.GUARD_HINT)
 
 
 def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abundances, axes, executor, workers,
-            chunk, checkpoint, progress, time_limit, retries, solver) -> InversionResult:
+            chunk, checkpoint, progress, time_limit, retries, solver, check=True) -> InversionResult:
     from .init import InitContext, get_init
 
+    _refuse_in_bootstrap()
     t_start = time.perf_counter()
     if not isinstance(lines, LineList):
         raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
@@ -168,8 +253,21 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             raise ValueError(f"mask must have shape (ny, nx) = {(ny, nx)}, got {sel.shape}")
         if sel.dtype != bool:
             raise ValueError(f"mask must be boolean (True = invert the pixel), got dtype {sel.dtype}")
+    if isinstance(retries, bool) or int(retries) < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
     snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / _per_pixel("sigma", sigma, ny, nx, positive=True)
     finite = np.isfinite(data).all(axis=(2, 3))
+    in_dtype = np.asarray(cube).dtype if not isinstance(cube, (str, os.PathLike)) else data.dtype
+    unusable, problems = check_cube(data, in_dtype, sel)
+    if problems:
+        text = ("the cube does not look normalised to the continuum (pyinv expects profiles divided by the "
+                "HSRA disk-centre continuum): " + "; ".join(problems))
+        if check:
+            raise ValueError(text + ". Normalise it, mask the pixels, or pass check=False to invert the other "
+                             "pixels (those listed get status 102, bad input)")
+        warnings.warn(text + f". {int(unusable.sum())} pixel(s) get status 102 (bad input) and are not inverted",
+                      UserWarning, stacklevel=3)
+    finite = finite & ~unusable
     valid = sel & finite
 
     strategy = get_init(init, guess)
@@ -179,26 +277,31 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
     if gs.index.shape[0] != ny * nx:
         raise ValueError(f"init strategy {strategy.describe()!r} returned guesses for {gs.index.shape[0]} pixels, "
                          f"expected {ny * nx}")
+    config.check_nodes(gs.ndep)
     ncyc = max(1, int(config.cycles))
     problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
                                 solver=solver, time_limit=time_limit)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
     status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))
-    fp = _sch.fingerprint(flat, gs.table, gs.header, gs.index, snr_flat, status0.reshape(-1).astype(np.int32),
-                          config.to_sir_text(), lines, grid, mu, psf if not isinstance(psf, np.ndarray) else psf,
-                          abundances, problem.solver_name(), time_limit)
+    fp = _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abundances, problem, time_limit)
 
+    try:  # temporary folders of runs killed with SIGKILL (owner process gone)
+        _sch.remove_stale_folders()
+    except OSError:  # pragma: no cover
+        pass
     tmp = None
     if checkpoint is None:
-        tmp = tempfile.mkdtemp(prefix="pyinv-store-")
+        tmp = tempfile.mkdtemp(prefix=f"pyinv-store-{_sch._owner_tag()}-")  # removed by a later run if we are killed
         store_path = Path(tmp) / "store"
     else:
         store_path = Path(checkpoint)
     try:
         store, resumed = _sch.ResultStore.open_or_create(
             store_path, npix=ny * nx, ndep=gs.ndep, nwav=nwav, ncyc=ncyc, fingerprint=fp,
-            extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx]})
+            extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx],
+                        "pyinv_version": _version()},
+            durable=checkpoint is not None)
         st = store.status
         # masked / bad pixels are final from the start
         for code in (_sch.STATUS_MASKED, _sch.STATUS_BAD_INPUT):
@@ -210,6 +313,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         stats = _sch.run_pixels(problem, flat, gs.table, gs.header, gs.index, snr_flat, todo, store,
                                 executor=executor, workers=workers, chunk=chunk, progress=progress,
                                 retries=retries)
+        pending = int(np.count_nonzero(store.status == _sch.STATUS_PENDING))
+        if pending:  # every failure path requeues; this is the last line of defence
+            raise RuntimeError(f"pyinv.invert: {pending} pixel(s) are still pending after the run; the store "
+                               f"{store_path} is kept incomplete (a rerun with the same checkpoint resumes)")
         store.set_meta(complete=True)
         a = store.arrays
 
@@ -229,7 +336,8 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             "abundances": None if abundances is None else (str(abundances) if isinstance(
                 abundances, (str, os.PathLike)) else "array"),
             "sigma": None if sigma is None else ("scalar" if np.ndim(sigma) == 0 else "map"),
-            "masked_pixels": int((~sel).sum()), "nonfinite_pixels": int((sel & ~finite).sum()),
+            "masked_pixels": int((~sel).sum()), "nonfinite_pixels": int((sel & ~np.isfinite(data).all(axis=(2, 3))).sum()),
+            "bad_input_pixels": int((sel & ~finite).sum()), "input_problems": problems,
             "solver": problem.solver_name(), "checkpoint": None if checkpoint is None else str(checkpoint),
             "resumed": bool(resumed), "time_limit": time_limit,
             "seconds": time.perf_counter() - t_start, **{k: v for k, v in stats.items()},
@@ -239,6 +347,7 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         res = InversionResult(
             atmospheres=atm, macro=hdr[..., 0], filling=hdr[..., 1], stray=hdr[..., 2],
             fits=grab("fits").reshape(ny, nx, 4, nwav), chi2=grab("chi2").reshape(ny, nx),
+            chi2_reduced=grab("chi2_reduced").reshape(ny, nx),
             chi2_cycles=grab("chi2_cycles").reshape(ny, nx, ncyc), status=grab("status").reshape(ny, nx),
             iterations=grab("iterations").reshape(ny, nx), errors=grab("errors").reshape(ny, nx, gs.ndep, 11),
             errors_header=grab("errors_header").reshape(ny, nx, 3), start=grab("start").reshape(ny, nx),
@@ -251,6 +360,28 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_or_value(v: Any) -> Any:
+    """A path as a :class:`~pathlib.Path` (hashed by content), anything else as it is."""
+    return Path(v) if isinstance(v, (str, os.PathLike)) else v
+
+
+def _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abundances, problem, time_limit
+                  ) -> dict[str, str]:
+    """Content digests of every input of a map inversion, by name (a refused resume lists those that
+    differ). Files (PSF, abundances, and those the configuration names and the solver reads) count by
+    content; the pyinv version is one of the inputs."""
+    files = {}
+    for field in ("psf_file", "abundances_file"):
+        p = config.resolve(field)
+        if p is not None:
+            files[field] = p
+    return _sch.fingerprints(
+        cube=flat, start_models=(gs.table, gs.header, gs.index), sigma=snr_flat,
+        mask=status0.reshape(-1).astype(np.int32), config=config.to_sir_text(), config_files=files,
+        lines=lines, grid=grid, mu=mu, psf=_file_or_value(psf), abundances=_file_or_value(abundances),
+        solver=(problem.solver_name(), time_limit), pyinv_version=_version())
 
 
 def _version() -> str:

@@ -11,7 +11,19 @@ import numpy as np
 
 from .atmosphere import COLUMNS, Atmosphere, AtmosphereErrors
 
-__all__ = ["InversionResult", "MAP_NAMES"]
+__all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES"]
+
+#: Every status code of a map inversion, with its meaning (the README's table is generated from it).
+STATUS_CODES = {
+    -1: "pending: not computed yet (only inside a checkpoint store)",
+    0: "converged",
+    101: "masked: excluded by mask=, not inverted",
+    102: "bad input: NaN/inf, Stokes I <= 0 somewhere, or values beyond ±10 continuum units; not inverted",
+    103: "solver raised, or the pixel's task failed retries+1 times running alone",
+    104: "time limit: the pixel ran longer than time_limit seconds (per start)",
+    105: "worker died: the worker process died while computing this pixel alone, retries+1 times",
+}
+#: Other codes 1..100 are the engine's own (pyinv.inversion.status_message(code) gives the text).
 
 _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", "field": "B",
             "vlos": "vlos", "v": "vlos", "velocity": "vlos", "gamma": "gamma", "inclination": "gamma",
@@ -19,11 +31,12 @@ _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", 
 #: Names accepted by :meth:`InversionResult.map` (depth-dependent columns; aliases in parentheses:
 #: inclination = gamma, azimuth = phi, v = vlos, temperature = T) and the per-pixel scalars.
 MAP_NAMES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho", "macro", "filling", "stray",
-             "chi2", "status", "iterations")
+             "chi2", "chi2_reduced", "status", "iterations")
 
 # arrays saved by to_fits (name → attribute)
 _SAVED = ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_cycles", "status", "iterations",
-          "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength")
+          "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength", "chi2_reduced")
+_OPTIONAL = ("chi2_reduced",)  # absent from files of older versions
 
 
 @dataclass(eq=False)
@@ -40,11 +53,16 @@ class InversionResult:
     fits : ndarray (ny, nx, 4, nλ)
         Synthetic profiles of the inverted atmospheres (the fits).
     chi2 : ndarray (ny, nx)
-        χ² of the final cycle as reported by ``invert_pixel``; ``chi2_cycles`` (ny, nx, ncycles) per cycle.
+        SIR's χ² of the final cycle as reported by ``invert_pixel`` (each Stokes parameter scaled by its
+        amplitude and weight: ~10²–10³ for a fit at the noise level); ``chi2_cycles`` (ny, nx, ncycles) per
+        cycle.
+    chi2_reduced : ndarray (ny, nx)
+        χ² against the noise model, σ = 1/S/N for every Stokes parameter, per degree of freedom
+        (:func:`pyinv.scheduler.reduced_chi2`): ≈ 1 for a fit at the noise level. Summaries and plots show
+        this one.
     status : ndarray of int (ny, nx)
-        0 = converged; the solver's own codes; :data:`pyinv.scheduler.STATUS_MASKED` (101, not inverted),
-        ``STATUS_BAD_INPUT`` (102, NaN/inf profiles), ``STATUS_FAILED`` (103, the solver raised),
-        ``STATUS_TIMEOUT`` (104), ``STATUS_WORKER_DIED`` (105).
+        See the table of :data:`STATUS_CODES` (README "Status codes"): 0 converged, other small values
+        the solver's codes, 101 masked, 102 bad input, 103 solver raised, 104 time limit, 105 worker died.
     iterations : ndarray of int (ny, nx)
     errors : ndarray (ny, nx, ndep, 11)
         Uncertainties in the same layout (column 0 repeats nothing useful: log τ is not an error);
@@ -76,6 +94,11 @@ class InversionResult:
     offset_mA: np.ndarray
     wavelength: np.ndarray
     provenance: dict = field(default_factory=dict)
+    chi2_reduced: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.chi2_reduced is None:
+            self.chi2_reduced = np.full(np.shape(self.chi2), np.nan)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -105,6 +128,16 @@ class InversionResult:
         vals, counts = np.unique(self.status, return_counts=True)
         return {STATUS_NAMES.get(int(v), f"solver status {int(v)}"): int(c) for v, c in zip(vals, counts)}
 
+    def describe(self) -> str:
+        """A few lines for people: pixels per status and the reduced χ² (≈ 1 at the noise level)."""
+        ok = np.isfinite(self.chi2_reduced) & (self.status == 0)
+        lines = [f"{self.shape[0]}x{self.shape[1]} pixels: " + ", ".join(f"{k} {v}" for k, v in self.summary().items())]
+        if ok.any():
+            q = np.percentile(self.chi2_reduced[ok], [16, 50, 84])
+            lines.append(f"reduced chi2 (converged pixels; ~1 = fit at the noise level): median {q[1]:.3g}, "
+                         f"16-84% {q[0]:.3g}-{q[2]:.3g}")
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ access
     def map(self, name: str, log_tau: float = 0.0) -> np.ndarray:
         """A (ny, nx) map of a physical quantity at one log τ₅₀₀ (linear interpolation in log τ).
@@ -114,12 +147,12 @@ class InversionResult:
         name : str
             ``T``, ``vlos``, ``B``, ``gamma`` (inclination), ``phi`` (azimuth), ``vmic``, ``Pe``, ``z``,
             ``Pg``, ``rho`` (aliases: temperature, v, inclination, azimuth, γ, φ); or a per-pixel
-            scalar (``macro``, ``filling``, ``stray``, ``chi2``, ``status``, ``iterations``), for which
+            scalar (``macro``, ``filling``, ``stray``, ``chi2``, ``chi2_reduced``, ``status``, ``iterations``), for which
             ``log_tau`` is ignored.
         log_tau : float
             log τ₅₀₀ inside the model grid; NaN outside it and for pixels without a result.
         """
-        if name in ("macro", "filling", "stray", "chi2", "status", "iterations"):
+        if name in ("macro", "filling", "stray", "chi2", "chi2_reduced", "status", "iterations"):
             return np.asarray(getattr(self, name)).copy()
         key = _ALIASES.get(name.lower(), name)
         if key not in COLUMNS[1:]:
@@ -209,6 +242,9 @@ class InversionResult:
                  "AXES": str(p.get("axes", ""))[:68], "EXECUTOR": str(p.get("executor", ""))[:68],
                  "WORKERS": str(p.get("workers", "")),
                  "NCONV": int(np.sum(self.status == 0))}
+        ok = np.isfinite(self.chi2_reduced) & (self.status == 0)
+        if ok.any():
+            extra["CHI2RED"] = float(np.median(self.chi2_reduced[ok]))
         if np.isfinite(float(p.get("seconds", np.nan) or np.nan)):
             extra["SECONDS"] = float(p["seconds"])
         maps = {name: np.asarray(getattr(self, name)) for name in _SAVED}
@@ -222,13 +258,13 @@ class InversionResult:
         from .io.fits import read_result_maps
 
         maps, _ = read_result_maps(path)
-        missing = [n for n in _SAVED if n not in maps]
+        missing = [n for n in _SAVED if n not in maps and n not in _OPTIONAL]
         if missing:
             raise ValueError(f"{path}: not a pyinv InversionResult file (missing {missing})")
         prov = {}
         if "PROVENANCE" in maps:
             prov = json.loads(np.asarray(maps["PROVENANCE"], dtype=np.uint8).tobytes().decode())
-        kw = {n: np.asarray(maps[n]) for n in _SAVED}
+        kw = {n: np.asarray(maps[n]) for n in _SAVED if n in maps}
         return cls(**kw, provenance=prov)
 
     def plot(self, path: str | os.PathLike | None = None, log_tau: float = 0.0):
@@ -255,8 +291,8 @@ class InversionResult:
             fig.colorbar(im, ax=ax, shrink=0.8)
         ax = axes.flat[5]
         with np.errstate(divide="ignore", invalid="ignore"):
-            im = ax.imshow(np.log10(self.chi2), origin="lower", cmap="magma")
-        ax.set_title("log₁₀ χ²")
+            im = ax.imshow(np.log10(self.chi2_reduced), origin="lower", cmap="magma")
+        ax.set_title("log₁₀ reduced χ² (0 = noise level)")
         fig.colorbar(im, ax=ax, shrink=0.8)
         nbad = int(np.sum(self.status != 0))
         fig.suptitle(f"pyinv inversion {self.shape[0]}×{self.shape[1]} ({nbad} pixels not converged)")

@@ -4,12 +4,16 @@ How a map is run
 ----------------
 * The pixels to compute are cut into chunks (contiguous runs of raster indices). A bounded window of
   chunks is in flight; a worker that finishes takes the next one (dynamic load balancing).
-* **Local pool** (default): a :class:`concurrent.futures.ProcessPoolExecutor` (forkserver start where
-  available). Every worker runs :func:`_init_local_worker` once: it imports the engine, pins BLAS/OpenMP
-  threads to 1 (threadpoolctl) and memory-maps the inputs (cube, guess table, per-pixel indices) that the
-  parent wrote once to a temporary folder (``/dev/shm`` when it has room). Tasks carry only pixel
-  indices; workers write each finished pixel straight into the result store (also memory-mapped), so
-  nothing but indices crosses a pipe.
+* **Local pool** (default): a :class:`concurrent.futures.ProcessPoolExecutor` with :class:`WorkerContext`
+  (forkserver where available, else spawn) whose workers do **not** import the parent's ``__main__``:
+  an unguarded script, a script read from stdin and a notebook work alike. Every worker runs
+  :func:`_init_local_worker` once: it imports the engine, pins BLAS/OpenMP threads to 1 (threadpoolctl)
+  and memory-maps every input (cube, start-model table and its header, per-pixel indices, S/N) that the
+  parent wrote once to a temporary folder (``/dev/shm`` when it has room for all of them). Tasks carry
+  only pixel indices; workers write each finished pixel straight into the result store (also
+  memory-mapped) and drop their mapped pages after each task, so a worker's resident size does not grow
+  with the map. Temporary folders are named after their owner process (pid and start time); folders
+  of owners that are gone (a run killed with SIGKILL) are removed when the next run starts.
 * **Any other** :class:`concurrent.futures.Executor` (dask ``client.get_executor()``, a ``distributed.Client``,
   ``mpi4py.futures.MPIPoolExecutor``, ...): tasks carry their chunk's profiles and guesses and return the
   results, which the parent writes into the store.
@@ -18,27 +22,33 @@ How a map is run
 Faults
 ------
 * An exception inside the per-pixel solver gives that pixel ``STATUS_FAILED`` and NaNs.
+* A task that fails otherwise (an error outside the per-pixel guard, a failed ``submit``, a task that
+  returned with pixels unwritten) is split into one-pixel tasks; a pixel that fails ``retries + 1`` times
+  alone gets ``STATUS_FAILED`` (``STATUS_WORKER_DIED`` when the executor reports a dead worker). After the
+  queue drains, any pixel still pending is requeued the same way: the run ends only when none is pending.
 * A worker process that dies (segfault, ``kill -9``) breaks a local pool: the parent builds a new pool
   and resubmits every unfinished pixel; pixels that were being computed when a worker died are rerun
   one at a time with nothing else running (so a death is attributed to the right pixel), and a pixel
-  that kills its worker ``retries + 1`` times while running alone is given ``STATUS_WORKER_DIED``. With
-  other executors a chunk that raises is retried pixel by pixel, up to ``retries`` times.
+  that kills its worker ``retries + 1`` times while running alone is given ``STATUS_WORKER_DIED``. A pool
+  that dies before starting or finishing any pixel is rebuilt at most :data:`MAX_FUTILE_REBUILDS` times,
+  then :class:`PoolStartError` reports the workers' own error and :data:`GUARD_HINT`.
 * A run that stops early (an exception or ``KeyboardInterrupt`` in the parent, or SIGTERM: while a local
   pool runs, SIGTERM in the main thread raises ``SystemExit(143)`` if its handler was the default) ends
   its pool workers at once instead of waiting for their chunks; finished pixels stay in the store, so a
   rerun with the same checkpoint resumes.
 * ``time_limit`` (seconds per pixel and start): a pixel still running after it gets ``STATUS_TIMEOUT``.
   The limit is enforced with SIGALRM (Python-level) and, in local pool workers, a hard CPU-time limit of
-  ``2·time_limit + 1`` s (SIGPROF kills the worker; the parent records the timeout). Executors that
-  run tasks outside the main thread of their process (dask workers) cannot take signals: there the
-  limit is not enforced.
+  ``2·time_limit + 1`` s (SIGPROF kills the worker; the parent records the timeout). Executors that run
+  tasks outside the main thread of their process (dask workers) cannot take signals: there the pixels
+  of a task run in a child process (:mod:`pyinv.pixel_process`) that is killed when a pixel overruns.
 
 Checkpoint store
 ----------------
 A folder of ``.npy`` files (memory-mapped), one per output, indexed by raster pixel, plus
-``meta.json`` (shapes and a fingerprint of every input). ``status == STATUS_PENDING`` marks pixels not
-yet finished; each pixel's data are written before its status. Reopening a store with the same
-fingerprint computes only the pending pixels; a store made for other inputs is refused.
+``meta.json`` (shapes and a content digest of every input, by name). ``status == STATUS_PENDING`` marks
+pixels not yet finished; each pixel's data are written (and, in a user's checkpoint, synced to disk)
+before its status. Reopening a store with the same fingerprint computes only the pending pixels; a store
+made for other inputs is refused with the names of the inputs that changed.
 """
 from __future__ import annotations
 
@@ -65,7 +75,7 @@ import numpy as np
 
 __all__ = ["STATUS_PENDING", "STATUS_CONVERGED", "STATUS_MASKED", "STATUS_BAD_INPUT", "STATUS_FAILED",
            "STATUS_TIMEOUT", "STATUS_WORKER_DIED", "STATUS_NAMES", "PixelProblem", "PixelTimeout",
-           "ResultStore", "run_pixels", "usable_cores"]
+           "PoolStartError", "ResultStore", "run_pixels", "usable_cores", "fingerprints"]
 
 #: Not computed yet (only inside a store).
 STATUS_PENDING = -1
@@ -73,9 +83,10 @@ STATUS_PENDING = -1
 STATUS_CONVERGED = 0
 #: Excluded by ``mask``.
 STATUS_MASKED = 101
-#: The observed profiles of the pixel contain NaN or infinite values.
+#: The observed profiles are not usable: NaN/inf, Stokes I <= 0 somewhere (negative or all-zero I), or
+#: values far outside a continuum-normalised range (see :func:`pyinv.maps.check_cube`). Not inverted.
 STATUS_BAD_INPUT = 102
-#: The solver raised an exception.
+#: The solver raised an exception, or the pixel's task failed ``retries + 1`` times running alone.
 STATUS_FAILED = 103
 #: The pixel exceeded ``time_limit``.
 STATUS_TIMEOUT = 104
@@ -83,8 +94,21 @@ STATUS_TIMEOUT = 104
 STATUS_WORKER_DIED = 105
 
 STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_CONVERGED: "converged", STATUS_MASKED: "masked",
-                STATUS_BAD_INPUT: "bad input (NaN/inf)", STATUS_FAILED: "solver raised",
+                STATUS_BAD_INPUT: "bad input", STATUS_FAILED: "solver raised",
                 STATUS_TIMEOUT: "time limit", STATUS_WORKER_DIED: "worker died"}
+
+#: How often a local pool that died before starting or finishing any pixel is rebuilt before the run
+#: stops with :class:`PoolStartError`.
+MAX_FUTILE_REBUILDS = 3
+
+GUARD_HINT = ('pyinv.invert runs its workers in separate processes, which do not run your main script: what '
+              'they need (e.g. a custom solver or guess object) must come from an importable module, not from '
+              '__main__. If this is a script, put the code that calls pyinv.invert under '
+              '`if __name__ == "__main__":`; or pass executor="serial" to run in this process.')
+
+
+class PoolStartError(RuntimeError):
+    """The local process pool died repeatedly before any pixel was computed."""
 
 
 def usable_cores() -> int:
@@ -140,7 +164,8 @@ def _fields(npix: int, ndep: int, nwav: int, ncyc: int) -> dict[str, tuple[tuple
         "errors": ((npix, ndep, 11), "f8", np.nan),
         "errors_header": ((npix, 3), "f8", np.nan),
         "fits": ((npix, 4, nwav), "f8", np.nan),
-        "chi2": ((npix,), "f8", np.nan),              # final cycle
+        "chi2": ((npix,), "f8", np.nan),              # final cycle (SIR's figure)
+        "chi2_reduced": ((npix,), "f8", np.nan),      # against the noise model (≈ 1 at the noise level)
         "chi2_cycles": ((npix, ncyc), "f8", np.nan),
         "iterations": ((npix,), "i4", 0),
         "start": ((npix,), "i2", -1),                 # which start won (multistart)
@@ -150,12 +175,16 @@ def _fields(npix: int, ndep: int, nwav: int, ncyc: int) -> dict[str, tuple[tuple
 
 
 class ResultStore:
-    """Per-pixel outputs in a folder of memory-mapped ``.npy`` files (see the module docstring)."""
+    """Per-pixel outputs in a folder of memory-mapped ``.npy`` files (see the module docstring).
+
+    A *durable* store (a user's checkpoint) syncs each pixel's data to disk before its status (and the
+    status afterwards), so that after a crash of the machine a pixel marked finished has its data."""
 
     def __init__(self, path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict):
         self.path = Path(path)
         self.arrays = arrays
         self.meta = meta
+        self.durable = bool(meta.get("durable", False))
 
     @property
     def status(self) -> np.ndarray:
@@ -163,17 +192,34 @@ class ResultStore:
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, *, npix: int, ndep: int, nwav: int, ncyc: int,
-                       fingerprint: str, extra_meta: dict | None = None) -> tuple["ResultStore", bool]:
-        """Open the store at ``path`` (same fingerprint required) or create it. Returns (store, resumed)."""
+                       fingerprint: str | dict[str, str], extra_meta: dict | None = None,
+                       durable: bool = False) -> tuple["ResultStore", bool]:
+        """Open the store at ``path`` (same fingerprint required) or create it. Returns (store, resumed).
+
+        ``fingerprint`` is one digest or a dict of digests per input (then a refusal names the inputs
+        that changed)."""
         path = Path(path)
         metaf = path / "meta.json"
         shapes = {"npix": npix, "ndep": ndep, "nwav": nwav, "ncyc": ncyc}
+        parts = fingerprint if isinstance(fingerprint, dict) else {"inputs": str(fingerprint)}
+        total = _combine(parts)
         if metaf.exists():
             meta = json.loads(metaf.read_text())
-            if meta.get("fingerprint") != fingerprint or meta.get("shapes") != shapes:
-                raise ValueError(f"checkpoint {path} was written for different inputs (cube, guesses, lines, "
-                                 "grid, configuration or options); remove it or choose another path")
-            arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r+") for k in _fields(npix, ndep, nwav, ncyc)}
+            if meta.get("fingerprint") != total or meta.get("shapes") != shapes:
+                old = meta.get("fingerprints") or {}
+                changed = sorted(k for k in set(parts) | set(old) if old.get(k) != parts.get(k))
+                if meta.get("shapes") != shapes:
+                    changed.append(f"shapes {meta.get('shapes')} -> {shapes}")
+                raise ValueError(f"checkpoint {path} was written for different inputs; changed: "
+                                 f"{', '.join(changed) or 'unknown (a store of an older format)'}. Remove it or "
+                                 "choose another path")
+            fields = _fields(npix, ndep, nwav, ncyc)
+            missing = [k for k in fields if not (path / f"{k}.npy").exists()]
+            if missing:
+                raise ValueError(f"checkpoint {path} lacks {missing} (a store of an older pyinv?); remove it or "
+                                 "choose another path")
+            arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r+") for k in fields}
+            meta["durable"] = bool(durable)
             return cls(path, arrays, meta), True
         if path.exists() and any(path.iterdir()):
             raise ValueError(f"checkpoint path {path} exists, is not empty and holds no pyinv store")
@@ -183,13 +229,13 @@ class ResultStore:
             a = np.lib.format.open_memmap(path / f"{k}.npy", mode="w+", dtype=dt, shape=shape)
             a[...] = fill
             arrays[k] = a
-        meta = {"format": "pyinv-store-1", "fingerprint": fingerprint, "shapes": shapes, **(extra_meta or {})}
+        meta = {"format": "pyinv-store-2", "fingerprint": total, "fingerprints": parts, "shapes": shapes,
+                "durable": bool(durable), **(extra_meta or {})}
         for a in arrays.values():
             a.flush()
-        tmp = path / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1, default=str))
-        os.replace(tmp, metaf)  # the store exists once meta.json does
-        return cls(path, arrays, meta), False
+        st = cls(path, arrays, meta)
+        st._write_meta()  # the store exists once meta.json does
+        return st, False
 
     @classmethod
     def attach(cls, path: str | os.PathLike) -> "ResultStore":
@@ -202,49 +248,150 @@ class ResultStore:
         return cls(path, arrays, meta)
 
     def put(self, p: int, rec: dict[str, Any]) -> None:
-        """Write one pixel's record (status last)."""
+        """Write one pixel's record: its data (synced when durable), then its status."""
         a = self.arrays
         for k, v in rec.items():
             if k != "status":
                 a[k][p] = v
+        if self.durable:
+            for k in rec:
+                if k != "status":
+                    _sync_rows(a[k], p, p + 1)
         a["status"][p] = rec["status"]
+        if self.durable:
+            _sync_rows(a["status"], p, p + 1)
 
     def put_many(self, ids: np.ndarray, recs: dict[str, np.ndarray]) -> None:
+        """Write several pixels' records (data of all first, synced when durable; statuses last)."""
         a = self.arrays
+        ids = np.asarray(ids, dtype=np.int64)
         for k, v in recs.items():
             if k != "status":
                 a[k][ids] = v
+        if self.durable and ids.size:
+            for k in recs:
+                if k != "status":
+                    _sync_rows(a[k], int(ids.min()), int(ids.max()) + 1)
         a["status"][ids] = recs["status"]
+        if self.durable and ids.size:
+            _sync_rows(a["status"], int(ids.min()), int(ids.max()) + 1)
 
     def flush(self) -> None:
         for a in self.arrays.values():
             if isinstance(a, np.memmap):
                 a.flush()
 
+    def release(self) -> None:
+        """Drop this process's mapped pages of the store (they stay in the file / page cache)."""
+        for a in self.arrays.values():
+            _release(a)
+
+    def pending(self, ids: np.ndarray) -> np.ndarray:
+        """The raster indices among ``ids`` not finished yet."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return ids[self.status[ids] == STATUS_PENDING]
+
     def set_meta(self, **kw: Any) -> None:
         self.meta.update(kw)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
         tmp = self.path / "meta.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1, default=str))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(self.meta, indent=1, default=str))
+            f.flush()
+            if self.durable:
+                os.fsync(f.fileno())
         os.replace(tmp, self.path / "meta.json")
 
 
+def _sync_rows(arr: np.ndarray, start: int, stop: int) -> None:
+    """msync the pages holding rows ``start:stop`` of a memory-mapped array (first axis)."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or stop <= start:
+        return
+    import mmap as _mm
+
+    row = int(arr.strides[0]) if arr.ndim else int(arr.itemsize)
+    head = int(getattr(arr, "offset", 0)) % _mm.ALLOCATIONGRANULARITY  # where the data start in the mapping
+    lo = head + start * row
+    hi = min(len(mm), head + stop * row)
+    lo -= lo % _mm.PAGESIZE
+    with contextlib.suppress(ValueError, OSError):
+        mm.flush(lo, max(0, hi - lo))
+
+
+def _release(arr: Any) -> None:
+    """madvise(DONTNEED) a memory-mapped array: this process's resident pages of it are dropped (the data
+    stay in the file and the page cache), so a long-running worker's RSS does not grow with the map."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    import mmap as _mm
+
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        mm.madvise(_mm.MADV_DONTNEED)
+
+
+def _combine(parts: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(parts):
+        h.update(k.encode())
+        h.update(str(parts[k]).encode())
+    return h.hexdigest()
+
+
+def _hash_into(h: Any, p: Any) -> None:
+    if isinstance(p, np.ndarray):
+        h.update(b"ndarray")
+        h.update(str((p.dtype.str, p.shape)).encode())
+        h.update(np.ascontiguousarray(p).view(np.uint8).reshape(-1).data)
+    elif isinstance(p, (str, os.PathLike)) and not isinstance(p, str) or (
+            isinstance(p, str) and os.path.isfile(p)):
+        fp = Path(p)
+        h.update(b"file")
+        if fp.is_file():
+            with open(fp, "rb") as f:  # the file's content, not its name
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        else:
+            h.update(b"missing:" + str(p).encode())
+    elif isinstance(p, (tuple, list)):
+        h.update(f"seq{len(p)}".encode())
+        for q in p:
+            _hash_into(h, q)
+    elif isinstance(p, dict):
+        h.update(f"dict{len(p)}".encode())
+        for k in sorted(p, key=str):
+            h.update(str(k).encode())
+            _hash_into(h, p[k])
+    else:
+        try:
+            h.update(pickle.dumps(p, protocol=4))
+        except Exception:
+            h.update(repr(p).encode())
+
+
 def fingerprint(*parts: Any) -> str:
-    """SHA-256 of arrays (by bytes, dtype and shape) and other picklable objects."""
+    """SHA-256 of arrays (by bytes, dtype and shape), files (``Path`` objects or names of existing files:
+    by content) and other picklable objects."""
     h = hashlib.sha256()
     for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(str((p.dtype.str, p.shape)).encode())
-            h.update(np.ascontiguousarray(p).view(np.uint8).reshape(-1).data)
-        else:
-            h.update(pickle.dumps(p, protocol=4))
+        _hash_into(h, p)
     return h.hexdigest()
+
+
+def fingerprints(**inputs: Any) -> dict[str, str]:
+    """One content digest per named input (see :func:`fingerprint`)."""
+    return {k: fingerprint(v) for k, v in inputs.items()}
 
 
 # --------------------------------------------------------------------------------------- per-pixel work
 def _blank_record(ndep: int, nwav: int, ncyc: int, status: int) -> dict[str, Any]:
     return {"atmos": np.full((ndep, 11), np.nan), "header": np.full(3, np.nan),
             "errors": np.full((ndep, 11), np.nan), "errors_header": np.full(3, np.nan),
-            "fits": np.full((4, nwav), np.nan), "chi2": np.nan, "chi2_cycles": np.full(ncyc, np.nan),
+            "fits": np.full((4, nwav), np.nan), "chi2": np.nan, "chi2_reduced": np.nan,
+            "chi2_cycles": np.full(ncyc, np.nan),
             "iterations": 0, "start": -1, "seconds": np.nan, "status": int(status)}
 
 
@@ -319,6 +466,8 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
     cfg = problem.config
     if np.isfinite(snr):
         cfg = dataclasses.replace(cfg, snr=float(snr))
+    snr_last = float(cfg.value("snr", cfg.cycles))
+    w_last = cfg.weights_for(cfg.cycles)
     best = None
     for k, (row, hdr) in enumerate(starts):
         try:
@@ -327,6 +476,7 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
                 res = solver(np.array(stokes, dtype=np.float64), guess, problem.lines, problem.grid, cfg,
                              mu=problem.mu, psf=problem.psf, abundances=problem.abundances)
             rec = _record_from(res, ndep, nwav, ncyc)
+            rec["chi2_reduced"] = reduced_chi2(stokes, rec["fits"], snr_last, w_last, _free_parameters(res))
         except PixelTimeout:
             rec = _blank_record(ndep, nwav, ncyc, STATUS_TIMEOUT)
         except Exception:
@@ -337,6 +487,33 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
     assert best is not None
     best["seconds"] = time.perf_counter() - t0
     return best
+
+
+def reduced_chi2(obs: np.ndarray, fit: np.ndarray, snr: float, weights: Any, nfree: int = 0) -> float:
+    """χ² of a fit against the noise model: Σ (O − S)² / σ² / (N − nfree), σ = 1/S/N (in units of the
+    continuum, every Stokes parameter), over the Stokes parameters with nonzero weight and the points SIR
+    does not mask (O > −0.99). ≈ 1 for a fit at the noise level (SIR's χ² divides each Stokes parameter by
+    its amplitude and weight instead, see spec-inversion §3.1). NaN when nothing is left."""
+    o = np.asarray(obs, dtype=np.float64)
+    f = np.asarray(fit, dtype=np.float64)
+    use = [k for k in range(4) if float(weights[k]) != 0.0]
+    if not use or o.shape != f.shape or not (np.isfinite(snr) and snr > 0):
+        return float("nan")
+    y, m = o[use], f[use]
+    ok = np.isfinite(y) & np.isfinite(m) & (y > -0.99)
+    dof = int(ok.sum()) - int(nfree)
+    if dof <= 0:
+        return float("nan")
+    return float(np.sum((y[ok] - m[ok]) ** 2) * float(snr) ** 2 / dof)
+
+
+def _free_parameters(res: Any) -> int:
+    """Free parameters of the last cycle (node counts) when the solver reports them, else 0."""
+    nodes = getattr(res, "nodes", None)
+    if isinstance(nodes, (list, tuple)) and nodes and isinstance(nodes[-1], dict):
+        with contextlib.suppress(TypeError, ValueError):
+            return int(sum(max(0, int(v)) for v in nodes[-1].values()))
+    return 0
 
 
 def _starts(ids: np.ndarray, k: int, gindex: np.ndarray, table: np.ndarray, header: np.ndarray):
@@ -371,27 +548,43 @@ def _worker_setup() -> None:
 
 
 def _init_local_worker(problem: PixelProblem, input_dir: str, store_dir: str) -> None:
+    """Entry point of a local pool worker (needs nothing from ``__main__``): memory-maps every input.
+    An exception is written to ``input_dir/worker-error-<pid>.txt`` for the parent's message."""
     global _HARD_LIMITS
-    _worker_setup()
-    _HARD_LIMITS = True
-    d = Path(input_dir)
-    _W.clear()
-    _W.update(problem=problem, solver=problem.solver_function(),
-              cube=np.load(d / "cube.npy", mmap_mode="r"), table=np.load(d / "table.npy"),
-              header=np.load(d / "header.npy"), gindex=np.load(d / "gindex.npy", mmap_mode="r"),
-              snr=np.load(d / "snr.npy", mmap_mode="r"), started=np.load(d / "started.npy", mmap_mode="r+"),
-              store=ResultStore.attach(store_dir))
-    s = _W["store"].meta["shapes"]
-    _W["ndep"], _W["ncyc"] = s["ndep"], s["ncyc"]
+    try:
+        _worker_setup()
+        _HARD_LIMITS = True
+        d = Path(input_dir)
+        _W.clear()
+        _W.update(problem=problem, solver=problem.solver_function(), dir=str(d),
+                  cube=np.load(d / "cube.npy", mmap_mode="r"), table=np.load(d / "table.npy", mmap_mode="r"),
+                  header=np.load(d / "header.npy", mmap_mode="r"), gindex=np.load(d / "gindex.npy", mmap_mode="r"),
+                  snr=np.load(d / "snr.npy", mmap_mode="r"), started=np.load(d / "started.npy", mmap_mode="r+"),
+                  store=ResultStore.attach(store_dir))
+        s = _W["store"].meta["shapes"]
+        _W["ndep"], _W["ncyc"] = s["ndep"], s["ncyc"]
+    except BaseException:
+        import traceback
+
+        with contextlib.suppress(OSError):
+            (Path(input_dir) / f"worker-error-{os.getpid()}.txt").write_text(traceback.format_exc())
+        raise
 
 
 def _local_chunk(ids: np.ndarray) -> int:
     w = _W
-    for k, p in enumerate(ids):
-        w["started"][p] = time.time()
-        rec = solve_pixel(w["problem"], w["solver"], w["cube"][p], _starts(ids, k, w["gindex"], w["table"], w["header"]),
-                          float(w["snr"][p]), w["ndep"], w["ncyc"])
-        w["store"].put(int(p), rec)
+    try:
+        for k, p in enumerate(ids):
+            w["started"][p] = time.time()
+            rec = solve_pixel(w["problem"], w["solver"], w["cube"][p],
+                              _starts(ids, k, w["gindex"], w["table"], w["header"]),
+                              float(w["snr"][p]), w["ndep"], w["ncyc"])
+            w["store"].put(int(p), rec)
+    finally:  # keep the worker's resident size independent of the map's size
+        for key in ("cube", "table", "header", "gindex", "snr", "started"):
+            _release(w.get(key))
+        if "store" in w:
+            w["store"].release()
     return len(ids)
 
 
@@ -399,11 +592,19 @@ def _remote_chunk(problem: PixelProblem, ids: np.ndarray, cube: np.ndarray, tabl
                   gindex: np.ndarray, snr: np.ndarray, ndep: int, ncyc: int) -> dict[str, np.ndarray]:
     """A self-contained chunk for any executor: its profiles (n, 4, nλ), a sub-table of guesses with the
     pixels' rows into it (n, nstart) and S/N (n,). Returns the stacked records."""
-    _worker_setup()
-    solver = problem.solver_function()
     local = np.arange(len(ids))
-    recs = [solve_pixel(problem, solver, cube[k], _starts(local, k, gindex, table, header), float(snr[k]), ndep, ncyc)
-            for k in range(len(ids))]
+    starts = [_starts(local, k, gindex, table, header) for k in range(len(ids))]
+    if problem.time_limit and (threading.current_thread() is not threading.main_thread()
+                               or not hasattr(signal, "setitimer")):
+        # a thread (dask workers) cannot take SIGALRM: the pixels run in a child process that is killed
+        # when a pixel overruns (pyinv.pixel_process)
+        from .pixel_process import solve_isolated
+
+        recs = solve_isolated(problem, cube, starts, snr, ndep, ncyc)
+    else:
+        _worker_setup()
+        solver = problem.solver_function()
+        recs = [solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc) for k in range(len(ids))]
     return {key: np.array([r[key] for r in recs]) for key in recs[0]}
 
 
@@ -439,27 +640,151 @@ def _chunks(ids: np.ndarray, size: int) -> deque:
     return deque(ids[i:i + size] for i in range(0, len(ids), size))
 
 
-def _scratch_dir(nbytes: int) -> str:
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, /proc), None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_tag() -> str:
+    """``<pid>-<start time>``: names this process as the owner of a temporary folder."""
+    return f"{os.getpid()}-{_start_time(os.getpid()) or 0}"
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process named in a ``pyinv-{in,store}-<pid>-<start>-…`` folder name still runs (a folder
+    of another form counts as alive: it is never removed)."""
+    parts = name.split("-")
+    if len(parts) < 5 or not parts[2].isdigit():
+        return True
+    pid, start = int(parts[2]), parts[3]
+    if not os.path.exists("/proc"):  # pragma: no cover - not Linux: ask the kernel only about the pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    now = _start_time(pid)
+    return now is not None and (start == "0" or now == start)
+
+
+def remove_stale_folders(*dirs: str) -> list[str]:
+    """Remove ``pyinv-in-*`` / ``pyinv-store-*`` temporary folders whose owner process is gone (a run killed
+    with SIGKILL cannot remove its own). Folders of live runs are kept. Returns the removed paths."""
+    removed = []
+    for d in dirs or ("/dev/shm", tempfile.gettempdir()):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            if not (name.startswith("pyinv-in-") or name.startswith("pyinv-store-")):
+                continue
+            full = os.path.join(d, name)
+            if os.path.isdir(full) and not _owner_alive(name):
+                shutil.rmtree(full, ignore_errors=True)
+                if not os.path.exists(full):
+                    removed.append(full)
+    return removed
+
+
+def _scratch_dir(nbytes: int, prefix: str = "pyinv-in-") -> str:
+    """A temporary folder for ``nbytes`` of inputs: in /dev/shm when it has room for them (twice, plus
+    64 MiB), else in the temporary directory. Named after its owner process, so that a later run can
+    remove it should this one be killed."""
     shm = "/dev/shm"
+    name = f"{prefix}{_owner_tag()}-"
+    with contextlib.suppress(OSError):
+        remove_stale_folders(shm, tempfile.gettempdir())
     try:
         if os.path.isdir(shm) and shutil.disk_usage(shm).free > 2 * nbytes + (64 << 20):
-            return tempfile.mkdtemp(prefix="pyinv-in-", dir=shm)
+            return tempfile.mkdtemp(prefix=name, dir=shm)
     except OSError:  # pragma: no cover
         pass
-    return tempfile.mkdtemp(prefix="pyinv-in-")
+    return tempfile.mkdtemp(prefix=name)
+
+
+# Workers get nothing from __main__: multiprocessing's spawn/forkserver children normally re-run the
+# parent's main script (as __mp_main__) before unpickling their task; an unguarded script would then call
+# pyinv.invert again in every worker (which fails, and used to make the pool restart for ever), and a
+# script read from stdin cannot be re-run at all. The worker entry points live in this module, so the
+# main-module part of the preparation data is left out for pyinv's own worker processes.
+_PREP_LOCK = threading.Lock()
+
+
+def _launch_without_main(launch: Callable, process_obj: Any) -> None:
+    from multiprocessing import spawn
+
+    with _PREP_LOCK:
+        original = spawn.get_preparation_data
+
+        def prep(name: str) -> dict:
+            d = original(name)
+            d.pop("init_main_from_path", None)
+            d.pop("init_main_from_name", None)
+            return d
+
+        spawn.get_preparation_data = prep
+        try:
+            launch(process_obj)
+        finally:
+            spawn.get_preparation_data = original
+
+
+def _popen_type(method: str) -> type:
+    if method == "forkserver":
+        from multiprocessing.popen_forkserver import Popen as base
+    else:
+        from multiprocessing.popen_spawn_posix import Popen as base
+
+    class _Popen(base):  # type: ignore[valid-type, misc]
+        def _launch(self, process_obj):  # noqa: D401 - multiprocessing's hook
+            _launch_without_main(super()._launch, process_obj)
+
+    return _Popen
+
+
+def _worker_process_types() -> tuple[type, type]:
+    import multiprocessing as mp
+    from multiprocessing import context as mpc
+
+    if "forkserver" in mp.get_all_start_methods():
+        return mpc.ForkServerProcess, mpc.ForkServerContext
+    return mpc.SpawnProcess, mpc.SpawnContext  # pragma: no cover - no forkserver
+
+
+_ProcBase, _CtxBase = _worker_process_types()
+
+
+class WorkerProcess(_ProcBase):  # type: ignore[valid-type, misc]
+    """A pool worker process that does not import the parent's ``__main__`` module."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _popen_type(WorkerProcess._start_method)(process_obj)
+
+
+class WorkerContext(_CtxBase):  # type: ignore[valid-type, misc]
+    """The multiprocessing context of pyinv's local pools (forkserver where available, else spawn)."""
+
+    Process = WorkerProcess
 
 
 def _mp_context():
     import multiprocessing as mp
 
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        try:
+    if os.name != "posix":  # pragma: no cover - Windows: plain spawn (scripts need the __main__ guard)
+        return mp.get_context("spawn")
+    ctx = WorkerContext()
+    if ctx.get_start_method() == "forkserver":
+        with contextlib.suppress(Exception):
             ctx.set_forkserver_preload(["pyinv", "pyinv.scheduler"])
-        except Exception:  # pragma: no cover
-            pass
-        return ctx
-    return mp.get_context("spawn")  # pragma: no cover
+    return ctx
 
 
 def _as_executor(executor: Any) -> Executor:
@@ -586,14 +911,49 @@ def _run_local(*args):
         _run_local_pool(*args)
 
 
+def _worker_errors(indir: str) -> str:
+    """The last lines of the first error a pool worker wrote at start-up ('' when none)."""
+    for f in sorted(Path(indir).glob("worker-error-*.txt")):
+        with contextlib.suppress(OSError):
+            lines = f.read_text().strip().splitlines()
+            return "\n".join(lines[-6:])
+    return ""
+
+
+class _Requeue:
+    """Failure bookkeeping shared by both pool drivers: a failed task of several pixels is split into
+    one-pixel tasks (no attempt is counted); a one-pixel task that fails counts an attempt of its pixel,
+    which gets ``status`` once it has failed ``retries + 1`` times."""
+
+    def __init__(self, store: ResultStore, queue: deque, npix: int, retries: int, nwav: int):
+        self.store, self.queue, self.retries, self.nwav = store, queue, int(retries), nwav
+        self.attempts = np.zeros(npix, np.int32)
+        sh = store.meta["shapes"]
+        self.ndep, self.ncyc = sh["ndep"], sh["ncyc"]
+
+    def failed(self, ids: np.ndarray, status: int = STATUS_FAILED) -> None:
+        pend = self.store.pending(ids)
+        if pend.size > 1:
+            for p in pend[::-1]:
+                self.queue.appendleft(np.array([p]))
+            return
+        for p in pend:
+            self.attempts[p] += 1
+            if self.attempts[p] > self.retries:
+                self.store.put(int(p), _blank_record(self.ndep, self.nwav, self.ncyc, status))
+            else:
+                self.queue.appendleft(np.array([p]))
+
+
 def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nworkers, size, retries, account, stats):
     from concurrent.futures import ProcessPoolExecutor
 
     npix = cube.shape[0]
-    indir = _scratch_dir(cube.nbytes + gindex.nbytes)
+    inputs = {"cube": cube, "table": table, "header": header, "gindex": gindex, "snr": snr}
+    indir = _scratch_dir(sum(int(a.nbytes) for a in inputs.values()) + 8 * npix)  # + started
     try:
         d = Path(indir)
-        for name, arr in (("cube", cube), ("table", table), ("header", header), ("gindex", gindex), ("snr", snr)):
+        for name, arr in inputs.items():
             m = np.lib.format.open_memmap(d / f"{name}.npy", mode="w+", dtype=arr.dtype, shape=arr.shape)
             m[...] = arr
             m.flush()
@@ -601,81 +961,110 @@ def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nwor
         started = np.lib.format.open_memmap(d / "started.npy", mode="w+", dtype="f8", shape=(npix,))
         started[:] = 0.0
         started.flush()
-        attempts = np.zeros(npix, np.int32)
         ctx = _mp_context()
-
-        def make_pool():
-            return ProcessPoolExecutor(nworkers, mp_context=ctx, initializer=_init_local_worker,
-                                       initargs=(problem, indir, str(store.path)))
-
+        ndep_, ncyc_, nwav_ = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"], cube.shape[-1]
         queue = _chunks(todo, size)
+        rq = _Requeue(store, queue, npix, retries, nwav_)
+        attempts = rq.attempts
         suspects: deque = deque()  # pixels running when a worker died: rerun one at a time, alone
         window = 2 * nworkers + 1
-        pool = make_pool()
+        futile = 0
+
+        def make_pool():
+            pool = ProcessPoolExecutor(nworkers, mp_context=ctx, initializer=_init_local_worker,
+                                       initargs=(problem, indir, str(store.path)))
+            return pool, time.time(), int(np.count_nonzero(store.status[todo] != STATUS_PENDING))
+
+        pool, born, done_at_birth = make_pool()
         inflight: dict = {}
         isolated = None  # the future of a suspect running alone
         failed: list[tuple[np.ndarray, bool]] = []
         broken = False
-        ndep_, ncyc_, nwav_ = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"], cube.shape[-1]
         try:
-            while queue or inflight or suspects:
-                if not broken:
-                    try:
-                        if suspects:
-                            if not inflight:
-                                ids = np.array([suspects.popleft()])
-                                isolated = pool.submit(_local_chunk, ids)
-                                inflight[isolated] = ids
-                        else:
-                            while queue and len(inflight) < window:
-                                ids = queue[0]
-                                inflight[pool.submit(_local_chunk, ids)] = ids
-                                queue.popleft()
-                    except BrokenProcessPool:
-                        broken = True
-                if inflight:
-                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        ids = inflight.pop(fut)
-                        account(ids)
-                        exc = fut.exception()
-                        if exc is None:
-                            continue
-                        stats["chunk_failures"] += 1
-                        failed.append((ids, fut is isolated))
-                        if isinstance(exc, BrokenProcessPool):
-                            broken = True
-                        else:  # an error outside the per-pixel guard (should not happen): count it
-                            pend = ids[store.status[ids] == STATUS_PENDING]
-                            attempts[pend] += 1
-                if broken and not inflight:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    now = time.time()
-                    front: list[np.ndarray] = []
-                    for ids, alone in failed:
-                        pend = ids[store.status[ids] == STATUS_PENDING]
-                        was_running = pend[started[pend] > 0]
-                        rest = pend[started[pend] <= 0]
-                        for p in was_running:
-                            tl = problem.time_limit
-                            if alone:  # it ran alone: it killed its worker
-                                attempts[p] += 1
-                            if tl and now - started[p] >= tl:
-                                store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_TIMEOUT))
-                            elif attempts[p] > retries:
-                                store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_WORKER_DIED))
+            while True:
+                while queue or inflight or suspects:
+                    if not broken:
+                        try:
+                            if suspects:
+                                if not inflight:
+                                    ids = np.array([suspects[0]])
+                                    isolated = pool.submit(_local_chunk, ids)
+                                    inflight[isolated] = ids
+                                    suspects.popleft()  # only once it is submitted
                             else:
-                                started[p] = 0.0
-                                suspects.append(int(p))
-                        if rest.size:
-                            front.append(rest)
-                        account(ids)
-                    failed = []
-                    isolated = None
-                    queue.extendleft(reversed(front))
-                    pool = make_pool()
-                    broken = False
-                    stats["pool_restarts"] += 1
+                                while queue and len(inflight) < window:
+                                    ids = queue[0]
+                                    inflight[pool.submit(_local_chunk, ids)] = ids
+                                    queue.popleft()
+                        except Exception:  # BrokenProcessPool, or a pool that shut down: rebuild it
+                            broken = True
+                    if inflight:
+                        done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            ids = inflight.pop(fut)
+                            account(ids)
+                            exc = fut.exception()
+                            if exc is None:
+                                if store.pending(ids).size:  # returned without writing: run them again
+                                    rq.failed(ids)
+                                continue
+                            stats["chunk_failures"] += 1
+                            if isinstance(exc, BrokenProcessPool):
+                                broken = True
+                                failed.append((ids, fut is isolated))
+                            else:  # an error outside the per-pixel guard: split / retry its pixels
+                                rq.failed(ids)
+                                account(ids)
+                    elif broken:
+                        pass
+                    if broken and not inflight:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        now = time.time()
+                        work = np.concatenate([ids for ids, _ in failed]) if failed else np.zeros(0, np.int64)
+                        progressed = (int(np.count_nonzero(store.status[todo] != STATUS_PENDING)) > done_at_birth
+                                      or bool(work.size and (started[work] >= born).any()))
+                        futile = 0 if progressed else futile + 1
+                        if futile > MAX_FUTILE_REBUILDS:
+                            why = _worker_errors(indir)
+                            raise PoolStartError(
+                                f"pyinv.invert: the local process pool died {futile} times before computing any "
+                                f"pixel ({MAX_FUTILE_REBUILDS} rebuilds); stopped. "
+                                + (f"A worker reported:\n{why}\n" if why else "")
+                                + GUARD_HINT + (f" Finished pixels are kept in the checkpoint {store.path}."
+                                                if store.durable else ""))
+                        front: list[np.ndarray] = []
+                        for ids, alone in failed:
+                            pend = store.pending(ids)
+                            was_running = pend[started[pend] > 0]
+                            rest = pend[started[pend] <= 0]
+                            for p in was_running:
+                                tl = problem.time_limit
+                                if alone:  # it ran alone: it killed its worker
+                                    attempts[p] += 1
+                                if tl and now - started[p] >= tl:
+                                    store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_TIMEOUT))
+                                elif attempts[p] > retries:
+                                    store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_WORKER_DIED))
+                                else:
+                                    started[p] = 0.0
+                                    suspects.append(int(p))
+                            if rest.size:
+                                front.append(rest)
+                            account(ids)
+                        failed = []
+                        isolated = None
+                        queue.extendleft(reversed(front))
+                        pool, born, done_at_birth = make_pool()
+                        broken = False
+                        stats["pool_restarts"] += 1
+                # every path above requeues; a last sweep makes sure no pixel is left pending
+                left = store.pending(todo)
+                if not left.size:
+                    break
+                stats["requeued_at_end"] = stats.get("requeued_at_end", 0) + int(left.size)
+                for p in left:
+                    rq.failed(np.array([p]))
+                account(left)
         except BaseException:  # stopping early (SIGTERM, Ctrl-C, an error): don't wait for running chunks
             _terminate_pool(pool)
             raise
@@ -685,39 +1074,62 @@ def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nwor
         shutil.rmtree(indir, ignore_errors=True)
 
 
+def _is_worker_death(exc: BaseException) -> bool:
+    """Whether a task's exception says its worker process died (dask's KilledWorker, a broken pool, MPI)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"KilledWorker", "BrokenProcessPool", "BrokenExecutor", "CommClosedError"})
+
+
 def _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, window, size, retries, account, stats):
     npix = cube.shape[0]
-    attempts = np.zeros(npix, np.int32)
     ndep, ncyc = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"]
     queue = _chunks(todo, size)
+    rq = _Requeue(store, queue, npix, retries, cube.shape[-1])
     inflight: dict = {}
+    submit_failures = 0
 
     def submit(ids):
         rows = np.unique(gindex[ids][gindex[ids] >= 0])
         remap = np.full(table.shape[0], -1, np.int32)
         remap[rows] = np.arange(rows.size, dtype=np.int32)
         g = np.where(gindex[ids] >= 0, remap[np.maximum(gindex[ids], 0)], -1).astype(np.int32)
-        return ex.submit(_remote_chunk, problem, ids, np.ascontiguousarray(cube[ids]), table[rows], header[rows],
-                         g, np.ascontiguousarray(snr[ids]), ndep, ncyc)
+        return ex.submit(_remote_chunk, problem, ids, np.ascontiguousarray(cube[ids]), np.ascontiguousarray(table[rows]),
+                         np.ascontiguousarray(header[rows]), g, np.ascontiguousarray(snr[ids]), ndep, ncyc)
 
-    while queue or inflight:
-        while queue and len(inflight) < window:
-            ids = queue.popleft()
-            inflight[submit(ids)] = ids
-        done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-        for fut in done:
-            ids = inflight.pop(fut)
-            try:
-                recs = fut.result()
-            except Exception:
-                stats["chunk_failures"] += 1
-                attempts[ids] += 1
-                for p in ids:
-                    if attempts[p] > retries:
-                        store.put(int(p), _blank_record(ndep, cube.shape[-1], ncyc, STATUS_WORKER_DIED))
-                    else:
-                        queue.appendleft(np.array([p]))
-                account(ids)
+    while True:
+        while queue or inflight:
+            while queue and len(inflight) < window:
+                ids = queue[0]
+                try:
+                    fut = submit(ids)
+                except Exception as exc:
+                    submit_failures += 1
+                    if submit_failures > MAX_FUTILE_REBUILDS or not inflight:
+                        raise RuntimeError(f"pyinv.invert: the executor {type(ex).__name__} refused tasks "
+                                           f"({type(exc).__name__}: {exc}); finished pixels are kept in the store "
+                                           f"{store.path}") from exc
+                    break  # wait for running tasks, then try again
+                queue.popleft()
+                inflight[fut] = ids
+            if not inflight:
                 continue
-            store.put_many(ids, recs)
-            account(ids)
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            for fut in done:
+                ids = inflight.pop(fut)
+                try:
+                    recs = fut.result()
+                    store.put_many(ids, recs)
+                    submit_failures = 0
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # a task's failure, whatever it raised
+                    stats["chunk_failures"] += 1
+                    rq.failed(ids, STATUS_WORKER_DIED if _is_worker_death(exc) else STATUS_FAILED)
+                account(ids)
+        left = store.pending(todo)
+        if not left.size:
+            break
+        stats["requeued_at_end"] = stats.get("requeued_at_end", 0) + int(left.size)
+        for p in left:
+            rq.failed(np.array([p]))
+        account(left)
