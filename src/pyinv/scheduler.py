@@ -466,8 +466,10 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
     cfg = problem.config
     if np.isfinite(snr):
         cfg = dataclasses.replace(cfg, snr=float(snr))
-    snr_last = float(cfg.value("snr", cfg.cycles))
-    w_last = cfg.weights_for(cfg.cycles)
+    # the reduced chi2 needs an inversion configuration (synthesize_map's pixel function has none)
+    inverting = hasattr(cfg, "value") and hasattr(cfg, "weights_for")
+    snr_last = float(cfg.value("snr", cfg.cycles)) if inverting else float("nan")
+    w_last = cfg.weights_for(cfg.cycles) if inverting else None
     best = None
     for k, (row, hdr) in enumerate(starts):
         try:
@@ -476,7 +478,8 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
                 res = solver(np.array(stokes, dtype=np.float64), guess, problem.lines, problem.grid, cfg,
                              mu=problem.mu, psf=problem.psf, abundances=problem.abundances)
             rec = _record_from(res, ndep, nwav, ncyc)
-            rec["chi2_reduced"] = reduced_chi2(stokes, rec["fits"], snr_last, w_last, _free_parameters(res))
+            rec["chi2_reduced"] = (reduced_chi2(stokes, rec["fits"], snr_last, w_last, _free_parameters(res))
+                                   if inverting else float("nan"))
         except PixelTimeout:
             rec = _blank_record(ndep, nwav, ncyc, STATUS_TIMEOUT)
         except Exception:
