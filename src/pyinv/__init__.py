@@ -46,7 +46,7 @@ __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
 
 
 def __getattr__(name: str):
-    # pyinv.cnn (torch, numba) and pyinv.synthetic are imported on first use, not by ``import pyinv``.
+    # pyinv.cnn (numba; torch only to train) and pyinv.synthetic are imported on first use, not by ``import pyinv``.
     if name in ("cnn", "synthetic"):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
