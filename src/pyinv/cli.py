@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--recipe", required=True, help="recipe name (pyinv cnn list)")
     ct.add_argument("--pixels", type=int, help="training pixels [the recipe's]")
     ct.add_argument("--epochs", type=int, help="epochs [the recipe's]")
+    ct.add_argument("--batch", type=int, help="batch size [the recipe's]")
+    ct.add_argument("--learning-rate", type=float, help="AdaMax learning rate [the recipe's]")
     ct.add_argument("--workdir", help="folder of the resumable training-set shards [~/.cache/pyinv/cnn/<recipe>_set]")
     ct.add_argument("--workers", type=int, default=1, help="processes generating shards [1]")
     ct.add_argument("--threads", type=int, default=1, help="torch threads while training [1]")

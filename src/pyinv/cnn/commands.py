@@ -48,15 +48,23 @@ def cmd_cnn_train(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     print(f"      {len(ts)} pixels ({ts.provenance['families']}), {t1 - t0:.0f} s; [2/2] training on {args.device} ...",
           flush=True)
-    model = train(ts, epochs=args.epochs or rec.epochs, batch_size=rec.batch_size, learning_rate=rec.learning_rate,
+    batch = getattr(args, "batch", None) or rec.batch_size
+    lr = getattr(args, "learning_rate", None) or rec.learning_rate
+    model = train(ts, epochs=args.epochs or rec.epochs, batch_size=batch, learning_rate=lr,
                   validation=rec.validation, patience=rec.patience, seed=rec.seed, threads=args.threads,
                   device=args.device, filters=rec.filters, mu_input=rec.mu_input)
     model.meta["name"] = rec.name
     model.meta["instrument"] = rec.instrument
-    model.provenance["recipe"] = {**rec.data_fingerprint(), "pixels": len(ts), "epochs": args.epochs or rec.epochs}
+    model.provenance["recipe"] = {**rec.data_fingerprint(), "pixels": len(ts), "epochs": args.epochs or rec.epochs,
+                                  "batch_size": batch, "learning_rate": lr,
+                                  "recipe_defaults": {"pixels": rec.pixels, "epochs": rec.epochs,
+                                                      "batch_size": rec.batch_size, "learning_rate": rec.learning_rate}}
     model.provenance["command"] = ("pyinv cnn train --recipe " + rec.name
                                    + (f" --pixels {args.pixels}" if args.pixels else "")
-                                   + (f" --epochs {args.epochs}" if args.epochs else ""))
+                                   + (f" --epochs {args.epochs}" if args.epochs else "")
+                                   + (f" --batch {args.batch}" if getattr(args, "batch", None) else "")
+                                   + (f" --learning-rate {args.learning_rate:g}" if getattr(args, "learning_rate", None)
+                                      else ""))
     model.provenance["training_set_seconds"] = t1 - t0
     model.save(out)
     p = model.provenance
