@@ -318,3 +318,17 @@ def test_cli_cnn_train_recipe(engine, tmp_path, capsys):
     assert model.mu_input and model.meta["name"] == "hinode-sp-fe6301"
     assert model.provenance["recipe"]["seed"] == 6301 and model.provenance["epochs_run"] == 2
     assert (tmp_path / "set" / "manifest.json").is_file()
+
+
+def test_quiet_sun_continuum_on_real_hinode_sample():
+    """The continuum estimate on real Level-1 counts (../shared/data): within 1 % of the file's IC_HSRA."""
+    from pathlib import Path
+    f = Path(__file__).resolve().parents[2] / "shared" / "data" / "hinode_sp_5x5_globin" / "hinode4d.20130912.sample.fits"
+    if not f.is_file():
+        pytest.skip("../shared/data/hinode_sp_5x5_globin not present")
+    from astropy.io import fits
+    import pyinv.cnn as cnn
+    with fits.open(f) as h:
+        raw = np.asarray(h[0].data, dtype=np.float64)
+        ic = float(h[2].header["IC_HSRA"])
+    assert abs(cnn.quiet_sun_continuum(raw) / ic - 1) < 0.01
