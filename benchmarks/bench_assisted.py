@@ -109,11 +109,17 @@ def main_transfer(args) -> None:
     model = cnn.as_model(args.model)
     git = _git_commit()
     log(f"bench_assisted --protocol transfer: {n}x{n} maps, workers={workers}, model {model}, commit {git}")
+    if args.out is None and model.meta.get("name") not in (None, "hinode-sp-fe6301"):
+        out = out.with_name(f"assisted_transfer_{model.meta['name']}_{n}.json")
     S = args.seed
-    maps = {"sunspot_mu1": lambda: generate_map(n, S, mu=1.0),
-            "sunspot_mu0.77": lambda: generate_map(n, S + 1, mu=0.77),
-            "sunspot_mu0.5": lambda: generate_map(n, S + 2, mu=0.5),
-            "emerging_mu1": lambda: generate_emerging_region(n, S + 3, mu=1.0)}
+    # the instrument of the model's recipe (sampling, PSF); Hinode SP for models without one
+    rec = cnn.RECIPES.get(model.meta.get("name") or "", cnn.get_recipe("hinode-sp-fe6301"))
+    lines = rec.lines()
+    inst = dict(lines=lines, grid=rec.grid(lines), psf=rec.psf())
+    maps = {"sunspot_mu1": lambda: generate_map(n, S, mu=1.0, **inst),
+            "sunspot_mu0.77": lambda: generate_map(n, S + 1, mu=0.77, **inst),
+            "sunspot_mu0.5": lambda: generate_map(n, S + 2, mu=0.5, **inst),
+            "emerging_mu1": lambda: generate_emerging_region(n, S + 3, mu=1.0, **inst)}
     if args.maps:
         maps = {k: v for k, v in maps.items() if k in args.maps.split(",")}
 
@@ -175,7 +181,7 @@ def main_transfer(args) -> None:
         log(f"  speed-up {row['speedup']:.2f}x, chi2 within 5 %: {row['chi2_within_5pct_fraction']:.2f}, "
             f"fallback {row['fallback']}")
     summary = {
-        "protocol": "transfer", "size": n, "workers": workers, "seed": S, **git,
+        "protocol": "transfer", "size": n, "workers": workers, "seed": S, **git, "instrument": rec.instrument,
         "model": {"name": model.meta.get("name"), "file": Path(model.provenance.get("loaded_from", "?")).name,
                   "training_pixels": model.provenance.get("training_pixels"), "mu_input": model.mu_input,
                   "mu_range": model.meta.get("mu_range"), "recipe": model.provenance.get("recipe")},

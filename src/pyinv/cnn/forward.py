@@ -25,9 +25,11 @@ def _conv_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     p = k // 2
     xp = np.pad(x, ((0, 0), (0, 0), (p, p)))
     win = sliding_window_view(xp, k, axis=2)                       # (n, cin, L, k)
-    cols = win.transpose(0, 2, 1, 3).reshape(n, L, cin * k)        # im2col
-    y = cols @ w.reshape(cout, cin * k).T + b                      # (n, L, cout)
-    return np.maximum(y, 0.0).transpose(0, 2, 1)
+    cols = win.transpose(0, 2, 1, 3).reshape(n * L, cin * k)       # im2col: one matrix product
+    y = cols @ w.reshape(cout, cin * k).T                          # (n·L, cout)
+    y += b
+    np.maximum(y, 0.0, out=y)
+    return np.ascontiguousarray(y.reshape(n, L, cout).transpose(0, 2, 1))
 
 
 def _pool2(x: np.ndarray) -> np.ndarray:
