@@ -108,13 +108,14 @@ def test_packaged_model_correlation_floor(fixed_map):
     from pyinv.cnn.commands import quantities
     m = fixed_map
     model = cnn.pretrained()
+    assert model.provenance["training_pixels"] >= 100_000 and model.mu_input
     truth = quantities(m)
-    floors = {"T": 0.85, "B": 0.85, "inc": 0.8}
+    floors = {"T": 0.98, "v": 0.9, "B": 0.97, "inc": 0.97}   # measured: 0.999, 0.983, 0.995, 0.995
     got = quantities(cnn.predict(m.cube, model, grid=m.grid, lines=m.lines, mu=m.mu))
     rnd = quantities(cnn.predict(m.cube, _random_weights(model), mu=m.mu, hydrostatic=False))
     for q, f in floors.items():
         assert _corr(got[q], truth[q]) >= f, (q, _corr(got[q], truth[q]))
-    assert any(not (_corr(rnd[q], truth[q]) >= f) for q, f in floors.items())
+    assert sum(not (_corr(rnd[q], truth[q]) >= f) for q, f in floors.items()) >= 3
 
 
 # --------------------------------------------------------------------------------------- init="cnn"
@@ -211,10 +212,12 @@ def test_resample_onto_the_model_grid(fixed_map):
         cnn.predict(src, model, grid=g2, mu=1.0)
     with pytest.warns(UserWarning, match=r"111 points of 21.549 mA -> 112 points.*2 model point\(s\) outside"):
         got = cnn.predict(src, model, grid=g2, mu=1.0, resample=True, hydrostatic=False).nodes
-    # twice-interpolated noisy profiles: close to the original prediction, not equal
-    assert np.abs(got["T"] - ref["T"]).max() < 60.0         # without resampling: 120 K
-    assert np.abs(got["B"] - ref["B"]).max() < 40.0
-    assert np.abs(got["vlos"] - ref["vlos"]).max() < 0.1e5     # without: 0.27e5 cm/s
+    # twice-interpolated noisy profiles: close to the original prediction, not equal; the 7 mA shift (1/3 of a
+    # step, 0.33 km/s) matters for the velocity: treating the shifted cube as if on the model's grid is worse
+    naive = cnn.predict(np.concatenate([src, src[..., -1:]], axis=-1), model, mu=1.0, hydrostatic=False).nodes
+    err = {k: np.abs(got[k] - ref[k]).max() for k in ("T", "B", "vlos")}
+    assert err["T"] < 60.0 and err["B"] < 60.0
+    assert err["vlos"] < 0.5 * np.abs(naive["vlos"] - ref["vlos"]).max()
     with pytest.warns(UserWarning, match="largest distance"):
         back, info = resample_to_model(cube, m.grid, model)
     np.testing.assert_allclose(back, cube, atol=1e-12)
@@ -225,24 +228,33 @@ def test_resample_onto_the_model_grid(fixed_map):
 def test_catalogue_and_cli_list(monkeypatch, tmp_path, capsys):
     import pyinv.cnn as cnn
     from pyinv.cli import main
+    from pyinv.cnn.catalogue import CATALOGUE, CatalogueEntry
     monkeypatch.setenv("HOME", str(tmp_path))          # no user-trained models
     monkeypatch.delenv("PYINV_CNN_DIR", raising=False)
     assert set(cnn.catalogue_names()) >= {"hinode-sp-fe6301", "gris-fe15648"}
     hin = cnn.pretrained("hinode-sp-fe6301")
-    assert hin.nwav == 112 and hin.meta["name"] == "hinode-sp-fe6301"
+    assert hin.nwav == 112 and hin.meta["name"] == "hinode-sp-fe6301" and hin.mu_input
+    gris = cnn.pretrained("gris-fe15648", grid=cnn.get_recipe("gris-fe15648").grid())
+    assert gris.nwav == 102 and gris.mu_input and gris.provenance["recipe"]["name"] == "gris-fe15648"
+    for m in (hin, gris):                              # made by the committed recipe command
+        assert m.provenance["command"].startswith(f"pyinv cnn train --recipe {m.meta['name']}")
+    with pytest.raises(ValueError, match="incompatible"):
+        cnn.predict(np.ones((1, 1, 4, 112)), gris)
+    # an entry that is neither packaged nor trained names the command that makes it
+    monkeypatch.setitem(CATALOGUE, "test-unmade", CatalogueEntry("test-unmade", "X", "Fe I", None, "gris-fe15648", ""))
     with pytest.raises(FileNotFoundError, match="pyinv cnn train --recipe gris-fe15648"):
-        cnn.pretrained("gris-fe15648")
+        cnn.pretrained("test-unmade")
     with pytest.raises(ValueError, match="unknown CNN model"):
         cnn.pretrained("nope")
     assert main(["cnn", "list"]) == 0
     out = capsys.readouterr().out
     assert "hinode-sp-fe6301" in out and "installed (packaged)" in out and "gris-fe15648" in out
-    assert "not installed: pyinv cnn train --recipe gris-fe15648" in out
+    assert "test-unmade" in out and "not installed: pyinv cnn train --recipe gris-fe15648" in out
     # a model put where PYINV_CNN_DIR points is found first
     d = tmp_path / "models"
-    cnn.save_model(hin, d / "gris-fe15648.npz")
+    cnn.save_model(hin, d / "test-unmade.npz")
     monkeypatch.setenv("PYINV_CNN_DIR", str(d))
-    assert cnn.pretrained("gris-fe15648").provenance["loaded_from"].startswith(str(d))
+    assert cnn.pretrained("test-unmade").provenance["loaded_from"].startswith(str(d))
 
 
 def test_recipes_grids():

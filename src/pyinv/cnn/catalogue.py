@@ -6,8 +6,8 @@ name                   data                                                 file
 =====================  ===================================================  =============================
 ``hinode-sp-fe6301``   Hinode SP Fe I 6301.5/6302.5 Å, 112 points of        packaged
                        21.549 mÅ, 25.2 mÅ Gaussian spectral PSF
-``gris-fe15648``       GREGOR/GRIS Fe I 15648.5/15652.9 Å, ±1 Å windows     made with ``pyinv cnn train
-                       around each line at 40 mÅ (2 × 51 points), no         --recipe gris-fe15648``
+``gris-fe15648``       GREGOR/GRIS Fe I 15648.5/15652.9 Å, ±1 Å windows     packaged
+                       around each line at 40 mÅ (2 × 51 points), no
                        spectral PSF
 =====================  ===================================================  =============================
 
@@ -44,7 +44,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
         "Hinode SP spectropolarimeter, both Fe I lines in one 112-point region, 25.2 mA Gaussian spectral PSF"),
     "gris-fe15648": CatalogueEntry(
         "gris-fe15648", "GREGOR/GRIS", "Fe I 15648.5 / 15652.9 A (+-1 A at 40 mA, 2 x 51 points)",
-        None, "gris-fe15648",
+        "cnn_gris_fe15648.npz", "gris-fe15648",
         "GREGOR Infrared Spectrograph, Gafeira et al. (2021) Table A.1 sampling, no spectral PSF"),
 }
 
