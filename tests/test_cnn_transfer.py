@@ -174,7 +174,7 @@ def test_fallback_reinverts_a_wrong_start(fixed_map):
     assert fb["replaced"] >= 1 and fb["seconds"] > 0
     c_off, c_on = off.chi2.ravel()[bad_pixel], on.chi2.ravel()[bad_pixel]
     others = np.delete(off.chi2.ravel(), bad_pixel)
-    assert c_off > 3 * np.median(others)           # the wrong start really ends badly in one cycle
+    assert c_off > 10 * np.median(others)          # the wrong start really ends badly in one cycle
     assert c_on < c_off / 3                          # ... and the fallback repairs it
     assert on.chi2.ravel()[bad_pixel] <= 3 * np.median(others)
     assert on.seconds.ravel()[bad_pixel] > off.seconds.ravel()[bad_pixel] * 0.5

@@ -12,13 +12,17 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
 2. **Start.** The CNN's node values (numpy forward pass), interpolated to the inversion's log τ grid,
    Pe from hydrostatic equilibrium at μ.
 3. **Fallback** (``fallback=True``, the default). A pixel is *clearly worse* when its χ² is more than
-   ``fallback_factor`` (default 3) times the median χ² of the converged pixels of its CNN cluster (k-means
+   ``fallback_factor`` (default 10) times the median χ² of the converged pixels of its CNN cluster (k-means
    of the CNN outputs, :func:`pyinv.cnn.cluster`; clusters with fewer than 4 converged pixels use the
    map-wide median), or when it failed (non-finite χ², solver exception, timeout, dead worker). χ² is
    noise-normalised, so the rule compares each fit with fits of physically similar pixels at the same
    noise. Those pixels are inverted again from the standard start (:func:`pyinv.models.default_guess`)
    with the full configuration (``config`` itself when it has several cycles, else
    :func:`pyinv.cnn.reference_config` with its weights and S/N), and the better of the two fits is kept.
+   Why 10: on the four 16×16 maps of ``benchmarks/bench_assisted.py`` (packaged model) no assisted fit was
+   worse than the standard one by more than 10 %, yet a factor of 3 flagged up to 27 pixels (intrinsically
+   hard ones that the standard run fits no better; pure cost), a factor of 8 none; a start that is really
+   wrong (flipped polarity, +2000 K) ends near 100 times its cluster's median.
    ``provenance["fallback"]`` records the rule, the threshold per pixel's cluster, the pixels re-inverted
    and replaced (flat indices), and their seconds; the pixels' ``seconds`` include both runs; for replaced
    pixels ``chi2_cycles[..., -1]`` holds the fallback's final χ².
@@ -93,7 +97,7 @@ class CNNInit(InitStrategy):
     fallback : bool
         Re-invert clearly worse pixels from the standard start (default True).
     fallback_factor : float
-        χ² threshold factor of the fallback rule (default 3).
+        χ² threshold factor of the fallback rule (default 10; see the module docstring).
     fallback_config : InversionConfig, optional
         Configuration of the fallback runs (default: the user's multi-cycle configuration, else
         :func:`pyinv.cnn.reference_config`).
@@ -102,7 +106,7 @@ class CNNInit(InitStrategy):
     name = "cnn"
 
     def __init__(self, guess: Any = None, *, ic_quiet: float | None = None, n_clusters: int = 5,
-                 resample: bool = False, cycles: str = "last", fallback: bool = True, fallback_factor: float = 3.0,
+                 resample: bool = False, cycles: str = "last", fallback: bool = True, fallback_factor: float = 10.0,
                  fallback_config: Any = None):
         from .predict import as_model
         if cycles not in ("last", "all"):
