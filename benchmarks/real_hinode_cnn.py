@@ -82,7 +82,8 @@ def main() -> int:
            "median_chi2": {"standard": float(np.median(rs.chi2)), "assisted": float(np.median(ra.chi2))},
            "fraction_within_5pct": float(np.mean(ratio <= 1.05)), "seconds": {"standard": t_std, "assisted": t_ass},
            "fallback": {"flagged": fb.get("flagged"), "replaced": fb.get("replaced")}, "warnings": msgs,
-           "model": ra.provenance["init"]}
+           "model": {"name": ra.provenance["init_info"].get("model_name"),
+                     "file": Path(str(ra.provenance["init_info"].get("model"))).name}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"-> {args.out}")
