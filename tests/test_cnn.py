@@ -1,5 +1,6 @@
 """pyinv.cnn (issue 6) on tiny maps: training runs, save/load round trip, node interpolator, assisted
-inversion through pyinv.invert, refusal of incompatible data, synthetic map generator."""
+inversion through pyinv.invert, refusal of incompatible data, synthetic map generator. Tests that train
+need torch (the [train] extra) and skip without it."""
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +11,11 @@ import pytest
 
 import pyinv
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
+
+
+def _torch():
+    return pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +34,7 @@ def tiny_map(engine):
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_map):
+    _torch()
     import pyinv.cnn as cnn
     m = tiny_map
     # targets from the truth (no inversion needed to exercise the training machinery)
@@ -38,7 +43,8 @@ def tiny_model(tiny_map):
 
 
 def test_import_pyinv_does_not_import_torch():
-    code = "import sys, pyinv; import pyinv.synthetic; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, pyinv; import pyinv.synthetic, pyinv.cnn; pyinv.cnn.pretrained(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env=_env())
 
 
@@ -98,7 +104,7 @@ def test_training_and_save_load_roundtrip(tiny_map, tiny_model, tmp_path):
     p = model.provenance
     assert p["epochs_run"] == 3 and p["training_pixels"] + p["validation_pixels"] == len(ts) == 36
     assert np.isfinite(model.history["train"]).all()
-    f = tmp_path / "m.pt"
+    f = tmp_path / "m.npz"
     model.save(f)
     loaded = cnn.load_model(f, grid=m.grid, lines=m.lines)
     a = cnn.predict(m.cube, model)
@@ -135,9 +141,13 @@ def test_incompatible_models_refused(tiny_map, tiny_model, tmp_path):
         pyinv.invert(m.cube[:2, :2, :, :100], m.lines, short, cnn.assisted_config(), init="cnn", guess=model,
                      progress=False, executor="serial")
     bad = tmp_path / "bad.pt"
-    torch.save({"something": 1}, bad)
+    _torch().save({"something": 1}, bad)
     with pytest.raises(ValueError, match="not a pyinv CNN model"):
         cnn.load_model(bad)
+    bad2 = tmp_path / "bad.npz"
+    np.savez(bad2, something=np.ones(3))
+    with pytest.raises(ValueError, match="not a pyinv CNN model"):
+        cnn.load_model(bad2)
 
 
 def test_assisted_inversion_through_invert(tiny_map, tiny_model):
@@ -166,9 +176,10 @@ def test_pretrained_model_loads():
 
 
 def test_cli_train_generated(engine, tmp_path, capsys):
+    _torch()
     import pyinv.cnn as cnn
     from pyinv.cli import main
-    out = tmp_path / "m.pt"
+    out = tmp_path / "m.npz"
     rc = main(["train", "--generate", "1", "--size", "4", "--seed", "3", "--epochs", "2", "--batch", "4",
                "--workers", "1", "--checkpoint", str(tmp_path / "ck"), "-o", str(out)])
     assert rc == 0
@@ -183,9 +194,9 @@ def test_cli_demo(tiny_model, tmp_path):
     pytest.importorskip("matplotlib")
     from pyinv.cli import main
     model, _ = tiny_model
-    model.save(tmp_path / "m.pt")  # a tiny model: independent of the packaged one
+    model.save(tmp_path / "m.npz")  # a tiny model: independent of the packaged one
     out = tmp_path / "demo"
-    rc = main(["demo", "--size", "4", "--seed", "2", "--workers", "1", "--model", str(tmp_path / "m.pt"),
+    rc = main(["demo", "--size", "4", "--seed", "2", "--workers", "1", "--model", str(tmp_path / "m.npz"),
                "-o", str(out)])
     assert rc == 0
     for f in ("maps.png", "differences.png", "hist2d.png", "clusters.png", "assisted_result.fits", "summary.json"):

@@ -47,7 +47,8 @@ __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
 
 
 def __getattr__(name: str):
-    # pyinv.cnn (torch, numba), pyinv.synthetic and pyinv.nlte are imported on first use, not by ``import pyinv``.
+    # pyinv.cnn (numba; torch only to train), pyinv.synthetic and pyinv.nlte are imported on first use,
+    # not by ``import pyinv``.
     if name in ("cnn", "synthetic", "nlte"):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")

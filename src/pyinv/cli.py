@@ -9,6 +9,7 @@
 ``pyinv train``   train the CNN of the assisted inversion (pyinv.cnn) on a map and its training-set
                   inversion, or on generated maps (how the packaged model is made).
 ``pyinv demo``    CNN-assisted inversion of a generated Hinode-SP-like map, end to end, with figures.
+``pyinv cnn``     the catalogue of pretrained CNN models: ``pyinv cnn list``, ``pyinv cnn train --recipe NAME``.
 """
 from __future__ import annotations
 
@@ -111,12 +112,16 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         from distributed import Client
 
         client = executor = Client(args.dask)
-    if args.init == "cnn" and not args.config:
-        from .cnn import assisted_config
+    init = args.init
+    if args.init == "cnn":
+        from .cnn import CNNInit
 
-        cfg = assisted_config()  # the paper's assisted set-up: one cycle, T 5, v 3, B 3, the rest 1
+        if not args.config:
+            cfg = None  # pyinv.cnn.assisted_config(): one cycle, T 5, v 3, B 3, the rest 1
+        init = CNNInit(guess, fallback=not args.no_fallback, resample=args.resample)
+        guess = None
     try:
-        res = invert(args.cube, lines, grid, cfg, init=args.init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
+        res = invert(args.cube, lines, grid, cfg, init=init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
                      axes=args.axes, executor=executor, workers=args.workers, chunk=args.chunk,
                      checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit,
@@ -204,6 +209,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return cmd_demo(args)
 
 
+def _cmd_cnn_list(args: argparse.Namespace) -> int:
+    from .cnn.commands import cmd_cnn_list
+    return cmd_cnn_list(args)
+
+
+def _cmd_cnn_train(args: argparse.Namespace) -> int:
+    from .cnn.commands import cmd_cnn_train
+    return cmd_cnn_train(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyinv", description="SIR-equivalent Stokes synthesis and inversion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -236,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--abundances", help="SIR abundance file [the control file's, else packaged]")
     v.add_argument("--init", default="single", help="single | previous | multistart | cluster | cnn [single]")
     v.add_argument("--guess", help="guess for --init: .mod (single), result FITS (previous), N (multistart), "
-                                   "model path (cnn)")
+                                   "model path or catalogue name (cnn; default hinode-sp-fe6301)")
     v.add_argument("--mask", help="boolean map (ny, nx) as .npy or FITS: nonzero = invert")
     v.add_argument("--sigma", type=float, help="noise of Stokes I in continuum units (replaces the S/N)")
     v.add_argument("--mu", type=float, help="heliocentric cosine [the control file's]")
@@ -250,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "unusable pixels get status 102 instead of refusing the map")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--plot", action="store_true", help="also write a PNG quick look")
+    v.add_argument("--no-fallback", action="store_true", help="--init cnn: do not re-invert clearly worse pixels "
+                                                             "from the standard start")
+    v.add_argument("--resample", action="store_true", help="--init cnn: interpolate the cube onto the CNN model's "
+                                                          "wavelength grid when they differ (warns by how much)")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 
@@ -268,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, help="inversion worker processes [usable cores]")
     t.add_argument("--checkpoint", help="folder for resumable training-set inversions")
     t.add_argument("--device", default="cpu", help="torch device for training [cpu]")
-    t.add_argument("-o", "--output", default="pyinv_cnn.pt", help="model file [pyinv_cnn.pt]")
+    t.add_argument("-o", "--output", default="pyinv_cnn.npz", help="model file [pyinv_cnn.npz]")
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="CNN-assisted inversion of a generated map, end to end, with figures")
@@ -280,6 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--standard", action="store_true", help="also run the standard 3-cycle inversion and compare")
     d.add_argument("-o", "--outdir", default="pyinv_demo", help="output folder [pyinv_demo]")
     d.set_defaults(func=_cmd_demo)
+
+    c = sub.add_parser("cnn", help="pretrained CNN models: list the catalogue, train one from its recipe")
+    csub = c.add_subparsers(dest="cnn_command", required=True)
+    cl = csub.add_parser("list", help="the catalogue's models, where they are installed, their recipes")
+    cl.set_defaults(func=_cmd_cnn_list)
+    ct = csub.add_parser("train", help="make a catalogue model from its seeded recipe (needs torch: pyinv[train])")
+    ct.add_argument("--recipe", required=True, help="recipe name (pyinv cnn list)")
+    ct.add_argument("--pixels", type=int, help="training pixels [the recipe's]")
+    ct.add_argument("--epochs", type=int, help="epochs [the recipe's]")
+    ct.add_argument("--batch", type=int, help="batch size [the recipe's]")
+    ct.add_argument("--learning-rate", type=float, help="AdaMax learning rate [the recipe's]")
+    ct.add_argument("--workdir", help="folder of the resumable training-set shards [~/.cache/pyinv/cnn/<recipe>_set]")
+    ct.add_argument("--workers", type=int, default=1, help="processes generating shards [1]")
+    ct.add_argument("--threads", type=int, default=1, help="torch threads while training [1]")
+    ct.add_argument("--device", default="cpu", help="torch device [cpu]")
+    ct.add_argument("-o", "--output", help="model file [~/.cache/pyinv/cnn/<recipe>.npz, where pretrained() finds it]")
+    ct.set_defaults(func=_cmd_cnn_train)
 
     i = sub.add_parser("info", help="version, engine and packaged data")
     i.set_defaults(func=_cmd_info)

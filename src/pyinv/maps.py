@@ -123,7 +123,7 @@ def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | No
     return bad, problems
 
 
-def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *, init: Any = "single",
+def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig | None, *, init: Any = "single",
            guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
            abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
@@ -136,13 +136,17 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     cube : ndarray or FITS path
         Stokes profiles normalised to the HSRA disk-centre continuum, axes ordered as ``axes``.
     lines, grid, config : LineList, WavelengthGrid, InversionConfig
-        As for ``invert_pixel``; the cube's wavelength axis must have ``grid.nwav`` samples.
+        As for ``invert_pixel``; the cube's wavelength axis must have ``grid.nwav`` samples. With
+        ``init="cnn"`` the map is inverted in ONE cycle with the nodes of the configuration's last cycle
+        (config None: :func:`pyinv.cnn.assisted_config`), pixels whose fit is clearly worse are re-inverted
+        with the full configuration from the standard start (see :class:`pyinv.cnn.CNNInit`).
     init : str or InitStrategy
         ``"single"`` (default; ``guess`` = one Atmosphere / .mod path, default the packaged quiet-Sun
         guess), ``"previous"`` (``guess`` = an InversionResult, its FITS file or an atmosphere cube
         (ny, nx, ndep, 11)), ``"multistart"`` (``guess`` = list of atmospheres or their number, default
         3), ``"cluster"`` (library models per cluster of observables; ``guess`` = optional labels (ny, nx)),
-        ``"cnn"`` (``guess`` = model or path), or an :class:`pyinv.init.InitStrategy` object.
+        ``"cnn"`` (``guess`` = model, path or catalogue name; options through ``init=pyinv.cnn.CNNInit(...)``),
+        or an :class:`pyinv.init.InitStrategy` object.
     mask : bool array (ny, nx), optional
         True where pixels are inverted. Pixels where it is False are not inverted: status
         ``STATUS_MASKED`` (101), NaN outputs.
@@ -228,6 +232,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
     if not isinstance(grid, WavelengthGrid):
         raise ValueError(f"grid must be a pyinv.WavelengthGrid, got {type(grid).__name__}")
+    strategy = get_init(init, guess)
+    prep = getattr(strategy, "prepare_config", None)
+    if prep is not None:
+        config = prep(config, mu=mu)
     if not isinstance(config, InversionConfig):
         raise ValueError(f"config must be a pyinv.InversionConfig, got {type(config).__name__}")
     data, wl, ax = load_cube(cube, axes)
@@ -270,7 +278,6 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
     finite = finite & ~unusable
     valid = sel & finite
 
-    strategy = get_init(init, guess)
     ctx = InitContext(cube=data, valid=valid, lines=lines, grid=grid, config=config, mu=mu_eff, psf=psf,
                       abundances=abundances)
     gs = strategy.initial_guesses(ctx)
@@ -356,6 +363,16 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             wavelength=np.asarray(grid.wavelength if wl is None else wl, dtype=np.float64).copy(),
             provenance=prov)
         del store, a
+        finish = getattr(strategy, "finish", None)
+        if finish is not None:
+            def rerun(mask_, config_, *, init="single", guess=None):
+                ck = None if checkpoint is None else Path(str(checkpoint) + ".fallback")
+                return _invert(data, lines, grid, config_, init=init, guess=guess, mask=np.asarray(mask_, bool) & sel,
+                               sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=executor,
+                               workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
+                               time_limit=time_limit, retries=retries, solver=solver)
+            res = finish(res, rerun)
+            res.provenance["seconds"] = time.perf_counter() - t_start
         return res
     finally:
         if tmp is not None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SyntheticMap", "generate_map", "hinode_psf", "REGIONS"]
+__all__ = ["SyntheticMap", "generate_map", "generate_emerging_region", "hinode_psf", "REGIONS", "EMERGING_REGIONS"]
 
 #: Region labels of :attr:`SyntheticMap.labels`.
 REGIONS = ("quiet", "plage", "penumbra", "umbra")
@@ -129,10 +129,7 @@ def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float
         Polarity of the spot (None: from the seed). Plage patches get both polarities.
     """
     from . import models
-    from .atmosphere import Atmosphere
     from .defaults import default_lines
-    from .synthesis import synthesize
-    from .thermo import hydrostatic
 
     n = int(size)
     if n < 4:
@@ -229,7 +226,27 @@ def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float
     vx = (v_ev * np.cos(ang))[..., None] * fv
     vzz = vz[..., None] * fv
 
-    # ---------------------------------------------------------------- line-of-sight projection
+    vmic_map = (W[0] * 1.0e5 + W[1] * 1.2e5 + W[2] * 1.0e5 + W[3] * 0.5e5) * (1 + 0.15 * _smooth_field(rng, n, corr))
+    macro = np.clip((W[0] * 1.0 + W[1] * 1.2 + W[2] * 0.9 + W[3] * 0.5)
+                    * (1 + 0.15 * _smooth_field(rng, n, corr)), 0.1, None)
+    return _observe(rng, n, lt, T, pe_top, (Bx, By, Bz), (vx, 0.0, vzz), vmic_map, macro, labels, mu, noise, lines,
+                    grid, psf_arr, seed,
+                    {"generator": "sunspot", "spot_polarity": pol, "centre": [float(cx), float(cy)],
+                     "r_umbra": float(ru), "r_penumbra": float(rp),
+                     "region_fractions": {REGIONS[k]: float((labels == k).mean()) for k in range(4)}})
+
+
+def _observe(rng, n, lt, T, pe_top, Bloc, vloc, vmic_map, macro, labels, mu, noise, lines, grid, psf_arr, seed,
+             info) -> SyntheticMap:
+    """Project local (solar-frame) fields and flows on the line of sight tilted by arccos μ towards +x,
+    build the atmospheres (Pe from hydrostatic equilibrium at μ), synthesise, add noise."""
+    from .atmosphere import Atmosphere
+    from .synthesis import synthesize
+    from .thermo import hydrostatic
+
+    Bx, By, Bz = Bloc
+    vx, vy, vzz = vloc
+    nd = lt.size
     st = np.sqrt(max(0.0, 1.0 - mu * mu))
     B_los = Bx * st + Bz * mu
     B_e1 = Bx * mu - Bz * st
@@ -238,11 +255,7 @@ def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float
     gamma = np.degrees(np.arccos(np.clip(B_los / np.maximum(Bmag, 1e-9), -1, 1)))
     phi = np.mod(np.degrees(np.arctan2(B_e2, B_e1)), 180.0)  # 180° ambiguity: keep [0, 180)
     vlos = -(vx * st + vzz * mu)
-
-    vmic_map = (W[0] * 1.0e5 + W[1] * 1.2e5 + W[2] * 1.0e5 + W[3] * 0.5e5) * (1 + 0.15 * _smooth_field(rng, n, corr))
     vmic = np.clip(vmic_map, 2e4, None)[..., None] * (1.0 - 0.03 * lt)
-    macro = np.clip((W[0] * 1.0 + W[1] * 1.2 + W[2] * 0.9 + W[3] * 0.5)
-                    * (1 + 0.15 * _smooth_field(rng, n, corr)), 0.1, None)
 
     npix = n * n
     arr = np.zeros((npix, nd, 11))
@@ -251,7 +264,7 @@ def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float
     arr[:, :, 2] = np.exp(np.log(pe_top).reshape(npix, 1)) * np.ones(nd)  # placeholder; top value used by HE
     arr[:, :, 3] = vmic.reshape(npix, nd)
     arr[:, :, 4] = Bmag.reshape(npix, nd)
-    arr[:, :, 5] = vlos.reshape(npix, nd)
+    arr[:, :, 5] = np.broadcast_to(vlos, (n, n, nd)).reshape(npix, nd)
     arr[:, :, 6] = gamma.reshape(npix, nd)
     arr[:, :, 7] = phi.reshape(npix, nd)
     stack = Atmosphere.from_array(arr, macro=macro.reshape(-1))
@@ -267,6 +280,119 @@ def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float
         cube += rng.standard_normal(cube.shape) * (noise * ic_q)
     return SyntheticMap(cube=cube, truth=truth.reshape(n, n, nd, 11), macro=macro, labels=labels, mu=mu,
                         seed=int(seed), noise=float(noise), lines=lines, grid=grid, psf=psf_arr, ic_quiet=ic_q,
-                        info={"spot_polarity": pol, "centre": [float(cx), float(cy)], "r_umbra": float(ru),
-                              "r_penumbra": float(rp), "region_fractions": {
-                                  REGIONS[k]: float((labels == k).mean()) for k in range(4)}})
+                        info=info)
+
+
+#: Region labels of :func:`generate_emerging_region` maps (label 0 is the quiet Sun, as in :data:`REGIONS`).
+EMERGING_REGIONS = ("quiet", "footpoint+", "footpoint-", "emerging")
+
+
+def generate_emerging_region(size: int = 32, seed: int = 0, *, mu: float = 1.0, noise: float = 1e-3,
+                             lines: Any = None, grid: Any = None, psf: Any = "hinode") -> SyntheticMap:
+    """A bipolar emerging flux region: the second generator family, kept apart from every training recipe
+    (:mod:`pyinv.cnn.recipes`) to test whether CNN models transfer to structures they never saw.
+
+    Spatial structure and stratifications that :func:`generate_map` never produces:
+
+    * two footpoints of opposite polarity (pores: T mixed between FAL-H-like plage and the penumbral
+      model, a cooler stratification at depth than the quiet Sun), 1.2–2.2 kG near-vertical field fanning
+      out away from each pole, downflows of 1–2.5 km/s (redshift) growing with depth;
+    * between them the emerging loop tops: a horizontal field of 300–900 G along the axis joining the
+      poles, B *increasing* with height (generate_map's fields all weaken upwards), upflows of
+      1–3 km/s (blueshift) that weaken with height, and elongated granulation with an upper atmosphere
+      cooled by up to 250 K (adiabatic expansion of the rising flux);
+    * quiet Sun elsewhere: HSRA with granulation-like ±60 K contrast, weak (< 200 G) inclined fields.
+
+    Parameters as :func:`generate_map`. ``labels`` index :data:`EMERGING_REGIONS`.
+    """
+    from . import models
+    from .defaults import default_lines
+
+    n = int(size)
+    if n < 4:
+        raise ValueError(f"size must be >= 4, got {size}")
+    mu = float(mu)
+    if not 0.0 < mu <= 1.0:
+        raise ValueError(f"mu must be in (0, 1], got {mu}")
+    rng = np.random.default_rng([int(seed), 7])  # another stream than generate_map's for the same seed
+    lines = default_lines() if lines is None else lines
+    grid = models.hinode_grid(lines) if grid is None else grid
+    psf_arr = hinode_psf() if isinstance(psf, str) and psf == "hinode" else psf
+
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) / n
+    ax = rng.uniform(0, np.pi)                       # orientation of the bipole axis
+    half = rng.uniform(0.18, 0.26)                   # half separation of the poles
+    cx, cy = 0.5 + rng.uniform(-0.05, 0.05), 0.5 + rng.uniform(-0.05, 0.05)
+    e = np.array([np.cos(ax), np.sin(ax)])
+    p1 = np.array([cx, cy]) + half * e
+    p2 = np.array([cx, cy]) - half * e
+    rfp = rng.uniform(0.08, 0.11)                    # footpoint radius
+    d1 = np.hypot(xx - p1[0], yy - p1[1])
+    d2 = np.hypot(xx - p2[0], yy - p2[1])
+    along = (xx - cx) * e[0] + (yy - cy) * e[1]      # coordinate along the axis
+    across = -(xx - cx) * e[1] + (yy - cy) * e[0]
+    width = rng.uniform(0.14, 0.2)
+    w1 = np.exp(-0.5 * (d1 / rfp) ** 2)
+    w2 = np.exp(-0.5 * (d2 / rfp) ** 2)
+    w_em = np.exp(-0.5 * (across / width) ** 2) * np.clip(1 - (np.abs(along) / half) ** 4, 0, 1) * (1 - w1) * (1 - w2)
+    w_q = np.clip(1 - w1 - w2 - w_em, 0, 1)
+    W = np.stack([w_q, w1, w2, w_em])
+    W /= W.sum(axis=0)
+    labels = np.argmax(W, axis=0)
+    corr = max(n / 10.0, 1.0)
+
+    lib = {k: models.load(k) if k != "hsra" else models.hsra() for k in models.names()}
+    lt = np.asarray(lib["hsra"].log_tau)
+    T_q = np.asarray(lib["hsra"].T)
+    mix = np.clip(0.5 + 0.3 * _smooth_field(rng, n, corr), 0, 1)[..., None]
+    T_fp = mix * np.asarray(lib["falh"].T) + (1 - mix) * np.asarray(lib["penumjti"].T)
+    lpe = {k: np.log(np.asarray(lib[k].Pe)[-1]) for k in lib}
+    # elongated granulation along the axis in the emerging zone, round granulation elsewhere
+    gran = _smooth_field(rng, n, corr * 0.4)
+    stripes = np.cos(2 * np.pi * across / (width * 0.7) + rng.uniform(0, 6.3)) * (0.6 + 0.4 * _smooth_field(rng, n, corr))
+    dT0 = 60.0 * ((1 - W[3]) * gran + W[3] * stripes)
+    cool_top = W[3][..., None] * rng.uniform(150, 250) * np.clip(-lt / 4.0, 0, 1)[None, None, :]   # 0 at log τ ≥ 0
+    Tfp = W[1][..., None] + W[2][..., None]
+    T = (1 - Tfp) * T_q + Tfp * T_fp + dT0[..., None] * (1 - 0.5 * Tfp) - cool_top
+    pe_top = np.exp((1 - Tfp[..., 0]) * lpe["hsra"] + Tfp[..., 0] * (mix[..., 0] * lpe["falh"]
+                                                                    + (1 - mix[..., 0]) * lpe["penumjti"]))
+
+    deg = np.pi / 180.0
+    Bfp = rng.uniform(1200, 2200) * (1 + 0.1 * _smooth_field(rng, n, corr))
+    # footpoints: vertical at the core, fanning out radially away from the pole
+    def pole(p, sign, d):
+        th = np.clip(10 + 50 * d / (2 * rfp), 0, 70) * deg
+        ang = np.arctan2(yy - p[1], xx - p[0])
+        return np.stack([Bfp * np.sin(th) * np.cos(ang), Bfp * np.sin(th) * np.sin(ang), sign * Bfp * np.cos(th)])
+    B1, B2 = pole(p1, 1.0, d1), pole(p2, -1.0, d2)
+    # emerging zone: horizontal field from the + pole to the - pole (along -e), slightly arched
+    Bem = rng.uniform(300, 900) * (1 + 0.2 * _smooth_field(rng, n, corr))
+    tilt = 15 * np.tanh(along / half) * deg  # rises on one side, dips on the other
+    Bhx, Bhy = -e[0] * Bem * np.cos(tilt), -e[1] * Bem * np.cos(tilt)
+    Bhz = Bem * np.sin(tilt)
+    Bq = np.clip(100 + 60 * _smooth_field(rng, n, corr * 0.7), 10, 200)
+    thq = (90 + 40 * np.tanh(_smooth_field(rng, n, corr))) * deg
+    azq = np.pi * _smooth_field(rng, n, corr)
+    Bqv = np.stack([Bq * np.sin(thq) * np.cos(azq), Bq * np.sin(thq) * np.sin(azq), Bq * np.cos(thq)])
+    Bv = W[0] * Bqv + W[1] * B1 + W[2] * B2 + W[3] * np.stack([Bhx, Bhy, Bhz])
+    # depth dependence: footpoints weaken upwards, the emerging field strengthens upwards
+    f_fp = np.clip(1.0 + 0.15 * lt, 0.3, None)
+    f_em = np.clip(1.0 - 0.12 * lt, 0.3, None)
+    wfp = (W[1] + W[2])[..., None]
+    wem = W[3][..., None]
+    fB = (1 - wfp - wem) + wfp * f_fp + wem * f_em
+    Bx, By, Bz = (Bv[i][..., None] * fB for i in range(3))
+    # flows (up > 0): downflows at the footpoints (stronger deeper), upflows in the emerging zone (weaker higher)
+    vdown = rng.uniform(1.0e5, 2.5e5)
+    vup = rng.uniform(1.0e5, 3.0e5) * (1 + 0.2 * _smooth_field(rng, n, corr))
+    vq = 0.8e5 * gran
+    vz = ((W[0] * vq)[..., None] * np.clip(1 + 0.25 * lt, 0.1, None)
+          - ((W[1] + W[2]) * vdown)[..., None] * np.clip(1 - 0.2 * lt, 0.2, None)
+          + (W[3] * vup)[..., None] * np.clip(1 + 0.2 * lt, 0.1, None))
+    vmic_map = (W[0] * 1.0e5 + (W[1] + W[2]) * 0.8e5 + W[3] * 1.3e5) * (1 + 0.15 * _smooth_field(rng, n, corr))
+    macro = np.clip((W[0] * 1.0 + (W[1] + W[2]) * 0.7 + W[3] * 1.5) * (1 + 0.15 * _smooth_field(rng, n, corr)),
+                    0.1, None)
+    return _observe(rng, n, lt, T, pe_top, (Bx, By, Bz), (0.0, 0.0, vz), vmic_map, macro, labels, mu, noise, lines,
+                    grid, psf_arr, seed,
+                    {"generator": "emerging_region", "axis_deg": float(np.degrees(ax)), "half_separation": float(half),
+                     "region_fractions": {EMERGING_REGIONS[k]: float((labels == k).mean()) for k in range(4)}})

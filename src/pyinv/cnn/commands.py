@@ -9,7 +9,68 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cmd_train", "cmd_demo", "comparison_figures"]
+__all__ = ["cmd_train", "cmd_demo", "cmd_cnn_list", "cmd_cnn_train", "comparison_figures"]
+
+
+def cmd_cnn_list(args: argparse.Namespace) -> int:
+    """``pyinv cnn list``: one block per catalogue model."""
+    from .catalogue import describe
+    from .recipes import get_recipe
+
+    for row in describe():
+        r = get_recipe(row["recipe"])
+        print(f"{row['name']}: {row['instrument']}, {row['lines']}")
+        if row["file"]:
+            mu = "mu as input" if row.get("mu_input") else f"mu {row.get('mu_range')}"
+            print(f"    installed ({row['source']}): {row['file']}; {mu}; trained on "
+                  f"{row.get('training_pixels')} pixels")
+        else:
+            print(f"    not installed: pyinv cnn train --recipe {row['recipe']}")
+        print(f"    recipe {r.name}: {r.pixels} pixels (seed {r.seed}), mu {r.mu_range[0]:g}..{r.mu_range[1]:g}, "
+              f"noise {r.noise_range[0]:g}..{r.noise_range[1]:g}, PSF "
+              f"{'%g mA' % r.psf_fwhm_mA if r.psf_fwhm_mA else 'none'}, {r.epochs} epochs")
+    return 0
+
+
+def cmd_cnn_train(args: argparse.Namespace) -> int:
+    """``pyinv cnn train --recipe NAME``: generate (or resume) the recipe's training set, train, save."""
+    from .catalogue import user_dir
+    from .recipes import get_recipe
+    from .train import train
+    from .trainingdata import generate_training_set
+
+    rec = get_recipe(args.recipe)
+    work = Path(args.workdir) if args.workdir else user_dir() / f"{rec.name}_set"
+    out = Path(args.output) if args.output else user_dir() / f"{rec.name}.npz"
+    t0 = time.perf_counter()
+    print(f"[1/2] training set of recipe {rec.name} in {work} (resumable) ...", flush=True)
+    ts = generate_training_set(rec, work, pixels=args.pixels, workers=args.workers)
+    t1 = time.perf_counter()
+    print(f"      {len(ts)} pixels ({ts.provenance['families']}), {t1 - t0:.0f} s; [2/2] training on {args.device} ...",
+          flush=True)
+    batch = getattr(args, "batch", None) or rec.batch_size
+    lr = getattr(args, "learning_rate", None) or rec.learning_rate
+    model = train(ts, epochs=args.epochs or rec.epochs, batch_size=batch, learning_rate=lr,
+                  validation=rec.validation, patience=rec.patience, seed=rec.seed, threads=args.threads,
+                  device=args.device, filters=rec.filters, mu_input=rec.mu_input)
+    model.meta["name"] = rec.name
+    model.meta["instrument"] = rec.instrument
+    model.provenance["recipe"] = {**rec.data_fingerprint(), "pixels": len(ts), "epochs": args.epochs or rec.epochs,
+                                  "batch_size": batch, "learning_rate": lr,
+                                  "recipe_defaults": {"pixels": rec.pixels, "epochs": rec.epochs,
+                                                      "batch_size": rec.batch_size, "learning_rate": rec.learning_rate}}
+    model.provenance["command"] = ("pyinv cnn train --recipe " + rec.name
+                                   + (f" --pixels {args.pixels}" if args.pixels else "")
+                                   + (f" --epochs {args.epochs}" if args.epochs else "")
+                                   + (f" --batch {args.batch}" if getattr(args, "batch", None) else "")
+                                   + (f" --learning-rate {args.learning_rate:g}" if getattr(args, "learning_rate", None)
+                                      else ""))
+    model.provenance["training_set_seconds"] = t1 - t0
+    model.save(out)
+    p = model.provenance
+    print(f"trained {p['epochs_run']} epochs (best {p['best_epoch']}, validation loss {p['validation_loss']}) in "
+          f"{p['seconds']:.0f} s -> {out}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -80,7 +80,8 @@ def sample_nodes(atmospheres: np.ndarray, node_log_tau=None) -> dict[str, np.nda
 @dataclass
 class TrainingSet:
     """CNN inputs ``x`` (n, 4, nλ) float32 and scaled targets ``y`` (n, n_out) float32, with the
-    wavelength grid they belong to and their provenance."""
+    heliocentric cosine of every pixel (``mu``, (n,); None = all 1), the wavelength grid they belong to and
+    their provenance."""
 
     x: np.ndarray
     y: np.ndarray
@@ -88,20 +89,29 @@ class TrainingSet:
     lines: Any
     node_log_tau: np.ndarray
     provenance: dict = field(default_factory=dict)
+    mu: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def mu_array(self) -> np.ndarray:
+        """μ of every pixel (n,) float64."""
+        if self.mu is None:
+            return np.ones(len(self))
+        return np.broadcast_to(np.asarray(self.mu, dtype=np.float64), (len(self),)).copy()
 
     def __add__(self, other: "TrainingSet") -> "TrainingSet":
         if self.x.shape[1:] != other.x.shape[1:] or self.y.shape[1] != other.y.shape[1]:
             raise ValueError("training sets of different shapes cannot be joined")
         prov = {"parts": [self.provenance, other.provenance]}
         return TrainingSet(np.concatenate([self.x, other.x]), np.concatenate([self.y, other.y]), self.grid,
-                           self.lines, self.node_log_tau, prov)
+                           self.lines, self.node_log_tau, prov,
+                           mu=np.concatenate([self.mu_array(), other.mu_array()]))
 
 
 def build_training_set(cube: np.ndarray, result: Any, grid, lines, *, ic_quiet: float | None = None,
-                       macro: Any = None, node_log_tau=None, provenance: dict | None = None) -> TrainingSet:
+                       macro: Any = None, node_log_tau=None, provenance: dict | None = None,
+                       mu: float = 1.0) -> TrainingSet:
     """Training pairs of one map.
 
     Parameters
@@ -114,6 +124,8 @@ def build_training_set(cube: np.ndarray, result: Any, grid, lines, *, ic_quiet: 
     grid, lines : the map's WavelengthGrid and LineList.
     ic_quiet : float, optional
         Quiet-Sun continuum of the map (default :func:`quiet_sun_continuum`).
+    mu : float
+        Heliocentric cosine of the map (an input of models with ``mu_input``).
     """
     from ..result import InversionResult
     from .model import CNNModel
@@ -142,7 +154,9 @@ def build_training_set(cube: np.ndarray, result: Any, grid, lines, *, ic_quiet: 
     nodes = sample_nodes(atm.reshape(-1, atm.shape[2], 11)[okf], node_log_tau)
     y = CNNModel.encode(nodes, mac.reshape(-1)[okf]).astype(np.float32)
     prov = {**src, "map_shape": list(c.shape[:2]), "pixels": int(okf.sum()), "ic_quiet": ic, **(provenance or {})}
-    return TrainingSet(x[okf], y, grid, lines, NODES if node_log_tau is None else np.asarray(node_log_tau), prov)
+    prov["mu"] = float(mu)
+    return TrainingSet(x[okf], y, grid, lines, NODES if node_log_tau is None else np.asarray(node_log_tau), prov,
+                       mu=np.full(int(okf.sum()), float(mu)))
 
 
 def join(sets: Sequence[TrainingSet]) -> TrainingSet:

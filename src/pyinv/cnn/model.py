@@ -1,14 +1,8 @@
-"""The CNN of Gafeira et al. (2021, Table 1) in PyTorch, and :class:`CNNModel`, the trained network with
-everything needed to use it safely (wavelength grid, lines, normalisation, node positions, provenance).
+""":class:`CNNModel`: the trained CNN of Gafeira et al. (2021, Table 1) as plain weights with everything
+needed to use it safely (wavelength grid, lines, normalisation, node positions, μ handling, provenance).
 
-Architecture (per pixel, the four Stokes profiles as a 4-channel 1D signal along wavelength)::
-
-    input (4, nλ), Stokes / quiet-Sun continuum, × stokes_weights (V × 5)
-    Conv1D k=7, ReLU → MaxPool 2 → Conv1D k=5, ReLU → MaxPool 2 → Conv1D k=3, ReLU → Dropout 0.15
-    → Dense 4·nλ, ReLU → Dense n_out (linear)
-
-Convolutions use 'same' padding; the filter counts (default 32, 32, 16) are not given by the paper and are
-chosen to keep the packaged model under 2 MB.
+Prediction is numpy only (:mod:`pyinv.cnn.forward`); PyTorch (the ``[train]`` extra) is imported only to
+train (:attr:`CNNModel.net` builds the torch network of :mod:`pyinv.cnn.torch_net` on first use).
 
 Outputs (:data:`OUTPUTS`), each at the ten :data:`pyinv.cnn.nodes.NODES` (log τ = 1.0 … −3.5), scaled as
 the paper's Table 2: T / 20 000 K, vlos / 3·10⁵ cm/s, B / 6000 G, inclination γ / 180°, vmic / 3·10⁵ cm/s;
@@ -19,9 +13,12 @@ each). The Zeeman effect only fixes φ modulo 180°, and φ/360° is discontinuo
 regressing it learns averages of 10° and 170° (= 90°, the worst answer). (cos 2φ, sin 2φ) is continuous
 and unique modulo 180°; φ = ½ atan2(sin 2φ, cos 2φ) ∈ [0°, 180°).
 
+**μ.** A model with ``meta['mu_input']`` true takes the heliocentric cosine as an extra input beside the
+flattened convolution features (one network for μ = 0.3 … 1); older models have none and record the μ
+range they were trained on (``meta['mu_range']``).
+
 Internally the last layer predicts standardised values (per-output mean and standard deviation of the
-training targets, stored as buffers) so that every output weighs alike in the loss; :meth:`forward`
-returns Table-2-scaled values.
+training targets, stored as ``out_mean`` / ``out_std``) so that every output weighs alike in the loss.
 """
 from __future__ import annotations
 
@@ -30,12 +27,10 @@ import datetime as _dt
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from .nodes import NODES
 
-__all__ = ["StokesCNN", "CNNModel", "OUTPUTS", "SCALES", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["CNNModel", "OUTPUTS", "SCALES", "FORMAT", "FORMAT_VERSION"]
 
 #: Physical outputs, ten nodes each, in this order, then "macro" (one value).
 OUTPUTS = ("T", "vlos", "B", "gamma", "azi_cos2", "azi_sin2", "vmic")
@@ -43,37 +38,8 @@ OUTPUTS = ("T", "vlos", "B", "gamma", "azi_cos2", "azi_sin2", "vmic")
 SCALES = {"T": 2.0e4, "vlos": 3.0e5, "B": 6.0e3, "gamma": 180.0, "azi_cos2": 1.0, "azi_sin2": 1.0,
           "vmic": 3.0e5, "macro": 3.0}
 FORMAT = "pyinv-cnn"
-FORMAT_VERSION = 1
-
-
-class StokesCNN(nn.Module):
-    """Table 1 of Gafeira et al. (2021); see the module docstring."""
-
-    def __init__(self, nwav: int, n_out: int, filters: Sequence[int] = (32, 32, 16),
-                 kernels: Sequence[int] = (7, 5, 3), dropout: float = 0.15,
-                 stokes_weights: Sequence[float] = (1.0, 1.0, 1.0, 5.0)):
-        super().__init__()
-        if len(filters) != 3 or len(kernels) != 3:
-            raise ValueError("filters and kernels need three entries each")
-        self.nwav, self.n_out = int(nwav), int(n_out)
-        f1, f2, f3 = (int(f) for f in filters)
-        k1, k2, k3 = (int(k) for k in kernels)
-        self.features = nn.Sequential(
-            nn.Conv1d(4, f1, k1, padding=k1 // 2), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(f1, f2, k2, padding=k2 // 2), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(f2, f3, k3, padding=k3 // 2), nn.ReLU(), nn.Dropout(dropout))
-        nflat = f3 * (self.nwav // 4)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(nflat, 4 * self.nwav), nn.ReLU(),
-                                  nn.Linear(4 * self.nwav, self.n_out))
-        self.register_buffer("stokes_weights", torch.tensor(list(stokes_weights), dtype=torch.float32))
-        self.register_buffer("out_mean", torch.zeros(self.n_out))
-        self.register_buffer("out_std", torch.ones(self.n_out))
-
-    def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x * self.stokes_weights[None, :, None]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_standardised(x) * self.out_std + self.out_mean
+#: 2: plain weights (.npz) and optional μ input; 1: torch files (still readable with torch).
+FORMAT_VERSION = 2
 
 
 def _lines_meta(lines, grid) -> list[dict]:
@@ -90,28 +56,38 @@ class CNNModel:
 
     Attributes
     ----------
-    net : StokesCNN
     meta : dict
         ``offset_mA``, ``line_index``, ``wavelength`` (the wavelength grid the network expects),
         ``lines`` (index, element, ion, wavelength of each line of the grid), ``normalisation``
         (how the input is normalised and weighted), ``node_log_tau``, ``outputs`` and ``scales``,
-        ``architecture``, ``provenance`` (training data, configuration, epochs, losses, times, versions).
+        ``architecture``, ``mu_input`` / ``mu_range``, ``name`` / ``instrument`` (catalogue models),
+        ``provenance`` (training data, configuration, epochs, losses, times, versions).
+    weights : dict of name → ndarray (float32)
+        The network's parameters and buffers (:meth:`weights` copies them out of the torch network
+        while one is attached).
     """
 
-    def __init__(self, net: StokesCNN, meta: dict):
-        self.net = net
+    def __init__(self, weights: dict | None, meta: dict, net: Any = None):
+        self._weights = None if weights is None else {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        self._net = net
         self.meta = meta
+        if self._weights is None and self._net is None:
+            raise ValueError("CNNModel needs weights or a torch network")
 
     # ---------------------------------------------------------------- construction
     @classmethod
     def new(cls, grid, lines, *, filters=(32, 32, 16), kernels=(7, 5, 3), dropout: float = 0.15,
-            stokes_weights=(1.0, 1.0, 1.0, 5.0), node_log_tau=None, seed: int = 0) -> "CNNModel":
-        """An untrained network for ``grid`` (pyinv.WavelengthGrid) and ``lines``."""
+            stokes_weights=(1.0, 1.0, 1.0, 5.0), node_log_tau=None, seed: int = 0, mu_input: bool = False,
+            mu_range: Sequence[float] = (1.0, 1.0)) -> "CNNModel":
+        """An untrained network for ``grid`` (pyinv.WavelengthGrid) and ``lines`` (needs torch)."""
+        import torch
+
+        from .torch_net import StokesCNN
         xn = NODES if node_log_tau is None else np.asarray(node_log_tau, dtype=np.float64)
         n_out = len(OUTPUTS) * xn.size + 1
         torch.manual_seed(int(seed))
         net = StokesCNN(grid.nwav, n_out, filters=filters, kernels=kernels, dropout=dropout,
-                        stokes_weights=stokes_weights)
+                        stokes_weights=stokes_weights, n_extra=1 if mu_input else 0)
         from .. import __version__
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -126,12 +102,59 @@ class CNNModel:
             "outputs": list(OUTPUTS) + ["macro"],
             "scales": dict(SCALES),
             "azimuth": "cos 2phi and sin 2phi (phi modulo 180 deg)",
+            "mu_input": bool(mu_input),
+            "mu_range": [float(mu_range[0]), float(mu_range[1])],
             "architecture": {"nwav": int(grid.nwav), "n_out": int(n_out), "filters": [int(f) for f in filters],
-                             "kernels": [int(k) for k in kernels], "dropout": float(dropout)},
+                             "kernels": [int(k) for k in kernels], "dropout": float(dropout),
+                             "n_extra": 1 if mu_input else 0},
             "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                            "pyinv_version": __version__, "torch_version": str(torch.__version__)},
         }
-        return cls(net, meta)
+        return cls(None, meta, net=net)
+
+    # ---------------------------------------------------------------- weights / torch network
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """name → float32 array (from the attached torch network when there is one)."""
+        if self._net is not None:
+            from .torch_net import net_weights
+            return net_weights(self._net)
+        return self._weights  # type: ignore[return-value]
+
+    @property
+    def net(self):
+        """The torch network (built from the weights on first use; needs torch, ``pip install "pyinv[train]"``)."""
+        if self._net is None:
+            try:
+                from .torch_net import build_net
+            except ImportError as exc:
+                raise ImportError("the torch network of a CNN model needs PyTorch (pip install \"pyinv[train]\"); "
+                                  "prediction does not") from exc
+            self._net = build_net(self.meta["architecture"], self.meta["normalisation"]["stokes_weights"],
+                                  self._weights)
+        return self._net
+
+    def detach_net(self) -> None:
+        """Copy the torch network's weights into the plain arrays and drop the network."""
+        if self._net is not None:
+            self._weights = self.weights
+            self._net = None
+
+    @property
+    def n_out(self) -> int:
+        return int(self.meta["architecture"]["n_out"])
+
+    @property
+    def mu_input(self) -> bool:
+        return bool(self.meta.get("mu_input", False))
+
+    @property
+    def out_mean(self) -> np.ndarray:
+        return np.asarray(self.weights["out_mean"], dtype=np.float64)
+
+    @property
+    def out_std(self) -> np.ndarray:
+        return np.asarray(self.weights["out_std"], dtype=np.float64)
 
     # ---------------------------------------------------------------- properties
     @property
@@ -151,13 +174,15 @@ class CNNModel:
         return self.meta.setdefault("provenance", {})
 
     def copy(self) -> "CNNModel":
-        return CNNModel(copy.deepcopy(self.net), copy.deepcopy(self.meta))
+        return CNNModel(copy.deepcopy(self.weights), copy.deepcopy(self.meta))
 
     def __repr__(self) -> str:
         p = self.provenance
-        nparam = sum(t.numel() for t in self.net.parameters())
-        return (f"CNNModel(nwav={self.nwav}, outputs={len(self.meta['outputs'])}x, params={nparam}, "
-                f"trained_on={p.get('training_pixels', 'untrained')})")
+        nparam = sum(int(v.size) for k, v in self.weights.items()
+                     if k not in ("out_mean", "out_std", "stokes_weights"))
+        name = self.meta.get("name")
+        return (f"CNNModel({name + ', ' if name else ''}nwav={self.nwav}, outputs={len(self.meta['outputs'])}x, "
+                f"params={nparam}, mu_input={self.mu_input}, trained_on={p.get('training_pixels', 'untrained')})")
 
     # ---------------------------------------------------------------- compatibility
     def check_compatible(self, grid=None, lines=None, nwav: int | None = None, *, tolerance_mA: float | None = None,
@@ -207,17 +232,38 @@ class CNNModel:
         return f"{ls}; {ref.size} points {ref.min():.1f}..{ref.max():.1f} mA"
 
     # ---------------------------------------------------------------- evaluation
-    def predict_scaled(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-        """Raw network outputs (Table-2-scaled) for normalised inputs ``x`` (n, 4, nλ)."""
-        x = np.asarray(x, dtype=np.float32)
+    def _mu_extra(self, n: int, mu: Any) -> np.ndarray | None:
+        if not self.mu_input:
+            return None
+        m = np.broadcast_to(np.asarray(1.0 if mu is None else mu, dtype=np.float64), (n,))
+        if not (np.isfinite(m).all() and (m > 0).all() and (m <= 1).all()):
+            raise ValueError("mu must be in (0, 1]")
+        return m.reshape(n, 1)
+
+    def predict_standardised(self, x: np.ndarray, mu: Any = None, batch: int = 4096) -> np.ndarray:
+        """Standardised network outputs (n, n_out), numpy (no torch), for normalised inputs ``x`` (n, 4, nλ)
+        and the heliocentric cosine ``mu`` (scalar or (n,); used by models with a μ input)."""
+        from .forward import forward_standardised
+        x = np.asarray(x)
         if x.ndim != 3 or x.shape[1:] != (4, self.nwav):
             raise ValueError(f"CNN input must be (n, 4, {self.nwav}), got {x.shape}")
-        self.net.eval()
-        out = np.empty((x.shape[0], self.net.n_out), dtype=np.float32)
+        return forward_standardised(self.weights, x, self._mu_extra(x.shape[0], mu), batch)
+
+    def predict_scaled(self, x: np.ndarray, mu: Any = None, batch: int = 4096) -> np.ndarray:
+        """Network outputs (Table-2-scaled, float32) for normalised inputs ``x`` (n, 4, nλ); numpy only."""
+        z = self.predict_standardised(x, mu, batch)
+        return (z * self.out_std + self.out_mean).astype(np.float32)
+
+    def predict_torch(self, x: np.ndarray, mu: Any = None) -> np.ndarray:
+        """Standardised outputs from the torch network (float64 copy; for checks against the numpy pass)."""
+        import torch
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        extra = self._mu_extra(x.shape[0], mu)
+        net = self.net
+        net.eval()
         with torch.no_grad():
-            for i in range(0, x.shape[0], batch):
-                out[i:i + batch] = self.net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).numpy()
-        return out
+            e = None if extra is None else torch.from_numpy(extra.astype(np.float32))
+            return net.forward_standardised(torch.from_numpy(x), e).numpy().astype(np.float64)
 
     def decode(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """Physical node values from scaled outputs (n, n_out): ``T``, ``vlos``, ``B``, ``gamma``,
@@ -242,7 +288,7 @@ class CNNModel:
 
     # ---------------------------------------------------------------- save / load
     def save(self, path) -> None:
-        """Write the network and its metadata (a torch file loadable with ``weights_only=True``)."""
+        """Write the weights and metadata as a plain ``.npz`` file (see :func:`pyinv.cnn.save_model`)."""
         from .io import save_model
         save_model(self, path)
 

@@ -27,7 +27,7 @@ def training_set_from_map(cube, lines, grid, *, mu: float = 1.0, psf=None, worke
     res = invert(cube, lines, grid, cfg, mu=mu, psf=psf, workers=workers, checkpoint=checkpoint, progress=progress)
     secs = time.perf_counter() - t0
     data = _load(cube) if isinstance(cube, (str, Path)) else np.asarray(cube)
-    ts = build_training_set(data, res, grid, lines, ic_quiet=ic_quiet,
+    ts = build_training_set(data, res, grid, lines, ic_quiet=ic_quiet, mu=mu,
                             provenance={"inversion_seconds": secs, "mu": mu, **(provenance or {})})
     return ts, res
 

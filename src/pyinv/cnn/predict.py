@@ -15,16 +15,58 @@ __all__ = ["predict", "cluster", "CNNPrediction", "as_model"]
 
 
 def as_model(model: Any = None) -> CNNModel:
-    """A CNNModel from a model, a path, or None (the packaged pretrained model)."""
+    """A CNNModel from a model, a path, a catalogue name (:func:`pyinv.cnn.catalogue_names`) or None (the
+    packaged Hinode SP model)."""
+    from .catalogue import CATALOGUE, pretrained
     if model is None:
-        from .io import load_pretrained
-        return load_pretrained()
+        return pretrained()
     if isinstance(model, CNNModel):
         return model
+    if isinstance(model, str) and model in CATALOGUE:
+        return pretrained(model)
     if isinstance(model, (str, os.PathLike)):
         from .io import load_model
         return load_model(model)
-    raise ValueError(f"expected a pyinv.cnn.CNNModel, a model file path or None, got {type(model).__name__}")
+    raise ValueError(f"expected a pyinv.cnn.CNNModel, a model file path, a catalogue name or None, got "
+                     f"{type(model).__name__}")
+
+
+def prepare_data(cm: CNNModel, data: np.ndarray, grid, lines, resample: bool):
+    """Check a cube (ny, nx, 4, nλ) against the model; with ``resample`` and a differing ``grid``, return it
+    interpolated onto the model's grid. Returns (data, grid or None)."""
+    if lines is not None:
+        cm.check_compatible(None, lines, what="map")
+    if grid is not None and data.shape[-1] != grid.nwav:
+        raise ValueError(f"the map has {data.shape[-1]} wavelengths, its grid {grid.nwav}")
+    if resample:
+        if grid is None:
+            raise ValueError("resample=True needs the cube's wavelength grid (grid=)")
+        from .resample import grid_mismatch, resample_to_model
+        dev = grid_mismatch(cm, grid)
+        if dev is None or dev > 1e-6:
+            data, _ = resample_to_model(data, grid, cm)
+        return data, None
+    try:
+        cm.check_compatible(grid, None, nwav=data.shape[-1], what="map")
+    except ValueError as exc:
+        raise ValueError(f"{exc}; resample=True (with the cube's grid) interpolates the map onto the model's "
+                         f"wavelengths") from None
+    return data, grid
+
+
+def check_mu(cm: CNNModel, mu: float) -> None:
+    """Warn when a model without μ input is used at a μ outside its training range (by > 0.05)."""
+    import warnings
+    if cm.mu_input:
+        lo, hi = cm.meta.get("mu_range", [0.0, 1.0])
+        if not (lo - 0.05 <= float(mu) <= hi + 0.05):
+            warnings.warn(f"mu = {float(mu):g} is outside the CNN's training range {lo:g}..{hi:g}", UserWarning,
+                          stacklevel=3)
+        return
+    lo, hi = cm.meta.get("mu_range", [1.0, 1.0])
+    if not (lo - 0.05 <= float(mu) <= hi + 0.05):
+        warnings.warn(f"this CNN has no mu input and was trained on mu {lo:g}..{hi:g}; used at mu = {float(mu):g}",
+                      UserWarning, stacklevel=3)
 
 
 @dataclass
@@ -72,20 +114,26 @@ class CNNPrediction:
 
 def predict(cube: Any, model: Any = None, *, grid=None, lines=None, mu: float = 1.0, ic_quiet: float | None = None,
             log_tau=None, valid: np.ndarray | None = None, hydrostatic: bool = True, abundances=None,
-            axes: str = "yxsl") -> CNNPrediction:
+            axes: str = "yxsl", resample: bool = False) -> CNNPrediction:
     """CNN-only inversion of a map: the network's node values turned into full atmospheres.
 
     Parameters
     ----------
     cube : ndarray or FITS path
         Stokes map (HSRA-normalised as for :func:`pyinv.invert`), axes as ``axes``.
-    model : CNNModel, path or None
-        None = the packaged pretrained model (Hinode SP Fe I 6301.5/6302.5).
+    model : CNNModel, path, catalogue name or None
+        None = the packaged pretrained model (Hinode SP Fe I 6301.5/6302.5); a name from
+        :func:`pyinv.cnn.catalogue_names`.
     grid, lines : optional
         When given, checked against the model (refused with ValueError when they differ); the cube's
         number of wavelengths is always checked.
     mu : float
-        Heliocentric cosine (hydrostatic equilibrium).
+        Heliocentric cosine: hydrostatic equilibrium, and an input of models with ``mu_input``. A model
+        without μ input used outside its training range of μ (by more than 0.05) warns.
+    resample : bool
+        With ``grid`` (the cube's grid): when it differs from the model's, interpolate the cube onto the
+        model's wavelengths (linear, per line) with a UserWarning saying by how much
+        (:func:`pyinv.cnn.resample.resample_to_model`). Default False: refuse other grids.
     ic_quiet : float, optional
         Quiet-Sun continuum of the map in the cube's units (default: estimated,
         :func:`pyinv.cnn.quiet_sun_continuum`).
@@ -100,18 +148,19 @@ def predict(cube: Any, model: Any = None, *, grid=None, lines=None, mu: float = 
 
     cm = as_model(model)
     data, _, _ = load_cube(cube, axes)
+    data, grid = prepare_data(cm, data, grid, lines, resample)
     ny, nx, _, nwav = data.shape
-    cm.check_compatible(grid, lines, nwav=nwav, what="map")
+    check_mu(cm, mu)
     ok = np.isfinite(data).all(axis=(2, 3))
     if valid is not None:
         ok &= np.asarray(valid, bool)
     okf = ok.reshape(-1)
     t0 = time.perf_counter()
     x, ic = normalise_stokes(data.reshape(-1, 4, nwav)[okf], ic_quiet) if okf.any() else (None, ic_quiet or 1.0)
-    n_out = cm.net.n_out
+    n_out = cm.n_out
     outs = np.full((ny * nx, n_out), np.nan, dtype=np.float32)
     if okf.any():
-        outs[okf] = cm.predict_scaled(x)
+        outs[okf] = cm.predict_scaled(x, mu=mu)
     t1 = time.perf_counter()
     dec = cm.decode(outs[okf])
     macro = np.full(ny * nx, np.nan)
@@ -162,8 +211,7 @@ def cluster(data: Any, n_clusters: int = 5, *, model: Any = None, seed: int = 0,
     ny, nx, n_out = outs.shape
     f = outs.reshape(-1, n_out).astype(np.float64)
     ok = np.isfinite(f).all(axis=1)
-    mean = cm.net.out_mean.numpy().astype(np.float64)
-    std = cm.net.out_std.numpy().astype(np.float64)
+    mean, std = cm.out_mean, cm.out_std
     z = (f[ok] - mean) / std
     labels = np.full(ny * nx, -1)
     if ok.any():

@@ -6,7 +6,6 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from .dataset import TrainingSet
 from .model import CNNModel
@@ -17,7 +16,7 @@ __all__ = ["train"]
 def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200, batch_size: int = 64,
           learning_rate: float = 2e-3, validation: float = 0.1, patience: int | None = 30, seed: int = 0,
           threads: int | None = 1, device: str = "cpu", progress: bool | Callable = True,
-          filters=(32, 32, 16)) -> CNNModel:
+          filters=(32, 32, 16), mu_input: bool | None = None) -> CNNModel:
     """Train a CNN on ``data``.
 
     Parameters
@@ -42,6 +41,10 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         ``"cpu"`` (default) or e.g. ``"cuda"``; the returned model lives on the CPU.
     progress : bool or callable
         Print one line every ~10 % of the epochs; a callable gets ``(epoch, train_loss, val_loss)``.
+    filters : three ints
+        Convolution filters of a new network.
+    mu_input : bool, optional
+        Give a new network μ as an input (default: when the training set's μ values differ).
 
     Returns
     -------
@@ -49,12 +52,18 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         With ``meta["provenance"]`` holding the training set's provenance, epochs run, best epoch,
         losses (standardised MSE), seconds and the settings.
     """
+    import torch
+
     if len(data) < 2:
         raise ValueError(f"a training set needs at least 2 pixels, got {len(data)}")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    mus = data.mu_array()
+    if mu_input is None:
+        mu_input = bool(np.ptp(mus) > 1e-6)
     cm = model.copy() if model is not None else CNNModel.new(data.grid, data.lines, node_log_tau=data.node_log_tau,
-                                                             seed=seed, filters=filters)
+                                                             seed=seed, filters=filters, mu_input=mu_input,
+                                                             mu_range=(float(mus.min()), float(mus.max())))
     cm.check_compatible(data.grid, data.lines, what="training set")
     if data.y.shape[1] != cm.net.n_out:
         raise ValueError(f"the training targets have {data.y.shape[1]} outputs, the network {cm.net.n_out}")
@@ -65,6 +74,7 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
     iv, it = perm[:nval], perm[nval:]
     x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(data.y, dtype=np.float32))
+    m = torch.from_numpy(np.ascontiguousarray(mus.reshape(-1, 1), dtype=np.float32))
     net = cm.net
     if model is None:  # standardise the outputs on the training part
         mean = y[it].mean(0)
@@ -76,7 +86,8 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         torch.set_num_threads(int(threads))
     dev = torch.device(device)
     net.to(dev)
-    xd, yd = x.to(dev), y.to(dev)
+    xd, yd, md = x.to(dev), y.to(dev), m.to(dev)
+    use_mu = cm.mu_input
     mu_, sd_ = net.out_mean, net.out_std
     opt = torch.optim.Adamax(net.parameters(), lr=learning_rate)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -87,7 +98,7 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
             tot = 0.0
             for i in range(0, idx.size, 4096):
                 b = torch.from_numpy(idx[i:i + 4096]).to(dev)
-                pred = net.forward_standardised(xd[b])
+                pred = net.forward_standardised(xd[b], md[b] if use_mu else None)
                 tot += float(((pred - (yd[b] - mu_) / sd_) ** 2).sum())
         return tot / max(1, idx.size * net.n_out)
 
@@ -102,7 +113,7 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         tot, cnt = 0.0, 0
         for i in range(0, order.numel(), batch_size):
             b = order[i:i + batch_size]
-            pred = net.forward_standardised(xd[b])
+            pred = net.forward_standardised(xd[b], md[b] if use_mu else None)
             loss = ((pred - (yd[b] - mu_) / sd_) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,5 +148,6 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         "optimizer": "Adamax", "learning_rate": float(learning_rate), "batch_size": int(batch_size),
         "seed": int(seed), "seconds": float(seconds), "device": str(dev),
         "fine_tuned_from": model.provenance.get("created") if model is not None else None})
+    cm.detach_net()  # plain weights from here on (prediction is numpy)
     cm.history = {"train": hist_t, "validation": hist_v}  # type: ignore[attr-defined]
     return cm

@@ -154,6 +154,21 @@ class InitStrategy:
         """One line recorded in the result's provenance."""
         return self.name
 
+    def prepare_config(self, config: Any, mu: float | None = None) -> Any:
+        """The configuration the map is inverted with (called by :func:`pyinv.invert` before the guesses;
+        default: ``config`` unchanged; None is refused). A strategy may adapt it (``init="cnn"`` runs one
+        cycle with the last cycle's nodes) and must then say so in its guesses' ``info``."""
+        if config is None:
+            raise ValueError(f"init={self.name!r} needs an InversionConfig (config=None is only allowed with "
+                             f"init='cnn', which then uses pyinv.cnn.assisted_config())")
+        return config
+
+    def finish(self, result: Any, rerun: Callable[..., Any]) -> Any:
+        """Post-process the map's result (default: unchanged). ``rerun(mask, config, init=..., guess=...)``
+        inverts the pixels where ``mask`` is True again with the same data and executor and returns their
+        :class:`pyinv.InversionResult` (``init="cnn"`` uses it for its fallback)."""
+        return result
+
 
 def as_atmosphere(obj: Any, what: str = "guess") -> Atmosphere:
     """An :class:`Atmosphere` from an Atmosphere, a SIR .mod path or an array (ndep, 8|11)."""
