@@ -572,18 +572,20 @@ end subroutine inv_node_jacobian
 !> weights(4); snr; nodes(8) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac); xnodes(maxnp, 8)/usex(8)
 !> explicit node positions; interp; svdtol; lambda0; boundary/bvalue (0 top Pe kept, 1 top Pg, 2 top
 !> rho); mu; maxit; jac_mode (0 directional FD, 1 depth RFs + chain rule); jac_reuse (Broyden updates in a
-!> row between exact Jacobians, 0 = SIR: always exact); rtol (0 = SIR's stopping rules only). Out: fit(4, nw), pg, rho, z (HE of the final T), err(n, 10) (.err formula: T, Pe, vmic, B,
+!> row between exact Jacobians, 0 = SIR: always exact); rtol (0 = SIR's stopping rules only); want_errors (0: skip
+!> the uncertainties and their final Jacobian). Out: fit(4, nw), pg, rho, z (HE of the final T), err(n, 10) (.err formula: T, Pe, vmic, B,
 !> vlos, gamma, phi, z, Pg, rho), err_vmac, cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm),
 !> trace(maxtr, 3), info(6) and rinfo(5) (slots info_* / rinfo_* of pyinv_inversion), ierr.
 subroutine inv_cycle(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, usex, &
-                     interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, &
+                     interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, want_errors, &
                      fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
   use pyinv_synthesis, only: synth_setup, setup_from_buffers
   use pyinv_inversion, only: lm_cycle
   use pyinv_errors, only: err_bad_size
   implicit none
-  integer(c_int), intent(in) :: ni, nr, n, nw, maxnp, interp, boundary, maxit, jac_mode, jac_reuse, maxm, maxtr
+  integer(c_int), intent(in) :: ni, nr, n, nw, maxnp, interp, boundary, maxit, jac_mode, jac_reuse, want_errors, &
+                                maxm, maxtr
   integer(c_int), intent(in) :: ibuf(ni), nodes(8), usex(8)
   real(c_double), intent(in) :: rbuf(nr), logtau(n), bvalue, mu, snr, svdtol, lambda0, rtol, xnodes(maxnp, 8)
   real(c_double), intent(in) :: obs(4, nw), weights(4)
@@ -600,7 +602,8 @@ subroutine inv_cycle(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nw, obs, weights, s
   if (ie == 0) then
     call lm_cycle(s, int(n), logtau, x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, int(usex), &
                   int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), &
-                  int(jac_reuse), rtol, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), cov, int(maxtr), &
+                  int(jac_reuse), rtol, int(want_errors), fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), &
+                  cov, int(maxtr), &
                   trace, inf, rinfo, ie)
     info = inf
   end if

@@ -288,14 +288,14 @@ contains
   !> only). jac_reuse > 0 (pyinv): after an accepted step the Jacobian is updated by Broyden's secant
   !> formula instead of recomputed, at most jac_reuse times in a row; a step that fails with an updated
   !> Jacobian is retried with the exact one at the same lambda (0: a new Jacobian after every accepted
-  !> step, as SIR).
+  !> step, as SIR). want_errors = 0: no uncertainties (err, cerr, cov stay 0; no final Jacobian).
   !> ierr: engine failure (the returned model is then the best one reached).
   pure subroutine lm_cycle(s, n, logtau, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
-                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, fit, pg, &
-                           rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
+                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, want_errors, &
+                           fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp, boundary, maxit, jac_mode, maxm, &
-                           maxtr, jac_reuse
+                           maxtr, jac_reuse, want_errors
     real(dp), intent(in) :: logtau(n), obs(4, s%nw), weights(4), snr, xnodes(maxnp, n_slots), svdtol, &
                             lambda0, bvalue, mu, rtol
     real(dp), intent(out) :: trace(maxtr, 3)
@@ -456,7 +456,11 @@ contains
     call he_solve(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(n, col_pe), boundary, bvalue, mu, pe_he, ie, &
         pg, rho, z)
 
-    ! uncertainties (§3.10) at the final model
+    ! uncertainties (§3.10) at the final model (only when asked: a cycle followed by another needs none)
+    if (want_errors == 0) then
+      info(info_syntheses) = nsynth
+      return
+    end if
     call update_layout(n, logtau, x, vmac, lay, ierr)
     if (ierr /= err_ok) return
     if (.not. have_jac) then

@@ -608,16 +608,18 @@ class CycleResult:
 def inv_cycle(setup: Setup, log_tau, x, vmac: float, obs, weights, snr: float, nodes, *, xnodes=None,
               interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary: int = 0,
               bvalue: float = 0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
-              jac_reuse: int = 0, rtol: float = 0.0, maxm: int = 128, maxtr: int = 400) -> CycleResult:
+              jac_reuse: int = 0, rtol: float = 0.0, errors: bool = True, maxm: int = 128,
+              maxtr: int = 400) -> CycleResult:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success).
-    ``jac_reuse``: Broyden updates of the Jacobian in a row between exact ones (0 = SIR's rule)."""
+    ``jac_reuse``: Broyden updates of the Jacobian in a row between exact ones (0 = SIR's rule).
+    ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero) and their final Jacobian."""
     xa, use = _xnodes(xnodes)
     xf = np.array(x, dtype=np.float64, order="F", copy=True)
     vm = np.array(float(vmac), dtype=np.float64)
     out = api().inv_cycle(setup.ibuf, setup.rbuf, f64(log_tau), xf, vm, f64_fortran(obs), f64(weights), float(snr),
                           _i32(nodes), xa, use, int(interp), float(svdtol), float(lambda0), int(boundary),
-                          float(bvalue), float(mu), int(maxit), int(jac_mode), int(jac_reuse), float(rtol), int(maxm),
-                          int(maxtr))
+                          float(bvalue), float(mu), int(maxit), int(jac_mode), int(jac_reuse), float(rtol),
+                          int(bool(errors)), int(maxm), int(maxtr))
     fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, cov, trace, info, rinfo, ierr = out
     info = dict(zip(INFO_SLOTS, (int(v) for v in info)))
     rinfo = dict(zip(RINFO_SLOTS, (float(v) for v in rinfo)))

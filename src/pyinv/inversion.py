@@ -284,7 +284,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                                                                     else 1),
                                lambda0=float(config.value("initial_diagonal", c)), boundary=boundary,
                                bvalue=bvalue, mu=mu_f, maxit=max_iterations, jac_mode=jac_mode,
-                               jac_reuse=jacobian_reuse, rtol=rtol)
+                               jac_reuse=jacobian_reuse, rtol=rtol,
+                               errors=c == config.cycles)   # uncertainties of the last cycle only
         nsyn += res.syntheses
         node_log.append(dict(zip(engine.INV_SLOTS, nodes)))
         x, vmac = res.x, res.vmac
