@@ -58,8 +58,10 @@ def compute(reference_dir: Path) -> dict[str, np.ndarray]:
     cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
     guess = pyinv.Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
     import inspect
-    # SIR's Jacobian rule (a new one after every accepted step), the only one before issue 9
-    kw = {"jacobian_reuse": 0} if "jacobian_reuse" in inspect.signature(pyinv.invert_pixel).parameters else {}
+    # the pre-v2 engine's settings: SIR's Jacobian rule (a new one after every accepted step) and rtol 1e-4
+    kw = {"rtol": 1e-4}
+    if "jacobian_reuse" in inspect.signature(pyinv.invert_pixel).parameters:
+        kw["jacobian_reuse"] = 0
     for i in INVERT_PIXELS:
         r = pyinv.invert_pixel(d["observed"][i], guess, lines, grid, cfg, abundances=ab, **kw)
         a = r.atmosphere
