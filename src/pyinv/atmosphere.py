@@ -28,6 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from .errors import input_errors
 import numpy as np
 
 __all__ = ["Atmosphere", "AtmosphereErrors", "COLUMNS", "DEPTH_COLUMNS", "OPTIONAL_COLUMNS"]
@@ -259,6 +260,7 @@ class Atmosphere(_Columns):
     filling: float | np.ndarray = 1.0
     stray: float | np.ndarray = 0.0
 
+    @input_errors
     def __post_init__(self) -> None:
         self.log_tau = _as_float("log_tau", self.log_tau)
         _check_log_tau(self.log_tau)
@@ -315,6 +317,7 @@ class Atmosphere(_Columns):
         self.stray = _scalar_or_per_model("stray", self.stray, n)
 
     @classmethod
+    @input_errors
     def from_array(cls, a: Any, macro: float | Sequence[float] = 0.0, filling: float | Sequence[float] = 1.0,
                    stray: float | Sequence[float] = 0.0) -> "Atmosphere":
         """Build from SIR's column layout.
@@ -373,6 +376,7 @@ class AtmosphereErrors(_Columns):
     filling: float | np.ndarray = 0.0
     stray: float | np.ndarray = 0.0
 
+    @input_errors
     def __post_init__(self) -> None:
         self.log_tau = _as_float("log_tau", self.log_tau)
         if self.log_tau.ndim != 1:
@@ -392,6 +396,7 @@ class AtmosphereErrors(_Columns):
             setattr(self, name, float(a) if a.ndim == 0 else a.copy())
 
     @classmethod
+    @input_errors
     def from_array(cls, a: Any, macro: float | Sequence[float] = 0.0, filling: float | Sequence[float] = 0.0,
                    stray: float | Sequence[float] = 0.0) -> "AtmosphereErrors":
         """Build from SIR's column layout ``(ndep, 8|11)`` or ``(n, ndep, 8|11)`` (see Atmosphere.from_array)."""

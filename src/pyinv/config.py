@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .errors import input_errors
+
 __all__ = ["InversionConfig", "NodeTable", "NODE_PARAMETERS", "NODES_MAX"]
 
 #: Node-slot names, in control-file order (lines 15–22 for model 1, 23–30 for model 2).
@@ -196,6 +198,7 @@ class InversionConfig:
     nlte_file: str | None = None
     base_dir: str | None = None
 
+    @input_errors
     def __post_init__(self) -> None:
         if isinstance(self.cycles, bool) or not isinstance(self.cycles, numbers.Integral) and not (
                 isinstance(self.cycles, float) and self.cycles.is_integer()):

@@ -628,3 +628,15 @@ def inv_cycle(setup: Setup, log_tau, x, vmac: float, obs, weights, snr: float, n
                        err_vmac=float(err_vmac), cerr=cerr, cerr_vmac=float(cerr_vmac),
                        cov=np.asarray(cov)[:m, :m], trace=np.asarray(trace)[:min(info["trials"], maxtr)],
                        **info, **rinfo, ierr=int(ierr))
+
+
+# Every public wrapper turns a wrongly typed argument into pyinv's InputError (a ValueError).
+from .errors import input_errors as _input_errors  # noqa: E402
+
+for _name in ("voigt", "voigt_derivatives", "planck", "eos_arrays", "pe_from_pg_arrays", "kappa_arrays",
+              "kappa_deriv_arrays", "hydrostatic_arrays", "atomic_arrays", "pack_setup", "model_array",
+              "synth_stokes", "zeeman_engine", "formal_solution", "hsra_continuum", "convolve_stokes", "synth_rf",
+              "inv_allowed_nodes", "inv_node_basis", "inv_svd_solve", "inv_sigma", "inv_he_pe_jacobian",
+              "inv_node_jacobian", "inv_cycle"):
+    globals()[_name] = _input_errors(globals()[_name])
+del _name

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .errors import input_errors
 import numpy as np
 
 from . import engine
@@ -156,6 +157,7 @@ def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None) -> 
 
 
 # ------------------------------------------------------------------------------------------- driver
+@input_errors
 def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .errors import input_errors
 import numpy as np
 
 from . import scheduler as _sch
@@ -123,6 +124,7 @@ def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | No
     return bad, problems
 
 
+@input_errors
 def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig | None, *, init: Any = "single",
            guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
            abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,

@@ -8,6 +8,7 @@ hydrostatic equilibrium adds the P_e RF through the tangent-linear of the hydros
 """
 from __future__ import annotations
 
+from .errors import input_errors
 import numpy as np
 
 from . import engine
@@ -27,6 +28,7 @@ def _he_pe_jacobian(cols: dict, mu: float, eps, sir_compat: bool) -> np.ndarray:
     return engine.inv_he_pe_jacobian(lt, t, float(pe[-1]), 0, 0.0, mu, eps, sir_compat=sir_compat, method=0)
 
 
+@input_errors
 def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None,
                        abundances=None, convolve: bool = True, exact_blend_offsets: bool = False,
                        unsold_physical: bool = False, exact_voigt: bool | None = None,

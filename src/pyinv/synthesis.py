@@ -26,6 +26,7 @@ import os
 import warnings
 from typing import Sequence
 
+from .errors import input_errors
 import numpy as np
 
 from . import engine
@@ -239,6 +240,7 @@ def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
     return {"cols": cols, "x": xs, "vmac": vmac, **setup}
 
 
+@input_errors
 def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None, abundances=None,
                macro: float | Sequence[float] | None = None, convolve: bool = True,
                exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool | None = None,

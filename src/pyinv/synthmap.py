@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import input_errors
 import numpy as np
 
 from . import scheduler as _sch
@@ -133,6 +134,7 @@ def _synth_pixel(stokes, guess, lines, grid, config: _SynthConfig, *, mu, psf, a
     return _PixelOut(guess, res.stokes, int(res.status), int(res.iterations))
 
 
+@input_errors
 def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, backend: Any = "lte",
                    rf: bool | tuple[str, ...] = False, backend_options: dict | None = None, mask: np.ndarray | None = None, mu: float = 1.0,
                    psf: Any = None, abundances: Any = None, executor: Any = None, workers: int | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import input_errors
 import numpy as np
 
 from . import engine
@@ -134,6 +135,7 @@ def partition_functions(Z: int, T) -> np.ndarray:
     return u.reshape(t.shape + (3,))
 
 
+@input_errors
 def hydrostatic(atmos: Any, *, top_pe: float | None = None, top_pg: float | None = None,
                 top_rho: float | None = None, mu: float = 1.0, abundances=None,
                 sir_compat: bool = False):
