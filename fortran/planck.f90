@@ -6,7 +6,7 @@ module pyinv_planck
   use pyinv_kinds, only: dp, c1_planck, c2_planck
   implicit none
   private
-  public :: planck, planck_dt
+  public :: planck, planck_dt, planck_nlte, planck_nlte_dt
 
 contains
 
@@ -35,6 +35,32 @@ contains
       db = c1_planck / lambda**5 * (em1 + 1.0_dp) / (em1 * em1) * x / t
     end if
   end function planck_dt
+
+  !> Two-level NLTE line source function (spec-forward §7.10, SIR 2017): c1 lambda^-5 / (r e^x - 1) with
+  !> x = c2/(lambda T) and r = b_lower / b_upper (r = 1: the Planck function, computed as planck).
+  elemental function planck_nlte(lambda, t, r) result(b)
+    real(dp), intent(in) :: lambda, t, r
+    real(dp) :: b, x
+    if (r == 1.0_dp) then
+      b = planck(lambda, t)
+      return
+    end if
+    x = c2_planck / (lambda * t)
+    b = c1_planck / lambda**5 / (r * exp(x) - 1.0_dp)
+  end function planck_nlte
+
+  !> d planck_nlte / dT at fixed departure coefficients [B units per K].
+  elemental function planck_nlte_dt(lambda, t, r) result(db)
+    real(dp), intent(in) :: lambda, t, r
+    real(dp) :: db, x, d
+    if (r == 1.0_dp) then
+      db = planck_dt(lambda, t)
+      return
+    end if
+    x = c2_planck / (lambda * t)
+    d = r * exp(x) - 1.0_dp
+    db = c1_planck / lambda**5 * r * exp(x) / (d * d) * x / t
+  end function planck_nlte_dt
 
   !> exp(x) - 1 without cancellation for small x.
   elemental function expm1_(x) result(y)

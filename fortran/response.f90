@@ -33,7 +33,7 @@ module pyinv_response
   use pyinv_errors, only: err_ok, err_not_finite
   use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields
   use pyinv_continuum, only: kappa_continuum
-  use pyinv_planck, only: planck, planck_dt
+  use pyinv_planck, only: planck, planck_dt, planck_nlte, planck_nlte_dt
   use pyinv_zeeman, only: max_components
   use pyinv_voigt, only: voigt_deriv_n, voigt_deriv_nw
   use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
@@ -145,6 +145,11 @@ contains
       dkc = dkcg(:, :, g)
       src = planck(lam1 * 1.0e-8_dp, t)
       dsrc = planck_dt(lam1 * 1.0e-8_dp, t)
+      if (s%ndb > 0) then
+        ! NLTE departures, held fixed (SIR 2017, §7.10; the derivatives at fixed b)
+        src = planck_nlte(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, glines(gstart(g))) / s%bdep(:, 2, glines(gstart(g))))
+        dsrc = planck_nlte_dt(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, glines(gstart(g))) / s%bdep(:, 2, glines(gstart(g))))
+      end if
       allocate(eta0(n, nlg), adamp(n, nlg), inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), vdop(n, nlg), &
                dvb_db(n, nlg), deta0(3, n, nlg), dadamp(3, n, nlg), dlnv(2, n, nlg), c5(5, n, nlg), dld(n), &
                dacap(3, nlg), amaxu(nlg), boff(nlg), ncomp(nlg), imaxl(nlg), capped(nlg), &
@@ -157,6 +162,12 @@ contains
                                       kappa5, dk5, eta0(:, k), adamp(:, k), dld, vdop(:, k), deta0(:, :, k), &
                                       dadamp(:, :, k), dlnv(:, :, k), ierr)
         if (ierr /= err_ok) return
+        if (s%ndb > 0) then
+          eta0(:, k) = eta0(:, k) * s%bdep(:, 1, l)
+          do i = 1, 3
+            deta0(i, :, k) = deta0(i, :, k) * s%bdep(:, 1, l)
+          end do
+        end if
         amu = maxval(adamp(:, k))
         amax(l) = max(amax(l), amu)
         capped(k) = (s%damping_cap /= 0 .and. amu > 3.0_dp)

@@ -29,7 +29,7 @@ module pyinv_synthesis
                           err_logtau_order, err_not_finite, err_bad_size, err_bad_zeeman
   use pyinv_eos, only: eos_state, eos_solve
   use pyinv_continuum, only: kappa_continuum
-  use pyinv_planck, only: planck
+  use pyinv_planck, only: planck, planck_nlte
   use pyinv_zeeman, only: zeeman_pattern, max_components
   use pyinv_propagation, only: line_depth_quantities, blend_offset_mA, air_to_vacuum, geometry_factors, &
                                voigt_hui_n, k7_add_profiles
@@ -48,11 +48,12 @@ module pyinv_synthesis
                                 col_gam = 6, col_phi = 7, n_cols = 7
 
   !> Flat set-up buffers (what the API receives from Python, pyinv.engine.Setup; see setup_from_buffers).
-  !> Integer buffer: ibuf(1) layout version, ibuf(2:6) = nl, ng, nglines, nw, npsf, ibuf(7:6+n_options)
+  !> Integer buffer: ibuf(1) layout version, ibuf(2:7) = nl, ng, nglines, nw, npsf, ndb, ibuf(8:7+n_options)
   !> the options (0/1, slots opt_*), then iz(nl), stage(nl), use_geff(nl), gstart(ng), gcount(ng),
   !> glines(nglines), wgrp(nw). Real buffer: lam, chi_e, loggf, enh, alpha, sigma, mult_l, l_l, j_l,
-  !> mult_u, l_u, j_u, geff (nl each), woff(nw), eps(92), psf_x(npsf), psf_y(npsf).
-  integer, parameter, public :: setup_layout_version = 1, setup_header = 6
+  !> mult_u, l_u, j_u, geff (nl each), woff(nw), eps(92), psf_x(npsf), psf_y(npsf), then (ndb > 0) the
+  !> NLTE departure coefficients bdep(ndb, 2, nl) (b_lower, b_upper per line on the model's ndb depths).
+  integer, parameter, public :: setup_layout_version = 2, setup_header = 7
   !> option slots: exact blend offsets; physical Unsöld ion form; SIR's 1 G non-magnetic threshold;
   !> SIR's damping cap at 3; EOS sir_compat; no convolution; SIR's rational Voigt approximation (Hui
   !> et al. 1977) instead of the accurate Faddeeva function
@@ -72,6 +73,10 @@ module pyinv_synthesis
     !> options (0/1), named after the opt_* slots
     integer :: exact_blend = 0, unsold_physical = 0, sir_threshold = 0, damping_cap = 0, eos_compat = 0, &
                no_convolution = 0, sir_voigt = 0
+    !> NLTE departure coefficients (SIR 2017, spec-forward §7.10): ndb = 0 none, else bdep(ndb, 2, nl) =
+    !> b_lower, b_upper of every line on the model's depth grid (ndb must equal the model's depth count)
+    integer :: ndb = 0
+    real(dp), allocatable :: bdep(:, :, :)
   end type synth_setup
 
   real(dp), parameter :: larmor = 4.6686e-5_dp       ! Delta lambda_B = larmor lambda^2 B
@@ -188,15 +193,15 @@ contains
     real(dp), intent(in) :: rbuf(nr)
     type(synth_setup), intent(out) :: s
     integer, intent(out) :: ierr
-    integer :: p, nl, ng, ngl, nw, npsf
+    integer :: p, nl, ng, ngl, nw, npsf, ndb
     ierr = err_bad_size
     if (ni < setup_header + n_options) return
     if (ibuf(1) /= setup_layout_version) return
-    nl = ibuf(2); ng = ibuf(3); ngl = ibuf(4); nw = ibuf(5); npsf = ibuf(6)
-    if (nl < 1 .or. ng < 1 .or. ngl < 1 .or. nw < 1 .or. npsf < 0) return
+    nl = ibuf(2); ng = ibuf(3); ngl = ibuf(4); nw = ibuf(5); npsf = ibuf(6); ndb = ibuf(7)
+    if (nl < 1 .or. ng < 1 .or. ngl < 1 .or. nw < 1 .or. npsf < 0 .or. ndb < 0) return
     if (ni /= setup_header + n_options + 3 * nl + 2 * ng + ngl + nw) return
-    if (nr /= n_line_real * nl + nw + 92 + 2 * npsf) return
-    s%nl = nl; s%ng = ng; s%nglines = ngl; s%nw = nw; s%npsf = npsf
+    if (nr /= n_line_real * nl + nw + 92 + 2 * npsf + 2 * ndb * nl) return
+    s%nl = nl; s%ng = ng; s%nglines = ngl; s%nw = nw; s%npsf = npsf; s%ndb = ndb
     p = setup_header
     s%exact_blend = ibuf(p + opt_exact_blend)
     s%unsold_physical = ibuf(p + opt_unsold_physical)
@@ -230,7 +235,14 @@ contains
     s%woff = rbuf(p + 1:p + nw); p = p + nw
     s%eps = rbuf(p + 1:p + 92); p = p + 92
     s%psf_x = rbuf(p + 1:p + npsf); p = p + npsf
-    s%psf_y = rbuf(p + 1:p + npsf)
+    s%psf_y = rbuf(p + 1:p + npsf); p = p + npsf
+    if (ndb > 0) then
+      s%bdep = reshape(rbuf(p + 1:p + 2 * ndb * nl), [ndb, 2, nl])
+      if (.not. all(s%bdep > 0.0_dp)) then
+        ierr = err_bad_input
+        return
+      end if
+    end if
     ierr = err_bad_input
     if (any(s%gstart < 1) .or. any(s%gcount < 1) .or. any(s%gstart + s%gcount - 1 > ngl) .or. &
         any(s%glines < 1) .or. any(s%glines > nl) .or. any(s%wgrp < 1) .or. any(s%wgrp > ng) .or. &
@@ -354,6 +366,9 @@ contains
         kc(i) = kap / kappa5(i)
       end do
       src = planck(lam1 * 1.0e-8_dp, t)
+      ! NLTE departures of the group's main line: SIR 2017's source function for the whole group (§7.10)
+      if (s%ndb > 0) src = planck_nlte(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, glines(gstart(g))) / &
+                                       s%bdep(:, 2, glines(gstart(g))))
       ! per-line depth quantities
       do k = 1, nlg
         l = glines(gstart(g) + k - 1)
@@ -363,6 +378,8 @@ contains
         if (ierr /= err_ok) return
         amax(l) = max(amax(l), maxval(ad))
         if (capflag /= 0 .and. maxval(ad) > 3.0_dp) ad = ad * (3.0_dp / maxval(ad))
+        ! NLTE departures (SIR 2017, §7.10): line opacity times b_lower, LTE stimulated emission
+        if (s%ndb > 0) e0 = e0 * s%bdep(:, 1, l)
         eta0(:, k) = e0
         adamp(:, k) = ad
         inv_dld(:, k) = 1.0_dp / dld
@@ -599,6 +616,7 @@ contains
       return
     end if
     if (vmac < 0.0_dp) ierr = err_bad_input
+    if (s%ndb > 0 .and. s%ndb /= n) ierr = err_bad_size   ! departures given on another depth grid
 
   end subroutine synth_check_inputs
 

@@ -96,7 +96,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 2
+ENGINE_API_VERSION = 3
 
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
@@ -321,12 +321,12 @@ MODEL_COLUMNS = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi")
 SETUP_OPTIONS = ("exact_blend_offsets", "unsold_physical", "sir_threshold", "damping_cap", "eos_sir_compat",
                  "no_convolution", "sir_voigt")
 #: Layout version of the packed set-up (fortran/synthesis.f90 ``setup_layout_version``).
-SETUP_LAYOUT_VERSION = 1
+SETUP_LAYOUT_VERSION = 2
 #: Per-line fields of the set-up: integers, then reals, in buffer order.
 LINE_INT_FIELDS = ("iz", "stage", "use_geff")
 LINE_REAL_FIELDS = ("lam", "chi_e", "loggf", "enh", "alpha", "sigma", "mult_l", "l_l", "j_l", "mult_u", "l_u",
                     "j_u", "geff")
-_SETUP_HEADER = 6
+_SETUP_HEADER = 7
 
 
 def _i32(x) -> np.ndarray:
@@ -373,7 +373,8 @@ class Setup:
         return Setup(ibuf, self.rbuf, self.nl, self.ng, self.nw, self.wgrp, opts)
 
 
-def pack_setup(line_arrays: dict, groups: tuple, woff, wgrp, eps, psf: tuple | None, **options: bool) -> Setup:
+def pack_setup(line_arrays: dict, groups: tuple, woff, wgrp, eps, psf: tuple | None, departures=None,
+               **options: bool) -> Setup:
     """Pack a synthesis set-up into the engine's two flat buffers (once per problem).
 
     Parameters
@@ -388,6 +389,9 @@ def pack_setup(line_arrays: dict, groups: tuple, woff, wgrp, eps, psf: tuple | N
     eps : array (92,)
         N_Z / N_H (linear).
     psf : (x [mÅ], y) or None
+    departures : array (ndep, 2, nl) or None
+        NLTE departure coefficients b_lower, b_upper of every line on the model's depth grid (SIR 2017's
+        treatment, spec-forward §7.10); the set-up then only serves models of ndep depth points.
     options : bool
         Names of ``SETUP_OPTIONS`` (default False).
     """
@@ -404,10 +408,19 @@ def pack_setup(line_arrays: dict, groups: tuple, woff, wgrp, eps, psf: tuple | N
     px, py = (np.zeros(0), np.zeros(0)) if psf is None else (f64(psf[0]).ravel(), f64(psf[1]).ravel())
     nl = int(np.asarray(la["lam"]).size)
     opts = {k: bool(options.get(k, False)) for k in SETUP_OPTIONS}
-    ibuf = np.concatenate([[SETUP_LAYOUT_VERSION, nl, gstart.size, glines.size, woff.size, px.size],
+    if departures is None:
+        bdep = np.zeros((0, 2, nl))
+    else:
+        bdep = np.asarray(departures, dtype=np.float64)
+        if bdep.ndim != 3 or bdep.shape[1:] != (2, nl):
+            raise ValueError(f"departures must have shape (ndep, 2, {nl}), got {bdep.shape}")
+        if not (np.all(np.isfinite(bdep)) and np.all(bdep > 0)):
+            raise ValueError("departure coefficients must be finite and > 0")
+    ibuf = np.concatenate([[SETUP_LAYOUT_VERSION, nl, gstart.size, glines.size, woff.size, px.size, bdep.shape[0]],
                            [int(opts[k]) for k in SETUP_OPTIONS],
                            *[_i32(la[k]).ravel() for k in LINE_INT_FIELDS], gstart, gcount, glines, wgrp])
-    rbuf = np.concatenate([*[f64(la[k]).ravel() for k in LINE_REAL_FIELDS], woff, e, px, py])
+    rbuf = np.concatenate([*[f64(la[k]).ravel() for k in LINE_REAL_FIELDS], woff, e, px, py,
+                           bdep.ravel(order="F")])
     return Setup(_i32(ibuf), f64(rbuf), nl, int(gstart.size), int(woff.size), wgrp, opts)
 
 

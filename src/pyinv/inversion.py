@@ -104,13 +104,14 @@ class PixelResult:
 # ------------------------------------------------------------------------------------------- helpers
 def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abundances=None,
                       magnetic: bool = True, sir_compat: bool = False, exact_blend_offsets: bool = False,
-                      unsold_physical: bool = False) -> engine.Setup:
-    """The engine set-up (:class:`pyinv.engine.Setup`: line data, groups, grid, ε, PSF, options) of a
-    synthesis, exactly as :func:`pyinv.synthesize` builds it."""
+                      unsold_physical: bool = False, departures=None, log_tau=None) -> engine.Setup:
+    """The engine set-up (:class:`pyinv.engine.Setup`: line data, groups, grid, ε, PSF, options, NLTE
+    departures on the model grid ``log_tau``) of a synthesis, exactly as :func:`pyinv.synthesize` builds it."""
     from .synthesis import _setup
 
     return _setup(lines, grid, magnetic=magnetic, psf=psf, abundances=abundances, sir_compat=sir_compat,
-                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical)["setup"]
+                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical, departures=departures,
+                  log_tau=log_tau)["setup"]
 
 
 def _model_x(atm: Atmosphere) -> np.ndarray:
@@ -162,7 +163,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
                  jacobian: str = "depth", rtol: float = 1e-3, svd_scaling: str = "jacobian",
-                 jacobian_reuse: int = JACOBIAN_REUSE, sir_compat: bool = False) -> PixelResult:
+                 jacobian_reuse: int = JACOBIAN_REUSE, sir_compat: bool = False, departures=None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
 
     Parameters
@@ -212,6 +213,9 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         "jacobian", same χ² on the noisy data).
     sir_compat : bool
         SIR's synthesis quirks (1 G threshold, damping cap, EOS nuclei count).
+    departures : pyinv.nlte.Departures or path of a SIR 2017 departure file, optional
+        NLTE departure coefficients held fixed through the inversion (SIR 2017, spec-forward §7.10; see
+        :func:`pyinv.synthesize`); ``None`` takes ``config.nlte_file`` ("NLTE Departures filename").
 
     Returns
     -------
@@ -245,6 +249,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         psf = config.resolve("psf_file")
     if abundances is None and config.abundances_file:
         abundances = config.resolve("abundances_file")
+    if departures is None and config.nlte_file:
+        departures = config.resolve("nlte_file")
     if any(config.value("auto_nodes", c) == 1 for c in range(1, config.cycles + 1)):
         warnings.warn("automatic node selection is not implemented: the given counts are used",
                       stacklevel=2)
@@ -264,7 +270,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     magnetic = bool(np.any(np.asarray(guess.B) != 0)) or any(config.nodes(c).get("B", 0) > 0
                                                           for c in range(1, config.cycles + 1))
     setup = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
-                              sir_compat=sir_compat)
+                              sir_compat=sir_compat, departures=departures, log_tau=lt)
     boundary, bvalue = _boundary(config)
     jac_mode = engine.JAC_FINITE_DIFFERENCE if jacobian == "nodes" else engine.JAC_ANALYTIC
     x = _model_x(guess)

@@ -163,9 +163,33 @@ def _check_mu(mu) -> float:
     return mu_f
 
 
+def _departure_array(departures, used: list[int], log_tau: np.ndarray) -> np.ndarray:
+    """(ndep, 2, nl) b_lower, b_upper of the set-up's lines (``used``, SIR indices) on the model grid
+    ``log_tau``, from a :class:`pyinv.nlte.Departures` or the path of a SIR 2017 departure file (linear
+    in log τ, linear extrapolation beyond its ends, as SIR); lines without coefficients get b = 1."""
+    from .nlte.departures import Departures, read_sir_departures
+
+    if isinstance(departures, (str, os.PathLike)):
+        departures = read_sir_departures(departures)
+    if not isinstance(departures, Departures):
+        raise ValueError(f"departures must be a pyinv.nlte.Departures or the path of a SIR departure file, got "
+                         f"{type(departures).__name__}")
+    unknown = [k for k in departures.lines if k not in used]
+    if unknown:
+        raise ValueError(f"departure coefficients for line(s) {unknown}, which the wavelength grid does not use "
+                         f"(lines {used})")
+    d = departures.on_grid(log_tau)
+    out = np.empty((log_tau.size, 2, len(used)))
+    for i, k in enumerate(used):
+        bl, bu = d.line(k)
+        out[:, 0, i], out[:, 1, i] = bl, bu
+    return out
+
+
 def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=None, psf=None,
            convolve: bool = True, exact_blend_offsets: bool = False, unsold_physical: bool = False,
-           exact_voigt: bool | None = None, damping_cap: bool | None = None, sir_compat: bool = False) -> dict:
+           exact_voigt: bool | None = None, damping_cap: bool | None = None, sir_compat: bool = False,
+           departures=None, log_tau: np.ndarray | None = None) -> dict:
     """Validate a synthesis set-up and pack it for the engine once (:class:`pyinv.engine.Setup`: line
     data, groups, grid offsets and group ids, ε, PSF and the options), shared by :func:`synthesize`,
     :func:`pyinv.response_functions` and :func:`pyinv.invert_pixel`. ``magnetic``: whether any model
@@ -208,7 +232,12 @@ def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=
 
     cap = bool(sir_compat) if damping_cap is None else bool(damping_cap)
     groups = (np.asarray(gstart), np.asarray(gcount), np.asarray(glines))
-    setup = engine.pack_setup(_line_arrays(lines, used, magnetic), groups, woff, wgrp, eps, psf_xy,
+    bdep = None
+    if departures is not None:
+        if log_tau is None:
+            raise ValueError("departure coefficients need the model's log tau grid")
+        bdep = _departure_array(departures, used, np.asarray(log_tau, dtype=np.float64))
+    setup = engine.pack_setup(_line_arrays(lines, used, magnetic), groups, woff, wgrp, eps, psf_xy, departures=bdep,
                               exact_blend_offsets=bool(exact_blend_offsets), unsold_physical=bool(unsold_physical),
                               sir_threshold=bool(sir_compat), damping_cap=cap, eos_sir_compat=bool(sir_compat),
                               no_convolution=not convolve,
@@ -227,6 +256,11 @@ def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
         if c["log_tau"].size != nd:
             raise ValueError("all models of a stack must have the same number of depth points")
     magnetic_any = any(np.any(c["B"] != 0) for c in cols)
+    if options.get("departures") is not None:
+        lt0 = cols[0]["log_tau"]
+        if any(c["log_tau"].shape != lt0.shape or np.any(c["log_tau"] != lt0) for c in cols):
+            raise ValueError("with departure coefficients all models must share one log tau grid")
+        options["log_tau"] = lt0
     setup = _setup(lines, grid, magnetic=magnetic_any, **options)
 
     if macro is None:
@@ -246,7 +280,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
                exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool | None = None,
                damping_cap: bool | None = None, sir_compat: bool = False, atmos2=None,
                filling2: float | Sequence[float] | None = None, stray_profile=None,
-               stray_percent: float | Sequence[float] | None = None) -> np.ndarray:
+               stray_percent: float | Sequence[float] | None = None, departures=None) -> np.ndarray:
     """Synthesise the emergent Stokes profiles of one or more model atmospheres (LTE, as SIR).
 
     Parameters
@@ -295,6 +329,11 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
         Stray-light Stokes profile on the grid, used as given (not convolved).
     stray_percent : float or sequence, optional
         α in percent, [0, 100]; default ``atmos.stray`` (SIR: model 1's header).
+    departures : pyinv.nlte.Departures or path of a SIR 2017 departure file, optional
+        NLTE departure coefficients (b_lower, b_upper per line, on any log τ grid: interpolated linearly in
+        log τ onto the models', extrapolated linearly beyond, as SIR). SIR 2017's treatment (spec-forward
+        §7.10): each line's opacity times b_lower (LTE stimulated emission) and, for a group whose main line
+        has coefficients, the two-level source function 2hc²/λ⁵ / ((b_l/b_u) e^{hc/λkT} − 1) for the group.
 
     Returns
     -------
@@ -322,7 +361,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
                          "Atmosphere.macro instead")
     p = _prepare(both, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
-                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat)
+                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures)
     setup, used, cap = p["setup"], p["used"], p["cap"]
     out = np.empty((len(both), 4, setup.nw))
     amax_all = np.zeros(len(used))
