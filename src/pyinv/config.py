@@ -314,6 +314,20 @@ class InversionConfig:
         """Stokes weights (I, Q, U, V) in cycle ``cycle``."""
         return self.value("weights", cycle)
 
+    def single_cycle(self, cycle: int) -> "InversionConfig":
+        """This configuration reduced to one cycle with the nodes, weights and per-cycle settings of cycle
+        ``cycle`` (1-based)."""
+        import dataclasses
+
+        c = int(cycle)
+        if not 1 <= c <= self.cycles:
+            raise ValueError(f"cycle must be in 1..{self.cycles}, got {cycle!r}")
+        ch: dict[str, Any] = {"cycles": 1, "nodes": dict(self.nodes_for(c, 1)), "nodes2": dict(self.nodes_for(c, 2)),
+                              "weights": tuple(self.weights_for(c))}
+        for name in _PER_CYCLE:
+            ch[name] = self.value(name, c)
+        return dataclasses.replace(self, **ch)
+
     def resolve(self, name: str) -> Path | None:
         """Path of a file field (e.g. ``"lines_file"``, ``"model1"``), relative to ``base_dir``, ``~``
         expanded; ``None`` when the field is empty (for LINES/ABUNDANCES: use the packaged default)."""

@@ -29,7 +29,6 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any
 
@@ -49,14 +48,7 @@ def _describe_nodes(nodes: dict) -> str:
 
 def one_cycle(config) -> Any:
     """``config`` reduced to one cycle with its last cycle's nodes, weights and per-cycle settings."""
-    from ..config import _PER_CYCLE
-
-    c = max(1, int(config.cycles))
-    ch: dict[str, Any] = {"cycles": 1, "nodes": dict(config.nodes_for(c, 1)), "nodes2": dict(config.nodes_for(c, 2)),
-                          "weights": tuple(config.weights_for(c))}
-    for name in _PER_CYCLE:
-        ch[name] = config.value(name, c)
-    return dataclasses.replace(config, **ch)
+    return config.single_cycle(max(1, int(config.cycles)))
 
 
 def flag_clearly_worse(chi2: np.ndarray, status: np.ndarray, labels: np.ndarray | None, factor: float,
