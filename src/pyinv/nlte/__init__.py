@@ -17,7 +17,7 @@ __all__ = ["units", "NlteBackend", "NlteResult", "NlteLine", "NlteConfigurationE
            "KNOWN_LEVELS", "grid_vacuum_nm", "NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED",
            "NLTE_TIMEOUT", "NLTE_STATUS_NAMES", "NlteColumn", "column_from_atmosphere",
            "read_multi_atmosphere", "write_multi_atmosphere", "Departures", "read_sir_departures",
-           "write_sir_departures", "ca_ii_8542", "RH", "Lightweaver", "make_backend"]
+           "write_sir_departures", "ca_ii_8542", "RH", "Lightweaver", "make_backend", "invert_pixel_nlte"]
 
 
 def __getattr__(name: str):
@@ -27,6 +27,9 @@ def __getattr__(name: str):
     if name == "Lightweaver":
         from .lw import Lightweaver
         return Lightweaver
+    if name == "invert_pixel_nlte":
+        from .desire import invert_pixel_nlte
+        return invert_pixel_nlte
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,0 +1,139 @@
+"""DeSIRe-style NLTE inversion of one pixel (spec-nlte-rh.md §4, §8.5; issue 11).
+
+The Levenberg–Marquardt inversion runs on the engine's analytic response functions with the NLTE
+departure coefficients b held fixed (SIR 2017's treatment, :func:`pyinv.synthesize` ``departures``),
+and the synthetic profile is corrected by the frozen difference
+
+    Δ = NLTE profile of the backend − engine's LTE+b profile,
+
+so that the fit matches the backend's true NLTE profile at every backend call. Fitting S_LTE+b + Δ to the
+observation is fitting S_LTE+b to the observation − Δ, which is what this driver does with
+:func:`pyinv.invert_pixel`. The backend (RH or Lightweaver) is called at the start of every cycle and again
+(the cycle then repeated from the new model) when the cycle changed the temperature by more than
+``threshold`` (relative, DeSIRe's default 0.01) anywhere in the model, at most ``max_refresh`` times.
+
+Continuum normalisation: the backend's intensities are scaled, region by region, so that its LTE profile
+matches the engine's LTE profile at the region's end points (each code's own continuum), and Δ is convolved
+like the synthesis (macroturbulence of the model, PSF) because the backend's profiles are not.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .backend import NlteBackend, grid_vacuum_nm
+
+__all__ = ["NltePixelResult", "invert_pixel_nlte"]
+
+
+@dataclasses.dataclass
+class NltePixelResult:
+    """Result of :func:`invert_pixel_nlte`.
+
+    Attributes
+    ----------
+    result : pyinv.PixelResult
+        The last cycle's inversion (its ``fit`` is the engine's LTE+b profile *plus* Δ, i.e. the NLTE fit).
+    backend_calls : int
+        Calls of the NLTE backend for this pixel.
+    correction : ndarray (4, nλ)
+        The frozen Δ of the last backend call (convolved like the synthesis).
+    departures : pyinv.nlte.Departures or None
+        The last backend call's departure coefficients (model grid).
+    status : int
+        0, or the backend's status when a call failed (the result then holds the model reached).
+    """
+
+    result: Any
+    backend_calls: int
+    correction: np.ndarray
+    departures: Any
+    status: int = 0
+
+
+def _regions(grid) -> list[np.ndarray]:
+    out, start = [], 0
+    for r in grid.regions:
+        out.append(np.arange(start, start + r.npoints))
+        start += r.npoints
+    return out
+
+
+def _convolve_like_synthesis(y: np.ndarray, lines, grid, vmac: float, psf) -> np.ndarray:
+    """Macroturbulence (σ = λ_last vmac / c per region, as the engine) and PSF applied to y (4, nλ)."""
+    from .. import engine
+    from ..synthesis import _psf_arrays
+
+    psf_xy = _psf_arrays(psf)
+    out = np.array(y, dtype=np.float64, copy=True)
+    for r, idx in zip(grid.regions, _regions(grid)):
+        if idx.size < 2 or not (vmac > 0 or psf_xy is not None):
+            continue
+        lam = lines.by_index(r.indices[-1]).wavelength
+        sigma = 1000.0 * lam * max(vmac, 1e-7) / 3.0e5
+        out[:, idx] = engine.convolve_stokes(np.asarray(grid.offset_mA)[idx], out[:, idx], sigma, psf_xy)
+    return out
+
+
+def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBackend, mu: float | None = None,
+                      psf=None, abundances=None, threshold: float = 0.01, max_refresh: int = 2,
+                      **invert_kwargs) -> NltePixelResult:
+    """Invert one pixel in NLTE, DeSIRe's way (module docstring).
+
+    Parameters
+    ----------
+    stokes, guess, lines, grid, config, mu, psf, abundances
+        As :func:`pyinv.invert_pixel` (``guess`` on a uniform log τ grid reaching the layers where the
+        NLTE lines form; profiles normalised to the HSRA continuum).
+    backend : NlteBackend
+        RH or Lightweaver, with the NLTE lines mapped (:func:`pyinv.nlte.level_map`) and ``lte=True`` (its
+        LTE profiles set the continuum scale).
+    threshold : float
+        Relative temperature change of a cycle above which the backend is called again and the cycle
+        repeated (DeSIRe: 0.01).
+    max_refresh : int
+        Repeats of a cycle at most.
+    invert_kwargs
+        Passed to :func:`pyinv.invert_pixel`.
+    """
+    from ..inversion import invert_pixel
+    from ..synthesis import synthesize
+
+    if not isinstance(backend, NlteBackend):
+        raise ValueError(f"backend must be a pyinv.nlte backend (RH or Lightweaver), got {type(backend).__name__}")
+    if not backend.lte:
+        raise ValueError("the backend must also compute LTE profiles (lte=True): they set the continuum scale")
+    if not (threshold > 0):
+        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+    obs = np.asarray(stokes, dtype=np.float64)
+    wl = grid_vacuum_nm(lines, grid)
+    ends = [(idx[0], idx[-1]) for idx in _regions(grid)]
+    model, calls, res, delta, dep, status = guess, 0, None, np.zeros_like(obs), None, 0
+    kw = dict(mu=mu, psf=psf, abundances=abundances, **invert_kwargs)
+    for c in range(1, config.cycles + 1):
+        cfg = config.single_cycle(c)
+        for k in range(max_refresh + 1):
+            r = backend.synthesize(model, wl, abundances=abundances)
+            calls += 1
+            if not r.ok or r.stokes_lte is None:
+                status = int(r.status) if not r.ok else 202
+                return NltePixelResult(res, calls, delta, dep, status)
+            dep = r.departures
+            lte = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False)
+            lte_b = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False, departures=dep)
+            nlte = np.empty_like(lte_b)
+            for idx, (a, b) in zip(_regions(grid), ends):
+                scale = (lte[0, a] + lte[0, b]) / (r.stokes_lte[0, a] + r.stokes_lte[0, b])
+                nlte[:, idx] = r.stokes[:, idx] * scale
+            delta = _convolve_like_synthesis(nlte - lte_b, lines, grid, float(model.macro), psf)
+            res = invert_pixel(obs - delta, model, lines, grid, cfg, departures=dep, **kw)
+            t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
+            model = res.atmosphere
+            if not res.ok or np.max(np.abs(t_new - t_old) / t_old) <= threshold:
+                break
+        if not res.ok:
+            break
+    res = dataclasses.replace(res, fit=res.fit + delta)
+    return NltePixelResult(res, calls, delta, dep, status)
