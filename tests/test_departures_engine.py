@@ -209,3 +209,29 @@ def test_desire_style_inversion_with_lightweaver():
     assert rn.result.chi2[-1] < 0.01 * rl.chi2[-1]
     assert abs(rn.result.atmosphere.T[k] - truth.T[k]) < 0.5 * abs(rl.atmosphere.T[k] - truth.T[k])
     np.testing.assert_allclose(rn.result.fit, obs, atol=0.01)
+
+
+def test_nlte_map_inversion_lightweaver():
+    """pyinv.invert(..., nlte=backend) runs the DeSIRe-style solver per pixel on the pool (2 workers):
+    identical to invert_pixel_nlte on each pixel."""
+    pytest.importorskip("lightweaver")
+    import warnings
+
+    from pyinv import nlte
+    from pyinv.nlte.desire import invert_pixel_nlte
+
+    warnings.simplefilter("ignore")
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(8, -1200, 40, 1200)], lines)
+    lt = np.round(np.arange(1.0, -5.0 - 1e-9, -0.2), 2)
+    hsra = pyinv.models.hsra()
+    T = np.interp(lt, hsra.log_tau[::-1], np.asarray(hsra.T)[::-1])
+    m = pyinv.hydrostatic(pyinv.Atmosphere(log_tau=lt, T=T, Pe=np.interp(lt, hsra.log_tau[::-1], np.asarray(hsra.Pe)[::-1]),
+                                           vmic=1e5, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.0))
+    be = nlte.Lightweaver(nlte.level_map(lines, [8]), hydrogen="model", prd=False, lte=True)
+    obs = pyinv.synthesize([m, m.with_columns(vlos=np.full(lt.size, 1e5))], lines, grid)[None]   # (1, 2, 4, nλ)
+    cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 2, "vlos": 1}, weights=(1, 0, 0, 0))
+    res = pyinv.invert(obs, lines, grid, cfg, guess=m, workers=2, progress=False, nlte=be)
+    assert res.status.tolist() == [[0, 0]]
+    one = invert_pixel_nlte(obs[0, 1], m, lines, grid, cfg, backend=be)
+    np.testing.assert_allclose(res.fits[0, 1], one.result.fit, rtol=0, atol=1e-10)

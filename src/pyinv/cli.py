@@ -78,6 +78,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nlte_backend(name, lines, grid, args):
+    """The NLTE backend of ``pyinv invert --nlte`` (None without it): the grid's lines that the backend's
+    atoms carry are treated in NLTE."""
+    if not name:
+        return None
+    from . import nlte
+
+    used = sorted({k for r in grid.regions for k in r.indices})
+    lm = nlte.level_map(lines, used)
+    if not lm:
+        raise SystemExit(f"pyinv invert --nlte {name}: none of the grid's lines {used} has a known NLTE level map "
+                         f"({sorted(nlte.KNOWN_LEVELS)})")
+    return nlte.make_backend(name, lm, lte=True)
+
+
 def _cmd_invert(args: argparse.Namespace) -> int:
     from . import invert
     from .config import InversionConfig
@@ -125,7 +140,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
                      axes=args.axes, executor=executor, workers=args.workers, chunk=args.chunk,
                      checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit,
-                     check=not args.no_check)
+                     check=not args.no_check, nlte=_nlte_backend(args.nlte, lines, grid, args))
     finally:
         if client is not None:
             client.close()
@@ -269,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "from the standard start")
     v.add_argument("--resample", action="store_true", help="--init cnn: interpolate the cube onto the CNN model's "
                                                           "wavelength grid when they differ (warns by how much)")
+    v.add_argument("--nlte", choices=("rh", "lightweaver"), help="DeSIRe-style NLTE inversion with this backend "
+                   "(its NLTE lines: those of the grid it knows, e.g. Ca II 8542; rh needs PYINV_RH_DIR)")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 

@@ -129,7 +129,7 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
            guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
            abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
-           time_limit: float | None = None, retries: int = 2, check: bool = True) -> InversionResult:
+           time_limit: float | None = None, retries: int = 2, check: bool = True, nlte: Any = None) -> InversionResult:
     """Invert every pixel of a Stokes map; each pixel's result is exactly what
     :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
 
@@ -186,6 +186,10 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
         continuum far from 1, negative or all-zero Stokes I, values beyond ±10) is refused with a
         ValueError naming what was found. False: one warning for the map instead, and the offending pixels
         get ``STATUS_BAD_INPUT`` (102) without being inverted.
+    nlte : pyinv.nlte backend, optional
+        Invert in NLTE, DeSIRe's way (:func:`pyinv.nlte.invert_pixel_nlte`): the backend (RH or Lightweaver,
+        with ``lte=True`` and the NLTE lines mapped) is called per pixel at each cycle and when T moves by
+        more than 1 %; departures and the NLTE correction are frozen in between.
 
     Returns
     -------
@@ -211,7 +215,22 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     return _invert(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
                    abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
                    checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
-                   solver="pyinv:invert_pixel", check=check)
+                   solver=_solver(nlte), check=check)
+
+
+def _solver(nlte: Any) -> Any:
+    """The pixel solver: invert_pixel, or with ``nlte`` (a pyinv.nlte backend, or ``"rh"`` /
+    ``"lightweaver"`` with the NLTE lines the grid uses) the DeSIRe-style NLTE inversion."""
+    if nlte is None:
+        return "pyinv:invert_pixel"
+    from .nlte.desire import NlteSolver
+
+    if isinstance(nlte, NlteSolver):
+        return nlte
+    if isinstance(nlte, str):
+        raise ValueError("nlte must be a pyinv.nlte backend instance (e.g. pyinv.nlte.make_backend('lightweaver', "
+                         "pyinv.nlte.level_map(lines)))")
+    return NlteSolver(nlte)
 
 
 def _refuse_in_bootstrap() -> None:

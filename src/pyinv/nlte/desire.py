@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend import NlteBackend, grid_vacuum_nm
 
-__all__ = ["NltePixelResult", "invert_pixel_nlte"]
+__all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver"]
 
 
 @dataclasses.dataclass
@@ -137,3 +137,23 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
             break
     res = dataclasses.replace(res, fit=res.fit + delta)
     return NltePixelResult(res, calls, delta, dep, status)
+
+
+@dataclasses.dataclass
+class NlteSolver:
+    """:func:`invert_pixel_nlte` with ``invert_pixel``'s signature, for :func:`pyinv.invert` (``nlte=``): a
+    picklable pixel solver for the pool, Dask and MPI executors. Its result is the inversion's PixelResult
+    (the NLTE fit) with ``backend_calls`` added; a failed backend call gives the backend's status."""
+
+    backend: NlteBackend
+    threshold: float = 0.01
+    max_refresh: int = 2
+
+    def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
+        r = invert_pixel_nlte(stokes, guess, lines, grid, config, backend=self.backend, mu=mu, psf=psf,
+                              abundances=abundances, threshold=self.threshold, max_refresh=self.max_refresh)
+        if r.result is None:
+            raise RuntimeError(f"NLTE backend failed before the first inversion (status {r.status})")
+        res = dataclasses.replace(r.result, status=r.status or r.result.status)
+        res.backend_calls = r.backend_calls
+        return res
