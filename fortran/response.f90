@@ -30,7 +30,7 @@
 !> only their strength(-and-shift)-weighted sums per component group (line_k7_store).
 module pyinv_response
   use pyinv_kinds, only: dp, ln10, pi
-  use pyinv_errors, only: err_ok, err_not_finite
+  use pyinv_errors, only: err_ok, err_not_finite, err_bad_input
   use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields
   use pyinv_continuum, only: kappa_continuum
   use pyinv_planck, only: planck, planck_dt, planck_nlte, planck_nlte_dt
@@ -99,6 +99,10 @@ contains
     amax = 0.0_dp
     call synth_check_inputs(s, n, logtau, x, vmac, ierr)
     if (ierr /= err_ok) return
+    if (s%ndb > 0 .and. s%desire_departures /= 0) then
+      ierr = err_bad_input   ! response functions: SIR 2017's form of the departures only
+      return
+    end if
 
     associate (t => x(:, col_t), pe => x(:, col_pe), vmic => x(:, col_vmic), bfield => x(:, col_b), &
                vlos => x(:, col_vlos), gam => x(:, col_gam), phi => x(:, col_phi), eps => s%eps, &

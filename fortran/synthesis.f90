@@ -24,7 +24,7 @@
 !> Per wavelength, the Voigt/Faraday profiles of all Zeeman components of all lines of a group are
 !> evaluated in one vectorised call (group_k7 / group_eta, workspace allocated once per group).
 module pyinv_synthesis
-  use pyinv_kinds, only: dp, ln10, pi
+  use pyinv_kinds, only: dp, ln10, pi, c2_planck
   use pyinv_errors, only: err_ok, err_bad_input, err_nonpositive_t, err_nonpositive_pe, &
                           err_logtau_order, err_not_finite, err_bad_size, err_bad_zeeman
   use pyinv_eos, only: eos_state, eos_solve
@@ -56,10 +56,10 @@ module pyinv_synthesis
   integer, parameter, public :: setup_layout_version = 2, setup_header = 7
   !> option slots: exact blend offsets; physical Unsöld ion form; SIR's 1 G non-magnetic threshold;
   !> SIR's damping cap at 3; EOS sir_compat; no convolution; SIR's rational Voigt approximation (Hui
-  !> et al. 1977) instead of the accurate Faddeeva function
+  !> et al. 1977) instead of the accurate Faddeeva function; DeSIRe's form of the departure coefficients
   integer, parameter, public :: opt_exact_blend = 1, opt_unsold_physical = 2, opt_sir_threshold = 3, &
                                 opt_damping_cap = 4, opt_eos_compat = 5, opt_no_convolution = 6, &
-                                opt_sir_voigt = 7, n_options = 7
+                                opt_sir_voigt = 7, opt_desire_departures = 8, n_options = 8
   integer, parameter, public :: n_line_real = 13
 
   !> Line, group, wavelength-grid, abundance, PSF and option data of a synthesis problem: everything
@@ -72,7 +72,7 @@ module pyinv_synthesis
                              j_l(:), mult_u(:), l_u(:), j_u(:), geff(:), woff(:), eps(:), psf_x(:), psf_y(:)
     !> options (0/1), named after the opt_* slots
     integer :: exact_blend = 0, unsold_physical = 0, sir_threshold = 0, damping_cap = 0, eos_compat = 0, &
-               no_convolution = 0, sir_voigt = 0
+               no_convolution = 0, sir_voigt = 0, desire_departures = 0
     !> NLTE departure coefficients (SIR 2017, spec-forward §7.10): ndb = 0 none, else bdep(ndb, 2, nl) =
     !> b_lower, b_upper of every line on the model's depth grid (ndb must equal the model's depth count)
     integer :: ndb = 0
@@ -210,6 +210,7 @@ contains
     s%eos_compat = ibuf(p + opt_eos_compat)
     s%no_convolution = ibuf(p + opt_no_convolution)
     s%sir_voigt = ibuf(p + opt_sir_voigt)
+    s%desire_departures = ibuf(p + opt_desire_departures)
     p = p + n_options
     s%iz = ibuf(p + 1:p + nl); p = p + nl
     s%stage = ibuf(p + 1:p + nl); p = p + nl
@@ -322,7 +323,7 @@ contains
     real(dp), allocatable :: boff(:), shift(:, :), strength(:, :)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:), jb(:)
     real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:), k7b(:, :, :), yb(:, :)
-    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic
+    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, xl(n), semi(n)
     real(dp) :: y4(4)
     integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot, nbk
     logical :: magnetic
@@ -351,6 +352,10 @@ contains
     ltau = ln10 * 10.0_dp**logtau
     magnetic = model_is_magnetic(n, bfield, s%sir_threshold)
     capflag = s%damping_cap
+    if (magnetic .and. s%ndb > 0 .and. s%desire_departures /= 0) then
+      ierr = err_bad_input   ! DeSIRe's form is implemented for field-free models (Stokes I) only
+      return
+    end if
 
     do g = 1, ng
       nlg = gcount(g)
@@ -367,8 +372,9 @@ contains
       end do
       src = planck(lam1 * 1.0e-8_dp, t)
       ! NLTE departures of the group's main line: SIR 2017's source function for the whole group (§7.10)
-      if (s%ndb > 0) src = planck_nlte(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, glines(gstart(g))) / &
-                                       s%bdep(:, 2, glines(gstart(g))))
+      ! (DeSIRe's form keeps the continuum at Planck and gives each line its own, below)
+      if (s%ndb > 0 .and. s%desire_departures == 0) src = planck_nlte(lam1 * 1.0e-8_dp, t, &
+          s%bdep(:, 1, glines(gstart(g))) / s%bdep(:, 2, glines(gstart(g))))
       ! per-line depth quantities
       do k = 1, nlg
         l = glines(gstart(g) + k - 1)
@@ -378,8 +384,16 @@ contains
         if (ierr /= err_ok) return
         amax(l) = max(amax(l), maxval(ad))
         if (capflag /= 0 .and. maxval(ad) > 3.0_dp) ad = ad * (3.0_dp / maxval(ad))
-        ! NLTE departures (SIR 2017, §7.10): line opacity times b_lower, LTE stimulated emission
-        if (s%ndb > 0) e0 = e0 * s%bdep(:, 1, l)
+        ! NLTE departures (SIR 2017, §7.10): line opacity times b_lower, LTE stimulated emission;
+        ! DeSIRe's form: the NLTE stimulated-emission factor (b_l - b_u e^-x) / (1 - e^-x), x = hc/(lambda k T)
+        if (s%ndb > 0) then
+          if (s%desire_departures /= 0) then
+            xl = c2_planck / (lam(l) * 1.0e-8_dp * t)
+            e0 = e0 * (s%bdep(:, 1, l) - s%bdep(:, 2, l) * exp(-xl)) / (1.0_dp - exp(-xl))
+          else
+            e0 = e0 * s%bdep(:, 1, l)
+          end if
+        end if
         eta0(:, k) = e0
         adamp(:, k) = ad
         inv_dld(:, k) = 1.0_dp / dld
@@ -435,7 +449,19 @@ contains
           call group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, s%sir_voigt, ntot, uu, aa, hh, ff, &
                          iwk, xwk, eta)
           y4 = 0.0_dp
-          call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr)
+          if (s%ndb > 0 .and. s%desire_departures /= 0) then
+            ! DeSIRe's separate emissivities: continuum kc B, each line eta0 H S_line (its own b), so the
+            ! source function of this wavelength is their sum over eta
+            semi = kc * src
+            do k = 1, nlg
+              l = glines(gstart(g) + k - 1)
+              semi = semi + eta0(:, k) * hh((k - 1) * n + 1:k * n) * &
+                     planck_nlte(lam(l) * 1.0e-8_dp, t, s%bdep(:, 1, l) / s%bdep(:, 2, l))
+            end do
+            call hermite_scalar(n, logtau, ltau, eta, semi / eta, y4(1), ierr)
+          else
+            call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr)
+          end if
           if (ierr /= err_ok) return
         end if
         stokes(:, jw) = y4 / ic

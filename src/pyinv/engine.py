@@ -96,7 +96,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 3
+ENGINE_API_VERSION = 4
 
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
@@ -319,7 +319,7 @@ def atomic_arrays(Z: int, T):
 MODEL_COLUMNS = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi")
 #: Option slots of a set-up (fortran/synthesis.f90 ``opt_*``), in slot order.
 SETUP_OPTIONS = ("exact_blend_offsets", "unsold_physical", "sir_threshold", "damping_cap", "eos_sir_compat",
-                 "no_convolution", "sir_voigt")
+                 "no_convolution", "sir_voigt", "desire_departures")
 #: Layout version of the packed set-up (fortran/synthesis.f90 ``setup_layout_version``).
 SETUP_LAYOUT_VERSION = 2
 #: Per-line fields of the set-up: integers, then reals, in buffer order.

@@ -186,10 +186,16 @@ def _departure_array(departures, used: list[int], log_tau: np.ndarray) -> np.nda
     return out
 
 
+def _departure_form(form: str) -> bool:
+    if form not in ("sir", "desire"):
+        raise ValueError(f"departure_form must be 'sir' or 'desire', got {form!r}")
+    return form == "desire"
+
+
 def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=None, psf=None,
            convolve: bool = True, exact_blend_offsets: bool = False, unsold_physical: bool = False,
            exact_voigt: bool | None = None, damping_cap: bool | None = None, sir_compat: bool = False,
-           departures=None, log_tau: np.ndarray | None = None) -> dict:
+           departures=None, log_tau: np.ndarray | None = None, departure_form: str = "sir") -> dict:
     """Validate a synthesis set-up and pack it for the engine once (:class:`pyinv.engine.Setup`: line
     data, groups, grid offsets and group ids, ε, PSF and the options), shared by :func:`synthesize`,
     :func:`pyinv.response_functions` and :func:`pyinv.invert_pixel`. ``magnetic``: whether any model
@@ -241,7 +247,8 @@ def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=
                               exact_blend_offsets=bool(exact_blend_offsets), unsold_physical=bool(unsold_physical),
                               sir_threshold=bool(sir_compat), damping_cap=cap, eos_sir_compat=bool(sir_compat),
                               no_convolution=not convolve,
-                              sir_voigt=not _use_exact_voigt(exact_voigt, sir_compat))
+                              sir_voigt=not _use_exact_voigt(exact_voigt, sir_compat),
+                              desire_departures=_departure_form(departure_form))
     return {"setup": setup, "eps": eps, "used": used, "cap": cap}
 
 
@@ -280,7 +287,8 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
                exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool | None = None,
                damping_cap: bool | None = None, sir_compat: bool = False, atmos2=None,
                filling2: float | Sequence[float] | None = None, stray_profile=None,
-               stray_percent: float | Sequence[float] | None = None, departures=None) -> np.ndarray:
+               stray_percent: float | Sequence[float] | None = None, departures=None,
+               departure_form: str = "sir") -> np.ndarray:
     """Synthesise the emergent Stokes profiles of one or more model atmospheres (LTE, as SIR).
 
     Parameters
@@ -334,6 +342,11 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
         log τ onto the models', extrapolated linearly beyond, as SIR). SIR 2017's treatment (spec-forward
         §7.10): each line's opacity times b_lower (LTE stimulated emission) and, for a group whose main line
         has coefficients, the two-level source function 2hc²/λ⁵ / ((b_l/b_u) e^{hc/λkT} − 1) for the group.
+    departure_form : "sir" or "desire"
+        ``"desire"``: DeSIRe's form instead (spec-nlte-rh §4) — the NLTE stimulated-emission factor
+        (b_l − b_u e^{−hν/kT})/(1 − e^{−hν/kT}) on each line's opacity, each line's own two-level source
+        function and the continuum at Planck (separate emissivities). Field-free models only (Stokes I);
+        response functions use the SIR 2017 form.
 
     Returns
     -------
@@ -361,7 +374,8 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
                          "Atmosphere.macro instead")
     p = _prepare(both, lines, grid, abundances=abundances, psf=psf, macro=macro, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
-                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures)
+                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures,
+                 departure_form=departure_form)
     setup, used, cap = p["setup"], p["used"], p["cap"]
     out = np.empty((len(both), 4, setup.nw))
     amax_all = np.zeros(len(used))
