@@ -29,7 +29,7 @@ module pyinv_eos
   real(dp), parameter :: saha_const = 9.0805126_dp
   real(dp), parameter :: chi_h = 13.595_dp, chi_hminus = 0.754_dp
 
-  !> Thermodynamic state at one depth (all quantities described in /work/coord/INTERFACE.md).
+  !> Thermodynamic state at one depth.
   type, public :: eos_state
     real(dp) :: t = 0, pe = 0, theta = 0
     real(dp) :: f1 = 0, f2 = 0, f3 = 0, f4 = 0, f5 = 0, fe = 0
