@@ -52,16 +52,8 @@ def main(argv=None) -> int:
     lw = nlte.Lightweaver(nlte.level_map(lines, [8]), hydrogen="model", prd=False, lte=True)
     r0 = lw.synthesize(col, wl)
     be = lw if args.backend == "lightweaver" else nlte.RH(nlte.level_map(lines, [8]), lte=True)
-    lt_be = np.log10(r0.tau500)
-    keep = nlte.departures.clean_tau_grid(lt_be)
-    o = np.argsort(-lt_be[keep])
-    lb, T, ne, vt = lt_be[keep][o], col.T[keep][o], col.ne[keep][o], col.vturb[keep][o]
     lt = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
-    Ti = np.interp(lt, lb[::-1], T[::-1])
-    nei = np.exp(np.interp(lt, lb[::-1], np.log(ne[::-1])))
-    base = pyinv.hydrostatic(pyinv.Atmosphere(log_tau=lt, T=Ti, Pe=nei * 1.380649e-16 * Ti,
-                                              vmic=np.interp(lt, lb[::-1], vt[::-1]) * 1e5, B=0.0, vlos=0.0,
-                                              gamma=0.0, phi=0.0, macro=0.0))
+    base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True)
     rng = np.random.default_rng(args.seed)
     cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (3, 5), "vlos": (1, 2), "B": (1, 2), "gamma": (1, 1),
                                                  "phi": (1, 1), "vmic": (1, 1)}, weights=(1, 1, 1, 1), snr=1000.0)

@@ -108,15 +108,7 @@ def test_lightweaver_round_trip():
     r = nlte.Lightweaver(nlte.level_map(base, [1, 2]), hydrogen="model", prd=False, lte=True).synthesize(col, wl)
     assert r.ok
     # the engine's model on a uniform log tau grid from the backend's own tau500 scale
-    lt_be = np.log10(r.tau500)
-    keep = nlte.departures.clean_tau_grid(lt_be)
-    o = np.argsort(-lt_be[keep])
-    lb, T, ne, vt = lt_be[keep][o], col.T[keep][o], col.ne[keep][o], col.vturb[keep][o]
-    lt = np.round(np.arange(1.3, -4.0 - 1e-9, -0.1), 2)
-    Ti = np.interp(lt, lb[::-1], T[::-1])
-    nei = np.exp(np.interp(lt, lb[::-1], np.log(ne[::-1])))
-    m = pyinv.Atmosphere(log_tau=lt, T=Ti, Pe=nei * 1.380649e-16 * Ti, vmic=np.interp(lt, lb[::-1], vt[::-1]) * 1e5,
-                         B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.0)
+    m = nlte.atmosphere_from_column(col, r.tau500, np.round(np.arange(1.3, -4.0 - 1e-9, -0.1), 2))
     # line data of the Fe23 atom (log gf, Unsöld x1 / x4, vacuum positions)
     fe23 = {1: (-0.672, 1.0, 630.3240716665862), 2: (-1.131, 4.0, 630.4237721204667)}
     lines = pyinv.LineList([dataclasses.replace(ln, loggf=fe23[ln.index][0], sigma=0.0, alpha=0.0,
@@ -181,16 +173,8 @@ def test_desire_style_inversion_with_lightweaver():
     wl = nlte.grid_vacuum_nm(lines, grid)
     be = nlte.Lightweaver(nlte.level_map(lines, [1, 2]), hydrogen="model", prd=False, lte=True)
     r0 = be.synthesize(col, wl)
-    lt_be = np.log10(r0.tau500)
-    keep = nlte.departures.clean_tau_grid(lt_be)
-    o = np.argsort(-lt_be[keep])
-    lb, T, ne, vt = lt_be[keep][o], col.T[keep][o], col.ne[keep][o], col.vturb[keep][o]
     lt = np.round(np.arange(1.2, -4.0 - 1e-9, -0.1), 2)
-    Ti = np.interp(lt, lb[::-1], T[::-1])
-    nei = np.exp(np.interp(lt, lb[::-1], np.log(ne[::-1])))
-    base = pyinv.hydrostatic(pyinv.Atmosphere(log_tau=lt, T=Ti, Pe=nei * 1.380649e-16 * Ti,
-                                              vmic=np.interp(lt, lb[::-1], vt[::-1]) * 1e5, B=0.0, vlos=0.0,
-                                              gamma=0.0, phi=0.0, macro=0.3))
+    base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True).with_columns(macro=0.3)
     truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + 150 * np.exp(-((lt + 1.5) / 0.7) ** 2)))
     rt = be.synthesize(truth, wl)
     lte = pyinv.synthesize(truth, lines, grid, convolve=False)

@@ -9,13 +9,14 @@ from . import units
 from .backend import (NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NLTE_STATUS_NAMES, NLTE_TIMEOUT,
                       KNOWN_LEVELS, NlteBackend, NlteConfigurationError, NlteLine, NlteResult, grid_vacuum_nm,
                       level_map)
-from .column import NlteColumn, column_from_atmosphere, read_multi_atmosphere, write_multi_atmosphere
+from .column import (NlteColumn, atmosphere_from_column, column_from_atmosphere, read_multi_atmosphere,
+                     write_multi_atmosphere)
 from .departures import Departures, read_sir_departures, write_sir_departures
 from .presets import ca_ii_8542
 
 __all__ = ["units", "NlteBackend", "NlteResult", "NlteLine", "NlteConfigurationError", "level_map",
            "KNOWN_LEVELS", "grid_vacuum_nm", "NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED",
-           "NLTE_TIMEOUT", "NLTE_STATUS_NAMES", "NlteColumn", "column_from_atmosphere",
+           "NLTE_TIMEOUT", "NLTE_STATUS_NAMES", "NlteColumn", "column_from_atmosphere", "atmosphere_from_column",
            "read_multi_atmosphere", "write_multi_atmosphere", "Departures", "read_sir_departures",
            "write_sir_departures", "ca_ii_8542", "RH", "Lightweaver", "make_backend", "invert_pixel_nlte"]
 

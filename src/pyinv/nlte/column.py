@@ -128,6 +128,34 @@ def column_from_atmosphere(atm: Any, abundances: Any = None, *, logg: float = 4.
         nH=r(nH, axis=1), logg=logg, name=name, log_tau_model=np.asarray(atm.log_tau, dtype=np.float64).copy())
 
 
+def atmosphere_from_column(col: NlteColumn, tau500_top_first: np.ndarray, log_tau: np.ndarray, *,
+                           hydrostatic: bool = False) -> Any:
+    """A pyinv Atmosphere (field-free, at rest) from a column and a backend's τ₅₀₀ on its depth points
+    (:attr:`NlteResult.tau500`): T, Pₑ = nₑkT and v_mic interpolated onto ``log_tau`` (deepest first; linear
+    in log τ, log nₑ; held constant beyond the column's τ range). With ``hydrostatic`` Pₑ is then put in
+    hydrostatic equilibrium from its top value. This is how the engine and a backend compare like with like
+    (the departure round trip, the DeSIRe-style tests and benchmarks).
+    """
+    from ..atmosphere import Atmosphere
+    from .departures import clean_tau_grid
+    from .units import pe_from_ne
+
+    lt_be = np.log10(np.maximum(np.asarray(tau500_top_first, dtype=np.float64), 1e-300))
+    keep = clean_tau_grid(lt_be)
+    o = np.argsort(lt_be[keep])                      # increasing log tau, as np.interp wants
+    x = lt_be[keep][o]
+    lt = np.asarray(log_tau, dtype=np.float64)
+    T = np.interp(lt, x, np.asarray(col.T)[keep][o])
+    ne = np.exp(np.interp(lt, x, np.log(np.asarray(col.ne)[keep][o])))
+    vmic = np.interp(lt, x, np.asarray(col.vturb)[keep][o]) * 1e5
+    atm = Atmosphere(log_tau=lt, T=T, Pe=pe_from_ne(ne, T), vmic=vmic, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.0)
+    if hydrostatic:
+        from ..thermo import hydrostatic as _he
+
+        atm = _he(atm)
+    return atm
+
+
 def write_multi_atmosphere(path: str | os.PathLike, col: NlteColumn) -> None:
     """Write ``col`` as a MULTI-format atmosphere (ASCII; spec-nlte-rh §2.5)."""
     out = [f"* written by pyinv", f"{col.name.split()[0] if col.name.strip() else 'pyinv'}",
