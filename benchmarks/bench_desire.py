@@ -34,18 +34,17 @@ def main(argv=None) -> int:
                     help="backend for the observations and the inversion (rh: PYINV_RH_DIR)")
     args = ap.parse_args(argv)
     try:
-        from lightweaver.fal import Falc82
+        import lightweaver  # noqa: F401
     except ImportError:
         print("lightweaver is not installed (pip install '.[nlte]'); nothing to do")
         return 0
     import pyinv
     from pyinv import nlte
     from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte
+    from pyinv.nlte.lw import falc_column
 
     warnings.simplefilter("ignore")
-    a = Falc82()
-    col = nlte.NlteColumn(scale="mass", depth=np.log10(a.cmass / 10.0), T=a.temperature, ne=a.ne / 1e6,
-                          v=a.vlos / 1e3, vturb=a.vturb / 1e3, name="FALC")
+    col = falc_column()   # FAL C from Lightweaver's tables
     lines = pyinv.default_lines()
     grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
     wl = nlte.grid_vacuum_nm(lines, grid)

@@ -95,13 +95,11 @@ def test_lightweaver_round_trip():
     pytest.importorskip("lightweaver")
     import warnings
 
-    from lightweaver.fal import Falc82
     from pyinv import nlte
+    from pyinv.nlte.lw import falc_column
 
     warnings.simplefilter("ignore")
-    a = Falc82()
-    col = nlte.NlteColumn(scale="mass", depth=np.log10(a.cmass / 10.0), T=a.temperature, ne=a.ne / 1e6,
-                          v=a.vlos / 1e3, vturb=a.vturb / 1e3, name="FALC")
+    col = falc_column()   # FAL C from Lightweaver's tables
     base = pyinv.default_lines()
     grid0 = pyinv.WavelengthGrid.from_regions([(1, -600, 10, 600), (2, -600, 10, 600)], base)
     wl = nlte.grid_vacuum_nm(base, grid0)
@@ -160,14 +158,12 @@ def test_desire_style_inversion_with_lightweaver():
     pytest.importorskip("lightweaver")
     import warnings
 
-    from lightweaver.fal import Falc82
     from pyinv import nlte
+    from pyinv.nlte.lw import falc_column
     from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte
 
     warnings.simplefilter("ignore")
-    a = Falc82()
-    col = nlte.NlteColumn(scale="mass", depth=np.log10(a.cmass / 10.0), T=a.temperature, ne=a.ne / 1e6,
-                          v=a.vlos / 1e3, vturb=a.vturb / 1e3, name="FALC")
+    col = falc_column()   # FAL C from Lightweaver's tables
     lines = pyinv.default_lines()
     grid = pyinv.WavelengthGrid.from_regions([(1, -400, 20, 400), (2, -400, 20, 400)], lines)
     wl = nlte.grid_vacuum_nm(lines, grid)

@@ -16,12 +16,9 @@ pytest.importorskip("lightweaver", reason="lightweaver not installed (pip instal
 @pytest.fixture(scope="module")
 def setup():
     warnings.simplefilter("ignore")
-    from lightweaver.fal import Falc82
+    from pyinv.nlte.lw import falc_column
 
-    a = Falc82()
-    # FAL C as an NlteColumn (top first, RH units) from Lightweaver's own tables
-    col = nlte.NlteColumn(scale="mass", depth=np.log10(a.cmass / 10.0), T=a.temperature, ne=a.ne / 1e6,
-                          v=a.vlos / 1e3, vturb=a.vturb / 1e3, name="FALC")
+    col = falc_column()   # FAL C from Lightweaver's tables
     lines = pyinv.default_lines()
     grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
     lm = nlte.level_map(lines, [8])

@@ -22,7 +22,7 @@ from .backend import (NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NlteBack
                       NlteLine, NlteResult)
 from .column import NlteColumn
 
-__all__ = ["Lightweaver", "DEFAULT_BACKGROUND", "import_lightweaver"]
+__all__ = ["Lightweaver", "DEFAULT_BACKGROUND", "import_lightweaver", "falc_column"]
 
 #: Background atoms (Lightweaver ``rh_atoms`` names without ``_atom``), hydrogen first.
 DEFAULT_BACKGROUND: tuple[str, ...] = ("H_6", "C", "O", "Si", "Al", "CaII", "Fe", "He_9", "MgII", "N", "Na", "S")
@@ -45,6 +45,20 @@ def import_lightweaver():
                                      "(pip install 'pyinv[nlte]' or pip install lightweaver)") from exc
     import lightweaver
     return lightweaver
+
+
+def falc_column():
+    """FAL C (Fontenla et al. 1993) as an :class:`NlteColumn` (column-mass scale, top first, RH's units) from
+    Lightweaver's own tables (``lightweaver.fal.Falc82``)."""
+    import_lightweaver()
+    import numpy as np
+    from lightweaver.fal import Falc82
+
+    from .column import NlteColumn
+
+    a = Falc82()
+    return NlteColumn(scale="mass", depth=np.log10(a.cmass / 10.0), T=a.temperature, ne=a.ne / 1e6,
+                      v=a.vlos / 1e3, vturb=a.vturb / 1e3, name="FALC")
 
 
 def _element(name: str) -> str:
