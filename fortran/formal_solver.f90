@@ -60,19 +60,29 @@ contains
     real(dp), intent(in) :: x(n), f(7, n)
     real(dp), intent(out) :: df(7, n)
     integer :: i
-    real(dp) :: dm, dp_, dt, cm, c0, cp
+    real(dp) :: cm, c0, cp
     df(:, 1) = (f(:, 2) - f(:, 1)) / (x(2) - x(1))
     df(:, n) = (f(:, n) - f(:, n - 1)) / (x(n) - x(n - 1))
     do i = 2, n - 1
-      dm = x(i) - x(i - 1)
-      dp_ = x(i + 1) - x(i)
-      dt = x(i + 1) - x(i - 1)
-      cm = -dp_ / (dm * dt)
-      c0 = (dp_ - dm) / (dm * dp_)
-      cp = dm / (dp_ * dt)
+      call parabola_weights(n, x, i, cm, c0, cp)
       df(:, i) = cm * f(:, i - 1) + c0 * f(:, i) + cp * f(:, i + 1)
     end do
   end subroutine grid_derivative7
+
+  !> Weights of the three-point parabola derivative at interior point i (1 < i < n):
+  !> df_i = cm f_i-1 + c0 f_i + cp f_i+1 (grid_derivative7, hermite_polarised_block).
+  pure subroutine parabola_weights(n, x, i, cm, c0, cp)
+    integer, intent(in) :: n, i
+    real(dp), intent(in) :: x(n)
+    real(dp), intent(out) :: cm, c0, cp
+    real(dp) :: dm, dp_, dt
+    dm = x(i) - x(i - 1)
+    dp_ = x(i + 1) - x(i)
+    dt = x(i + 1) - x(i - 1)
+    cm = -dp_ / (dm * dt)
+    c0 = (dp_ - dm) / (dm * dp_)
+    cp = dm / (dp_ * dt)
+  end subroutine parabola_weights
 
   !> Full 4x4 matrix from the seven independent elements (same layout as K).
   pure subroutine build_k4(e, m)
@@ -284,7 +294,7 @@ contains
     real(dp) :: kpm(nb, 7), kpc(nb, 7), kpn(nb, 7), dk(nb, 7), ds(n), tau(n)
     real(dp) :: k0(nb, 4, 4), k1(nb, 4, 4), m0(nb, 4, 4), m1(nb, 4, 4), a(nb, 4, 4), y(nb, 4), r(nb, 4), &
                 y0(nb, 4), v1
-    real(dp) :: h, h2, h12, dm, dp_, dt, cm, c0, cp, em
+    real(dp) :: h, h2, h12, cm, c0, cp, em
     integer :: ib(nb), i, w, i0, c, q
     logical :: bad(nb), act(nb)
 
@@ -318,12 +328,7 @@ contains
       else if (i == n) then
         dk = (kpc - kpm) / (x(n) - x(n - 1))
       else
-        dm = x(i) - x(i - 1)
-        dp_ = x(i + 1) - x(i)
-        dt = x(i + 1) - x(i - 1)
-        cm = -dp_ / (dm * dt)
-        c0 = (dp_ - dm) / (dm * dp_)
-        cp = dm / (dp_ * dt)
+        call parabola_weights(n, x, i, cm, c0, cp)
         dk = cm * kpm + c0 * kpc + cp * kpn
       end if
       call k_and_m(nb, kpc, dk, k1, m1)
