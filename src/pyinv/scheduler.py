@@ -845,6 +845,19 @@ def _terminate_pool(pool: Any, grace: float = 2.0) -> None:
         manager.join(grace)
 
 
+def _requeue_pending(store: ResultStore, todo: np.ndarray, rq: "_Requeue", stats: dict, account: Callable) -> bool:
+    """The end-of-round sweep of both executor loops: requeue, one pixel per task, any pixel of ``todo`` still
+    pending (every failure path requeues, this makes sure none is left). Returns whether there were any."""
+    left = store.pending(todo)
+    if not left.size:
+        return False
+    stats["requeued_at_end"] = stats.get("requeued_at_end", 0) + int(left.size)
+    for p in left:
+        rq.failed(np.array([p]))
+    account(left)
+    return True
+
+
 def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, header: np.ndarray, gindex: np.ndarray,
                snr: np.ndarray, todo: np.ndarray, store: ResultStore, *, executor: Any = None,
                workers: int | None = None, chunk: int | None = None, progress: Any = True,
@@ -1061,13 +1074,8 @@ def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nwor
                         broken = False
                         stats["pool_restarts"] += 1
                 # every path above requeues; a last sweep makes sure no pixel is left pending
-                left = store.pending(todo)
-                if not left.size:
+                if not _requeue_pending(store, todo, rq, stats, account):
                     break
-                stats["requeued_at_end"] = stats.get("requeued_at_end", 0) + int(left.size)
-                for p in left:
-                    rq.failed(np.array([p]))
-                account(left)
         except BaseException:  # stopping early (SIGTERM, Ctrl-C, an error): don't wait for running chunks
             _terminate_pool(pool)
             raise
@@ -1129,10 +1137,5 @@ def _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, wind
                     stats["chunk_failures"] += 1
                     rq.failed(ids, STATUS_WORKER_DIED if _is_worker_death(exc) else STATUS_FAILED)
                 account(ids)
-        left = store.pending(todo)
-        if not left.size:
+        if not _requeue_pending(store, todo, rq, stats, account):
             break
-        stats["requeued_at_end"] = stats.get("requeued_at_end", 0) + int(left.size)
-        for p in left:
-            rq.failed(np.array([p]))
-        account(left)
