@@ -24,7 +24,6 @@ import pyinv
 from pyinv import engine, maps, models, scheduler
 from pyinv._testing import PoisonedStart
 
-SOLVER = "pyinv._testing:misbehaving_solver"
 ROOTS = [str(Path(p).resolve().parent) for p in pyinv.__path__]
 
 
@@ -32,29 +31,8 @@ def _env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(ROOTS + [os.environ.get("PYTHONPATH", "")]))
 
 
-@pytest.fixture(scope="module")
-def setup():
-    try:
-        engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
-    lines = pyinv.default_lines()
-    grid = models.hinode_grid(lines)
-    cfg = pyinv.InversionConfig(cycles=1)
-    g = models.default_guess()
-    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
-    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
-    return lines, grid, cfg, cube
-
-
-def run(setup, cube=None, **kw):
-    lines, grid, cfg, c = setup
-    args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
-                executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
-                solver=SOLVER)
-    args.update(kw)
-    cfg = args.pop("config", cfg)
-    return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
+# the map fixture and the _invert helper of the scheduler tests (same 2x3 map, same misbehaving solver)
+from test_scheduler import run, setup  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------------------- unguarded scripts

@@ -38,6 +38,7 @@ def run(setup, cube=None, **kw):
                 executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
                 solver=SOLVER)
     args.update(kw)
+    cfg = args.pop("config", cfg)
     return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
 
 
