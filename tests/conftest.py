@@ -30,3 +30,14 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The compiled engine, or a skip where it is not built."""
+    import pyinv
+
+    try:
+        pyinv.engine.api()
+    except ImportError:
+        pytest.skip("engine not built")

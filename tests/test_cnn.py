@@ -19,14 +19,6 @@ def _torch():
 
 
 @pytest.fixture(scope="module")
-def engine():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
-
-
-@pytest.fixture(scope="module")
 def tiny_map(engine):
     from pyinv.synthetic import generate_map
     return generate_map(6, seed=5)

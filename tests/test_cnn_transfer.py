@@ -18,14 +18,6 @@ pytest.importorskip("numba")
 
 
 @pytest.fixture(scope="module")
-def engine():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
-
-
-@pytest.fixture(scope="module")
 def fixed_map(engine):
     """The fixed generated map of the correlation-floor test (never in a training recipe: seed 2024)."""
     from pyinv.synthetic import generate_map
