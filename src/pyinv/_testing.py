@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StandInResult", "vlos_fit_solver", "misbehaving_solver"]
+__all__ = ["StandInResult", "vlos_fit_solver", "mixed_vlos_fit_solver", "misbehaving_solver"]
 
 
 @dataclass
@@ -51,6 +51,49 @@ def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, ab
     atm = guess.with_columns(vlos=np.asarray(guess.vlos) + best)
     fit = synthesize(atm, lines, grid, psf=psf, abundances=abundances)
     return StandInResult(atm, fit, np.array([c[2], _chi2(stokes, fit, config)]), 1, 0)
+
+
+@dataclass
+class MixedStandInResult(StandInResult):
+    atmosphere2: Any = None
+    filling2: float | None = None
+    stray_percent: float | None = None
+    errors2: Any = None
+
+
+def mixed_vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None, guess2=None,
+                          filling2=None, stray_profile=None, stray_percent=None):
+    """:func:`vlos_fit_solver` with ``invert_pixel``'s second component and stray light: component 1's
+    vlos shift is fitted (same 5-point search and parabola) to the profile mixed as
+    (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray by :func:`pyinv.synthesize`; component 2, f₂ and α are kept.
+    f₂ None takes guess2's header, α None guess's header (the contract's defaults). The result carries
+    ``atmosphere2`` (header: its vmac, f₂, α), ``filling2`` and ``stray_percent`` like ``PixelResult``."""
+    from .synthesis import synthesize
+
+    f2 = None if guess2 is None else float(guess2.filling if filling2 is None else filling2)
+    alpha = None if stray_profile is None else float(guess.stray if stray_percent is None else stray_percent)
+    mixing = dict(atmos2=guess2, filling2=f2, stray_profile=stray_profile, stray_percent=alpha)
+
+    def syn(atm):
+        many = isinstance(atm, list)
+        kw = dict(mixing)
+        if many and guess2 is not None:
+            kw["atmos2"] = [guess2] * len(atm)
+        return synthesize(atm, lines, grid, psf=psf, abundances=abundances, **kw)
+
+    dv = np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * 1.0e5
+    trials = [guess.with_columns(vlos=np.asarray(guess.vlos) + d) for d in dv]
+    c = np.array([_chi2(stokes, s, config) for s in syn(trials)])
+    k = int(np.clip(np.argmin(c), 1, len(dv) - 2))
+    a, b, cc = c[k - 1], c[k], c[k + 1]
+    den = a - 2 * b + cc
+    h = dv[1] - dv[0]
+    best = float(np.clip(dv[k] + (0.5 * h * (a - cc) / den if den > 0 else 0.0), dv[0], dv[-1]))
+    atm = guess.with_columns(vlos=np.asarray(guess.vlos) + best, filling=1.0 if f2 is None else 1.0 - f2,
+                             stray=0.0 if alpha is None else alpha)
+    fit = syn(atm)
+    atm2 = None if guess2 is None else guess2.with_columns(filling=f2, stray=0.0 if alpha is None else alpha)
+    return MixedStandInResult(atm, fit, np.array([c[2], _chi2(stokes, fit, config)]), 1, 0, None, atm2, f2, alpha)
 
 
 class TaskError(BaseException):

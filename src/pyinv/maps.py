@@ -129,7 +129,9 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
            guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
            abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
-           time_limit: float | None = None, retries: int = 2, check: bool = True, nlte: Any = None) -> InversionResult:
+           time_limit: float | None = None, retries: int = 2, check: bool = True, nlte: Any = None,
+           guess2: Any = None, filling2: Any = None, stray: Any = None, stray_window: int | None = None,
+           stray_percent: Any = None) -> InversionResult:
     """Invert every pixel of a Stokes map; each pixel's result is exactly what
     :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
 
@@ -190,6 +192,30 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
         Invert in NLTE, DeSIRe's way (:func:`pyinv.nlte.invert_pixel_nlte`): the backend (RH or Lightweaver,
         with ``lte=True`` and the NLTE lines mapped) is called per pixel at each cycle and when T moves by
         more than 1 %; departures and the NLTE correction are frozen in between.
+    guess2 : Atmosphere, SIR .mod path, atmosphere cube or InversionResult, optional
+        Initial model of a second magnetic component (``invert_pixel(guess2=...)``; its nodes are
+        ``config.nodes2``): one model for every pixel (Atmosphere, .mod path, array (ndep, 8|11)), or one
+        per pixel as ``init="previous"`` takes them (stacked Atmosphere of ny·nx models, array
+        (ny, nx, ndep, 8|11), an InversionResult or its FITS file with a second component: its
+        ``atmospheres2``, ``macro2`` and ``filling2``). Pixels a cube has no model for (NaN) start from
+        the packaged quiet-Sun guess with f₂ = 0.5. It must be on component 1's log τ grid.
+    filling2 : float or array (ny, nx), optional
+        Filling factor f₂ ∈ (0, 1) of component 2 (the start when ``config.invert_filling``); None takes
+        guess2's header value (SIR: model 2's header), which must then lie in (0, 1).
+    stray : array (4, nλ), array (ny, nx, 4, nλ), SIR .per path or "local", optional
+        Stray-light profile mixed in as I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray (not convolved):
+        one profile for every pixel (array or .per file on the grid's wavelengths), one per pixel, or
+        ``"local"``: per pixel the mean Stokes I of the surrounding pixels in a square window of
+        ``stray_window`` pixels (the pixel itself excluded; at the map's edges only the pixels inside
+        the map; pixels with non-finite or unusable profiles — see ``check`` — never contribute, masked
+        pixels with good profiles do), Q, U, V zero (:func:`pyinv.straylight.local_stray_profiles`).
+        None takes the configuration's ``stray_file`` when set.
+    stray_window : int, optional
+        Side of the ``"local"`` window [pixels], odd and >= 3; default
+        :data:`pyinv.straylight.DEFAULT_STRAY_WINDOW` (7 ≈ 1.1″ on Hinode/SP).
+    stray_percent : float or array (ny, nx), optional
+        Stray-light fraction α [%] in [0, 100) (the start when ``config.invert_stray``); None takes
+        component 1's guess header value (SIR: model 1's header). Inverting the stray light needs α ≠ 0.
 
     Returns
     -------
@@ -199,6 +225,8 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     ------
     ValueError
         Wrong axes/shapes (cube not 4-D, Stokes axis ≠ 4, nλ ≠ grid.nwav, mask/sigma shapes), unknown init,
+        a stray-light profile of the wrong shape or wavelengths, ``stray_window`` even or < 3, f₂ ∉ (0, 1),
+        α ∉ [0, 100) (or α = 0 with ``invert_stray``), a guess2 on another log τ grid,
         node counts beyond the model's depth points, a cube that does not look normalised (``check``),
         a checkpoint made for other inputs (the message lists which inputs changed).
     pyinv.scheduler.PoolStartError
@@ -215,7 +243,8 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     return _invert(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
                    abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
                    checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
-                   solver=_solver(nlte), check=check)
+                   solver=_solver(nlte), check=check, guess2=guess2, filling2=filling2, stray=stray,
+                   stray_window=stray_window, stray_percent=stray_percent)
 
 
 def _solver(nlte: Any) -> Any:
@@ -233,6 +262,14 @@ def _solver(nlte: Any) -> Any:
     return NlteSolver(nlte)
 
 
+def _is_nlte(solver: Any) -> bool:
+    if isinstance(solver, str) or solver is None:
+        return False
+    from .nlte.desire import NlteSolver
+
+    return isinstance(solver, NlteSolver)
+
+
 def _refuse_in_bootstrap() -> None:
     """A process that is still being set up by multiprocessing (it re-runs its parent's main module, e.g.
     a user's own pool started from an unguarded script) must not start a map inversion."""
@@ -244,8 +281,11 @@ def _refuse_in_bootstrap() -> None:
 
 
 def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abundances, axes, executor, workers,
-            chunk, checkpoint, progress, time_limit, retries, solver, check=True) -> InversionResult:
+            chunk, checkpoint, progress, time_limit, retries, solver, check=True, guess2=None, filling2=None,
+            stray=None, stray_window=None, stray_percent=None) -> InversionResult:
     from .init import InitContext, get_init
+    from .pixel_extras import map_extras
+    from .straylight import DEFAULT_STRAY_WINDOW, _check_window
 
     _refuse_in_bootstrap()
     t_start = time.perf_counter()
@@ -284,6 +324,15 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             raise ValueError(f"mask must be boolean (True = invert the pixel), got dtype {sel.dtype}")
     if isinstance(retries, bool) or int(retries) < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    local_stray = isinstance(stray, str) and stray.lower() == "local"
+    if stray_window is not None:
+        _check_window(stray_window)
+        if not local_stray:
+            raise ValueError(f"stray_window={stray_window!r} is only used with stray='local', got stray={stray!r}")
+    if _is_nlte(solver) and (guess2 is not None or stray is not None or filling2 is not None
+                             or stray_percent is not None):
+        raise ValueError("a second component (guess2/filling2) and stray light (stray/stray_percent) are only "
+                         "supported by the LTE solver (nlte=None)")
     snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / _per_pixel("sigma", sigma, ny, nx, positive=True)
     finite = np.isfinite(data).all(axis=(2, 3))
     in_dtype = np.asarray(cube).dtype if not isinstance(cube, (str, os.PathLike)) else data.dtype
@@ -307,12 +356,23 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
                          f"expected {ny * nx}")
     config.check_nodes(gs.ndep)
     ncyc = max(1, int(config.cycles))
+    stokes_i = data[:, :, 0, :]
+    with np.errstate(invalid="ignore"):
+        usable = (np.isfinite(data).all(axis=(2, 3)) & ~(stokes_i <= 0).any(axis=-1)
+                  & ~(np.abs(data) > HUGE_VALUE).any(axis=(2, 3)))
+    extras, extras_info = map_extras(
+        guess2=guess2, filling2=filling2, stray=stray,
+        stray_window=(DEFAULT_STRAY_WINDOW if stray_window is None else stray_window), stray_percent=stray_percent,
+        data=data, grid=grid, config=config, table=gs.table, header=gs.header, gindex=gs.index, valid=valid,
+        usable=usable)
     problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
-                                solver=solver, time_limit=time_limit)
+                                solver=solver, time_limit=time_limit, ncomp=extras.ncomp)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
     status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))
     fp = _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abundances, problem, time_limit)
+    if not extras.empty:  # second component and stray light: part of the inputs a checkpoint is made for
+        fp["component2_and_stray"] = _sch.fingerprint(extras.arrays())
 
     try:  # temporary folders of runs killed with SIGKILL (owner process gone)
         _sch.remove_stale_folders()
@@ -326,7 +386,7 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         store_path = Path(checkpoint)
     try:
         store, resumed = _sch.ResultStore.open_or_create(
-            store_path, npix=ny * nx, ndep=gs.ndep, nwav=nwav, ncyc=ncyc, fingerprint=fp,
+            store_path, npix=ny * nx, ndep=gs.ndep, nwav=nwav, ncyc=ncyc, fingerprint=fp, ncomp=extras.ncomp,
             extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx],
                         "pyinv_version": _version()},
             durable=checkpoint is not None)
@@ -336,11 +396,11 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             sel_code = (status0.reshape(-1) == code) & (st == _sch.STATUS_PENDING)
             if sel_code.any():
                 for p in np.nonzero(sel_code)[0]:
-                    store.put(int(p), _sch._blank_record(gs.ndep, nwav, ncyc, code))
+                    store.put(int(p), _sch._blank_record(gs.ndep, nwav, ncyc, code, extras.ncomp))
         todo = np.nonzero(st == _sch.STATUS_PENDING)[0]
         stats = _sch.run_pixels(problem, flat, gs.table, gs.header, gs.index, snr_flat, todo, store,
                                 executor=executor, workers=workers, chunk=chunk, progress=progress,
-                                retries=retries)
+                                retries=retries, extras=None if extras.empty else extras)
         pending = int(np.count_nonzero(store.status == _sch.STATUS_PENDING))
         if pending:  # every failure path requeues; this is the last line of defence
             raise RuntimeError(f"pyinv.invert: {pending} pixel(s) are still pending after the run; the store "
@@ -354,6 +414,12 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
 
         atm = grab("atmos").reshape(ny, nx, gs.ndep, 11)
         hdr = grab("header").reshape(ny, nx, 3)
+        two = {}
+        if extras.ncomp == 2:
+            h2 = grab("header2").reshape(ny, nx, 3)
+            two = dict(atmospheres2=grab("atmos2").reshape(ny, nx, gs.ndep, 11), macro2=h2[..., 0],
+                       errors2=grab("errors2").reshape(ny, nx, gs.ndep, 11),
+                       errors_header2=grab("errors_header2").reshape(ny, nx, 3))
         prov = {
             "pyinv_version": _version(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config_text": config.to_sir_text(), "cube_shape": list(np.shape(cube)) if not isinstance(
@@ -367,7 +433,7 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             "masked_pixels": int((~sel).sum()), "nonfinite_pixels": int((sel & ~np.isfinite(data).all(axis=(2, 3))).sum()),
             "bad_input_pixels": int((sel & ~finite).sum()), "input_problems": problems,
             "solver": problem.solver_name(), "checkpoint": None if checkpoint is None else str(checkpoint),
-            "resumed": bool(resumed), "time_limit": time_limit,
+            "resumed": bool(resumed), "time_limit": time_limit, "ncomp": extras.ncomp, **extras_info,
             "seconds": time.perf_counter() - t_start, **{k: v for k, v in stats.items()},
         }
         if gs.labels is not None:
@@ -382,7 +448,8 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             seconds=grab("seconds").reshape(ny, nx), line_index=np.asarray(grid.line_index).copy(),
             offset_mA=np.asarray(grid.offset_mA, dtype=np.float64).copy(),
             wavelength=np.asarray(grid.wavelength if wl is None else wl, dtype=np.float64).copy(),
-            provenance=prov)
+            provenance=prov, filling2=grab("filling2").reshape(ny, nx),
+            stray_percent=grab("stray_percent").reshape(ny, nx), **two)
         del store, a
         finish = getattr(strategy, "finish", None)
         if finish is not None:
@@ -391,7 +458,8 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
                 return _invert(data, lines, grid, config_, init=init, guess=guess, mask=np.asarray(mask_, bool) & sel,
                                sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=executor,
                                workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
-                               time_limit=time_limit, retries=retries, solver=solver)
+                               time_limit=time_limit, retries=retries, solver=solver, guess2=guess2,
+                               filling2=filling2, stray=stray, stray_window=stray_window, stray_percent=stray_percent)
             res = finish(res, rerun)
             res.provenance["seconds"] = time.perf_counter() - t_start
         return res

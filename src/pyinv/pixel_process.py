@@ -54,20 +54,23 @@ def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
 
 
 def solve_isolated(problem: Any, cube: np.ndarray, starts: list, snr: np.ndarray, ndep: int,
-                   ncyc: int) -> list[dict[str, Any]]:
-    """Records of ``len(cube)`` pixels computed in child processes under ``problem.time_limit``."""
+                   ncyc: int, extra: list | None = None) -> list[dict[str, Any]]:
+    """Records of ``len(cube)`` pixels computed in child processes under ``problem.time_limit``.
+    ``extra``: per pixel, the solver's second-component / stray-light keywords (a dict or None)."""
     from .scheduler import STATUS_TIMEOUT, STATUS_WORKER_DIED, _blank_record
 
     n = len(cube)
     nwav = int(cube.shape[-1])
+    ncomp = int(getattr(problem, "ncomp", 1))
+    extra = [None] * n if extra is None else list(extra)
     recs: list[dict[str, Any] | None] = [None] * n
     k = 0
     while k < n:
         proc = subprocess.Popen([sys.executable, "-m", "pyinv.pixel_process"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=_env())
         try:
-            job = pickle.dumps((problem, np.asarray(cube[k:]), starts[k:], np.asarray(snr[k:]), ndep, ncyc),
-                               protocol=4)
+            job = pickle.dumps((problem, np.asarray(cube[k:]), starts[k:], np.asarray(snr[k:]), ndep, ncyc,
+                                extra[k:]), protocol=4)
             try:
                 proc.stdin.write(job)
                 proc.stdin.close()
@@ -87,12 +90,12 @@ def solve_isolated(problem: Any, cube: np.ndarray, starts: list, snr: np.ndarray
                         except subprocess.TimeoutExpired:
                             rc = None
                         status = STATUS_TIMEOUT if rc == -signal.SIGPROF else STATUS_WORKER_DIED
-                    recs[k] = _blank_record(ndep, nwav, ncyc, status)
+                    recs[k] = _blank_record(ndep, nwav, ncyc, status, ncomp)
                     k += 1
                     break
                 body = _read_exact(fd, _HEADER.unpack(head)[0], time.monotonic() + 30.0)
                 if body is None:
-                    recs[k] = _blank_record(ndep, nwav, ncyc, STATUS_WORKER_DIED)
+                    recs[k] = _blank_record(ndep, nwav, ncyc, STATUS_WORKER_DIED, ncomp)
                     k += 1
                     break
                 recs[k] = pickle.loads(body)
@@ -109,7 +112,7 @@ def solve_isolated(problem: Any, cube: np.ndarray, starts: list, snr: np.ndarray
 def _main() -> int:
     from . import scheduler
 
-    problem, cube, starts, snr, ndep, ncyc = pickle.load(sys.stdin.buffer)
+    problem, cube, starts, snr, ndep, ncyc, extra = pickle.load(sys.stdin.buffer)
     scheduler._worker_setup()
     scheduler._HARD_LIMITS = True
     solver = problem.solver_function()
@@ -117,7 +120,7 @@ def _main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     for k in range(len(cube)):
-        rec = scheduler.solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc)
+        rec = scheduler.solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc, extra[k])
         body = pickle.dumps(rec, protocol=4)
         out.write(_HEADER.pack(len(body)) + body)
         out.flush()

@@ -31,12 +31,16 @@ _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", 
 #: Names accepted by :meth:`InversionResult.map` (depth-dependent columns; aliases in parentheses:
 #: inclination = gamma, azimuth = phi, v = vlos, temperature = T) and the per-pixel scalars.
 MAP_NAMES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho", "macro", "filling", "stray",
-             "chi2", "chi2_reduced", "status", "iterations")
+             "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2", "stray_percent")
+_SCALARS = ("macro", "filling", "stray", "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2",
+            "stray_percent")
 
 # arrays saved by to_fits (name → attribute)
 _SAVED = ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_cycles", "status", "iterations",
-          "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength", "chi2_reduced")
-_OPTIONAL = ("chi2_reduced",)  # absent from files of older versions
+          "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength", "chi2_reduced",
+          "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2")
+# absent from files of older versions, or (component 2) of one-component results
+_OPTIONAL = ("chi2_reduced", "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2")
 
 
 @dataclass(eq=False)
@@ -75,6 +79,17 @@ class InversionResult:
         The wavelength grid (SIR line index, offset [mÅ], air wavelength [Å]).
     provenance : dict
         pyinv version, date, configuration text, input shapes, init strategy, executor, timings.
+    filling2 : ndarray (ny, nx)
+        Filling factor f₂ of component 2 in the result; NaN where there is no second component or no
+        result. (``filling`` is component 1's header value, 1 − f₂ with two components.)
+    stray_percent : ndarray (ny, nx)
+        Stray-light fraction α [%] of the result; NaN without stray light or without a result.
+    atmospheres2 : ndarray (ny, nx, ndep, 11) or None
+        Component-2 models (same layout as ``atmospheres``); None for a one-component inversion.
+    macro2 : ndarray (ny, nx) or None
+        Component 2's macroturbulence [km/s].
+    errors2, errors_header2 : ndarray (ny, nx, ndep, 11), (ny, nx, 3) or None
+        Uncertainties of component 2 (as ``errors`` / ``errors_header``).
     """
 
     atmospheres: np.ndarray
@@ -95,10 +110,32 @@ class InversionResult:
     wavelength: np.ndarray
     provenance: dict = field(default_factory=dict)
     chi2_reduced: np.ndarray | None = None
+    filling2: np.ndarray | None = None
+    stray_percent: np.ndarray | None = None
+    atmospheres2: np.ndarray | None = None
+    macro2: np.ndarray | None = None
+    errors2: np.ndarray | None = None
+    errors_header2: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.chi2_reduced is None:
-            self.chi2_reduced = np.full(np.shape(self.chi2), np.nan)
+        for name in ("chi2_reduced", "filling2", "stray_percent"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(np.shape(self.chi2), np.nan))
+        if self.atmospheres2 is not None:
+            sh = np.shape(self.atmospheres)
+            if np.shape(self.atmospheres2) != sh:
+                raise ValueError(f"atmospheres2 must have the shape of atmospheres {sh}, got {np.shape(self.atmospheres2)}")
+            if self.macro2 is None:
+                self.macro2 = np.full(sh[:2], np.nan)
+            if self.errors2 is None:
+                self.errors2 = np.full(sh, np.nan)
+            if self.errors_header2 is None:
+                self.errors_header2 = np.full(sh[:2] + (3,), np.nan)
+
+    @property
+    def ncomp(self) -> int:
+        """Number of magnetic components (2 when ``atmospheres2`` is set)."""
+        return 1 if self.atmospheres2 is None else 2
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -139,7 +176,7 @@ class InversionResult:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ access
-    def map(self, name: str, log_tau: float = 0.0) -> np.ndarray:
+    def map(self, name: str, log_tau: float = 0.0, component: int = 1) -> np.ndarray:
         """A (ny, nx) map of a physical quantity at one log τ₅₀₀ (linear interpolation in log τ).
 
         Parameters
@@ -147,19 +184,29 @@ class InversionResult:
         name : str
             ``T``, ``vlos``, ``B``, ``gamma`` (inclination), ``phi`` (azimuth), ``vmic``, ``Pe``, ``z``,
             ``Pg``, ``rho`` (aliases: temperature, v, inclination, azimuth, γ, φ); or a per-pixel
-            scalar (``macro``, ``filling``, ``stray``, ``chi2``, ``chi2_reduced``, ``status``, ``iterations``), for which
-            ``log_tau`` is ignored.
+            scalar (``macro``, ``filling``, ``stray``, ``chi2``, ``chi2_reduced``, ``status``, ``iterations``,
+            ``macro2``, ``filling2`` (f₂), ``stray_percent`` (α [%])), for which ``log_tau`` is ignored.
         log_tau : float
             log τ₅₀₀ inside the model grid; NaN outside it and for pixels without a result.
+        component : 1 or 2
+            Which component's model a depth-dependent map comes from (2 needs ``atmospheres2``).
         """
-        if name in ("macro", "filling", "stray", "chi2", "chi2_reduced", "status", "iterations"):
-            return np.asarray(getattr(self, name)).copy()
+        if name in _SCALARS:
+            v = getattr(self, name)
+            if v is None:
+                raise KeyError(f"map {name!r}: this result has no second component")
+            return np.asarray(v).copy()
         key = _ALIASES.get(name.lower(), name)
         if key not in COLUMNS[1:]:
             raise KeyError(f"unknown map {name!r}; expected one of {MAP_NAMES}")
+        if component not in (1, 2):
+            raise ValueError(f"component must be 1 or 2, got {component!r}")
+        atm = self.atmospheres if component == 1 else self.atmospheres2
+        if atm is None:
+            raise ValueError("component=2: this result has no second component")
         col = COLUMNS.index(key)
-        lt = self.atmospheres[..., 0]
-        val = self.atmospheres[..., col]
+        lt = atm[..., 0]
+        val = atm[..., col]
         x = float(log_tau)
         # log τ decreases with index: j = number of points deeper than x
         j = np.sum(lt > x, axis=-1)
@@ -187,6 +234,17 @@ class InversionResult:
             raise ValueError(f"pixel ({y}, {x}) has no result (status {int(self.status[y, x])})")
         return Atmosphere.from_array(a, macro=self.macro[y, x], filling=self.filling[y, x], stray=self.stray[y, x])
 
+    def atmosphere2(self, y: int, x: int) -> Atmosphere:
+        """The inverted component-2 model of pixel (y, x), its header (vmac₂, f₂, α) as SIR writes model 2
+        (ValueError without a second component or a result)."""
+        if self.atmospheres2 is None:
+            raise ValueError("this result has no second component")
+        a = self.atmospheres2[y, x]
+        if not np.isfinite(a).all():
+            raise ValueError(f"pixel ({y}, {x}) has no component-2 result (status {int(self.status[y, x])})")
+        return Atmosphere.from_array(a, macro=self.macro2[y, x], filling=self.filling2[y, x],
+                                     stray=np.nan_to_num(self.stray_percent[y, x]))
+
     def atmosphere_errors(self, y: int, x: int) -> AtmosphereErrors:
         e = np.nan_to_num(self.errors[y, x])
         e[:, 0] = np.nan_to_num(self.atmospheres[y, x, :, 0])
@@ -197,7 +255,8 @@ class InversionResult:
     def to_sir(self, folder: str | os.PathLike, pixels: Iterable[tuple[int, int]] | None = None,
                prefix: str = "pixel") -> list[Path]:
         """Write SIR files for chosen pixels: ``{prefix}_{y}_{x}.mod`` (model), ``.per`` (fitted profiles)
-        and ``.err`` (uncertainties, when the solver gave them).
+        and ``.err`` (uncertainties, when the solver gave them); with a second component also
+        ``{prefix}_{y}_{x}_2.mod``.
 
         Parameters
         ----------
@@ -223,6 +282,10 @@ class InversionResult:
             write_sir_model(base.with_suffix(".mod"), self.atmosphere(y, x))
             write_sir_profiles(base.with_suffix(".per"), self.line_index, self.offset_mA, self.fits[y, x])
             out += [base.with_suffix(".mod"), base.with_suffix(".per")]
+            if self.atmospheres2 is not None and np.isfinite(self.atmospheres2[y, x]).all():
+                p2 = folder / f"{prefix}_{y}_{x}_2.mod"
+                write_sir_model(p2, self.atmosphere2(y, x))
+                out.append(p2)
             if np.isfinite(self.errors[y, x, :, 1:8]).all():
                 write_sir_model(base.with_suffix(".err"), self.atmosphere_errors(y, x))
                 out.append(base.with_suffix(".err"))
@@ -247,7 +310,7 @@ class InversionResult:
             extra["CHI2RED"] = float(np.median(self.chi2_reduced[ok]))
         if np.isfinite(float(p.get("seconds", np.nan) or np.nan)):
             extra["SECONDS"] = float(p["seconds"])
-        maps = {name: np.asarray(getattr(self, name)) for name in _SAVED}
+        maps = {name: np.asarray(getattr(self, name)) for name in _SAVED if getattr(self, name) is not None}
         maps["PROVENANCE"] = np.frombuffer(json.dumps(p, default=str).encode(), dtype=np.uint8)
         write_result_maps(path, maps, header_extra=extra, config=p.get("config_text"), overwrite=overwrite)
         return Path(path)

@@ -130,7 +130,10 @@ class PixelProblem:
 
     ``solver`` is ``"module:function"`` or a picklable callable with ``invert_pixel``'s signature
     ``solver(stokes, guess, lines, grid, config, *, mu, psf, abundances)`` returning an object with
-    ``.atmosphere``, ``.fit``, ``.chi2``, ``.iterations``, ``.status`` and ``.errors``.
+    ``.atmosphere``, ``.fit``, ``.chi2``, ``.iterations``, ``.status`` and ``.errors``. A map with a
+    second component or stray light also passes the keywords of :meth:`pyinv.pixel_extras.PixelExtras.kwargs`
+    (``guess2``, ``filling2``, ``stray_profile``, ``stray_percent``) and reads ``.atmosphere2``,
+    ``.errors2``, ``.filling2`` and ``.stray_percent`` of the result when present.
     """
 
     lines: Any
@@ -141,6 +144,8 @@ class PixelProblem:
     abundances: Any = None
     solver: Any = "pyinv:invert_pixel"
     time_limit: float | None = None
+    #: 2 when pixels have a second component (records then carry its atmosphere, header and errors).
+    ncomp: int = 1
 
     def solver_function(self) -> Callable:
         s = self.solver
@@ -157,8 +162,12 @@ class PixelProblem:
 
 
 # ------------------------------------------------------------------------------------------- the store
-def _fields(npix: int, ndep: int, nwav: int, ncyc: int) -> dict[str, tuple[tuple[int, ...], str, Any]]:
-    return {
+def _fields(npix: int, ndep: int, nwav: int, ncyc: int, ncomp: int = 1) -> dict[str, tuple[tuple[int, ...], str, Any]]:
+    two = {"atmos2": ((npix, ndep, 11), "f8", np.nan),      # component 2 (ncomp = 2 only)
+           "header2": ((npix, 3), "f8", np.nan),            # its macro [km/s], filling f2, stray [%]
+           "errors2": ((npix, ndep, 11), "f8", np.nan),
+           "errors_header2": ((npix, 3), "f8", np.nan)} if int(ncomp) == 2 else {}
+    return {**two,
         "atmos": ((npix, ndep, 11), "f8", np.nan),
         "header": ((npix, 3), "f8", np.nan),          # macro [km/s], filling, stray [%]
         "errors": ((npix, ndep, 11), "f8", np.nan),
@@ -170,6 +179,8 @@ def _fields(npix: int, ndep: int, nwav: int, ncyc: int) -> dict[str, tuple[tuple
         "iterations": ((npix,), "i4", 0),
         "start": ((npix,), "i2", -1),                 # which start won (multistart)
         "seconds": ((npix,), "f4", np.nan),           # wall time of the pixel in its worker
+        "filling2": ((npix,), "f8", np.nan),          # f2 of the result (NaN: one component)
+        "stray_percent": ((npix,), "f8", np.nan),     # alpha [%] of the result (NaN: no stray light)
         "status": ((npix,), "i4", STATUS_PENDING),    # written last
     }
 
@@ -190,17 +201,25 @@ class ResultStore:
     def status(self) -> np.ndarray:
         return self.arrays["status"]
 
+    @property
+    def ncomp(self) -> int:
+        """Components whose outputs the store holds (1 or 2)."""
+        return int(self.meta["shapes"].get("ncomp", 1))
+
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, *, npix: int, ndep: int, nwav: int, ncyc: int,
                        fingerprint: str | dict[str, str], extra_meta: dict | None = None,
-                       durable: bool = False) -> tuple["ResultStore", bool]:
+                       durable: bool = False, ncomp: int = 1) -> tuple["ResultStore", bool]:
         """Open the store at ``path`` (same fingerprint required) or create it. Returns (store, resumed).
 
         ``fingerprint`` is one digest or a dict of digests per input (then a refusal names the inputs
-        that changed)."""
+        that changed). ``ncomp`` = 2 adds the component-2 outputs (``atmos2``, ``header2``, ``errors2``,
+        ``errors_header2``)."""
         path = Path(path)
         metaf = path / "meta.json"
         shapes = {"npix": npix, "ndep": ndep, "nwav": nwav, "ncyc": ncyc}
+        if int(ncomp) != 1:
+            shapes["ncomp"] = int(ncomp)
         parts = fingerprint if isinstance(fingerprint, dict) else {"inputs": str(fingerprint)}
         total = _combine(parts)
         if metaf.exists():
@@ -213,7 +232,7 @@ class ResultStore:
                 raise ValueError(f"checkpoint {path} was written for different inputs; changed: "
                                  f"{', '.join(changed) or 'unknown (a store of an older format)'}. Remove it or "
                                  "choose another path")
-            fields = _fields(npix, ndep, nwav, ncyc)
+            fields = _fields(npix, ndep, nwav, ncyc, ncomp)
             missing = [k for k in fields if not (path / f"{k}.npy").exists()]
             if missing:
                 raise ValueError(f"checkpoint {path} lacks {missing} (a store of an older pyinv?); remove it or "
@@ -225,7 +244,7 @@ class ResultStore:
             raise ValueError(f"checkpoint path {path} exists, is not empty and holds no pyinv store")
         path.mkdir(parents=True, exist_ok=True)
         arrays = {}
-        for k, (shape, dt, fill) in _fields(npix, ndep, nwav, ncyc).items():
+        for k, (shape, dt, fill) in _fields(npix, ndep, nwav, ncyc, ncomp).items():
             a = np.lib.format.open_memmap(path / f"{k}.npy", mode="w+", dtype=dt, shape=shape)
             a[...] = fill
             arrays[k] = a
@@ -244,7 +263,7 @@ class ResultStore:
         meta = json.loads((path / "meta.json").read_text())
         s = meta["shapes"]
         arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r+")
-                  for k in _fields(s["npix"], s["ndep"], s["nwav"], s["ncyc"])}
+                  for k in _fields(s["npix"], s["ndep"], s["nwav"], s["ncyc"], s.get("ncomp", 1))}
         return cls(path, arrays, meta)
 
     def put(self, p: int, rec: dict[str, Any]) -> None:
@@ -387,23 +406,49 @@ def fingerprints(**inputs: Any) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------- per-pixel work
-def _blank_record(ndep: int, nwav: int, ncyc: int, status: int) -> dict[str, Any]:
-    return {"atmos": np.full((ndep, 11), np.nan), "header": np.full(3, np.nan),
-            "errors": np.full((ndep, 11), np.nan), "errors_header": np.full(3, np.nan),
-            "fits": np.full((4, nwav), np.nan), "chi2": np.nan, "chi2_reduced": np.nan,
-            "chi2_cycles": np.full(ncyc, np.nan),
-            "iterations": 0, "start": -1, "seconds": np.nan, "status": int(status)}
+def _blank_record(ndep: int, nwav: int, ncyc: int, status: int, ncomp: int = 1) -> dict[str, Any]:
+    rec = {"atmos": np.full((ndep, 11), np.nan), "header": np.full(3, np.nan),
+           "errors": np.full((ndep, 11), np.nan), "errors_header": np.full(3, np.nan),
+           "fits": np.full((4, nwav), np.nan), "chi2": np.nan, "chi2_reduced": np.nan,
+           "chi2_cycles": np.full(ncyc, np.nan),
+           "iterations": 0, "start": -1, "seconds": np.nan, "filling2": np.nan, "stray_percent": np.nan}
+    if int(ncomp) == 2:
+        rec.update(atmos2=np.full((ndep, 11), np.nan), header2=np.full(3, np.nan),
+                   errors2=np.full((ndep, 11), np.nan), errors_header2=np.full(3, np.nan))
+    rec["status"] = int(status)
+    return rec
 
 
-def _record_from(res: Any, ndep: int, nwav: int, ncyc: int) -> dict[str, Any]:
-    rec = _blank_record(ndep, nwav, ncyc, int(getattr(res, "status", 0)))
+def _header_of(atm: Any) -> np.ndarray:
+    return np.array([float(np.asarray(atm.macro)), float(np.asarray(atm.filling)), float(np.asarray(atm.stray))])
+
+
+def _errors_into(err: Any, ndep: int, rec: dict[str, Any], key: str, key_header: str) -> None:
+    if err is None:
+        return
+    if hasattr(err, "to_array"):
+        e = np.asarray(err.to_array(), dtype=np.float64)
+        rec[key_header] = np.array([float(np.asarray(getattr(err, k, np.nan))) for k in ("macro", "filling", "stray")])
+    else:
+        e = np.asarray(err, dtype=np.float64)
+    if e.shape == (ndep, 11):
+        rec[key] = e
+    elif e.shape == (ndep, 8):
+        rec[key][:, :8] = e
+
+
+def _optional_float(v: Any) -> float:
+    return np.nan if v is None else float(np.asarray(v))
+
+
+def _record_from(res: Any, ndep: int, nwav: int, ncyc: int, ncomp: int = 1) -> dict[str, Any]:
+    rec = _blank_record(ndep, nwav, ncyc, int(getattr(res, "status", 0)), ncomp)
     atm = res.atmosphere
     arr = np.asarray(atm.to_array(), dtype=np.float64)
     if arr.shape != (ndep, 11):
         raise ValueError(f"solver returned an atmosphere of shape {arr.shape}, expected ({ndep}, 11)")
     rec["atmos"] = arr
-    rec["header"] = np.array([float(np.asarray(atm.macro)), float(np.asarray(atm.filling)),
-                              float(np.asarray(atm.stray))])
+    rec["header"] = _header_of(atm)
     rec["fits"] = np.asarray(res.fit, dtype=np.float64).reshape(4, nwav)
     c = np.atleast_1d(np.asarray(getattr(res, "chi2", np.nan), dtype=np.float64)).ravel()
     n = min(c.size, ncyc)
@@ -412,18 +457,19 @@ def _record_from(res: Any, ndep: int, nwav: int, ncyc: int) -> dict[str, Any]:
     rec["chi2"] = float(fin[-1]) if fin.size else np.nan
     it = np.asarray(getattr(res, "iterations", 0))
     rec["iterations"] = int(it.sum()) if it.ndim else int(it)
-    err = getattr(res, "errors", None)
-    if err is not None:
-        if hasattr(err, "to_array"):
-            e = np.asarray(err.to_array(), dtype=np.float64)
-            rec["errors_header"] = np.array([float(np.asarray(getattr(err, k, np.nan))) for k in
-                                             ("macro", "filling", "stray")])
-        else:
-            e = np.asarray(err, dtype=np.float64)
-        if e.shape == (ndep, 11):
-            rec["errors"] = e
-        elif e.shape == (ndep, 8):
-            rec["errors"][:, :8] = e
+    _errors_into(getattr(res, "errors", None), ndep, rec, "errors", "errors_header")
+    rec["filling2"] = _optional_float(getattr(res, "filling2", None))
+    rec["stray_percent"] = _optional_float(getattr(res, "stray_percent", None))
+    atm2 = getattr(res, "atmosphere2", None)
+    if int(ncomp) == 2:
+        if atm2 is None:
+            raise ValueError("the solver returned no component-2 atmosphere (atmosphere2) for a pixel with guess2")
+        arr2 = np.asarray(atm2.to_array(), dtype=np.float64)
+        if arr2.shape != (ndep, 11):
+            raise ValueError(f"solver returned a component-2 atmosphere of shape {arr2.shape}, expected ({ndep}, 11)")
+        rec["atmos2"] = arr2
+        rec["header2"] = _header_of(atm2)
+        _errors_into(getattr(res, "errors2", None), ndep, rec, "errors2", "errors_header2")
     return rec
 
 
@@ -455,14 +501,16 @@ def _time_limit(seconds: float | None):
 
 
 def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, starts: list[tuple[np.ndarray, np.ndarray]],
-                snr: float, ndep: int, ncyc: int) -> dict[str, Any]:
-    """Invert one pixel from each of its starts; keep the result with the lowest final χ²."""
+                snr: float, ndep: int, ncyc: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Invert one pixel from each of its starts; keep the result with the lowest final χ². ``extra``: the
+    pixel's second component / stray-light keywords of the solver (:meth:`PixelExtras.kwargs`)."""
     from .atmosphere import Atmosphere
 
     nwav = stokes.shape[-1]
+    ncomp = int(getattr(problem, "ncomp", 1))
     t0 = time.perf_counter()
     if not np.isfinite(stokes).all():
-        return _blank_record(ndep, nwav, ncyc, STATUS_BAD_INPUT)
+        return _blank_record(ndep, nwav, ncyc, STATUS_BAD_INPUT, ncomp)
     cfg = problem.config
     if np.isfinite(snr):
         cfg = dataclasses.replace(cfg, snr=float(snr))
@@ -476,14 +524,14 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
             guess = Atmosphere.from_array(row, macro=hdr[0], filling=hdr[1], stray=hdr[2])
             with _time_limit(problem.time_limit):
                 res = solver(np.array(stokes, dtype=np.float64), guess, problem.lines, problem.grid, cfg,
-                             mu=problem.mu, psf=problem.psf, abundances=problem.abundances)
-            rec = _record_from(res, ndep, nwav, ncyc)
+                             mu=problem.mu, psf=problem.psf, abundances=problem.abundances, **(extra or {}))
+            rec = _record_from(res, ndep, nwav, ncyc, ncomp)
             rec["chi2_reduced"] = (reduced_chi2(stokes, rec["fits"], snr_last, w_last, _free_parameters(res))
                                    if inverting else float("nan"))
         except PixelTimeout:
-            rec = _blank_record(ndep, nwav, ncyc, STATUS_TIMEOUT)
+            rec = _blank_record(ndep, nwav, ncyc, STATUS_TIMEOUT, ncomp)
         except Exception:
-            rec = _blank_record(ndep, nwav, ncyc, STATUS_FAILED)
+            rec = _blank_record(ndep, nwav, ncyc, STATUS_FAILED, ncomp)
         rec["start"] = k
         if best is None or (np.isfinite(rec["chi2"]) and not (rec["chi2"] >= best["chi2"])):
             best = rec
@@ -527,6 +575,8 @@ def _starts(ids: np.ndarray, k: int, gindex: np.ndarray, table: np.ndarray, head
 # ------------------------------------------------------------------------------------------ worker side
 _SETUP_DONE = False
 _LIMITER = None
+#: File-name prefix of the per-pixel extras (PixelExtras arrays) in a local pool's input folder.
+_EXTRA_PREFIX = "x_"
 _W: dict[str, Any] = {}
 
 
@@ -564,6 +614,11 @@ def _init_local_worker(problem: PixelProblem, input_dir: str, store_dir: str) ->
                   header=np.load(d / "header.npy", mmap_mode="r"), gindex=np.load(d / "gindex.npy", mmap_mode="r"),
                   snr=np.load(d / "snr.npy", mmap_mode="r"), started=np.load(d / "started.npy", mmap_mode="r+"),
                   store=ResultStore.attach(store_dir))
+        extras = {f.name[len(_EXTRA_PREFIX):-4]: np.load(f, mmap_mode="r") for f in d.glob(_EXTRA_PREFIX + "*.npy")}
+        if extras:
+            from .pixel_extras import PixelExtras
+
+            _W["extras"] = PixelExtras.from_arrays(extras)
         s = _W["store"].meta["shapes"]
         _W["ndep"], _W["ncyc"] = s["ndep"], s["ncyc"]
     except BaseException:
@@ -576,38 +631,45 @@ def _init_local_worker(problem: PixelProblem, input_dir: str, store_dir: str) ->
 
 def _local_chunk(ids: np.ndarray) -> int:
     w = _W
+    ex = w.get("extras")
     try:
         for k, p in enumerate(ids):
             w["started"][p] = time.time()
             rec = solve_pixel(w["problem"], w["solver"], w["cube"][p],
                               _starts(ids, k, w["gindex"], w["table"], w["header"]),
-                              float(w["snr"][p]), w["ndep"], w["ncyc"])
+                              float(w["snr"][p]), w["ndep"], w["ncyc"], None if ex is None else ex.kwargs(int(p)))
             w["store"].put(int(p), rec)
     finally:  # keep the worker's resident size independent of the map's size
         for key in ("cube", "table", "header", "gindex", "snr", "started"):
             _release(w.get(key))
+        if ex is not None:
+            for a in ex.arrays().values():
+                _release(a)
         if "store" in w:
             w["store"].release()
     return len(ids)
 
 
 def _remote_chunk(problem: PixelProblem, ids: np.ndarray, cube: np.ndarray, table: np.ndarray, header: np.ndarray,
-                  gindex: np.ndarray, snr: np.ndarray, ndep: int, ncyc: int) -> dict[str, np.ndarray]:
+                  gindex: np.ndarray, snr: np.ndarray, ndep: int, ncyc: int, extras: Any = None) -> dict[str, np.ndarray]:
     """A self-contained chunk for any executor: its profiles (n, 4, nλ), a sub-table of guesses with the
-    pixels' rows into it (n, nstart) and S/N (n,). Returns the stacked records."""
+    pixels' rows into it (n, nstart), S/N (n,) and the chunk's :class:`~pyinv.pixel_extras.PixelExtras`
+    (renumbered to the chunk, or None). Returns the stacked records."""
     local = np.arange(len(ids))
     starts = [_starts(local, k, gindex, table, header) for k in range(len(ids))]
+    kws = [None if extras is None else extras.kwargs(k) for k in range(len(ids))]
     if problem.time_limit and (threading.current_thread() is not threading.main_thread()
                                or not hasattr(signal, "setitimer")):
         # a thread (dask workers) cannot take SIGALRM: the pixels run in a child process that is killed
         # when a pixel overruns (pyinv.pixel_process)
         from .pixel_process import solve_isolated
 
-        recs = solve_isolated(problem, cube, starts, snr, ndep, ncyc)
+        recs = solve_isolated(problem, cube, starts, snr, ndep, ncyc, kws)
     else:
         _worker_setup()
         solver = problem.solver_function()
-        recs = [solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc) for k in range(len(ids))]
+        recs = [solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc, kws[k])
+                for k in range(len(ids))]
     return {key: np.array([r[key] for r in recs]) for key in recs[0]}
 
 
@@ -861,7 +923,7 @@ def _requeue_pending(store: ResultStore, todo: np.ndarray, rq: "_Requeue", stats
 def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, header: np.ndarray, gindex: np.ndarray,
                snr: np.ndarray, todo: np.ndarray, store: ResultStore, *, executor: Any = None,
                workers: int | None = None, chunk: int | None = None, progress: Any = True,
-               retries: int = 2) -> dict[str, Any]:
+               retries: int = 2, extras: Any = None) -> dict[str, Any]:
     """Compute the pixels ``todo`` (raster indices) and write them into ``store``.
 
     Parameters
@@ -874,6 +936,9 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
     executor, workers, chunk, progress : see :func:`pyinv.invert`
     retries : int
         How often a pixel is retried after its worker died.
+    extras : pyinv.pixel_extras.PixelExtras, optional
+        Second component and stray light per pixel; they travel like the guesses (memory-mapped by local
+        workers, cut into each chunk for other executors). ``problem.ncomp`` must match it.
 
     Returns
     -------
@@ -883,6 +948,12 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
     todo = np.asarray(todo, dtype=np.int64)
     ndep, ncyc = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"]
     stats: dict[str, Any] = {"computed": int(todo.size), "pool_restarts": 0, "chunk_failures": 0}
+    if extras is not None and extras.empty:
+        extras = None
+    if int(getattr(problem, "ncomp", 1)) != (1 if extras is None else extras.ncomp) or store.ncomp != int(
+            getattr(problem, "ncomp", 1)):
+        raise ValueError(f"run_pixels: problem.ncomp={getattr(problem, 'ncomp', 1)}, the store holds {store.ncomp} "
+                         f"component(s), the per-pixel inputs {1 if extras is None else extras.ncomp}")
     bar = _Progress(progress, int(todo.size), "pyinv invert")
     accounted = np.zeros(store.status.shape, bool)
 
@@ -901,20 +972,21 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
             for ids in _chunks(todo, chunk or 16):
                 for k, p in enumerate(ids):
                     store.put(int(p), solve_pixel(problem, solver, cube[p], _starts(ids, k, gindex, table, header),
-                                                  float(snr[p]), ndep, ncyc))
+                                                  float(snr[p]), ndep, ncyc,
+                                                  None if extras is None else extras.kwargs(int(p))))
                 account(ids)
         elif executor is None:
             n = max(1, int(workers or usable_cores()))
             size = chunk or int(np.clip(np.ceil(todo.size / (n * 16)), 1, 32))
             stats.update(workers=n, executor="local-pool", chunk=size)
-            _run_local(problem, cube, table, header, gindex, snr, todo, store, n, size, retries, account, stats)
+            _run_local(problem, cube, table, header, gindex, snr, todo, store, n, size, retries, account, stats, extras)
         else:
             ex = _as_executor(executor)
             window = max(2, 2 * int(workers)) if workers else 64
             size = chunk or int(np.clip(np.ceil(todo.size / max(8, window * 4)), 1, 256))
             stats.update(workers=workers, executor=type(ex).__name__, chunk=size)
             _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, window, size, retries,
-                        account, stats)
+                        account, stats, extras)
     finally:
         bar.close()
         store.flush()
@@ -945,7 +1017,7 @@ class _Requeue:
         self.store, self.queue, self.retries, self.nwav = store, queue, int(retries), nwav
         self.attempts = np.zeros(npix, np.int32)
         sh = store.meta["shapes"]
-        self.ndep, self.ncyc = sh["ndep"], sh["ncyc"]
+        self.ndep, self.ncyc, self.ncomp = sh["ndep"], sh["ncyc"], sh.get("ncomp", 1)
 
     def failed(self, ids: np.ndarray, status: int = STATUS_FAILED) -> None:
         pend = self.store.pending(ids)
@@ -956,16 +1028,19 @@ class _Requeue:
         for p in pend:
             self.attempts[p] += 1
             if self.attempts[p] > self.retries:
-                self.store.put(int(p), _blank_record(self.ndep, self.nwav, self.ncyc, status))
+                self.store.put(int(p), _blank_record(self.ndep, self.nwav, self.ncyc, status, self.ncomp))
             else:
                 self.queue.appendleft(np.array([p]))
 
 
-def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nworkers, size, retries, account, stats):
+def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nworkers, size, retries, account, stats,
+                    extras=None):
     from concurrent.futures import ProcessPoolExecutor
 
     npix = cube.shape[0]
     inputs = {"cube": cube, "table": table, "header": header, "gindex": gindex, "snr": snr}
+    if extras is not None:
+        inputs.update({_EXTRA_PREFIX + k: v for k, v in extras.arrays().items()})
     indir = _scratch_dir(sum(int(a.nbytes) for a in inputs.values()) + 8 * npix)  # + started
     try:
         d = Path(indir)
@@ -979,6 +1054,7 @@ def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nwor
         started.flush()
         ctx = _mp_context()
         ndep_, ncyc_, nwav_ = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"], cube.shape[-1]
+        ncomp_ = store.ncomp
         queue = _chunks(todo, size)
         rq = _Requeue(store, queue, npix, retries, nwav_)
         attempts = rq.attempts
@@ -1058,9 +1134,9 @@ def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nwor
                                 if alone:  # it ran alone: it killed its worker
                                     attempts[p] += 1
                                 if tl and now - started[p] >= tl:
-                                    store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_TIMEOUT))
+                                    store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_TIMEOUT, ncomp_))
                                 elif attempts[p] > retries:
-                                    store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_WORKER_DIED))
+                                    store.put(int(p), _blank_record(ndep_, nwav_, ncyc_, STATUS_WORKER_DIED, ncomp_))
                                 else:
                                     started[p] = 0.0
                                     suspects.append(int(p))
@@ -1091,7 +1167,8 @@ def _is_worker_death(exc: BaseException) -> bool:
     return bool(names & {"KilledWorker", "BrokenProcessPool", "BrokenExecutor", "CommClosedError"})
 
 
-def _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, window, size, retries, account, stats):
+def _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, window, size, retries, account, stats,
+                extras=None):
     npix = cube.shape[0]
     ndep, ncyc = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"]
     queue = _chunks(todo, size)
@@ -1105,7 +1182,8 @@ def _run_remote(problem, cube, table, header, gindex, snr, todo, store, ex, wind
         remap[rows] = np.arange(rows.size, dtype=np.int32)
         g = np.where(gindex[ids] >= 0, remap[np.maximum(gindex[ids], 0)], -1).astype(np.int32)
         return ex.submit(_remote_chunk, problem, ids, np.ascontiguousarray(cube[ids]), np.ascontiguousarray(table[rows]),
-                         np.ascontiguousarray(header[rows]), g, np.ascontiguousarray(snr[ids]), ndep, ncyc)
+                         np.ascontiguousarray(header[rows]), g, np.ascontiguousarray(snr[ids]), ndep, ncyc,
+                         None if extras is None else extras.subset(ids))
 
     while True:
         while queue or inflight:

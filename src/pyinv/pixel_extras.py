@@ -1,0 +1,312 @@
+"""Per-pixel inputs of a map inversion beyond the profiles and the component-1 guesses: the second
+component (its guess and filling factor f₂) and the stray light (its profile and fraction α) — issue 13.
+
+They travel to the workers by the same routes as the guesses: tables of distinct rows plus one row index
+per pixel, memory-mapped by local pool workers (:func:`pyinv.scheduler.run_pixels`) and cut into
+self-contained sub-tables for tasks sent to other executors (:meth:`PixelExtras.subset`). Per pixel,
+:meth:`PixelExtras.kwargs` gives the keywords of :func:`pyinv.invert_pixel` (``guess2``, ``filling2``,
+``stray_profile``, ``stray_percent``); a run without a second component or stray light passes none of
+them, so solvers with the plain signature keep working.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .atmosphere import Atmosphere
+
+__all__ = ["PixelExtras", "component2_guesses", "map_extras"]
+
+#: log τ values of component 2 must equal component 1's within this (SIR model files carry 4 decimals).
+LOG_TAU_TOL = 1e-4
+#: f₂ of fallback pixels (a guess2 cube whose model of the pixel is missing) when filling2 is not given.
+FALLBACK_FILLING2 = 0.5
+
+
+@dataclass
+class PixelExtras:
+    """Second component and stray light of every pixel (raster order), as tables plus row indices.
+
+    Attributes
+    ----------
+    table2, header2 : ndarray (m2, ndep, 11), (m2, 3) or None
+        Component-2 guess models (SIR column order and units) and their (macro [km/s], filling, stray [%]).
+    index2 : ndarray of int32 (npix,) or None
+        Row of ``table2`` per pixel.
+    filling2 : ndarray (npix,) or None
+        f₂ per pixel; NaN = the guess's header value (``invert_pixel(filling2=None)``).
+    stray, stray_index : ndarray (ms, 4, nλ), int32 (npix,) or None
+        Stray-light profiles and the row per pixel.
+    stray_percent : ndarray (npix,) or None
+        α [%] per pixel; NaN = component 1's guess header value (``invert_pixel(stray_percent=None)``).
+    """
+
+    table2: np.ndarray | None = None
+    header2: np.ndarray | None = None
+    index2: np.ndarray | None = None
+    filling2: np.ndarray | None = None
+    stray: np.ndarray | None = None
+    stray_index: np.ndarray | None = None
+    stray_percent: np.ndarray | None = None
+
+    @property
+    def ncomp(self) -> int:
+        """Number of magnetic components (1 or 2)."""
+        return 1 if self.table2 is None else 2
+
+    @property
+    def empty(self) -> bool:
+        return self.table2 is None and self.stray is None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that are set, by attribute name (for writing to shared memory)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any]) -> "PixelExtras":
+        return cls(**{k: v for k, v in arrays.items() if k in {f.name for f in fields(cls)}})
+
+    def subset(self, ids: np.ndarray) -> "PixelExtras":
+        """The rows that pixels ``ids`` use, with their indices renumbered 0..len(ids)-1 (a self-contained
+        chunk for an executor)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = PixelExtras()
+        if self.table2 is not None:
+            rows, inv = np.unique(np.asarray(self.index2)[ids], return_inverse=True)
+            out.table2 = np.ascontiguousarray(self.table2[rows])
+            out.header2 = np.ascontiguousarray(self.header2[rows])
+            out.index2 = inv.astype(np.int32).reshape(-1)
+            out.filling2 = np.ascontiguousarray(self.filling2[ids])
+        if self.stray is not None:
+            rows, inv = np.unique(np.asarray(self.stray_index)[ids], return_inverse=True)
+            out.stray = np.ascontiguousarray(self.stray[rows])
+            out.stray_index = inv.astype(np.int32).reshape(-1)
+            out.stray_percent = np.ascontiguousarray(self.stray_percent[ids])
+        return out
+
+    def kwargs(self, p: int) -> dict[str, Any]:
+        """The ``invert_pixel`` keywords of pixel ``p`` (empty without a second component or stray light)."""
+        kw: dict[str, Any] = {}
+        if self.table2 is not None:
+            r = int(self.index2[p])
+            m, f, s = (float(v) for v in self.header2[r])
+            kw["guess2"] = Atmosphere.from_array(np.array(self.table2[r]), macro=m, filling=f, stray=s)
+            f2 = float(self.filling2[p])
+            kw["filling2"] = f2 if np.isfinite(f2) else None
+        if self.stray is not None:
+            kw["stray_profile"] = np.array(self.stray[int(self.stray_index[p])], dtype=np.float64)
+            a = float(self.stray_percent[p])
+            kw["stray_percent"] = a if np.isfinite(a) else None
+        return kw
+
+
+def _is_result_file(g: Any) -> bool:
+    return isinstance(g, (str, os.PathLike)) and os.fspath(g).lower().endswith((".fits", ".fit", ".fits.gz", ".fts"))
+
+
+def component2_guesses(guess2: Any, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Component-2 guess models as a table, its header and a row per pixel.
+
+    Parameters
+    ----------
+    guess2 : Atmosphere, SIR .mod path, array (ndep, 8|11), stacked Atmosphere of ny·nx models (raster
+        order), array (ny, nx, ndep, 8|11), or an InversionResult / its FITS file with a second component
+        (its ``atmospheres2``, ``macro2``, ``filling2`` and ``stray``).
+
+    Returns
+    -------
+    table (m, ndep, 11), header (m, 3), index (ny·nx,) int32, and a short description. Rows of a cube
+    that are missing (NaN, T or Pe <= 0: pixels an earlier run did not invert) are replaced by
+    :func:`pyinv.models.default_guess` with f₂ = :data:`FALLBACK_FILLING2`.
+    """
+    from .init.base import as_atmosphere
+    from .result import InversionResult
+
+    g = guess2
+    if _is_result_file(g):
+        g = InversionResult.from_fits(g)
+    if isinstance(g, InversionResult):
+        if g.atmospheres2 is None:
+            raise ValueError("guess2: the InversionResult has no second component (atmospheres2 is None)")
+        atm = np.asarray(g.atmospheres2, dtype=np.float64)
+        hdr = np.stack([g.macro2, g.filling2, g.stray], axis=-1).astype(np.float64)
+        what = "result"
+    elif isinstance(g, Atmosphere) and g.stacked:
+        if g.nmodels != ny * nx:
+            raise ValueError(f"guess2: a stacked Atmosphere must hold ny*nx = {ny * nx} models (raster order), "
+                             f"got {g.nmodels}")
+        atm = g.to_array().reshape(ny, nx, g.ndep, 11)
+        hdr = np.stack([np.broadcast_to(np.asarray(v, dtype=np.float64), (ny * nx,)) for v in (g.macro, g.filling, g.stray)],
+                       axis=-1).reshape(ny, nx, 3)
+        what = "stack"
+    elif not isinstance(g, (Atmosphere, str, os.PathLike)) and np.ndim(g) == 4:
+        atm = np.asarray(g, dtype=np.float64)
+        if atm.shape[-1] not in (8, 11):
+            raise ValueError(f"guess2: expected an atmosphere cube (ny, nx, ndep, 8|11), got shape {atm.shape}")
+        if atm.shape[-1] == 8:
+            atm = np.concatenate([atm, np.zeros(atm.shape[:-1] + (3,))], axis=-1)
+        hdr = np.empty(atm.shape[:2] + (3,))
+        hdr[..., 0], hdr[..., 1], hdr[..., 2] = 0.5, np.nan, 0.0  # no header: f2 must come from filling2
+        what = "cube"
+    else:
+        a = as_atmosphere(g, "guess2")
+        return (a.to_array()[None].astype(np.float64), np.array([[float(a.macro), float(a.filling), float(a.stray)]]),
+                np.zeros(ny * nx, np.int32), "single")
+    if atm.shape[:2] != (ny, nx):
+        raise ValueError(f"guess2: the atmosphere cube is {atm.shape[:2]} pixels, the map is {(ny, nx)}")
+    table = np.ascontiguousarray(atm.reshape(ny * nx, atm.shape[2], 11))
+    header = np.ascontiguousarray(hdr.reshape(ny * nx, 3))
+    bad = ~np.isfinite(table).all(axis=(1, 2)) | (table[:, :, 1] <= 0).any(axis=1) | (table[:, :, 2] <= 0).any(axis=1)
+    if bad.any():
+        from .models import default_guess
+
+        fb = default_guess()
+        if fb.ndep != table.shape[1]:
+            raise ValueError(f"guess2: {int(bad.sum())} pixel(s) have no model and the fallback (default guess, "
+                             f"{fb.ndep} points) has another number of depth points than guess2 ({table.shape[1]})")
+        table[bad] = fb.to_array()
+        header[bad] = (float(fb.macro), FALLBACK_FILLING2, 0.0)
+    return table, header, np.arange(ny * nx, dtype=np.int32), f"{what}, {int(bad.sum())} fallback pixel(s)"
+
+
+def _per_pixel(name: str, v: Any, ny: int, nx: int) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full((ny, nx), float(a))
+    if a.shape != (ny, nx):
+        raise ValueError(f"{name} must be a scalar or a map of shape (ny, nx) = {(ny, nx)}, got shape {a.shape}")
+    return a
+
+
+def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, ny: int, nx: int, rule: str) -> None:
+    bad = np.asarray(bad).reshape(ny, nx)
+    if bad.any():
+        y, x = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name}={float(np.asarray(values).reshape(ny, nx)[y, x])!r} at pixel ({y}, {x}): "
+                         f"{rule} ({int(bad.sum())} inverted pixel(s) affected)")
+
+
+def _inverted_in_any_cycle(config: Any, name: str) -> bool:
+    ncyc = max(1, int(config.cycles))
+    return any(int(config.value(name, c) or 0) != 0 for c in range(1, ncyc + 1))
+
+
+def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, stray_percent: Any,
+               data: np.ndarray, grid: Any, config: Any, table: np.ndarray, header: np.ndarray,
+               gindex: np.ndarray, valid: np.ndarray, usable: np.ndarray) -> tuple[PixelExtras, dict]:
+    """Validate the second-component and stray-light arguments of :func:`pyinv.invert` and build the
+    per-pixel :class:`PixelExtras`.
+
+    Parameters
+    ----------
+    guess2, filling2, stray, stray_window, stray_percent :
+        As given to :func:`pyinv.invert`.
+    data : ndarray (ny, nx, 4, nλ)
+        The map.
+    grid, config :
+        The wavelength grid and the inversion configuration (``stray_file`` is used when ``stray`` is
+        None; ``invert_stray`` needs α ≠ 0 and a profile).
+    table, header, gindex :
+        The component-1 guess table (nmod, ndep, 11), its header (nmod, 3) and rows per pixel (npix, nstart).
+    valid : bool (ny, nx)
+        Pixels that will be inverted (only their values are checked).
+    usable : bool (ny, nx)
+        Pixels whose Stokes I may enter ``stray="local"`` means.
+
+    Returns
+    -------
+    PixelExtras, and a dict of descriptions for the provenance.
+
+    Raises
+    ------
+    ValueError naming the argument and the value.
+    """
+    from .straylight import stray_table
+
+    ny, nx = data.shape[:2]
+    npix = ny * nx
+    vflat = np.asarray(valid, bool).reshape(-1)
+    ex = PixelExtras()
+    info: dict[str, Any] = {}
+    # ---------------------------------------------------------------- second component
+    if guess2 is None:
+        if filling2 is not None:
+            raise ValueError(f"filling2={filling2!r} is given but there is no second component (guess2=None)")
+    else:
+        t2, h2, i2, what = component2_guesses(guess2, ny, nx)
+        ndep = table.shape[1]
+        if t2.shape[1] != ndep:
+            raise ValueError(f"guess2 has {t2.shape[1]} depth points, component 1's guess has {ndep}: component 2 "
+                             "must be on component 1's log tau grid")
+        # every (component-1 start, component-2 row) pair of an inverted pixel: same log tau
+        g1 = np.asarray(gindex)
+        for s in range(g1.shape[1]):
+            use = vflat & (g1[:, s] >= 0)
+            if not use.any():
+                continue
+            lt1 = table[g1[use, s], :, 0]
+            lt2 = t2[i2[use], :, 0]
+            off = np.abs(lt1 - lt2).max(axis=1)
+            if (off > LOG_TAU_TOL).any():
+                k = int(np.argmax(off > LOG_TAU_TOL))
+                p = int(np.nonzero(use)[0][k])
+                j = int(np.argmax(np.abs(lt1[k] - lt2[k])))
+                raise ValueError(f"guess2: component 2 must be on component 1's log tau grid; at pixel "
+                                 f"({p // nx}, {p % nx}) depth point {j} has log tau = {lt2[k, j]:g}, component 1 "
+                                 f"{lt1[k, j]:g}")
+        if filling2 is None:
+            f2 = np.full(npix, np.nan)
+            hf = h2[i2, 1]
+            bad = vflat & ~((hf > 0) & (hf < 1))
+            if bad.any():
+                p = int(np.argmax(bad))
+                raise ValueError(f"filling2 is None and guess2's header filling factor is {hf[p]!r} at pixel "
+                                 f"({p // nx}, {p % nx}): pass filling2= (f2 in (0, 1)) or a guess2 whose header "
+                                 "holds f2")
+        else:
+            f2 = _per_pixel("filling2", filling2, ny, nx).reshape(-1)
+            _first_bad("filling2", f2, vflat & ~((f2 > 0) & (f2 < 1)), ny, nx, "the filling factor f2 must lie in (0, 1)")
+        ex.table2, ex.header2, ex.index2, ex.filling2 = t2, h2, i2, np.ascontiguousarray(f2)
+        info["guess2"] = what
+        info["filling2"] = None if filling2 is None else ("scalar" if np.ndim(filling2) == 0 else "map")
+    # ---------------------------------------------------------------- stray light
+    if stray is None and getattr(config, "stray_file", None):
+        stray = config.resolve("stray_file")
+        info["stray_from"] = "config.stray_file"
+    if stray is None:
+        if stray_percent is not None:
+            raise ValueError(f"stray_percent={stray_percent!r} is given but there is no stray-light profile "
+                             "(stray=None and no stray_file in the configuration)")
+        if _inverted_in_any_cycle(config, "invert_stray"):
+            raise ValueError(f"invert_stray={config.invert_stray!r}: the stray-light factor is inverted but there is "
+                             "no stray-light profile (pass stray= or set the configuration's stray_file)")
+    else:
+        st, si, what = stray_table(stray, data, grid, window=stray_window, usable=usable, needed=valid)
+        if stray_percent is None:
+            alpha = np.full(npix, np.nan)
+            # every start of an inverted pixel takes its own header value
+            g1 = np.asarray(gindex)
+            for s in range(g1.shape[1]):
+                use = vflat & (g1[:, s] >= 0)
+                hs = np.where(use, header[np.maximum(g1[:, s], 0), 2], 0.5)
+                _first_bad("stray_percent (from the guess's header)", hs, use & ~((hs >= 0) & (hs < 100)), ny, nx,
+                           "the stray-light fraction alpha [%] must lie in [0, 100)")
+                if _inverted_in_any_cycle(config, "invert_stray"):
+                    _first_bad("stray_percent (from the guess's header)", hs, use & (hs == 0), ny, nx,
+                               f"the stray light is inverted (invert_stray={config.invert_stray!r}) and needs a "
+                               "nonzero starting alpha: pass stray_percent= or a guess whose header holds it")
+        else:
+            alpha = _per_pixel("stray_percent", stray_percent, ny, nx).reshape(-1)
+            _first_bad("stray_percent", alpha, vflat & ~((alpha >= 0) & (alpha < 100)), ny, nx,
+                       "the stray-light fraction alpha [%] must lie in [0, 100)")
+            if _inverted_in_any_cycle(config, "invert_stray"):
+                _first_bad("stray_percent", alpha, vflat & (alpha == 0), ny, nx,
+                           f"the stray light is inverted (invert_stray={config.invert_stray!r}) and needs a nonzero "
+                           "starting alpha")
+        ex.stray, ex.stray_index, ex.stray_percent = st, si, np.ascontiguousarray(alpha)
+        info["stray"] = what
+        info["stray_percent"] = None if stray_percent is None else ("scalar" if np.ndim(stray_percent) == 0 else "map")
+    return ex, info
