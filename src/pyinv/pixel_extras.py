@@ -149,7 +149,7 @@ def component2_guesses(guess2: Any, ny: int, nx: int) -> tuple[np.ndarray, np.nd
         if atm.shape[-1] == 8:
             atm = np.concatenate([atm, np.zeros(atm.shape[:-1] + (3,))], axis=-1)
         hdr = np.empty(atm.shape[:2] + (3,))
-        hdr[..., 0], hdr[..., 1], hdr[..., 2] = 0.5, np.nan, 0.0  # no header: f2 must come from filling2
+        hdr[..., 0], hdr[..., 1], hdr[..., 2] = 0.5, 1.0, 0.0  # no header: f2 must come from filling2
         what = "cube"
     else:
         a = as_atmosphere(g, "guess2")
@@ -263,7 +263,7 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
             bad = vflat & ~((hf > 0) & (hf < 1))
             if bad.any():
                 p = int(np.argmax(bad))
-                raise ValueError(f"filling2 is None and guess2's header filling factor is {hf[p]!r} at pixel "
+                raise ValueError(f"filling2 is None and guess2's header filling factor is {float(hf[p])!r} at pixel "
                                  f"({p // nx}, {p % nx}): pass filling2= (f2 in (0, 1)) or a guess2 whose header "
                                  "holds f2")
         else:

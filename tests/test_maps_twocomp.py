@@ -1,0 +1,344 @@
+"""Map inversions with a second component and stray light (issue 13, map level): the ``stray="local"``
+builder against a direct computation, argument validation, the result's FITS round trip, and the
+per-pixel plumbing through every executor route and the checkpoint store, with the private stand-in
+solver ``pyinv._testing.mixed_vlos_fit_solver`` (a real, cheap vlos fit of the mixed profile computed
+by ``pyinv.synthesize``). The same plumbing with the real ``pyinv.invert_pixel`` is tested in
+test_maps_twocomp_engine.py."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import pyinv
+from pyinv import maps, models, scheduler
+from pyinv._testing import mixed_vlos_fit_solver
+from pyinv.atmosphere import Atmosphere
+from pyinv.io.sir import write_sir_profiles
+from pyinv.result import InversionResult
+from pyinv.straylight import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_table
+
+SOLVER = "pyinv._testing:mixed_vlos_fit_solver"
+
+
+# ------------------------------------------------------------------------------------------ local stray
+def _direct_local(cube, window, usable):
+    """Mean I over the window's usable pixels other than the pixel itself, by explicit loops."""
+    ny, nx, _, nw = cube.shape
+    h = window // 2
+    out = np.zeros((ny, nx, 4, nw))
+    count = np.zeros((ny, nx), int)
+    for y in range(ny):
+        for x in range(nx):
+            acc, n = np.zeros(nw), 0
+            for yy in range(y - h, y + h + 1):
+                for xx in range(x - h, x + h + 1):
+                    if (yy, xx) == (y, x) or not (0 <= yy < ny and 0 <= xx < nx) or not usable[yy, xx]:
+                        continue
+                    acc += cube[yy, xx, 0]
+                    n += 1
+            count[y, x] = n
+            out[y, x, 0] = acc / n if n else np.nan
+            if not n:
+                out[y, x] = np.nan
+    return out, count
+
+
+@pytest.mark.parametrize("window", [3, 5, 7])
+def test_local_stray_matches_direct_computation(window):
+    rng = np.random.default_rng(window)
+    cube = rng.uniform(0.3, 1.2, size=(6, 7, 4, 9))
+    cube[2, 3, 0, 4] = np.nan  # a pixel with a non-finite I never contributes
+    usable = np.isfinite(cube[:, :, 0]).all(axis=-1)
+    usable[4, 1] = False        # nor one the caller marks unusable
+    got, n = local_stray_profiles(cube, window, usable)
+    ref, nref = _direct_local(cube, window, usable)
+    np.testing.assert_array_equal(n, nref)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+    assert (got[:, :, 1:] == 0).all()
+    # corners: only the pixels inside the map; the pixel itself excluded
+    h = window // 2
+    corner = usable[:h + 1, :h + 1]
+    assert n[0, 0] == corner.sum() - 1 and n[0, 0] <= (h + 1) ** 2 - 1
+    np.testing.assert_allclose(got[0, 0, 0], (cube[:h + 1, :h + 1, 0][corner].sum(axis=0) - cube[0, 0, 0]) / n[0, 0],
+                               rtol=1e-12)
+
+
+def test_local_stray_default_usable_and_lonely_pixel():
+    cube = np.ones((1, 1, 4, 3))
+    prof, n = local_stray_profiles(cube, 3)
+    assert n[0, 0] == 0 and np.isnan(prof).all()
+    grid = models.hinode_grid(pyinv.default_lines())
+    with pytest.raises(ValueError, match=r"stray='local'.*pixel \(0, 0\) has no usable neighbour"):
+        stray_table("local", np.ones((1, 1, 4, grid.nwav)), grid)
+    assert DEFAULT_STRAY_WINDOW % 2 == 1 and DEFAULT_STRAY_WINDOW >= 3
+
+
+def test_stray_table_forms(tmp_path):
+    grid = models.hinode_grid(pyinv.default_lines())
+    nw = grid.nwav
+    cube = np.ones((2, 3, 4, nw))
+    prof = np.vstack([np.linspace(0.9, 1.0, nw), np.zeros((3, nw))])
+    t, i, _ = stray_table(prof, cube, grid)
+    assert t.shape == (1, 4, nw) and (i == 0).all()
+    np.testing.assert_array_equal(t[0], prof)
+    per = tmp_path / "stray.per"
+    write_sir_profiles(per, grid.line_index, grid.offset_mA, prof)
+    t, i, what = stray_table(str(per), cube, grid)
+    np.testing.assert_allclose(t[0], prof, rtol=1e-6)
+    assert what == str(per)
+    many = np.random.default_rng(1).uniform(0.5, 1.0, (2, 3, 4, nw))
+    t, i, _ = stray_table(many, cube, grid)
+    np.testing.assert_array_equal(t[i], many.reshape(6, 4, nw))
+
+
+# ------------------------------------------------------------------------------------------ validation
+@pytest.fixture(scope="module")
+def plain():
+    """A (2, 3) map of normalised-looking profiles (numpy only: validation happens before any solve)."""
+    lines = pyinv.default_lines()
+    grid = models.hinode_grid(lines)
+    x = np.linspace(-3, 3, grid.nwav)
+    one = np.zeros((4, grid.nwav))
+    one[0] = 1.0 - 0.5 * np.exp(-x ** 2)
+    one[3] = 0.01 * x * np.exp(-x ** 2)
+    cube = np.broadcast_to(one, (2, 3, 4, grid.nwav)).copy()
+    return lines, grid, cube
+
+
+def _inv(plain, config=None, **kw):
+    lines, grid, cube = plain
+    args = dict(executor="serial", progress=False)
+    args.update(kw)
+    return pyinv.invert(cube, lines, grid, config or pyinv.InversionConfig(cycles=1), **args)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(stray=np.ones((4, 111))), r"stray must have shape \(4, 112\).*\(4, 111\)"),
+    (dict(stray=np.ones((3, 112))), r"stray must have shape \(4, 112\).*\(3, 112\)"),
+    (dict(stray=np.ones((2, 2, 4, 112))), r"stray must have shape .*\(2, 3, 4, 112\).*\(2, 2, 4, 112\)"),
+    (dict(stray="nonsense"), r"stray='nonsense'"),
+    (dict(stray="missing.per"), r"stray='missing.per': no such stray-light file"),
+    (dict(stray="local", stray_window=4), r"stray_window must be an odd integer >= 3.*got 4"),
+    (dict(stray="local", stray_window=1), r"stray_window must be an odd integer >= 3.*got 1"),
+    (dict(stray="local", stray_window=2.0), r"stray_window must be an odd integer >= 3.*got 2.0"),
+    (dict(stray=np.ones((4, 112)), stray_window=3), r"stray_window=3 is only used with stray='local'"),
+    (dict(stray="local", stray_percent=100.0), r"stray_percent=100.0 at pixel \(0, 0\).*\[0, 100\)"),
+    (dict(stray="local", stray_percent=-1.0), r"stray_percent=-1.0 at pixel \(0, 0\).*\[0, 100\)"),
+    (dict(stray_percent=5.0), r"stray_percent=5.0 is given but there is no stray-light profile"),
+    (dict(guess2=models.default_guess(), filling2=0.0), r"filling2=0.0 at pixel \(0, 0\).*\(0, 1\)"),
+    (dict(guess2=models.default_guess(), filling2=1.0), r"filling2=1.0 at pixel \(0, 0\).*\(0, 1\)"),
+    (dict(guess2=models.default_guess()), r"filling2 is None and guess2's header filling factor is 1.0"),
+    (dict(filling2=0.3), r"filling2=0.3 is given but there is no second component"),
+    (dict(guess2=np.zeros((2, 2, 53, 11))), r"guess2: the atmosphere cube is \(2, 2\) pixels, the map is \(2, 3\)"),
+])
+def test_bad_arguments_refused(plain, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _inv(plain, **kw)
+
+
+def test_bad_maps_name_the_pixel(plain):
+    f2 = np.full((2, 3), 0.4)
+    f2[1, 2] = 1.5
+    with pytest.raises(ValueError, match=r"filling2=1.5 at pixel \(1, 2\)"):
+        _inv(plain, guess2=models.default_guess(), filling2=f2)
+    al = np.full((2, 3), 3.0)
+    al[1, 2] = 150.0
+    with pytest.raises(ValueError, match=r"stray_percent=150.0 at pixel \(1, 2\)"):
+        _inv(plain, stray="local", stray_percent=al)
+    f2[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"filling2=nan at pixel \(1, 2\)"):
+        _inv(plain, guess2=models.default_guess(), filling2=f2)
+
+
+def test_guess2_on_another_log_tau_grid(plain):
+    g = models.default_guess()
+    shifted = Atmosphere.from_array(np.column_stack([g.to_array()[:, 0] + 0.1, g.to_array()[:, 1:]]), filling=0.3)
+    with pytest.raises(ValueError, match=r"guess2: component 2 must be on component 1's log tau grid.*log tau = "):
+        _inv(plain, guess2=shifted)
+    short = Atmosphere.from_array(g.to_array()[:40], filling=0.3)
+    with pytest.raises(ValueError, match=r"guess2 has 40 depth points, component 1's guess has 53"):
+        _inv(plain, guess2=short)
+
+
+def test_stray_per_file_on_other_wavelengths(plain, tmp_path):
+    _, grid, _ = plain
+    per = tmp_path / "s.per"
+    write_sir_profiles(per, grid.line_index, grid.offset_mA + 10.0, np.ones((4, grid.nwav)))
+    with pytest.raises(ValueError, match=r"stray-light file .*s\.per: point 0 is line 1 at"):
+        _inv(plain, stray=str(per))
+
+
+def test_inverted_stray_needs_alpha_and_profile(plain):
+    cfg = pyinv.InversionConfig(cycles=1, invert_stray=1)
+    with pytest.raises(ValueError, match=r"invert_stray=.*no stray-light profile"):
+        _inv(plain, config=cfg)
+    with pytest.raises(ValueError, match=r"stray_percent \(from the guess's header\)=0.0 at pixel \(0, 0\).*nonzero"):
+        _inv(plain, config=cfg, stray="local")
+    with pytest.raises(ValueError, match=r"stray_percent=0.0 at pixel \(0, 0\).*nonzero"):
+        _inv(plain, config=cfg, stray="local", stray_percent=0.0)
+
+
+# ------------------------------------------------------------------------------------------ FITS
+def _fake_result(ny=2, nx=3, ndep=5, nw=4, two=True):
+    rng = np.random.default_rng(3)
+    atm = rng.normal(size=(ny, nx, ndep, 11))
+    kw = dict(atmospheres=atm, macro=rng.random((ny, nx)), filling=rng.random((ny, nx)), stray=rng.random((ny, nx)),
+              fits=rng.random((ny, nx, 4, nw)), chi2=rng.random((ny, nx)), chi2_cycles=rng.random((ny, nx, 2)),
+              status=np.zeros((ny, nx), np.int32), iterations=np.ones((ny, nx), np.int32),
+              errors=rng.random((ny, nx, ndep, 11)), errors_header=rng.random((ny, nx, 3)),
+              start=np.zeros((ny, nx), np.int16), seconds=rng.random((ny, nx)).astype(np.float32),
+              line_index=np.ones(nw, np.int64), offset_mA=np.arange(nw, dtype=float), wavelength=6301.5 + np.arange(nw),
+              provenance={"init": "single", "ncomp": 2 if two else 1}, chi2_reduced=rng.random((ny, nx)),
+              filling2=rng.random((ny, nx)), stray_percent=10 * rng.random((ny, nx)))
+    if two:
+        kw.update(atmospheres2=rng.normal(size=(ny, nx, ndep, 11)), macro2=rng.random((ny, nx)),
+                  errors2=rng.random((ny, nx, ndep, 11)), errors_header2=rng.random((ny, nx, 3)))
+        kw["filling2"][0, 1] = np.nan  # not inverted
+        kw["atmospheres2"][0, 1] = np.nan
+    return InversionResult(**kw)
+
+
+def test_result_fits_round_trip_with_component_2(tmp_path):
+    r = _fake_result()
+    p = r.to_fits(tmp_path / "r.fits")
+    back = InversionResult.from_fits(p)
+    for name in ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", "errors2", "errors_header2",
+                 "filling", "stray", "fits"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(r, name), err_msg=name)
+    assert back.ncomp == 2
+    np.testing.assert_array_equal(back.map("filling2"), r.filling2)
+    np.testing.assert_array_equal(back.map("stray_percent"), r.stray_percent)
+    # component-2 depth maps at a grid point
+    lt = back.atmospheres2[1, 1, 2, 0]
+    assert np.isfinite(back.map("B", lt, component=2)[1, 1])
+    one = _fake_result(two=False)
+    back1 = InversionResult.from_fits(one.to_fits(tmp_path / "one.fits"))
+    assert back1.atmospheres2 is None and back1.ncomp == 1
+    np.testing.assert_array_equal(back1.filling2, one.filling2)
+    with pytest.raises(ValueError, match="no second component"):
+        back1.map("T", 0.0, component=2)
+
+
+# ------------------------------------------------------------------------------------------ plumbing
+@pytest.fixture(scope="module")
+def setup(engine):
+    lines = pyinv.default_lines()
+    grid = models.hinode_grid(lines)
+    cfg = pyinv.InversionConfig(cycles=1)
+    g = models.default_guess()
+    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
+    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
+    # per-pixel component 2 (a cube, as init="previous" takes it) and per-pixel f2 and alpha maps
+    g2 = np.stack([g.with_columns(B=1500.0 + 100 * k, gamma=20.0 + 10 * k).to_array() for k in range(6)]).reshape(
+        2, 3, g.ndep, 11)
+    f2 = np.linspace(0.2, 0.45, 6).reshape(2, 3)
+    alpha = np.linspace(2.0, 12.0, 6).reshape(2, 3)
+    return lines, grid, cfg, cube, g2, f2, alpha
+
+
+def run(setup, **kw):
+    lines, grid, cfg, cube = setup[:4]
+    args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
+                executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=1,
+                solver=SOLVER)
+    cube = kw.pop("cube", cube)
+    args.update(kw)
+    return maps._invert(cube, lines, grid, cfg, **args)
+
+
+FIELDS = ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", "fits", "chi2", "status", "filling",
+          "stray")
+
+
+def same(a, b):
+    for k in FIELDS:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
+def test_per_pixel_inputs_reach_the_solver_on_every_route(setup):
+    lines, grid, cfg, cube, g2, f2, alpha = setup
+    kw = dict(guess2=g2, filling2=f2, stray="local", stray_window=3, stray_percent=alpha)
+    rs = run(setup, executor="serial", **kw)
+    assert (rs.status == 0).all() and rs.ncomp == 2
+    prof, _ = local_stray_profiles(cube, 3)
+    g = models.default_guess()
+    for y in range(2):
+        for x in range(3):
+            ref = mixed_vlos_fit_solver(cube[y, x], g, lines, grid, cfg, guess2=Atmosphere.from_array(g2[y, x], macro=0.5),
+                                        filling2=f2[y, x], stray_profile=prof[y, x], stray_percent=alpha[y, x])
+            np.testing.assert_allclose(rs.atmospheres[y, x], ref.atmosphere.to_array(), rtol=1e-12)
+            np.testing.assert_allclose(rs.atmospheres2[y, x], g2[y, x], rtol=1e-12)
+            np.testing.assert_allclose(rs.fits[y, x], ref.fit, rtol=1e-12)
+    np.testing.assert_array_equal(rs.filling2, f2)
+    np.testing.assert_array_equal(rs.stray_percent, alpha)
+    np.testing.assert_allclose(rs.filling, 1.0 - f2)
+    # the stray light matters: another window gives other fits
+    other = run(setup, executor="serial", **dict(kw, stray_window=5))
+    assert np.abs(other.fits - rs.fits).max() > 1e-6
+    # local pool (memory-mapped inputs), one pixel per task; an Executor (self-contained chunks); an Executor
+    # whose tasks run in threads with a time limit (pixels in a child process, pyinv.pixel_process)
+    same(rs, run(setup, chunk=1, **kw))
+    with ThreadPoolExecutor(2) as ex:
+        same(rs, run(setup, executor=ex, workers=1, chunk=2, **kw))
+        same(rs, run(setup, executor=ex, workers=1, chunk=4, time_limit=120, **kw))
+
+
+def test_single_guess2_header_filling_and_one_profile(setup):
+    lines, grid, cfg, cube, g2, f2, alpha = setup
+    guess2 = models.default_guess().with_columns(B=1800.0, filling=0.35)
+    prof = np.vstack([cube[0, 0, 0], np.zeros((3, grid.nwav))])
+    guess = models.default_guess().with_columns(stray=4.0)
+    r = run(setup, executor="serial", guess=guess, guess2=guess2, stray=prof)
+    np.testing.assert_array_equal(r.filling2, 0.35)  # guess2's header
+    np.testing.assert_array_equal(r.stray_percent, 4.0)  # component 1's header
+    ref = mixed_vlos_fit_solver(cube[1, 2], guess, lines, grid, cfg, guess2=guess2, stray_profile=prof)
+    np.testing.assert_allclose(r.fits[1, 2], ref.fit, rtol=1e-12)
+    # stray light alone: no component 2 in the result
+    r1 = run(setup, executor="serial", guess=guess, stray=prof, stray_percent=6.0)
+    assert r1.atmospheres2 is None and np.isnan(r1.filling2).all()
+    np.testing.assert_array_equal(r1.stray_percent, 6.0)
+
+
+def test_previous_two_component_result_as_guess2(setup, tmp_path):
+    lines, grid, cfg, cube, g2, f2, alpha = setup
+    kw = dict(guess2=g2, filling2=f2, stray="local", stray_window=3, stray_percent=alpha)
+    first = run(setup, executor="serial", **kw)
+    path = first.to_fits(tmp_path / "first.fits")
+    again = run(setup, executor="serial", init="previous", guess=str(path), guess2=str(path), stray="local",
+                stray_window=3)
+    np.testing.assert_allclose(again.atmospheres2, first.atmospheres2, rtol=1e-12)
+    np.testing.assert_array_equal(again.filling2, f2)            # the earlier result's f2
+    np.testing.assert_array_equal(again.stray_percent, alpha)     # its alpha (component 1's header)
+
+
+def test_checkpoint_keeps_component_2_on_resume(setup, tmp_path):
+    kw = dict(guess2=setup[4], filling2=setup[5], stray="local", stray_window=3, stray_percent=setup[6])
+    ref = run(setup, executor="serial", **kw)
+    ck = tmp_path / "ck"
+
+    def stop(done, total):
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(setup, executor="serial", chunk=1, checkpoint=ck, progress=stop, **kw)
+    st = np.load(ck / "status.npy")
+    n_done = int((st != scheduler.STATUS_PENDING).sum())
+    assert 2 <= n_done < 6
+    assert np.isfinite(np.load(ck / "atmos2.npy")[st != scheduler.STATUS_PENDING]).all()
+    r = run(setup, chunk=1, checkpoint=ck, **kw)
+    assert r.provenance["resumed"] and r.provenance["computed"] == 6 - n_done
+    same(r, ref)
+    with pytest.raises(ValueError, match="component2_and_stray"):
+        run(setup, checkpoint=ck, **dict(kw, filling2=0.3))
+
+
+def test_dask_cluster_carries_the_per_pixel_inputs(setup):
+    distributed = pytest.importorskip("distributed")
+    kw = dict(guess2=setup[4], filling2=setup[5], stray="local", stray_window=3, stray_percent=setup[6])
+    ref = run(setup, executor="serial", **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        same(ref, run(setup, executor=client, chunk=2, **kw))
