@@ -38,8 +38,8 @@ class PixelExtras:
         Row of ``table2`` per pixel.
     filling2 : ndarray (npix,) or None
         f₂ per pixel; NaN = the guess's header value (``invert_pixel(filling2=None)``).
-    stray, stray_index : ndarray (ms, 4, nλ), int32 (npix,) or None
-        Stray-light profiles and the row per pixel.
+    stray, stray_index : ndarray (ms, 4, nλ) or (ms, 1, nλ), int32 (npix,) or None
+        Stray-light profiles (or their Stokes I alone, Q, U, V being zero) and the row per pixel.
     stray_percent : ndarray (npix,) or None
         α [%] per pixel; NaN = component 1's guess header value (``invert_pixel(stray_percent=None)``).
     """
@@ -97,7 +97,10 @@ class PixelExtras:
             f2 = float(self.filling2[p])
             kw["filling2"] = f2 if np.isfinite(f2) else None
         if self.stray is not None:
-            kw["stray_profile"] = np.array(self.stray[int(self.stray_index[p])], dtype=np.float64)
+            row = np.asarray(self.stray[int(self.stray_index[p])], dtype=np.float64)
+            prof = np.zeros((4, row.shape[-1]))
+            prof[:row.shape[0]] = row  # a table of Stokes I only ("local"): Q, U, V zero
+            kw["stray_profile"] = prof
             a = float(self.stray_percent[p])
             kw["stray_percent"] = a if np.isfinite(a) else None
         return kw

@@ -33,6 +33,19 @@ def _check_window(window: Any) -> int:
     return w
 
 
+_BLOCK = 16
+
+
+def _window_sum(a: np.ndarray, h: int, axis: int) -> np.ndarray:
+    """Sums of ``a`` over index windows [i − h, i + h] along ``axis``, clipped to the array (cumulative sums)."""
+    n = a.shape[axis]
+    c = np.cumsum(a, axis=axis)
+    c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
+    lo = np.clip(np.arange(n) - h, 0, n)
+    hi = np.clip(np.arange(n) + h + 1, 0, n)
+    return np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)
+
+
 def local_stray_profiles(cube: np.ndarray, window: int = DEFAULT_STRAY_WINDOW,
                          usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel stray-light profiles: the mean Stokes I of the surrounding pixels.
@@ -56,36 +69,32 @@ def local_stray_profiles(cube: np.ndarray, window: int = DEFAULT_STRAY_WINDOW,
     count : ndarray of int (ny, nx)
         How many pixels were averaged.
     """
+    mean_i, n = _local_mean_i(cube, window, usable)
+    out = np.zeros(mean_i.shape[:2] + (4, mean_i.shape[-1]))
+    out[:, :, 0] = mean_i
+    out[n == 0] = np.nan
+    return out, n
+
+
+def _local_mean_i(cube: np.ndarray, window: int, usable: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean I (ny, nx, nλ) and counts (ny, nx) of :func:`local_stray_profiles`."""
     w = _check_window(window)
     c = np.asarray(cube)
     if c.ndim != 4 or c.shape[2] != 4:
         raise ValueError(f"cube must be (ny, nx, 4, nλ), got shape {c.shape}")
     ny, nx, _, nwav = c.shape
-    stokes_i = np.asarray(c[:, :, 0, :], dtype=np.float64)
+    stokes_i = c[:, :, 0, :]
     ok = np.isfinite(stokes_i).all(axis=-1)
     if usable is not None:
         ok &= np.asarray(usable, bool)
-    vals = np.where(ok[..., None], stokes_i, 0.0)
     h = w // 2
-    # summed-area tables with a zero first row/column: window sums in O(1) per pixel
-    sat = np.zeros((ny + 1, nx + 1, nwav))
-    sat[1:, 1:] = vals.cumsum(axis=0).cumsum(axis=1)
-    cnt = np.zeros((ny + 1, nx + 1))
-    cnt[1:, 1:] = ok.astype(np.float64).cumsum(axis=0).cumsum(axis=1)
-    y0 = np.clip(np.arange(ny) - h, 0, ny)
-    y1 = np.clip(np.arange(ny) + h + 1, 0, ny)
-    x0 = np.clip(np.arange(nx) - h, 0, nx)
-    x1 = np.clip(np.arange(nx) + h + 1, 0, nx)
-
-    def box(t: np.ndarray) -> np.ndarray:
-        return (t[y1][:, x1] - t[y0][:, x1] - t[y1][:, x0] + t[y0][:, x0])
-
-    total = box(sat) - vals  # the pixel itself excluded
-    n = np.rint(box(cnt) - ok).astype(np.int64)
-    out = np.zeros((ny, nx, 4, nwav))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, :, 0, :] = np.where(n[..., None] > 0, total / np.maximum(n, 1)[..., None], np.nan)
-    out[n == 0] = np.nan
+    n = np.rint(_window_sum(_window_sum(ok.astype(np.float64), h, 0), h, 1) - ok).astype(np.int64)
+    out = np.full((ny, nx, nwav), np.nan)
+    has = n > 0
+    for j in range(0, nwav, _BLOCK):  # a block of wavelengths at a time: memory ~ a few (ny, nx, _BLOCK) arrays
+        vals = np.where(ok[..., None], stokes_i[:, :, j:j + _BLOCK], 0.0)
+        total = _window_sum(_window_sum(vals, h, 0), h, 1) - vals  # the pixel itself excluded
+        out[has, j:j + _BLOCK] = total[has] / n[has][:, None]
     return out, n
 
 
@@ -110,7 +119,7 @@ def stray_table(stray: Any, cube: np.ndarray, grid: WavelengthGrid, *, window: A
 
     Returns
     -------
-    table : ndarray (nprof, 4, nλ)
+    table : ndarray (nprof, 4, nλ), or (ny·nx, 1, nλ) for ``"local"``: Stokes I only, Q, U, V being zero
     index : ndarray of int32 (ny·nx,)
         Row of ``table`` per pixel (raster order).
     what : str
@@ -128,14 +137,16 @@ def stray_table(stray: Any, cube: np.ndarray, grid: WavelengthGrid, *, window: A
     nwav = grid.nwav
     sel = np.ones((ny, nx), bool) if needed is None else np.asarray(needed, bool)
     if isinstance(stray, str) and stray.lower() == "local":
-        prof, n = local_stray_profiles(cube, window, usable)
+        mean_i, n = _local_mean_i(cube, window, usable)
         lonely = sel & (n == 0)
         if lonely.any():
             y, x = (int(v) for v in np.argwhere(lonely)[0])
             raise ValueError(f"stray='local' (stray_window={int(window)}): pixel ({y}, {x}) has no usable "
                              f"neighbour in its window ({int(lonely.sum())} such pixel(s)); use a larger "
                              "stray_window or mask them")
-        return prof.reshape(ny * nx, 4, nwav), np.arange(ny * nx, dtype=np.int32), f"local(window={int(window)})"
+        # Stokes I only (Q, U, V are zero): a quarter of the memory of full profiles
+        return (mean_i.reshape(ny * nx, 1, nwav), np.arange(ny * nx, dtype=np.int32),
+                f"local(window={int(window)})")
     if isinstance(stray, str) and not os.path.exists(stray) and not stray.lower().endswith(".per"):
         raise ValueError(f"stray={stray!r}: expected 'local', a SIR .per file, a (4, nλ) profile or a "
                          "(ny, nx, 4, nλ) cube of profiles")
