@@ -15,7 +15,7 @@ import pyinv
 from pyinv import maps, models, scheduler
 from pyinv._testing import mixed_vlos_fit_solver
 from pyinv.atmosphere import Atmosphere
-from pyinv.io.sir import write_sir_profiles
+from pyinv.io.sir import read_sir_model, write_sir_profiles
 from pyinv.result import InversionResult
 from pyinv.straylight import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_table
 
@@ -126,6 +126,7 @@ def _inv(plain, config=None, **kw):
     (dict(stray=np.ones((4, 112)), stray_window=3), r"stray_window=3 is only used with stray='local'"),
     (dict(stray="local", stray_percent=100.0), r"stray_percent=100.0 at pixel \(0, 0\).*\[0, 100\)"),
     (dict(stray="local", stray_percent=-1.0), r"stray_percent=-1.0 at pixel \(0, 0\).*\[0, 100\)"),
+    (dict(stray="local"), r"stray='local\(window=7\)' is given but alpha is 0 for every pixel"),
     (dict(stray_percent=5.0), r"stray_percent=5.0 is given but there is no stray-light profile"),
     (dict(guess2=models.default_guess(), filling2=0.0), r"filling2=0.0 at pixel \(0, 0\).*\(0, 1\)"),
     (dict(guess2=models.default_guess(), filling2=1.0), r"filling2=1.0 at pixel \(0, 0\).*\(0, 1\)"),
@@ -257,7 +258,7 @@ def same(a, b):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
 
 
-def test_per_pixel_inputs_reach_the_solver_on_every_route(setup):
+def test_per_pixel_inputs_reach_the_solver_on_every_route(setup, tmp_path):
     lines, grid, cfg, cube, g2, f2, alpha = setup
     kw = dict(guess2=g2, filling2=f2, stray="local", stray_window=3, stray_percent=alpha)
     rs = run(setup, executor="serial", **kw)
@@ -274,6 +275,12 @@ def test_per_pixel_inputs_reach_the_solver_on_every_route(setup):
     np.testing.assert_array_equal(rs.filling2, f2)
     np.testing.assert_array_equal(rs.stray_percent, alpha)
     np.testing.assert_allclose(rs.filling, 1.0 - f2)
+    assert "filling factor f2 of component 2 (converged pixels): median 0.325" in rs.describe()
+    files = rs.to_sir(tmp_path, pixels=[(0, 1)])
+    m2 = read_sir_model(tmp_path / "pixel_0_1_2.mod")
+    assert tmp_path / "pixel_0_1_2.mod" in files
+    assert float(m2.filling) == pytest.approx(f2[0, 1], abs=1e-4)
+    np.testing.assert_allclose(m2.B, g2[0, 1, :, 4], rtol=1e-4)
     # the stray light matters: another window gives other fits
     other = run(setup, executor="serial", **dict(kw, stray_window=5))
     assert np.abs(other.fits - rs.fits).max() > 1e-6

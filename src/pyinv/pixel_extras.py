@@ -276,6 +276,7 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
         info["guess2"] = what
         info["filling2"] = None if filling2 is None else ("scalar" if np.ndim(filling2) == 0 else "map")
     # ---------------------------------------------------------------- stray light
+    explicit = stray is not None
     if stray is None and getattr(config, "stray_file", None):
         stray = config.resolve("stray_file")
         info["stray_from"] = "config.stray_file"
@@ -301,6 +302,10 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
                     _first_bad("stray_percent (from the guess's header)", hs, use & (hs == 0), ny, nx,
                                f"the stray light is inverted (invert_stray={config.invert_stray!r}) and needs a "
                                "nonzero starting alpha: pass stray_percent= or a guess whose header holds it")
+                elif explicit and use.any() and (hs[use] == 0).all():
+                    raise ValueError(f"stray={what!r} is given but alpha is 0 for every pixel (stray_percent=None "
+                                     "takes the guess's header value, 0 here) and it is not inverted: the stray "
+                                     "light would have no effect; pass stray_percent=")
         else:
             alpha = _per_pixel("stray_percent", stray_percent, ny, nx).reshape(-1)
             _first_bad("stray_percent", alpha, vflat & ~((alpha >= 0) & (alpha < 100)), ny, nx,

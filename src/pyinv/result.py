@@ -173,6 +173,12 @@ class InversionResult:
             q = np.percentile(self.chi2_reduced[ok], [16, 50, 84])
             lines.append(f"reduced chi2 (converged pixels; ~1 = fit at the noise level): median {q[1]:.3g}, "
                          f"16-84% {q[0]:.3g}-{q[2]:.3g}")
+        for name, label in (("filling2", "filling factor f2 of component 2"), ("stray_percent", "stray light alpha [%]")):
+            v = np.asarray(getattr(self, name))[self.status == 0]
+            v = v[np.isfinite(v)]
+            if v.size:
+                q = np.percentile(v, [16, 50, 84])
+                lines.append(f"{label} (converged pixels): median {q[1]:.3g}, 16-84% {q[0]:.3g}-{q[2]:.3g}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ access
