@@ -1,12 +1,10 @@
 """pyinv.invert with a second component, filling factor and stray light through the real
 pyinv.invert_pixel (issue 13): every pixel of the map equals invert_pixel called directly with the same
 guess2 / filling2 / stray_profile / stray_percent; the local pool and an Executor give the same maps;
-the InversionResult's component-2 atmospheres, f2 and alpha are invert_pixel's and survive FITS.
-
-These tests need invert_pixel's issue-13 keywords (the lead's part of issue 13)."""
+the InversionResult's component-2 atmospheres, f2 and alpha are invert_pixel's and survive FITS; with the
+true stray-light profile the map recovers f2 and alpha of a synthetic two-component map."""
 from __future__ import annotations
 
-import inspect
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,20 +34,18 @@ def problem(engine):
                             stray_percent=alpha).reshape(2, 2, 4, -1)
     guess2 = g.with_columns(B=1300.0, gamma=40.0, vlos=5e4, filling=0.3)
     guess = g.with_columns(stray=7.0)
-    return lines, grid, cfg, cube, guess, guess2
+    return lines, grid, cfg, cube, guess, guess2, quiet, f2.reshape(2, 2), alpha.reshape(2, 2)
 
 
 @pytest.fixture(scope="module")
 def reference(problem):
-    lines, grid, cfg, cube, guess, guess2 = problem
-    if "guess2" not in inspect.signature(pyinv.invert_pixel).parameters:
-        pytest.fail("pyinv.invert_pixel has no guess2 keyword: the lead's issue-13 invert_pixel is not merged")
+    lines, grid, cfg, cube, guess, guess2 = problem[:6]
     return pyinv.invert(cube, lines, grid, cfg, guess=guess, guess2=guess2, stray="local", stray_window=3,
                         executor="serial", progress=False)
 
 
 def test_each_pixel_is_invert_pixel(problem, reference):
-    lines, grid, cfg, cube, guess, guess2 = problem
+    lines, grid, cfg, cube, guess, guess2 = problem[:6]
     prof, _ = local_stray_profiles(cube, 3)
     assert reference.ncomp == 2
     for y in range(2):
@@ -66,7 +62,7 @@ def test_each_pixel_is_invert_pixel(problem, reference):
 
 
 def test_pool_and_executor_same_maps(problem, reference):
-    lines, grid, cfg, cube, guess, guess2 = problem
+    lines, grid, cfg, cube, guess, guess2 = problem[:6]
     kw = dict(guess=guess, guess2=guess2, stray="local", stray_window=3, progress=False)
     pool = pyinv.invert(cube, lines, grid, cfg, workers=2, chunk=1, **kw)
     with ThreadPoolExecutor(2) as ex:
@@ -82,3 +78,14 @@ def test_result_fits_round_trip(reference, tmp_path):
         np.testing.assert_array_equal(getattr(back, k), getattr(reference, k), err_msg=k)
     a2 = back.atmosphere2(0, 1)
     assert float(a2.filling) == reference.filling2[0, 1]
+
+
+def test_true_stray_profile_recovers_f2_and_alpha(problem):
+    lines, grid, cfg, cube, guess, guess2, quiet, f2, alpha = problem
+    r = pyinv.invert(cube, lines, grid, cfg, guess=guess, guess2=guess2, stray=quiet, executor="serial",
+                     progress=False)
+    assert (r.status == 0).all()
+    # the components may come out swapped (f2 <-> 1 - f2 with the models exchanged): both are the same fit
+    off = np.minimum(np.abs(r.filling2 - f2), np.abs(1.0 - r.filling2 - f2))
+    assert off.max() < 0.01, (r.filling2, f2)
+    assert np.abs(r.stray_percent - alpha).max() < 0.5, (r.stray_percent, alpha)
