@@ -126,7 +126,10 @@ def test_synthesis_two_components_stray_and_ratio(run_dir):
     write_sir_profiles(run_dir / "stray.per", grid.line_index, grid.offset_mA, stray)
     trol = _edit(run_dir / "sir.trol", {1: "0", 2: "mix.per", 3: "stray.per", 8: "c1.mod", 9: "c2.mod", 13: "-1"},
                  name="mix.trol")
-    run_sir(trol)
+    with pytest.warns(UserWarning) as rec:
+        run_sir(trol)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "model 2's f2 = 0.3 is used" in msgs and "model 1's is used" in msgs   # SIR's header rules
     st = read_sir_profiles(run_dir / "stray.per").stokes
     ref = pyinv.synthesize(read_sir_model(run_dir / "c1.mod"), lines, grid, abundances=run_dir / "THEVENIN",
                            atmos2=read_sir_model(run_dir / "c2.mod"), filling2=0.3, stray_profile=st,
@@ -185,6 +188,8 @@ def test_rf_file_roundtrip(tmp_path):
     ({1: "1", 32: "1"}, r"line 32 \(Invert stray light factor\) = 1.*stray-light file"),
     ({1: "1", 31: "1"}, r"line 31 \(Invert filling factor\) = 1.*model 2"),
     ({1: "1", 23: "2"}, r"line 23 \(nodes of model 2, T\) = 2.*no model 2"),
+    ({1: "1", 10: "0", 11: "0", 12: "0", 13: "0"}, r"cycle 1 could not start"),   # nothing fitted
+    ({1: "1", 13: "-10"}, r"line 13 \(Weight for Stokes V\) = -10 in cycle 1"),
     ({1: "1", 10: "1", 15: "2,3,5,*"}, None),  # control: a valid edit runs
 ])
 def test_refused_fields(run_dir, changes, match):

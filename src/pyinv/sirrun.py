@@ -317,6 +317,17 @@ def _check_components(cfg: InversionConfig, has2: bool, has_stray: bool) -> None
                              "file (line 3)")
 
 
+def _check_ratio_weights(cfg: InversionConfig) -> None:
+    """Negative Q/U/V weights (SIR: fit X/I) are honoured in synthesis/RF output (the column is X/I) but not
+    by pyinv's inversion: refused, naming the line and the value."""
+    for c in range(1, cfg.cycles + 1):
+        w = cfg.weights_for(c)
+        for s in (1, 2, 3):
+            if w[s] < 0:
+                raise ValueError(f"control line {10 + s} (Weight for Stokes {'IQUV'[s]}) = {w[s]:g} in cycle {c}: "
+                                 f"fitting {'IQUV'[s]}/I (a negative weight) is not supported by pyinv's inversion")
+
+
 # ------------------------------------------------------------------------------------------ modes
 def run_sir(path: PathLike, *, workers: int | None = None, progress: bool = False) -> SirRun:
     """Run a SIR control file as SIR would (see the module docstring for the files written).
@@ -491,6 +502,7 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path) -> SirRun:
     grid = _regions_of(prof.line_index, prof.offset_mA, blends, inp.lines, obs_path)
     stray = _stray(cfg, grid)
     _check_components(cfg, m2 is not None, stray is not None)
+    _check_ratio_weights(cfg)
     cfg.check_nodes(m1.ndep)
     base1, off1 = output_base(p1)
     base2, off2 = output_base(p2) if p2 is not None else (None, 0)
@@ -513,6 +525,8 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path) -> SirRun:
         res = invert_pixel(prof.stokes, guess, inp.lines, grid, cfg.single_cycle(c), psf=inp.psf,
                            abundances=inp.abundances, departures=inp.departures, **kw)
         run.results.append(res)
+        if not res.ok and res.chi2.size == 0:
+            raise ValueError(f"{control}: cycle {c} could not start: {res.message} (engine status {res.status})")
         if not res.ok:
             warnings.warn(f"cycle {c}: {res.message} (status {res.status}); the best model reached is written",
                           stacklevel=2)
