@@ -263,3 +263,33 @@ def test_inversion_stray_light_headers(run_dir):
     run_sir(trol)
     out = read_sir_model(run_dir / "g_1.mod")
     assert out.filling == 1.0 and 0.0 < out.stray < 100.0
+
+
+def test_rf_mode_two_components_and_stray(run_dir):
+    lines, grid = _setup(run_dir)
+    m1 = read_sir_model(run_dir / "model2.mod").with_columns(filling=0.7, stray=20.0)
+    m2 = read_sir_model(run_dir / "model1.mod").with_columns(filling=0.3, stray=20.0)
+    write_sir_model(run_dir / "c1.mod", m1)
+    write_sir_model(run_dir / "c2.mod", m2)
+    st = pyinv.synthesize(m1.with_columns(B=0.0), lines, grid, abundances=run_dir / "THEVENIN")
+    write_sir_profiles(run_dir / "stray.per", grid.line_index, grid.offset_mA, st)
+    trol = _edit(run_dir / "sir.trol", {1: "-1", 2: "rf.per", 3: "stray.per", 8: "c1.mod", 9: "c2.mod", 14: "0",
+                                        15: "0", 18: "1", 19: "0", 20: "0", 21: "0", 27: "1", 31: "1", 32: "1"},
+                 name="rf2.trol")
+    run = run_sir(trol)
+    assert sorted(f.name for f in run.outputs if f.suffix.startswith(".r") and f.suffix != ".rf") == \
+        ["c1.rff", "c1.rh", "c1.rstl", "c2.rvz"]
+    st = read_sir_profiles(run_dir / "stray.per").stokes
+    ref = pyinv.response_functions(read_sir_model(run_dir / "c1.mod"), lines, grid, abundances=run_dir / "THEVENIN",
+                                   atmos2=read_sir_model(run_dir / "c2.mod"), filling2=0.3, stray_profile=st,
+                                   stray_percent=20.0)
+    nw = grid.nwav
+    for name, key in (("c1.rff", "filling2"), ("c1.rstl", "stray_percent")):
+        a = read_sir_rf(run_dir / name)
+        assert a.shape == (1, 4 * nw)
+        np.testing.assert_allclose(a[0], ref[key].ravel(), rtol=0, atol=1e-6 * np.abs(ref[key]).max())
+    rvz2 = read_sir_rf(run_dir / "c2.rvz")
+    np.testing.assert_allclose(rvz2, ref["vlos_2"].reshape(61, 4 * nw), rtol=0, atol=1e-6 * np.abs(rvz2).max())
+    np.testing.assert_allclose(read_sir_profiles(run_dir / "rf.per").stokes, ref["stokes"], rtol=6e-7, atol=1e-12)
+    with pytest.raises(ValueError, match=r"line 31 \(Invert filling factor\) = 1.*model 2"):
+        run_sir(_edit(trol, {9: "", 27: "0"}))

@@ -394,6 +394,8 @@ def _synthesis(inp: _Inputs, rf: bool, control: Path) -> SirRun:
     m1, m2, p1, p2 = _models(cfg, mode)
     grid = _synthesis_grid(inp)
     stray = _stray(cfg, grid)
+    if rf:
+        _check_components(cfg, m2 is not None, stray is not None)
     out_path = cfg.resolve("observed")
     if out_path is None:
         raise ValueError("control line 2 (Observed profiles) is empty; in synthesis / RF mode it names the output "
