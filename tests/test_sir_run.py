@@ -291,5 +291,6 @@ def test_rf_mode_two_components_and_stray(run_dir):
     rvz2 = read_sir_rf(run_dir / "c2.rvz")
     np.testing.assert_allclose(rvz2, ref["vlos_2"].reshape(61, 4 * nw), rtol=0, atol=1e-6 * np.abs(rvz2).max())
     np.testing.assert_allclose(read_sir_profiles(run_dir / "rf.per").stokes, ref["stokes"], rtol=6e-7, atol=1e-12)
-    with pytest.raises(ValueError, match=r"line 31 \(Invert filling factor\) = 1.*model 2"):
+    with pytest.warns(UserWarning, match="single-component"), \
+            pytest.raises(ValueError, match=r"line 31 \(Invert filling factor\) = 1.*model 2"):
         run_sir(_edit(trol, {9: "", 27: "0"}))
