@@ -243,7 +243,10 @@ def test_map_mode_refuses_two_components(run_dir):
     trol = _edit(run_dir / "sir.trol", {1: "1", 2: "obs.fits", 9: "model1.mod"})
     with pytest.raises(ValueError, match=r"line 9 \(Initial guess model 2\) = 'model1.mod'.*FITS map"):
         run_sir(trol)
-    run = run_sir(_edit(trol, {9: ""}), workers=1)
+    write_stokes_cube(run_dir / "shifted.fits", np.stack([obs, obs])[None], grid.wavelength + 0.01)
+    with pytest.raises(ValueError, match=r"shifted.fits: wavelength 0 is .*more than 1 mÅ"):
+        run_sir(_edit(trol, {2: "shifted.fits", 9: ""}))
+    run = run_sir(_edit(trol, {2: "obs.fits", 9: ""}), workers=1)
     assert run.mode == "map" and run.outputs[0].name == "model2_1.fits"
     res = pyinv.InversionResult.from_fits(run.outputs[0])
     assert np.asarray(res.chi2).shape[:2] == (1, 2)

@@ -586,13 +586,19 @@ def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progr
     if grid is None:
         raise ValueError("control line 5 (Wavelength grid file) is empty; a FITS map needs the grid of its "
                          "wavelength axis")
-    cube, _ = read_stokes_cube(obs_path)
+    cube, wl = read_stokes_cube(obs_path)
     if cube.ndim == 2:
         cube = cube[None, None]
     elif cube.ndim == 3:
         cube = cube[None]
     if cube.shape[-1] != grid.nwav:
         raise ValueError(f"{obs_path}: {cube.shape[-1]} wavelengths, the grid file has {grid.nwav}")
+    if wl is not None:
+        dev = np.abs(np.asarray(wl) - grid.wavelength) * 1e3
+        if np.any(dev > 1.0):
+            j = int(np.argmax(dev > 1.0))
+            raise ValueError(f"{obs_path}: wavelength {j} is {wl[j]:.4f} Å, the grid file has {grid.wavelength[j]:.4f} Å "
+                             "(more than 1 mÅ apart)")
     res = invert(cube, inp.lines, grid, cfg, guess=m1, psf=inp.psf, abundances=inp.abundances,
                  workers=workers, progress=progress)
     base1, off1 = output_base(p1)
