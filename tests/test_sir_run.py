@@ -297,3 +297,12 @@ def test_rf_mode_two_components_and_stray(run_dir):
     with pytest.warns(UserWarning, match="single-component"), \
             pytest.raises(ValueError, match=r"line 31 \(Invert filling factor\) = 1.*model 2"):
         run_sir(_edit(trol, {9: "", 27: "0"}))
+
+
+def test_empty_lines_and_abundance_fields_use_packaged_defaults(run_dir):
+    trol = _edit(run_dir / "sir.trol", {1: "0", 2: "d.per", 6: "", 7: ""}, name="d.trol")
+    run_sir(trol)
+    lines = pyinv.default_lines()
+    grid = WavelengthGrid.read_sir(run_dir / "malla56.grid", lines)
+    ref = pyinv.synthesize(read_sir_model(run_dir / "model2.mod"), lines, grid)
+    np.testing.assert_allclose(read_sir_profiles(run_dir / "d.per").stokes, ref, rtol=6e-7, atol=1e-12)

@@ -34,6 +34,7 @@ import numpy as np
 
 from .atmosphere import Atmosphere, AtmosphereErrors
 from .config import InversionConfig, NODE_PARAMETERS
+from .defaults import default_lines
 from .io._textfmt import list_directed_real
 from .io.sir import read_sir_model, read_sir_profiles, write_sir_chi, write_sir_model, write_sir_profiles
 from .lines import GridRegion, LineList, WavelengthGrid
@@ -175,7 +176,7 @@ def _file(cfg: InversionConfig, name: str, required: bool = False) -> Path | Non
     return p
 
 
-def _read_model(path: Path, what: str) -> Atmosphere:
+def _read_model(path: Path) -> Atmosphere:
     m = read_sir_model(path, errors=False)
     assert isinstance(m, Atmosphere)
     return m
@@ -193,7 +194,7 @@ def _models(cfg: InversionConfig, mode: str) -> tuple[Atmosphere, Atmosphere | N
     component: filling forced to 1 (warning if not 1)."""
     p1 = _file(cfg, "model1", required=True)
     p2 = _file(cfg, "model2")
-    m1 = _read_model(p1, "model 1")
+    m1 = _read_model(p1)
     inverting = mode == "inversion"
     inv_ff = inverting and any(cfg.value("invert_filling", c) == 1 for c in range(1, cfg.cycles + 1))
     inv_st = inverting and any(cfg.value("invert_stray", c) == 1 for c in range(1, cfg.cycles + 1))
@@ -211,7 +212,7 @@ def _models(cfg: InversionConfig, mode: str) -> tuple[Atmosphere, Atmosphere | N
                           "1 is used (as SIR)", stacklevel=3)
         m1 = m1.with_columns(filling=1.0, stray=stray)
         return m1, None, p1, None
-    m2 = _read_model(p2, "model 2")
+    m2 = _read_model(p2)
     if m2.ndep != m1.ndep or not np.allclose(m2.log_tau, m1.log_tau, rtol=0, atol=1e-4):
         raise ValueError(f"{p2}: the log tau grid of model 2 ({m2.ndep} points, {m2.log_tau[0]:g} .. "
                          f"{m2.log_tau[-1]:g}) differs from model 1's in {p1} ({m1.ndep} points, "
@@ -243,7 +244,8 @@ def _regions_of(line_index: np.ndarray, offset: np.ndarray, blends: dict[int, tu
             raise ValueError(f"{source}: line {idx} is not in the line list (indices {lines.indices})")
         off = np.asarray(offset[k:j], dtype=np.float64)
         if off.size > 1 and np.any(np.diff(off) <= 0):
-            raise ValueError(f"{source}: the wavelengths of line {idx} must increase (row {k + 1 + int(np.argmax(np.diff(off) <= 0)) + 1})")
+            r = k + 2 + int(np.argmax(np.diff(off) <= 0))
+            raise ValueError(f"{source}: the wavelengths of line {idx} must increase (row {r})")
         d = np.diff(off)
         step = float(d[0]) if off.size > 1 and np.allclose(d, d[0], rtol=0, atol=1e-3) else None
         regs.append(GridRegion(blends.get(idx, (idx,)), float(off[0]), step, float(off[-1]), off.size))
@@ -265,8 +267,9 @@ def _stray(cfg: InversionConfig, grid: WavelengthGrid) -> np.ndarray | None:
     bad = (np.abs(prof.offset_mA - grid.offset_mA) > 1.0) | (prof.line_index != grid.line_index)
     if np.any(bad):
         j = int(np.argmax(bad))
-        raise ValueError(f"stray-light file {p}: row {j + 1} is line {prof.line_index[j]} at {prof.offset_mA[j]:.4f} mÅ, "
-                         f"the grid has line {grid.line_index[j]} at {grid.offset_mA[j]:.4f} mÅ (more than 1 mÅ apart)")
+        raise ValueError(f"stray-light file {p}: row {j + 1} is line {prof.line_index[j]} at "
+                         f"{prof.offset_mA[j]:.4f} mÅ, the grid has line {grid.line_index[j]} at "
+                         f"{grid.offset_mA[j]:.4f} mÅ (more than 1 mÅ apart)")
     if not np.all(np.isfinite(prof.stokes)):
         raise ValueError(f"stray-light file {p}: NaN or infinite values")
     return prof.stokes
@@ -283,7 +286,7 @@ class _Inputs:
 
 def _common(cfg: InversionConfig) -> _Inputs:
     lp = _file(cfg, "lines_file")
-    lines = LineList.read_sir(lp) if lp is not None else __import__("pyinv.defaults", fromlist=["x"]).default_lines()
+    lines = LineList.read_sir(lp) if lp is not None else default_lines()
     ap = _file(cfg, "abundances_file")
     if ap is not None:
         from .io.sir import read_abundances
@@ -597,8 +600,8 @@ def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progr
         dev = np.abs(np.asarray(wl) - grid.wavelength) * 1e3
         if np.any(dev > 1.0):
             j = int(np.argmax(dev > 1.0))
-            raise ValueError(f"{obs_path}: wavelength {j} is {wl[j]:.4f} Å, the grid file has {grid.wavelength[j]:.4f} Å "
-                             "(more than 1 mÅ apart)")
+            raise ValueError(f"{obs_path}: wavelength {j} is {wl[j]:.4f} Å, the grid file has "
+                             f"{grid.wavelength[j]:.4f} Å (more than 1 mÅ apart)")
     res = invert(cube, inp.lines, grid, cfg, guess=m1, psf=inp.psf, abundances=inp.abundances,
                  workers=workers, progress=progress)
     base1, off1 = output_base(p1)
