@@ -306,3 +306,16 @@ def test_empty_lines_and_abundance_fields_use_packaged_defaults(run_dir):
     grid = WavelengthGrid.read_sir(run_dir / "malla56.grid", lines)
     ref = pyinv.synthesize(read_sir_model(run_dir / "model2.mod"), lines, grid)
     np.testing.assert_allclose(read_sir_profiles(run_dir / "d.per").stokes, ref, rtol=6e-7, atol=1e-12)
+
+
+@pytest.mark.skipif(not _two_component_invert_pixel(), reason="invert_pixel without guess2 (issue 13 engine side)")
+def test_inversion_two_components_headers(run_dir):
+    m = read_sir_model(run_dir / "model2.mod")
+    write_sir_model(run_dir / "a1.mod", m.with_columns(filling=0.6))
+    write_sir_model(run_dir / "a2.mod", m.with_columns(B=0.0, filling=0.4))
+    trol = _edit(run_dir / "sir.trol", {1: "1", 8: "a1.mod", 9: "a2.mod", 23: "1", 27: "1", 31: "1"})
+    run = run_sir(trol)
+    h1, h2 = read_sir_model(run_dir / "a1_1.mod"), read_sir_model(run_dir / "a2_1.mod")
+    assert 0.0 < h2.filling < 1.0 and h1.filling == pytest.approx(1.0 - h2.filling, abs=1e-6)
+    assert h1.stray == 0.0 and (run_dir / "a2_1.err").is_file()
+    assert np.isfinite(run.chi).all()
