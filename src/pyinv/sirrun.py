@@ -15,7 +15,7 @@ offset (``guess_2.mod`` continues with ``guess_3``); outputs go into the model's
 * cycles = 0 (synthesis): the profile file named on line 2 from model 1 (+ model 2 and the stray light).
 * cycles = −1 (response functions): the profile file and one RF file per parameter with a non-zero node
   entry (spec-forward §2.10: ``.rt .rpe .rmic .rh .rvz .rinc .raz .rmac``; ``.rff`` and ``.rstl`` for an
-  inverted filling factor / stray light), see :func:`write_sir_rf`.
+  inverted filling factor / stray light), see :func:`pyinv.io.sir.write_sir_rf`.
 
 Every field is honoured or refused with a ValueError naming it (the README's "SIR control-file fields"
 table); invalid input files give a ValueError naming the file and the value.
@@ -35,11 +35,11 @@ import numpy as np
 from .atmosphere import Atmosphere, AtmosphereErrors
 from .config import InversionConfig, NODE_PARAMETERS
 from .defaults import default_lines
-from .io._textfmt import list_directed_real
-from .io.sir import read_sir_model, read_sir_profiles, write_sir_chi, write_sir_model, write_sir_profiles
+from .io.sir import (read_sir_model, read_sir_profiles, read_sir_rf, write_sir_chi, write_sir_model,
+                     write_sir_profiles, write_sir_rf)
 from .lines import GridRegion, LineList, WavelengthGrid
 
-__all__ = ["run_sir", "SirRun", "output_base", "write_sir_rf", "read_sir_rf", "RF_SUFFIX"]
+__all__ = ["run_sir", "SirRun", "output_base", "RF_SUFFIX", "read_sir_rf", "write_sir_rf"]
 
 PathLike = str | os.PathLike
 
@@ -98,43 +98,6 @@ def output_base(path: PathLike) -> tuple[Path, int]:
     if m:
         return p.parent / m.group(1), int(m.group(2))
     return p.parent / stem, 0
-
-
-# ------------------------------------------------------------------------------------------ RF files
-def write_sir_rf(path: PathLike, rf: np.ndarray) -> None:
-    """Write a SIR response-function file (spec-forward §2.10).
-
-    Parameters
-    ----------
-    rf : array (n_depth, n_col)
-        Depth-major (depth 1 = deepest), within a depth Stokes-major (all wavelengths of I, then Q, U, V;
-        ``n_col`` = nλ for Stokes I only or 4 nλ).
-
-    The first record is ``n_depth n_col``; the values follow list-directed, five per line.
-    """
-    a = np.asarray(rf, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"rf must be 2-D (n_depth, n_col), got shape {a.shape}")
-    with open(path, "w") as fh:
-        fh.write(f" {a.shape[0]:11d} {a.shape[1]:11d}\n")
-        flat = a.ravel()
-        for k in range(0, flat.size, 5):
-            fh.write("".join(list_directed_real(v) for v in flat[k:k + 5]) + "\n")
-
-
-def read_sir_rf(path: PathLike) -> np.ndarray:
-    """Read a SIR response-function file: ``(n_depth, n_col)`` float64 (see :func:`write_sir_rf`)."""
-    toks = Path(path).read_text().replace("D", "E").replace("d", "e").split()
-    if len(toks) < 2:
-        raise ValueError(f"{path}: an RF file starts with 'n_depth n_col'")
-    try:
-        nd, nc = int(float(toks[0])), int(float(toks[1]))
-        vals = np.array([float(t) for t in toks[2:]], dtype=np.float64)
-    except ValueError:
-        raise ValueError(f"{path}: malformed numbers") from None
-    if nd < 1 or nc < 1 or vals.size != nd * nc:
-        raise ValueError(f"{path}: header says {nd} x {nc} values, the file holds {vals.size}")
-    return vals.reshape(nd, nc)
 
 
 # ------------------------------------------------------------------------------------------ inputs
