@@ -567,44 +567,50 @@ subroutine inv_node_jacobian(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nodes, maxn
   ierr = ie
 end subroutine inv_node_jacobian
 
-!> One Levenberg-Marquardt cycle of a one-component inversion (see pyinv_inversion::lm_cycle).
-!> Set-up buffers as synth_stokes. x(n, 7), vmac: in: starting model; out: best model. obs(4, nw);
-!> weights(4); snr; nodes(8) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac); xnodes(maxnp, 8)/usex(8)
-!> explicit node positions; interp; svdtol; lambda0; boundary/bvalue (0 top Pe kept, 1 top Pg, 2 top
-!> rho); mu; maxit; jac_mode (0 directional FD, 1 depth RFs + chain rule); jac_reuse (Broyden updates in a
-!> row between exact Jacobians, 0 = SIR: always exact); rtol (0 = SIR's stopping rules only); want_errors (0: skip
-!> the uncertainties and their final Jacobian). Out: fit(4, nw), pg, rho, z (HE of the final T), err(n, 10) (.err formula: T, Pe, vmic, B,
-!> vlos, gamma, phi, z, Pg, rho), err_vmac, cerr(n, 7)/cerr_vmac (full covariance), cov(maxm, maxm),
-!> trace(maxtr, 3), info(6) and rinfo(5) (slots info_* / rinfo_* of pyinv_inversion), ierr.
-subroutine inv_cycle(ni, ibuf, nr, rbuf, n, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, usex, &
-                     interp, svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, want_errors, &
-                     fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
+!> One Levenberg-Marquardt cycle (see pyinv_inversion::lm_cycle) of nc = 1 or 2 components with
+!> filling factor and stray light. Set-up buffers as synth_stokes. x(n, 7, nc), vmac(nc): in: starting
+!> model; out: best model. obs(4, nw); weights(4); snr; nodes(8, nc) (slot order T, Pe, vmic, B, vlos,
+!> gamma, phi, vmac; -1 = tied to the other component); xnodes(maxnp, 8)/usex(8) explicit node positions;
+!> interp; svdtol; lambda0; boundary(nc)/bvalue(nc) (0 top Pe kept, 1 top Pg, 2 top rho); mu; mpress (1 =
+!> magnetic pressure in HE); mix(2) (in/out: filling factor of component 2, stray-light fraction 0..1);
+!> invmix(2) (1 = invert them); stray(4, nw) the stray-light profile; maxit; jac_mode (0 directional FD,
+!> 1 depth RFs + chain rule); jac_reuse (Broyden updates in a row between exact Jacobians, 0 = SIR:
+!> always exact); rtol (0 = SIR's stopping rules only); want_errors (0: skip the uncertainties and their
+!> final Jacobian). Out: fit(4, nw) (mixed), pg, rho, z (n, nc) (HE of the final T), err(n, 10, nc) (.err
+!> formula: T, Pe, vmic, B, vlos, gamma, phi, z, Pg, rho), err_vmac(nc), err_mix(2), cerr(n, 7, nc)/
+!> cerr_vmac(nc)/cerr_mix(2) (full covariance), cov(maxm, maxm), trace(maxtr, 3), info(6) and rinfo(5)
+!> (slots info_* / rinfo_* of pyinv_inversion), ierr.
+subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, &
+                     usex, interp, svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, maxit, &
+                     jac_mode, jac_reuse, rtol, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
+                     err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
   use pyinv_synthesis, only: synth_setup, setup_from_buffers
   use pyinv_inversion, only: lm_cycle
   use pyinv_errors, only: err_bad_size
   implicit none
-  integer(c_int), intent(in) :: ni, nr, n, nw, maxnp, interp, boundary, maxit, jac_mode, jac_reuse, want_errors, &
-                                maxm, maxtr
-  integer(c_int), intent(in) :: ibuf(ni), nodes(8), usex(8)
-  real(c_double), intent(in) :: rbuf(nr), logtau(n), bvalue, mu, snr, svdtol, lambda0, rtol, xnodes(maxnp, 8)
-  real(c_double), intent(in) :: obs(4, nw), weights(4)
-  real(c_double), intent(inout) :: x(n, 7), vmac
-  real(c_double), intent(out) :: fit(4, nw), pg(n), rho(n), z(n), err(n, 10), err_vmac, cerr(n, 7), &
-                                 cerr_vmac, cov(maxm, maxm), trace(maxtr, 3), rinfo(5)
+  integer(c_int), intent(in) :: ni, nr, n, nc, nw, maxnp, interp, maxit, jac_mode, jac_reuse, want_errors, &
+                                maxm, maxtr, mpress
+  integer(c_int), intent(in) :: ibuf(ni), nodes(8, nc), usex(8), boundary(nc), invmix(2)
+  real(c_double), intent(in) :: rbuf(nr), logtau(n), bvalue(nc), mu, snr, svdtol, lambda0, rtol, xnodes(maxnp, 8)
+  real(c_double), intent(in) :: obs(4, nw), weights(4), stray(4, nw)
+  real(c_double), intent(inout) :: x(n, 7, nc), vmac(nc), mix(2)
+  real(c_double), intent(out) :: fit(4, nw), pg(n, nc), rho(n, nc), z(n, nc), err(n, 10, nc), err_vmac(nc), &
+                                 cerr(n, 7, nc), cerr_vmac(nc), err_mix(2), cerr_mix(2), cov(maxm, maxm), &
+                                 trace(maxtr, 3), rinfo(5)
   integer(c_int), intent(out) :: info(6), ierr
   type(synth_setup) :: s
   integer :: ie, inf(6)
   fit = 0; pg = 0; rho = 0; z = 0; err = 0; err_vmac = 0; cerr = 0; cerr_vmac = 0; cov = 0; trace = 0
-  rinfo = 0; info = 0
+  err_mix = 0; cerr_mix = 0; rinfo = 0; info = 0
   call setup_from_buffers(int(ni), int(ibuf), int(nr), rbuf, s, ie)
   if (ie == 0 .and. s%nw /= nw) ie = err_bad_size
   if (ie == 0) then
-    call lm_cycle(s, int(n), logtau, x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, int(usex), &
-                  int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(maxit), int(jac_mode), &
-                  int(jac_reuse), rtol, int(want_errors), fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, int(maxm), &
-                  cov, int(maxtr), &
-                  trace, inf, rinfo, ie)
+    call lm_cycle(s, int(n), logtau, int(nc), x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, &
+                  int(usex), int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(mpress), mix, &
+                  int(invmix), stray, int(maxit), int(jac_mode), int(jac_reuse), rtol, int(want_errors), fit, pg, &
+                  rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, int(maxm), cov, int(maxtr), trace, &
+                  inf, rinfo, ie)
     info = inf
   end if
   ierr = ie

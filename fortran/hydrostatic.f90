@@ -28,21 +28,26 @@ contains
   !> Integrate HE downward from the top point (index n).
   !> boundary: 0 = keep pe_top; 1 = top P_g = bvalue; 2 = top density = bvalue [g cm-3].
   !> Outputs pe, pg [dyn cm-2], rho [g cm-3], z [km, SIR zero point], kappa5_gram [cm2 g-1].
+  !> pmag (optional, spec-inversion §4.6): the magnetic pressure B^2/8pi [dyn cm-2] per depth. With a
+  !> P_g or rho boundary, HE is then integrated for the total pressure P_g + P_mag (the P_g boundary value
+  !> is the total pressure; with a rho boundary the total is the gas pressure of (T, rho) plus P_mag) and
+  !> P_g = P_tot - min(P_mag, 0.95 P_tot) at each depth. Ignored with the P_e boundary (as SIR).
   !> pe_guess (optional): an approximate P_e column (e.g. the previous model's during an inversion)
   !> used only to start the iterations; entries <= 0 are ignored. The result does not depend on it
   !> beyond the 1e-11 convergence tolerance.
   !> The temperature-only factors of the EOS (eos_tfactors) and of kappa_5 (kappa_coefficients) are
   !> computed once per depth and reused over the P_e and trapezoid iterations.
   pure subroutine hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe, pg, rho, z, &
-                                 kappa5_gram, ierr, sir_compat, pe_guess)
+                                 kappa5_gram, ierr, sir_compat, pe_guess, pmag)
     integer, intent(in) :: n, boundary
     real(dp), intent(in) :: logtau(n), t(n), pe_top, bvalue, mu, eps(92)
     real(dp), intent(out) :: pe(n), pg(n), rho(n), z(n), kappa5_gram(n)
     integer, intent(out) :: ierr
     integer, intent(in), optional :: sir_compat
-    real(dp), intent(in), optional :: pe_guess(n)
+    real(dp), intent(in), optional :: pe_guess(n), pmag(n)
     type(eos_state) :: st
     type(eos_tfac) :: tf, tfp
+    real(dp) :: pt(n), pm(n)
     real(dp) :: geff, delta, ptop, pstar, pnew, tau(n), kap, pe_i, peg, mu_top, coef(n_kappa_coef), y1
     real(dp) :: res, res_prev, p_prev, psec, pnext
     logical :: have_prev
@@ -72,6 +77,13 @@ contains
     end if
     geff = abs(mu) * g_sun
     tau = 10.0_dp**logtau
+    pm = 0.0_dp
+    if (present(pmag) .and. boundary /= he_boundary_pe) then
+      if (any(.not. (pmag >= 0.0_dp)) .or. any(pmag > huge(1.0_dp))) then
+        ierr = err_bad_input; return
+      end if
+      pm = pmag
+    end if
 
     ! top boundary
     select case (boundary)
@@ -84,7 +96,7 @@ contains
       if (.not. (bvalue > 0.0_dp) .or. bvalue > huge(1.0_dp)) then
         ierr = err_bad_input; return
       end if
-      call pe_from_pg(t(n), bvalue, eps, pe(n), ierr, pe_guess=pe_top, sir_compat=sir_compat)
+      call pe_from_pg(t(n), gas_pressure(bvalue, pm(n)), eps, pe(n), ierr, pe_guess=pe_top, sir_compat=sir_compat)
       if (ierr /= err_ok) return
     case (he_boundary_rho)
       call density_boundary_pg(t(n), bvalue, eps, ptop, ierr, sir_compat)
@@ -99,8 +111,10 @@ contains
     call kappa_continuum(lambda5, st, eps, kap, ierr, sir_compat)
     if (ierr /= err_ok) return
     pg(n) = st%pg
-    if (boundary == he_boundary_pg) pg(n) = bvalue
+    if (boundary == he_boundary_pg) pg(n) = gas_pressure(bvalue, pm(n))
     if (boundary == he_boundary_rho) pg(n) = ptop
+    pt(n) = pg(n) + pm(n)
+    if (boundary == he_boundary_pg) pt(n) = bvalue
     rho(n) = st%rho
     mu_top = st%mu_m
     kappa5_gram(n) = kap * st%per_gram
@@ -120,7 +134,7 @@ contains
       if (ierr /= err_ok) return
       delta = geff * ln10 * (logtau(i) - logtau(i + 1))
       y1 = tau(i + 1) / kappa5_gram(i + 1)
-      pstar = pg(i + 1) + delta * y1
+      pstar = pt(i + 1) + delta * y1
       pe_i = pe(i + 1)
       if (present(pe_guess)) then
         if (pe_guess(i) > 0.0_dp .and. pe_guess(i) <= huge(1.0_dp)) then
@@ -128,19 +142,19 @@ contains
           pe_i = pe_guess(i)
           call eos_solve_tf(tf, pe_i, st, ierr)
           if (ierr /= err_ok) return
-          pstar = pg(i + 1) + 0.5_dp * delta * (y1 + tau(i) / (kappa_from_coef(coef, st) * st%per_gram))
+          pstar = pt(i + 1) + 0.5_dp * delta * (y1 + tau(i) / (kappa_from_coef(coef, st) * st%per_gram))
         end if
       end if
       conv = .false.
       have_prev = .false.
       do it = 1, 200
         peg = pe_i   ! (pe_guess must not alias pe)
-        call pe_from_pg_tf(tfp, pstar, pe_i, ierr, pe_guess=peg)
+        call pe_from_pg_tf(tfp, gas_pressure(pstar, pm(i)), pe_i, ierr, pe_guess=peg)
         if (ierr /= err_ok) return
         call eos_solve_tf(tf, pe_i, st, ierr)
         if (ierr /= err_ok) return
         kap = kappa_from_coef(coef, st) * st%per_gram
-        pnew = pg(i + 1) + 0.5_dp * delta * (y1 + tau(i) / kap)
+        pnew = pt(i + 1) + 0.5_dp * delta * (y1 + tau(i) / kap)
         if (2.0_dp * abs(pnew - pstar) / (pnew + pstar) <= 1.0e-11_dp) then
           pstar = pnew; conv = .true.; exit
         end if
@@ -165,7 +179,8 @@ contains
           ierr = err_no_convergence; return
         end if
       end if
-      pg(i) = pstar
+      pt(i) = pstar
+      pg(i) = gas_pressure(pstar, pm(i))
       call pe_from_pg_tf(tfp, pg(i), pe(i), ierr, pe_guess=pe_i)
       if (ierr /= err_ok) return
       call eos_solve_tf(tf, pe(i), st, ierr)
@@ -179,6 +194,12 @@ contains
     end do
     call geometric_height(n, logtau, kappa5_gram, rho, z)
   end subroutine hydrostatic_eq
+
+  !> Gas pressure from a total pressure and the magnetic pressure, P_mag capped at 0.95 P_tot (§4.6).
+  pure elemental real(dp) function gas_pressure(ptot, pmag) result(pg)
+    real(dp), intent(in) :: ptot, pmag
+    pg = ptot - min(pmag, 0.95_dp * ptot)
+  end function gas_pressure
 
   !> Top gas pressure from a density: iterate P_g = rho R T / mu_m(T, P_g) (§5.2), start mu_m = 1.302.
   pure subroutine density_boundary_pg(t, rho, eps, pg, ierr, sir_compat)
@@ -240,8 +261,10 @@ contains
   end subroutine geometric_height
 
   !> hydrostatic_eq for the inversion: P_e of the temperature column t with the given boundary (pe_top
-  !> kept for boundary 0), eps and EOS compat flag; optionally pg, rho, z and a starting P_e column.
-  pure subroutine he_solve(eps, compat, n, logtau, t, pe_top, boundary, bvalue, mu, pe_out, ierr, pg, rho, z, pe_guess)
+  !> kept for boundary 0), eps and EOS compat flag; optionally pg, rho, z, a starting P_e column and the
+  !> magnetic pressure per depth (hydrostatic_eq).
+  pure subroutine he_solve(eps, compat, n, logtau, t, pe_top, boundary, bvalue, mu, pe_out, ierr, pg, rho, z, pe_guess, &
+                           pmag)
     real(dp), intent(in) :: eps(92)
     integer, intent(in) :: compat
     integer, intent(in) :: n, boundary
@@ -249,15 +272,11 @@ contains
     real(dp), intent(out) :: pe_out(n)
     integer, intent(out) :: ierr
     real(dp), intent(out), optional :: pg(n), rho(n), z(n)
-    real(dp), intent(in), optional :: pe_guess(n)
+    real(dp), intent(in), optional :: pe_guess(n), pmag(n)
     real(dp) :: pg_(n), rho_(n), z_(n), k5(n)
-    if (present(pe_guess)) then
-      call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe_out, pg_, rho_, z_, k5, ierr, &
-                          compat, pe_guess)
-    else
-      call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe_out, pg_, rho_, z_, k5, ierr, &
-                          compat)
-    end if
+    ! (absent optional arguments pass on as absent)
+    call hydrostatic_eq(n, logtau, t, pe_top, boundary, bvalue, mu, eps, pe_out, pg_, rho_, z_, k5, ierr, &
+                        compat, pe_guess, pmag)
     if (present(pg)) pg = pg_
     if (present(rho)) rho = rho_
     if (present(z)) z = z_

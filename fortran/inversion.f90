@@ -13,16 +13,22 @@
 !> with the actual top boundary; the P_e quirk "below -0.25 becomes -0.05" is not copied (clipped to
 !> -0.25 instead).
 !>
+!> Two components, filling factor and stray light (§1.5, §4.5, §4.10): the model holds nc = 1 or 2
+!> components (each with its own nodes, macroturbulence, HE boundary), mixed as
+!> I = (1 - p)[(1 - f) I_1 + f I_2] + p I_stray (f = filling factor of component 2, p = stray-light
+!> fraction); f and p are inverted through SIR's relative parameters u = (1 - f)/f and w = p/(1 - p).
+!> A node count of -1 ties a slot to the other component's (copied after every update, before HE).
+!>
 !> The node layout and the node Jacobian live in pyinv_nodes, the hydrostatic tangent-linear in
 !> pyinv_hydrostatic, the SVD in pyinv_linalg; this module holds the σ model and the LM loop.
 module pyinv_inversion
   use pyinv_kinds, only: dp, pi
-  use pyinv_errors, only: err_ok, err_bad_input, err_not_finite, err_no_data
+  use pyinv_errors, only: err_ok, err_bad_input, err_not_finite, err_no_data, err_zero_parameter, err_bad_size
   use pyinv_synthesis, only: synth_setup, synth_model, n_cols, col_t, col_pe, col_b, col_vlos, col_gam
   use pyinv_hydrostatic, only: he_solve
   use pyinv_linalg, only: modified_svd_solve
   use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, node_values_vector, &
-                         broyden_update, &
+                         secant_step, secant_update, &
                          slot_relative, slot_offset, slot_log, slot_angle, slot_vmac, n_slots
   implicit none
   private
@@ -187,18 +193,17 @@ contains
   ! trial model (§3.5)
   ! ================================================================================================
 
-  !> Trial model from the current model (x, vmac) and the LM step delta(m), with SIR's clipping;
-  !> clip = .false. for the uncertainty model (§3.10). HE afterwards when he /= 0.
-  pure subroutine build_trial(s, n, logtau, x, vmac, lay, delta, clip, he, boundary, bvalue, mu, &
-                              xt, vmact, ierr)
-    type(synth_setup), intent(in) :: s
-    integer, intent(in) :: n, he, boundary
-    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, delta(:), bvalue, mu
+  !> Trial model of one component from its current model (x, vmac) and its part of the LM step
+  !> delta, with SIR's clipping; clip = .false. for the uncertainty model (§3.10). No hydrostatics here
+  !> (equilibrate, after the ties).
+  pure subroutine build_trial(n, x, vmac, lay, delta, clip, xt, vmact, ierr)
+    integer, intent(in) :: n
+    real(dp), intent(in) :: x(n, n_cols), vmac, delta(:)
     type(layout), intent(in) :: lay
     logical, intent(in) :: clip
     real(dp), intent(out) :: xt(n, n_cols), vmact
     integer, intent(out) :: ierr
-    real(dp) :: r(n), g, pe_new(n), sh(n)
+    real(dp) :: r(n), g, sh(n)
     integer :: v, nv, i0, j
 
     ierr = err_ok
@@ -256,61 +261,164 @@ contains
       ierr = err_not_finite
       return
     end if
-    if (any(xt(:, col_t) <= 0.0_dp)) then
-      ierr = err_bad_input
-      return
-    end if
-    if (he /= 0) then
-      call he_solve(s%eps, s%eos_compat, n, logtau, xt(:, col_t), x(n, col_pe), boundary, bvalue, mu, pe_new, &
-          ierr, pe_guess=x(:, col_pe))
-      if (ierr /= err_ok) return
-      xt(:, col_pe) = pe_new
-    end if
+    if (any(xt(:, col_t) <= 0.0_dp)) ierr = err_bad_input
   end subroutine build_trial
+
+  !> Hydrostatic P_e of a component's model xt (top P_e of pe_old kept for boundary 0; pe_old also
+  !> starts the iterations when guess); optionally its P_g, rho, z. mpress = 1: with the magnetic
+  !> pressure B^2/8pi (§4.6).
+  pure subroutine equilibrate(s, n, logtau, xt, pe_old, boundary, bvalue, mu, mpress, guess, ierr, pg, rho, z)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n, boundary, mpress
+    real(dp), intent(in) :: logtau(n), pe_old(n), bvalue, mu
+    real(dp), intent(inout) :: xt(n, n_cols)
+    logical, intent(in) :: guess
+    integer, intent(out) :: ierr
+    real(dp), intent(out), optional :: pg(n), rho(n), z(n)
+    real(dp) :: pe_new(n), pm(n)
+    pm = 0.0_dp
+    if (mpress /= 0) pm = xt(:, col_b)**2 / (8.0_dp * pi)
+    if (guess) then
+      call he_solve(s%eps, s%eos_compat, n, logtau, xt(:, col_t), pe_old(n), boundary, bvalue, mu, pe_new, ierr, &
+                    pg, rho, z, pe_guess=pe_old, pmag=pm)
+    else
+      call he_solve(s%eps, s%eos_compat, n, logtau, xt(:, col_t), pe_old(n), boundary, bvalue, mu, pe_new, ierr, &
+                    pg, rho, z, pmag=pm)
+    end if
+    if (ierr == err_ok) xt(:, col_pe) = pe_new
+  end subroutine equilibrate
+
+  !> Ties (§4.10): slots with node count -1 copy the other component's column (vmac: its value).
+  pure subroutine apply_ties(n, nc, nodes, x, vmac)
+    integer, intent(in) :: n, nc, nodes(n_slots, nc)
+    real(dp), intent(inout) :: x(n, n_cols, nc), vmac(nc)
+    integer :: c, v
+    if (nc < 2) return
+    do c = 1, nc
+      do v = 1, n_cols
+        if (nodes(v, c) == -1) x(:, v, c) = x(:, v, 3 - c)
+      end do
+      if (nodes(slot_vmac, c) == -1) vmac(c) = vmac(3 - c)
+    end do
+  end subroutine apply_ties
+
+  !> The mixed profile (1 - p)[(1 - f) S_1 + f S_2] + p S_stray (one component: (1 - p) S_1 + p S_stray)
+  !> and the weight of each component's profile in it.
+  pure subroutine mix_profiles(nw, nc, syn, mix, stray, out, wc)
+    integer, intent(in) :: nw, nc
+    real(dp), intent(in) :: syn(4, nw, nc), mix(2), stray(4, nw)
+    real(dp), intent(out) :: out(4, nw), wc(nc)
+    if (nc == 2) then
+      wc = [(1.0_dp - mix(2)) * (1.0_dp - mix(1)), (1.0_dp - mix(2)) * mix(1)]
+      out = wc(1) * syn(:, :, 1) + wc(2) * syn(:, :, 2)
+    else
+      wc(1) = 1.0_dp - mix(2)
+      out = wc(1) * syn(:, :, 1)
+    end if
+    if (mix(2) > 0.0_dp) out = out + mix(2) * stray
+  end subroutine mix_profiles
+
+  !> SIR's relative parameter of the filling factor (k = 1: u = (1 - f)/f) or the stray-light fraction
+  !> (k = 2: w = p/(1 - p)), and back.
+  pure real(dp) function mix_param(k, v) result(a)
+    integer, intent(in) :: k
+    real(dp), intent(in) :: v
+    if (k == 1) then
+      a = (1.0_dp - v) / v
+    else
+      a = v / (1.0_dp - v)
+    end if
+  end function mix_param
+
+  pure real(dp) function mix_value(k, a) result(v)
+    integer, intent(in) :: k
+    real(dp), intent(in) :: a
+    if (k == 1) then
+      v = 1.0_dp / (1.0_dp + a)
+    else
+      v = a / (1.0_dp + a)
+    end if
+  end function mix_value
 
   ! ================================================================================================
   ! one cycle (§3.4, §3.7, §3.10)
   ! ================================================================================================
 
-  !> Run one LM cycle on model x(n, 7) (T, Pe, vmic, B, vlos, gamma, phi; API units) and vmac [km/s].
-  !> Inputs: obs(4, nw), weights(4), snr, nodes(8) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac),
-  !> xnodes/usex explicit node positions, interp (0 splines, 1 linear), svdtol, lambda0, HE boundary
-  !> (0 top Pe kept, 1 top Pg = bvalue, 2 top rho = bvalue), mu, maxit (successful iterations), jac_mode.
-  !> On return x/vmac hold the best model; fit its profiles; pg/rho/z from HE of its temperatures;
-  !> err(n, 10) the .err-formula uncertainties of T, Pe, vmic, B, vlos, gamma, phi, z, Pg, rho
-  !> (err(:, 11) not used) and err_vmac; cerr(n, 7)/cerr_vmac the full-covariance (SVD-truncated,
-  !> scaled by chi2/dof) 1-sigma of the free columns; cov(m, m) the node covariance (first m x m of
-  !> the maxm x maxm output). info: 1 successful iterations, 2 trials, 3 syntheses, 4 m, 5 nobs,
-  !> 6 nmask. rinfo: 1 chi2_raw, 2 chi2 as SIR prints it, 3 s/n as SIR prints it, 4 final lambda,
-  !> 5 chi2 (printed normalisation) of the starting model. trace(maxtr, 3): per trial lambda, chi2
-  !> (printed normalisation; huge when the trial failed) and 1/0 accepted. rtol > 0: also stop after
-  !> two consecutive successes with (chi2_old - chi2_new)/(chi2_old + chi2_new) < rtol (0: SIR's rules
+  !> The Jacobian jac(4, nw, m) of the mixed profile: the node Jacobians of the free components
+  !> (weighted by their share of the mix) and the columns of u and w (§1.5).
+  pure subroutine mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, &
+                                 imix, stray, m, jac, nsynth, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n, nc, off(2), he(2), boundary(nc), jac_mode, imix(2), m
+    real(dp), intent(in) :: logtau(n), x(n, n_cols, nc), vmac(nc), sync(4, s%nw, nc), mu, mix(2), stray(4, s%nw)
+    type(layout), intent(in) :: lay(2)
+    real(dp), intent(out) :: jac(4, s%nw, m)
+    integer, intent(inout) :: nsynth
+    integer, intent(out) :: ierr
+    real(dp) :: wc(nc), mixed(4, s%nw)
+    integer :: c
+    ierr = err_ok
+    jac = 0.0_dp
+    call mix_profiles(s%nw, nc, sync, mix, stray, mixed, wc)
+    do c = 1, nc
+      if (lay(c)%m == 0) cycle
+      call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
+                         jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr)
+      if (ierr /= err_ok) return
+      if (wc(c) /= 1.0_dp) jac(:, :, off(c) + 1:off(c) + lay(c)%m) = wc(c) * jac(:, :, off(c) + 1:off(c) + lay(c)%m)
+    end do
+    if (imix(1) > 0) jac(:, :, imix(1)) = mix(1) * (mix(1) - 1.0_dp) * (1.0_dp - mix(2)) * &
+                                          (sync(:, :, nc) - sync(:, :, 1))
+    if (imix(2) > 0) jac(:, :, imix(2)) = mix(2) * (stray - (mixed - mix(2) * stray) / (1.0_dp - mix(2))) * &
+                                          (1.0_dp - mix(2))
+  end subroutine mixed_jacobian
+
+  !> Run one LM cycle on a model of nc = 1 or 2 components x(n, 7, nc) (T, Pe, vmic, B, vlos, gamma, phi;
+  !> API units) with macroturbulences vmac(nc) [km/s], mixed with the filling factor f = mix(1) of
+  !> component 2 and the stray-light fraction p = mix(2) (0 <= p < 1) of the profile stray(4, nw).
+  !> Inputs: obs(4, nw), weights(4), snr, nodes(8, nc) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac;
+  !> -1 = tied to the other component), xnodes/usex explicit node positions (both components), interp
+  !> (0 splines, 1 linear), svdtol, lambda0, HE boundary per component (0 top Pe kept, 1 top Pg =
+  !> bvalue, 2 top rho = bvalue), mu, mpress (1 = magnetic pressure in HE), invmix(2) (1 = invert f / p),
+  !> maxit (successful iterations), jac_mode.
+  !> On return x/vmac/mix hold the best model; fit its mixed profiles; pg/rho/z from HE of its
+  !> temperatures; err(n, 10, nc) the .err-formula uncertainties of T, Pe, vmic, B, vlos, gamma, phi, z,
+  !> Pg, rho and err_vmac(nc), err_mix(2) (of f and p); cerr(n, 7, nc)/cerr_vmac/cerr_mix the
+  !> full-covariance (SVD-truncated, scaled by chi2/dof) 1-sigma of the free parameters; cov(m, m) the
+  !> parameter covariance (first m x m of the maxm x maxm output; order: component 1 nodes, component 2
+  !> nodes, u, w). info: 1 successful iterations, 2 trials, 3 syntheses, 4 m, 5 nobs, 6 nmask. rinfo:
+  !> 1 chi2_raw, 2 chi2 as SIR prints it, 3 s/n as SIR prints it, 4 final lambda, 5 chi2 (printed
+  !> normalisation) of the starting model. trace(maxtr, 3): per trial lambda, chi2 (printed
+  !> normalisation; huge when the trial failed) and 1/0 accepted. rtol > 0: also stop after two
+  !> consecutive successes with (chi2_old - chi2_new)/(chi2_old + chi2_new) < rtol (0: SIR's rules
   !> only). jac_reuse > 0 (pyinv): after an accepted step the Jacobian is updated by Broyden's secant
   !> formula instead of recomputed, at most jac_reuse times in a row; a step that fails with an updated
   !> Jacobian is retried with the exact one at the same lambda (0: a new Jacobian after every accepted
   !> step, as SIR). want_errors = 0: no uncertainties (err, cerr, cov stay 0; no final Jacobian).
   !> ierr: engine failure (the returned model is then the best one reached).
-  pure subroutine lm_cycle(s, n, logtau, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
-                           svdtol, lambda0, boundary, bvalue, mu, maxit, jac_mode, jac_reuse, rtol, want_errors, &
-                           fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, maxm, cov, maxtr, trace, info, rinfo, ierr)
+  pure subroutine lm_cycle(s, n, logtau, nc, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
+                           svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, maxit, jac_mode, &
+                           jac_reuse, rtol, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, &
+                           cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
     type(synth_setup), intent(in) :: s
-    integer, intent(in) :: n, nodes(n_slots), maxnp, usex(n_slots), interp, boundary, maxit, jac_mode, maxm, &
-                           maxtr, jac_reuse, want_errors
+    integer, intent(in) :: n, nc, nodes(n_slots, nc), maxnp, usex(n_slots), interp, boundary(nc), mpress, &
+                           invmix(2), maxit, jac_mode, maxm, maxtr, jac_reuse, want_errors
     real(dp), intent(in) :: logtau(n), obs(4, s%nw), weights(4), snr, xnodes(maxnp, n_slots), svdtol, &
-                            lambda0, bvalue, mu, rtol
-    real(dp), intent(out) :: trace(maxtr, 3)
-    real(dp), intent(inout) :: x(n, n_cols), vmac
-    real(dp), intent(out) :: fit(4, s%nw), pg(n), rho(n), z(n), err(n, 10), err_vmac, cerr(n, n_cols), &
-                             cerr_vmac, cov(maxm, maxm), rinfo(n_rinfo)
+                            lambda0, bvalue(nc), mu, rtol, stray(4, s%nw)
+    real(dp), intent(inout) :: x(n, n_cols, nc), vmac(nc), mix(2)
+    real(dp), intent(out) :: fit(4, s%nw), pg(n, nc), rho(n, nc), z(n, nc), err(n, 10, nc), err_vmac(nc), &
+                             cerr(n, n_cols, nc), cerr_vmac(nc), err_mix(2), cerr_mix(2), cov(maxm, maxm), &
+                             trace(maxtr, 3), rinfo(n_rinfo)
     integer, intent(out) :: info(n_info), ierr
-    real(dp) :: sig(4, s%nw), wgt(4, s%nw), syn(4, s%nw), st(4, s%nw), xt(n, n_cols), vt, lam, c2, c2t, amax(s%nl)
-    real(dp) :: dsyn(4, s%nw)
-    real(dp) :: hist(64), pe_he(n), xe(n, n_cols), ve, pg2(n), rho2(n), z2(n), dof
+    real(dp) :: sig(4, s%nw), wgt(4, s%nw), syn(4, s%nw), st(4, s%nw), lam, c2, c2t, amax(s%nl), dsyn(4, s%nw)
+    real(dp) :: sync(4, s%nw, nc), stc(4, s%nw, nc), xt(n, n_cols, nc), vt(nc), mixt(2), wc(nc)
+    real(dp) :: hist(64), xe(n, n_cols, nc), ve(nc), pg2(n), rho2(n), z2(n), dof, a, r
     real(dp), allocatable :: jac(:, :, :), alpha(:, :), beta(:), adamp(:, :), delta(:), sj(:), ainv(:, :), aold(:)
     integer, allocatable :: blk(:)
-    type(layout) :: lay
-    integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, ie, he, nsmall, nreuse
-    logical :: frozen, have_jac, done
+    type(layout) :: lay(2)
+    integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, c, k, ie, nsmall, nreuse, he(2), off(2), &
+               imix(2)
+    logical :: frozen, have_jac, done, moves(2)
     real(dp) :: vmin, rho_c
 
     ierr = err_ok
@@ -319,36 +427,93 @@ contains
     fit = 0.0_dp
     pg = 0.0_dp; rho = 0.0_dp; z = 0.0_dp
     err = 0.0_dp; err_vmac = 0.0_dp; cerr = 0.0_dp; cerr_vmac = 0.0_dp; cov = 0.0_dp
+    err_mix = 0.0_dp; cerr_mix = 0.0_dp
     nsynth = 0
     trace = 0.0_dp
     nsmall = 0
+
+    ! the mixture (§4.5, §4.10)
+    if (nc < 1 .or. nc > 2) then
+      ierr = err_bad_size; return
+    end if
+    if (.not. (mix(1) >= 0.0_dp .and. mix(1) <= 1.0_dp .and. mix(2) >= 0.0_dp .and. mix(2) < 1.0_dp)) then
+      ierr = err_bad_input; return
+    end if
+    if ((nc == 1 .and. (invmix(1) /= 0 .or. any(nodes(:, 1) < 0))) .or. any(nodes < -1)) then
+      ierr = err_bad_input; return
+    end if
+    if (invmix(1) /= 0 .and. .not. (mix(1) > 0.0_dp .and. mix(1) < 1.0_dp)) then
+      ierr = err_zero_parameter; return
+    end if
+    if (invmix(2) /= 0 .and. .not. (mix(2) > 0.0_dp)) then
+      ierr = err_zero_parameter; return
+    end if
 
     call stokes_sigma(s%nw, s%ng, s%wgrp, obs, weights, snr, sig, wgt, nobs, nmask, ierr)
     if (ierr /= err_ok) return
     info(info_nobs) = nobs
     info(info_nmask) = nmask
-    he = 1
-    if (nodes(col_pe) > 0) he = 0
-    ! velocity offset (§2.2)
-    vmin = 0.0_dp
-    if (nodes(col_vlos) > 0) vmin = minval(x(:, col_vlos)) - 7.0e5_dp
-    call make_layout(n, logtau, nodes, maxnp, xnodes, usex, interp, x, vmac, vmin, lay, ierr)
-    if (ierr /= err_ok) return
-    m = lay%m
+    call apply_ties(n, nc, nodes, x, vmac)
+    ! HE per component (§3.5 item 7): component 1 unless its Pe is free; component 2 when its T, B or
+    ! gamma is free (and its Pe is not)
+    he = 0
+    do c = 1, nc
+      if (nodes(col_pe, c) /= 0) cycle
+      if (c == 1 .or. nodes(col_t, c) /= 0 .or. nodes(col_b, c) /= 0 .or. nodes(col_gam, c) /= 0) he(c) = 1
+    end do
+    ! velocity offset (§2.2): over the components whose velocity is free
+    vmin = huge(1.0_dp)
+    do c = 1, nc
+      if (nodes(col_vlos, c) > 0) vmin = min(vmin, minval(x(:, col_vlos, c)) - 7.0e5_dp)
+    end do
+    if (vmin == huge(1.0_dp)) vmin = 0.0_dp
+    off = 0
+    m = 0
+    moves = .false.
+    do c = 1, nc
+      off(c) = m
+      if (any(nodes(:, c) > 0)) then
+        call make_layout(n, logtau, max(nodes(:, c), 0), maxnp, xnodes, usex, interp, x(:, :, c), vmac(c), vmin, &
+                         lay(c), ierr)
+        if (ierr /= err_ok) return
+      end if
+      m = m + lay(c)%m
+      moves(c) = lay(c)%m > 0 .or. any(nodes(:, c) == -1)
+    end do
+    imix = 0
+    do k = 1, 2
+      if (invmix(k) /= 0) then
+        m = m + 1
+        imix(k) = m
+      end if
+    end do
     info(info_m) = m
+    if (m == 0) then
+      ierr = err_no_data; return
+    end if
     allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m), aold(m))
-    do v = 1, n_slots
-      if (lay%s(v)%n > 0) blk(lay%s(v)%first:lay%s(v)%first + lay%s(v)%n - 1) = v
+    do c = 1, nc
+      do v = 1, n_slots
+        if (lay(c)%s(v)%n > 0) blk(off(c) + lay(c)%s(v)%first:off(c) + lay(c)%s(v)%first + lay(c)%s(v)%n - 1) = &
+            v + (c - 1) * n_slots
+      end do
+    end do
+    do k = 1, 2
+      if (imix(k) > 0) blk(imix(k)) = 2 * n_slots + k
     end do
     dof = real(max(nobs - m - nmask, 1), dp)
 
     ! starting model (not re-equilibrated, §3.9)
-    call synth_model(s, n, logtau, x, vmac, syn, amax, ierr)
-    nsynth = nsynth + 1
-    if (ierr /= err_ok) return
+    do c = 1, nc
+      call synth_model(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), amax, ierr)
+      nsynth = nsynth + 1
+      if (ierr /= err_ok) return
+    end do
+    call mix_profiles(s%nw, nc, sync, mix, stray, syn, wc)
     c2 = chi2_raw(s%nw, obs, syn, wgt)
     rinfo(rinfo_chi2_start) = c2 / dof
-    call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
+    call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
+                        m, jac, nsynth, ierr)
     if (ierr /= err_ok) return
     have_jac = .true.
 
@@ -374,17 +539,40 @@ contains
       do j = 1, m
         adamp(j, j) = alpha(j, j) * (1.0_dp + lam)
       end do
-      call modified_svd_solve(m, adamp, beta, blk, lay%nvar, svdtol, delta, ie)
+      call modified_svd_solve(m, adamp, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
       ntrial = ntrial + 1
-      if (ie == err_ok) then
-        call build_trial(s, n, logtau, x, vmac, lay, delta, .true., he, boundary, bvalue, mu, xt, vt, ie)
-      end if
-      if (ie == err_ok) then
-        call synth_model(s, n, logtau, xt, vt, st, amax, ie)
+      ! the trial model: components, ties, hydrostatics, mixture
+      xt = x
+      vt = vmac
+      do c = 1, nc
+        if (ie /= err_ok) exit
+        if (lay(c)%m > 0) call build_trial(n, x(:, :, c), vmac(c), lay(c), delta(off(c) + 1:off(c) + lay(c)%m), &
+                                           .true., xt(:, :, c), vt(c), ie)
+      end do
+      if (ie == err_ok) call apply_ties(n, nc, nodes, xt, vt)
+      do c = 1, nc
+        if (ie /= err_ok) exit
+        if (moves(c) .and. he(c) /= 0) call equilibrate(s, n, logtau, xt(:, :, c), x(:, col_pe, c), boundary(c), &
+                                                        bvalue(c), mu, mpress, .true., ie)
+      end do
+      mixt = mix
+      do k = 1, 2
+        if (imix(k) == 0) cycle
+        r = min(max(delta(imix(k)), -0.5_dp), 0.5_dp)
+        mixt(k) = mix_value(k, mix_param(k, mix(k)) * (1.0_dp + r))
+      end do
+      stc = sync
+      do c = 1, nc
+        if (ie /= err_ok) exit
+        if (.not. moves(c)) cycle
+        call synth_model(s, n, logtau, xt(:, :, c), vt(c), stc(:, :, c), amax, ie)
         nsynth = nsynth + 1
-      end if
+      end do
       c2t = huge(1.0_dp)
-      if (ie == err_ok) c2t = chi2_raw(s%nw, obs, st, wgt)
+      if (ie == err_ok) then
+        call mix_profiles(s%nw, nc, stc, mixt, stray, st, wc)
+        c2t = chi2_raw(s%nw, obs, st, wgt)
+      end if
       if (ntrial <= maxtr) then
         trace(ntrial, 1) = lam
         trace(ntrial, 2) = min(c2t, huge(1.0_dp)) / dof
@@ -392,10 +580,13 @@ contains
       end if
       if (ie == err_ok .and. c2t < c2) then
         rho_c = (c2 - c2t) / (c2 + c2t)
+        call parameter_vector(aold)
         x = xt
         vmac = vt
+        mix = mixt
         dsyn = st - syn    ! the change of the profiles (for the Broyden update)
         syn = st
+        sync = stc
         c2 = c2t
         nsucc = nsucc + 1
         nfail = 0
@@ -410,16 +601,30 @@ contains
         end if
         if (nsmall >= 2) done = .true.
         if (.not. done) then
-          call node_values_vector(lay, aold)
-          call update_layout(n, logtau, x, vmac, lay, ierr)
+          do c = 1, nc
+            if (lay(c)%m == 0) cycle
+            call update_layout(n, logtau, x(:, :, c), vmac(c), lay(c), ierr)
+            if (ierr /= err_ok) exit
+          end do
           if (ierr /= err_ok) exit
           if (nreuse < jac_reuse) then
             ! pyinv (issue 9): a secant update of the Jacobian instead of new response functions
-            call broyden_update(s%nw, lay, aold, dsyn, jac)
+            do c = 1, nc
+              if (lay(c)%m == 0) cycle
+              call secant_step(s%nw, lay(c), aold(off(c) + 1:off(c) + lay(c)%m), &
+                               jac(:, :, off(c) + 1:off(c) + lay(c)%m), delta(off(c) + 1:off(c) + lay(c)%m))
+            end do
+            do k = 1, 2
+              if (imix(k) == 0) cycle
+              a = mix_param(k, mix(k))
+              jac(:, :, imix(k)) = jac(:, :, imix(k)) * (a / aold(imix(k)))
+              delta(imix(k)) = (a - aold(imix(k))) / a
+            end do
+            call secant_update(s%nw, m, delta, dsyn, jac)
             nreuse = nreuse + 1
           else
-            call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, &
-                               nsynth, ierr)
+            call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
+                                stray, m, jac, nsynth, ierr)
             if (ierr /= err_ok) exit
             nreuse = 0
             have_jac = .true.
@@ -428,7 +633,8 @@ contains
       else if (nreuse > 0) then
         ! a failed step with an updated (approximate) Jacobian: take the exact one and retry at the
         ! same lambda before counting a failure
-        call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
+        call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
+                            stray, m, jac, nsynth, ierr)
         if (ierr /= err_ok) exit
         nreuse = 0
         have_jac = .true.
@@ -453,18 +659,25 @@ contains
     end if
 
     ! HE stratification of the final model (pg, rho, z)
-    call he_solve(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(n, col_pe), boundary, bvalue, mu, pe_he, ie, &
-        pg, rho, z)
+    do c = 1, nc
+      xe(:, :, c) = x(:, :, c)
+      call equilibrate(s, n, logtau, xe(:, :, c), x(:, col_pe, c), boundary(c), bvalue(c), mu, mpress, .false., &
+                       ie, pg(:, c), rho(:, c), z(:, c))
+    end do
 
     ! uncertainties (§3.10) at the final model (only when asked: a cycle followed by another needs none)
     if (want_errors == 0) then
       info(info_syntheses) = nsynth
       return
     end if
-    call update_layout(n, logtau, x, vmac, lay, ierr)
-    if (ierr /= err_ok) return
+    do c = 1, nc
+      if (lay(c)%m == 0) cycle
+      call update_layout(n, logtau, x(:, :, c), vmac(c), lay(c), ierr)
+      if (ierr /= err_ok) return
+    end do
     if (.not. have_jac) then
-      call node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, ierr)
+      call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
+                          m, jac, nsynth, ierr)
       if (ierr /= err_ok) then
         info(info_syntheses) = nsynth
         return
@@ -474,20 +687,30 @@ contains
     do j = 1, m
       sj(j) = sqrt(c2 / (real(m, dp) * max(sum(wgt * jac(:, :, j)**2), 1.0e-10_dp)))
     end do
-    call build_trial(s, n, logtau, x, vmac, lay, sj, .false., he, boundary, bvalue, mu, xe, ve, ie)
-    if (ie == err_ok) then
-      err(:, 1:n_cols) = abs(xe - x)
-      err_vmac = abs(ve - vmac)
-      if (he /= 0) then
-        call he_solve(s%eps, s%eos_compat, n, logtau, xe(:, col_t), x(n, col_pe), boundary, bvalue, mu, &
-            pe_he, ie, pg2, rho2, z2)
+    do c = 1, nc
+      if (lay(c)%m == 0) cycle
+      call build_trial(n, x(:, :, c), vmac(c), lay(c), sj(off(c) + 1:off(c) + lay(c)%m), .false., xe(:, :, c), &
+                       ve(c), ie)
+      if (ie /= err_ok) cycle
+      if (he(c) /= 0) then
+        call equilibrate(s, n, logtau, xe(:, :, c), x(:, col_pe, c), boundary(c), bvalue(c), mu, mpress, .true., ie)
+        if (ie /= err_ok) cycle
+      end if
+      err(:, 1:n_cols, c) = abs(xe(:, :, c) - x(:, :, c))
+      err_vmac(c) = abs(ve(c) - vmac(c))
+      if (he(c) /= 0) then
+        call equilibrate(s, n, logtau, xe(:, :, c), x(:, col_pe, c), boundary(c), bvalue(c), mu, mpress, .false., &
+                         ie, pg2, rho2, z2)
         if (ie == err_ok) then
-          err(:, 8) = abs(z2 - z)
-          err(:, 9) = abs(pg2 - pg)
-          err(:, 10) = abs(rho2 - rho)
+          err(:, 8, c) = abs(z2 - z(:, c))
+          err(:, 9, c) = abs(pg2 - pg(:, c))
+          err(:, 10, c) = abs(rho2 - rho(:, c))
         end if
       end if
-    end if
+    end do
+    do k = 1, 2
+      if (imix(k) > 0) err_mix(k) = abs(mix_value(k, mix_param(k, mix(k)) * (1.0_dp + sj(imix(k)))) - mix(k))
+    end do
     ! full covariance: (J^T W J)^+ (modified-SVD truncated) * chi2 / dof, propagated to depth
     do j = 1, m
       do i = 1, j
@@ -495,21 +718,41 @@ contains
         alpha(j, i) = alpha(i, j)
       end do
     end do
-    call modified_svd_solve(m, alpha, beta, blk, lay%nvar, svdtol, delta, ie, ainv)
+    call modified_svd_solve(m, alpha, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie, ainv)
     if (ie == err_ok) then
       ainv = ainv * (c2 / dof)
       if (maxm >= m) cov(1:m, 1:m) = ainv
-      do v = 1, n_slots
-        if (lay%s(v)%n <= 0) cycle
-        i = lay%s(v)%first
-        j = i + lay%s(v)%n - 1
-        if (v == slot_vmac) then
-          cerr_vmac = sqrt(max(ainv(i, i), 0.0_dp)) * vmac
-        else
-          cerr(:, v) = sqrt(max(sum(matmul(lay%s(v)%d, ainv(i:j, i:j)) * lay%s(v)%d, dim=2), 0.0_dp))
-        end if
+      do c = 1, nc
+        do v = 1, n_slots
+          if (lay(c)%s(v)%n <= 0) cycle
+          i = off(c) + lay(c)%s(v)%first
+          j = i + lay(c)%s(v)%n - 1
+          if (v == slot_vmac) then
+            cerr_vmac(c) = sqrt(max(ainv(i, i), 0.0_dp)) * vmac(c)
+          else
+            cerr(:, v, c) = sqrt(max(sum(matmul(lay(c)%s(v)%d, ainv(i:j, i:j)) * lay(c)%s(v)%d, dim=2), 0.0_dp))
+          end if
+        end do
+      end do
+      ! d f / d ln u = -f (1 - f), d p / d ln w = p (1 - p)
+      do k = 1, 2
+        if (imix(k) > 0) cerr_mix(k) = sqrt(max(ainv(imix(k), imix(k)), 0.0_dp)) * mix(k) * (1.0_dp - mix(k))
       end do
     end if
+
+  contains
+
+    !> The free parameters' values (node values of both components, u, w) in parameter order.
+    pure subroutine parameter_vector(a)
+      real(dp), intent(out) :: a(m)
+      integer :: cc, kk
+      do cc = 1, nc
+        if (lay(cc)%m > 0) call node_values_vector(lay(cc), a(off(cc) + 1:off(cc) + lay(cc)%m))
+      end do
+      do kk = 1, 2
+        if (imix(kk) > 0) a(imix(kk)) = mix_param(kk, mix(kk))
+      end do
+    end subroutine parameter_vector
   end subroutine lm_cycle
 
 end module pyinv_inversion

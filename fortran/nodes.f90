@@ -30,7 +30,7 @@ module pyinv_nodes
   public :: node_count_allowed, allowed_node_count, node_indices, node_basis, sir_node_basis, &
             node_values, node_tangent, apply_perturbation
   public :: layout, make_layout, update_layout, node_jacobian, node_jacobian_at, node_values_vector, &
-            broyden_update
+            secant_step, secant_update
 
   integer, parameter, public :: slot_relative = 1, slot_offset = 2, slot_log = 3, slot_angle = 4
   integer, parameter, public :: interp_spline = 0, interp_linear = 1
@@ -568,19 +568,17 @@ contains
     end do
   end subroutine node_values_vector
 
-  !> Broyden rank-one update of the node Jacobian jac(4, nw, m) after an accepted step (pyinv, issue 9:
-  !> Jacobian reuse between analytic RF evaluations). a_old / the layout's current node values give the
-  !> step actually taken, in the new model's step variables: relative and offset slots
-  !> delta_j = (a_new - a_old) / a_new (their columns first rescaled by a_new / a_old, since
-  !> d S / d delta_j = a_j d S / d a_j), log slots ln(a_new / a_old), angles a_new - a_old (radians).
-  !> dsyn = S_new - S_old. Then jac <- jac + (dsyn - jac delta) delta^T / (delta^T delta), so that
-  !> jac delta = dsyn (the secant condition).
-  pure subroutine broyden_update(nw, lay, a_old, dsyn, jac)
+  !> The step actually taken between node values a_old and the layout's current ones, in the new model's
+  !> step variables (pyinv, issue 9: Jacobian reuse between analytic RF evaluations): relative and
+  !> offset slots delta_j = (a_new - a_old) / a_new (their Jacobian columns rescaled by a_new / a_old,
+  !> since d S / d delta_j = a_j d S / d a_j), log slots ln(a_new / a_old), angles a_new - a_old (radians).
+  pure subroutine secant_step(nw, lay, a_old, jac, delta)
     integer, intent(in) :: nw
     type(layout), intent(in) :: lay
-    real(dp), intent(in) :: a_old(lay%m), dsyn(4, nw)
+    real(dp), intent(in) :: a_old(lay%m)
     real(dp), intent(inout) :: jac(4, nw, lay%m)
-    real(dp) :: a_new(lay%m), delta(lay%m), r(4, nw), dd
+    real(dp), intent(out) :: delta(lay%m)
+    real(dp) :: a_new(lay%m)
     integer :: v, j, k
     call node_values_vector(lay, a_new)
     do v = 1, n_slots
@@ -597,15 +595,26 @@ contains
         end select
       end do
     end do
+  end subroutine secant_step
+
+  !> Broyden rank-one update of a Jacobian jac(4, nw, m) after an accepted step delta(m) (step variables)
+  !> that changed the profiles by dsyn = S_new - S_old: jac <- jac + (dsyn - jac delta) delta^T /
+  !> (delta^T delta), so that jac delta = dsyn (the secant condition).
+  pure subroutine secant_update(nw, m, delta, dsyn, jac)
+    integer, intent(in) :: nw, m
+    real(dp), intent(in) :: delta(m), dsyn(4, nw)
+    real(dp), intent(inout) :: jac(4, nw, m)
+    real(dp) :: r(4, nw), dd
+    integer :: j
     dd = sum(delta**2)
     if (.not. (dd > 0.0_dp)) return
     r = dsyn
-    do j = 1, lay%m
+    do j = 1, m
       r = r - jac(:, :, j) * delta(j)
     end do
-    do j = 1, lay%m
+    do j = 1, m
       jac(:, :, j) = jac(:, :, j) + r * (delta(j) / dd)
     end do
-  end subroutine broyden_update
+  end subroutine secant_update
 
 end module pyinv_nodes

@@ -8,7 +8,8 @@ lazily, so ``import pyinv`` works (file readers, models, ...) even before the en
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from types import ModuleType
 
 import numpy as np
@@ -96,7 +97,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 4
+ENGINE_API_VERSION = 5
 
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
@@ -579,12 +580,15 @@ class CycleResult:
 
     Attributes
     ----------
-    x, vmac : best model (ndep, 7) in MODEL_COLUMNS order, and its macroturbulence [km/s]
-    fit : (4, nλ) its profiles
-    pg, rho, z : hydrostatic P_g [dyn cm⁻²], ρ [g cm⁻³], z [km] of its temperatures
-    err, err_vmac : (ndep, 10) uncertainties of SIR's .err formula (T, Pe, vmic, B, vlos, γ, φ, z, Pg, ρ)
-    cerr, cerr_vmac : (ndep, 7) 1σ from the full covariance
-    cov : (m, m) node covariance
+    x, vmac : best model (ndep, 7) in MODEL_COLUMNS order, and its macroturbulence [km/s]; with two
+        components (ndep, 7, 2) and (2,)
+    mix : (2,) filling factor of component 2 and stray-light fraction (0..1) of the best model
+    fit : (4, nλ) its (mixed) profiles
+    pg, rho, z : hydrostatic P_g [dyn cm⁻²], ρ [g cm⁻³], z [km] of its temperatures ((ndep,) or (ndep, 2))
+    err, err_vmac : (ndep, 10[, 2]) uncertainties of SIR's .err formula (T, Pe, vmic, B, vlos, γ, φ, z, Pg, ρ)
+    cerr, cerr_vmac : (ndep, 7[, 2]) 1σ from the full covariance
+    err_mix, cerr_mix : (2,) uncertainties of the filling factor and the stray-light fraction (0 when fixed)
+    cov : (m, m) parameter covariance (component 1 nodes, component 2 nodes, u, w)
     trace : (ntrials, 3) per trial λ, χ² (SIR's printed normalisation), accepted (1/0)
     iterations, trials, syntheses, m, nobs, nmask : counts (``INFO_SLOTS``)
     chi2_raw, chi2, snr, lambda_final, chi2_start : (``RINFO_SLOTS``) raw χ², χ² and s/n as SIR prints
@@ -593,15 +597,15 @@ class CycleResult:
     """
 
     x: np.ndarray
-    vmac: float
+    vmac: Any
     fit: np.ndarray
     pg: np.ndarray
     rho: np.ndarray
     z: np.ndarray
     err: np.ndarray
-    err_vmac: float
+    err_vmac: Any
     cerr: np.ndarray
-    cerr_vmac: float
+    cerr_vmac: Any
     cov: np.ndarray
     trace: np.ndarray
     iterations: int
@@ -616,31 +620,57 @@ class CycleResult:
     lambda_final: float
     chi2_start: float
     ierr: int
+    mix: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    err_mix: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    cerr_mix: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
-def inv_cycle(setup: Setup, log_tau, x, vmac: float, obs, weights, snr: float, nodes, *, xnodes=None,
-              interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary: int = 0,
-              bvalue: float = 0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
+def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *, xnodes=None,
+              interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary=0,
+              bvalue=0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
               jac_reuse: int = 0, rtol: float = 0.0, errors: bool = True, maxm: int = 128,
-              maxtr: int = 400) -> CycleResult:
+              maxtr: int = 400, magnetic_pressure: bool = False, mix=(0.0, 0.0), invert_mix=(0, 0),
+              stray=None) -> CycleResult:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success).
-    ``jac_reuse``: Broyden updates of the Jacobian in a row between exact ones (0 = SIR's rule).
-    ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero) and their final Jacobian."""
+
+    One component: ``x`` (ndep, 7), ``vmac`` a float, ``nodes`` 8 counts, ``boundary``/``bvalue`` scalars.
+    Two components: ``x`` (ndep, 7, 2), ``vmac`` (2,), ``nodes`` (2, 8) (−1 = tied to the other
+    component), ``boundary``/``bvalue`` per component. ``mix`` = (filling factor of component 2,
+    stray-light fraction 0..1), ``invert_mix`` = (invert f₂, invert the stray fraction), ``stray`` the
+    (4, nλ) stray-light profile. ``jac_reuse``: Broyden updates of the Jacobian in a row between exact
+    ones (0 = SIR's rule). ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero)
+    and their final Jacobian."""
     xa, use = _xnodes(xnodes)
-    xf = np.array(x, dtype=np.float64, order="F", copy=True)
-    vm = np.array(float(vmac), dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    two = x.ndim == 3
+    nc = x.shape[2] if two else 1
+    xf = np.array(x if two else x[:, :, None], dtype=np.float64, order="F", copy=True)
+    vm = np.array(np.atleast_1d(np.asarray(vmac, dtype=np.float64)), dtype=np.float64, copy=True)
+    nd = np.asfortranarray(np.asarray(nodes, dtype=np.int32).reshape(nc, 8).T)
+    bnd = np.asarray(np.broadcast_to(np.asarray(boundary, dtype=np.int32), (nc,)), dtype=np.int32)
+    bval = np.asarray(np.broadcast_to(np.asarray(bvalue, dtype=np.float64), (nc,)), dtype=np.float64)
+    mx = np.array([float(mix[0]), float(mix[1])], dtype=np.float64)
+    nw = setup.nw
+    st = np.zeros((4, nw)) if stray is None else np.asarray(stray, dtype=np.float64)
     out = api().inv_cycle(setup.ibuf, setup.rbuf, f64(log_tau), xf, vm, f64_fortran(obs), f64(weights), float(snr),
-                          _i32(nodes), xa, use, int(interp), float(svdtol), float(lambda0), int(boundary),
-                          float(bvalue), float(mu), int(maxit), int(jac_mode), int(jac_reuse), float(rtol),
-                          int(bool(errors)), int(maxm), int(maxtr))
-    fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, cov, trace, info, rinfo, ierr = out
+                          nd, xa, use, int(interp), float(svdtol), float(lambda0), bnd, bval, float(mu),
+                          int(bool(magnetic_pressure)), mx, _i32(invert_mix), f64_fortran(st), int(maxit),
+                          int(jac_mode), int(jac_reuse), float(rtol), int(bool(errors)), int(maxm), int(maxtr))
+    (fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, cov, trace, info, rinfo, ierr) = out
     info = dict(zip(INFO_SLOTS, (int(v) for v in info)))
     rinfo = dict(zip(RINFO_SLOTS, (float(v) for v in rinfo)))
     m = info["m"]
-    return CycleResult(x=xf, vmac=float(vm), fit=np.asarray(fit), pg=pg, rho=rho, z=z, err=err,
-                       err_vmac=float(err_vmac), cerr=cerr, cerr_vmac=float(cerr_vmac),
+    if two:
+        xo, vo, evm, cvm = xf, vm.copy(), np.asarray(err_vmac), np.asarray(cerr_vmac)
+        pg, rho, z, err, cerr = (np.asarray(a) for a in (pg, rho, z, err, cerr))
+    else:
+        xo, vo, evm, cvm = xf[:, :, 0], float(vm[0]), float(err_vmac[0]), float(cerr_vmac[0])
+        pg, rho, z, err, cerr = (np.asarray(a)[..., 0] for a in (pg, rho, z, err, cerr))
+    return CycleResult(x=xo, vmac=vo, fit=np.asarray(fit), pg=pg, rho=rho, z=z, err=err,
+                       err_vmac=evm, cerr=cerr, cerr_vmac=cvm,
                        cov=np.asarray(cov)[:m, :m], trace=np.asarray(trace)[:min(info["trials"], maxtr)],
-                       **info, **rinfo, ierr=int(ierr))
+                       **info, **rinfo, ierr=int(ierr), mix=mx, err_mix=np.asarray(err_mix),
+                       cerr_mix=np.asarray(cerr_mix))
 
 
 # Every public wrapper turns a wrongly typed argument into pyinv's InputError (a ValueError).

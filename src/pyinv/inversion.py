@@ -5,13 +5,20 @@ The Levenberg–Marquardt loop, the node parameterisation and the uncertainties 
 :class:`~pyinv.config.InversionConfig` into per-cycle engine calls, hands the best model of each cycle
 to the next one in memory (full precision, SIR rounds through ASCII files) and packs the result.
 
+Two components (each with its own nodes, macroturbulence and HE boundary; node count −1 ties a slot to
+the other component), the filling factor of component 2 and the stray-light fraction are inverted as SIR
+does (spec-inversion §1.5, §4.5, §4.10), with the magnetic-pressure term in hydrostatic equilibrium
+(§4.6) when asked.
+
 Differences from SIR, by design (spec §6.3): double precision throughout; response functions are
 computed only at accepted models; the temperature Jacobian includes the exact hydrostatic coupling of
 our own HE solver with the actual top boundary; the Pe quirk "< −25 % becomes −5 %" is not copied.
-Not implemented (yet): automatic node selection (``auto_nodes``; the counts given are used as maxima,
-rounded down to allowed values), two components / filling factor, stray light, continuum contrast,
-negative (ratio) Stokes weights, regularisation (``interpolation`` 2–5 fall back to 0/1), the
-magnetic-pressure term, NLTE departure coefficients.
+Automatic node selection (``auto_nodes``, SIR's ``*``) applies SIR's gradient-score rule (§2.6) once,
+at the start of the cycle, to the model the cycle starts from, and keeps the chosen counts for the
+whole cycle (SIR re-chooses them at every evaluation, so its parameter vector changes length between
+trials); the magnetic pressure does not enter the Jacobian (SIR adds an inconsistent local term).
+Refused with a ValueError naming the field: continuum contrast, negative (ratio) Stokes weights and
+the regularised interpolation modes 2–5.
 """
 from __future__ import annotations
 
@@ -29,8 +36,10 @@ from . import engine
 from .atmosphere import Atmosphere, AtmosphereErrors
 from .config import InversionConfig, NODE_PARAMETERS, NODES_MAX
 from .lines import LineList, WavelengthGrid
+from .mixing import resolve_mixing
 
-__all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepare_synthesis"]
+__all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepare_synthesis", "auto_node_maxima",
+           "select_node_count"]
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
@@ -77,6 +86,14 @@ class PixelResult:
         of syntheses (finite-difference Jacobian columns included).
     trace : list of ndarray (ntrials, 3)
         Per cycle and trial: λ, χ² of the trial (printed normalisation), 1 = accepted.
+    atmosphere2 : Atmosphere or None
+        Component 2 of a two-component inversion (its ``filling`` = f₂, ``macro`` = its vmac, ``stray``
+        = α [%]); component 1's header then holds ``filling`` = 1 − f₂ (SIR's model headers).
+    filling2, stray_percent : float or None
+        Filling factor of component 2 and stray-light fraction α [%] of the result (None without a
+        second component / stray light).
+    errors2 : AtmosphereErrors or None
+        Uncertainties of component 2 (``filling`` holds that of f₂, component 1's ``stray`` that of α).
     """
 
     atmosphere: Atmosphere
@@ -94,6 +111,10 @@ class PixelResult:
     nodes: list = field(default_factory=list)
     trace: list = field(default_factory=list)
     message: str = "success"
+    atmosphere2: Atmosphere | None = None
+    filling2: float | None = None
+    stray_percent: float | None = None
+    errors2: AtmosphereErrors | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,8 +146,12 @@ def _fold_angles(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _boundary(cfg: InversionConfig) -> tuple[int, float]:
+def _boundary(cfg: InversionConfig, component: int = 1) -> tuple[int, float]:
+    """HE top boundary (kind, value) of a component (§4.6); component 2 uses ``pg_surface1`` when
+    ``pg_surface2`` is 0 (SIR: one value given → both components)."""
     v = float(cfg.pg_surface1)
+    if component == 2 and float(cfg.pg_surface2) != 0.0:
+        v = float(cfg.pg_surface2)
     if v > 0:
         return 1, v
     if v < 0:
@@ -134,13 +159,20 @@ def _boundary(cfg: InversionConfig) -> tuple[int, float]:
     return 0, 0.0
 
 
-def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None) -> list[int]:
-    req = cfg.nodes(cycle)
+def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None, model: int = 1,
+                 ties: bool = False) -> list[int]:
+    """Node counts of one component in one cycle, in engine slot order (``*`` → ndep, to be reduced
+    by automatic selection); −1 (tie) only with two components."""
+    req = cfg.nodes_for(cycle, model)
     out = []
     for p in NODE_PARAMETERS:
         n = int(req.get(p, 0))
         if n < 0:
-            raise ValueError(f"node count {n} for {p}: ties (-1) need two components, not supported")
+            if not ties:
+                raise ValueError(f"nodes{'2' if model == 2 else ''}[{p!r}] cycle {cycle}: -1 ties a parameter to "
+                                 "the other component and needs two components (guess2)")
+            out.append(-1)
+            continue
         if p == "vmac":
             out.append(min(n, 1))
             continue
@@ -150,11 +182,117 @@ def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None) -> 
             out.append(n)  # explicit log tau positions: any count
             continue
         m = engine.inv_allowed_nodes(ndep, n)
-        if m != n:
+        if m != n and req.get(p, 0) != NODES_MAX:
             warnings.warn(f"cycle {cycle}: nodes for {p} changed from {n} to {m} (allowed counts on "
                           f"{ndep} depth points)", stacklevel=3)
         out.append(m)
     return out
+
+
+#: response-function keys of the node slots (pyinv.response_functions), for automatic node selection
+_RF_KEYS = {"T": "T_he", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "gamma": "inclination",
+            "phi": "azimuth"}
+
+
+def auto_node_maxima(cfg: InversionConfig, cycle: int, nobs: int, ndep: int, ncomp: int = 1) -> list[dict]:
+    """SIR's maximum node counts of an automatic-selection cycle (spec-inversion §2.6 (a)): budget =
+    min(200, N_obs) − Σ explicit counts, n_max = round(budget / (n_* + 2)), starred T slots 2 n_max,
+    other starred slots n_max, rounded down to allowed counts; explicit counts are maxima themselves.
+    Returns one ``{parameter: maximum}`` per component."""
+    reqs = [cfg.nodes_for(cycle, k) for k in range(1, ncomp + 1)]
+    starred = sum(1 for r in reqs for p in NODE_PARAMETERS if p != "vmac" and r.get(p, 0) == NODES_MAX)
+    explicit = sum(max(int(r.get(p, 0)), 0) for r in reqs for p in NODE_PARAMETERS
+                   if r.get(p, 0) != NODES_MAX)
+    budget = min(200, nobs) - explicit
+    nmax = int(round(budget / (starred + 2))) if starred else 0
+    out = []
+    for r in reqs:
+        d = {}
+        for p in NODE_PARAMETERS:
+            n = int(r.get(p, 0))
+            if p == "vmac":
+                continue
+            if n == NODES_MAX:
+                n = 2 * nmax if p == "T" else nmax
+                n = max(1, min(n, ndep))
+            d[p] = engine.inv_allowed_nodes(ndep, n) if n > 0 else n
+        out.append(d)
+    return out
+
+
+def select_node_count(d: np.ndarray, nmax: int, ndep: int) -> int:
+    """SIR's choice of a node count from the gradient profile d_k = −½ ∂χ²/∂x_k over depth (spec-inversion
+    §2.6 (c)): 1 when d is single-signed; otherwise the allowed count ≤ ``nmax`` whose consecutive
+    segments' integrals of d / ∫|d| spread most (a larger count must be strictly better). SIR's read of one
+    element before the array (platform-dependent) is not copied."""
+    d = np.asarray(d, dtype=np.float64)
+    a0 = float(np.trapezoid(np.abs(d)))
+    if not a0 > 0:
+        return 1
+    a1 = float(np.trapezoid(d)) / a0
+    if d.max() * d.min() >= 0 or a1 == 1.0:
+        return 1
+    best_n, best = 1, abs(a1)
+    for n in range(2, nmax + 1):
+        if engine.inv_allowed_nodes(ndep, n) != n:
+            continue
+        seg = max(1, int(round((ndep - 1) / n)))
+        edges = [min(k * seg, ndep - 1) for k in range(n)] + [ndep - 1]
+        ints = [float(np.trapezoid(d[edges[k]:edges[k + 1] + 1])) / a0 for k in range(n)]
+        score = max(ints) - min(ints)
+        if score > best:
+            best_n, best = n, score
+    return best_n
+
+
+def _auto_nodes(counts: list[list[int]], maxima: list[dict], atmospheres: list[Atmosphere], obs, setup,
+                weights, snr, lines, grid, *, mu, psf, abundances, sir_compat, departures, mixing_kw) -> list[list[int]]:
+    """Node counts of an automatic-selection cycle: for every slot whose maximum exceeds 1, SIR's score
+    rule on the gradient of χ² over depth at the starting model (response functions at all depths)."""
+    from .response import response_functions
+
+    if not any(v > 1 for mx in maxima for v in mx.values()):
+        return counts
+    kw = dict(mu=mu, psf=psf, abundances=abundances, sir_compat=sir_compat, departures=departures)
+    if mixing_kw:
+        rf = response_functions(atmospheres[0], lines, grid, **kw, **mixing_kw)
+    else:
+        rf = response_functions(atmospheres[0], lines, grid, **kw)
+    _, wgt, _, _, ierr = engine.inv_sigma(obs, setup.wgrp, setup.ng, weights, snr)
+    if ierr != 0:
+        return counts
+    resid = wgt * (np.asarray(obs) - rf["stokes"])
+    ndep = atmospheres[0].ndep
+    out = [list(c) for c in counts]
+    for k, mx in enumerate(maxima):
+        for p, nmax in mx.items():
+            if nmax <= 1:
+                continue
+            key = _RF_KEYS[p] + ("_2" if k == 1 else "")
+            if key not in rf and p == "T":
+                key = "T" + ("_2" if k == 1 else "")
+            r = rf.get(key)
+            if r is None:
+                continue
+            d = np.einsum("ksl,sl->k", np.asarray(r), resid)
+            out[k][NODE_PARAMETERS.index(p)] = select_node_count(d, nmax, ndep)
+    return out
+
+
+def _refuse_unsupported(config: InversionConfig) -> None:
+    """ValueError naming every control setting invert_pixel cannot honour."""
+    if config.contrast != -1.0:
+        raise ValueError(f"contrast={config.contrast:g}: the continuum contrast (SIR's pseudo-observation "
+                         "I_c1/I_c2) is not supported by pyinv; leave the field empty")
+    for c in range(1, config.cycles + 1):
+        mode = int(config.value("interpolation", c))
+        if mode > 1:
+            raise ValueError(f"interpolation={mode} (cycle {c}): SIR's regularised interpolation modes 2-5 are not "
+                             "supported by pyinv; use 0 (splines) or 1 (linear)")
+        w = config.weights_for(c)
+        if any(x < 0 for x in w):
+            raise ValueError(f"weights={tuple(w)} (cycle {c}): negative weights (fit Q/I, U/I, V/I) are not "
+                             "supported by pyinv")
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -163,7 +301,9 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
                  jacobian: str = "depth", rtol: float = 1e-3, svd_scaling: str = "jacobian",
-                 jacobian_reuse: int = JACOBIAN_REUSE, sir_compat: bool = False, departures=None) -> PixelResult:
+                 jacobian_reuse: int = JACOBIAN_REUSE, sir_compat: bool = False, departures=None,
+                 guess2: Atmosphere | None = None, filling2: float | None = None, stray_profile=None,
+                 stray_percent: float | None = None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
 
     Parameters
@@ -216,6 +356,19 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     departures : pyinv.nlte.Departures or path of a SIR 2017 departure file, optional
         NLTE departure coefficients held fixed through the inversion (SIR 2017, spec-forward §7.10; see
         :func:`pyinv.synthesize`); ``None`` takes ``config.nlte_file`` ("NLTE Departures filename").
+    guess2 : Atmosphere, optional
+        Initial model of component 2 (same log τ grid as ``guess``), inverted with ``config.nodes2``
+        (−1 = tied to component 1's slot), its own ``macro`` and HE boundary ``config.pg_surface2``
+        (0: component 1's). The observed profile is modelled as
+        I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray.
+    filling2 : float, optional
+        f₂ of the start in [0, 1] ((0, 1) when ``config.invert_filling``); None takes ``guess2.filling``
+        (SIR: model 2's header).
+    stray_profile : array (4, nλ) or path of a SIR profile file, optional
+        Stray-light profile (used as given, not convolved); None takes ``config.stray_file``.
+    stray_percent : float, optional
+        α [%] of the start in [0, 100) (> 0 when ``config.invert_stray``); None takes ``guess.stray``
+        (SIR: model 1's header).
 
     Returns
     -------
@@ -227,11 +380,14 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"config must be a pyinv.InversionConfig, got {type(config).__name__}")
     if not isinstance(guess, Atmosphere) or guess.stacked:
         raise ValueError("guess must be a single (unstacked) pyinv.Atmosphere")
+    if guess2 is not None and (not isinstance(guess2, Atmosphere) or guess2.stacked):
+        raise ValueError("guess2 must be a single (unstacked) pyinv.Atmosphere")
     obs = np.asarray(stokes, dtype=np.float64)
     if obs.shape != (4, grid.nwav):
         raise ValueError(f"stokes must have shape (4, {grid.nwav}), got {obs.shape}")
     if config.cycles < 1:
         raise ValueError(f"config.cycles must be >= 1 for an inversion, got {config.cycles}")
+    _refuse_unsupported(config)
     lt = np.asarray(guess.log_tau, dtype=np.float64)
     steps = -np.diff(lt)
     if lt.size < 2 or np.any(np.abs(steps - steps[0]) > 2e-5):
@@ -251,11 +407,29 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         abundances = config.resolve("abundances_file")
     if departures is None and config.nlte_file:
         departures = config.resolve("nlte_file")
-    if any(config.value("auto_nodes", c) == 1 for c in range(1, config.cycles + 1)):
-        warnings.warn("automatic node selection is not implemented: the given counts are used",
-                      stacklevel=2)
-    if config.nodes2 and any(any(v) for v in config.nodes2.values()):
-        raise ValueError("two-component inversions are not supported yet (config.nodes2 is set)")
+    if stray_profile is None and config.stray_file:
+        stray_profile = config.resolve("stray_file")
+    cycles = range(1, config.cycles + 1)
+    two = guess2 is not None
+    if not two and config.nodes2 and any(any(v) for v in config.nodes2.values()):
+        raise ValueError("config.nodes2 inverts a second component: pass its initial model as guess2")
+    inv_f = [int(config.value("invert_filling", c)) for c in cycles]
+    inv_a = [int(config.value("invert_stray", c)) for c in cycles]
+    if any(inv_f) and not two:
+        raise ValueError("invert_filling=1 needs a second component (guess2)")
+    if any(inv_a) and stray_profile is None:
+        raise ValueError("invert_stray=1 needs a stray-light profile (stray_profile or config.stray_file)")
+    mixing = resolve_mixing([guess], [guess2] if two else None, grid, filling2=filling2,
+                            stray_profile=stray_profile, stray_percent=stray_percent)
+    f2 = float(mixing.filling2[0]) if two else 0.0
+    alpha = float(mixing.alpha[0])
+    if alpha >= 1.0:
+        raise ValueError(f"stray_percent must be < 100, got {100 * alpha:g}")
+    if any(inv_f) and not 0.0 < f2 < 1.0:
+        raise ValueError(f"filling2={f2:g}: an inverted filling factor must start inside (0, 1)")
+    if any(inv_a) and not alpha > 0.0:
+        raise ValueError("stray_percent=0: an inverted stray-light fraction needs a nonzero start (SIR's rule)")
+    stray = mixing.stray
     xnodes = None
     if node_positions:
         xnodes = {}
@@ -267,38 +441,63 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                 raise ValueError(f"node_positions[{k!r}] needs at least 2 finite log tau values")
             xnodes[k] = a
 
-    magnetic = bool(np.any(np.asarray(guess.B) != 0)) or any(config.nodes(c).get("B", 0) > 0
-                                                          for c in range(1, config.cycles + 1))
+    comps = [guess] + ([guess2] if two else [])
+    magnetic = any(bool(np.any(np.asarray(a.B) != 0)) for a in comps) or any(
+        config.nodes_for(c, k).get("B", 0) != 0 for c in cycles for k in range(1, len(comps) + 1))
     setup = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
                               sir_compat=sir_compat, departures=departures, log_tau=lt)
-    boundary, bvalue = _boundary(config)
+    bnd = [_boundary(config, k) for k in range(1, len(comps) + 1)]
     jac_mode = engine.JAC_FINITE_DIFFERENCE if jacobian == "nodes" else engine.JAC_ANALYTIC
-    x = _model_x(guess)
-    vmac = float(guess.macro)
+    x = np.stack([_model_x(a) for a in comps], axis=-1) if two else _model_x(guess)
+    vmac = np.array([float(a.macro) for a in comps]) if two else float(guess.macro)
+    mix = (f2, alpha)
     ndep = lt.size
     chi2, iters, trials, c2start, snrs, node_log, traces = [], [], [], [], [], [], []
     status = STATUS_OK
     nsyn = 0
     res = None
     last_ok = None
-    for c in range(1, config.cycles + 1):
-        nodes = _cycle_nodes(config, c, ndep, xnodes)
+    for c in cycles:
+        counts = [_cycle_nodes(config, c, ndep, xnodes, model=k, ties=two) for k in range(1, len(comps) + 1)]
+        if config.value("auto_nodes", c) == 1:
+            nobs = int(np.count_nonzero(np.asarray(config.weights_for(c)) > 0)) * grid.nwav
+            maxima = auto_node_maxima(config, c, nobs, ndep, len(comps))
+            counts = [[min(n, maxima[k].get(p, n)) if n > 0 else n for p, n in zip(NODE_PARAMETERS, cnt)]
+                      for k, cnt in enumerate(counts)]
+            cur = [_atmosphere_of(x[..., k] if two else x, vmac[k] if two else vmac, lt) for k in range(len(comps))]
+            mkw = {}
+            if two:
+                mkw.update(atmos2=cur[1], filling2=mix[0])
+            if stray is not None:
+                mkw.update(stray_profile=stray, stray_percent=100.0 * mix[1])
+            counts = _auto_nodes(counts, maxima, cur, obs, setup, config.weights_for(c), float(config.value("snr", c)),
+                                 lines, grid, mu=mu_f, psf=psf, abundances=abundances, sir_compat=sir_compat,
+                                 departures=departures, mixing_kw=mkw)
         xn_c = None
         if xnodes:
-            xn_c = {k: v for k, v in xnodes.items() if nodes[engine.INV_SLOTS.index(k)] == v.size}
-        interp = int(config.value("interpolation", c)) % 2 if int(config.value("interpolation", c)) > 1 \
-            else int(config.value("interpolation", c))
+            xn_c = {k: v for k, v in xnodes.items() if counts[0][engine.INV_SLOTS.index(k)] == v.size}
         res = engine.inv_cycle(setup, lt, x, vmac, obs, config.weights_for(c), float(config.value("snr", c)),
-                               nodes, xnodes=xn_c, interp=interp,
+                               counts if two else counts[0], xnodes=xn_c,
+                               interp=int(config.value("interpolation", c)),
                                svdtol=float(config.value("svd_tolerance", c)) ** (2 if svd_scaling == "jacobian"
                                                                                     else 1),
-                               lambda0=float(config.value("initial_diagonal", c)), boundary=boundary,
-                               bvalue=bvalue, mu=mu_f, maxit=max_iterations, jac_mode=jac_mode,
-                               jac_reuse=jacobian_reuse, rtol=rtol,
-                               errors=c == config.cycles)   # uncertainties of the last cycle only
+                               lambda0=float(config.value("initial_diagonal", c)),
+                               boundary=[b[0] for b in bnd] if two else bnd[0][0],
+                               bvalue=[b[1] for b in bnd] if two else bnd[0][1], mu=mu_f, maxit=max_iterations,
+                               jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtol,
+                               errors=c == config.cycles,   # uncertainties of the last cycle only
+                               magnetic_pressure=bool(config.magnetic_pressure), mix=mix,
+                               invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray)
         nsyn += res.syntheses
-        node_log.append(dict(zip(engine.INV_SLOTS, nodes)))
-        x, vmac = res.x, res.vmac
+        log = dict(zip(engine.INV_SLOTS, counts[0]))
+        if two:
+            log.update({f"{k}_2": v for k, v in zip(engine.INV_SLOTS, counts[1])})
+        if stray is not None:
+            log["stray"] = inv_a[c - 1]
+        if two:
+            log["filling"] = inv_f[c - 1]
+        node_log.append(log)
+        x, vmac, mix = res.x, res.vmac, (float(res.mix[0]), float(res.mix[1]))
         if res.trials > 0:  # the cycle ran (trials were made)
             chi2.append(res.chi2)
             c2start.append(res.chi2_start)
@@ -311,22 +510,50 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
             status = res.ierr
             break
 
-    x = _fold_angles(np.array(x, copy=True))
-    cols = dict(zip(engine.MODEL_COLUMNS, x.T))
-    errors = errors_cov = cov = None
+    x = np.array(x, copy=True)
+    xs = [x[..., k] for k in range(len(comps))] if two else [x]
+    vms = list(vmac) if two else [vmac]
+    f2_out = mix[0] if two else None
+    alpha_pct = 100.0 * mix[1] if stray is not None else None
+    atms, errs, errs_cov = [], [None] * len(comps), [None] * len(comps)
     fit = np.full_like(obs, np.nan)
+    cov = None
+    for k, (xk, vk) in enumerate(zip(xs, vms)):
+        xk = _fold_angles(np.array(xk, copy=True))
+        cols = dict(zip(engine.MODEL_COLUMNS, xk.T))
+        if last_ok is not None:
+            pgk = last_ok.pg[..., k] if two else last_ok.pg
+            if np.all(pgk > 0):
+                cols.update(Pg=pgk, rho=last_ok.rho[..., k] if two else last_ok.rho,
+                            z=last_ok.z[..., k] if two else last_ok.z)
+            if status == STATUS_OK:
+                ek = last_ok.err[..., k] if two else last_ok.err
+                cek = last_ok.cerr[..., k] if two else last_ok.cerr
+                evm = float(last_ok.err_vmac[k]) if two else float(last_ok.err_vmac)
+                cvm = float(last_ok.cerr_vmac[k]) if two else float(last_ok.cerr_vmac)
+                extra = {}
+                if two and k == 1:
+                    extra["filling"] = float(last_ok.err_mix[0])
+                if k == 0 and stray is not None:
+                    extra["stray"] = 100.0 * float(last_ok.err_mix[1])
+                errs[k] = AtmosphereErrors(log_tau=lt, **dict(zip(engine.MODEL_COLUMNS + ("z", "Pg", "rho"), ek.T)),
+                                           macro=evm, **extra)
+                errs_cov[k] = AtmosphereErrors(log_tau=lt, **dict(zip(engine.MODEL_COLUMNS, cek.T)), macro=cvm)
+        filling = (1.0 - f2_out if k == 0 else f2_out) if two else guess.filling
+        st_hdr = alpha_pct if alpha_pct is not None else float(guess.stray)
+        atms.append(Atmosphere(log_tau=lt, **cols, macro=float(vk), filling=filling, stray=st_hdr))
     if last_ok is not None:
         fit = last_ok.fit
-        if np.all(last_ok.pg > 0):
-            cols.update(Pg=last_ok.pg, rho=last_ok.rho, z=last_ok.z)
         if status == STATUS_OK:
-            e = dict(zip(engine.MODEL_COLUMNS + ("z", "Pg", "rho"), last_ok.err.T))
-            errors = AtmosphereErrors(log_tau=lt, **e, macro=last_ok.err_vmac)
-            ce = dict(zip(engine.MODEL_COLUMNS, last_ok.cerr.T))
-            errors_cov = AtmosphereErrors(log_tau=lt, **ce, macro=last_ok.cerr_vmac)
             cov = last_ok.cov
-    atm = Atmosphere(log_tau=lt, **cols, macro=vmac, filling=guess.filling, stray=guess.stray)
-    return PixelResult(atmosphere=atm, fit=fit, chi2=np.asarray(chi2), iterations=np.asarray(iters, dtype=int),
-                       status=int(status), errors=errors, errors_covariance=errors_cov, covariance=cov,
+    return PixelResult(atmosphere=atms[0], fit=fit, chi2=np.asarray(chi2), iterations=np.asarray(iters, dtype=int),
+                       status=int(status), errors=errs[0], errors_covariance=errs_cov[0], covariance=cov,
                        trials=np.asarray(trials, dtype=int), syntheses=nsyn, chi2_start=np.asarray(c2start),
-                       snr=np.asarray(snrs), nodes=node_log, trace=traces, message=status_message(int(status)))
+                       snr=np.asarray(snrs), nodes=node_log, trace=traces, message=status_message(int(status)),
+                       atmosphere2=atms[1] if two else None, filling2=f2_out, stray_percent=alpha_pct,
+                       errors2=errs[1] if two else None)
+
+
+def _atmosphere_of(x: np.ndarray, vmac: float, log_tau: np.ndarray) -> Atmosphere:
+    """An Atmosphere from an engine model array (ndep, 7) and its macroturbulence."""
+    return Atmosphere(log_tau=log_tau, **dict(zip(engine.MODEL_COLUMNS, np.asarray(x).T)), macro=float(vmac))
