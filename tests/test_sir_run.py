@@ -190,7 +190,10 @@ def test_rf_file_roundtrip(tmp_path):
     ({1: "1", 31: "1"}, r"line 31 \(Invert filling factor\) = 1.*model 2"),
     ({1: "1", 23: "2"}, r"line 23 \(nodes of model 2, T\) = 2.*no model 2"),
     ({1: "1", 10: "0", 11: "0", 12: "0", 13: "0"}, r"cycle 1 could not start"),   # nothing fitted
-    ({1: "1", 13: "-10"}, r"line 13 \(Weight for Stokes V\) = -10 in cycle 1"),
+    # settings invert_pixel refuses (issue 13), named with their value and the cycle
+    ({1: "2", 13: "10,-10"}, r"sir.trol: weights=\(1.0, 5.0, 5.0, -10.0\) \(cycle 2\).*negative weights"),
+    ({1: "1", 35: "1.2"}, r"sir.trol: contrast=1.2: the continuum contrast"),
+    ({1: "1", 38: "3"}, r"sir.trol: interpolation=3 \(cycle 1\).*modes 2-5 are not supported"),
     ({1: "1", 10: "1", 15: "2,3,5,*"}, None),  # control: a valid edit runs
 ])
 def test_refused_fields(run_dir, changes, match):

@@ -283,15 +283,14 @@ def _check_components(cfg: InversionConfig, has2: bool, has_stray: bool) -> None
                              "file (line 3)")
 
 
-def _check_ratio_weights(cfg: InversionConfig) -> None:
-    """Negative Q/U/V weights (SIR: fit X/I) are honoured in synthesis/RF output (the column is X/I) but not
-    by pyinv's inversion: refused, naming the line and the value."""
-    for c in range(1, cfg.cycles + 1):
-        w = cfg.weights_for(c)
-        for s in (1, 2, 3):
-            if w[s] < 0:
-                raise ValueError(f"control line {10 + s} (Weight for Stokes {'IQUV'[s]}) = {w[s]:g} in cycle {c}: "
-                                 f"fitting {'IQUV'[s]}/I (a negative weight) is not supported by pyinv's inversion")
+def _refused_by_invert_pixel(cfg: InversionConfig, control: Path) -> None:
+    """invert_pixel's own list of settings it cannot honour, checked for every cycle before the first one runs."""
+    from .inversion import _refuse_unsupported
+
+    try:
+        _refuse_unsupported(cfg)
+    except ValueError as exc:
+        raise ValueError(f"{control}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------ modes
@@ -470,7 +469,7 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path) -> SirRun:
     grid = _regions_of(prof.line_index, prof.offset_mA, blends, inp.lines, obs_path)
     stray = _stray(cfg, grid)
     _check_components(cfg, m2 is not None, stray is not None)
-    _check_ratio_weights(cfg)
+    _refused_by_invert_pixel(cfg, control)
     cfg.check_nodes(m1.ndep)
     base1, off1 = output_base(p1)
     base2, off2 = output_base(p2) if p2 is not None else (None, 0)
@@ -490,8 +489,11 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path) -> SirRun:
             kw.update(guess2=guess2, filling2=f2)
         if stray is not None:
             kw.update(stray_profile=stray, stray_percent=alpha)
-        res = invert_pixel(prof.stokes, guess, inp.lines, grid, cfg.single_cycle(c), psf=inp.psf,
-                           abundances=inp.abundances, departures=inp.departures, **kw)
+        try:
+            res = invert_pixel(prof.stokes, guess, inp.lines, grid, cfg.single_cycle(c), psf=inp.psf,
+                               abundances=inp.abundances, departures=inp.departures, **kw)
+        except ValueError as exc:  # a setting invert_pixel refuses: name the control file and the cycle
+            raise ValueError(f"{control}, cycle {c}: {exc}") from None
         run.results.append(res)
         if not res.ok and res.chi2.size == 0:
             raise ValueError(f"{control}: cycle {c} could not start: {res.message} (engine status {res.status})")
@@ -548,6 +550,7 @@ def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progr
                          "pyinv sir yet")
     m1, _, p1, _ = _models(cfg, "inversion")
     _check_components(cfg, False, False)
+    _refused_by_invert_pixel(cfg, control)
     grid, _ = _grid_blends(cfg, inp.lines)
     if grid is None:
         raise ValueError("control line 5 (Wavelength grid file) is empty; a FITS map needs the grid of its "
