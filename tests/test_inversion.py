@@ -254,8 +254,8 @@ def test_explicit_node_positions(hinode):
 # ------------------------------------------------------------------- SIR's bundled test (spec §6.1)
 def test_sir_bundled_example(reference_dir):
     """SIR's own example inversion (Fe I 5250.2 + blend, 61 depths, 201 λ, weights 1/5/5/10, top Pg 500):
-    cycles 1-3 (cycle 4 uses automatic nodes, not implemented). The printed χ² of cycles 1 and 2 equals
-    SIR's; cycle 3 reaches at least SIR's χ² and SIR's model recovery (spec §6.1 item 10)."""
+    cycles 1-3 (cycle 4, automatic nodes: tests/test_inversion_mixing.py). The printed χ² of cycles 1 and
+    2 equals SIR's; cycle 3 reaches at least SIR's χ² and SIR's model recovery (spec §6.1 item 10)."""
     from pyinv.io.sir import read_sir_chi, read_sir_model, read_sir_profiles
     from pyinv.lines import LineList, WavelengthGrid
 
