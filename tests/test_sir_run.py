@@ -91,6 +91,10 @@ def test_cli_runs_and_exits_2_on_bad_input(run_dir, capsys):
     trol = _edit(run_dir / "sir.trol", {1: "1"})
     assert main(["sir", str(trol)]) == 0
     assert "cycle 1" in capsys.readouterr().out
+    sir_chi = read_sir_chi(run_dir / "sir.chi")
+    assert main(["sir", "--pyinv-rules", str(trol)]) == 0    # invert_pixel's own stopping rule: also runs
+    assert "cycle 1" in capsys.readouterr().out
+    assert read_sir_chi(run_dir / "sir.chi")[0, 1] == pytest.approx(sir_chi[0, 1], rel=0.05)
     bad = _edit(run_dir / "sir.trol", {8: "nosuch.mod"}, name="bad.trol")
     assert main(["sir", str(bad)]) == 2
     err = capsys.readouterr().err

@@ -198,7 +198,8 @@ def _synth_map(args: argparse.Namespace) -> int:
 def _cmd_sir(args: argparse.Namespace) -> int:
     from .sirrun import run_sir
 
-    run = run_sir(args.control, workers=args.workers, progress=not args.no_progress)
+    run = run_sir(args.control, sir_rules=not args.pyinv_rules, workers=args.workers,
+                  progress=not args.no_progress)
     print(f"pyinv sir: {run.mode} of {args.control}")
     if run.chi is not None:
         for c, (sn, chi2) in enumerate(run.chi, start=1):
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("sir", help="run a SIR control file (.trol) as SIR would; outputs next to it")
     r.add_argument("control", help="SIR control file (42 lines); its file names are relative to its folder")
+    r.add_argument("--pyinv-rules", action="store_true", help="one pixel: invert_pixel's default stopping rule and "
+                   "Broyden Jacobian updates (faster) instead of SIR's rules")
     r.add_argument("--workers", type=int, help="map mode (FITS cube as observed profiles): worker processes")
     r.add_argument("--no-progress", action="store_true", help="map mode: no progress bar")
     r.set_defaults(func=_cmd_sir)

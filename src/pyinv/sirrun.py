@@ -9,7 +9,8 @@ offset (``guess_2.mod`` continues with ``guess_3``); outputs go into the model's
   observed wavelengths), ``<model1>_c.err`` (uncertainties, header zeros), with model 2 also
   ``<model2>_c.mod/.err``; ``<control>.chi`` one row per cycle (SIR's s/n and χ², spec-inversion §3.1);
   ``<control>.log`` the per-cycle summary. Each cycle is one :func:`pyinv.invert_pixel` call with
-  ``config.single_cycle(c)``, started from the previous cycle's result (in memory, full precision).
+  ``config.single_cycle(c)``, started from the previous cycle's result (in memory, full precision), with
+  SIR's stopping rules (:data:`SIR_RULES`; ``sir_rules=False`` for invert_pixel's defaults).
   A FITS cube as observed profiles (``.fits``/``.fit``/``.fts``) is inverted as a map with
   :func:`pyinv.invert` (one component, all cycles); the result is ``<model1>_<cycles>.fits``.
 * cycles = 0 (synthesis): the profile file named on line 2 from model 1 (+ model 2 and the stray light).
@@ -39,7 +40,7 @@ from .io.sir import (read_sir_model, read_sir_profiles, read_sir_rf, write_sir_c
                      write_sir_profiles, write_sir_rf)
 from .lines import GridRegion, LineList, WavelengthGrid
 
-__all__ = ["run_sir", "SirRun", "output_base", "RF_SUFFIX", "read_sir_rf", "write_sir_rf"]
+__all__ = ["run_sir", "SirRun", "output_base", "RF_SUFFIX", "SIR_RULES", "read_sir_rf", "write_sir_rf"]
 
 PathLike = str | os.PathLike
 
@@ -294,13 +295,22 @@ def _refused_by_invert_pixel(cfg: InversionConfig, control: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ modes
-def run_sir(path: PathLike, *, workers: int | None = None, progress: bool = False) -> SirRun:
+#: invert_pixel options of SIR's own rules (its stopping criteria, a new Jacobian after every accepted step).
+SIR_RULES = {"rtol": 0.0, "jacobian_reuse": 0}
+
+
+def run_sir(path: PathLike, *, sir_rules: bool = True, workers: int | None = None, progress: bool = False) -> SirRun:
     """Run a SIR control file as SIR would (see the module docstring for the files written).
 
     Parameters
     ----------
     path : str or path-like
         The control file (42 lines). Relative file names in it refer to its folder.
+    sir_rules : bool
+        One-pixel inversions with SIR's stopping rules and a new Jacobian after every accepted step
+        (:data:`SIR_RULES`, default); False: :func:`pyinv.invert_pixel`'s defaults (its extra stopping rule
+        and Broyden updates: fewer syntheses, slightly higher χ² on some pixels). Map mode always uses
+        :func:`pyinv.invert`'s defaults.
     workers : int, optional
         Map mode only: worker processes of :func:`pyinv.invert` (default: usable cores).
     progress : bool
@@ -334,7 +344,7 @@ def run_sir(path: PathLike, *, workers: int | None = None, progress: bool = Fals
     obs = _file(cfg, "observed", required=True)
     if obs.suffix.lower() in _FITS_SUFFIXES:
         return _map(inp, obs, control=path, workers=workers, progress=progress)
-    return _inversion(inp, obs, control=path)
+    return _inversion(inp, obs, control=path, options=SIR_RULES if sir_rules else {})
 
 
 def _synthesis_grid(inp: _Inputs) -> WavelengthGrid:
@@ -459,7 +469,7 @@ def _zero_header(e: AtmosphereErrors | None, like: Atmosphere) -> AtmosphereErro
     return e.with_columns(macro=0.0, filling=0.0, stray=0.0)
 
 
-def _inversion(inp: _Inputs, obs_path: Path, control: Path) -> SirRun:
+def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> SirRun:
     from .inversion import invert_pixel
 
     cfg = inp.cfg
@@ -491,7 +501,7 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path) -> SirRun:
             kw.update(stray_profile=stray, stray_percent=alpha)
         try:
             res = invert_pixel(prof.stokes, guess, inp.lines, grid, cfg.single_cycle(c), psf=inp.psf,
-                               abundances=inp.abundances, departures=inp.departures, **kw)
+                               abundances=inp.abundances, departures=inp.departures, **options, **kw)
         except ValueError as exc:  # a setting invert_pixel refuses: name the control file and the cycle
             raise ValueError(f"{control}, cycle {c}: {exc}") from None
         run.results.append(res)
