@@ -28,7 +28,7 @@ module pyinv_inversion
   use pyinv_hydrostatic, only: he_solve
   use pyinv_linalg, only: modified_svd_solve
   use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, node_values_vector, &
-                         secant_step, secant_update, &
+                         secant_step, secant_update, layout_penalty, &
                          slot_relative, slot_offset, slot_log, slot_angle, slot_vmac, n_slots
   implicit none
   private
@@ -378,7 +378,8 @@ contains
   !> component 2 and the stray-light fraction p = mix(2) (0 <= p < 1) of the profile stray(4, nw).
   !> Inputs: obs(4, nw), weights(4), snr, nodes(8, nc) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac;
   !> -1 = tied to the other component), xnodes/usex explicit node positions (both components), interp
-  !> (0 splines, 1 linear), svdtol, lambda0, HE boundary per component (0 top Pe kept, 1 top Pg =
+  !> (SIR's switch: 0 splines, 1 linear; 2/3 and 4/5 the same with the regularised merit chi2 (1 + P) of
+  !> pyinv_nodes::layout_penalty, total variation / extrema), svdtol, lambda0, HE boundary per component (0 top Pe kept, 1 top Pg =
   !> bvalue, 2 top rho = bvalue), mu, mpress (1 = magnetic pressure in HE), invmix(2) (1 = invert f / p),
   !> maxit (successful iterations), jac_mode.
   !> On return x/vmac/mix hold the best model; fit its mixed profiles; pg/rho/z from HE of its
@@ -419,7 +420,9 @@ contains
     integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, c, k, ie, nsmall, nreuse, he(2), off(2), &
                imix(2)
     logical :: frozen, have_jac, done, moves(2)
-    real(dp) :: vmin, rho_c
+    real(dp) :: vmin, rho_c, pen, pent, merit, meritt
+    real(dp), allocatable :: gpen(:)
+    integer :: regmode
 
     ierr = err_ok
     info = 0
@@ -473,8 +476,8 @@ contains
     do c = 1, nc
       off(c) = m
       if (any(nodes(:, c) > 0)) then
-        call make_layout(n, logtau, max(nodes(:, c), 0), maxnp, xnodes, usex, interp, x(:, :, c), vmac(c), vmin, &
-                         lay(c), ierr)
+        call make_layout(n, logtau, max(nodes(:, c), 0), maxnp, xnodes, usex, mod(interp, 2), x(:, :, c), vmac(c), &
+                         vmin, lay(c), ierr)
         if (ierr /= err_ok) return
       end if
       m = m + lay(c)%m
@@ -491,7 +494,10 @@ contains
     if (m == 0) then
       ierr = err_no_data; return
     end if
-    allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m), aold(m))
+    allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m), aold(m), gpen(m))
+    ! interpolation modes 2-5: regularised merit chi2 (1 + P) (§4.8; layout_penalty)
+    regmode = 0
+    if (interp >= 2) regmode = interp / 2
     do c = 1, nc
       do v = 1, n_slots
         if (lay(c)%s(v)%n > 0) blk(off(c) + lay(c)%s(v)%first:off(c) + lay(c)%s(v)%first + lay(c)%s(v)%n - 1) = &
@@ -512,6 +518,8 @@ contains
     call mix_profiles(s%nw, nc, sync, mix, stray, syn, wc)
     c2 = chi2_raw(s%nw, obs, syn, wgt)
     rinfo(rinfo_chi2_start) = c2 / dof
+    call penalty(x, pen, gpen)
+    merit = c2 * (1.0_dp + pen)
     call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
                         m, jac, nsynth, ierr)
     if (ierr /= err_ok) return
@@ -535,6 +543,12 @@ contains
           alpha(j, i) = alpha(i, j)
         end do
       end do
+      if (regmode > 0) then
+        ! product rule: -1/2 d(chi2 (1 + P)) = (1 + P) beta - chi2 dP / 2; curvature (1 + P) alpha
+        call penalty(x, pen, gpen)
+        beta = (1.0_dp + pen) * beta - 0.5_dp * c2 * gpen
+        alpha = (1.0_dp + pen) * alpha
+      end if
       adamp = alpha
       do j = 1, m
         adamp(j, j) = alpha(j, j) * (1.0_dp + lam)
@@ -569,17 +583,21 @@ contains
         nsynth = nsynth + 1
       end do
       c2t = huge(1.0_dp)
+      meritt = huge(1.0_dp)
       if (ie == err_ok) then
         call mix_profiles(s%nw, nc, stc, mixt, stray, st, wc)
         c2t = chi2_raw(s%nw, obs, st, wgt)
+        call penalty(xt, pent, gpen)
+        meritt = c2t * (1.0_dp + pent)
       end if
       if (ntrial <= maxtr) then
         trace(ntrial, 1) = lam
         trace(ntrial, 2) = min(c2t, huge(1.0_dp)) / dof
-        trace(ntrial, 3) = merge(1.0_dp, 0.0_dp, ie == err_ok .and. c2t < c2)
+        trace(ntrial, 3) = merge(1.0_dp, 0.0_dp, ie == err_ok .and. meritt < merit)
       end if
-      if (ie == err_ok .and. c2t < c2) then
-        rho_c = (c2 - c2t) / (c2 + c2t)
+      if (ie == err_ok .and. meritt < merit) then
+        rho_c = (merit - meritt) / (merit + meritt)
+        merit = meritt
         call parameter_vector(aold)
         x = xt
         vmac = vt
@@ -741,6 +759,22 @@ contains
     end if
 
   contains
+
+    !> Regularisation term P of model xx and dP/d delta (zero without regularisation).
+    pure subroutine penalty(xx, pp, gg)
+      real(dp), intent(in) :: xx(n, n_cols, nc)
+      real(dp), intent(out) :: pp, gg(m)
+      real(dp) :: pc
+      integer :: cc
+      pp = 0.0_dp
+      gg = 0.0_dp
+      if (regmode == 0) return
+      do cc = 1, nc
+        if (lay(cc)%m == 0) cycle
+        call layout_penalty(n, logtau, xx(:, :, cc), lay(cc), regmode, pc, gg(off(cc) + 1:off(cc) + lay(cc)%m))
+        pp = pp + pc
+      end do
+    end subroutine penalty
 
     !> The free parameters' values (node values of both components, u, w) in parameter order.
     pure subroutine parameter_vector(a)

@@ -217,7 +217,6 @@ def test_bad_mixing_inputs_raise(twocomp_case):
 
 @pytest.mark.parametrize("field, value, match", [
     ("contrast", 1.2, "contrast=1.2"),
-    ("interpolation", 3, "interpolation=3"),
     ("weights", (1, -4, -4, -2), "negative weights"),
 ])
 def test_unsupported_fields_are_refused(twocomp_case, field, value, match):

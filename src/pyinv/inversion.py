@@ -17,8 +17,11 @@ Automatic node selection (``auto_nodes``, SIR's ``*``) applies SIR's gradient-sc
 at the start of the cycle, to the model the cycle starts from, and keeps the chosen counts for the
 whole cycle (SIR re-chooses them at every evaluation, so its parameter vector changes length between
 trials); the magnetic pressure does not enter the Jacobian (SIR adds an inconsistent local term).
-Refused with a ValueError naming the field: continuum contrast, negative (ratio) Stokes weights and
-the regularised interpolation modes 2–5.
+The regularised interpolation modes 2–5 (§4.8, qualitative there) minimise χ²(1 + P) with pyinv's own
+penalty P (``pyinv_nodes::layout_penalty``: the excess total variation of the node values over their net
+change, modes 2/3, or the same counted only at extrema, modes 4/5, each slot scaled by its first node
+value), splines for even and linear interpolation for odd modes; the reported χ² stays χ².
+Refused with a ValueError naming the field: continuum contrast and negative (ratio) Stokes weights.
 """
 from __future__ import annotations
 
@@ -285,10 +288,6 @@ def _refuse_unsupported(config: InversionConfig) -> None:
         raise ValueError(f"contrast={config.contrast:g}: the continuum contrast (SIR's pseudo-observation "
                          "I_c1/I_c2) is not supported by pyinv; leave the field empty")
     for c in range(1, config.cycles + 1):
-        mode = int(config.value("interpolation", c))
-        if mode > 1:
-            raise ValueError(f"interpolation={mode} (cycle {c}): SIR's regularised interpolation modes 2-5 are not "
-                             "supported by pyinv; use 0 (splines) or 1 (linear)")
         w = config.weights_for(c)
         if any(x < 0 for x in w):
             raise ValueError(f"weights={tuple(w)} (cycle {c}): negative weights (fit Q/I, U/I, V/I) are not "
