@@ -156,11 +156,12 @@ def _fold_angles(x: np.ndarray) -> np.ndarray:
 
 
 def _boundary(cfg: InversionConfig, component: int = 1) -> tuple[int, float]:
-    """HE top boundary (kind, value) of a component (§4.6); component 2 uses ``pg_surface1`` when
-    ``pg_surface2`` is 0 (SIR: one value given → both components)."""
-    v = float(cfg.pg_surface1)
-    if component == 2 and float(cfg.pg_surface2) != 0.0:
-        v = float(cfg.pg_surface2)
+    """HE top boundary (kind, value) of a component (§4.6); when only one of ``pg_surface1`` /
+    ``pg_surface2`` is non-zero, both components use it (SIR's rule)."""
+    p1, p2 = float(cfg.pg_surface1), float(cfg.pg_surface2)
+    v = p1 if component == 1 else p2
+    if v == 0.0:
+        v = p2 if component == 1 else p1
     if v > 0:
         return 1, v
     if v < 0:
