@@ -44,7 +44,7 @@ from .lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
 
 __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepare_synthesis", "auto_node_maxima",
-           "select_node_count"]
+           "select_node_count", "refuse_unsupported"]
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
@@ -289,11 +289,15 @@ def _auto_nodes(counts: list[list[int]], maxima: list[dict], atmospheres: list[A
     return out
 
 
-def _refuse_unsupported(config: InversionConfig) -> None:
-    """ValueError naming every control setting invert_pixel cannot honour."""
+def refuse_unsupported(config: InversionConfig, two_components: bool | None = None) -> None:
+    """ValueError naming every control setting invert_pixel cannot honour (``two_components`` False: also
+    the settings that need a second component)."""
     if config.contrast != -1.0 and not config.contrast > 0.0:
         raise ValueError(f"contrast={config.contrast:g}: the continuum contrast I_c1/I_c2 must be > 0 (or -1/empty: "
                          "not used)")
+    if config.contrast != -1.0 and two_components is False:
+        raise ValueError(f"contrast={config.contrast:g}: the continuum contrast I_c1/I_c2 needs two components "
+                         "(guess2)")
     for c in range(1, config.cycles + 1):
         w = config.weights_for(c)
         if any(x < 0 for x in w):
@@ -393,7 +397,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"stokes must have shape (4, {grid.nwav}), got {obs.shape}")
     if config.cycles < 1:
         raise ValueError(f"config.cycles must be >= 1 for an inversion, got {config.cycles}")
-    _refuse_unsupported(config)
+    refuse_unsupported(config, guess2 is not None)
     lt = np.asarray(guess.log_tau, dtype=np.float64)
     steps = -np.diff(lt)
     if lt.size < 2 or np.any(np.abs(steps - steps[0]) > 2e-5):

@@ -286,10 +286,10 @@ def _check_components(cfg: InversionConfig, has2: bool, has_stray: bool) -> None
 
 def _refused_by_invert_pixel(cfg: InversionConfig, control: Path) -> None:
     """invert_pixel's own list of settings it cannot honour, checked for every cycle before the first one runs."""
-    from .inversion import _refuse_unsupported
+    from .inversion import refuse_unsupported
 
     try:
-        _refuse_unsupported(cfg)
+        refuse_unsupported(cfg, two_components=bool(cfg.model2))
     except ValueError as exc:
         raise ValueError(f"{control}: {exc}") from None
 
