@@ -573,7 +573,8 @@ end subroutine inv_node_jacobian
 !> gamma, phi, vmac; -1 = tied to the other component); xnodes(maxnp, 8)/usex(8) explicit node positions;
 !> interp; svdtol; lambda0; boundary(nc)/bvalue(nc) (0 top Pe kept, 1 top Pg, 2 top rho); mu; mpress (1 =
 !> magnetic pressure in HE); mix(2) (in/out: filling factor of component 2, stray-light fraction 0..1);
-!> invmix(2) (1 = invert them); stray(4, nw) the stray-light profile; maxit; jac_mode (0 directional FD,
+!> invmix(2) (1 = invert them); stray(4, nw) the stray-light profile; icon (> 0: obs(:, icon) is the
+!> continuum-contrast pseudo-observation, two components); maxit; jac_mode (0 directional FD,
 !> 1 depth RFs + chain rule); jac_reuse (Broyden updates in a row between exact Jacobians, 0 = SIR:
 !> always exact); rtol (0 = SIR's stopping rules only); want_errors (0: skip the uncertainties and their
 !> final Jacobian). Out: fit(4, nw) (mixed), pg, rho, z (n, nc) (HE of the final T), err(n, 10, nc) (.err
@@ -581,7 +582,7 @@ end subroutine inv_node_jacobian
 !> cerr_vmac(nc)/cerr_mix(2) (full covariance), cov(maxm, maxm), trace(maxtr, 3), info(6) and rinfo(5)
 !> (slots info_* / rinfo_* of pyinv_inversion), ierr.
 subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, &
-                     usex, interp, svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, maxit, &
+                     usex, interp, svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, icon, maxit, &
                      jac_mode, jac_reuse, rtol, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
                      err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
@@ -590,7 +591,7 @@ subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weight
   use pyinv_errors, only: err_bad_size
   implicit none
   integer(c_int), intent(in) :: ni, nr, n, nc, nw, maxnp, interp, maxit, jac_mode, jac_reuse, want_errors, &
-                                maxm, maxtr, mpress
+                                maxm, maxtr, mpress, icon
   integer(c_int), intent(in) :: ibuf(ni), nodes(8, nc), usex(8), boundary(nc), invmix(2)
   real(c_double), intent(in) :: rbuf(nr), logtau(n), bvalue(nc), mu, snr, svdtol, lambda0, rtol, xnodes(maxnp, 8)
   real(c_double), intent(in) :: obs(4, nw), weights(4), stray(4, nw)
@@ -608,7 +609,7 @@ subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weight
   if (ie == 0) then
     call lm_cycle(s, int(n), logtau, int(nc), x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, &
                   int(usex), int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(mpress), mix, &
-                  int(invmix), stray, int(maxit), int(jac_mode), int(jac_reuse), rtol, int(want_errors), fit, pg, &
+                  int(invmix), stray, int(icon), int(maxit), int(jac_mode), int(jac_reuse), rtol, int(want_errors), fit, pg, &
                   rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, int(maxm), cov, int(maxtr), trace, &
                   inf, rinfo, ie)
     info = inf

@@ -28,7 +28,7 @@ module pyinv_inversion
   use pyinv_hydrostatic, only: he_solve
   use pyinv_linalg, only: modified_svd_solve
   use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, node_values_vector, &
-                         secant_step, secant_update, &
+                         secant_step, secant_update, layout_penalty, &
                          slot_relative, slot_offset, slot_log, slot_angle, slot_vmac, n_slots
   implicit none
   private
@@ -303,9 +303,10 @@ contains
   end subroutine apply_ties
 
   !> The mixed profile (1 - p)[(1 - f) S_1 + f S_2] + p S_stray (one component: (1 - p) S_1 + p S_stray)
-  !> and the weight of each component's profile in it.
-  pure subroutine mix_profiles(nw, nc, syn, mix, stray, out, wc)
-    integer, intent(in) :: nw, nc
+  !> and the weight of each component's profile in it. icon > 0: wavelength point icon is the continuum
+  !> contrast pseudo-observation (§4.3), there I = (S_1 - S_2)/2 and Q = U = V = 0.
+  pure subroutine mix_profiles(nw, nc, syn, mix, stray, icon, out, wc)
+    integer, intent(in) :: nw, nc, icon
     real(dp), intent(in) :: syn(4, nw, nc), mix(2), stray(4, nw)
     real(dp), intent(out) :: out(4, nw), wc(nc)
     if (nc == 2) then
@@ -316,6 +317,10 @@ contains
       out = wc(1) * syn(:, :, 1)
     end if
     if (mix(2) > 0.0_dp) out = out + mix(2) * stray
+    if (icon > 0 .and. nc == 2) then
+      out(:, icon) = 0.0_dp
+      out(1, icon) = 0.5_dp * (syn(1, icon, 1) - syn(1, icon, 2))
+    end if
   end subroutine mix_profiles
 
   !> SIR's relative parameter of the filling factor (k = 1: u = (1 - f)/f) or the stray-light fraction
@@ -347,30 +352,41 @@ contains
   !> The Jacobian jac(4, nw, m) of the mixed profile: the node Jacobians of the free components
   !> (weighted by their share of the mix) and the columns of u and w (§1.5).
   pure subroutine mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, &
-                                 imix, stray, m, jac, nsynth, ierr)
+                                 imix, stray, icon, m, jac, nsynth, ierr)
     type(synth_setup), intent(in) :: s
-    integer, intent(in) :: n, nc, off(2), he(2), boundary(nc), jac_mode, imix(2), m
+    integer, intent(in) :: n, nc, off(2), he(2), boundary(nc), jac_mode, imix(2), m, icon
     real(dp), intent(in) :: logtau(n), x(n, n_cols, nc), vmac(nc), sync(4, s%nw, nc), mu, mix(2), stray(4, s%nw)
     type(layout), intent(in) :: lay(2)
     real(dp), intent(out) :: jac(4, s%nw, m)
     integer, intent(inout) :: nsynth
     integer, intent(out) :: ierr
-    real(dp) :: wc(nc), mixed(4, s%nw)
+    real(dp) :: wc(nc), mixed(4, s%nw), ci(m)
     integer :: c
     ierr = err_ok
     jac = 0.0_dp
-    call mix_profiles(s%nw, nc, sync, mix, stray, mixed, wc)
+    call mix_profiles(s%nw, nc, sync, mix, stray, icon, mixed, wc)
     do c = 1, nc
       if (lay(c)%m == 0) cycle
       call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
                          jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr)
       if (ierr /= err_ok) return
+      if (icon > 0) ci(1:lay(c)%m) = jac(1, icon, off(c) + 1:off(c) + lay(c)%m)
       if (wc(c) /= 1.0_dp) jac(:, :, off(c) + 1:off(c) + lay(c)%m) = wc(c) * jac(:, :, off(c) + 1:off(c) + lay(c)%m)
+      if (icon > 0) then
+        ! the contrast point (S_1 - S_2)/2: +-1/2 of the component's own derivative
+        jac(:, icon, off(c) + 1:off(c) + lay(c)%m) = 0.0_dp
+        jac(1, icon, off(c) + 1:off(c) + lay(c)%m) = merge(0.5_dp, -0.5_dp, c == 1) * ci(1:lay(c)%m)
+      end if
     end do
     if (imix(1) > 0) jac(:, :, imix(1)) = mix(1) * (mix(1) - 1.0_dp) * (1.0_dp - mix(2)) * &
                                           (sync(:, :, nc) - sync(:, :, 1))
     if (imix(2) > 0) jac(:, :, imix(2)) = mix(2) * (stray - (mixed - mix(2) * stray) / (1.0_dp - mix(2))) * &
                                           (1.0_dp - mix(2))
+    if (icon > 0) then
+      do c = 1, 2
+        if (imix(c) > 0) jac(:, icon, imix(c)) = 0.0_dp
+      end do
+    end if
   end subroutine mixed_jacobian
 
   !> Run one LM cycle on a model of nc = 1 or 2 components x(n, 7, nc) (T, Pe, vmic, B, vlos, gamma, phi;
@@ -378,8 +394,10 @@ contains
   !> component 2 and the stray-light fraction p = mix(2) (0 <= p < 1) of the profile stray(4, nw).
   !> Inputs: obs(4, nw), weights(4), snr, nodes(8, nc) (slot order T, Pe, vmic, B, vlos, gamma, phi, vmac;
   !> -1 = tied to the other component), xnodes/usex explicit node positions (both components), interp
-  !> (0 splines, 1 linear), svdtol, lambda0, HE boundary per component (0 top Pe kept, 1 top Pg =
+  !> (SIR's switch: 0 splines, 1 linear; 2/3 and 4/5 the same with the regularised merit chi2 (1 + P) of
+  !> pyinv_nodes::layout_penalty, total variation / extrema), svdtol, lambda0, HE boundary per component (0 top Pe kept, 1 top Pg =
   !> bvalue, 2 top rho = bvalue), mu, mpress (1 = magnetic pressure in HE), invmix(2) (1 = invert f / p),
+  !> icon (> 0: index of the continuum-contrast pseudo-observation in obs, two components only, §4.3),
   !> maxit (successful iterations), jac_mode.
   !> On return x/vmac/mix hold the best model; fit its mixed profiles; pg/rho/z from HE of its
   !> temperatures; err(n, 10, nc) the .err-formula uncertainties of T, Pe, vmic, B, vlos, gamma, phi, z,
@@ -397,12 +415,12 @@ contains
   !> step, as SIR). want_errors = 0: no uncertainties (err, cerr, cov stay 0; no final Jacobian).
   !> ierr: engine failure (the returned model is then the best one reached).
   pure subroutine lm_cycle(s, n, logtau, nc, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
-                           svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, maxit, jac_mode, &
+                           svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, icon, maxit, jac_mode, &
                            jac_reuse, rtol, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, &
                            cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nc, nodes(n_slots, nc), maxnp, usex(n_slots), interp, boundary(nc), mpress, &
-                           invmix(2), maxit, jac_mode, maxm, maxtr, jac_reuse, want_errors
+                           invmix(2), icon, maxit, jac_mode, maxm, maxtr, jac_reuse, want_errors
     real(dp), intent(in) :: logtau(n), obs(4, s%nw), weights(4), snr, xnodes(maxnp, n_slots), svdtol, &
                             lambda0, bvalue(nc), mu, rtol, stray(4, s%nw)
     real(dp), intent(inout) :: x(n, n_cols, nc), vmac(nc), mix(2)
@@ -419,7 +437,9 @@ contains
     integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, c, k, ie, nsmall, nreuse, he(2), off(2), &
                imix(2)
     logical :: frozen, have_jac, done, moves(2)
-    real(dp) :: vmin, rho_c
+    real(dp) :: vmin, rho_c, pen, pent, merit, meritt
+    real(dp), allocatable :: gpen(:)
+    integer :: regmode
 
     ierr = err_ok
     info = 0
@@ -451,6 +471,23 @@ contains
 
     call stokes_sigma(s%nw, s%ng, s%wgrp, obs, weights, snr, sig, wgt, nobs, nmask, ierr)
     if (ierr /= err_ok) return
+    if (icon > 0) then
+      ! continuum contrast (§4.3): one pseudo-observation of I, sigma = 4 sigma_last / sqrt(N_lambda w_I)
+      if (nc /= 2 .or. .not. (weights(1) > 0.0_dp) .or. icon > s%nw) then
+        ierr = err_bad_input; return
+      end if
+      do j = s%nw, 1, -1
+        if (j /= icon .and. wgt(1, j) > 0.0_dp) exit
+      end do
+      if (j < 1) then
+        ierr = err_no_data; return
+      end if
+      sig(:, icon) = 0.0_dp
+      wgt(:, icon) = 0.0_dp
+      sig(1, icon) = 4.0_dp * sig(1, j) / sqrt(real(s%nw - 1, dp) * weights(1))
+      wgt(1, icon) = 1.0_dp / sig(1, icon)**2
+      nobs = nobs - count(weights(2:4) > 0.0_dp)
+    end if
     info(info_nobs) = nobs
     info(info_nmask) = nmask
     call apply_ties(n, nc, nodes, x, vmac)
@@ -473,8 +510,8 @@ contains
     do c = 1, nc
       off(c) = m
       if (any(nodes(:, c) > 0)) then
-        call make_layout(n, logtau, max(nodes(:, c), 0), maxnp, xnodes, usex, interp, x(:, :, c), vmac(c), vmin, &
-                         lay(c), ierr)
+        call make_layout(n, logtau, max(nodes(:, c), 0), maxnp, xnodes, usex, mod(interp, 2), x(:, :, c), vmac(c), &
+                         vmin, lay(c), ierr)
         if (ierr /= err_ok) return
       end if
       m = m + lay(c)%m
@@ -491,7 +528,10 @@ contains
     if (m == 0) then
       ierr = err_no_data; return
     end if
-    allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m), aold(m))
+    allocate(jac(4, s%nw, m), alpha(m, m), beta(m), adamp(m, m), delta(m), sj(m), ainv(m, m), blk(m), aold(m), gpen(m))
+    ! interpolation modes 2-5: regularised merit chi2 (1 + P) (§4.8; layout_penalty)
+    regmode = 0
+    if (interp >= 2) regmode = interp / 2
     do c = 1, nc
       do v = 1, n_slots
         if (lay(c)%s(v)%n > 0) blk(off(c) + lay(c)%s(v)%first:off(c) + lay(c)%s(v)%first + lay(c)%s(v)%n - 1) = &
@@ -509,11 +549,13 @@ contains
       nsynth = nsynth + 1
       if (ierr /= err_ok) return
     end do
-    call mix_profiles(s%nw, nc, sync, mix, stray, syn, wc)
+    call mix_profiles(s%nw, nc, sync, mix, stray, icon, syn, wc)
     c2 = chi2_raw(s%nw, obs, syn, wgt)
     rinfo(rinfo_chi2_start) = c2 / dof
+    call penalty(x, pen, gpen)
+    merit = c2 * (1.0_dp + pen)
     call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                        m, jac, nsynth, ierr)
+                        icon, m, jac, nsynth, ierr)
     if (ierr /= err_ok) return
     have_jac = .true.
 
@@ -535,6 +577,12 @@ contains
           alpha(j, i) = alpha(i, j)
         end do
       end do
+      if (regmode > 0) then
+        ! product rule: -1/2 d(chi2 (1 + P)) = (1 + P) beta - chi2 dP / 2; curvature (1 + P) alpha
+        call penalty(x, pen, gpen)
+        beta = (1.0_dp + pen) * beta - 0.5_dp * c2 * gpen
+        alpha = (1.0_dp + pen) * alpha
+      end if
       adamp = alpha
       do j = 1, m
         adamp(j, j) = alpha(j, j) * (1.0_dp + lam)
@@ -569,17 +617,21 @@ contains
         nsynth = nsynth + 1
       end do
       c2t = huge(1.0_dp)
+      meritt = huge(1.0_dp)
       if (ie == err_ok) then
-        call mix_profiles(s%nw, nc, stc, mixt, stray, st, wc)
+        call mix_profiles(s%nw, nc, stc, mixt, stray, icon, st, wc)
         c2t = chi2_raw(s%nw, obs, st, wgt)
+        call penalty(xt, pent, gpen)
+        meritt = c2t * (1.0_dp + pent)
       end if
       if (ntrial <= maxtr) then
         trace(ntrial, 1) = lam
         trace(ntrial, 2) = min(c2t, huge(1.0_dp)) / dof
-        trace(ntrial, 3) = merge(1.0_dp, 0.0_dp, ie == err_ok .and. c2t < c2)
+        trace(ntrial, 3) = merge(1.0_dp, 0.0_dp, ie == err_ok .and. meritt < merit)
       end if
-      if (ie == err_ok .and. c2t < c2) then
-        rho_c = (c2 - c2t) / (c2 + c2t)
+      if (ie == err_ok .and. meritt < merit) then
+        rho_c = (merit - meritt) / (merit + meritt)
+        merit = meritt
         call parameter_vector(aold)
         x = xt
         vmac = vt
@@ -624,7 +676,7 @@ contains
             nreuse = nreuse + 1
           else
             call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                                stray, m, jac, nsynth, ierr)
+                                stray, icon, m, jac, nsynth, ierr)
             if (ierr /= err_ok) exit
             nreuse = 0
             have_jac = .true.
@@ -634,7 +686,7 @@ contains
         ! a failed step with an updated (approximate) Jacobian: take the exact one and retry at the
         ! same lambda before counting a failure
         call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                            stray, m, jac, nsynth, ierr)
+                            stray, icon, m, jac, nsynth, ierr)
         if (ierr /= err_ok) exit
         nreuse = 0
         have_jac = .true.
@@ -677,7 +729,7 @@ contains
     end do
     if (.not. have_jac) then
       call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                          m, jac, nsynth, ierr)
+                          icon, m, jac, nsynth, ierr)
       if (ierr /= err_ok) then
         info(info_syntheses) = nsynth
         return
@@ -741,6 +793,22 @@ contains
     end if
 
   contains
+
+    !> Regularisation term P of model xx and dP/d delta (zero without regularisation).
+    pure subroutine penalty(xx, pp, gg)
+      real(dp), intent(in) :: xx(n, n_cols, nc)
+      real(dp), intent(out) :: pp, gg(m)
+      real(dp) :: pc
+      integer :: cc
+      pp = 0.0_dp
+      gg = 0.0_dp
+      if (regmode == 0) return
+      do cc = 1, nc
+        if (lay(cc)%m == 0) cycle
+        call layout_penalty(n, logtau, xx(:, :, cc), lay(cc), regmode, pc, gg(off(cc) + 1:off(cc) + lay(cc)%m))
+        pp = pp + pc
+      end do
+    end subroutine penalty
 
     !> The free parameters' values (node values of both components, u, w) in parameter order.
     pure subroutine parameter_vector(a)

@@ -30,7 +30,7 @@ module pyinv_nodes
   public :: node_count_allowed, allowed_node_count, node_indices, node_basis, sir_node_basis, &
             node_values, node_tangent, apply_perturbation
   public :: layout, make_layout, update_layout, node_jacobian, node_jacobian_at, node_values_vector, &
-            secant_step, secant_update
+            secant_step, secant_update, layout_penalty
 
   integer, parameter, public :: slot_relative = 1, slot_offset = 2, slot_log = 3, slot_angle = 4
   integer, parameter, public :: interp_spline = 0, interp_linear = 1
@@ -567,6 +567,60 @@ contains
       if (lay%s(v)%n > 0) a(lay%s(v)%first:lay%s(v)%first + lay%s(v)%n - 1) = lay%s(v)%a
     end do
   end subroutine node_values_vector
+
+  !> Regularisation of SIR's interpolation modes 2-5 (spec-inversion §4.8, only qualitative there; pyinv's
+  !> choice): P = sum over the slots with >= 3 nodes (vmac excluded) of a slot term divided by the
+  !> absolute value of the slot's first node value (angles: by 1 radian). regmode 1 (modes 2/3): the total
+  !> variation of the node values in excess of their net change, sum |a_j+1 - a_j| - |a_n - a_1| (zero
+  !> for monotonic stratifications). regmode 2 (modes 4/5): at every interior node where consecutive
+  !> differences change sign (a local extremum), 2 min(|a_j - a_j-1|, |a_j+1 - a_j|) (the same total
+  !> variation, counted only at extrema). Node values of model x (node_values); g(m) = dP/d delta in the
+  !> LM step variables (relative slots: a_j dP/da_j; angles dP/da_j), by central differences in a.
+  pure subroutine layout_penalty(n, logtau, x, lay, regmode, p, g)
+    integer, intent(in) :: n, regmode
+    real(dp), intent(in) :: logtau(n), x(n, n_cols)
+    type(layout), intent(in) :: lay
+    real(dp), intent(out) :: p, g(lay%m)
+    real(dp) :: a(n), ap(n), pp, pm, h
+    integer :: v, nv, j
+    p = 0.0_dp
+    g = 0.0_dp
+    do v = 1, n_cols
+      nv = lay%s(v)%n
+      if (nv < 3) cycle
+      call node_values(n, logtau, x(:, v), nv, lay%s(v)%xn, lay%s(v)%kind, lay%voff, a(1:nv))
+      p = p + slot_penalty(nv, a(1:nv), lay%s(v)%kind, regmode)
+      do j = 1, nv
+        h = 1.0e-7_dp * max(abs(a(j)), 1.0e-3_dp)
+        ap(1:nv) = a(1:nv)
+        ap(j) = a(j) + h
+        pp = slot_penalty(nv, ap(1:nv), lay%s(v)%kind, regmode)
+        ap(j) = a(j) - h
+        pm = slot_penalty(nv, ap(1:nv), lay%s(v)%kind, regmode)
+        g(lay%s(v)%first + j - 1) = (pp - pm) / (2.0_dp * h)
+        if (lay%s(v)%kind /= slot_angle) g(lay%s(v)%first + j - 1) = g(lay%s(v)%first + j - 1) * a(j)
+      end do
+    end do
+  end subroutine layout_penalty
+
+  pure real(dp) function slot_penalty(nv, a, kind, regmode) result(p)
+    integer, intent(in) :: nv, kind, regmode
+    real(dp), intent(in) :: a(nv)
+    real(dp) :: scale, d(nv - 1)
+    integer :: j
+    scale = 1.0_dp
+    if (kind /= slot_angle) scale = max(abs(a(1)), tiny(1.0_dp))
+    d = a(2:nv) - a(1:nv - 1)
+    if (regmode == 1) then
+      p = sum(abs(d)) - abs(a(nv) - a(1))
+    else
+      p = 0.0_dp
+      do j = 2, nv - 1
+        if (d(j - 1) * d(j) < 0.0_dp) p = p + 2.0_dp * min(abs(d(j - 1)), abs(d(j)))
+      end do
+    end if
+    p = max(p, 0.0_dp) / scale
+  end function slot_penalty
 
   !> The step actually taken between node values a_old and the layout's current ones, in the new model's
   !> step variables (pyinv, issue 9: Jacobian reuse between analytic RF evaluations): relative and

@@ -36,6 +36,7 @@ from .maps import invert  # noqa: E402
 from .synthmap import synthesize_map, SynthesisMap  # noqa: E402
 from . import inversion  # noqa: E402
 from .inversion import invert_pixel, PixelResult  # noqa: E402
+from .sirrun import run_sir  # noqa: E402
 
 __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
            "Atmosphere", "AtmosphereErrors", "LineList", "SpectralLine", "WavelengthGrid", "zeeman_components",
@@ -43,7 +44,7 @@ __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
            "read_sir_model", "write_sir_model", "read_sir_profiles", "write_sir_profiles", "read_abundances",
            "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi",
            "thermo", "hydrostatic", "synthesize", "response_functions", "invert", "InversionResult",
-           "inversion", "invert_pixel", "PixelResult", "synthesize_map", "SynthesisMap", "nlte"]
+           "inversion", "invert_pixel", "PixelResult", "run_sir", "synthesize_map", "SynthesisMap", "nlte"]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,8 @@
                   file and a PNG quick look.
 ``pyinv invert``  invert a Stokes cube (FITS) pixel by pixel (pyinv.invert): local process pool or a dask
                   scheduler, checkpoint/resume, result FITS with provenance.
+``pyinv sir``     run a SIR control file as SIR would (pyinv.run_sir): inversion (one pixel, or a map
+                  for a FITS cube), synthesis or response functions, outputs next to the control file.
 ``pyinv info``    version, engine status and packaged data.
 ``pyinv train``   train the CNN of the assisted inversion (pyinv.cnn) on a map and its training-set
                   inversion, or on generated maps (how the packaged model is made).
@@ -193,6 +195,20 @@ def _synth_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sir(args: argparse.Namespace) -> int:
+    from .sirrun import run_sir
+
+    run = run_sir(args.control, sir_rules=not args.pyinv_rules, workers=args.workers,
+                  progress=not args.no_progress)
+    print(f"pyinv sir: {run.mode} of {args.control}")
+    if run.chi is not None:
+        for c, (sn, chi2) in enumerate(run.chi, start=1):
+            print(f"  cycle {c}: s/n {sn:.5g}  chi2 {chi2:.7g}")
+    for f in run.outputs:
+        print(f"  -> {f}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import pyinv
 
@@ -333,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--device", default="cpu", help="torch device [cpu]")
     ct.add_argument("-o", "--output", help="model file [~/.cache/pyinv/cnn/<recipe>.npz, where pretrained() finds it]")
     ct.set_defaults(func=_cmd_cnn_train)
+
+    r = sub.add_parser("sir", help="run a SIR control file (.trol) as SIR would; outputs next to it")
+    r.add_argument("control", help="SIR control file (42 lines); its file names are relative to its folder")
+    r.add_argument("--pyinv-rules", action="store_true", help="one pixel: invert_pixel's default stopping rule and "
+                   "Broyden Jacobian updates (faster) instead of SIR's rules")
+    r.add_argument("--workers", type=int, help="map mode (FITS cube as observed profiles): worker processes")
+    r.add_argument("--no-progress", action="store_true", help="map mode: no progress bar")
+    r.set_defaults(func=_cmd_sir)
 
     i = sub.add_parser("info", help="version, engine and packaged data")
     i.set_defaults(func=_cmd_info)

@@ -630,14 +630,15 @@ def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *
               bvalue=0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
               jac_reuse: int = 0, rtol: float = 0.0, errors: bool = True, maxm: int = 128,
               maxtr: int = 400, magnetic_pressure: bool = False, mix=(0.0, 0.0), invert_mix=(0, 0),
-              stray=None) -> CycleResult:
+              stray=None, contrast_point: int = -1) -> CycleResult:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success).
 
     One component: ``x`` (ndep, 7), ``vmac`` a float, ``nodes`` 8 counts, ``boundary``/``bvalue`` scalars.
     Two components: ``x`` (ndep, 7, 2), ``vmac`` (2,), ``nodes`` (2, 8) (−1 = tied to the other
     component), ``boundary``/``bvalue`` per component. ``mix`` = (filling factor of component 2,
     stray-light fraction 0..1), ``invert_mix`` = (invert f₂, invert the stray fraction), ``stray`` the
-    (4, nλ) stray-light profile. ``jac_reuse``: Broyden updates of the Jacobian in a row between exact
+    (4, nλ) stray-light profile. ``contrast_point`` (0-based, two components): the wavelength point holding
+    the continuum-contrast pseudo-observation (spec-inversion §4.3; −1 = none). ``jac_reuse``: Broyden updates of the Jacobian in a row between exact
     ones (0 = SIR's rule). ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero)
     and their final Jacobian."""
     xa, use = _xnodes(xnodes)
@@ -654,7 +655,8 @@ def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *
     st = np.zeros((4, nw)) if stray is None else np.asarray(stray, dtype=np.float64)
     out = api().inv_cycle(setup.ibuf, setup.rbuf, f64(log_tau), xf, vm, f64_fortran(obs), f64(weights), float(snr),
                           nd, xa, use, int(interp), float(svdtol), float(lambda0), bnd, bval, float(mu),
-                          int(bool(magnetic_pressure)), mx, _i32(invert_mix), f64_fortran(st), int(maxit),
+                          int(bool(magnetic_pressure)), mx, _i32(invert_mix), f64_fortran(st),
+                          int(contrast_point) + 1 if contrast_point >= 0 else 0, int(maxit),
                           int(jac_mode), int(jac_reuse), float(rtol), int(bool(errors)), int(maxm), int(maxtr))
     (fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, cov, trace, info, rinfo, ierr) = out
     info = dict(zip(INFO_SLOTS, (int(v) for v in info)))

@@ -17,8 +17,13 @@ Automatic node selection (``auto_nodes``, SIR's ``*``) applies SIR's gradient-sc
 at the start of the cycle, to the model the cycle starts from, and keeps the chosen counts for the
 whole cycle (SIR re-chooses them at every evaluation, so its parameter vector changes length between
 trials); the magnetic pressure does not enter the Jacobian (SIR adds an inconsistent local term).
-Refused with a ValueError naming the field: continuum contrast, negative (ratio) Stokes weights and
-the regularised interpolation modes 2–5.
+The regularised interpolation modes 2–5 (§4.8, qualitative there) minimise χ²(1 + P) with pyinv's own
+penalty P (``pyinv_nodes::layout_penalty``: the excess total variation of the node values over their net
+change, modes 2/3, or the same counted only at extrema, modes 4/5, each slot scaled by its first node
+value), splines for even and linear interpolation for odd modes; the reported χ² stays χ².
+The continuum contrast (§4.3, two components) is SIR's pseudo-observation: (c − 1)/(c + 1) against
+(I₁ − I₂)/2 at a line-free point at 5000 Å, σ = 4 σ_last / √(N_λ w_I).
+Refused with a ValueError naming the field: negative (ratio) Stokes weights.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from .lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
 
 __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepare_synthesis", "auto_node_maxima",
-           "select_node_count"]
+           "select_node_count", "refuse_unsupported"]
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
@@ -94,6 +99,9 @@ class PixelResult:
         second component / stray light).
     errors2 : AtmosphereErrors or None
         Uncertainties of component 2 (``filling`` holds that of f₂, component 1's ``stray`` that of α).
+    contrast : float or None
+        With ``config.contrast``: the continuum contrast I_c1/I_c2 of the result (from SIR's synthetic
+        pseudo-observation (I₁ − I₂)/2 = y: (1 + y)/(1 − y)).
     """
 
     atmosphere: Atmosphere
@@ -115,6 +123,7 @@ class PixelResult:
     filling2: float | None = None
     stray_percent: float | None = None
     errors2: AtmosphereErrors | None = None
+    contrast: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -147,11 +156,12 @@ def _fold_angles(x: np.ndarray) -> np.ndarray:
 
 
 def _boundary(cfg: InversionConfig, component: int = 1) -> tuple[int, float]:
-    """HE top boundary (kind, value) of a component (§4.6); component 2 uses ``pg_surface1`` when
-    ``pg_surface2`` is 0 (SIR: one value given → both components)."""
-    v = float(cfg.pg_surface1)
-    if component == 2 and float(cfg.pg_surface2) != 0.0:
-        v = float(cfg.pg_surface2)
+    """HE top boundary (kind, value) of a component (§4.6); when only one of ``pg_surface1`` /
+    ``pg_surface2`` is non-zero, both components use it (SIR's rule)."""
+    p1, p2 = float(cfg.pg_surface1), float(cfg.pg_surface2)
+    v = p1 if component == 1 else p2
+    if v == 0.0:
+        v = p2 if component == 1 else p1
     if v > 0:
         return 1, v
     if v < 0:
@@ -279,16 +289,16 @@ def _auto_nodes(counts: list[list[int]], maxima: list[dict], atmospheres: list[A
     return out
 
 
-def _refuse_unsupported(config: InversionConfig) -> None:
-    """ValueError naming every control setting invert_pixel cannot honour."""
-    if config.contrast != -1.0:
-        raise ValueError(f"contrast={config.contrast:g}: the continuum contrast (SIR's pseudo-observation "
-                         "I_c1/I_c2) is not supported by pyinv; leave the field empty")
+def refuse_unsupported(config: InversionConfig, two_components: bool | None = None) -> None:
+    """ValueError naming every control setting invert_pixel cannot honour (``two_components`` False: also
+    the settings that need a second component)."""
+    if config.contrast != -1.0 and not config.contrast > 0.0:
+        raise ValueError(f"contrast={config.contrast:g}: the continuum contrast I_c1/I_c2 must be > 0 (or -1/empty: "
+                         "not used)")
+    if config.contrast != -1.0 and two_components is False:
+        raise ValueError(f"contrast={config.contrast:g}: the continuum contrast I_c1/I_c2 needs two components "
+                         "(guess2)")
     for c in range(1, config.cycles + 1):
-        mode = int(config.value("interpolation", c))
-        if mode > 1:
-            raise ValueError(f"interpolation={mode} (cycle {c}): SIR's regularised interpolation modes 2-5 are not "
-                             "supported by pyinv; use 0 (splines) or 1 (linear)")
         w = config.weights_for(c)
         if any(x < 0 for x in w):
             raise ValueError(f"weights={tuple(w)} (cycle {c}): negative weights (fit Q/I, U/I, V/I) are not "
@@ -387,7 +397,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"stokes must have shape (4, {grid.nwav}), got {obs.shape}")
     if config.cycles < 1:
         raise ValueError(f"config.cycles must be >= 1 for an inversion, got {config.cycles}")
-    _refuse_unsupported(config)
+    refuse_unsupported(config, guess2 is not None)
     lt = np.asarray(guess.log_tau, dtype=np.float64)
     steps = -np.diff(lt)
     if lt.size < 2 or np.any(np.abs(steps - steps[0]) > 2e-5):
@@ -446,6 +456,19 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         config.nodes_for(c, k).get("B", 0) != 0 for c in cycles for k in range(1, len(comps) + 1))
     setup = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
                               sir_compat=sir_compat, departures=departures, log_tau=lt)
+    setup_lm, obs_lm, stray_lm, icon = setup, obs, stray, -1
+    if config.contrast != -1.0:
+        if not two:
+            raise ValueError(f"contrast={config.contrast:g}: the continuum contrast I_c1/I_c2 needs two components "
+                             "(guess2)")
+        lines_c, grid_c = _with_contrast_point(lines, grid)
+        setup_lm = prepare_synthesis(lines_c, grid_c, psf=psf, abundances=abundances, magnetic=magnetic,
+                                     sir_compat=sir_compat, departures=departures, log_tau=lt)
+        icon = grid.nwav
+        cc = float(config.contrast)
+        obs_lm = np.concatenate([obs, np.array([[(cc - 1.0) / (cc + 1.0)], [0.0], [0.0], [0.0]])], axis=1)
+        if stray is not None:
+            stray_lm = np.concatenate([stray, np.zeros((4, 1))], axis=1)
     bnd = [_boundary(config, k) for k in range(1, len(comps) + 1)]
     jac_mode = engine.JAC_FINITE_DIFFERENCE if jacobian == "nodes" else engine.JAC_ANALYTIC
     x = np.stack([_model_x(a) for a in comps], axis=-1) if two else _model_x(guess)
@@ -476,7 +499,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         xn_c = None
         if xnodes:
             xn_c = {k: v for k, v in xnodes.items() if counts[0][engine.INV_SLOTS.index(k)] == v.size}
-        res = engine.inv_cycle(setup, lt, x, vmac, obs, config.weights_for(c), float(config.value("snr", c)),
+        res = engine.inv_cycle(setup_lm, lt, x, vmac, obs_lm, config.weights_for(c), float(config.value("snr", c)),
                                counts if two else counts[0], xnodes=xn_c,
                                interp=int(config.value("interpolation", c)),
                                svdtol=float(config.value("svd_tolerance", c)) ** (2 if svd_scaling == "jacobian"
@@ -487,7 +510,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtol,
                                errors=c == config.cycles,   # uncertainties of the last cycle only
                                magnetic_pressure=bool(config.magnetic_pressure), mix=mix,
-                               invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray)
+                               invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon)
         nsyn += res.syntheses
         log = dict(zip(engine.INV_SLOTS, counts[0]))
         if two:
@@ -542,8 +565,13 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         filling = (1.0 - f2_out if k == 0 else f2_out) if two else guess.filling
         st_hdr = alpha_pct if alpha_pct is not None else float(guess.stray)
         atms.append(Atmosphere(log_tau=lt, **cols, macro=float(vk), filling=filling, stray=st_hdr))
+    contrast_fit = None
     if last_ok is not None:
         fit = last_ok.fit
+        if icon >= 0:
+            y = float(fit[0, icon])
+            contrast_fit = (1.0 + y) / (1.0 - y)
+            fit = fit[:, :icon]
         if status == STATUS_OK:
             cov = last_ok.cov
     return PixelResult(atmosphere=atms[0], fit=fit, chi2=np.asarray(chi2), iterations=np.asarray(iters, dtype=int),
@@ -551,7 +579,27 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                        trials=np.asarray(trials, dtype=int), syntheses=nsyn, chi2_start=np.asarray(c2start),
                        snr=np.asarray(snrs), nodes=node_log, trace=traces, message=status_message(int(status)),
                        atmosphere2=atms[1] if two else None, filling2=f2_out, stray_percent=alpha_pct,
-                       errors2=errs[1] if two else None)
+                       errors2=errs[1] if two else None, contrast=contrast_fit)
+
+
+#: SIR index of the line-free pseudo-line that carries the continuum contrast (spec-inversion §4.3)
+CONTRAST_LINE_INDEX = 999999
+
+
+def _with_contrast_point(lines: LineList, grid: WavelengthGrid) -> tuple[LineList, WavelengthGrid]:
+    """The line list and grid with one more point: a line-free "line" at 5000 Å (log gf = −20), SIR's
+    carrier of the continuum-contrast pseudo-observation."""
+    from .lines import GridRegion, SpectralLine
+
+    if lines.has_index(CONTRAST_LINE_INDEX):
+        raise ValueError(f"line index {CONTRAST_LINE_INDEX} is reserved for the continuum-contrast point")
+    pseudo = SpectralLine(index=CONTRAST_LINE_INDEX, element="Fe", ion=1, wavelength=5000.0, enhancement=1.0,
+                          excitation=0.0, loggf=-20.0, term_lower=None, term_upper=None, geff_override=0.0)
+    lines_c = LineList(list(lines) + [pseudo])
+    regions = list(grid.regions) + [GridRegion(indices=(CONTRAST_LINE_INDEX,), start=0.0, step=None, end=0.0,
+                                               npoints=1)]
+    offsets = [grid.offset_mA[sl] for sl in grid.region_slices()] + [np.zeros(1)]
+    return lines_c, WavelengthGrid(regions, offsets, lines_c)
 
 
 def _atmosphere_of(x: np.ndarray, vmac: float, log_tau: np.ndarray) -> Atmosphere:

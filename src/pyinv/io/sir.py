@@ -1,6 +1,7 @@
 """Readers and writers of SIR's text formats (spec-forward §2).
 
-Models (``.mod``/``.err``), profiles (``.per``), abundance files, PSF files and ``.chi`` files. LINES and
+Models (``.mod``/``.err``), profiles (``.per``), abundance files, PSF files, ``.chi`` files and
+response-function files (``.rt``, ``.rh``, ...). LINES and
 wavelength-grid files are handled by :class:`pyinv.lines.LineList` and :class:`pyinv.lines.WavelengthGrid`;
 control files by :class:`pyinv.config.InversionConfig`.
 """
@@ -19,7 +20,7 @@ from ._textfmt import find_header_end, fortran_e, fortran_f, list_directed_real
 __all__ = [
     "read_sir_model", "read_sir_errors", "write_sir_model", "read_two_component_models",
     "SirProfiles", "read_sir_profiles", "write_sir_profiles",
-    "read_abundances", "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi",
+    "read_abundances", "write_abundances", "read_psf", "read_sir_chi", "write_sir_chi", "read_sir_rf", "write_sir_rf",
 ]
 
 PathLike = str | os.PathLike
@@ -338,3 +339,39 @@ def write_sir_chi(path: PathLike, chi: np.ndarray, append: bool = False) -> None
     with open(path, "a" if append else "w") as fh:
         for r in a:
             fh.write("".join(list_directed_real(v) for v in r) + "\n")
+
+
+def write_sir_rf(path: PathLike, rf: np.ndarray) -> None:
+    """Write a SIR response-function file (spec-forward §2.10).
+
+    Parameters
+    ----------
+    rf : array (n_depth, n_col)
+        Depth-major (depth 1 = deepest), within a depth Stokes-major (all wavelengths of I, then Q, U, V;
+        ``n_col`` = nλ for Stokes I only or 4 nλ).
+
+    The first record is ``n_depth n_col``; the values follow list-directed, five per line.
+    """
+    a = np.asarray(rf, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"rf must be 2-D (n_depth, n_col), got shape {a.shape}")
+    with open(path, "w") as fh:
+        fh.write(f" {a.shape[0]:11d} {a.shape[1]:11d}\n")
+        flat = a.ravel()
+        for k in range(0, flat.size, 5):
+            fh.write("".join(list_directed_real(v) for v in flat[k:k + 5]) + "\n")
+
+
+def read_sir_rf(path: PathLike) -> np.ndarray:
+    """Read a SIR response-function file: ``(n_depth, n_col)`` float64 (see :func:`write_sir_rf`)."""
+    toks = Path(path).read_text().replace("D", "E").replace("d", "e").split()
+    if len(toks) < 2:
+        raise ValueError(f"{path}: an RF file starts with 'n_depth n_col'")
+    try:
+        nd, nc = int(float(toks[0])), int(float(toks[1]))
+        vals = np.array([float(t) for t in toks[2:]], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path}: malformed numbers") from None
+    if nd < 1 or nc < 1 or vals.size != nd * nc:
+        raise ValueError(f"{path}: header says {nd} x {nc} values, the file holds {vals.size}")
+    return vals.reshape(nd, nc)
