@@ -171,6 +171,17 @@ def test_stray_per_file_on_other_wavelengths(plain, tmp_path):
         _inv(plain, stray=str(per))
 
 
+@pytest.mark.parametrize("cfg, match", [
+    (dict(nodes2={"B": 1}), r"nodes2\['B'\]=1 \(cycle 1\) inverts a second component: pass its initial model as guess2="),
+    (dict(invert_filling=1), r"invert_filling=.*needs a second component: pass guess2="),
+    (dict(contrast=1.2), r"contrast=1.2: .*needs two components"),
+])
+def test_settings_invert_pixel_refuses_are_refused_for_the_map(plain, cfg, match):
+    """Refused once for the map (a ValueError), not as a failed pixel (status 103) each."""
+    with pytest.raises(ValueError, match=match):
+        _inv(plain, config=pyinv.InversionConfig(cycles=1, **cfg))
+
+
 def test_inverted_stray_needs_alpha_and_profile(plain):
     cfg = pyinv.InversionConfig(cycles=1, invert_stray=1)
     with pytest.raises(ValueError, match=r"invert_stray=.*no stray-light profile"):

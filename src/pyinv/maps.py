@@ -365,6 +365,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         stray_window=(DEFAULT_STRAY_WINDOW if stray_window is None else stray_window), stray_percent=stray_percent,
         data=data, grid=grid, config=config, table=gs.table, header=gs.header, gindex=gs.index, valid=valid,
         usable=usable)
+    if solver == "pyinv:invert_pixel":  # settings invert_pixel cannot honour: refused once, not per pixel
+        from .inversion import refuse_unsupported
+
+        refuse_unsupported(config, two_components=extras.ncomp == 2)
     problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
                                 solver=solver, time_limit=time_limit, ncomp=extras.ncomp)
     flat = data.reshape(ny * nx, 4, nwav)

@@ -238,6 +238,15 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
     if guess2 is None:
         if filling2 is not None:
             raise ValueError(f"filling2={filling2!r} is given but there is no second component (guess2=None)")
+        # as invert_pixel refuses them, but once for the map instead of a failed (status 103) pixel each
+        for c in range(1, max(1, int(config.cycles)) + 1):
+            used = {k: v for k, v in config.nodes_for(c, 2).items() if v != 0}
+            if used:
+                k, v = next(iter(used.items()))
+                raise ValueError(f"nodes2[{k!r}]={v} (cycle {c}) inverts a second component: pass its initial model "
+                                 "as guess2=")
+        if _inverted_in_any_cycle(config, "invert_filling"):
+            raise ValueError(f"invert_filling={config.invert_filling!r} needs a second component: pass guess2=")
     else:
         t2, h2, i2, what = component2_guesses(guess2, ny, nx)
         ndep = table.shape[1]
