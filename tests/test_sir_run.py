@@ -4,7 +4,6 @@ The complete SIR run in ../shared/reference/sir_files is copied to a temporary f
 read-only) and run with its cycles cut for test time."""
 from __future__ import annotations
 
-import inspect
 import math
 import shutil
 
@@ -20,10 +19,6 @@ from pyinv.sirrun import output_base, run_sir
 
 # SIR's .chi of the reference run, row 1 (cycle 1: s/n, chi2)
 SIR_CHI_CYCLE1 = (190.1743, 552.6153)
-
-
-def _two_component_invert_pixel() -> bool:
-    return "guess2" in inspect.signature(pyinv.invert_pixel).parameters
 
 
 @pytest.fixture
@@ -241,27 +236,37 @@ def test_bad_stray_light(run_dir):
     assert (run_dir / "o.per").is_file()
 
 
-def test_map_mode_refuses_two_components(run_dir):
+def test_map_mode(run_dir):
+    """A FITS cube as observed profiles: pyinv.invert over the map, with a second component and a stray-light
+    file taken from the control file (f₂ from model 2's header, α from model 1's)."""
     pytest.importorskip("astropy")
     from pyinv.io.fits import write_stokes_cube
 
     lines, grid = _setup(run_dir)
     obs = read_sir_profiles(run_dir / "model1.per").stokes
     write_stokes_cube(run_dir / "obs.fits", np.stack([obs, obs])[None], grid.wavelength)
-    trol = _edit(run_dir / "sir.trol", {1: "1", 2: "obs.fits", 9: "model1.mod"})
-    with pytest.raises(ValueError, match=r"line 9 \(Initial guess model 2\) = 'model1.mod'.*FITS map"):
-        run_sir(trol)
+    trol = _edit(run_dir / "sir.trol", {1: "1", 2: "obs.fits"})
     write_stokes_cube(run_dir / "shifted.fits", np.stack([obs, obs])[None], grid.wavelength + 0.01)
     with pytest.raises(ValueError, match=r"shifted.fits: wavelength 0 is .*more than 1 mÅ"):
-        run_sir(_edit(trol, {2: "shifted.fits", 9: ""}))
-    run = run_sir(_edit(trol, {2: "obs.fits", 9: ""}), workers=1)
+        run_sir(_edit(trol, {2: "shifted.fits"}, name="shifted.trol"))
+    run = run_sir(trol, workers=1)
     assert run.mode == "map" and run.outputs[0].name == "model2_1.fits"
     res = pyinv.InversionResult.from_fits(run.outputs[0])
     assert np.asarray(res.chi2).shape[:2] == (1, 2)
+    # two components and stray light
+    m = read_sir_model(run_dir / "model2.mod")
+    write_sir_model(run_dir / "c1.mod", m.with_columns(stray=10.0))
+    write_sir_model(run_dir / "c2.mod", m.with_columns(B=0.0, filling=0.3))
+    st = np.zeros((4, grid.nwav))
+    st[0] = 1.0
+    write_sir_profiles(run_dir / "st.per", grid.line_index, grid.offset_mA, st)
+    run = run_sir(_edit(trol, {3: "st.per", 8: "c1.mod", 9: "c2.mod", 23: "1"}, name="two.trol"), workers=1)
+    res = pyinv.InversionResult.from_fits(run.outputs[0])
+    assert np.allclose(res.filling2, 0.3) and np.allclose(res.stray_percent, 10.0)
+    assert res.atmospheres2 is not None and np.all(np.asarray(res.status) == 0)
 
 
 # --------------------------------------------------------------------------------------- two components
-@pytest.mark.skipif(not _two_component_invert_pixel(), reason="invert_pixel without guess2 (issue 13 engine side)")
 def test_inversion_stray_light_headers(run_dir):
     lines, grid = _setup(run_dir)
     m = read_sir_model(run_dir / "model2.mod")
@@ -316,7 +321,6 @@ def test_empty_lines_and_abundance_fields_use_packaged_defaults(run_dir):
     np.testing.assert_allclose(read_sir_profiles(run_dir / "d.per").stokes, ref, rtol=6e-7, atol=1e-12)
 
 
-@pytest.mark.skipif(not _two_component_invert_pixel(), reason="invert_pixel without guess2 (issue 13 engine side)")
 def test_inversion_two_components_headers(run_dir):
     m = read_sir_model(run_dir / "model2.mod")
     write_sir_model(run_dir / "a1.mod", m.with_columns(filling=0.6))

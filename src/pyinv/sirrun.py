@@ -552,14 +552,8 @@ def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progr
     from .maps import invert
 
     cfg = inp.cfg
-    if cfg.model2:
-        raise ValueError(f"{_field('model2', cfg.model2)}: a second component is not supported for a FITS map in "
-                         "pyinv sir yet (invert the pixels with a .per file, or use pyinv.invert)")
-    if cfg.stray_file:
-        raise ValueError(f"{_field('stray_file', cfg.stray_file)}: stray light is not supported for a FITS map in "
-                         "pyinv sir yet")
-    m1, _, p1, _ = _models(cfg, "inversion")
-    _check_components(cfg, False, False)
+    m1, m2, p1, p2 = _models(cfg, "inversion")
+    _check_components(cfg, m2 is not None, bool(cfg.stray_file))
     _refused_by_invert_pixel(cfg, control)
     grid, _ = _grid_blends(cfg, inp.lines)
     if grid is None:
@@ -578,7 +572,9 @@ def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progr
             j = int(np.argmax(dev > 1.0))
             raise ValueError(f"{obs_path}: wavelength {j} is {wl[j]:.4f} Å, the grid file has "
                              f"{grid.wavelength[j]:.4f} Å (more than 1 mÅ apart)")
-    res = invert(cube, inp.lines, grid, cfg, guess=m1, psf=inp.psf, abundances=inp.abundances,
+    # model 2 and the stray-light file (config.stray_file) with SIR's header rules: f2 from model 2's header,
+    # alpha from model 1's
+    res = invert(cube, inp.lines, grid, cfg, guess=m1, guess2=m2, psf=inp.psf, abundances=inp.abundances,
                  workers=workers, progress=progress)
     base1, off1 = output_base(p1)
     out = Path(f"{base1}_{off1 + cfg.cycles}.fits")
