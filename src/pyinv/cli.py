@@ -137,12 +137,27 @@ def _cmd_invert(args: argparse.Namespace) -> int:
             cfg = None  # pyinv.cnn.assisted_config(): one cycle, T 5, v 3, B 3, the rest 1
         init = CNNInit(guess, fallback=not args.no_fallback, resample=args.resample)
         guess = None
+    guess2 = args.guess2 or cfg_file(None, "model2") if cfg is not None else args.guess2
+    stray = args.stray
+    if stray is not None and stray != "local" and not Path(stray).exists():
+        raise ValueError(f"--stray {stray!r}: no such file (a SIR .per profile, or 'local')")
+    mixing = {}
+    if guess2 is not None:
+        mixing.update(guess2=guess2, filling2=args.filling2)
+    elif args.filling2 is not None:
+        raise ValueError("--filling2 needs a second component (--guess2 or the control file's model 2)")
+    if stray is not None:
+        mixing["stray"] = stray
+        if stray == "local":
+            mixing["stray_window"] = args.stray_window
+    if args.stray_percent is not None:
+        mixing["stray_percent"] = args.stray_percent
     try:
         res = invert(args.cube, lines, grid, cfg, init=init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
                      axes=args.axes, executor=executor, workers=args.workers, chunk=args.chunk,
                      checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit,
-                     check=not args.no_check, nlte=_nlte_backend(args.nlte, lines, grid, args))
+                     check=not args.no_check, nlte=_nlte_backend(args.nlte, lines, grid, args), **mixing)
     finally:
         if client is not None:
             client.close()
@@ -283,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--init", default="single", help="single | previous | multistart | cluster | cnn [single]")
     v.add_argument("--guess", help="guess for --init: .mod (single), result FITS (previous), N (multistart), "
                                    "model path or catalogue name (cnn; default hinode-sp-fe6301)")
+    v.add_argument("--guess2", help="second component: .mod or an earlier two-component result FITS [the control "
+                                    "file's model 2]")
+    v.add_argument("--filling2", type=float, help="filling factor of component 2 [model 2's header]")
+    v.add_argument("--stray", help="stray-light profile: SIR .per file, or 'local' (mean Stokes I of the "
+                                   "surrounding pixels) [the control file's]")
+    v.add_argument("--stray-window", type=int, default=7, help="--stray local: window size in pixels, odd [7]")
+    v.add_argument("--stray-percent", type=float, help="stray-light fraction alpha [%%] [model 1's header]")
     v.add_argument("--mask", help="boolean map (ny, nx) as .npy or FITS: nonzero = invert")
     v.add_argument("--sigma", type=float, help="noise of Stokes I in continuum units (replaces the S/N)")
     v.add_argument("--mu", type=float, help="heliocentric cosine [the control file's]")
