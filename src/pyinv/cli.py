@@ -115,6 +115,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     lines = LineList.read_sir(lines_f) if lines_f else default_lines()
     grid = WavelengthGrid.read_sir(grid_f, lines) if grid_f else models.hinode_grid(lines)
     guess = args.guess
+    if guess is None and args.init == "single" and args.config:
+        guess = cfg_file(None, "model1")  # the control file's initial model 1
     if args.init == "multistart" and guess is not None and guess.isdigit():
         guess = int(guess)
     mask = None
@@ -296,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--psf", help="spectral PSF file [the control file's]")
     v.add_argument("--abundances", help="SIR abundance file [the control file's, else packaged]")
     v.add_argument("--init", default="single", help="single | previous | multistart | cluster | cnn [single]")
-    v.add_argument("--guess", help="guess for --init: .mod (single), result FITS (previous), N (multistart), "
+    v.add_argument("--guess", help="guess for --init: .mod (single; default the control file's model 1, else the "
+                                   "packaged quiet-Sun guess), result FITS (previous), N (multistart), "
                                    "model path or catalogue name (cnn; default hinode-sp-fe6301)")
     v.add_argument("--guess2", help="second component: .mod or an earlier two-component result FITS [the control "
                                     "file's model 2]")
