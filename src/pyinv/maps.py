@@ -307,8 +307,9 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
                          f"expected {ny * nx}")
     config.check_nodes(gs.ndep)
     ncyc = max(1, int(config.cycles))
+    wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle
     problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
-                                solver=solver, time_limit=time_limit)
+                                solver=solver if wrap is None else wrap(solver), time_limit=time_limit)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
     status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))

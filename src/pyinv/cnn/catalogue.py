@@ -35,6 +35,10 @@ class CatalogueEntry:
     packaged: str | None
     recipe: str
     description: str
+    #: LM iterations of the assisted cycle (``CNNInit(max_iterations=None)``), measured per model with
+    #: benchmarks/bench_assisted.py (benchmarks/results/assisted_tuning.txt): how far this model's starts
+    #: are from a converged fit.
+    assisted_max_iterations: int = 3
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -45,7 +49,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     "gris-fe15648": CatalogueEntry(
         "gris-fe15648", "GREGOR/GRIS", "Fe I 15648.5 / 15652.9 A (+-1 A at 40 mA, 2 x 51 points)",
         "cnn_gris_fe15648.npz", "gris-fe15648",
-        "GREGOR Infrared Spectrograph, Gafeira et al. (2021) Table A.1 sampling, no spectral PSF"),
+        "GREGOR Infrared Spectrograph, Gafeira et al. (2021) Table A.1 sampling, no spectral PSF",
+        assisted_max_iterations=4),
 }
 
 #: Default model of ``init="cnn"`` and :func:`pyinv.cnn.predict`.
