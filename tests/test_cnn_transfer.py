@@ -203,7 +203,8 @@ def test_assisted_lm_options_reach_invert_pixel(fixed_map):
     assert more.iterations.max() > 1
     assert pyinv.InversionConfig.from_sir_text(more.provenance["config_text"]).value("initial_diagonal", 1) == 1e-3
     # defaults: per catalogue model; bad values refused
-    assert cnn.CNNInit().max_iterations == 3 and cnn.CNNInit("gris-fe15648").max_iterations == 4
+    assert (cnn.CNNInit().max_iterations, cnn.CNNInit().rtol) == (3, 1e-3)
+    assert (cnn.CNNInit("gris-fe15648").max_iterations, cnn.CNNInit("gris-fe15648").rtol) == (8, 0.03)
     for bad in (dict(max_iterations=0), dict(rtol=-1.0), dict(jacobian_reuse=-1), dict(initial_diagonal=0.0)):
         with pytest.raises(ValueError):
             cnn.CNNInit(**bad)

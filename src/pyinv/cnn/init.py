@@ -13,9 +13,10 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    Pe from hydrostatic equilibrium at μ.
    **The assisted cycle** refines that start rather than converging from scratch: its initial Marquardt λ
    is ``initial_diagonal`` (default 1.0 instead of the configuration's 1e-3, so the first steps stay near
-   the CNN's atmosphere), it stops after ``max_iterations`` successful LM iterations (default: the catalogue
-   model's ``assisted_max_iterations``, 3 for Hinode SP, 4 for GRIS; 3 for other models) or earlier by
-   invert_pixel's ``rtol`` rule, and the Jacobian is updated by Broyden's formula up to
+   the CNN's atmosphere), it stops after ``max_iterations`` successful LM iterations or earlier by
+   invert_pixel's ``rtol`` rule (two consecutive iterations each improving χ² by less than 2·rtol) —
+   defaults 3 and 1e-3; catalogue models may carry their own (``CatalogueEntry.assisted_lm``: GRIS 8 and
+   0.03) —, and the Jacobian is updated by Broyden's formula up to
    ``jacobian_reuse`` (3) times in a row. These reach :func:`pyinv.invert_pixel` through the map's solver
    (:class:`AssistedSolver`, named in ``provenance["solver"]``); the λ is in ``provenance["config_text"]``.
    Why (benchmarks/results/assisted_tuning.txt, the four transfer maps of ``benchmarks/bench_assisted.py``):
@@ -24,9 +25,11 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    with the truth against 0.942–0.974 for the standard run, T on the emerging region 0.78 against 0.95,
    while the CNN alone had 0.97–0.98. With λ = 1 and 3 iterations (Broyden ×3): 4.6–5.0× less CPU, χ²
    within 5 % of the standard run's on 98–100 % of the pixels, and every correlation at least the
-   standard's. The GRIS model's starts are farther off (its v correlates 0.93 with the truth): 3 iterations
-   left χ² within 5 % on only 83–93 % of pixels, 4 on 92–100 %. ``max_iterations=100, rtol=1e-3,
-   jacobian_reuse=1, initial_diagonal=None`` converges fully (slower, same χ² criterion). With
+   standard's. The GRIS model's starts are farther off (its v correlates 0.93–0.96 with the truth): 3
+   iterations left χ² within 5 % on only 83–93 % of the pixels of its 12×12 maps, 4 iterations 86–96 % on
+   24×24 maps, at most 8 with rtol 0.03 (4.1–4.3 on average, the same cost) 93–99 %.
+   ``max_iterations=100, rtol=1e-3, jacobian_reuse=1, initial_diagonal=None`` converges fully (slower,
+   the χ² criterion met too). With
    ``cycles="all"`` the configuration runs as given (none of these settings).
 3. **Fallback** (``fallback=True``, the default). A pixel is *clearly worse* when its χ² is more than
    ``fallback_factor`` (default 10) times the median χ² of the converged pixels of its CNN cluster (k-means
@@ -57,9 +60,9 @@ from ..init.base import GuessSet, InitContext, InitStrategy
 
 __all__ = ["CNNInit", "AssistedSolver", "one_cycle", "flag_clearly_worse"]
 
-#: Defaults of the assisted cycle's LM options (CNNInit; see the module docstring): iterations for models
-#: outside the catalogue (catalogue models carry their own, CatalogueEntry.assisted_max_iterations), the
-#: stopping tolerance (invert_pixel's), Broyden updates in a row, the initial Marquardt λ.
+#: Defaults of the assisted cycle's LM options (CNNInit; see the module docstring): iterations and stopping
+#: tolerance (catalogue models may carry their own, CatalogueEntry.assisted_lm), Broyden updates in a row,
+#: the initial Marquardt λ.
 ASSISTED_MAX_ITERATIONS = 3
 ASSISTED_RTOL = 1e-3
 ASSISTED_JACOBIAN_REUSE = 3
@@ -140,9 +143,10 @@ class CNNInit(InitStrategy):
         :func:`pyinv.cnn.reference_config`).
     max_iterations : int or None
         Successful LM iterations of the assisted cycle at most (module docstring, step 2). None (default):
-        the catalogue model's ``assisted_max_iterations`` (Hinode SP 3, GRIS 4), 3 for other models.
-    rtol : float
-        invert_pixel's relative-gain stopping rule in the assisted cycle (default 1e-3, invert_pixel's).
+        the catalogue model's (``CatalogueEntry.assisted_lm``: GRIS 8), else 3.
+    rtol : float or None
+        invert_pixel's relative-gain stopping rule in the assisted cycle. None (default): the catalogue
+        model's (GRIS 0.03), else 1e-3 (invert_pixel's).
     jacobian_reuse : int
         Broyden updates of the Jacobian in a row in the assisted cycle (default 3; invert_pixel's is 1).
     initial_diagonal : float or None
@@ -159,7 +163,7 @@ class CNNInit(InitStrategy):
     def __init__(self, guess: Any = None, *, ic_quiet: float | None = None, n_clusters: int = 5,
                  resample: bool = False, cycles: str = "last", fallback: bool = True, fallback_factor: float = 10.0,
                  fallback_config: Any = None, max_iterations: int | None = None,
-                 rtol: float = ASSISTED_RTOL, jacobian_reuse: int = ASSISTED_JACOBIAN_REUSE,
+                 rtol: float | None = None, jacobian_reuse: int = ASSISTED_JACOBIAN_REUSE,
                  initial_diagonal: float | None = ASSISTED_INITIAL_DIAGONAL):
         from .predict import as_model
         if cycles not in ("last", "all"):
@@ -167,10 +171,13 @@ class CNNInit(InitStrategy):
         if not fallback_factor > 1.0:
             raise ValueError(f"fallback_factor must be > 1, got {fallback_factor}")
         self.model = as_model(guess)
+        from .catalogue import CATALOGUE
+        entry = CATALOGUE.get(str(self.model.meta.get("name")))
+        own = dict(entry.assisted_lm) if entry is not None else {}
         if max_iterations is None:
-            from .catalogue import CATALOGUE
-            entry = CATALOGUE.get(str(self.model.meta.get("name")))
-            max_iterations = entry.assisted_max_iterations if entry is not None else ASSISTED_MAX_ITERATIONS
+            max_iterations = own.get("max_iterations", ASSISTED_MAX_ITERATIONS)
+        if rtol is None:
+            rtol = own.get("rtol", ASSISTED_RTOL)
         if isinstance(max_iterations, bool) or int(max_iterations) != max_iterations or max_iterations < 1:
             raise ValueError(f"max_iterations must be an integer >= 1 or None, got {max_iterations!r}")
         if not float(rtol) >= 0.0:
