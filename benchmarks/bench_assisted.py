@@ -141,6 +141,11 @@ def main_transfer(args) -> None:
         return res, t
 
     import warnings
+    lm = {k: v for k, v in (("max_iterations", args.max_iterations), ("rtol", args.rtol),
+                            ("jacobian_reuse", args.jacobian_reuse), ("initial_diagonal", args.initial_diagonal))
+          if v is not None}
+    # assisted runs with non-default LM options get their own checkpoints and timings in the workdir
+    tag = "".join(f"_{k}{v:g}" for k, v in lm.items())
     results = {}
     for name, make in maps.items():
         m = make()
@@ -149,7 +154,7 @@ def main_transfer(args) -> None:
         r_std, t_std = timed_invert(f"{name}_standard", m, cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the announced mu range / one-cycle reduction
-            r_ass, t_ass = timed_invert(f"{name}_assisted", m, cfg, init=cnn.CNNInit(model))
+            r_ass, t_ass = timed_invert(f"{name}_assisted{tag}", m, cfg, init=cnn.CNNInit(model, **lm))
             pred = cnn.predict(m.cube, model, mu=m.mu)
         q = {"truth": quantities(m), "standard": quantities(r_std), "assisted": quantities(r_ass),
              "CNN": quantities(pred)}
@@ -169,6 +174,7 @@ def main_transfer(args) -> None:
             # the same ratio from the pixels' own seconds in the workers (less sensitive to pool start-up; on a
             # shared machine both move with the load of other processes)
             "speedup_pixel_seconds": t_std["pixel_seconds"] / t_ass["pixel_seconds"],
+            "assisted_lm": r_ass.provenance["init_info"].get("assisted_lm"),
             "iterations_mean": {"standard": float(np.mean(r_std.iterations)),
                                 "assisted": float(np.mean(r_ass.iterations))},
             "chi2_within_5pct_fraction": float(np.mean(ratio <= 1.05)) if ratio.size else float("nan"),
@@ -185,7 +191,8 @@ def main_transfer(args) -> None:
         comparison_figures(q, out.parent, prefix=f"{out.stem}_{name}_", reference="truth")
         log(f"  speed-up {row['speedup']:.2f}x (pixel seconds {row['speedup_pixel_seconds']:.2f}x), chi2 within 5 %: "
             f"{row['chi2_within_5pct_fraction']:.2f}, "
-            f"fallback {row['fallback']}")  # noqa: E501
+            f"fallback {row['fallback']}, mean iterations {row['iterations_mean']}, chi2 ratio percentiles "
+            f"{row['chi2_ratio_percentiles']}")  # noqa: E501
     summary = {
         "protocol": "transfer", "size": n, "workers": workers, "seed": S, **git, "instrument": rec.instrument,
         "model": {"name": model.meta.get("name"), "file": Path(model.provenance.get("loaded_from", "?")).name,
@@ -235,6 +242,14 @@ def main() -> None:
                                     "this model instead of training one on the first map (then no training-set "
                                     "inversion; seconds.training from the model's provenance)")
     ap.add_argument("--fresh", action="store_true", help="delete the workdir first")
+    ap.add_argument("--max-iterations", type=int, default=None,
+                    help="transfer: CNNInit(max_iterations=...) of the assisted cycle [CNNInit's default]")
+    ap.add_argument("--rtol", type=float, default=None, help="transfer: CNNInit(rtol=...) [CNNInit's default]")
+    ap.add_argument("--jacobian-reuse", type=int, default=None,
+                    help="transfer: CNNInit(jacobian_reuse=...) [CNNInit's default]")
+    ap.add_argument("--initial-diagonal", type=float, default=None,
+                    help="transfer: CNNInit(initial_diagonal=...), the assisted cycle's initial Marquardt lambda "
+                         "[CNNInit's default]")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = 31 if args.protocol == "transfer" else 11

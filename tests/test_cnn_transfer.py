@@ -134,6 +134,8 @@ def test_init_cnn_reduces_a_three_cycle_config(fixed_map):
         r3 = pyinv.invert(cube[:, :1], m.lines, m.grid, cfg, init=cnn.CNNInit(cycles="all", fallback=False),
                           psf=m.psf, progress=False, executor="serial")
     assert r3.chi2_cycles.shape == (1, 1, 3)
+    assert r3.provenance["solver"] == "pyinv:invert_pixel"  # as given: no assisted-cycle LM settings
+    assert r3.provenance["init_info"]["assisted_lm"] is None
     with pytest.raises(ValueError, match="needs an InversionConfig"):
         pyinv.invert(cube, m.lines, m.grid, None, init="single", progress=False, executor="serial")
 
@@ -170,6 +172,42 @@ def test_fallback_reinverts_a_wrong_start(fixed_map):
     assert c_on < c_off / 3                          # ... and the fallback repairs it
     assert on.chi2.ravel()[bad_pixel] <= 3 * np.median(others)
     assert on.seconds.ravel()[bad_pixel] > off.seconds.ravel()[bad_pixel] * 0.5
+
+
+def test_assisted_lm_options_reach_invert_pixel(fixed_map):
+    """CNNInit's max_iterations / initial_diagonal reach invert_pixel in the assisted run, not in the fallback."""
+    import pyinv.cnn as cnn
+    m = fixed_map
+    cube = m.cube[2:4, 2:5]
+    bad_pixel = 1
+
+    class HotStart(cnn.CNNInit):
+        def initial_guesses(self, ctx):
+            gs = super().initial_guesses(ctx)
+            gs.table[bad_pixel][:, 1] += 2500.0
+            gs.table[bad_pixel][:, 4] = 4000.0
+            return gs
+
+    kw = dict(psf=m.psf, progress=False, executor="serial")
+    one = pyinv.invert(cube, m.lines, m.grid, cnn.assisted_config(), init=HotStart(max_iterations=1), **kw)
+    assert "max_iterations=1" in one.provenance["solver"] and "jacobian_reuse=3" in one.provenance["solver"]
+    assert one.provenance["init_info"]["assisted_lm"]["max_iterations"] == 1
+    assert pyinv.InversionConfig.from_sir_text(one.provenance["config_text"]).value("initial_diagonal", 1) == 1.0
+    fb = one.provenance["fallback"]
+    assert bad_pixel in fb["replaced_pixels"]
+    it = one.iterations.ravel()
+    assert (np.delete(it, bad_pixel) <= 1).all()
+    assert it[bad_pixel] > 1  # the fallback ran with invert_pixel's own limits (3 cycles)
+    more = pyinv.invert(cube, m.lines, m.grid, cnn.assisted_config(),
+                        init=cnn.CNNInit(max_iterations=6, initial_diagonal=None, fallback=False), **kw)
+    assert more.iterations.max() > 1
+    assert pyinv.InversionConfig.from_sir_text(more.provenance["config_text"]).value("initial_diagonal", 1) == 1e-3
+    # defaults: per catalogue model; bad values refused
+    assert (cnn.CNNInit().max_iterations, cnn.CNNInit().rtol) == (3, 1e-3)
+    assert (cnn.CNNInit("gris-fe15648").max_iterations, cnn.CNNInit("gris-fe15648").rtol) == (8, 0.03)
+    for bad in (dict(max_iterations=0), dict(rtol=-1.0), dict(jacobian_reuse=-1), dict(initial_diagonal=0.0)):
+        with pytest.raises(ValueError):
+            cnn.CNNInit(**bad)
 
 
 def test_fallback_rule():

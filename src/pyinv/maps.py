@@ -369,8 +369,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         from .inversion import refuse_unsupported
 
         refuse_unsupported(config, two_components=extras.ncomp == 2)
+    wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle
     problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
-                                solver=solver, time_limit=time_limit, ncomp=extras.ncomp)
+                                solver=solver if wrap is None else wrap(solver), time_limit=time_limit,
+                                ncomp=extras.ncomp)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
     status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))

@@ -18,7 +18,8 @@ variable ``PYINV_CNN_DIR``, the package's data (models shipped with pyinv), and 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["CATALOGUE", "CatalogueEntry", "pretrained", "model_path", "catalogue_names", "user_dir", "describe"]
@@ -35,6 +36,10 @@ class CatalogueEntry:
     packaged: str | None
     recipe: str
     description: str
+    #: This model's defaults of the assisted cycle's ``max_iterations`` / ``rtol`` (:class:`pyinv.cnn.CNNInit`
+    #: given None), where they differ from CNNInit's: how far its starts are from a converged fit, measured
+    #: with benchmarks/tune_assisted.py (benchmarks/results/assisted_tuning.txt).
+    assisted_lm: Mapping[str, float] = field(default_factory=dict)
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -45,7 +50,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     "gris-fe15648": CatalogueEntry(
         "gris-fe15648", "GREGOR/GRIS", "Fe I 15648.5 / 15652.9 A (+-1 A at 40 mA, 2 x 51 points)",
         "cnn_gris_fe15648.npz", "gris-fe15648",
-        "GREGOR Infrared Spectrograph, Gafeira et al. (2021) Table A.1 sampling, no spectral PSF"),
+        "GREGOR Infrared Spectrograph, Gafeira et al. (2021) Table A.1 sampling, no spectral PSF",
+        assisted_lm={"max_iterations": 8, "rtol": 0.03}),
 }
 
 #: Default model of ``init="cnn"`` and :func:`pyinv.cnn.predict`.
