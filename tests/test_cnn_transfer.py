@@ -172,6 +172,13 @@ def test_fallback_reinverts_a_wrong_start(fixed_map):
     assert c_on < c_off / 3                          # ... and the fallback repairs it
     assert on.chi2.ravel()[bad_pixel] <= 3 * np.median(others)
     assert on.seconds.ravel()[bad_pixel] > off.seconds.ravel()[bad_pixel] * 0.5
+    # on a local pool, a fallback of a handful of pixels runs in the calling process (no second pool)
+    pool = pyinv.invert(cube, m.lines, m.grid, cnn.assisted_config(), init=WrongStart(), psf=m.psf, progress=False,
+                        workers=2)
+    assert pool.provenance["executor"] != "serial"
+    assert pool.provenance["fallback"]["executor"] == "serial" and bad_pixel in pool.provenance["fallback"][
+        "replaced_pixels"]
+    np.testing.assert_allclose(pool.chi2, on.chi2, rtol=1e-9)
 
 
 def test_assisted_lm_options_reach_invert_pixel(fixed_map):

@@ -20,6 +20,9 @@ from .result import InversionResult
 
 __all__ = ["invert", "load_cube"]
 
+#: Fallback re-inversions of at most this many pixels run in the calling process, not in a new pool.
+FALLBACK_SERIAL_PIXELS = 4
+
 
 def load_cube(cube: Any, axes: str = "yxsl") -> tuple[np.ndarray, np.ndarray | None, str]:
     """The cube as float64 (ny, nx, 4, nλ) plus its wavelengths (from a FITS file) and the axes used.
@@ -461,8 +464,11 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         if finish is not None:
             def rerun(mask_, config_, *, init="single", guess=None):
                 ck = None if checkpoint is None else Path(str(checkpoint) + ".fallback")
-                return _invert(data, lines, grid, config_, init=init, guess=guess, mask=np.asarray(mask_, bool) & sel,
-                               sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=executor,
+                m_ = np.asarray(mask_, bool) & sel
+                # a handful of pixels: in this process (starting a pool costs more than inverting them)
+                ex = "serial" if executor is None and np.count_nonzero(m_) <= FALLBACK_SERIAL_PIXELS else executor
+                return _invert(data, lines, grid, config_, init=init, guess=guess, mask=m_,
+                               sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=ex,
                                workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
                                time_limit=time_limit, retries=retries, solver=solver, guess2=guess2,
                                filling2=filling2, stray=stray, stray_window=stray_window, stray_percent=stray_percent)

@@ -310,6 +310,7 @@ class CNNInit(InitStrategy):
             t0 = time.perf_counter()
             fb = rerun(flag, self._full_config, init="single", guess=None)
             info["seconds"] = time.perf_counter() - t0
+            info["executor"] = fb.provenance.get("executor")
             better = flag & (np.asarray(fb.status) == 0) & np.isfinite(fb.chi2) & (
                 ~np.isfinite(result.chi2) | (fb.chi2 < result.chi2))
             for name in ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "status", "iterations", "errors",
