@@ -211,7 +211,7 @@ def test_assisted_lm_options_reach_invert_pixel(fixed_map):
     assert pyinv.InversionConfig.from_sir_text(more.provenance["config_text"]).value("initial_diagonal", 1) == 1e-3
     # defaults: per catalogue model; bad values refused
     assert (cnn.CNNInit().max_iterations, cnn.CNNInit().rtol) == (3, 1e-3)
-    assert (cnn.CNNInit("gris-fe15648").max_iterations, cnn.CNNInit("gris-fe15648").rtol) == (8, 0.03)
+    assert (cnn.CNNInit("gris-fe15648").max_iterations, cnn.CNNInit("gris-fe15648").rtol) == (4, 0.1)
     for bad in (dict(max_iterations=0), dict(rtol=-1.0), dict(jacobian_reuse=-1), dict(initial_diagonal=0.0)):
         with pytest.raises(ValueError):
             cnn.CNNInit(**bad)
@@ -253,7 +253,7 @@ def test_resample_onto_the_model_grid(fixed_map):
     # step, 0.33 km/s) matters for the velocity: treating the shifted cube as if on the model's grid is worse
     naive = cnn.predict(np.concatenate([src, src[..., -1:]], axis=-1), model, mu=1.0, hydrostatic=False).nodes
     err = {k: np.abs(got[k] - ref[k]).max() for k in ("T", "B", "vlos")}
-    assert err["T"] < 60.0 and err["B"] < 60.0
+    assert err["T"] < 60.0 and err["B"] < 80.0   # G; 2 of 112 points extrapolated, noise interpolated twice
     assert err["vlos"] < 0.5 * np.abs(naive["vlos"] - ref["vlos"]).max()
     with pytest.warns(UserWarning, match="largest distance"):
         back, info = resample_to_model(cube, m.grid, model)

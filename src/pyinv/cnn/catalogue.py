@@ -51,7 +51,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
         "gris-fe15648", "GREGOR/GRIS", "Fe I 15648.5 / 15652.9 A (+-1 A at 40 mA, 2 x 51 points)",
         "cnn_gris_fe15648.npz", "gris-fe15648",
         "GREGOR Infrared Spectrograph, Gafeira et al. (2021) Table A.1 sampling, no spectral PSF",
-        assisted_lm={"max_iterations": 8, "rtol": 0.03}),
+        assisted_lm={"max_iterations": 4, "rtol": 0.1}),
 }
 
 #: Default model of ``init="cnn"`` and :func:`pyinv.cnn.predict`.

@@ -15,8 +15,8 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    is ``initial_diagonal`` (default 1.0 instead of the configuration's 1e-3, so the first steps stay near
    the CNN's atmosphere), it stops after ``max_iterations`` successful LM iterations or earlier by
    invert_pixel's ``rtol`` rule (two consecutive iterations each improving χ² by less than 2·rtol) —
-   defaults 3 and 1e-3; catalogue models may carry their own (``CatalogueEntry.assisted_lm``: GRIS 8 and
-   0.03) —, and the Jacobian is updated by Broyden's formula up to
+   defaults 3 and 1e-3; catalogue models may carry their own (``CatalogueEntry.assisted_lm``: GRIS 4 and
+   0.1) —, and the Jacobian is updated by Broyden's formula up to
    ``jacobian_reuse`` (3) times in a row. These reach :func:`pyinv.invert_pixel` through the map's solver
    (:class:`AssistedSolver`, named in ``provenance["solver"]``); the λ is in ``provenance["config_text"]``.
    Why (benchmarks/results/assisted_tuning.txt, the four transfer maps of ``benchmarks/bench_assisted.py``):
@@ -25,9 +25,10 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    with the truth against 0.942–0.974 for the standard run, T on the emerging region 0.78 against 0.95,
    while the CNN alone had 0.97–0.98. With λ = 1 and 3 iterations (Broyden ×3): 4.6–5.0× less CPU, χ²
    within 5 % of the standard run's on 98–100 % of the pixels, and every correlation at least the
-   standard's. The GRIS model's starts are farther off (its v correlates 0.93–0.96 with the truth): 3
-   iterations left χ² within 5 % on only 83–93 % of the pixels of its 12×12 maps, 4 iterations 86–96 % on
-   24×24 maps, at most 8 with rtol 0.03 (4.1–4.3 on average, the same cost) 93–99 %.
+   standard's. The GRIS model's starts are farther off (its v correlates 0.95–0.97 with the truth, the
+   Hinode model's 0.98–0.995): on 24×24 maps 3 iterations leave χ² within 5 % on 91–96 % of the pixels,
+   at most 4 with rtol 0.1 (3.1–3.4 on average) on 96–98 % at 4.5–7.2× less CPU than the standard run
+   (the packaged models of 2026-12-04 19:00, trained 40 epochs on 120 000 pixels each).
    ``max_iterations=100, rtol=1e-3, jacobian_reuse=1, initial_diagonal=None`` converges fully (slower,
    the χ² criterion met too). With
    ``cycles="all"`` the configuration runs as given (none of these settings).
@@ -145,10 +146,10 @@ class CNNInit(InitStrategy):
         :func:`pyinv.cnn.reference_config`).
     max_iterations : int or None
         Successful LM iterations of the assisted cycle at most (module docstring, step 2). None (default):
-        the catalogue model's (``CatalogueEntry.assisted_lm``: GRIS 8), else 3.
+        the catalogue model's (``CatalogueEntry.assisted_lm``: GRIS 4), else 3.
     rtol : float or None
         invert_pixel's relative-gain stopping rule in the assisted cycle. None (default): the catalogue
-        model's (GRIS 0.03), else 1e-3 (invert_pixel's).
+        model's (GRIS 0.1), else 1e-3 (invert_pixel's).
     jacobian_reuse : int
         Broyden updates of the Jacobian in a row in the assisted cycle (default 3; invert_pixel's is 1).
     initial_diagonal : float or None
