@@ -78,6 +78,20 @@ def _corr_mask(a, b, sel):
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def transfer_maps(n: int, seed: int, inst: dict, only: str | None = None) -> dict:
+    """The four transfer maps (never in a training recipe): generator factories by name, seeds seed..seed+3;
+    ``only`` a comma-separated subset of the names."""
+    from pyinv.synthetic import generate_emerging_region, generate_map
+
+    maps = {"sunspot_mu1": lambda: generate_map(n, seed, mu=1.0, **inst),
+            "sunspot_mu0.77": lambda: generate_map(n, seed + 1, mu=0.77, **inst),
+            "sunspot_mu0.5": lambda: generate_map(n, seed + 2, mu=0.5, **inst),
+            "emerging_mu1": lambda: generate_emerging_region(n, seed + 3, mu=1.0, **inst)}
+    if only:
+        maps = {k: v for k, v in maps.items() if k in only.split(",")}
+    return maps
+
+
 def truth_correlations(q: dict, truth: dict, b_min: float = 300.0) -> dict:
     """Correlations with the truth (issue 12): T, v, B on all pixels; inclination where the true B > 300 G;
     cos 2φ, sin 2φ where the true transverse field > 300 G."""
@@ -94,7 +108,6 @@ def main_transfer(args) -> None:
     import pyinv
     import pyinv.cnn as cnn
     from pyinv.cnn.commands import comparison_figures, quantities
-    from pyinv.synthetic import generate_emerging_region, generate_map
 
     n = args.size
     out = Path(args.out or (Path(__file__).parent / "results" / f"assisted_transfer_{n}.json"))
@@ -116,12 +129,7 @@ def main_transfer(args) -> None:
     rec = cnn.RECIPES.get(model.meta.get("name") or "", cnn.get_recipe("hinode-sp-fe6301"))
     lines = rec.lines()
     inst = dict(lines=lines, grid=rec.grid(lines), psf=rec.psf())
-    maps = {"sunspot_mu1": lambda: generate_map(n, S, mu=1.0, **inst),
-            "sunspot_mu0.77": lambda: generate_map(n, S + 1, mu=0.77, **inst),
-            "sunspot_mu0.5": lambda: generate_map(n, S + 2, mu=0.5, **inst),
-            "emerging_mu1": lambda: generate_emerging_region(n, S + 3, mu=1.0, **inst)}
-    if args.maps:
-        maps = {k: v for k, v in maps.items() if k in args.maps.split(",")}
+    maps = transfer_maps(n, S, inst, args.maps)
 
     def timed_invert(key, m, cfg, **kw):
         ck = work / key

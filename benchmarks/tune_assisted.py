@@ -46,21 +46,15 @@ def main() -> None:
     from pyinv.cnn.commands import quantities
     from pyinv.cnn.init import one_cycle
     from pyinv.result import InversionResult
-    from pyinv.synthetic import generate_emerging_region, generate_map
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_assisted import truth_correlations
+    from bench_assisted import transfer_maps, truth_correlations
 
     n, S = args.size, args.seed
     model = cnn.as_model(args.model)
     rec = cnn.get_recipe(args.model)
     lines = rec.lines()
     inst = dict(lines=lines, grid=rec.grid(lines), psf=rec.psf())
-    maps = {"sunspot_mu1": lambda: generate_map(n, S, mu=1.0, **inst),
-            "sunspot_mu0.77": lambda: generate_map(n, S + 1, mu=0.77, **inst),
-            "sunspot_mu0.5": lambda: generate_map(n, S + 2, mu=0.5, **inst),
-            "emerging_mu1": lambda: generate_emerging_region(n, S + 3, mu=1.0, **inst)}
-    if args.maps:
-        maps = {k: v for k, v in maps.items() if k in args.maps.split(",")}
+    maps = transfer_maps(n, S, inst, args.maps)
     work = Path(args.workdir or (Path.home() / ".cache" / "pyinv" / "tune_assisted"))
     work.mkdir(parents=True, exist_ok=True)
     guess = pyinv.models.default_guess()
