@@ -44,7 +44,7 @@ from .lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
 
 __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepare_synthesis", "auto_node_maxima",
-           "select_node_count", "refuse_unsupported"]
+           "select_node_count", "refuse_unsupported", "check_mixing_settings"]
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
@@ -289,6 +289,27 @@ def _auto_nodes(counts: list[list[int]], maxima: list[dict], atmospheres: list[A
     return out
 
 
+def check_mixing_settings(config: InversionConfig, *, two_components: bool | None = None,
+                          has_stray: bool | None = None) -> None:
+    """ValueError for settings that need a second component or a stray-light profile that is not there
+    (component-2 nodes, ``invert_filling``, ``invert_stray``); :func:`invert_pixel` and :func:`pyinv.invert`.
+    ``None``: that side is not checked."""
+    cycles = range(1, config.cycles + 1)
+    if two_components is False:
+        for c in cycles:
+            used = {k: v for k, v in config.nodes_for(c, 2).items() if v != 0}
+            if used:
+                k, v = next(iter(used.items()))
+                raise ValueError(f"nodes2[{k!r}]={v} (cycle {c}) inverts a second component: pass its initial model "
+                                 "as guess2=")
+        if any(config.value("invert_filling", c) for c in cycles):
+            raise ValueError(f"invert_filling={config.invert_filling!r} needs a second component: pass guess2=")
+    if has_stray is False and any(config.value("invert_stray", c) for c in cycles):
+        raise ValueError(f"invert_stray={config.invert_stray!r}: the stray-light factor is inverted but there is no "
+                         "stray-light profile (invert_pixel's stray_profile=, pyinv.invert's stray=, or the "
+                         "configuration's stray_file)")
+
+
 def refuse_unsupported(config: InversionConfig, two_components: bool | None = None) -> None:
     """ValueError naming every control setting invert_pixel cannot honour (``two_components`` False: also
     the settings that need a second component)."""
@@ -421,14 +442,9 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         stray_profile = config.resolve("stray_file")
     cycles = range(1, config.cycles + 1)
     two = guess2 is not None
-    if not two and config.nodes2 and any(any(v) for v in config.nodes2.values()):
-        raise ValueError("config.nodes2 inverts a second component: pass its initial model as guess2")
+    check_mixing_settings(config, two_components=two, has_stray=stray_profile is not None)
     inv_f = [int(config.value("invert_filling", c)) for c in cycles]
     inv_a = [int(config.value("invert_stray", c)) for c in cycles]
-    if any(inv_f) and not two:
-        raise ValueError("invert_filling=1 needs a second component (guess2)")
-    if any(inv_a) and stray_profile is None:
-        raise ValueError("invert_stray=1 needs a stray-light profile (stray_profile or config.stray_file)")
     mixing = resolve_mixing([guess], [guess2] if two else None, grid, filling2=filling2,
                             stray_profile=stray_profile, stray_percent=stray_percent)
     f2 = float(mixing.filling2[0]) if two else 0.0

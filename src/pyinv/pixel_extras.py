@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .atmosphere import Atmosphere
+from .inversion import check_mixing_settings
 
 __all__ = ["PixelExtras", "component2_guesses", "map_extras"]
 
@@ -239,14 +240,7 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
         if filling2 is not None:
             raise ValueError(f"filling2={filling2!r} is given but there is no second component (guess2=None)")
         # as invert_pixel refuses them, but once for the map instead of a failed (status 103) pixel each
-        for c in range(1, max(1, int(config.cycles)) + 1):
-            used = {k: v for k, v in config.nodes_for(c, 2).items() if v != 0}
-            if used:
-                k, v = next(iter(used.items()))
-                raise ValueError(f"nodes2[{k!r}]={v} (cycle {c}) inverts a second component: pass its initial model "
-                                 "as guess2=")
-        if _inverted_in_any_cycle(config, "invert_filling"):
-            raise ValueError(f"invert_filling={config.invert_filling!r} needs a second component: pass guess2=")
+        check_mixing_settings(config, two_components=False)
     else:
         t2, h2, i2, what = component2_guesses(guess2, ny, nx)
         ndep = table.shape[1]
@@ -293,9 +287,7 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
         if stray_percent is not None:
             raise ValueError(f"stray_percent={stray_percent!r} is given but there is no stray-light profile "
                              "(stray=None and no stray_file in the configuration)")
-        if _inverted_in_any_cycle(config, "invert_stray"):
-            raise ValueError(f"invert_stray={config.invert_stray!r}: the stray-light factor is inverted but there is "
-                             "no stray-light profile (pass stray= or set the configuration's stray_file)")
+        check_mixing_settings(config, has_stray=False)
     else:
         st, si, what = stray_table(stray, data, grid, window=stray_window, usable=usable, needed=valid)
         if stray_percent is None:
