@@ -193,6 +193,17 @@ def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, ny: int, nx: int,
                          f"{rule} ({int(bad.sum())} inverted pixel(s) affected)")
 
 
+def _check_alpha(name: str, alpha: np.ndarray, use: np.ndarray, config: Any, ny: int, nx: int,
+                 hint: str = "") -> None:
+    """Stray-light fractions α [%] of the pixels ``use``: in [0, 100), and nonzero when α is inverted."""
+    _first_bad(name, alpha, use & ~((alpha >= 0) & (alpha < 100)), ny, nx,
+               "the stray-light fraction alpha [%] must lie in [0, 100)")
+    if _inverted_in_any_cycle(config, "invert_stray"):
+        _first_bad(name, alpha, use & (alpha == 0), ny, nx,
+                   f"the stray light is inverted (invert_stray={config.invert_stray!r}) and needs a nonzero "
+                   f"starting alpha{hint}")
+
+
 def _inverted_in_any_cycle(config: Any, name: str) -> bool:
     ncyc = max(1, int(config.cycles))
     return any(int(config.value(name, c) or 0) != 0 for c in range(1, ncyc + 1))
@@ -297,24 +308,16 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
             for s in range(g1.shape[1]):
                 use = vflat & (g1[:, s] >= 0)
                 hs = np.where(use, header[np.maximum(g1[:, s], 0), 2], 0.5)
-                _first_bad("stray_percent (from the guess's header)", hs, use & ~((hs >= 0) & (hs < 100)), ny, nx,
-                           "the stray-light fraction alpha [%] must lie in [0, 100)")
-                if _inverted_in_any_cycle(config, "invert_stray"):
-                    _first_bad("stray_percent (from the guess's header)", hs, use & (hs == 0), ny, nx,
-                               f"the stray light is inverted (invert_stray={config.invert_stray!r}) and needs a "
-                               "nonzero starting alpha: pass stray_percent= or a guess whose header holds it")
-                elif explicit and use.any() and (hs[use] == 0).all():
+                _check_alpha("stray_percent (from the guess's header)", hs, use, config, ny, nx,
+                             ": pass stray_percent= or a guess whose header holds it")
+                if not _inverted_in_any_cycle(config, "invert_stray") and explicit and use.any() and (
+                        hs[use] == 0).all():
                     raise ValueError(f"stray={what!r} is given but alpha is 0 for every pixel (stray_percent=None "
                                      "takes the guess's header value, 0 here) and it is not inverted: the stray "
                                      "light would have no effect; pass stray_percent=")
         else:
             alpha = _per_pixel("stray_percent", stray_percent, ny, nx).reshape(-1)
-            _first_bad("stray_percent", alpha, vflat & ~((alpha >= 0) & (alpha < 100)), ny, nx,
-                       "the stray-light fraction alpha [%] must lie in [0, 100)")
-            if _inverted_in_any_cycle(config, "invert_stray"):
-                _first_bad("stray_percent", alpha, vflat & (alpha == 0), ny, nx,
-                           f"the stray light is inverted (invert_stray={config.invert_stray!r}) and needs a nonzero "
-                           "starting alpha")
+            _check_alpha("stray_percent", alpha, vflat, config, ny, nx)
         ex.stray, ex.stray_index, ex.stray_percent = st, si, np.ascontiguousarray(alpha)
         info["stray"] = what
         info["stray_percent"] = None if stray_percent is None else ("scalar" if np.ndim(stray_percent) == 0 else "map")
