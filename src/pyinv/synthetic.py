@@ -106,6 +106,23 @@ def _smooth_field(rng: np.random.Generator, n: int, corr: float) -> np.ndarray:
     return (f - f.mean()) / (s if s > 0 else 1.0)
 
 
+def _map_inputs(size: int, mu: float, lines: Any, grid: Any, psf: Any) -> tuple:
+    """Validated map size and μ, and the line list, grid and PSF of a generated map (Hinode SP defaults)."""
+    from . import models
+    from .defaults import default_lines
+
+    n = int(size)
+    if n < 4:
+        raise ValueError(f"size must be >= 4, got {size}")
+    mu = float(mu)
+    if not 0.0 < mu <= 1.0:
+        raise ValueError(f"mu must be in (0, 1], got {mu}")
+    lines = default_lines() if lines is None else lines
+    grid = models.hinode_grid(lines) if grid is None else grid
+    psf_arr = hinode_psf() if isinstance(psf, str) and psf == "hinode" else psf
+    return n, mu, lines, grid, psf_arr
+
+
 def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float = 1e-3, lines: Any = None,
                  grid: Any = None, psf: Any = "hinode", spot_polarity: int | None = None) -> SyntheticMap:
     """Generate a Hinode-SP-like active-region map (see the module docstring).
@@ -129,18 +146,9 @@ def generate_map(size: int = 64, seed: int = 0, *, mu: float = 1.0, noise: float
         Polarity of the spot (None: from the seed). Plage patches get both polarities.
     """
     from . import models
-    from .defaults import default_lines
 
-    n = int(size)
-    if n < 4:
-        raise ValueError(f"size must be >= 4, got {size}")
-    mu = float(mu)
-    if not 0.0 < mu <= 1.0:
-        raise ValueError(f"mu must be in (0, 1], got {mu}")
+    n, mu, lines, grid, psf_arr = _map_inputs(size, mu, lines, grid, psf)
     rng = np.random.default_rng(seed)
-    lines = default_lines() if lines is None else lines
-    grid = models.hinode_grid(lines) if grid is None else grid
-    psf_arr = hinode_psf() if isinstance(psf, str) and psf == "hinode" else psf
 
     # ---------------------------------------------------------------- geometry (unit square)
     yy, xx = (np.mgrid[0:n, 0:n] + 0.5) / n
@@ -306,18 +314,9 @@ def generate_emerging_region(size: int = 32, seed: int = 0, *, mu: float = 1.0, 
     Parameters as :func:`generate_map`. ``labels`` index :data:`EMERGING_REGIONS`.
     """
     from . import models
-    from .defaults import default_lines
 
-    n = int(size)
-    if n < 4:
-        raise ValueError(f"size must be >= 4, got {size}")
-    mu = float(mu)
-    if not 0.0 < mu <= 1.0:
-        raise ValueError(f"mu must be in (0, 1], got {mu}")
+    n, mu, lines, grid, psf_arr = _map_inputs(size, mu, lines, grid, psf)
     rng = np.random.default_rng([int(seed), 7])  # another stream than generate_map's for the same seed
-    lines = default_lines() if lines is None else lines
-    grid = models.hinode_grid(lines) if grid is None else grid
-    psf_arr = hinode_psf() if isinstance(psf, str) and psf == "hinode" else psf
 
     yy, xx = (np.mgrid[0:n, 0:n] + 0.5) / n
     ax = rng.uniform(0, np.pi)                       # orientation of the bipole axis
