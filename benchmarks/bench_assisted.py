@@ -78,6 +78,18 @@ def _corr_mask(a, b, sel):
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def _workdir(args, name: str) -> tuple[Path, Path, dict, int]:
+    """The resumable work folder (``--workdir``, else ~/.cache/pyinv/<name>; emptied with ``--fresh``), its
+    timings file and stored timings, and the number of workers."""
+    work = Path(args.workdir or (Path.home() / ".cache" / "pyinv" / name))
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    tfile = work / "timings.json"
+    timings = json.loads(tfile.read_text()) if tfile.exists() else {}
+    return work, tfile, timings, args.workers or len(os.sched_getaffinity(0))
+
+
 def transfer_maps(n: int, seed: int, inst: dict, only: str | None = None) -> dict:
     """The four transfer maps (never in a training recipe): generator factories by name, seeds seed..seed+3;
     ``only`` a comma-separated subset of the names."""
@@ -112,13 +124,7 @@ def main_transfer(args) -> None:
     n = args.size
     out = Path(args.out or (Path(__file__).parent / "results" / f"assisted_transfer_{n}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir or (Path.home() / ".cache" / "pyinv" / f"bench_assisted_transfer_{n}"))
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    tfile = work / "timings.json"
-    timings = json.loads(tfile.read_text()) if tfile.exists() else {}
-    workers = args.workers or len(os.sched_getaffinity(0))
+    work, tfile, timings, workers = _workdir(args, f"bench_assisted_transfer_{n}")
     model = cnn.as_model(args.model)
     git = _git_commit()
     log(f"bench_assisted --protocol transfer: {n}x{n} maps, workers={workers}, model {model}, commit {git}")
@@ -272,13 +278,7 @@ def main() -> None:
     n = args.size
     out = Path(args.out or (Path(__file__).parent / "results" / ("assisted.json" if n == 64 else f"assisted_{n}.json")))
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir or (Path.home() / ".cache" / "pyinv" / f"bench_assisted_{n}"))
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    tfile = work / "timings.json"
-    timings = json.loads(tfile.read_text()) if tfile.exists() else {}
-    workers = args.workers or len(os.sched_getaffinity(0))
+    work, tfile, timings, workers = _workdir(args, f"bench_assisted_{n}")
 
     def timed_invert(key, cube, m, cfg, **kw):
         """pyinv.invert with a checkpoint; the wall time of a completed step is stored and reused."""
