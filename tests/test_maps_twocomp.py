@@ -19,6 +19,8 @@ from pyinv.io.sir import read_sir_model, write_sir_profiles
 from pyinv.result import InversionResult
 from pyinv.straylight import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_table
 
+from test_scheduler import six_pixel_map  # noqa: E402
+
 SOLVER = "pyinv._testing:mixed_vlos_fit_solver"
 
 
@@ -236,12 +238,8 @@ def test_result_fits_round_trip_with_component_2(tmp_path):
 # ------------------------------------------------------------------------------------------ plumbing
 @pytest.fixture(scope="module")
 def setup(engine):
-    lines = pyinv.default_lines()
-    grid = models.hinode_grid(lines)
-    cfg = pyinv.InversionConfig(cycles=1)
+    lines, grid, cfg, cube = six_pixel_map()
     g = models.default_guess()
-    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
-    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
     # per-pixel component 2 (a cube, as init="previous" takes it) and per-pixel f2 and alpha maps
     g2 = np.stack([g.with_columns(B=1500.0 + 100 * k, gamma=20.0 + 10 * k).to_array() for k in range(6)]).reshape(
         2, 3, g.ndep, 11)

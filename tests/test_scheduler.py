@@ -17,12 +17,8 @@ from pyinv._testing import vlos_fit_solver
 SOLVER = "pyinv._testing:misbehaving_solver"
 
 
-@pytest.fixture(scope="module")
-def setup():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
+def six_pixel_map():
+    """Lines, Hinode grid, a one-cycle configuration and a 2×3 cube of quiet-Sun models with graded v and B."""
     lines = pyinv.default_lines()
     grid = models.hinode_grid(lines)
     cfg = pyinv.InversionConfig(cycles=1)
@@ -30,6 +26,15 @@ def setup():
     atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
     cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
     return lines, grid, cfg, cube
+
+
+@pytest.fixture(scope="module")
+def setup():
+    try:
+        pyinv.engine.api()
+    except ImportError:
+        pytest.skip("engine not built")
+    return six_pixel_map()
 
 
 def run(setup, cube=None, **kw):
