@@ -473,10 +473,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     setup = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
                               sir_compat=sir_compat, departures=departures, log_tau=lt)
     setup_lm, obs_lm, stray_lm, icon = setup, obs, stray, -1
-    if config.contrast != -1.0:
-        if not two:
-            raise ValueError(f"contrast={config.contrast:g}: the continuum contrast I_c1/I_c2 needs two components "
-                             "(guess2)")
+    if config.contrast != -1.0:   # (one component: refused by refuse_unsupported above)
         lines_c, grid_c = _with_contrast_point(lines, grid)
         setup_lm = prepare_synthesis(lines_c, grid_c, psf=psf, abundances=abundances, magnetic=magnetic,
                                      sir_compat=sir_compat, departures=departures, log_tau=lt)
