@@ -576,14 +576,15 @@ end subroutine inv_node_jacobian
 !> invmix(2) (1 = invert them); stray(4, nw) the stray-light profile; icon (> 0: obs(:, icon) is the
 !> continuum-contrast pseudo-observation, two components); maxit; jac_mode (0 directional FD,
 !> 1 depth RFs + chain rule); jac_reuse (Broyden updates in a row between exact Jacobians, 0 = SIR:
-!> always exact); rtol (0 = SIR's stopping rules only); want_errors (0: skip the uncertainties and their
+!> always exact); rtol (0 = SIR's stopping rules only); rules (0 SIR's λ schedule and stop, 1 pyinv's gain-ratio
+!> λ and Gauss-Newton-predicted stop with tolerance rtol); want_errors (0: skip the uncertainties and their
 !> final Jacobian). Out: fit(4, nw) (mixed), pg, rho, z (n, nc) (HE of the final T), err(n, 10, nc) (.err
 !> formula: T, Pe, vmic, B, vlos, gamma, phi, z, Pg, rho), err_vmac(nc), err_mix(2), cerr(n, 7, nc)/
 !> cerr_vmac(nc)/cerr_mix(2) (full covariance), cov(maxm, maxm), trace(maxtr, 3), info(6) and rinfo(5)
 !> (slots info_* / rinfo_* of pyinv_inversion), ierr.
 subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, &
                      usex, interp, svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, icon, maxit, &
-                     jac_mode, jac_reuse, rtol, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
+                     jac_mode, jac_reuse, rtol, rules, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
                      err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
   use pyinv_synthesis, only: synth_setup, setup_from_buffers
@@ -591,7 +592,7 @@ subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weight
   use pyinv_errors, only: err_bad_size
   implicit none
   integer(c_int), intent(in) :: ni, nr, n, nc, nw, maxnp, interp, maxit, jac_mode, jac_reuse, want_errors, &
-                                maxm, maxtr, mpress, icon
+                                maxm, maxtr, mpress, icon, rules
   integer(c_int), intent(in) :: ibuf(ni), nodes(8, nc), usex(8), boundary(nc), invmix(2)
   real(c_double), intent(in) :: rbuf(nr), logtau(n), bvalue(nc), mu, snr, svdtol, lambda0, rtol, xnodes(maxnp, 8)
   real(c_double), intent(in) :: obs(4, nw), weights(4), stray(4, nw)
@@ -609,7 +610,8 @@ subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weight
   if (ie == 0) then
     call lm_cycle(s, int(n), logtau, int(nc), x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, &
                   int(usex), int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(mpress), mix, &
-                  int(invmix), stray, int(icon), int(maxit), int(jac_mode), int(jac_reuse), rtol, int(want_errors), fit, pg, &
+                  int(invmix), stray, int(icon), int(maxit), int(jac_mode), int(jac_reuse), rtol, int(rules), &
+                  int(want_errors), fit, pg, &
                   rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, int(maxm), cov, int(maxtr), trace, &
                   inf, rinfo, ie)
     info = inf

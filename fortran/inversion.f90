@@ -413,14 +413,22 @@ contains
   !> formula instead of recomputed, at most jac_reuse times in a row; a step that fails with an updated
   !> Jacobian is retried with the exact one at the same lambda (0: a new Jacobian after every accepted
   !> step, as SIR). want_errors = 0: no uncertainties (err, cerr, cov stay 0; no final Jacobian).
+  !> rules: 0 = SIR's λ schedule (with its anti-cycling) and stopping rules (plus the rtol rule above);
+  !> 1 = pyinv's rules (issue 17): λ from the gain ratio ρ = actual / predicted merit reduction (Nielsen's
+  !> update: λ max(1/3, 1 - (2ρ - 1)^3) after a success, λ ν with ν doubling after each failure); the
+  !> cycle ends when the last accepted step reduced the merit by less than rtol × merit and the undamped
+  !> Gauss-Newton step of the current normal equations predicts less than that too, judged only with an
+  !> exact Jacobian (a Broyden-updated one is refreshed
+  !> first, so a cycle never ends on a secant model), or after maxit successes or max_fail failures in
+  !> a row; a Broyden update is taken only after a step with ρ > 0.5.
   !> ierr: engine failure (the returned model is then the best one reached).
   pure subroutine lm_cycle(s, n, logtau, nc, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
                            svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, icon, maxit, jac_mode, &
-                           jac_reuse, rtol, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, &
-                           cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
+                           jac_reuse, rtol, rules, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
+                           err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nc, nodes(n_slots, nc), maxnp, usex(n_slots), interp, boundary(nc), mpress, &
-                           invmix(2), icon, maxit, jac_mode, maxm, maxtr, jac_reuse, want_errors
+                           invmix(2), icon, maxit, jac_mode, maxm, maxtr, jac_reuse, want_errors, rules
     real(dp), intent(in) :: logtau(n), obs(4, s%nw), weights(4), snr, xnodes(maxnp, n_slots), svdtol, &
                             lambda0, bvalue(nc), mu, rtol, stray(4, s%nw)
     real(dp), intent(inout) :: x(n, n_cols, nc), vmac(nc), mix(2)
@@ -437,7 +445,7 @@ contains
     integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, c, k, ie, nsmall, nreuse, he(2), off(2), &
                imix(2)
     logical :: frozen, have_jac, done, moves(2)
-    real(dp) :: vmin, rho_c, pen, pent, merit, meritt
+    real(dp) :: vmin, rho_c, pen, pent, merit, meritt, nu, pred, pred0, gain, lastgain
     real(dp), allocatable :: gpen(:)
     integer :: regmode
 
@@ -568,6 +576,9 @@ contains
     ntrial = 0
     nreuse = 0
     done = .false.
+    nu = 2.0_dp
+    gain = 1.0_dp
+    lastgain = huge(1.0_dp)
     do while (.not. done)
       ! normal equations (§3.2)
       do j = 1, m
@@ -583,11 +594,29 @@ contains
         beta = (1.0_dp + pen) * beta - 0.5_dp * c2 * gpen
         alpha = (1.0_dp + pen) * alpha
       end if
+      if (rules == 1) then
+        ! pyinv's stop (issue 17): the undamped Gauss-Newton step's predicted reduction
+        call modified_svd_solve(m, alpha, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
+        pred0 = huge(1.0_dp)
+        if (ie == err_ok) pred0 = 2.0_dp * dot_product(delta, beta) - dot_product(delta, matmul(alpha, delta))
+        if (pred0 <= rtol * merit .and. lastgain <= rtol) then
+          if (have_jac) exit
+          ! never end a cycle on a secant (Broyden) Jacobian: refresh it and judge again
+          call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
+                              stray, icon, m, jac, nsynth, ierr)
+          if (ierr /= err_ok) exit
+          nreuse = 0
+          have_jac = .true.
+          cycle
+        end if
+      end if
       adamp = alpha
       do j = 1, m
         adamp(j, j) = alpha(j, j) * (1.0_dp + lam)
       end do
       call modified_svd_solve(m, adamp, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
+      pred = 0.0_dp
+      if (ie == err_ok) pred = 2.0_dp * dot_product(delta, beta) - dot_product(delta, matmul(alpha, delta))
       ntrial = ntrial + 1
       ! the trial model: components, ties, hydrostatics, mixture
       xt = x
@@ -631,6 +660,9 @@ contains
       end if
       if (ie == err_ok .and. meritt < merit) then
         rho_c = (merit - meritt) / (merit + meritt)
+        gain = 1.0_dp
+        if (pred > 0.0_dp) gain = (merit - meritt) / pred
+        lastgain = (merit - meritt) / merit
         merit = meritt
         call parameter_vector(aold)
         x = xt
@@ -642,16 +674,22 @@ contains
         c2 = c2t
         nsucc = nsucc + 1
         nfail = 0
-        call lambda_update(lam, .true., hist, nh, frozen)
         have_jac = .false.
-        if (rho_c <= stop_threshold(nsucc) .or. nsucc >= maxit .or. lam == 0.0_dp) done = .true.
-        ! pyinv option (spec §6.3): stop after two consecutive successes with a relative gain below rtol
-        if (rho_c < rtol) then
-          nsmall = nsmall + 1
+        if (rules == 1) then
+          lam = max(lam * max(1.0_dp / 3.0_dp, 1.0_dp - (2.0_dp * min(gain, 1.0_dp) - 1.0_dp)**3), 1.0e-9_dp)
+          nu = 2.0_dp
+          if (nsucc >= maxit) done = .true.
         else
-          nsmall = 0
+          call lambda_update(lam, .true., hist, nh, frozen)
+          if (rho_c <= stop_threshold(nsucc) .or. nsucc >= maxit .or. lam == 0.0_dp) done = .true.
+          ! pyinv option (spec §6.3): stop after two consecutive successes with a relative gain below rtol
+          if (rho_c < rtol) then
+            nsmall = nsmall + 1
+          else
+            nsmall = 0
+          end if
+          if (nsmall >= 2) done = .true.
         end if
-        if (nsmall >= 2) done = .true.
         if (.not. done) then
           do c = 1, nc
             if (lay(c)%m == 0) cycle
@@ -659,7 +697,7 @@ contains
             if (ierr /= err_ok) exit
           end do
           if (ierr /= err_ok) exit
-          if (nreuse < jac_reuse) then
+          if (nreuse < jac_reuse .and. (rules == 0 .or. gain > 0.5_dp)) then
             ! pyinv (issue 9): a secant update of the Jacobian instead of new response functions
             do c = 1, nc
               if (lay(c)%m == 0) cycle
@@ -692,7 +730,12 @@ contains
         have_jac = .true.
       else
         nfail = nfail + 1
-        call lambda_update(lam, .false., hist, nh, frozen)
+        if (rules == 1) then
+          lam = min(lam * nu, 1.0e12_dp)
+          nu = 2.0_dp * nu
+        else
+          call lambda_update(lam, .false., hist, nh, frozen)
+        end if
         if (nfail >= max_fail) done = .true.
       end if
     end do

@@ -97,7 +97,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 5
+ENGINE_API_VERSION = 6
 
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
@@ -628,7 +628,7 @@ class CycleResult:
 def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *, xnodes=None,
               interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary=0,
               bvalue=0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
-              jac_reuse: int = 0, rtol: float = 0.0, errors: bool = True, maxm: int = 128,
+              jac_reuse: int = 0, rtol: float = 0.0, rules: int = 0, errors: bool = True, maxm: int = 128,
               maxtr: int = 400, magnetic_pressure: bool = False, mix=(0.0, 0.0), invert_mix=(0, 0),
               stray=None, contrast_point: int = -1) -> CycleResult:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success).
@@ -639,7 +639,9 @@ def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *
     stray-light fraction 0..1), ``invert_mix`` = (invert f₂, invert the stray fraction), ``stray`` the
     (4, nλ) stray-light profile. ``contrast_point`` (0-based, two components): the wavelength point holding
     the continuum-contrast pseudo-observation (spec-inversion §4.3; −1 = none). ``jac_reuse``: Broyden updates of the Jacobian in a row between exact
-    ones (0 = SIR's rule). ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero)
+    ones (0 = SIR's rule). ``rules``: 0 SIR's λ schedule and stopping rules (``rtol`` > 0 adds the
+    two-small-gains stop), 1 pyinv's (issue 17: gain-ratio λ, stop when the Gauss-Newton step predicts a merit
+    reduction below ``rtol`` × merit, judged with an exact Jacobian). ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero)
     and their final Jacobian."""
     xa, use = _xnodes(xnodes)
     x = np.asarray(x, dtype=np.float64)
@@ -657,7 +659,8 @@ def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *
                           nd, xa, use, int(interp), float(svdtol), float(lambda0), bnd, bval, float(mu),
                           int(bool(magnetic_pressure)), mx, _i32(invert_mix), f64_fortran(st),
                           int(contrast_point) + 1 if contrast_point >= 0 else 0, int(maxit),
-                          int(jac_mode), int(jac_reuse), float(rtol), int(bool(errors)), int(maxm), int(maxtr))
+                          int(jac_mode), int(jac_reuse), float(rtol), int(rules), int(bool(errors)), int(maxm),
+                          int(maxtr))
     (fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, cov, trace, info, rinfo, ierr) = out
     info = dict(zip(INFO_SLOTS, (int(v) for v in info)))
     rinfo = dict(zip(RINFO_SLOTS, (float(v) for v in rinfo)))

@@ -332,7 +332,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
                  jacobian: str = "depth", rtol: float = 1e-3, svd_scaling: str = "jacobian",
-                 jacobian_reuse: int = JACOBIAN_REUSE, sir_compat: bool = False, departures=None,
+                 jacobian_reuse: int = JACOBIAN_REUSE, rules: str | None = None, sir_compat: bool = False,
+                 departures=None,
                  guess2: Atmosphere | None = None, filling2: float | None = None, stray_profile=None,
                  stray_percent: float | None = None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
@@ -427,6 +428,12 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"svd_scaling must be 'jacobian' or 'sir', got {svd_scaling!r}")
     if not (isinstance(jacobian_reuse, (int, np.integer)) and 0 <= jacobian_reuse <= 100):
         raise ValueError(f"jacobian_reuse must be an integer in 0..100, got {jacobian_reuse!r}")
+    if rules is None:
+        rules = "sir" if rtol == 0 else "pyinv"
+    if rules not in ("sir", "pyinv"):
+        raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
+    if not (math.isfinite(float(rtol)) and rtol >= 0):
+        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
     if jacobian not in ("nodes", "depth"):
         raise ValueError(f"jacobian must be 'nodes' or 'depth', got {jacobian!r}")
     mu_f = float(config.mu if mu is None else mu)
@@ -521,6 +528,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                boundary=[b[0] for b in bnd] if two else bnd[0][0],
                                bvalue=[b[1] for b in bnd] if two else bnd[0][1], mu=mu_f, maxit=max_iterations,
                                jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtol,
+                               rules=0 if rules == "sir" else 1,
                                errors=c == config.cycles,   # uncertainties of the last cycle only
                                magnetic_pressure=bool(config.magnetic_pressure), mix=mix,
                                invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon)
@@ -534,7 +542,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
             log["filling"] = inv_f[c - 1]
         node_log.append(log)
         x, vmac, mix = res.x, res.vmac, (float(res.mix[0]), float(res.mix[1]))
-        if res.trials > 0:  # the cycle ran (trials were made)
+        if res.trials > 0 or res.ierr == 0:  # the cycle ran (or its start was already converged)
             chi2.append(res.chi2)
             c2start.append(res.chi2_start)
             snrs.append(res.snr)

@@ -1,0 +1,203 @@
+"""Fidelity of pyinv's defaults against SIR on data the defaults were not tuned on (issue 17).
+
+Sets (all read in place from ../shared):
+
+* ``hinode20``   — ``reference/invert_hinode.npz``: 20 synthetic Hinode SP pixels, SIR's 3-cycle inversion.
+* ``hinode200``  — ``reference/invert_hinode_200.npz``: 200 pixels of another seed, same configuration.
+  **Tuning half: the even-indexed pixels; the odd-indexed ones are reported separately (held out).**
+* ``real300``    — ``reference/real_sunspot_sir_dev300.npz``: 300 real Hinode SP sunspot pixels (I and V of
+  Fe I 6301.5), SIR's 2-cycle inversion. Tuning half: even-indexed pixels; odd reported separately.
+* ``stray`` / ``twocomp`` — ``invert_stray.npz`` / ``invert_twocomp.npz`` through ``pyinv sir`` (a SIR
+  control file and its files in a temporary folder, as the reference README lays them out).
+* ``spinor25``   — ``data/hinode_sp_5x5_globin``: 25 real quiet-Sun pixels (Stokes I) against SPINOR.
+
+Per set: parity fraction (χ²ₙ, or SIR's merit for the real set, ≤ 1.05 × SIR's), median and p90 of the
+ratio, s/pixel (wall, one core per worker); for the real sets the B_los (= B cos γ) correlation at
+log τ = 0 with SIR's (SPINOR's: T and v_LOS, the field is not inverted there). With ``SIR_X`` (a SIR
+executable built outside the project) the ``speed`` section times SIR and pyinv side by side, interleaved,
+on 40 pixels of ``invert_hinode_200`` (one process each), and prints the v2 defaults' ratio in the same run.
+
+    PYTHONPATH=build/dev/site:src python benchmarks/fidelity.py [--sets hinode200 real300] [--workers 2]
+        [--kw '{"rtol": 0, "jacobian_reuse": 0}'] [--json out.json]
+
+Writes benchmarks/results/fidelity.{json,txt} (with the commit) unless --json/--no-save say otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REF = SHARED / "reference"
+
+# ------------------------------------------------------------------------------------------- problems
+_P: dict = {}
+
+
+def _load(name: str) -> dict:
+    """The inputs of one set (cached per process)."""
+    if name in _P:
+        return _P[name]
+    from pyinv.atmosphere import Atmosphere
+    from pyinv.config import InversionConfig
+    from pyinv.io.sir import read_abundances
+    from pyinv.lines import LineList, WavelengthGrid
+
+    lines = LineList.read_sir(REF / "LINES_REF")
+    ab = read_abundances(REF / "THEVENIN")
+    if name in ("hinode20", "hinode200"):
+        d = np.load(REF / ("invert_hinode.npz" if name == "hinode20" else "invert_hinode_200.npz"))
+        grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+        cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
+        guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+        w = np.asarray(d["weights"], float)
+        noise = float(d["noise"])
+        obs = np.asarray(d["observed"])
+        sir_merit = np.array([np.mean(w[:, None] * (obs[i] - d["sir_fit"][i]) ** 2) / noise ** 2
+                              for i in range(len(obs))])
+        p = dict(obs=obs, lines=lines, grid=grid, cfg=cfg, guess=guess, ab=ab, w=w, noise=noise,
+                 sir_merit=sir_merit, sir_seconds=np.asarray(d["sir_seconds"]), sir_models=np.asarray(d["sir_models"]),
+                 truth=np.asarray(d["truth_models"]), family=np.asarray(d["family"]))
+    elif name == "real300":
+        d = np.load(REF / "real_sunspot_sir_dev300.npz")
+        grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+        nodes = json.loads(str(d["nodes"]))
+        keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "vmac"}
+        ncyc = max(len(v.split(",")) for v in nodes.values() if v)
+        nd = {keys[k]: tuple(int(x) for x in v.split(",")) for k, v in nodes.items() if v}
+        w = np.asarray(d["weights"], float)
+        cfg = InversionConfig(cycles=ncyc, nodes=nd, weights=tuple(w), snr=1000.0)
+        guess = Atmosphere.from_array(d["guess_model"], macro=0.8)
+        nI, nV = np.asarray(d["observed_I"]), np.asarray(d["observed_V"])
+        obs = np.zeros((len(nI), 4, nI.shape[1]))
+        obs[:, 0], obs[:, 3] = nI, nV
+        sir_merit = w[0] * np.mean((nI - d["sir_fit_I"]) ** 2, axis=1) + w[3] * np.mean((nV - d["sir_fit_V"]) ** 2, axis=1)
+        p = dict(obs=obs, lines=lines.subset([1]), grid=grid, cfg=cfg, guess=guess, ab=ab, w=w, noise=None,
+                 sir_merit=sir_merit, sir_seconds=np.asarray(d["sir_seconds"]), sir_models=np.asarray(d["sir_models"]),
+                 bpar_wfa=np.asarray(d["bpar_wfa"]))
+        p["grid"] = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], p["lines"])
+    else:
+        raise ValueError(name)
+    _P[name] = p
+    return p
+
+
+def _merit(p: dict, i: int, fit: np.ndarray) -> float:
+    """χ²ₙ (synthetic sets) or SIR's merit w_I rms(ΔI)² + w_V rms(ΔV)² (real set) of a fit."""
+    obs = p["obs"][i]
+    if p["noise"] is None:
+        w = p["w"]
+        return float(w[0] * np.mean((obs[0] - fit[0]) ** 2) + w[3] * np.mean((obs[3] - fit[3]) ** 2))
+    return float(np.mean(p["w"][:, None] * (obs - fit) ** 2) / p["noise"] ** 2)
+
+
+def _k0(log_tau: np.ndarray) -> int:
+    return int(np.argmin(np.abs(np.asarray(log_tau))))
+
+
+def invert_one(args: tuple) -> dict:
+    """Invert pixel i of a set with invert_pixel(**kw); wall/CPU seconds, merit, B_los(τ=1), status."""
+    name, i, kw = args
+    import dataclasses
+
+    import pyinv
+
+    p = _load(name)
+    kw = dict(kw)
+    cfg = p["cfg"]
+    if "config" in kw:      # InversionConfig fields replaced for this run (exploration)
+        cfg = dataclasses.replace(cfg, **kw.pop("config"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = pyinv.invert_pixel(p["obs"][i], p["guess"], p["lines"], p["grid"], cfg, abundances=p["ab"], **kw)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    a = r.atmosphere
+    k = _k0(a.log_tau)
+    out = {"pixel": int(i), "wall": wall, "cpu": cpu, "merit": _merit(p, i, r.fit), "status": int(r.status),
+           "iterations": [int(x) for x in r.iterations], "syntheses": int(r.syntheses),
+           "blos0": float(a.B[k] * np.cos(np.radians(a.gamma[k]))), "T0": float(a.T[k]),
+           "vlos0": float(a.vlos[k])}
+    extra = getattr(r, "rescue", None)
+    if extra is not None:
+        out["rescued"] = int(extra)
+    return out
+
+
+def summarise(name: str, rows: list[dict]) -> dict:
+    p = _load(name)
+    idx = np.array([r["pixel"] for r in rows])
+    ratio = np.array([r["merit"] for r in rows]) / p["sir_merit"][idx]
+    secs = np.array([r["wall"] for r in rows])
+    s = {"n": len(rows), "parity": float(np.mean(ratio <= 1.05)), "parity_count": int(np.sum(ratio <= 1.05)),
+         "ratio_median": float(np.median(ratio)), "ratio_p90": float(np.percentile(ratio, 90)),
+         "s_per_pixel": float(secs.mean()), "sir_s_per_pixel_quoted": float(p["sir_seconds"][idx].mean()),
+         "status_nonzero": int(sum(r["status"] != 0 for r in rows))}
+    if "rescued" in rows[0]:
+        s["rescued"] = int(sum(r.get("rescued", 0) > 0 for r in rows))
+    sm = p["sir_models"][idx]
+    k = _k0(sm[0, :, 0])
+    if name == "real300":
+        b_sir = sm[:, k, 4] * np.cos(np.radians(sm[:, k, 6]))
+        b_ours = np.array([r["blos0"] for r in rows])
+        s["blos_corr_sir"] = float(np.corrcoef(b_ours, b_sir)[0, 1])
+        s["blos_corr_wfa"] = float(np.corrcoef(b_ours, p["bpar_wfa"][idx])[0, 1])
+        s["sir_blos_corr_wfa"] = float(np.corrcoef(b_sir, p["bpar_wfa"][idx])[0, 1])
+    return s
+
+
+def run_set(name: str, pixels, kw: dict, workers: int) -> list[dict]:
+    import multiprocessing as mp
+
+    jobs = [(name, int(i), kw) for i in pixels]
+    if workers <= 1:
+        return [invert_one(j) for j in jobs]
+    with mp.get_context("fork").Pool(workers) as pool:
+        return list(pool.imap(invert_one, jobs, chunksize=1))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="*", default=["hinode20", "hinode200", "real300"])
+    ap.add_argument("--half", choices=["even", "odd", "all"], default="all")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--kw", default="{}", help="JSON keyword arguments of invert_pixel")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    kw = json.loads(args.kw)
+    report = {"kw": kw}
+    for name in args.sets:
+        p = _load(name)
+        n = len(p["obs"])
+        pix = [i for i in range(n) if args.half == "all" or (i % 2 == (0 if args.half == "even" else 1))]
+        t0 = time.perf_counter()
+        rows = run_set(name, pix, kw, args.workers)
+        el = time.perf_counter() - t0
+        out = {"rows": rows, "elapsed": el}
+        halves = {"all": rows}
+        if name in ("hinode200", "real300") and args.half == "all":
+            halves = {"even (tuning)": [r for r in rows if r["pixel"] % 2 == 0],
+                      "odd (held out)": [r for r in rows if r["pixel"] % 2 == 1], "all": rows}
+        for h, rr in halves.items():
+            s = summarise(name, rr)
+            out[h] = s
+            extra = "".join(f" {k}={v:.3f}" for k, v in s.items() if k.startswith(("blos", "sir_blos")))
+            print(f"{name:9s} {h:15s} n={s['n']:3d} parity {s['parity_count']}/{s['n']} = {100 * s['parity']:.1f} %"
+                  f" ratio med {s['ratio_median']:.3f} p90 {s['ratio_p90']:.3f} {s['s_per_pixel']:.3f} s/pix"
+                  f" (SIR quoted {s['sir_s_per_pixel_quoted']:.2f}) bad {s['status_nonzero']}"
+                  + (f" rescued {s['rescued']}" if "rescued" in s else "") + extra, flush=True)
+        report[name] = out
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
