@@ -125,9 +125,8 @@ def invert_one(args: tuple) -> dict:
            "iterations": [int(x) for x in r.iterations], "syntheses": int(r.syntheses),
            "blos0": float(a.B[k] * np.cos(np.radians(a.gamma[k]))), "T0": float(a.T[k]),
            "vlos0": float(a.vlos[k])}
-    extra = getattr(r, "rescue", None)
-    if extra is not None:
-        out["rescued"] = int(extra)
+    out["rescue"] = int(getattr(r, "rescue", 0))
+    out["chi2_reduced"] = float(getattr(r, "chi2_reduced", float("nan")))
     return out
 
 
@@ -140,8 +139,8 @@ def summarise(name: str, rows: list[dict]) -> dict:
          "ratio_median": float(np.median(ratio)), "ratio_p90": float(np.percentile(ratio, 90)),
          "s_per_pixel": float(secs.mean()), "sir_s_per_pixel_quoted": float(p["sir_seconds"][idx].mean()),
          "status_nonzero": int(sum(r["status"] != 0 for r in rows))}
-    if "rescued" in rows[0]:
-        s["rescued"] = int(sum(r.get("rescued", 0) > 0 for r in rows))
+    s["rescue_tried"] = int(sum(r.get("rescue", 0) > 0 for r in rows))
+    s["rescue_taken"] = int(sum(r.get("rescue", 0) == 2 for r in rows))
     sm = p["sir_models"][idx]
     k = _k0(sm[0, :, 0])
     if name == "real300":
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
             print(f"{name:9s} {h:15s} n={s['n']:3d} parity {s['parity_count']}/{s['n']} = {100 * s['parity']:.1f} %"
                   f" ratio med {s['ratio_median']:.3f} p90 {s['ratio_p90']:.3f} {s['s_per_pixel']:.3f} s/pix"
                   f" (SIR quoted {s['sir_s_per_pixel_quoted']:.2f}) bad {s['status_nonzero']}"
-                  + (f" rescued {s['rescued']}" if "rescued" in s else "") + extra, flush=True)
+                  + f" rescue tried {s['rescue_tried']} taken {s['rescue_taken']}" + extra, flush=True)
         report[name] = out
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -594,7 +594,7 @@ contains
         beta = (1.0_dp + pen) * beta - 0.5_dp * c2 * gpen
         alpha = (1.0_dp + pen) * alpha
       end if
-      if (rules == 1) then
+      if (rules >= 1) then
         ! pyinv's stop (issue 17): the undamped Gauss-Newton step's predicted reduction
         call modified_svd_solve(m, alpha, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
         pred0 = huge(1.0_dp)
@@ -679,6 +679,9 @@ contains
           lam = max(lam * max(1.0_dp / 3.0_dp, 1.0_dp - (2.0_dp * min(gain, 1.0_dp) - 1.0_dp)**3), 1.0e-9_dp)
           nu = 2.0_dp
           if (nsucc >= maxit) done = .true.
+        else if (rules == 2) then
+          call lambda_update(lam, .true., hist, nh, frozen)
+          if (nsucc >= maxit .or. lam == 0.0_dp) done = .true.
         else
           call lambda_update(lam, .true., hist, nh, frozen)
           if (rho_c <= stop_threshold(nsucc) .or. nsucc >= maxit .or. lam == 0.0_dp) done = .true.

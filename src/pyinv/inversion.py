@@ -43,13 +43,51 @@ from .config import InversionConfig, NODE_PARAMETERS, NODES_MAX
 from .lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
 
-__all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "status_message", "prepare_synthesis", "auto_node_maxima",
+__all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "reduced_chi2", "free_parameters", "RESCUE_THRESHOLD", "status_message", "prepare_synthesis", "auto_node_maxima",
            "select_node_count", "refuse_unsupported", "check_mixing_settings"]
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
 #: Default number of Broyden updates of the Jacobian in a row between exact ones (invert_pixel).
 JACOBIAN_REUSE = 1
+#: Default stopping tolerances of pyinv's rules (issue 17): cycles before the last only hand a start on
+#: (1e-2), the last cycle is converged to 3e-4 (see invert_pixel's ``rtol``).
+RTOL_EARLY, RTOL_LAST = 1e-2, 3e-4
+#: Default rescue threshold (issue 17): a second LM path is tried when the fit's reduced χ² against the
+#: noise model (:func:`reduced_chi2`, ≈ 1 at the noise level) exceeds this.
+RESCUE_THRESHOLD = 2.0
+#: The second path of a rescue: SIR's λ schedule, Broyden updates and the two-small-gains stop (the
+#: pre-issue-17 defaults), a different descent from the same start.
+RESCUE_PATH = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1}
+
+
+def reduced_chi2(obs: np.ndarray, fit: np.ndarray, snr: float, weights: Any, nfree: int = 0) -> float:
+    """χ² of a fit against the noise model: Σ (O − S)² / σ² / (N − nfree), σ = 1/S/N (in units of the
+    continuum, every Stokes parameter), over the Stokes parameters with nonzero weight and the points SIR
+    does not mask (O > −0.99). ≈ 1 for a fit at the noise level (SIR's χ² divides each Stokes parameter by
+    its amplitude and weight instead, see spec-inversion §3.1). NaN when nothing is left."""
+    o = np.asarray(obs, dtype=np.float64)
+    f = np.asarray(fit, dtype=np.float64)
+    use = [k for k in range(4) if float(weights[k]) != 0.0]
+    if not use or o.shape != f.shape or not (np.isfinite(snr) and snr > 0):
+        return float("nan")
+    y, m = o[use], f[use]
+    ok = np.isfinite(y) & np.isfinite(m) & (y > -0.99)
+    dof = int(ok.sum()) - int(nfree)
+    if dof <= 0:
+        return float("nan")
+    return float(np.sum((y[ok] - m[ok]) ** 2) * float(snr) ** 2 / dof)
+
+
+def free_parameters(res: Any) -> int:
+    """Free parameters of the last cycle (node counts) when the solver reports them, else 0."""
+    nodes = getattr(res, "nodes", None)
+    if isinstance(nodes, (list, tuple)) and nodes and isinstance(nodes[-1], dict):
+        try:
+            return int(sum(max(0, int(v)) for v in nodes[-1].values()))
+        except (TypeError, ValueError):
+            return 0
+    return 0
 
 
 def status_message(status: int) -> str:
@@ -102,6 +140,12 @@ class PixelResult:
     contrast : float or None
         With ``config.contrast``: the continuum contrast I_c1/I_c2 of the result (from SIR's synthetic
         pseudo-observation (I₁ − I₂)/2 = y: (1 + y)/(1 − y)).
+    rescue : int
+        0 no second path was tried; 1 a second path was tried and the first kept; 2 the second path's
+        result was better and is returned (issue 17; ``invert_pixel(rescue=...)``).
+    chi2_reduced : float
+        χ² of the fit against the noise model of the last cycle (:func:`reduced_chi2`; ≈ 1 at the noise
+        level).
     """
 
     atmosphere: Atmosphere
@@ -124,6 +168,8 @@ class PixelResult:
     stray_percent: float | None = None
     errors2: AtmosphereErrors | None = None
     contrast: float | None = None
+    rescue: int = 0
+    chi2_reduced: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -331,9 +377,9 @@ def refuse_unsupported(config: InversionConfig, two_components: bool | None = No
 def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
                  mu: float | None = None, psf=None, abundances=None,
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
-                 jacobian: str = "depth", rtol: float = 1e-3, svd_scaling: str = "jacobian",
-                 jacobian_reuse: int = JACOBIAN_REUSE, rules: str | None = None, sir_compat: bool = False,
-                 departures=None,
+                 jacobian: str = "depth", rtol: float | Sequence[float] | None = None, svd_scaling: str = "jacobian",
+                 jacobian_reuse: int = JACOBIAN_REUSE, rules: str | None = None, rescue: bool | float = True,
+                 sir_compat: bool = False, departures=None,
                  guess2: Atmosphere | None = None, filling2: float | None = None, stray_profile=None,
                  stray_percent: float | None = None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
@@ -366,16 +412,32 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         functions of the synthesis (pyinv_response::synth_rf) compressed to nodes by the chain rule,
         with the exact tangent-linear hydrostatic coupling for T; ``"nodes"`` directional finite
         differences in node space (one synthesis per free node parameter; a cross-check).
-    rtol : float
-        pyinv stopping option (spec §6.3): a cycle also ends after two consecutive successful iterations
-        whose relative gain (χ²_old − χ²_new)/(χ²_old + χ²_new) is below ``rtol`` (default 1e-3, i.e. two
-        iterations in a row that improve χ² by less than 0.2 % each; on the invert_hinode reference set it
-        takes 17 % fewer syntheses than 1e-4 with χ² ≤ 1.05 × SIR's on 19/20 pixels either way; 1e-4 was
-        the default before issue 9); 0 = SIR's rules only.
+    rtol : float, sequence of floats (one per cycle) or None
+        Stopping tolerance. With pyinv's rules (issue 17) a cycle ends when its last accepted step reduced
+        the merit by less than ``rtol`` × merit **and** the undamped Gauss-Newton step of the current
+        normal equations predicts less than that as well, judged with an exact Jacobian (never on a
+        Broyden-updated one); λ follows the gain ratio (actual / predicted reduction). ``None`` (default):
+        1e-2 in cycles before the last (they only hand a start on) and 3e-4 in the last. ``0`` selects
+        SIR's rules (its λ schedule and stopping rule) unless ``rules`` says otherwise.
     jacobian_reuse : int
         pyinv (issue 9): after an accepted step the Jacobian is updated with Broyden's secant formula
-        instead of recomputed, at most this many times in a row; a step that fails with an updated
-        Jacobian is retried with the exact one. 0 = a new Jacobian after every accepted step (SIR).
+        instead of recomputed, at most this many times in a row; with pyinv's rules only after a step whose
+        gain ratio exceeds 0.5. A step that fails with an updated Jacobian is retried with the exact one.
+        0 = a new Jacobian after every accepted step (SIR).
+    rules : "pyinv", "sir" or None
+        ``"pyinv"``: the rules above; ``"sir"``: SIR's λ schedule (with its anti-cycling) and stopping rule
+        (spec-inversion §3.6–3.7), plus, when ``rtol`` > 0, a stop after two consecutive accepted steps with
+        (χ²_old − χ²_new)/(χ²_old + χ²_new) < ``rtol`` (the pre-issue-17 defaults were ``rules="sir",
+        rtol=1e-3, jacobian_reuse=1``). ``None``: ``"sir"`` when ``rtol`` is 0, else ``"pyinv"``. SIR's rules
+        exactly: ``rtol=0, jacobian_reuse=0``.
+    rescue : bool or float
+        A second start for a fit that is far from the noise (issue 17): when the result's reduced χ² against
+        the noise model of the last cycle (:func:`reduced_chi2`) exceeds the threshold (``True``:
+        :data:`RESCUE_THRESHOLD`; a float: that threshold), the same start is inverted again along a
+        different descent (:data:`RESCUE_PATH`: SIR's λ schedule with Broyden updates and the two-small-gains
+        stop) and the result with the lower final χ² is kept; ``PixelResult.rescue`` records it (0 not
+        tried, 1 tried, 2 taken). Its cost is part of the call. ``False``: one path only. No rescue with
+        SIR's rules (``rtol=0``).
     svd_scaling : "jacobian" or "sir"
         How ``config.svd_tolerance`` ε is applied by SIR's per-variable modified SVD (spec §3.3).
         ``"sir"``: to the eigenvalues of JᵀWJ, exactly as SIR. ``"jacobian"`` (default): to the
@@ -408,6 +470,44 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         Engine failures (singular systems, NaN profiles, all-zero weights, ...) come back as a nonzero
         ``status``, never as an exception; invalid Python arguments raise ValueError.
     """
+    kw = dict(mu=mu, psf=psf, abundances=abundances, node_positions=node_positions, max_iterations=max_iterations,
+              jacobian=jacobian, svd_scaling=svd_scaling, sir_compat=sir_compat, departures=departures,
+              guess2=guess2, filling2=filling2, stray_profile=stray_profile, stray_percent=stray_percent)
+    if isinstance(rescue, (bool, np.bool_)):
+        threshold = RESCUE_THRESHOLD if rescue else None
+    else:
+        threshold = float(rescue)
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"rescue must be True, False or a reduced-chi2 threshold > 0, got {rescue!r}")
+    if rtol is None:
+        rtol = [RTOL_EARLY] * (max(int(getattr(config, "cycles", 1)), 1) - 1) + [RTOL_LAST]
+    first = _invert_path(stokes, guess, lines, grid, config, rtol=rtol, jacobian_reuse=jacobian_reuse, rules=rules,
+                         **kw)
+    first.chi2_reduced = _result_reduced_chi2(stokes, first, config)
+    sir_rules = (rules == "sir") or (rules is None and max(np.atleast_1d(rtol)) == 0)
+    if threshold is None or sir_rules or not (first.chi2_reduced > threshold):
+        return first
+    second = _invert_path(stokes, guess, lines, grid, config, **RESCUE_PATH, **kw)
+    second.chi2_reduced = _result_reduced_chi2(stokes, second, config)
+    better = second.ok and (not first.ok or (second.chi2.size and first.chi2.size
+                                              and second.chi2[-1] < first.chi2[-1]))
+    out = second if better else first
+    out.rescue = 2 if better else 1
+    out.syntheses = first.syntheses + second.syntheses
+    return out
+
+
+def _result_reduced_chi2(stokes, res: PixelResult, config: InversionConfig) -> float:
+    """Reduced χ² of a result against the noise model of the configuration's last cycle."""
+    c = config.cycles
+    return reduced_chi2(np.asarray(stokes, dtype=np.float64), res.fit, float(config.value("snr", c)),
+                        config.weights_for(c), free_parameters(res))
+
+
+def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
+                 mu, psf, abundances, node_positions, max_iterations, jacobian, rtol, svd_scaling, jacobian_reuse,
+                 rules, sir_compat, departures, guess2, filling2, stray_profile, stray_percent) -> PixelResult:
+    """One descent of :func:`invert_pixel` (its arguments, validated here) from one start."""
     if not isinstance(config, InversionConfig):
         raise ValueError(f"config must be a pyinv.InversionConfig, got {type(config).__name__}")
     if not isinstance(guess, Atmosphere) or guess.stacked:
@@ -428,12 +528,13 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"svd_scaling must be 'jacobian' or 'sir', got {svd_scaling!r}")
     if not (isinstance(jacobian_reuse, (int, np.integer)) and 0 <= jacobian_reuse <= 100):
         raise ValueError(f"jacobian_reuse must be an integer in 0..100, got {jacobian_reuse!r}")
+    rtols = [float(v) for v in np.atleast_1d(np.asarray(rtol, dtype=np.float64))]
+    if not rtols or not all(math.isfinite(v) and v >= 0 for v in rtols):
+        raise ValueError(f"rtol must be finite numbers >= 0 (one, or one per cycle), got {rtol!r}")
     if rules is None:
-        rules = "sir" if rtol == 0 else "pyinv"
-    if rules not in ("sir", "pyinv"):
+        rules = "sir" if max(rtols) == 0 else "pyinv"
+    if rules not in ("sir", "pyinv", "pyinv-sirlambda"):
         raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
-    if not (math.isfinite(float(rtol)) and rtol >= 0):
-        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
     if jacobian not in ("nodes", "depth"):
         raise ValueError(f"jacobian must be 'nodes' or 'depth', got {jacobian!r}")
     mu_f = float(config.mu if mu is None else mu)
@@ -527,8 +628,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                lambda0=float(config.value("initial_diagonal", c)),
                                boundary=[b[0] for b in bnd] if two else bnd[0][0],
                                bvalue=[b[1] for b in bnd] if two else bnd[0][1], mu=mu_f, maxit=max_iterations,
-                               jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtol,
-                               rules=0 if rules == "sir" else 1,
+                               jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtols[min(c, len(rtols)) - 1],
+                               rules={"sir": 0, "pyinv": 1, "pyinv-sirlambda": 2}[rules],
                                errors=c == config.cycles,   # uncertainties of the last cycle only
                                magnetic_pressure=bool(config.magnetic_pressure), mix=mix,
                                invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon)

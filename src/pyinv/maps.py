@@ -458,7 +458,7 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             offset_mA=np.asarray(grid.offset_mA, dtype=np.float64).copy(),
             wavelength=np.asarray(grid.wavelength if wl is None else wl, dtype=np.float64).copy(),
             provenance=prov, filling2=grab("filling2").reshape(ny, nx),
-            stray_percent=grab("stray_percent").reshape(ny, nx), **two)
+            stray_percent=grab("stray_percent").reshape(ny, nx), rescue=grab("rescue").reshape(ny, nx), **two)
         del store, a
         finish = getattr(strategy, "finish", None)
         if finish is not None:

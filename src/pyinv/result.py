@@ -31,16 +31,17 @@ _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", 
 #: Names accepted by :meth:`InversionResult.map` (depth-dependent columns; aliases in parentheses:
 #: inclination = gamma, azimuth = phi, v = vlos, temperature = T) and the per-pixel scalars.
 MAP_NAMES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho", "macro", "filling", "stray",
-             "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2", "stray_percent")
+             "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2", "stray_percent", "rescue")
 _SCALARS = ("macro", "filling", "stray", "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2",
-            "stray_percent")
+            "stray_percent", "rescue")
 
 # arrays saved by to_fits (name → attribute)
 _SAVED = ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_cycles", "status", "iterations",
           "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength", "chi2_reduced",
-          "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2")
+          "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2", "rescue")
 # absent from files of older versions, or (component 2) of one-component results
-_OPTIONAL = ("chi2_reduced", "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2")
+_OPTIONAL = ("chi2_reduced", "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2",
+             "rescue")
 
 
 @dataclass(eq=False)
@@ -73,6 +74,9 @@ class InversionResult:
         ``errors_header`` (ny, nx, 3) those of macro, filling, stray. NaN where the solver gives none.
     start : ndarray (ny, nx)
         Which start won (``init="multistart"``), else 0.
+    rescue : ndarray of int (ny, nx)
+        Per pixel, :func:`pyinv.invert_pixel`'s rescue (issue 17): 0 one descent, 1 a second descent was
+        tried (the fit was far from the noise) and the first kept, 2 the second one was better and is kept.
     seconds : ndarray (ny, nx)
         Wall time per pixel in its worker.
     line_index, offset_mA, wavelength : ndarray (nλ,)
@@ -116,8 +120,11 @@ class InversionResult:
     macro2: np.ndarray | None = None
     errors2: np.ndarray | None = None
     errors_header2: np.ndarray | None = None
+    rescue: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.rescue is None:
+            self.rescue = np.zeros(np.shape(self.chi2), dtype=np.int8)
         for name in ("chi2_reduced", "filling2", "stray_percent"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(np.shape(self.chi2), np.nan))
@@ -173,6 +180,10 @@ class InversionResult:
             q = np.percentile(self.chi2_reduced[ok], [16, 50, 84])
             lines.append(f"reduced chi2 (converged pixels; ~1 = fit at the noise level): median {q[1]:.3g}, "
                          f"16-84% {q[0]:.3g}-{q[2]:.3g}")
+        tried = int(np.count_nonzero(np.asarray(self.rescue) > 0))
+        if tried:
+            lines.append(f"rescue (second descent of fits far from the noise): tried on {tried} pixels, kept on "
+                         f"{int(np.count_nonzero(np.asarray(self.rescue) == 2))}")
         for name, label in (("filling2", "filling factor f2 of component 2"), ("stray_percent", "stray light alpha [%]")):
             v = np.asarray(getattr(self, name))[self.status == 0]
             v = v[np.isfinite(v)]

@@ -73,6 +73,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .inversion import free_parameters as _free_parameters, reduced_chi2  # noqa: F401 (re-exported)
+
 __all__ = ["STATUS_PENDING", "STATUS_CONVERGED", "STATUS_MASKED", "STATUS_BAD_INPUT", "STATUS_FAILED",
            "STATUS_TIMEOUT", "STATUS_WORKER_DIED", "STATUS_NAMES", "PixelProblem", "PixelTimeout",
            "PoolStartError", "ResultStore", "run_pixels", "usable_cores", "fingerprints"]
@@ -178,6 +180,7 @@ def _fields(npix: int, ndep: int, nwav: int, ncyc: int, ncomp: int = 1) -> dict[
         "chi2_cycles": ((npix, ncyc), "f8", np.nan),
         "iterations": ((npix,), "i4", 0),
         "start": ((npix,), "i2", -1),                 # which start won (multistart)
+        "rescue": ((npix,), "i1", 0),                 # 0 none, 1 second path tried, 2 taken (issue 17)
         "seconds": ((npix,), "f4", np.nan),           # wall time of the pixel in its worker
         "filling2": ((npix,), "f8", np.nan),          # f2 of the result (NaN: one component)
         "stray_percent": ((npix,), "f8", np.nan),     # alpha [%] of the result (NaN: no stray light)
@@ -411,7 +414,8 @@ def _blank_record(ndep: int, nwav: int, ncyc: int, status: int, ncomp: int = 1) 
            "errors": np.full((ndep, 11), np.nan), "errors_header": np.full(3, np.nan),
            "fits": np.full((4, nwav), np.nan), "chi2": np.nan, "chi2_reduced": np.nan,
            "chi2_cycles": np.full(ncyc, np.nan),
-           "iterations": 0, "start": -1, "seconds": np.nan, "filling2": np.nan, "stray_percent": np.nan}
+           "iterations": 0, "start": -1, "rescue": 0, "seconds": np.nan, "filling2": np.nan,
+           "stray_percent": np.nan}
     if int(ncomp) == 2:
         rec.update(atmos2=np.full((ndep, 11), np.nan), header2=np.full(3, np.nan),
                    errors2=np.full((ndep, 11), np.nan), errors_header2=np.full(3, np.nan))
@@ -457,6 +461,7 @@ def _record_from(res: Any, ndep: int, nwav: int, ncyc: int, ncomp: int = 1) -> d
     rec["chi2"] = float(fin[-1]) if fin.size else np.nan
     it = np.asarray(getattr(res, "iterations", 0))
     rec["iterations"] = int(it.sum()) if it.ndim else int(it)
+    rec["rescue"] = int(getattr(res, "rescue", 0) or 0)
     _errors_into(getattr(res, "errors", None), ndep, rec, "errors", "errors_header")
     rec["filling2"] = _optional_float(getattr(res, "filling2", None))
     rec["stray_percent"] = _optional_float(getattr(res, "stray_percent", None))
@@ -538,33 +543,6 @@ def solve_pixel(problem: PixelProblem, solver: Callable, stokes: np.ndarray, sta
     assert best is not None
     best["seconds"] = time.perf_counter() - t0
     return best
-
-
-def reduced_chi2(obs: np.ndarray, fit: np.ndarray, snr: float, weights: Any, nfree: int = 0) -> float:
-    """χ² of a fit against the noise model: Σ (O − S)² / σ² / (N − nfree), σ = 1/S/N (in units of the
-    continuum, every Stokes parameter), over the Stokes parameters with nonzero weight and the points SIR
-    does not mask (O > −0.99). ≈ 1 for a fit at the noise level (SIR's χ² divides each Stokes parameter by
-    its amplitude and weight instead, see spec-inversion §3.1). NaN when nothing is left."""
-    o = np.asarray(obs, dtype=np.float64)
-    f = np.asarray(fit, dtype=np.float64)
-    use = [k for k in range(4) if float(weights[k]) != 0.0]
-    if not use or o.shape != f.shape or not (np.isfinite(snr) and snr > 0):
-        return float("nan")
-    y, m = o[use], f[use]
-    ok = np.isfinite(y) & np.isfinite(m) & (y > -0.99)
-    dof = int(ok.sum()) - int(nfree)
-    if dof <= 0:
-        return float("nan")
-    return float(np.sum((y[ok] - m[ok]) ** 2) * float(snr) ** 2 / dof)
-
-
-def _free_parameters(res: Any) -> int:
-    """Free parameters of the last cycle (node counts) when the solver reports them, else 0."""
-    nodes = getattr(res, "nodes", None)
-    if isinstance(nodes, (list, tuple)) and nodes and isinstance(nodes[-1], dict):
-        with contextlib.suppress(TypeError, ValueError):
-            return int(sum(max(0, int(v)) for v in nodes[-1].values()))
-    return 0
 
 
 def _starts(ids: np.ndarray, k: int, gindex: np.ndarray, table: np.ndarray, header: np.ndarray):

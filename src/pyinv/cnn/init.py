@@ -314,8 +314,8 @@ class CNNInit(InitStrategy):
             info["executor"] = fb.provenance.get("executor")
             better = flag & (np.asarray(fb.status) == 0) & np.isfinite(fb.chi2) & (
                 ~np.isfinite(result.chi2) | (fb.chi2 < result.chi2))
-            for name in ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "status", "iterations", "errors",
-                         "errors_header"):
+            for name in ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_reduced", "status",
+                         "iterations", "errors", "errors_header", "rescue"):
                 arr = np.array(getattr(result, name))
                 arr[better] = np.asarray(getattr(fb, name))[better]
                 setattr(result, name, arr)

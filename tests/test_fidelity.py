@@ -1,0 +1,109 @@
+"""Guards against a speed change that trades answers silently (issue 17): invert_pixel's DEFAULTS against
+SIR's inversions of ../shared/reference (skipped without it).
+
+* invert_hinode.npz, 20 synthetic Hinode SP pixels: χ²ₙ ≤ 1.05 × SIR's.
+* real_sunspot_sir_dev300.npz, a fixed subset of 40 real Hinode SP pixels (every 7th pixel from 0, chosen
+  before measuring): SIR's merit w_I rms(ΔI)² + w_V rms(ΔV)² ≤ 1.05 × SIR's, and B_los at log τ = 0
+  correlated with SIR's.
+
+The thresholds are what the defaults reach now (benchmarks/fidelity.py has the full sets); issue 17's
+targets (19/20, 90 %) are not met yet and are stated beside each assertion.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyinv
+from pyinv.atmosphere import Atmosphere
+from pyinv.config import InversionConfig
+from pyinv.io.sir import read_abundances
+from pyinv.lines import LineList, WavelengthGrid
+
+REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+pytestmark = pytest.mark.skipif(not (REF / "real_sunspot_sir_dev300.npz").is_file(),
+                                reason="../shared/reference not available")
+
+REAL_SUBSET = list(range(0, 280, 7))   # 40 pixels
+
+
+def _k0(log_tau) -> int:
+    return int(np.argmin(np.abs(np.asarray(log_tau))))
+
+
+def test_defaults_parity_invert_hinode():
+    d = np.load(REF / "invert_hinode.npz")
+    lines = LineList.read_sir(REF / "LINES_REF")
+    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+    ab = read_abundances(REF / "THEVENIN")
+    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
+    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+    w, noise = np.asarray(d["weights"], float), float(d["noise"])
+    ratios, rescued = [], 0
+    for i, obs in enumerate(d["observed"]):
+        r = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab)
+        assert r.ok
+        rescued += r.rescue > 0
+        ours = np.mean(w[:, None] * (obs - r.fit) ** 2) / noise ** 2
+        sir = np.mean(w[:, None] * (obs - d["sir_fit"][i]) ** 2) / noise ** 2
+        ratios.append(ours / sir)
+    ratios = np.array(ratios)
+    # issue 17's target is 19/20; the defaults reach 18/20 (pixels 4 and 9: 1.11, 1.12 x SIR's)
+    assert np.count_nonzero(ratios <= 1.05) >= 18, np.round(ratios, 3)
+    assert np.median(ratios) < 1.01
+    assert rescued >= 1   # the rescue runs on fits far from the noise
+
+
+def test_defaults_parity_real_sunspot_subset():
+    d = np.load(REF / "real_sunspot_sir_dev300.npz")
+    lines = LineList.read_sir(REF / "LINES_REF").subset([1])
+    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+    ab = read_abundances(REF / "THEVENIN")
+    keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "vmac"}
+    nodes = {keys[k]: tuple(int(x) for x in v.split(",")) for k, v in json.loads(str(d["nodes"])).items() if v}
+    w = np.asarray(d["weights"], float)
+    cfg = InversionConfig(cycles=2, nodes=nodes, weights=tuple(w), snr=1000.0)
+    guess = Atmosphere.from_array(d["guess_model"], macro=0.8)
+    ratios, b_ours, b_sir = [], [], []
+    k = _k0(d["sir_models"][0, :, 0])
+    for i in REAL_SUBSET:
+        obs = np.zeros((4, d["observed_I"].shape[1]))
+        obs[0], obs[3] = d["observed_I"][i], d["observed_V"][i]
+        r = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab)
+        ours = w[0] * np.mean((obs[0] - r.fit[0]) ** 2) + w[3] * np.mean((obs[3] - r.fit[3]) ** 2)
+        sir = (w[0] * np.mean((obs[0] - d["sir_fit_I"][i]) ** 2) + w[3] * np.mean((obs[3] - d["sir_fit_V"][i]) ** 2))
+        ratios.append(ours / sir)
+        a = r.atmosphere
+        b_ours.append(a.B[k] * np.cos(np.radians(a.gamma[k])))
+        m = d["sir_models"][i]
+        b_sir.append(m[k, 4] * np.cos(np.radians(m[k, 6])))
+    ratios = np.array(ratios)
+    # issue 17's target is >= 90 % of a fixed 40-pixel subset; the defaults reach 34/40 here (92.0 % of all 300)
+    assert np.count_nonzero(ratios <= 1.05) >= 34, np.round(ratios, 3)
+    assert np.median(ratios) < 0.95          # better than SIR's own fits on most pixels
+    assert np.corrcoef(b_ours, b_sir)[0, 1] > 0.98
+
+
+def test_rescue_recorded_and_sir_rules_untouched():
+    d = np.load(REF / "invert_hinode.npz")
+    lines = LineList.read_sir(REF / "LINES_REF")
+    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+    ab = read_abundances(REF / "THEVENIN")
+    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
+    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+    obs = d["observed"][4]
+    one = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=False)
+    assert one.rescue == 0 and one.chi2_reduced > 0
+    two = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=0.5)   # always below: tried
+    assert two.rescue in (1, 2)
+    assert two.chi2[-1] <= one.chi2[-1] + 1e-12
+    assert two.syntheses > one.syntheses
+    sir = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rtol=0, jacobian_reuse=0, rescue=0.5)
+    assert sir.rescue == 0    # SIR's rules: one path, as SIR
+    with pytest.raises(ValueError, match="rescue"):
+        pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=-1.0)
+    with pytest.raises(ValueError, match="rtol"):
+        pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rtol=[1e-3, float("nan")])
