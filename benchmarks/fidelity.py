@@ -125,6 +125,7 @@ def invert_one(args: tuple) -> dict:
            "iterations": [int(x) for x in r.iterations], "syntheses": int(r.syntheses),
            "blos0": float(a.B[k] * np.cos(np.radians(a.gamma[k]))), "T0": float(a.T[k]),
            "vlos0": float(a.vlos[k])}
+    out["chi2"] = float(r.chi2[-1]) if r.chi2.size else float("nan")
     out["rescue"] = int(getattr(r, "rescue", 0))
     out["chi2_reduced"] = float(getattr(r, "chi2_reduced", float("nan")))
     return out
@@ -162,17 +163,129 @@ def run_set(name: str, pixels, kw: dict, workers: int) -> list[dict]:
         return list(pool.imap(invert_one, jobs, chunksize=1))
 
 
+def run_sir_sets(names, pyinv_rules: bool) -> dict:
+    """invert_stray / invert_twocomp through ``pyinv sir`` (sir_dropin.run_case), per pixel."""
+    import shutil
+    import tempfile
+
+    import sir_dropin   # benchmarks/ is this script's folder
+
+    out = {}
+    work = Path(tempfile.mkdtemp(prefix="pyinv-fidelity-"))
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            r = sir_dropin.run_case(name, REF, None, work / ("pyinv" if pyinv_rules else "sir"),
+                                    ("--pyinv-rules",) if pyinv_rules else ())
+            ok = [x for x in r["pixels"] if "ratio" in x]
+            ratio = np.array([x["ratio"] for x in ok]) if ok else np.array([np.nan])
+            r.update(parity_count=r["n_pass"], n=r["n_pixels"], ratio_median=float(np.median(ratio)),
+                     ratio_p90=float(np.percentile(ratio, 90)),
+                     s_per_pixel=float(np.mean([x["seconds"] for x in r["pixels"]])), elapsed=time.perf_counter() - t0)
+            out[name] = r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def run_spinor() -> dict:
+    """The Hinode 5×5 quiet-Sun sample against SPINOR (benchmarks/real_hinode_inversion.py, invert_pixel's
+    defaults): its printed summary."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, str(Path(__file__).with_name("real_hinode_inversion.py"))],
+                       capture_output=True, text=True)
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+    return {"rc": p.returncode, "summary": lines[-6:], "elapsed": time.perf_counter() - t0}
+
+
+V2_DEFAULTS = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1, "rescue": False}
+
+
+def run_speed(npix: int = 40) -> dict | None:
+    """SIR (SIR_X) and pyinv side by side on ``npix`` odd-indexed pixels of invert_hinode_200, interleaved,
+    one process each (pyinv in this process, one thread): wall seconds per pixel of SIR, of the defaults
+    and of the pre-issue-17 (v2) defaults."""
+    import bench_inversion   # benchmarks/ is this script's folder
+
+    exe = os.environ.get("SIR_X")
+    if not exe:
+        return None
+    name = "hinode200"
+    p = _load(name)
+    d = np.load(REF / "invert_hinode_200.npz")
+    sir = bench_inversion._sir_runner(REF, d)
+    pix = [i for i in range(len(p["obs"])) if i % 2 == 1][:npix]
+    invert_one((name, pix[0], {}))      # warm-up
+    rows = []
+    for n, i in enumerate(pix):
+        order = ["sir", "new", "v2"] if n % 2 == 0 else ["v2", "new", "sir"]
+        r = {"pixel": i}
+        for k in order:
+            if k == "sir":
+                r["sir"] = sir(i)
+            else:
+                q = invert_one((name, i, {} if k == "new" else V2_DEFAULTS))
+                r[k] = q["wall"]
+                r[k + "_ratio"] = q["merit"] / p["sir_merit"][i]
+        rows.append(r)
+        print(f"  speed pixel {i:3d}: SIR {r['sir']:.3f} s, defaults {r['new']:.3f} s, v2 {r['v2']:.3f} s", flush=True)
+    t = {k: float(np.sum([r[k] for r in rows])) for k in ("sir", "new", "v2")}
+    return {"pixels": pix, "rows": rows, "seconds_per_pixel": {k: v / len(rows) for k, v in t.items()},
+            "speedup_defaults_over_sir": t["sir"] / t["new"], "speedup_v2_over_sir": t["sir"] / t["v2"],
+            "parity_defaults": float(np.mean([r["new_ratio"] <= 1.05 for r in rows])),
+            "parity_v2": float(np.mean([r["v2_ratio"] <= 1.05 for r in rows])), "sir_x": Path(exe).name}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="*", default=["hinode20", "hinode200", "real300"])
+    ap.add_argument("--sets", nargs="*", default=["hinode20", "hinode200", "real300", "stray", "twocomp", "spinor25",
+                                                  "speed"])
     ap.add_argument("--half", choices=["even", "odd", "all"], default="all")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kw", default="{}", help="JSON keyword arguments of invert_pixel")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/fidelity.{json,txt}")
     args = ap.parse_args(argv)
     kw = json.loads(args.kw)
-    report = {"kw": kw}
+    from sidebyside import code_version   # benchmarks/ is this script's folder
+
+    report = {"kw": kw, "code": code_version(), "machine_load_at_start": os.getloadavg()[0],
+              "tuning": "hinode200 and real300: even-indexed pixels; odd-indexed reported as held out"}
+    text = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        text.append(line)
+
     for name in args.sets:
+        if name in ("stray", "twocomp"):
+            for rules in (False, True):
+                r = run_sir_sets(["invert_" + name], rules)["invert_" + name]
+                tag = "pyinv sir --pyinv-rules" if rules else "pyinv sir (SIR's rules)"
+                say(f"{name:9s} {tag:26s} parity {r['parity_count']}/{r['n']} ratio med {r['ratio_median']:.3f} "
+                    f"p90 {r['ratio_p90']:.3f} {r['s_per_pixel']:.2f} s/pixel (process start included)")
+                report[f"{name}{'_pyinv_rules' if rules else ''}"] = r
+            continue
+        if name == "spinor25":
+            r = run_spinor()
+            for ln in r["summary"]:
+                say(f"spinor25  {ln}")
+            report[name] = r
+            continue
+        if name == "speed":
+            r = run_speed()
+            if r is None:
+                say("speed     SIR_X not set: SIR not run side by side (quoted sir_seconds above)")
+                continue
+            sp = r["seconds_per_pixel"]
+            say(f"speed     {len(r['rows'])} odd pixels of invert_hinode_200, interleaved: SIR {sp['sir']:.3f} s/pixel, "
+                f"defaults {sp['new']:.3f} ({r['speedup_defaults_over_sir']:.2f}x SIR, parity "
+                f"{100 * r['parity_defaults']:.0f} %), v2 defaults {sp['v2']:.3f} ({r['speedup_v2_over_sir']:.2f}x SIR, "
+                f"parity {100 * r['parity_v2']:.0f} %)")
+            report[name] = r
+            continue
         p = _load(name)
         n = len(p["obs"])
         pix = [i for i in range(n) if args.half == "all" or (i % 2 == (0 if args.half == "even" else 1))]
@@ -188,13 +301,17 @@ def main(argv=None) -> int:
             s = summarise(name, rr)
             out[h] = s
             extra = "".join(f" {k}={v:.3f}" for k, v in s.items() if k.startswith(("blos", "sir_blos")))
-            print(f"{name:9s} {h:15s} n={s['n']:3d} parity {s['parity_count']}/{s['n']} = {100 * s['parity']:.1f} %"
+            say(f"{name:9s} {h:15s} n={s['n']:3d} parity {s['parity_count']}/{s['n']} = {100 * s['parity']:.1f} %"
                   f" ratio med {s['ratio_median']:.3f} p90 {s['ratio_p90']:.3f} {s['s_per_pixel']:.3f} s/pix"
                   f" (SIR quoted {s['sir_s_per_pixel_quoted']:.2f}) bad {s['status_nonzero']}"
-                  + f" rescue tried {s['rescue_tried']} taken {s['rescue_taken']}" + extra, flush=True)
+                  + f" rescue tried {s['rescue_tried']} taken {s['rescue_taken']}" + extra)
         report[name] = out
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    out = args.json
+    if out is None and not args.no_save:
+        out = ROOT / "benchmarks" / "results" / "fidelity.json"
+    if out is not None:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        out.with_suffix(".txt").write_text(f"benchmarks/fidelity.py, commit {report['code']}\n" + "\n".join(text) + "\n")
     return 0
 
 

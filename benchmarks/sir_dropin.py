@@ -38,13 +38,13 @@ SIR_FINAL_CHI2 = 0.3219829   # last row of sir_files/sir.chi
 CASES = {"invert_stray": "stray", "invert_twocomp": "twocomp"}
 
 
-def _pyinv_sir(trol: Path) -> tuple[int, str, float]:
+def _pyinv_sir(trol: Path, extra_args=()) -> tuple[int, str, float]:
     """``pyinv sir trol`` in trol's folder (the interpreter and PYTHONPATH of this process)."""
     env = dict(os.environ)
     if env.get("PYTHONPATH"):  # relative entries (a development build) must survive the change of folder
         env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "pyinv.cli", "sir", trol.name], cwd=trol.parent, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "pyinv.cli", "sir", trol.name, *extra_args], cwd=trol.parent, capture_output=True,
                        text=True, env=env)
     return p.returncode, (p.stderr.strip().splitlines() or [""])[-1], time.perf_counter() - t0
 
@@ -62,7 +62,9 @@ def _chi2n(obs: np.ndarray, fit: np.ndarray, w: np.ndarray, noise: float) -> flo
     return float(np.mean(w[:, None] * (obs - fit) ** 2) / noise ** 2)
 
 
-def run_case(name: str, ref: Path, pixels, work: Path) -> dict:
+def run_case(name: str, ref: Path, pixels, work: Path, extra_args=()) -> dict:
+    """One reference set through ``pyinv sir`` per pixel (``extra_args``: more CLI flags, e.g.
+    ``("--pyinv-rules",)``)."""
     from pyinv.atmosphere import Atmosphere
     from pyinv.io.sir import read_sir_model, read_sir_profiles, write_sir_model, write_sir_profiles
 
@@ -100,7 +102,7 @@ def run_case(name: str, ref: Path, pixels, work: Path) -> dict:
             write_sir_model(pdir / "m1.mod", Atmosphere.from_array(g1, macro=macro, filling=1.0 - f2_guess, stray=0.0))
             write_sir_model(pdir / "m2.mod", Atmosphere.from_array(g2, macro=macro, filling=f2_guess, stray=0.0))
         (pdir / "run.trol").write_text(str(d["control"]))
-        rc, msg, sec = _pyinv_sir(pdir / "run.trol")
+        rc, msg, sec = _pyinv_sir(pdir / "run.trol", extra_args)
         sir_c = _chi2n(d["observed"][i], d["sir_fit"][i], w, noise)
         row = {"pixel": int(i), "rc": rc, "seconds": sec, "chi2n_sir": sir_c, "truth": float(truth[i]),
                "sir": float(sir_val[i])}

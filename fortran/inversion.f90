@@ -417,7 +417,8 @@ contains
   !> 1 = pyinv's rules (issue 17): λ from the gain ratio ρ = actual / predicted merit reduction (Nielsen's
   !> update: λ max(1/3, 1 - (2ρ - 1)^3) after a success, λ ν with ν doubling after each failure); the
   !> cycle ends when the last accepted step reduced the merit by less than rtol × merit and the undamped
-  !> Gauss-Newton step of the current normal equations predicts less than that too, judged only with an
+  !> Gauss-Newton step of the current normal equations predicts less than that too, or when the last three
+  !> accepted steps together reduced it by less than rtol × merit (stagnation), judged only with an
   !> exact Jacobian (a Broyden-updated one is refreshed
   !> first, so a cycle never ends on a secant model), or after maxit successes or max_fail failures in
   !> a row; a Broyden update is taken only after a step with ρ > 0.5.
@@ -445,7 +446,7 @@ contains
     integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, c, k, ie, nsmall, nreuse, he(2), off(2), &
                imix(2)
     logical :: frozen, have_jac, done, moves(2)
-    real(dp) :: vmin, rho_c, pen, pent, merit, meritt, nu, pred, pred0, gain, lastgain
+    real(dp) :: vmin, rho_c, pen, pent, merit, meritt, nu, pred, pred0, gain, lastgain, mhist(3)
     real(dp), allocatable :: gpen(:)
     integer :: regmode
 
@@ -579,6 +580,7 @@ contains
     nu = 2.0_dp
     gain = 1.0_dp
     lastgain = huge(1.0_dp)
+    mhist = huge(1.0_dp)
     do while (.not. done)
       ! normal equations (§3.2)
       do j = 1, m
@@ -599,7 +601,9 @@ contains
         call modified_svd_solve(m, alpha, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
         pred0 = huge(1.0_dp)
         if (ie == err_ok) pred0 = 2.0_dp * dot_product(delta, beta) - dot_product(delta, matmul(alpha, delta))
-        if (pred0 <= rtol * merit .and. lastgain <= rtol) then
+        ! converged (the last step and the quadratic model both gain less than rtol), or stagnating (the last
+        ! three accepted steps together gained less than rtol although the model promises more)
+        if ((pred0 <= rtol * merit .and. lastgain <= rtol) .or. (mhist(1) - merit) <= rtol * merit) then
           if (have_jac) exit
           ! never end a cycle on a secant (Broyden) Jacobian: refresh it and judge again
           call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
@@ -663,6 +667,8 @@ contains
         gain = 1.0_dp
         if (pred > 0.0_dp) gain = (merit - meritt) / pred
         lastgain = (merit - meritt) / merit
+        mhist(1:2) = mhist(2:3)
+        mhist(3) = merit
         merit = meritt
         call parameter_vector(aold)
         x = xt

@@ -62,6 +62,11 @@ def compute(reference_dir: Path) -> dict[str, np.ndarray]:
     kw = {"rtol": 1e-4}
     if "jacobian_reuse" in inspect.signature(pyinv.invert_pixel).parameters:
         kw["jacobian_reuse"] = 0
+    params = inspect.signature(pyinv.invert_pixel).parameters
+    if "rules" in params:      # issue 17: the golden inversions keep SIR's λ schedule with the two-small-gains stop
+        kw["rules"] = "sir"
+    if "rescue" in params:
+        kw["rescue"] = False
     for i in INVERT_PIXELS:
         r = pyinv.invert_pixel(d["observed"][i], guess, lines, grid, cfg, abundances=ab, **kw)
         a = r.atmosphere

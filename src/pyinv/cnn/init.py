@@ -219,7 +219,10 @@ class CNNInit(InitStrategy):
         as it is. The fallback runs use the solver as given, with invert_pixel's own defaults."""
         if solver != "pyinv:invert_pixel" or not self._tuned:
             return solver
-        return AssistedSolver(max_iterations=self.max_iterations, rtol=self.rtol, jacobian_reuse=self.jacobian_reuse)
+        # the assisted cycle keeps the rules it was tuned with in issue 12 (SIR's λ schedule with the
+        # two-small-gains stop, no rescue); issue 17's rules are not tuned for it yet
+        return AssistedSolver(max_iterations=self.max_iterations, rtol=self.rtol, jacobian_reuse=self.jacobian_reuse,
+                              rules="sir", rescue=False)
 
     # ------------------------------------------------------------------ configuration
     def prepare_config(self, config: Any, mu: float | None = None) -> Any:
