@@ -205,10 +205,13 @@ def test_default_guess_is_the_reference_guess(hinode):
 
 
 def test_noise_free_recovery_all_pixels(hinode):
-    """T, B, vlos at log τ = 0 within 20 K, 30 G, 0.1 km/s on ≥ 19 of 20 (issue 9; 18 in issue 4)."""
+    """T, B, vlos at log τ = 0 within 20 K, 30 G, 0.1 km/s on ≥ 18 of 20 (issue 4: 18, issue 9: 19).
+    Issue 17's defaults end pixel 10 (noise-free) in a minimum whose fit is below the configured noise
+    (reduced χ² 0.73 at S/N 1000), which the rescue leaves alone: 18/20; the v2 defaults reached 19/20
+    here but parity with SIR on 74 % of real Hinode pixels (now 97 %, benchmarks/fidelity.py)."""
     err = _recovery(hinode, range(20))
     print("recovery errors (dT K, dB G, dv km/s):\n", np.round(err, 3))
-    assert np.count_nonzero(_recovered(err)) >= 19, err
+    assert np.count_nonzero(_recovered(err)) >= 18, err
 
 
 # ------------------------------------------------------------------------------- status, not crash
@@ -266,7 +269,8 @@ def test_sir_bundled_example(reference_dir):
     grid = WavelengthGrid.read_sir(d / "malla56.grid", lines)
     obs = read_sir_profiles(d / "model1.per").stokes
     guess, true, sir3 = (read_sir_model(d / f) for f in ("model2.mod", "model1.mod", "model2_3.mod"))
-    r = invert_pixel(np.asarray(obs), guess, lines, grid, cfg)
+    # SIR's rules (issue 17: the defaults end early cycles at rtol 1e-2, which only hand a start on)
+    r = invert_pixel(np.asarray(obs), guess, lines, grid, cfg, rtol=0, jacobian_reuse=0)
     assert r.ok
     sir_chi = np.asarray(read_sir_chi(d / "sir.chi"), float).reshape(-1, 2)[:, 1]
     assert np.allclose(r.chi2[:2], sir_chi[:2], rtol=5e-3)
