@@ -91,14 +91,16 @@ def _workdir(args, name: str) -> tuple[Path, Path, dict, int]:
 
 
 def transfer_maps(n: int, seed: int, inst: dict, only: str | None = None) -> dict:
-    """The four transfer maps (never in a training recipe): generator factories by name, seeds seed..seed+3;
-    ``only`` a comma-separated subset of the names."""
-    from pyinv.synthetic import generate_emerging_region, generate_map
+    """The transfer maps (never in a training recipe): generator factories by name, seeds seed..seed+4 — the
+    four of issue 12 and ``quietplage_mu1`` (issue 17's third family, :func:`pyinv.synthetic.generate_quiet_plage`,
+    never used for training or tuning); ``only`` a comma-separated subset of the names."""
+    from pyinv.synthetic import generate_emerging_region, generate_map, generate_quiet_plage
 
     maps = {"sunspot_mu1": lambda: generate_map(n, seed, mu=1.0, **inst),
             "sunspot_mu0.77": lambda: generate_map(n, seed + 1, mu=0.77, **inst),
             "sunspot_mu0.5": lambda: generate_map(n, seed + 2, mu=0.5, **inst),
-            "emerging_mu1": lambda: generate_emerging_region(n, seed + 3, mu=1.0, **inst)}
+            "emerging_mu1": lambda: generate_emerging_region(n, seed + 3, mu=1.0, **inst),
+            "quietplage_mu1": lambda: generate_quiet_plage(n, seed + 4, mu=1.0, **inst)}
     if only:
         maps = {k: v for k, v in maps.items() if k in only.split(",")}
     return maps
@@ -156,10 +158,11 @@ def main_transfer(args) -> None:
 
     import warnings
     lm = {k: v for k, v in (("max_iterations", args.max_iterations), ("rtol", args.rtol),
-                            ("jacobian_reuse", args.jacobian_reuse), ("initial_diagonal", args.initial_diagonal))
+                            ("jacobian_reuse", args.jacobian_reuse), ("initial_diagonal", args.initial_diagonal),
+                            ("rules", args.rules), ("rescue", args.rescue))
           if v is not None}
     # assisted runs with non-default LM options get their own checkpoints and timings in the workdir
-    tag = "".join(f"_{k}{v:g}" for k, v in lm.items())
+    tag = "".join(f"_{k}{v:g}" if isinstance(v, (int, float)) else f"_{k}{v}" for k, v in lm.items())
     results = {}
     for name, make in maps.items():
         m = make()
@@ -240,7 +243,7 @@ def main() -> None:
                     help="transfer: a pretrained model on four unseen maps (issue 12) [default]; train-on-map: "
                          "train on one map, test on it and one more (issue 6)")
     ap.add_argument("--maps", help="transfer: comma-separated subset of sunspot_mu1,sunspot_mu0.77,sunspot_mu0.5,"
-                                   "emerging_mu1")
+                                   "emerging_mu1,quietplage_mu1")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--size", type=int, default=64, help="map side N [64]")
     ap.add_argument("--out", default=None, help="JSON output [benchmarks/results/assisted.json for N=64, else "
@@ -264,7 +267,13 @@ def main() -> None:
     ap.add_argument("--initial-diagonal", type=float, default=None,
                     help="transfer: CNNInit(initial_diagonal=...), the assisted cycle's initial Marquardt lambda "
                          "[CNNInit's default]")
+    ap.add_argument("--rules", choices=("sir", "pyinv"), default=None,
+                    help="transfer: CNNInit(rules=...), the assisted cycle's LM rules [CNNInit's default]")
+    ap.add_argument("--rescue", type=float, default=None,
+                    help="transfer: CNNInit(rescue=...), a reduced-chi2 threshold (0: none) [CNNInit's default]")
     args = ap.parse_args()
+    if args.rescue is not None:
+        args.rescue = False if args.rescue == 0 else args.rescue
     if args.seed is None:
         args.seed = 31 if args.protocol == "transfer" else 11
     if args.protocol == "transfer":

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SyntheticMap", "generate_map", "generate_emerging_region", "hinode_psf", "REGIONS", "EMERGING_REGIONS"]
+__all__ = ["SyntheticMap", "generate_map", "generate_emerging_region", "generate_quiet_plage", "hinode_psf", "REGIONS",
+           "EMERGING_REGIONS", "QUIET_PLAGE_REGIONS"]
 
 #: Region labels of :attr:`SyntheticMap.labels`.
 REGIONS = ("quiet", "plage", "penumbra", "umbra")
@@ -395,3 +396,104 @@ def generate_emerging_region(size: int = 32, seed: int = 0, *, mu: float = 1.0, 
                     grid, psf_arr, seed,
                     {"generator": "emerging_region", "axis_deg": float(np.degrees(ax)), "half_separation": float(half),
                      "region_fractions": {EMERGING_REGIONS[k]: float((labels == k).mean()) for k in range(4)}})
+
+
+#: Region labels of :func:`generate_quiet_plage` maps (label 0 is the quiet Sun, as in :data:`REGIONS`).
+QUIET_PLAGE_REGIONS = ("granule", "lane", "flux tube")
+
+
+def _cells(rng: np.random.Generator, n: int, ncell: int) -> tuple[np.ndarray, np.ndarray]:
+    """A periodic Voronoi tessellation of the n×n map with ``ncell`` cells: the distance of each pixel to
+    its cell centre over the cell's size (0 at the centre, ~1 at the boundary) and the distance to the
+    nearest boundary in pixels (half the gap between the two nearest centres)."""
+    pts = rng.uniform(0, n, (ncell, 2))
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    d = []
+    for sx in (-n, 0, n):
+        for sy in (-n, 0, n):
+            d.append(np.hypot(xx[..., None] - (pts[:, 0] + sx), yy[..., None] - (pts[:, 1] + sy)))
+    d = np.min(np.stack(d), axis=0)                     # (n, n, ncell) periodic distances
+    two = np.sort(d, axis=-1)[..., :2]
+    edge = 0.5 * (two[..., 1] - two[..., 0])            # distance to the boundary with the nearest neighbour cell
+    size = np.sqrt(n * n / ncell) / 2.0
+    return np.clip(two[..., 0] / size, 0, 1.5), edge
+
+
+def generate_quiet_plage(size: int = 32, seed: int = 0, *, mu: float = 1.0, noise: float = 1e-3,
+                         lines: Any = None, grid: Any = None, psf: Any = "hinode",
+                         plage_fraction: float = 0.5) -> SyntheticMap:
+    """Quiet Sun and plage with granulation: the third generator family (issue 17), never used by a training
+    recipe (:mod:`pyinv.cnn.recipes`) nor to tune the assisted cycle, for testing transfer.
+
+    * **Granulation** as a cellular pattern (periodic Voronoi cells of ~6 pixels, about 1 Mm on Hinode SP
+      sampling) with the T–v correlation of convection: granule centres hot (up to +250 K at log τ = 0)
+      and rising (blueshift up to 2 km/s), intergranular lanes cool (−300 K) and sinking (redshift up to
+      2.5 km/s); the temperature contrast fades with height and reverses above log τ ≈ −1.5 (reversed
+      granulation), the velocities decay with height.
+    * **Internetwork fields** in the granules: weak (30–250 G), mostly horizontal (γ around 90°), random
+      azimuth, decaying with height.
+    * **Plage**: over a smooth patch covering about ``plage_fraction`` of the map, kG flux tubes (1–1.7 kG,
+      nearly vertical, one polarity per patch, expanding: B falling with height) sit in the lanes, with a
+      hotter upper atmosphere (FAL-H-like) and a weak downflow; granulation is abnormal there (smaller
+      contrast, smaller cells).
+
+    Parameters as :func:`generate_map`. ``labels`` index :data:`QUIET_PLAGE_REGIONS`.
+    """
+    from . import models
+
+    n, mu, lines, grid, psf_arr = _map_inputs(size, mu, lines, grid, psf)
+    if not 0.0 <= plage_fraction <= 1.0:
+        raise ValueError(f"plage_fraction must be in [0, 1], got {plage_fraction}")
+    rng = np.random.default_rng([int(seed), 11])   # another stream than the other generators'
+    corr = max(n / 6.0, 1.0)
+    ncell = max(4, int(round(n * n / 36.0)))
+    r, edge = _cells(rng, n, ncell)
+    lane = np.clip(1.0 - edge / 1.5, 0.0, 1.0)          # 1 on the cell boundaries, 0 one and a half pixels in
+    gran = np.clip(1.0 - r, 0.0, 1.0)                   # 1 at the granule centre
+    # plage patch: a smooth field thresholded to the requested area, soft edge
+    pf = _smooth_field(rng, n, corr)
+    thr = np.quantile(pf, 1.0 - plage_fraction) if plage_fraction > 0 else np.inf
+    wpl = np.clip((pf - thr) / 0.4 + 0.5, 0.0, 1.0) if plage_fraction > 0 else np.zeros((n, n))
+    wtube = wpl * lane                                  # flux tubes in the lanes of the plage
+    labels = np.where(wtube > 0.5, 2, np.where(lane > 0.5, 1, 0))
+
+    lib = {k: models.load(k) if k != "hsra" else models.hsra() for k in models.names()}
+    lt = np.asarray(lib["hsra"].log_tau)
+    T_q = np.asarray(lib["hsra"].T)
+    T_pl = np.asarray(lib["falh"].T)
+    lpe = {k: np.log(np.asarray(lib[k].Pe)[-1]) for k in ("hsra", "falh")}
+    contrast = (1.0 - 0.5 * wpl)[..., None]             # abnormal granulation in plage
+    shape_T = np.clip(1.0 + lt / 1.5, -0.3, 1.2)        # 1 at log τ = 0, 0 at −1.5, reversed above
+    dT = (250.0 * gran - 300.0 * lane)[..., None] * shape_T[None, None, :] * contrast
+    dT *= 1.0 + 0.15 * _smooth_field(rng, n, corr)[..., None]
+    T = (1.0 - wtube[..., None]) * T_q + wtube[..., None] * T_pl + dT
+    pe_top = np.exp((1.0 - wtube) * lpe["hsra"] + wtube * lpe["falh"])
+
+    deg = np.pi / 180.0
+    # internetwork: weak horizontal fields in the granules
+    Biw = np.clip(120.0 + 70.0 * _smooth_field(rng, n, corr * 0.5), 30.0, 250.0) * (0.4 + 0.6 * gran)
+    thiw = (90.0 + 25.0 * np.tanh(_smooth_field(rng, n, corr * 0.5))) * deg
+    aziw = np.pi * _smooth_field(rng, n, corr)
+    Bt = rng.uniform(1000.0, 1700.0) * (1.0 + 0.1 * _smooth_field(rng, n, corr))
+    sign = rng.choice([-1.0, 1.0])
+    tht = (5.0 + 15.0 * (1.0 - wtube)) * deg           # vertical in the tube cores, splaying at their edges
+    azt = 2 * np.pi * rng.uniform()
+    Bloc = []
+    for iw, it in ((Biw * np.sin(thiw) * np.cos(aziw), Bt * np.sin(tht) * np.cos(azt)),
+                   (Biw * np.sin(thiw) * np.sin(aziw), Bt * np.sin(tht) * np.sin(azt)),
+                   (Biw * np.cos(thiw), sign * Bt * np.cos(tht))):
+        Bloc.append((1.0 - wtube) * iw + wtube * it)
+    f_iw = np.clip(1.0 + 0.2 * lt, 0.2, None)           # internetwork decays with height
+    f_t = np.clip(1.0 + 0.12 * lt, 0.4, None)           # the tubes expand: B falls with height
+    fB = (1.0 - wtube)[..., None] * f_iw + wtube[..., None] * f_t
+    Bx, By, Bz = (b[..., None] * fB for b in Bloc)
+    # convective flows (up > 0): granules rise, lanes sink, decaying with height; tubes: weak downflow
+    vup = rng.uniform(1.5e5, 2.0e5) * gran - rng.uniform(2.0e5, 2.5e5) * lane
+    vup = (1.0 - 0.6 * wpl) * vup - wtube * 0.4e5
+    vz = vup[..., None] * np.clip(1.0 + 0.3 * lt, 0.05, None)
+    vmic_map = (1.0e5 + 0.4e5 * lane) * (1.0 + 0.1 * _smooth_field(rng, n, corr))
+    macro = np.clip((0.8 + 0.4 * lane - 0.2 * wtube) * (1.0 + 0.1 * _smooth_field(rng, n, corr)), 0.1, None)
+    return _observe(rng, n, lt, T, pe_top, (Bx, By, Bz), (0.0, 0.0, vz), vmic_map, macro, labels, mu, noise, lines,
+                    grid, psf_arr, seed,
+                    {"generator": "quiet_plage", "cells": int(ncell), "plage_fraction": float((wpl > 0.5).mean()),
+                     "region_fractions": {QUIET_PLAGE_REGIONS[k]: float((labels == k).mean()) for k in range(3)}})

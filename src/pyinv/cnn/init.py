@@ -68,6 +68,9 @@ ASSISTED_MAX_ITERATIONS = 3
 ASSISTED_RTOL = 1e-3
 ASSISTED_JACOBIAN_REUSE = 3
 ASSISTED_INITIAL_DIAGONAL = 1.0
+#: LM rules of the assisted cycle (invert_pixel's ``rules``) and its rescue (invert_pixel's ``rescue``).
+ASSISTED_RULES = "sir"
+ASSISTED_RESCUE = False
 
 _FAILED = (103, 104, 105)
 _NOT_INVERTED = (101, 102)
@@ -167,7 +170,8 @@ class CNNInit(InitStrategy):
                  resample: bool = False, cycles: str = "last", fallback: bool = True, fallback_factor: float = 10.0,
                  fallback_config: Any = None, max_iterations: int | None = None,
                  rtol: float | None = None, jacobian_reuse: int = ASSISTED_JACOBIAN_REUSE,
-                 initial_diagonal: float | None = ASSISTED_INITIAL_DIAGONAL):
+                 initial_diagonal: float | None = ASSISTED_INITIAL_DIAGONAL, rules: str = ASSISTED_RULES,
+                 rescue: bool | float = ASSISTED_RESCUE):
         from .predict import as_model
         if cycles not in ("last", "all"):
             raise ValueError(f"cycles must be 'last' or 'all', got {cycles!r}")
@@ -189,6 +193,10 @@ class CNNInit(InitStrategy):
             raise ValueError(f"jacobian_reuse must be an integer >= 0, got {jacobian_reuse!r}")
         if initial_diagonal is not None and not (np.isfinite(initial_diagonal) and initial_diagonal > 0):
             raise ValueError(f"initial_diagonal must be > 0 or None, got {initial_diagonal!r}")
+        if rules not in ("sir", "pyinv"):
+            raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
+        self.rules = rules
+        self.rescue = rescue
         self.max_iterations = int(max_iterations)
         self.rtol = float(rtol)
         self.jacobian_reuse = int(jacobian_reuse)
@@ -222,7 +230,7 @@ class CNNInit(InitStrategy):
         # the assisted cycle keeps the rules it was tuned with in issue 12 (SIR's λ schedule with the
         # two-small-gains stop, no rescue); issue 17's rules are not tuned for it yet
         return AssistedSolver(max_iterations=self.max_iterations, rtol=self.rtol, jacobian_reuse=self.jacobian_reuse,
-                              rules="sir", rescue=False)
+                              rules=self.rules, rescue=self.rescue)
 
     # ------------------------------------------------------------------ configuration
     def prepare_config(self, config: Any, mu: float | None = None) -> Any:
@@ -294,6 +302,7 @@ class CNNInit(InitStrategy):
                               "seconds_interpolation": pred.seconds["interpolation"],
                               "fallback_pixels": int((bad & ctx.valid.reshape(-1)).sum()),
                               "assisted_lm": {"max_iterations": self.max_iterations, "rtol": self.rtol,
+                                              "rules": self.rules, "rescue": self.rescue,
                                               "jacobian_reuse": self.jacobian_reuse,
                                               "initial_diagonal": self.initial_diagonal} if self._tuned else None})
 
