@@ -468,6 +468,9 @@ contains
     if (.not. (mix(1) >= 0.0_dp .and. mix(1) <= 1.0_dp .and. mix(2) >= 0.0_dp .and. mix(2) < 1.0_dp)) then
       ierr = err_bad_input; return
     end if
+    if (rules /= 0 .and. rules /= 1) then
+      ierr = err_bad_input; return
+    end if
     if ((nc == 1 .and. (invmix(1) /= 0 .or. any(nodes(:, 1) < 0))) .or. any(nodes < -1)) then
       ierr = err_bad_input; return
     end if
@@ -596,7 +599,7 @@ contains
         beta = (1.0_dp + pen) * beta - 0.5_dp * c2 * gpen
         alpha = (1.0_dp + pen) * alpha
       end if
-      if (rules >= 1) then
+      if (rules == 1) then
         ! pyinv's stop (issue 17): the undamped Gauss-Newton step's predicted reduction
         call modified_svd_solve(m, alpha, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
         pred0 = huge(1.0_dp)
@@ -685,9 +688,6 @@ contains
           lam = max(lam * max(1.0_dp / 3.0_dp, 1.0_dp - (2.0_dp * min(gain, 1.0_dp) - 1.0_dp)**3), 1.0e-9_dp)
           nu = 2.0_dp
           if (nsucc >= maxit) done = .true.
-        else if (rules == 2) then
-          call lambda_update(lam, .true., hist, nh, frozen)
-          if (nsucc >= maxit .or. lam == 0.0_dp) done = .true.
         else
           call lambda_update(lam, .true., hist, nh, frozen)
           if (rho_c <= stop_threshold(nsucc) .or. nsucc >= maxit .or. lam == 0.0_dp) done = .true.

@@ -104,3 +104,42 @@ def test_rescue_recorded_and_sir_rules_untouched():
         pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=-1.0)
     with pytest.raises(ValueError, match="rtol"):
         pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rtol=[1e-3, float("nan")])
+
+
+def test_pyinv_rules_do_not_stop_while_chi2_falls():
+    """A cycle of pyinv's rules ends at a point from which another cycle with the same nodes gains little
+    (the stop is judged with an exact Jacobian, with the Gauss-Newton prediction and a stagnation window)."""
+    d = np.load(REF / "invert_hinode.npz")
+    lines = LineList.read_sir(REF / "LINES_REF")
+    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+    ab = read_abundances(REF / "THEVENIN")
+    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
+    last = cfg.single_cycle(cfg.cycles)
+    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+    gains = []
+    for i in (0, 5, 10, 15):
+        r = pyinv.invert_pixel(d["observed"][i], guess, lines, grid, cfg, abundances=ab, rescue=False,
+                               jacobian_reuse=3)
+        again = pyinv.invert_pixel(d["observed"][i], r.atmosphere, lines, grid, last, abundances=ab, rescue=False,
+                                   rtol=3e-4, jacobian_reuse=0)
+        gains.append((r.chi2[-1] - again.chi2[-1]) / r.chi2[-1])
+    assert max(gains) < 0.02, np.round(gains, 4)
+
+
+def test_engine_refuses_unknown_rules():
+    from pyinv import engine, inversion
+
+    d = np.load(REF / "invert_hinode.npz")
+    lines = LineList.read_sir(REF / "LINES_REF")
+    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+    setup = inversion.prepare_synthesis(lines, grid, log_tau=guess.log_tau)
+    x = engine.model_array({c: getattr(guess, c) for c in engine.MODEL_COLUMNS})
+    kw = dict(nodes=[1, 0, 0, 1, 1, 0, 0, 0])
+    ok = engine.inv_cycle(setup, guess.log_tau, x, 0.5, d["observed"][0], (1, 4, 4, 2), 1000.0, rules=1, rtol=1e-3, **kw)
+    assert ok.ierr == 0 and ok.iterations > 0
+    bad = engine.inv_cycle(setup, guess.log_tau, x, 0.5, d["observed"][0], (1, 4, 4, 2), 1000.0, rules=7, **kw)
+    assert bad.ierr != 0
+    with pytest.raises(ValueError, match="rules"):
+        pyinv.invert_pixel(d["observed"][0], guess, lines, grid, InversionConfig(cycles=1, nodes={"T": 1}),
+                           rules="fast")

@@ -43,8 +43,9 @@ from .config import InversionConfig, NODE_PARAMETERS, NODES_MAX
 from .lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
 
-__all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "reduced_chi2", "free_parameters", "RESCUE_THRESHOLD", "status_message", "prepare_synthesis", "auto_node_maxima",
-           "select_node_count", "refuse_unsupported", "check_mixing_settings"]
+__all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "reduced_chi2", "free_parameters", "RESCUE_THRESHOLD",
+           "RESCUE_PATH", "status_message", "prepare_synthesis", "auto_node_maxima", "select_node_count",
+           "refuse_unsupported", "check_mixing_settings"]
 
 #: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
 STATUS_OK = 0
@@ -416,7 +417,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     rtol : float, sequence of floats (one per cycle) or None
         Stopping tolerance. With pyinv's rules (issue 17) a cycle ends when its last accepted step reduced
         the merit by less than ``rtol`` × merit **and** the undamped Gauss-Newton step of the current
-        normal equations predicts less than that as well, judged with an exact Jacobian (never on a
+        normal equations predicts less than that as well, or when its last three accepted steps together
+        reduced it by less than ``rtol`` × merit (stagnation), judged with an exact Jacobian (never on a
         Broyden-updated one); λ follows the gain ratio (actual / predicted reduction). ``None`` (default):
         1e-2 in cycles before the last (they only hand a start on) and 3e-4 in the last. ``0`` selects
         SIR's rules (its λ schedule and stopping rule) unless ``rules`` says otherwise.
@@ -473,7 +475,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         ``status``, never as an exception; invalid Python arguments raise ValueError.
     """
     kw = dict(mu=mu, psf=psf, abundances=abundances, node_positions=node_positions, max_iterations=max_iterations,
-              jacobian=jacobian, sir_compat=sir_compat, departures=departures, guess2=guess2, filling2=filling2, stray_profile=stray_profile, stray_percent=stray_percent)
+              jacobian=jacobian, sir_compat=sir_compat, departures=departures, guess2=guess2, filling2=filling2,
+              stray_profile=stray_profile, stray_percent=stray_percent)
     if isinstance(rescue, (bool, np.bool_)):
         threshold = RESCUE_THRESHOLD if rescue else None
     else:
@@ -552,7 +555,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"rtol must be finite numbers >= 0 (one, or one per cycle), got {rtol!r}")
     if rules is None:
         rules = "sir" if max(rtols) == 0 else "pyinv"
-    if rules not in ("sir", "pyinv", "pyinv-sirlambda"):
+    if rules not in ("sir", "pyinv"):
         raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
     if jacobian not in ("nodes", "depth"):
         raise ValueError(f"jacobian must be 'nodes' or 'depth', got {jacobian!r}")
@@ -648,7 +651,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                boundary=[b[0] for b in bnd] if two else bnd[0][0],
                                bvalue=[b[1] for b in bnd] if two else bnd[0][1], mu=mu_f, maxit=max_iterations,
                                jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtols[min(c, len(rtols)) - 1],
-                               rules={"sir": 0, "pyinv": 1, "pyinv-sirlambda": 2}[rules],
+                               rules=0 if rules == "sir" else 1,
                                errors=c == config.cycles,   # uncertainties of the last cycle only
                                magnetic_pressure=bool(config.magnetic_pressure), mix=mix,
                                invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon)
