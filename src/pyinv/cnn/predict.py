@@ -228,14 +228,17 @@ def cluster_outputs(outputs: np.ndarray, n_clusters: int = 5, *, model: Any = No
     ok = np.zeros(npix, bool)
     for i in range(0, npix, block):
         ok[i:i + block] = np.isfinite(np.asarray(outputs[i:i + block], dtype=np.float64)).all(axis=1)
-    _release(outputs)
+        _release(outputs)
     rows = np.flatnonzero(ok)
     mean, std = cm.out_mean, cm.out_std
 
     def z(i: int, j: int) -> np.ndarray:
         a = rows[i:j]
-        f = np.asarray(outputs[a[0]:a[-1] + 1], dtype=np.float64)[a - a[0]] if a.size else np.zeros((0, 0))
-        _release(outputs)
+        f = np.empty((a.size, int(outputs.shape[1])))
+        for k in range(0, a.size, 512):  # a few pages of a memory map at a time
+            r = a[k:k + 512]
+            f[k:k + 512] = outputs[r[0]:r[-1] + 1][r - r[0]] if r[-1] - r[0] < 2 * r.size else outputs[r]
+            _release(outputs)
         return (f - mean) / std
 
     labels = np.full(npix, -1)
