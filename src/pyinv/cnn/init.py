@@ -10,7 +10,13 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    cycles from the CNN start instead (also announced). The configuration actually used is the result's
    ``provenance["config_text"]``; ``provenance["init_info"]["config"]`` says what was done.
 2. **Start.** The CNN's node values (numpy forward pass), interpolated to the inversion's log τ grid,
-   Pe from hydrostatic equilibrium at μ.
+   Pe from hydrostatic equilibrium at μ. Streamed (:class:`pyinv.cnn.starts.CNNStarts`): each chunk's
+   starts are made where the chunk is inverted (pool workers, dask/MPI tasks), not for the whole map in
+   the calling process, which only estimates the quiet-Sun continuum before the run and clusters the
+   network outputs the workers stored (``start_aux`` of the store, kept in checkpoints) after it.
+   ``provenance["init_info"]`` gives the workers' inference and interpolation seconds summed over pixels.
+   A subclass that changes some pixels' starts wraps ``GuessSet.stream`` (e.g.
+   ``pyinv._testing.AlteredStarts``); the GuessSet's table holds only a template row.
    **The assisted cycle** refines that start rather than converging from scratch: its initial Marquardt λ
    is ``initial_diagonal`` (default 1.0 instead of the configuration's 1e-3, so the first steps stay near
    the CNN's atmosphere), it stops after ``max_iterations`` successful LM iterations or earlier by
