@@ -17,6 +17,10 @@ pool workers are other processes and are not counted):
   the call (``/proc/self/clear_refs`` 5), and a thread sampling VmRSS every 2 ms (the larger of the two);
 * ``wall``: seconds of the call, and per pixel.
 
+``--tile 64`` builds the larger maps by tiling the 64×64 one (every pixel of the 256×256 map then asks
+for the same work as one of the 64×64 map: the wall time per pixel compares the scaling alone, not the
+maps' mixes of pixels). The machine may be shared: each run prints the load average before and after.
+
 ``--max-iterations`` (default 1) bounds the LM iterations of the assisted cycle (``CNNInit(max_iterations=)``)
 so that a 256×256 map (65 536 pixels) runs in minutes on 2 cores; the packaged default is 3. The result
 is memory-mapped from the checkpoint folder (a result held in memory is itself ~13 kB per pixel; the
@@ -49,8 +53,16 @@ def _status_kib(key: str) -> int:
     return -1
 
 
-def _map(n: int):
+def _map(n: int, tile: int = 0):
+    """The cached generated N×N map (cube, PSF, seconds to generate it now); ``tile`` > 0: the N×N cube made
+    by repeating the tile×tile map (the same pixels as the tile×tile run, so per-pixel work is identical)."""
     import numpy as np
+
+    if tile and n != tile:
+        if n % tile:
+            raise ValueError(f"--tile {tile} does not divide the map size {n}")
+        c, psf, secs = _map(tile)
+        return np.ascontiguousarray(np.tile(c, (n // tile, n // tile, 1, 1))), psf, secs
 
     CACHE.mkdir(parents=True, exist_ok=True)
     f = CACHE / f"cnn_memory_map_{n}.npz"
@@ -68,7 +80,7 @@ def _map(n: int):
     return d["cube"], d["psf"], secs
 
 
-def one(n: int, workers: int, max_iterations: int, stride: int = 1) -> dict:
+def one(n: int, workers: int, max_iterations: int, stride: int = 1, tile: int = 0) -> dict:
     """One measurement in this (fresh) process; returns the figures."""
     import gc
     import shutil
@@ -81,7 +93,7 @@ def one(n: int, workers: int, max_iterations: int, stride: int = 1) -> dict:
     import pyinv.cnn  # noqa: F401  (imports numba: not part of the call's cost)
     from pyinv.cnn import CNNInit
 
-    cube, psf, gen_s = _map(n)
+    cube, psf, gen_s = _map(n, tile)
     lines = pyinv.default_lines()
     grid = pyinv.models.hinode_grid(lines)
     init = CNNInit(max_iterations=max_iterations)
@@ -122,7 +134,7 @@ def one(n: int, workers: int, max_iterations: int, stride: int = 1) -> dict:
         prov = res.provenance
         fb = prov.get("fallback", {})
         info = prov.get("init_info", {})
-        out = {"n": n, "pixels": int(n * n), "inverted": ninv, "stride": stride, "workers": workers,
+        out = {"n": n, "tile": tile, "pixels": int(n * n), "inverted": ninv, "stride": stride, "workers": workers,
                "max_iterations": max_iterations,
                "base_mb": base / 1024, "peak_mb": max(peak[0], hwm) / 1024,
                "increase_mb": (max(peak[0], hwm) - base) / 1024, "hwm_reset": hwm_reset,
@@ -148,12 +160,14 @@ def main() -> None:
     ap.add_argument("--max-iterations", type=int, default=1)
     ap.add_argument("--stride", type=int, nargs="+", default=None,
                     help="per size: invert only every S-th pixel in y and x (default 1 = every pixel)")
+    ap.add_argument("--tile", type=int, default=0,
+                    help="build every map larger than TILE×TILE by tiling the TILE×TILE generated map (e.g. 64)")
     ap.add_argument("--out", default=None, help="also write the printed text to this file")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one is not None:
-        print("RESULT " + json.dumps(one(args.one, args.workers, args.max_iterations, (args.stride or [1])[0])),
-              flush=True)
+        print("RESULT " + json.dumps(one(args.one, args.workers, args.max_iterations, (args.stride or [1])[0],
+                                         args.tile)), flush=True)
         return
     lines_out: list[str] = []
 
@@ -163,7 +177,9 @@ def main() -> None:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     say(f"bench_cnn_memory: pyinv.invert(init=CNNInit(max_iterations={args.max_iterations}), config None, "
-        f"workers={args.workers}, checkpoint=tmp) on every pixel of generate_map(N, seed=7); commit {commit}; "
+        f"workers={args.workers}, checkpoint=tmp) on every pixel of generate_map(N, seed=7)"
+        + (f" (maps larger than {args.tile}x{args.tile}: that map tiled)" if args.tile else "")
+        + f"; commit {commit}; "
         f"{os.cpu_count()} CPUs")
     say("caller = the process calling pyinv.invert (pool workers not counted); increase = peak RSS during the "
         "call - RSS just before it")
@@ -171,7 +187,7 @@ def main() -> None:
     strides = args.stride or [1] * len(args.sizes)
     for n, stride in zip(args.sizes, strides):
         cmd = [sys.executable, __file__, "--one", str(n), "--workers", str(args.workers),
-               "--max-iterations", str(args.max_iterations), "--stride", str(stride)]
+               "--max-iterations", str(args.max_iterations), "--stride", str(stride), "--tile", str(args.tile)]
         p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         got = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
         if p.returncode != 0 or not got:
