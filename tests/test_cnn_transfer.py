@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import pyinv
+from pyinv._testing import AlteredStarts
 
 pytest.importorskip("numba")
 
@@ -147,16 +148,12 @@ def test_fallback_reinverts_a_wrong_start(fixed_map):
     bad_pixel = 4
 
     class WrongStart(cnn.CNNInit):
-        """The packaged CNN, except one pixel that starts hot, with flipped polarity and a 5 km/s shift."""
+        """The packaged CNN, except one pixel that starts hot, with flipped polarity and a 5 km/s shift (the
+        starts are streamed to the workers: the stream is wrapped, by a picklable class)."""
 
         def initial_guesses(self, ctx):
             gs = super().initial_guesses(ctx)
-            t = gs.table[bad_pixel]
-            t[:, 1] += 2000.0
-            t[:, 4] = 4000.0
-            t[:, 5] += 5.0e5
-            t[:, 6] = 180.0 - t[:, 6]
-            gs.table[bad_pixel] = t
+            gs.stream = AlteredStarts(gs.stream, bad_pixel, dT=2000.0, B=4000.0, dv=5.0e5, flip=True)
             return gs
 
     kw = dict(psf=m.psf, progress=False, executor="serial")
@@ -191,8 +188,7 @@ def test_assisted_lm_options_reach_invert_pixel(fixed_map):
     class HotStart(cnn.CNNInit):
         def initial_guesses(self, ctx):
             gs = super().initial_guesses(ctx)
-            gs.table[bad_pixel][:, 1] += 2500.0
-            gs.table[bad_pixel][:, 4] = 4000.0
+            gs.stream = AlteredStarts(gs.stream, bad_pixel, dT=2500.0, B=4000.0)
             return gs
 
     kw = dict(psf=m.psf, progress=False, executor="serial")

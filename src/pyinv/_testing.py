@@ -148,6 +148,34 @@ class PoisonedStart:
         return misbehaving_solver(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances)
 
 
+class AlteredStarts:
+    """A :class:`pyinv.init.StartStream` wrapper (picklable): the wrapped stream's starts, except pixel
+    ``pixel`` (raster index), whose start gets ``dT`` [K] more, B = ``B`` [G] when given, ``dv`` [cm/s] more
+    and, with ``flip``, the inclination mirrored (γ → 180° − γ). For tests of what a wrong start does."""
+
+    def __init__(self, inner: Any, pixel: int, dT: float = 0.0, B: float | None = None, dv: float = 0.0,
+                 flip: bool = False):
+        self.inner, self.pixel, self.dT, self.B, self.dv, self.flip = inner, int(pixel), dT, B, dv, flip
+        self.naux = int(getattr(inner, "naux", 0))
+
+    def starts(self, stokes, pixels):
+        t, h, a = self.inner.starts(stokes, pixels)
+        for k in np.flatnonzero(np.asarray(pixels) == self.pixel):
+            t[k, :, 1] += self.dT
+            if self.B is not None:
+                t[k, :, 4] = self.B
+            t[k, :, 5] += self.dv
+            if self.flip:
+                t[k, :, 6] = 180.0 - t[k, :, 6]
+        return t, h, a
+
+    def fingerprint(self):
+        return (self.inner.fingerprint(), self.pixel, self.dT, self.B, self.dv, self.flip)
+
+    def collect(self, aux, valid):
+        return self.inner.collect(aux, valid)
+
+
 def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """:func:`vlos_fit_solver`, after checking that the worker's per-pixel inputs (cube, start table and
     its header, indices, S/N) are memory-mapped files, not copies (raises otherwise: status 103)."""

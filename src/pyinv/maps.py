@@ -72,8 +72,36 @@ HUGE_VALUE = 10.0
 CONTINUUM_RANGE = (0.1, 10.0)
 
 
-def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | None = None
-               ) -> tuple[np.ndarray, list[str]]:
+#: Bytes of the cube looked at per block by :func:`pixel_summary` (no temporary of the cube's size).
+SUMMARY_BLOCK = 8 << 20
+
+
+def pixel_summary(data: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pixel of a cube (ny, nx, 4, nλ), computed over blocks of rows: ``finite`` (every value finite),
+    ``nonpositive`` (Stokes I ≤ 0 somewhere), ``huge`` (some |value| > :data:`HUGE_VALUE`), ``zero_all``
+    (Stokes I all zero), ``zero_any``, ``negative`` (Stokes I < 0 somewhere) as bool (ny, nx), and ``cont``
+    (the largest Stokes I, float64)."""
+    ny, nx = data.shape[:2]
+    out = {k: np.zeros((ny, nx), bool) for k in ("finite", "nonpositive", "huge", "zero_all", "zero_any", "negative")}
+    out["cont"] = np.zeros((ny, nx))
+    per_row = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * 8)
+    step = max(1, SUMMARY_BLOCK // per_row)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i in range(0, ny, step):
+            d = data[i:i + step]
+            si = d[:, :, 0, :]
+            out["finite"][i:i + step] = np.isfinite(d).all(axis=(2, 3))
+            out["nonpositive"][i:i + step] = (si <= 0).any(axis=-1)
+            out["huge"][i:i + step] = (np.abs(d) > HUGE_VALUE).any(axis=(2, 3))
+            out["zero_all"][i:i + step] = (si == 0).all(axis=-1)
+            out["zero_any"][i:i + step] = (si == 0).any(axis=-1)
+            out["negative"][i:i + step] = (si < 0).any(axis=-1)
+            out["cont"][i:i + step] = si.max(axis=-1)
+    return out
+
+
+def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | None = None,
+               summary: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
     """Look for a cube that is not normalised to the continuum.
 
     Parameters
@@ -84,6 +112,8 @@ def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | No
         The dtype the user passed (integer types mean raw counts).
     valid : bool ndarray (ny, nx), optional
         Pixels to look at (default: all).
+    summary : dict, optional
+        :func:`pixel_summary` of ``data`` when already computed.
 
     Returns
     -------
@@ -95,12 +125,8 @@ def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | No
     """
     ny, nx = data.shape[:2]
     sel = np.ones((ny, nx), bool) if valid is None else np.asarray(valid, bool)
-    finite = np.isfinite(data).all(axis=(2, 3))
-    with np.errstate(invalid="ignore", over="ignore"):
-        stokes_i = data[:, :, 0, :]
-        nonpositive = (stokes_i <= 0).any(axis=-1)
-        huge = (np.abs(data) > HUGE_VALUE).any(axis=(2, 3))
-        cont = stokes_i.max(axis=-1)
+    sm = pixel_summary(data) if summary is None else summary
+    finite, nonpositive, huge, cont = sm["finite"], sm["nonpositive"], sm["huge"], sm["cont"]
     bad = sel & finite & (nonpositive | huge)
     look = sel & finite
     problems = []
@@ -111,15 +137,14 @@ def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | No
         med = float(np.median(cont[look]))
         if not CONTINUUM_RANGE[0] <= med <= CONTINUUM_RANGE[1]:
             problems.append(f"the median continuum (max of Stokes I per pixel) is {med:.4g}, far from 1")
-    n_zero = int((sel & finite & (stokes_i == 0).all(axis=-1)).sum())
-    n_neg = int((sel & finite & (stokes_i < 0).any(axis=-1)).sum())
+    n_zero = int((sel & finite & sm["zero_all"]).sum())
+    n_neg = int((sel & finite & sm["negative"]).sum())
     n_huge = int((sel & finite & huge).sum())
     if n_zero:
         problems.append(f"{n_zero} pixel(s) have an all-zero Stokes I")
     if n_neg:
         problems.append(f"{n_neg} pixel(s) have negative Stokes I")
-    n_other = int((sel & finite & (stokes_i == 0).any(axis=-1) & ~(stokes_i == 0).all(axis=-1)
-                   & ~(stokes_i < 0).any(axis=-1)).sum())
+    n_other = int((sel & finite & sm["zero_any"] & ~sm["zero_all"] & ~sm["negative"]).sum())
     if n_other:
         problems.append(f"{n_other} pixel(s) have Stokes I = 0 at some wavelength")
     if n_huge:
@@ -337,9 +362,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         raise ValueError("a second component (guess2/filling2) and stray light (stray/stray_percent) are only "
                          "supported by the LTE solver (nlte=None)")
     snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / _per_pixel("sigma", sigma, ny, nx, positive=True)
-    finite = np.isfinite(data).all(axis=(2, 3))
+    summary = pixel_summary(data)  # in blocks: no temporary of the cube's size
+    finite = summary["finite"].copy()
     in_dtype = np.asarray(cube).dtype if not isinstance(cube, (str, os.PathLike)) else data.dtype
-    unusable, problems = check_cube(data, in_dtype, sel)
+    unusable, problems = check_cube(data, in_dtype, sel, summary=summary)
     if problems:
         text = ("the cube does not look normalised to the continuum (pyinv expects profiles divided by the "
                 "HSRA disk-centre continuum): " + "; ".join(problems))
@@ -359,10 +385,7 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
                          f"expected {ny * nx}")
     config.check_nodes(gs.ndep)
     ncyc = max(1, int(config.cycles))
-    stokes_i = data[:, :, 0, :]
-    with np.errstate(invalid="ignore"):
-        usable = (np.isfinite(data).all(axis=(2, 3)) & ~(stokes_i <= 0).any(axis=-1)
-                  & ~(np.abs(data) > HUGE_VALUE).any(axis=(2, 3)))
+    usable = summary["finite"] & ~summary["nonpositive"] & ~summary["huge"]
     extras, extras_info = map_extras(
         guess2=guess2, filling2=filling2, stray=stray,
         stray_window=(DEFAULT_STRAY_WINDOW if stray_window is None else stray_window), stray_percent=stray_percent,
@@ -375,7 +398,8 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
     wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle
     problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
                                 solver=solver if wrap is None else wrap(solver), time_limit=time_limit,
-                                ncomp=extras.ncomp)
+                                ncomp=extras.ncomp, stream=gs.stream)
+    naux = 0 if gs.stream is None else int(gs.stream.naux)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
     status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))
@@ -396,16 +420,17 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
     try:
         store, resumed = _sch.ResultStore.open_or_create(
             store_path, npix=ny * nx, ndep=gs.ndep, nwav=nwav, ncyc=ncyc, fingerprint=fp, ncomp=extras.ncomp,
+            naux=naux,
             extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx],
                         "pyinv_version": _version()},
             durable=checkpoint is not None)
         st = store.status
-        # masked / bad pixels are final from the start
+        # masked / bad pixels are final from the start: their outputs keep the store's fill values (those of
+        # a blank record), only their status is written (all at once: no page of their outputs is touched)
         for code in (_sch.STATUS_MASKED, _sch.STATUS_BAD_INPUT):
-            sel_code = (status0.reshape(-1) == code) & (st == _sch.STATUS_PENDING)
-            if sel_code.any():
-                for p in np.nonzero(sel_code)[0]:
-                    store.put(int(p), _sch._blank_record(gs.ndep, nwav, ncyc, code, extras.ncomp))
+            ids_code = np.flatnonzero((status0.reshape(-1) == code) & (st == _sch.STATUS_PENDING))
+            if ids_code.size:
+                store.put_many(ids_code, {"status": np.full(ids_code.size, code, np.int32)})
         todo = np.nonzero(st == _sch.STATUS_PENDING)[0]
         stats = _sch.run_pixels(problem, flat, gs.table, gs.header, gs.index, snr_flat, todo, store,
                                 executor=executor, workers=workers, chunk=chunk, progress=progress,
@@ -415,6 +440,12 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             raise RuntimeError(f"pyinv.invert: {pending} pixel(s) are still pending after the run; the store "
                                f"{store_path} is kept incomplete (a rerun with the same checkpoint resumes)")
         store.set_meta(complete=True)
+        if gs.stream is not None:  # e.g. the CNN's clusters, from the outputs the workers stored
+            got = gs.stream.collect(store.arrays.get("start_aux"), valid) or {}
+            if got.get("labels") is not None:
+                gs.labels = got["labels"]
+            gs.info.update(got.get("info") or {})
+            store.release()
         a = store.arrays
 
         def grab(k):
@@ -439,7 +470,7 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             "abundances": None if abundances is None else (str(abundances) if isinstance(
                 abundances, (str, os.PathLike)) else "array"),
             "sigma": None if sigma is None else ("scalar" if np.ndim(sigma) == 0 else "map"),
-            "masked_pixels": int((~sel).sum()), "nonfinite_pixels": int((sel & ~np.isfinite(data).all(axis=(2, 3))).sum()),
+            "masked_pixels": int((~sel).sum()), "nonfinite_pixels": int((sel & ~summary["finite"]).sum()),
             "bad_input_pixels": int((sel & ~finite).sum()), "input_problems": problems,
             "solver": problem.solver_name(), "checkpoint": None if checkpoint is None else str(checkpoint),
             "resumed": bool(resumed), "time_limit": time_limit, "ncomp": extras.ncomp, **extras_info,
@@ -495,8 +526,11 @@ def _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abu
         p = config.resolve(field)
         if p is not None:
             files[field] = p
+    starts = (gs.table, gs.header, gs.index)
+    if gs.stream is not None:  # made per chunk in the workers: what they are made from (model, options)
+        starts = starts + (gs.stream.fingerprint(),)
     return _sch.fingerprints(
-        cube=flat, start_models=(gs.table, gs.header, gs.index), sigma=snr_flat,
+        cube=flat, start_models=starts, sigma=snr_flat,
         mask=status0.reshape(-1).astype(np.int32), config=config.to_sir_text(), config_files=files,
         lines=lines, grid=grid, mu=mu, psf=_file_or_value(psf), abundances=_file_or_value(abundances),
         solver=(problem.solver_name(), time_limit), pyinv_version=_version())

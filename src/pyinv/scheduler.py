@@ -18,6 +18,10 @@ How a map is run
   ``mpi4py.futures.MPIPoolExecutor``, ...): tasks carry their chunk's profiles and guesses and return the
   results, which the parent writes into the store.
 * ``executor="serial"`` runs in the calling process (debugging/profiling; no fault isolation).
+* **Streamed starts** (``PixelProblem.stream``, e.g. ``init="cnn"``): each chunk's start models are made
+  where the chunk is inverted — by the pool worker from the cube it memory-maps, inside the task of other
+  executors — right before its pixels are inverted; nothing per pixel is prepared in the calling process.
+  A pixel whose start cannot be made fails alone (``STATUS_FAILED``).
 
 Faults
 ------
@@ -148,6 +152,9 @@ class PixelProblem:
     time_limit: float | None = None
     #: 2 when pixels have a second component (records then carry its atmosphere, header and errors).
     ncomp: int = 1
+    #: Starts made per chunk where the chunk is inverted (:class:`pyinv.init.StartStream`, e.g. the CNN's);
+    #: None: the pixels start from the rows of the guess table.
+    stream: Any = None
 
     def solver_function(self) -> Callable:
         s = self.solver
@@ -164,12 +171,14 @@ class PixelProblem:
 
 
 # ------------------------------------------------------------------------------------------- the store
-def _fields(npix: int, ndep: int, nwav: int, ncyc: int, ncomp: int = 1) -> dict[str, tuple[tuple[int, ...], str, Any]]:
+def _fields(npix: int, ndep: int, nwav: int, ncyc: int, ncomp: int = 1, naux: int = 0
+            ) -> dict[str, tuple[tuple[int, ...], str, Any]]:
+    aux = {"start_aux": ((npix, int(naux)), "f4", np.nan)} if int(naux) > 0 else {}  # StartStream.naux values
     two = {"atmos2": ((npix, ndep, 11), "f8", np.nan),      # component 2 (ncomp = 2 only)
            "header2": ((npix, 3), "f8", np.nan),            # its macro [km/s], filling f2, stray [%]
            "errors2": ((npix, ndep, 11), "f8", np.nan),
            "errors_header2": ((npix, 3), "f8", np.nan)} if int(ncomp) == 2 else {}
-    return {**two,
+    return {**two, **aux,
         "atmos": ((npix, ndep, 11), "f8", np.nan),
         "header": ((npix, 3), "f8", np.nan),          # macro [km/s], filling, stray [%]
         "errors": ((npix, ndep, 11), "f8", np.nan),
@@ -209,20 +218,30 @@ class ResultStore:
         """Components whose outputs the store holds (1 or 2)."""
         return int(self.meta["shapes"].get("ncomp", 1))
 
+    @property
+    def naux(self) -> int:
+        """Auxiliary start values per pixel the store holds (``start_aux``; 0: none)."""
+        return int(self.meta["shapes"].get("naux", 0))
+
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, *, npix: int, ndep: int, nwav: int, ncyc: int,
                        fingerprint: str | dict[str, str], extra_meta: dict | None = None,
-                       durable: bool = False, ncomp: int = 1) -> tuple["ResultStore", bool]:
+                       durable: bool = False, ncomp: int = 1, naux: int = 0) -> tuple["ResultStore", bool]:
         """Open the store at ``path`` (same fingerprint required) or create it. Returns (store, resumed).
 
         ``fingerprint`` is one digest or a dict of digests per input (then a refusal names the inputs
         that changed). ``ncomp`` = 2 adds the component-2 outputs (``atmos2``, ``header2``, ``errors2``,
-        ``errors_header2``)."""
+        ``errors_header2``); ``naux`` > 0 the streamed starts' auxiliary values (``start_aux``, float32).
+
+        The files are written with their fill values through ordinary writes, and mapped afterwards: this
+        process maps no page of them until it reads or writes it (its memory does not grow with the map)."""
         path = Path(path)
         metaf = path / "meta.json"
         shapes = {"npix": npix, "ndep": ndep, "nwav": nwav, "ncyc": ncyc}
         if int(ncomp) != 1:
             shapes["ncomp"] = int(ncomp)
+        if int(naux) > 0:
+            shapes["naux"] = int(naux)
         parts = fingerprint if isinstance(fingerprint, dict) else {"inputs": str(fingerprint)}
         total = _combine(parts)
         if metaf.exists():
@@ -235,7 +254,7 @@ class ResultStore:
                 raise ValueError(f"checkpoint {path} was written for different inputs; changed: "
                                  f"{', '.join(changed) or 'unknown (a store of an older format)'}. Remove it or "
                                  "choose another path")
-            fields = _fields(npix, ndep, nwav, ncyc, ncomp)
+            fields = _fields(npix, ndep, nwav, ncyc, ncomp, naux)
             missing = [k for k in fields if not (path / f"{k}.npy").exists()]
             if missing:
                 raise ValueError(f"checkpoint {path} lacks {missing} (a store of an older pyinv?); remove it or "
@@ -246,15 +265,10 @@ class ResultStore:
         if path.exists() and any(path.iterdir()):
             raise ValueError(f"checkpoint path {path} exists, is not empty and holds no pyinv store")
         path.mkdir(parents=True, exist_ok=True)
-        arrays = {}
-        for k, (shape, dt, fill) in _fields(npix, ndep, nwav, ncyc, ncomp).items():
-            a = np.lib.format.open_memmap(path / f"{k}.npy", mode="w+", dtype=dt, shape=shape)
-            a[...] = fill
-            arrays[k] = a
+        arrays = {k: _filled_npy(path / f"{k}.npy", shape, dt, fill, durable=durable)
+                  for k, (shape, dt, fill) in _fields(npix, ndep, nwav, ncyc, ncomp, naux).items()}
         meta = {"format": "pyinv-store-2", "fingerprint": total, "fingerprints": parts, "shapes": shapes,
                 "durable": bool(durable), **(extra_meta or {})}
-        for a in arrays.values():
-            a.flush()
         st = cls(path, arrays, meta)
         st._write_meta()  # the store exists once meta.json does
         return st, False
@@ -266,7 +280,7 @@ class ResultStore:
         meta = json.loads((path / "meta.json").read_text())
         s = meta["shapes"]
         arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r+")
-                  for k in _fields(s["npix"], s["ndep"], s["nwav"], s["ncyc"], s.get("ncomp", 1))}
+                  for k in _fields(s["npix"], s["ndep"], s["nwav"], s["ncyc"], s.get("ncomp", 1), s.get("naux", 0))}
         return cls(path, arrays, meta)
 
     def put(self, p: int, rec: dict[str, Any]) -> None:
@@ -325,6 +339,45 @@ class ResultStore:
             if self.durable:
                 os.fsync(f.fileno())
         os.replace(tmp, self.path / "meta.json")
+
+
+#: Bytes per ordinary write when a file is filled or copied (:func:`_filled_npy`, :func:`_write_npy`).
+_WRITE_BLOCK = 4 << 20
+
+
+def _filled_npy(path: Path, shape: tuple[int, ...], dtype: Any, fill: Any, durable: bool = False) -> np.ndarray:
+    """A new ``.npy`` file of ``shape`` holding ``fill`` everywhere, written with ordinary writes (no page of
+    it is mapped here), returned memory-mapped read-write."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
+                                                 "shape": tuple(int(v) for v in shape)})
+        block = np.full(max(1, min(n, _WRITE_BLOCK // dt.itemsize)), fill, dtype=dt)
+        left = n
+        while left > 0:
+            m = min(left, block.size)
+            f.write(block[:m].data)
+            left -= m
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+    return np.load(path, mmap_mode="r+")
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> None:
+    """``arr`` to a ``.npy`` file in blocks of rows (no page of the file is mapped here, and no copy of
+    ``arr`` is made: the inputs of a local pool cost this process no memory that grows with the map)."""
+    a = np.asanyarray(arr)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(a.dtype), "fortran_order": False,
+                                                 "shape": a.shape})
+        if a.ndim == 0 or a.shape[0] == 0:
+            f.write(np.ascontiguousarray(a).tobytes())
+            return
+        rows = max(1, _WRITE_BLOCK // max(1, a[0].nbytes))
+        for i in range(0, a.shape[0], rows):
+            f.write(np.ascontiguousarray(a[i:i + rows]).data)
 
 
 def _sync_rows(arr: np.ndarray, start: int, stop: int) -> None:
@@ -550,6 +603,51 @@ def _starts(ids: np.ndarray, k: int, gindex: np.ndarray, table: np.ndarray, head
     return [(table[r], header[r]) for r in gindex[p] if r >= 0]
 
 
+def _chunk_starts(problem: PixelProblem, stokes: Any, ids: np.ndarray, gindex: np.ndarray, table: np.ndarray,
+                  header: np.ndarray, pixels: np.ndarray | None = None) -> tuple[list, np.ndarray | None]:
+    """The starts of a chunk's pixels (``ids`` index ``gindex``; ``stokes`` a callable giving their profiles
+    (n, 4, nλ) and ``pixels`` their raster indices (default ``ids``), needed only for streamed starts): per
+    pixel a list of (model, header), or None for a pixel
+    whose streamed start could not be made (it fails alone, ``STATUS_FAILED``), and the streamed starts'
+    auxiliary values (n, naux) float32 (None without them)."""
+    stream = getattr(problem, "stream", None)
+    n = len(ids)
+    if stream is None:
+        return [_starts(ids, k, gindex, table, header) for k in range(n)], None
+    naux = int(getattr(stream, "naux", 0))
+    rows = np.asarray(stokes(), dtype=np.float64)
+    pix = np.asarray(ids if pixels is None else pixels, dtype=np.int64)
+    try:
+        t, h, a = stream.starts(rows, pix)
+        return [[(t[k], h[k])] for k in range(n)], (None if naux == 0 else np.asarray(a, np.float32))
+    except Exception:  # one pixel at a time: a pixel whose start cannot be made fails alone
+        out: list = []
+        aux = np.full((n, naux), np.nan, np.float32) if naux else None
+        for k in range(n):
+            try:
+                t, h, a = stream.starts(rows[k:k + 1], pix[k:k + 1])
+            except Exception:
+                out.append(None)
+                continue
+            out.append([(t[0], h[0])])
+            if aux is not None:
+                aux[k] = a[0]
+        return out, aux
+
+
+def _solve_started(problem: PixelProblem, solver: Callable, stokes: np.ndarray, starts: list | None, snr: float,
+                   ndep: int, ncyc: int, extra: dict[str, Any] | None, aux: np.ndarray | None) -> dict[str, Any]:
+    """:func:`solve_pixel`, or a failed record when the pixel has no start (its streamed start could not be
+    made); with the pixel's auxiliary start values (``start_aux``) when there are some."""
+    if starts is None:
+        rec = _blank_record(ndep, stokes.shape[-1], ncyc, STATUS_FAILED, int(getattr(problem, "ncomp", 1)))
+    else:
+        rec = solve_pixel(problem, solver, stokes, starts, snr, ndep, ncyc, extra)
+    if aux is not None:
+        rec["start_aux"] = aux
+    return rec
+
+
 # ------------------------------------------------------------------------------------------ worker side
 _SETUP_DONE = False
 _LIMITER = None
@@ -611,11 +709,16 @@ def _local_chunk(ids: np.ndarray) -> int:
     w = _W
     ex = w.get("extras")
     try:
+        streamed = getattr(w["problem"], "stream", None) is not None
+        if streamed:  # a worker that dies while making the chunk's starts: its pixels are suspects
+            w["started"][ids] = time.time()
+        starts, aux = _chunk_starts(w["problem"], lambda: w["cube"][ids], ids, w["gindex"], w["table"], w["header"])
+        if streamed:
+            w["started"][ids] = 0.0
         for k, p in enumerate(ids):
             w["started"][p] = time.time()
-            rec = solve_pixel(w["problem"], w["solver"], w["cube"][p],
-                              _starts(ids, k, w["gindex"], w["table"], w["header"]),
-                              float(w["snr"][p]), w["ndep"], w["ncyc"], None if ex is None else ex.kwargs(int(p)))
+            rec = _solve_started(w["problem"], w["solver"], w["cube"][p], starts[k], float(w["snr"][p]), w["ndep"],
+                                 w["ncyc"], None if ex is None else ex.kwargs(int(p)), None if aux is None else aux[k])
             w["store"].put(int(p), rec)
     finally:  # keep the worker's resident size independent of the map's size
         for key in ("cube", "table", "header", "gindex", "snr", "started"):
@@ -633,21 +736,32 @@ def _remote_chunk(problem: PixelProblem, ids: np.ndarray, cube: np.ndarray, tabl
     """A self-contained chunk for any executor: its profiles (n, 4, nλ), a sub-table of guesses with the
     pixels' rows into it (n, nstart), S/N (n,) and the chunk's :class:`~pyinv.pixel_extras.PixelExtras`
     (renumbered to the chunk, or None). Returns the stacked records."""
-    local = np.arange(len(ids))
-    starts = [_starts(local, k, gindex, table, header) for k in range(len(ids))]
-    kws = [None if extras is None else extras.kwargs(k) for k in range(len(ids))]
+    n = len(ids)
+    local = np.arange(n)
+    if getattr(problem, "stream", None) is not None:
+        _worker_setup()
+    starts, aux = _chunk_starts(problem, lambda: cube, local, gindex, table, header, pixels=ids)
+    kws = [None if extras is None else extras.kwargs(k) for k in range(n)]
+    ok = [k for k in range(n) if starts[k] is not None]
+    recs: list = [_solve_started(problem, None, cube[k], None, np.nan, ndep, ncyc, None, None) for k in range(n)]
     if problem.time_limit and (threading.current_thread() is not threading.main_thread()
                                or not hasattr(signal, "setitimer")):
         # a thread (dask workers) cannot take SIGALRM: the pixels run in a child process that is killed
         # when a pixel overruns (pyinv.pixel_process)
         from .pixel_process import solve_isolated
 
-        recs = solve_isolated(problem, cube, starts, snr, ndep, ncyc, kws)
+        if ok:
+            for k, rec in zip(ok, solve_isolated(problem, cube[ok], [starts[k] for k in ok], snr[ok], ndep, ncyc,
+                                                 [kws[k] for k in ok])):
+                recs[k] = rec
     else:
         _worker_setup()
         solver = problem.solver_function()
-        recs = [solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc, kws[k])
-                for k in range(len(ids))]
+        for k in ok:
+            recs[k] = solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc, kws[k])
+    if aux is not None:
+        for k in range(n):
+            recs[k]["start_aux"] = aux[k]
     return {key: np.array([r[key] for r in recs]) for key in recs[0]}
 
 
@@ -918,6 +1032,10 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
         Second component and stray light per pixel; they travel like the guesses (memory-mapped by local
         workers, cut into each chunk for other executors). ``problem.ncomp`` must match it.
 
+    With ``problem.stream`` (a :class:`pyinv.init.StartStream`) the pixels' starts are made per chunk where
+    the chunk is inverted (``table``/``header``/``gindex`` then hold the template row only); the stream's
+    auxiliary values go to the store's ``start_aux`` (``store.naux`` must match ``stream.naux``).
+
     Returns
     -------
     dict with ``computed``, ``pool_restarts``, ``chunk_failures``, ``seconds``, ``workers``, ``executor``.
@@ -932,6 +1050,10 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
             getattr(problem, "ncomp", 1)):
         raise ValueError(f"run_pixels: problem.ncomp={getattr(problem, 'ncomp', 1)}, the store holds {store.ncomp} "
                          f"component(s), the per-pixel inputs {1 if extras is None else extras.ncomp}")
+    stream = getattr(problem, "stream", None)
+    if store.naux != (0 if stream is None else int(getattr(stream, "naux", 0))):
+        raise ValueError(f"run_pixels: the store holds {store.naux} auxiliary start value(s) per pixel, the "
+                         f"problem's start stream makes {0 if stream is None else stream.naux}")
     bar = _Progress(progress, int(todo.size), "pyinv invert")
     accounted = np.zeros(store.status.shape, bool)
 
@@ -948,10 +1070,11 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
             _worker_setup()
             solver = problem.solver_function()
             for ids in _chunks(todo, chunk or 16):
+                starts, aux = _chunk_starts(problem, lambda: cube[ids], ids, gindex, table, header)
                 for k, p in enumerate(ids):
-                    store.put(int(p), solve_pixel(problem, solver, cube[p], _starts(ids, k, gindex, table, header),
-                                                  float(snr[p]), ndep, ncyc,
-                                                  None if extras is None else extras.kwargs(int(p))))
+                    store.put(int(p), _solve_started(problem, solver, cube[p], starts[k], float(snr[p]), ndep, ncyc,
+                                                     None if extras is None else extras.kwargs(int(p)),
+                                                     None if aux is None else aux[k]))
                 account(ids)
         elif executor is None:
             n = max(1, int(workers or usable_cores()))
@@ -1023,13 +1146,8 @@ def _run_local_pool(problem, cube, table, header, gindex, snr, todo, store, nwor
     try:
         d = Path(indir)
         for name, arr in inputs.items():
-            m = np.lib.format.open_memmap(d / f"{name}.npy", mode="w+", dtype=arr.dtype, shape=arr.shape)
-            m[...] = arr
-            m.flush()
-            del m
-        started = np.lib.format.open_memmap(d / "started.npy", mode="w+", dtype="f8", shape=(npix,))
-        started[:] = 0.0
-        started.flush()
+            _write_npy(d / f"{name}.npy", arr)
+        started = _filled_npy(d / "started.npy", (npix,), "f8", 0.0)
         ctx = _mp_context()
         ndep_, ncyc_, nwav_ = store.meta["shapes"]["ndep"], store.meta["shapes"]["ncyc"], cube.shape[-1]
         ncomp_ = store.ncomp

@@ -13,21 +13,40 @@ from .nodes import NODES
 __all__ = ["TrainingSet", "quiet_sun_continuum", "normalise_stokes", "sample_nodes", "build_training_set"]
 
 
-def quiet_sun_continuum(cube: np.ndarray) -> float:
+#: Pixels per block of :func:`quiet_sun_continuum` (no temporary of the map's size).
+CONTINUUM_BLOCK = 2048
+
+
+def quiet_sun_continuum(cube: np.ndarray, valid: np.ndarray | None = None, *, transform=None) -> float:
     """Mean quiet-Sun continuum intensity of a map (same units as the cube).
 
     Per pixel the continuum is the mean of the three brightest Stokes I samples; the quiet Sun is the
     40 % of pixels with the weakest polarisation (max of |Q|, |U|, |V| over Ic) among those brighter
     than half the map's median continuum.
+
+    Computed over blocks of pixels: only two numbers per pixel are kept. ``valid`` (bool, one per pixel)
+    restricts it to those pixels (pixels with non-finite values never count); ``transform`` maps a block
+    of profiles (m, 4, nλ) to the profiles to estimate from (e.g. resampled onto a CNN model's grid).
     """
-    c = np.asarray(cube, dtype=np.float64)
+    c = np.asarray(cube)
     c = c.reshape(-1, 4, c.shape[-1])
-    ok = np.isfinite(c).all(axis=(1, 2))
-    c = c[ok]
-    if c.shape[0] == 0:
+    v = None if valid is None else np.asarray(valid, bool).reshape(-1)
+    ics, pols = [], []
+    for i in range(0, c.shape[0], CONTINUUM_BLOCK):
+        b = np.asarray(c[i:i + CONTINUUM_BLOCK], dtype=np.float64)
+        ok = np.isfinite(b).all(axis=(1, 2))
+        if v is not None:
+            ok &= v[i:i + CONTINUUM_BLOCK]
+        b = b[ok]
+        if transform is not None and b.shape[0]:
+            b = transform(b)
+        ic_b = np.sort(b[:, 0, :], axis=-1)[:, -3:].mean(axis=-1)
+        ics.append(ic_b)
+        pols.append(np.abs(b[:, 1:, :]).max(axis=(1, 2)) / np.maximum(ic_b, 1e-6) if b.shape[0] else ic_b)
+    ic = np.concatenate(ics) if ics else np.zeros(0)
+    if ic.size == 0:
         raise ValueError("no finite pixels to estimate the quiet-Sun continuum from")
-    ic = np.sort(c[:, 0, :], axis=-1)[:, -3:].mean(axis=-1)
-    pol = np.abs(c[:, 1:, :]).max(axis=(1, 2)) / np.maximum(ic, 1e-6)
+    pol = np.concatenate(pols)
     bright = ic > 0.5 * np.median(ic)
     if not bright.any():
         return float(np.median(ic))

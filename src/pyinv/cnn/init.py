@@ -10,7 +10,13 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    cycles from the CNN start instead (also announced). The configuration actually used is the result's
    ``provenance["config_text"]``; ``provenance["init_info"]["config"]`` says what was done.
 2. **Start.** The CNN's node values (numpy forward pass), interpolated to the inversion's log τ grid,
-   Pe from hydrostatic equilibrium at μ.
+   Pe from hydrostatic equilibrium at μ. Streamed (:class:`pyinv.cnn.starts.CNNStarts`): each chunk's
+   starts are made where the chunk is inverted (pool workers, dask/MPI tasks), not for the whole map in
+   the calling process, which only estimates the quiet-Sun continuum before the run and clusters the
+   network outputs the workers stored (``start_aux`` of the store, kept in checkpoints) after it.
+   ``provenance["init_info"]`` gives the workers' inference and interpolation seconds summed over pixels.
+   A subclass that changes some pixels' starts wraps ``GuessSet.stream`` (e.g.
+   ``pyinv._testing.AlteredStarts``); the GuessSet's table holds only a template row.
    **The assisted cycle (issue 17)** runs invert_pixel's own rules (``rules="pyinv"``): it ends when its last
    step and the Gauss-Newton prediction both gain less than ``rtol`` (default 1e-2) of χ², or when three
    steps together gain less (stagnation), judged with an exact Jacobian — no iteration cap tuned to a
@@ -83,6 +89,11 @@ ASSISTED_RESCUE = False
 
 _FAILED = (103, 104, 105)
 _NOT_INVERTED = (101, 102)
+
+
+def _writable(a: Any) -> np.ndarray:
+    """``a`` itself when it is a writeable array (changed in place), else a copy."""
+    return a if isinstance(a, np.ndarray) and a.flags.writeable else np.array(a)
 
 
 def _describe_nodes(nodes: dict) -> str:
@@ -224,8 +235,9 @@ class CNNInit(InitStrategy):
         self.fallback = bool(fallback)
         self.fallback_factor = float(fallback_factor)
         self.fallback_config = fallback_config
-        self.last_prediction = None
+        self.last_prediction = None  # kept for compatibility: the map's starts are streamed (CNNStarts)
         self._labels = None
+        self._stream = None
         self._config_note = ""
         self._full_config = None
         self._tuned = True
@@ -291,34 +303,66 @@ class CNNInit(InitStrategy):
 
     # ------------------------------------------------------------------ guesses
     def initial_guesses(self, ctx: InitContext) -> GuessSet:
+        """The map's starts as a stream (:class:`pyinv.cnn.starts.CNNStarts`): each pixel's CNN start is made
+        where the pixel is inverted, chunk by chunk; here only the data are checked against the model and the
+        map's quiet-Sun continuum is estimated (in blocks). The clusters of the outputs and the prediction's
+        figures come after the run (:meth:`CNNStarts.collect`)."""
         from ..models import default_guess
-        from .predict import cluster, predict
+        from .dataset import quiet_sun_continuum
+        from .predict import check_mu
+        from .starts import CNNStarts
 
         ny, nx = ctx.shape
         fb = default_guess()
-        pred = predict(ctx.cube, self.model, grid=ctx.grid, lines=ctx.lines, mu=ctx.mu, ic_quiet=self.ic_quiet,
-                       log_tau=np.asarray(fb.log_tau), valid=ctx.valid, abundances=ctx.abundances,
-                       resample=self.resample)
-        self.last_prediction = pred
-        table = pred.atmospheres.reshape(ny * nx, -1, 11).copy()
-        header = np.zeros((ny * nx, 3))
-        header[:, 0] = pred.macro.reshape(-1)
-        header[:, 1] = 1.0
-        bad = ~(np.isfinite(table).all(axis=(1, 2)) & np.isfinite(header).all(axis=1))
-        table[bad] = fb.to_array()
-        header[bad] = (float(fb.macro), 1.0, 0.0)
-        labels = cluster(pred, self.n_clusters, model=self.model) if self.n_clusters > 0 else None
-        self._labels = labels
-        return GuessSet(table, header, np.arange(ny * nx, dtype=np.int32)[:, None], labels=labels,
+        cm = self.model
+        grid = self._resample_grid(ctx)
+        check_mu(cm, ctx.mu)
+        valid = np.asarray(ctx.valid, bool)  # finite and not masked (quiet_sun_continuum skips non-finite ones)
+        if self.ic_quiet is not None:
+            ic = float(self.ic_quiet)
+        elif valid.any():
+            stream0 = CNNStarts(cm, ic_quiet=1.0, mu=ctx.mu, log_tau=fb.log_tau, fallback=fb, grid=grid, n_clusters=0)
+            ic = quiet_sun_continuum(ctx.cube, valid, transform=None if grid is None else stream0.profiles)
+        else:
+            ic = 1.0
+        if not (np.isfinite(ic) and ic > 0):
+            raise ValueError(f"the quiet-Sun continuum must be finite and > 0, got {ic}")
+        stream = CNNStarts(cm, ic_quiet=ic, mu=ctx.mu, log_tau=fb.log_tau, fallback=fb, abundances=ctx.abundances,
+                           grid=grid, n_clusters=self.n_clusters)
+        self._stream = stream
+        self._labels = None
+        self.last_prediction = None
+        table = np.asarray(fb.to_array(), dtype=np.float64)[None]
+        header = np.array([[float(fb.macro), 1.0, 0.0]])
+        return GuessSet(table, header, np.zeros((ny * nx, 1), np.int32), labels=None, stream=stream,
                         info={"init": "cnn", "model": self.model.provenance.get("loaded_from", "in-memory"),
                               "model_name": self.model.meta.get("name"), "config": self._config_note,
-                              "ic_quiet": pred.ic_quiet, "seconds_inference": pred.seconds["inference"],
-                              "seconds_interpolation": pred.seconds["interpolation"],
-                              "fallback_pixels": int((bad & ctx.valid.reshape(-1)).sum()),
+                              "ic_quiet": ic, "starts": "made per chunk where the pixels are inverted",
                               "assisted_lm": {"max_iterations": self.max_iterations, "rtol": self.rtol,
                                               "rules": self.rules, "rescue": self.rescue,
                                               "jacobian_reuse": self.jacobian_reuse,
                                               "initial_diagonal": self.initial_diagonal} if self._tuned else None})
+
+    def _resample_grid(self, ctx: InitContext) -> Any:
+        """Check the map against the model (as :func:`pyinv.cnn.predict`); the cube's grid when its profiles
+        must be resampled onto the model's (the map's UserWarning is given here, once), else None."""
+        from .predict import prepare_data
+
+        cm = self.model
+        if ctx.lines is not None:
+            cm.check_compatible(None, ctx.lines, what="map")
+        if not self.resample:
+            prepare_data(cm, ctx.cube[:0, :0], ctx.grid, None, False)  # refuses another grid
+            return None
+        if ctx.grid is None:
+            raise ValueError("resample=True needs the cube's wavelength grid (grid=)")
+        from .resample import grid_mismatch, resample_to_model
+
+        dev = grid_mismatch(cm, ctx.grid)
+        if dev is not None and dev <= 1e-6:
+            return None
+        resample_to_model(ctx.cube.reshape(-1, 4, ctx.cube.shape[-1])[:1], ctx.grid, cm)  # its warning, once
+        return ctx.grid
 
     # ------------------------------------------------------------------ fallback
     def finish(self, result: Any, rerun) -> Any:
@@ -328,7 +372,8 @@ class CNNInit(InitStrategy):
         if not self.fallback:
             result.provenance["fallback"] = info
             return result
-        flag, thr = flag_clearly_worse(result.chi2, result.status, self._labels, self.fallback_factor)
+        labels = self._labels if self._labels is not None else getattr(self._stream, "labels", None)
+        flag, thr = flag_clearly_worse(result.chi2, result.status, labels, self.fallback_factor)
         info.update(flagged=int(flag.sum()), replaced=0, flagged_pixels=np.flatnonzero(flag).tolist(),
                     replaced_pixels=[], seconds=0.0,
                     config=self._full_config.to_sir_text() if self._full_config is not None else None)
@@ -340,15 +385,17 @@ class CNNInit(InitStrategy):
             info["executor"] = fb.provenance.get("executor")
             better = flag & (np.asarray(fb.status) == 0) & np.isfinite(fb.chi2) & (
                 ~np.isfinite(result.chi2) | (fb.chi2 < result.chi2))
+            # in place where the arrays allow it (a checkpoint's result is a copy-on-write memory map: only the
+            # replaced pixels' pages are copied), so that the map's arrays are not copied for a few pixels
             for name in ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_reduced", "status",
                          "iterations", "errors", "errors_header", "rescue"):
-                arr = np.array(getattr(result, name))
+                arr = _writable(getattr(result, name))
                 arr[better] = np.asarray(getattr(fb, name))[better]
                 setattr(result, name, arr)
-            cc = np.array(result.chi2_cycles)
+            cc = _writable(result.chi2_cycles)
             cc[better, -1] = np.asarray(fb.chi2)[better]
             result.chi2_cycles = cc
-            sec = np.array(result.seconds)
+            sec = _writable(result.seconds)
             sec[flag] = np.nan_to_num(sec[flag]) + np.nan_to_num(np.asarray(fb.seconds)[flag])
             result.seconds = sec
             info.update(replaced=int(better.sum()), replaced_pixels=np.flatnonzero(better).tolist())

@@ -11,7 +11,7 @@ import numpy as np
 
 from .model import CNNModel
 
-__all__ = ["predict", "cluster", "CNNPrediction", "as_model"]
+__all__ = ["predict", "cluster", "cluster_outputs", "CNNPrediction", "as_model"]
 
 
 def as_model(model: Any = None) -> CNNModel:
@@ -201,19 +201,47 @@ def cluster(data: Any, n_clusters: int = 5, *, model: Any = None, seed: int = 0,
         Cluster labels (−1 for pixels without a prediction); usable as ``pyinv.invert(...,
         init="cluster", guess=labels)``.
     """
-    from ..init import kmeans
-
     cm = as_model(model)
     if isinstance(data, CNNPrediction):
         outs = data.outputs
     else:
         outs = predict(data, cm, mu=mu, ic_quiet=ic_quiet, hydrostatic=False).outputs
     ny, nx, n_out = outs.shape
-    f = outs.reshape(-1, n_out).astype(np.float64)
-    ok = np.isfinite(f).all(axis=1)
+    return cluster_outputs(outs.reshape(-1, n_out), n_clusters, model=cm, seed=seed).reshape(ny, nx)
+
+
+#: Pixels per block of :func:`cluster_outputs`.
+CLUSTER_BLOCK = 4096
+
+
+def cluster_outputs(outputs: np.ndarray, n_clusters: int = 5, *, model: Any = None, seed: int = 0,
+                    block: int = CLUSTER_BLOCK) -> np.ndarray:
+    """:func:`cluster` of raw network outputs (npix, n_out) — e.g. a memory map of those the workers of a map
+    inversion stored (``init="cnn"``) — read and standardised block by block (this process keeps a few
+    numbers per pixel, not the outputs; a memory map's pages are dropped after each block). Returns the
+    labels (npix,), −1 where an output is not finite; the same as clustering the whole array at once."""
+    from ..init.strategies import kmeans_blocks
+    from ..scheduler import _release
+
+    cm = as_model(model)
+    npix = int(outputs.shape[0])
+    ok = np.zeros(npix, bool)
+    for i in range(0, npix, block):
+        ok[i:i + block] = np.isfinite(np.asarray(outputs[i:i + block], dtype=np.float64)).all(axis=1)
+        _release(outputs)
+    rows = np.flatnonzero(ok)
     mean, std = cm.out_mean, cm.out_std
-    z = (f[ok] - mean) / std
-    labels = np.full(ny * nx, -1)
-    if ok.any():
-        labels[ok], _ = kmeans(z, n_clusters, seed=seed)
-    return labels.reshape(ny, nx)
+
+    def z(i: int, j: int) -> np.ndarray:
+        a = rows[i:j]
+        f = np.empty((a.size, int(outputs.shape[1])))
+        for k in range(0, a.size, 512):  # a few pages of a memory map at a time
+            r = a[k:k + 512]
+            f[k:k + 512] = outputs[r[0]:r[-1] + 1][r - r[0]] if r[-1] - r[0] < 2 * r.size else outputs[r]
+            _release(outputs)
+        return (f - mean) / std
+
+    labels = np.full(npix, -1)
+    if rows.size:
+        labels[rows], _ = kmeans_blocks(z, rows.size, n_clusters, seed=seed, block=block)
+    return labels

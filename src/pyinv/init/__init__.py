@@ -3,8 +3,8 @@
 strategy plugs in)."""
 from __future__ import annotations
 
-from .base import (GuessSet, InitContext, InitStrategy, as_atmosphere, available_inits, get_init,  # noqa: F401
-                   register_init)
+from .base import (GuessSet, InitContext, InitStrategy, StartStream, as_atmosphere, available_inits,  # noqa: F401
+                   get_init, register_init)
 from .strategies import Cluster, Multistart, Previous, Single, kmeans, library_prototypes, stokes_features  # noqa: F401
 
 register_init("single", Single)
@@ -15,6 +15,6 @@ register_init("cluster", Cluster)
 # ``CNNInit(guess)`` (guess = a model object or a path) subclassing InitStrategy.
 register_init("cnn", "pyinv.cnn.init:CNNInit")
 
-__all__ = ["GuessSet", "InitContext", "InitStrategy", "register_init", "get_init", "available_inits",
+__all__ = ["GuessSet", "InitContext", "InitStrategy", "StartStream", "register_init", "get_init", "available_inits",
            "as_atmosphere", "Single", "Previous", "Multistart", "Cluster", "kmeans", "stokes_features",
            "library_prototypes"]

@@ -21,6 +21,13 @@ Adding a strategy (this is how ``"cnn"`` plugs in)::
 
 ``pyinv.invert(..., init="mine", guess=obj)`` then calls ``MyInit(obj)`` (``MyInit()`` when ``guess`` is
 None) and its :meth:`InitStrategy.initial_guesses`.
+
+**Streamed starts.** A strategy whose per-pixel starts are expensive to make (``"cnn"``: a network, a node
+interpolation and a hydrostatic equilibrium per pixel) need not make them for the whole map in the calling
+process: its GuessSet carries a :class:`StartStream` (``GuessSet(..., stream=...)``, the table then holds
+one template row), and the pixels' starts are made chunk by chunk where the pixels are inverted — in the
+pool workers from the cube they memory-map, in the tasks of other executors, chunk by chunk with
+``executor="serial"``. The calling process's memory then does not grow with the map.
 """
 from __future__ import annotations
 
@@ -32,8 +39,8 @@ import numpy as np
 
 from ..atmosphere import Atmosphere
 
-__all__ = ["GuessSet", "InitContext", "InitStrategy", "register_init", "get_init", "available_inits",
-           "as_atmosphere"]
+__all__ = ["GuessSet", "InitContext", "InitStrategy", "StartStream", "register_init", "get_init",
+           "available_inits", "as_atmosphere"]
 
 
 @dataclass
@@ -66,6 +73,39 @@ class InitContext:
         return int(self.cube.shape[0]), int(self.cube.shape[1])
 
 
+class StartStream:
+    """Per-pixel start models made where the pixels are inverted, one chunk at a time (module docstring).
+
+    A subclass must be picklable (it travels to every worker, and with every task of a dask or MPI
+    executor), and its starts of a pixel must depend on that pixel (its profiles, its raster index) and on
+    the object alone — not on which other pixels share its chunk: a resumed run and a run with another
+    chunking must start every pixel from the same model. To change some pixels' starts, wrap the stream
+    (e.g. ``gs.stream = MyStream(gs.stream)``) rather than the table, which holds only the template row.
+    """
+
+    #: float32 values per pixel kept in the result store beside the pixel's result (e.g. the CNN's raw
+    #: outputs, for clustering the map afterwards); they survive in a checkpoint like the results.
+    naux: int = 0
+
+    def starts(self, stokes: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Starts of the pixels whose profiles are ``stokes`` (n, 4, nλ) and raster indices ``pixels`` (n,)
+        (``y * nx + x``): their models (n, ndep, 11), the
+        headers (n, 3) (macroturbulence [km/s], filling factor, stray light [%]) and the auxiliary values
+        (n, ``naux``) float32 (None when ``naux`` is 0)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def fingerprint(self) -> Any:
+        """What the starts depend on besides the pixels' profiles (hashed into a checkpoint's fingerprint:
+        a resume with another model or other options is refused)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def collect(self, aux: np.ndarray | None, valid: np.ndarray) -> dict:
+        """Called in the calling process once every pixel is done, with the store's auxiliary values (npix,
+        ``naux``) (a memory map: read it in blocks) and the inverted pixels ``valid`` (ny, nx). Returns a dict
+        with optional ``labels`` (ny, nx) and ``info`` (merged into the GuessSet's info)."""
+        return {}
+
+
 @dataclass
 class GuessSet:
     """Initial atmospheres of a map as a table plus per-pixel row indices.
@@ -83,6 +123,10 @@ class GuessSet:
         Optional per-pixel labels (e.g. cluster numbers), kept in the result's provenance.
     info : dict
         Free-form description (recorded in the result's provenance).
+    stream : StartStream or None
+        Starts made chunk by chunk where the pixels are inverted (module docstring). ``table`` and ``header``
+        then hold one template row (its log τ grid and header are what the map's checks see; every pixel
+        starts from its streamed model instead) and ``index`` is all zeros with one start per pixel.
     """
 
     table: np.ndarray
@@ -90,6 +134,7 @@ class GuessSet:
     index: np.ndarray
     labels: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    stream: Any = None
 
     def __post_init__(self) -> None:
         self.table = np.ascontiguousarray(self.table, dtype=np.float64)
@@ -108,6 +153,8 @@ class GuessSet:
             raise ValueError("GuessSet.index refers to a row beyond the table")
         if self.index.size and (self.index[:, 0] < 0).any():
             raise ValueError("GuessSet.index: every pixel needs a first start (column 0 >= 0)")
+        if self.stream is not None and (self.index.shape[1] != 1 or self.table.shape[0] != 1):
+            raise ValueError("GuessSet with a stream: one template row and one start per pixel")
 
     @property
     def nmodels(self) -> int:

@@ -191,6 +191,10 @@ def stokes_features(cube: np.ndarray) -> np.ndarray:
     return np.stack([ic, lin, circ, pol], axis=-1)
 
 
+#: Rows per block of :func:`kmeans_blocks` (its temporaries are (block, k, features)).
+KMEANS_BLOCK = 4096
+
+
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Plain k-means (k-means++ start, Lloyd iterations), deterministic for a given seed.
 
@@ -205,28 +209,65 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 100) -> tu
     labels : ndarray of int (n,), centres : ndarray (k, f)
     """
     x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         return np.zeros(0, int), np.zeros((0, x.shape[1]))
-    k = int(max(1, min(k, len(np.unique(x, axis=0)))))
+    return kmeans_blocks(lambda i, j: x[i:j], x.shape[0], k, seed=seed, iterations=iterations)
+
+
+def kmeans_blocks(rows: Any, n: int, k: int, *, seed: int = 0, iterations: int = 100,
+                  block: int = KMEANS_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kmeans` of ``n`` points handed out in blocks: ``rows(i, j)`` returns points ``i:j`` as float64
+    (j − i, f). The temporaries are a block's, not the points' (the points may live in a file and be
+    computed per block); the result is the same, bit for bit, as that of the whole array at once (per-row
+    distances do not depend on the block, the centres are sums of their points in order)."""
+    if n == 0:
+        raise ValueError("kmeans_blocks needs at least one point")
+    blocks = [(i, min(n, i + block)) for i in range(0, n, block)]
+    # k is capped at the number of distinct points (only whether there are k of them matters)
+    distinct: list[np.ndarray] = []
+    for i, j in blocks:
+        xb = rows(i, j)
+        while len(distinct) < k:
+            new = np.ones(xb.shape[0], bool)
+            for d in distinct:
+                new &= ~(xb == d).all(axis=1)
+            if not new.any():
+                break
+            distinct.append(np.array(xb[int(np.argmax(new))]))
+        if len(distinct) >= k:
+            break
+    k = int(max(1, min(k, len(distinct))))
+
+    def row(r: int) -> np.ndarray:
+        return np.array(rows(r, r + 1)[0])
+
     rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(n)]]
+    centres = [row(int(rng.integers(n)))]
     for _ in range(1, k):
-        d2 = np.min(((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        cs = np.array(centres)
+        d2 = np.concatenate([np.min(((rows(i, j)[:, None, :] - cs[None]) ** 2).sum(-1), axis=1) for i, j in blocks])
         p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1.0 / n)
-        centres.append(x[rng.choice(n, p=p)])
+        centres.append(row(int(rng.choice(n, p=p))))
     c = np.array(centres)
     labels = np.zeros(n, int)
     for it in range(iterations):
-        d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
-        new = d2.argmin(axis=1)
+        new = np.concatenate([((rows(i, j)[:, None, :] - c[None]) ** 2).sum(-1).argmin(axis=1) for i, j in blocks])
         if it and np.array_equal(new, labels):
             break
         labels = new
-        for j in range(k):
-            sel = labels == j
-            if sel.any():
-                c[j] = x[sel].mean(axis=0)
+        # the mean of each cluster's points, summed in order block after block (as x[sel].mean(axis=0))
+        acc: list[np.ndarray | None] = [None] * k
+        for i, j in blocks:
+            xb = rows(i, j)
+            lb = labels[i:j]
+            for m in range(k):
+                sel = lb == m
+                if sel.any():
+                    part = xb[sel] if acc[m] is None else np.concatenate([acc[m][None], xb[sel]])
+                    acc[m] = np.add.reduce(part, axis=0)
+        for m in range(k):
+            if acc[m] is not None:
+                c[m] = acc[m] / np.count_nonzero(labels == m)
     return labels, c
 
 
