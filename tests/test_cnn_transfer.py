@@ -205,10 +205,15 @@ def test_assisted_lm_options_reach_invert_pixel(fixed_map):
                         init=cnn.CNNInit(max_iterations=6, initial_diagonal=None, fallback=False), **kw)
     assert more.iterations.max() > 1
     assert pyinv.InversionConfig.from_sir_text(more.provenance["config_text"]).value("initial_diagonal", 1) == 1e-3
-    # defaults: per catalogue model; bad values refused
-    assert (cnn.CNNInit().max_iterations, cnn.CNNInit().rtol) == (3, 1e-3)
-    assert (cnn.CNNInit("gris-fe15648").max_iterations, cnn.CNNInit("gris-fe15648").rtol) == (4, 0.1)
-    for bad in (dict(max_iterations=0), dict(rtol=-1.0), dict(jacobian_reuse=-1), dict(initial_diagonal=0.0)):
+    # defaults: pyinv's rules without a cap (issue 17); with SIR's rules per catalogue model; bad values refused
+    assert (cnn.CNNInit().max_iterations, cnn.CNNInit().rtol, cnn.CNNInit().rules) == (100, 1e-2, "pyinv")
+    assert (cnn.CNNInit("gris-fe15648").max_iterations, cnn.CNNInit("gris-fe15648").rtol) == (100, 1e-2)
+    assert (cnn.CNNInit(rules="sir").max_iterations, cnn.CNNInit(rules="sir").rtol) == (3, 1e-3)
+    g = cnn.CNNInit("gris-fe15648", rules="sir")
+    assert (g.max_iterations, g.rtol) == (4, 0.1)
+    assert "rules='pyinv'" in one.provenance["solver"] or "rules=pyinv" in one.provenance["solver"]
+    for bad in (dict(max_iterations=0), dict(rtol=-1.0), dict(jacobian_reuse=-1), dict(initial_diagonal=0.0),
+                dict(rules="fast")):
         with pytest.raises(ValueError):
             cnn.CNNInit(**bad)
 
