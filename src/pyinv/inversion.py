@@ -42,13 +42,15 @@ from .atmosphere import Atmosphere, AtmosphereErrors
 from .config import InversionConfig, NODE_PARAMETERS, NODES_MAX
 from .lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
+from .status import STATUS_CONVERGED
 
 __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "reduced_chi2", "free_parameters", "RESCUE_THRESHOLD",
            "RESCUE_PATH", "status_message", "prepare_synthesis", "auto_node_maxima", "select_node_count",
            "refuse_unsupported", "check_mixing_settings"]
 
-#: Status of a successful inversion; other values are engine error codes (pyinv.engine.error_message).
-STATUS_OK = 0
+#: Status of a successful inversion (:data:`pyinv.status.STATUS_CONVERGED`); other values are engine error
+#: codes (pyinv.engine.error_message).
+STATUS_OK = STATUS_CONVERGED
 #: Default number of Broyden updates of the Jacobian in a row between exact ones (invert_pixel).
 JACOBIAN_REUSE = 1
 #: Default stopping tolerances of pyinv's rules (issue 17): cycles before the last only hand a start on

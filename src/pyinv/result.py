@@ -10,20 +10,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from .atmosphere import COLUMNS, Atmosphere, AtmosphereErrors
+from .status import MAP_CODES as _MAP_CODES, describe as _describe
 
 __all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES"]
 
-#: Every status code of a map inversion, with its meaning (the README's table is generated from it).
-STATUS_CODES = {
-    -1: "pending: not computed yet (only inside a checkpoint store)",
-    0: "converged",
-    101: "masked: excluded by mask=, not inverted",
-    102: "bad input: NaN/inf, Stokes I <= 0 somewhere, or values beyond ±10 continuum units; not inverted",
-    103: "solver raised, or the pixel's task failed retries+1 times running alone",
-    104: "time limit: the pixel ran longer than time_limit seconds (per start)",
-    105: "worker died: the worker process died while computing this pixel alone, retries+1 times",
-}
-#: Other codes 1..100 are the engine's own (pyinv.inversion.status_message(code) gives the text).
+#: Every status code of a map inversion, with its meaning (from :data:`pyinv.status.TABLE`; the README's
+#: "Status codes" table must match it, tests/test_status.py). Other codes 1..100 are the engine's own
+#: (:func:`pyinv.status.describe` or pyinv.inversion.status_message(code) give the text).
+STATUS_CODES = {code: _describe(code) for code in _MAP_CODES}
 
 _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", "field": "B",
             "vlos": "vlos", "v": "vlos", "velocity": "vlos", "gamma": "gamma", "inclination": "gamma",

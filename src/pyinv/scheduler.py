@@ -78,30 +78,16 @@ from typing import Any, Callable
 import numpy as np
 
 from .inversion import free_parameters as _free_parameters, reduced_chi2  # noqa: F401 (re-exported)
+# The status codes live in pyinv.status (issue 18); re-exported here under their historical names.
+from .status import (MAP_CODES as _MAP_CODES, STATUS_BAD_INPUT, STATUS_CONVERGED, STATUS_FAILED,
+                     STATUS_MASKED, STATUS_PENDING, STATUS_TIMEOUT, STATUS_WORKER_DIED, status_name as _status_name)
 
 __all__ = ["STATUS_PENDING", "STATUS_CONVERGED", "STATUS_MASKED", "STATUS_BAD_INPUT", "STATUS_FAILED",
            "STATUS_TIMEOUT", "STATUS_WORKER_DIED", "STATUS_NAMES", "PixelProblem", "PixelTimeout",
            "PoolStartError", "ResultStore", "run_pixels", "usable_cores", "fingerprints"]
 
-#: Not computed yet (only inside a store).
-STATUS_PENDING = -1
-#: Converged (the solver's own nonzero codes are kept as they come).
-STATUS_CONVERGED = 0
-#: Excluded by ``mask``.
-STATUS_MASKED = 101
-#: The observed profiles are not usable: NaN/inf, Stokes I <= 0 somewhere (negative or all-zero I), or
-#: values far outside a continuum-normalised range (see :func:`pyinv.maps.check_cube`). Not inverted.
-STATUS_BAD_INPUT = 102
-#: The solver raised an exception, or the pixel's task failed ``retries + 1`` times running alone.
-STATUS_FAILED = 103
-#: The pixel exceeded ``time_limit``.
-STATUS_TIMEOUT = 104
-#: A worker process died while computing the pixel, ``retries + 1`` times.
-STATUS_WORKER_DIED = 105
-
-STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_CONVERGED: "converged", STATUS_MASKED: "masked",
-                STATUS_BAD_INPUT: "bad input", STATUS_FAILED: "solver raised",
-                STATUS_TIMEOUT: "time limit", STATUS_WORKER_DIED: "worker died"}
+#: Short name of every map status code (from :data:`pyinv.status.TABLE`).
+STATUS_NAMES = {code: _status_name(code) for code in _MAP_CODES}
 
 #: How often a local pool that died before starting or finishing any pixel is rebuilt before the run
 #: stops with :class:`PoolStartError`.

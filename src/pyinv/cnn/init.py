@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from ..init.base import GuessSet, InitContext, InitStrategy
+from ..status import STATUS_BAD_INPUT, STATUS_FAILED, STATUS_MASKED, STATUS_TIMEOUT, STATUS_WORKER_DIED
 
 __all__ = ["CNNInit", "AssistedSolver", "one_cycle", "flag_clearly_worse"]
 
@@ -87,8 +88,8 @@ ASSISTED_INITIAL_DIAGONAL = 1.0
 ASSISTED_RULES = "pyinv"
 ASSISTED_RESCUE = False
 
-_FAILED = (103, 104, 105)
-_NOT_INVERTED = (101, 102)
+_FAILED = (STATUS_FAILED, STATUS_TIMEOUT, STATUS_WORKER_DIED)
+_NOT_INVERTED = (STATUS_MASKED, STATUS_BAD_INPUT)
 
 
 def _writable(a: Any) -> np.ndarray:

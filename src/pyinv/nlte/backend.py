@@ -16,22 +16,18 @@ import numpy as np
 from .column import NlteColumn, column_from_atmosphere
 from .departures import Departures
 from . import units
+from ..status import (NLTE_CODES, NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NLTE_TIMEOUT,  # noqa: F401
+                      status_name)
 
 __all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT", "NLTE_STATUS_NAMES",
            "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm",
            "NlteConfigurationError"]
 
-#: Converged to the backend's tolerance.
-NLTE_CONVERGED = 0
-#: The iteration stopped at its maximum number of iterations above the tolerance (profiles returned).
-NLTE_NOT_CONVERGED = 201
-#: The external program failed (non-zero exit status, missing output, unreadable output).
-NLTE_CRASHED = 202
-#: The pixel exceeded its time limit (same code as :data:`pyinv.scheduler.STATUS_TIMEOUT`).
-NLTE_TIMEOUT = 104
-
-NLTE_STATUS_NAMES = {NLTE_CONVERGED: "converged", NLTE_NOT_CONVERGED: "NLTE not converged",
-                     NLTE_CRASHED: "NLTE code failed", NLTE_TIMEOUT: "time limit"}
+# The NLTE status codes live in pyinv.status (issue 18): NLTE_CONVERGED (0), NLTE_NOT_CONVERGED (the
+# iteration stopped at its limit, profiles returned), NLTE_CRASHED (the external program failed) and
+# NLTE_TIMEOUT (the same code as pyinv.scheduler.STATUS_TIMEOUT).
+#: Short name of every NLTE status code (from :data:`pyinv.status.TABLE`).
+NLTE_STATUS_NAMES = {code: status_name(code) for code in NLTE_CODES}
 
 
 class NlteConfigurationError(RuntimeError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import NlteBackend, grid_vacuum_nm
+from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm
 
 __all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver"]
 
@@ -118,7 +118,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
             r = backend.synthesize(model, wl, abundances=abundances)
             calls += 1
             if not r.ok or r.stokes_lte is None:
-                status = int(r.status) if not r.ok else 202
+                status = int(r.status) if not r.ok else NLTE_CRASHED
                 return NltePixelResult(res, calls, delta, dep, status)
             dep = r.departures
             lte = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False)
