@@ -413,7 +413,7 @@ end subroutine hsra_intensity
 !> Gaussian standard deviation sigma [mÅ]; PSF applied when npsf >= 2.
 subroutine convolve_stokes(m, x, y, sigma, npsf, psf_x, psf_y, ierr)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
-  use pyinv_synthesis, only: convolve_group
+  use pyinv_convolution, only: convolve_group
   implicit none
   integer(c_int), intent(in) :: m, npsf
   real(c_double), intent(in) :: x(m), sigma, psf_x(npsf), psf_y(npsf)

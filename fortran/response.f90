@@ -17,7 +17,7 @@
 !>    quantities. Because K and S at depth j depend only on the model at depth j, every variable
 !>    costs a few multiply-adds per depth and wavelength;
 !>  * per group: the HSRA normalisation, and the macroturbulence/PSF convolution applied to the
-!>    response functions as the same linear map (pyinv_synthesis::convolution_matrix), and its
+!>    response functions as the same linear map (pyinv_convolution::convolution_matrix), and its
 !>    sigma-derivative applied to the unconvolved profiles for d/d vmac. The kernel matrix is dense
 !>    (SIR's Gaussian transfer function is not band-limited on the grid), so this product is the
 !>    largest single cost (4 x nλ^2 multiply-adds per depth and variable).
@@ -41,8 +41,9 @@ module pyinv_response
   use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
   use pyinv_hydrostatic, only: het_kg, het_kg_t, het_kg_p, het_pg_t, het_pg_p, het_rho_t, het_rho_p, n_he_terms
   use pyinv_synthesis, only: synth_setup, col_t, col_pe, col_vmic, col_b, col_vlos, col_gam, col_phi, n_cols, &
-                             synth_check_inputs, hsra_continuum, convolve_group, macro_sigma, &
-                             convolution_matrix, model_is_magnetic, line_components, group_wavelengths
+                             synth_check_inputs, hsra_continuum, macro_sigma, &
+                             model_is_magnetic, line_components, group_wavelengths
+  use pyinv_convolution, only: convolve_group, convolution_matrix
   implicit none
   private
   public :: synth_rf

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .model import CNNModel
+
 __all__ = ["CATALOGUE", "CatalogueEntry", "pretrained", "model_path", "catalogue_names", "user_dir", "describe"]
 
 
@@ -116,8 +118,7 @@ def pretrained(name: str | None = None, *, grid=None, lines=None):
     grid, lines : optional
         Checked against the model (ValueError when the data do not fit).
     """
-    from .io import load_model
-    m = load_model(model_path(name), grid=grid, lines=lines)
+    m = CNNModel.load(model_path(name), grid=grid, lines=lines)
     m.meta.setdefault("name", _entry(name).name)
     return m
 
@@ -133,8 +134,7 @@ def describe() -> list[dict]:
             if p.is_file():
                 row["file"], row["source"] = str(p), src
                 try:
-                    from .io import load_model
-                    m = load_model(p)
+                    m = CNNModel.load(p)
                     prov = m.provenance
                     row.update(mu_input=m.mu_input, mu_range=m.meta.get("mu_range"),
                                training_pixels=prov.get("training_pixels"), recipe_used=prov.get("recipe"))

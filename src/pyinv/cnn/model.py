@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .fileformat import FORMAT, FORMAT_VERSION, read_model_file, write_model_file
 from .nodes import NODES
 
 __all__ = ["CNNModel", "OUTPUTS", "SCALES", "FORMAT", "FORMAT_VERSION"]
@@ -37,9 +39,7 @@ OUTPUTS = ("T", "vlos", "B", "gamma", "azi_cos2", "azi_sin2", "vmic")
 #: Output scaling (Table 2; cos 2φ, sin 2φ unscaled; macro in km/s).
 SCALES = {"T": 2.0e4, "vlos": 3.0e5, "B": 6.0e3, "gamma": 180.0, "azi_cos2": 1.0, "azi_sin2": 1.0,
           "vmic": 3.0e5, "macro": 3.0}
-FORMAT = "pyinv-cnn"
-#: 2: plain weights (.npz) and optional μ input; 1: torch files (still readable with torch).
-FORMAT_VERSION = 2
+# FORMAT, FORMAT_VERSION: defined by pyinv.cnn.fileformat (the file format), re-exported here.
 
 
 def _lines_meta(lines, grid) -> list[dict]:
@@ -289,11 +289,14 @@ class CNNModel:
     # ---------------------------------------------------------------- save / load
     def save(self, path) -> None:
         """Write the weights and metadata as a plain ``.npz`` file (see :func:`pyinv.cnn.save_model`)."""
-        from .io import save_model
-        save_model(self, path)
+        write_model_file(self.weights, self.meta, path)
 
     @classmethod
-    def load(cls, path, **kw) -> "CNNModel":
-        """Read a model written by :meth:`save` (see :func:`pyinv.cnn.load_model`)."""
-        from .io import load_model
-        return load_model(path, **kw)
+    def load(cls, path, *, grid=None, lines=None) -> "CNNModel":
+        """Read a model written by :meth:`save` (``.npz``, or a version-1 torch file when torch is installed);
+        with ``grid``/``lines`` also check that they fit (see :func:`pyinv.cnn.load_model`)."""
+        p = Path(path)
+        model = cls(*read_model_file(p))
+        if grid is not None or lines is not None:
+            model.check_compatible(grid, lines, what=f"data for {p.name}")
+        return model
