@@ -41,3 +41,25 @@ def engine():
         pyinv.engine.api()
     except ImportError:
         pytest.skip("engine not built")
+
+
+@pytest.fixture(scope="module")
+def hinode(reference_dir):
+    """The invert_hinode.npz problem: the file (``d``), line list, grid, abundances, SIR's configuration and
+    the guess it started from (tests/test_inversion.py, tests/test_fidelity.py)."""
+    import json
+
+    import numpy as np
+
+    from pyinv.atmosphere import Atmosphere
+    from pyinv.config import InversionConfig
+    from pyinv.io.sir import read_abundances
+    from pyinv.lines import LineList, WavelengthGrid
+
+    d = np.load(reference_dir / "invert_hinode.npz")
+    lines = LineList.read_sir(reference_dir / "LINES_REF")
+    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+    ab = read_abundances(reference_dir / "THEVENIN")
+    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
+    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+    return {"d": d, "lines": lines, "grid": grid, "ab": ab, "cfg": cfg, "guess": guess}

@@ -33,13 +33,8 @@ def _k0(log_tau) -> int:
     return int(np.argmin(np.abs(np.asarray(log_tau))))
 
 
-def test_defaults_parity_invert_hinode():
-    d = np.load(REF / "invert_hinode.npz")
-    lines = LineList.read_sir(REF / "LINES_REF")
-    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
-    ab = read_abundances(REF / "THEVENIN")
-    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
-    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+def test_defaults_parity_invert_hinode(hinode):
+    d, lines, grid, ab, cfg, guess = (hinode[k] for k in ("d", "lines", "grid", "ab", "cfg", "guess"))
     w, noise = np.asarray(d["weights"], float), float(d["noise"])
     ratios, rescued = [], 0
     for i, obs in enumerate(d["observed"]):
@@ -84,13 +79,8 @@ def test_defaults_parity_real_sunspot_subset():
     assert np.corrcoef(b_ours, b_sir)[0, 1] > 0.99
 
 
-def test_rescue_recorded_and_sir_rules_untouched():
-    d = np.load(REF / "invert_hinode.npz")
-    lines = LineList.read_sir(REF / "LINES_REF")
-    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
-    ab = read_abundances(REF / "THEVENIN")
-    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
-    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+def test_rescue_recorded_and_sir_rules_untouched(hinode):
+    d, lines, grid, ab, cfg, guess = (hinode[k] for k in ("d", "lines", "grid", "ab", "cfg", "guess"))
     obs = d["observed"][4]
     one = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=False)
     assert one.rescue == 0 and one.chi2_reduced > 0
@@ -106,16 +96,11 @@ def test_rescue_recorded_and_sir_rules_untouched():
         pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rtol=[1e-3, float("nan")])
 
 
-def test_pyinv_rules_do_not_stop_while_chi2_falls():
+def test_pyinv_rules_do_not_stop_while_chi2_falls(hinode):
     """A cycle of pyinv's rules ends at a point from which another cycle with the same nodes gains little
     (the stop is judged with an exact Jacobian, with the Gauss-Newton prediction and a stagnation window)."""
-    d = np.load(REF / "invert_hinode.npz")
-    lines = LineList.read_sir(REF / "LINES_REF")
-    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
-    ab = read_abundances(REF / "THEVENIN")
-    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
+    d, lines, grid, ab, cfg, guess = (hinode[k] for k in ("d", "lines", "grid", "ab", "cfg", "guess"))
     last = cfg.single_cycle(cfg.cycles)
-    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
     gains = []
     for i in (0, 5, 10, 15):
         r = pyinv.invert_pixel(d["observed"][i], guess, lines, grid, cfg, abundances=ab, rescue=False,
@@ -126,13 +111,10 @@ def test_pyinv_rules_do_not_stop_while_chi2_falls():
     assert max(gains) < 0.02, np.round(gains, 4)
 
 
-def test_engine_refuses_unknown_rules():
+def test_engine_refuses_unknown_rules(hinode):
     from pyinv import engine, inversion
 
-    d = np.load(REF / "invert_hinode.npz")
-    lines = LineList.read_sir(REF / "LINES_REF")
-    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
-    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+    d, lines, grid, guess = (hinode[k] for k in ("d", "lines", "grid", "guess"))
     setup = inversion.prepare_synthesis(lines, grid, log_tau=guess.log_tau)
     x = engine.model_array({c: getattr(guess, c) for c in engine.MODEL_COLUMNS})
     kw = dict(nodes=[1, 0, 0, 1, 1, 0, 0, 0])

@@ -97,20 +97,6 @@ def test_sigma_formula():
 
 
 # ------------------------------------------------------------------------------- the hinode case
-@pytest.fixture(scope="module")
-def hinode(reference_dir):
-    from pyinv.io.sir import read_abundances
-    from pyinv.lines import LineList, WavelengthGrid
-
-    d = np.load(reference_dir / "invert_hinode.npz")
-    lines = LineList.read_sir(reference_dir / "LINES_REF")
-    grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
-    ab = read_abundances(reference_dir / "THEVENIN")
-    cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
-    guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
-    return {"d": d, "lines": lines, "grid": grid, "ab": ab, "cfg": cfg, "guess": guess}
-
-
 def chi2n(obs, syn, weights, noise):
     """Issue 4's neutral merit: mean over Stokes and wavelengths of w_s (O - S)² / noise²."""
     return float(np.mean(np.asarray(weights, float)[:, None] * (obs - syn) ** 2) / noise ** 2)
