@@ -34,7 +34,7 @@ from .io import convert_torch_file, load_model, load_pretrained, pretrained_path
 from .catalogue import CATALOGUE, catalogue_names, pretrained  # noqa: F401
 from .recipes import RECIPES, Recipe, get_recipe  # noqa: F401
 from .trainingdata import generate_training_set, random_atmospheres  # noqa: F401
-from .predict import CNNPrediction, as_model, cluster, predict  # noqa: F401
+from .predict import CNNPrediction, as_model, cluster, cluster_outputs, predict  # noqa: F401
 from .init import CNNInit  # noqa: F401
 
 __all__ = ["NODES", "interpolate_nodes", "nodes_to_atmospheres", "CNNModel", "OUTPUTS", "SCALES",
@@ -42,4 +42,4 @@ __all__ = ["NODES", "interpolate_nodes", "nodes_to_atmospheres", "CNNModel", "OU
            "generate_training_set", "random_atmospheres",
            "TrainingSet", "build_training_set", "join", "normalise_stokes", "quiet_sun_continuum", "sample_nodes",
            "train", "load_model", "load_pretrained", "pretrained_path", "save_model", "CNNPrediction", "as_model",
-           "cluster", "predict", "CNNInit", "reference_config", "training_config", "assisted_config", "WEIGHTS"]
+           "cluster", "cluster_outputs", "predict", "CNNInit", "reference_config", "training_config", "assisted_config", "WEIGHTS"]
