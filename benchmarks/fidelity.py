@@ -69,7 +69,8 @@ def _load(name: str) -> dict:
                  truth=np.asarray(d["truth_models"]), family=np.asarray(d["family"]))
     elif name == "real300":
         d = np.load(REF / "real_sunspot_sir_dev300.npz")
-        grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
+        line1 = lines.subset([1])     # Fe I 6301.5 alone
+        grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], line1)
         nodes = json.loads(str(d["nodes"]))
         keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "vmac"}
         ncyc = max(len(v.split(",")) for v in nodes.values() if v)
@@ -81,10 +82,9 @@ def _load(name: str) -> dict:
         obs = np.zeros((len(nI), 4, nI.shape[1]))
         obs[:, 0], obs[:, 3] = nI, nV
         sir_merit = w[0] * np.mean((nI - d["sir_fit_I"]) ** 2, axis=1) + w[3] * np.mean((nV - d["sir_fit_V"]) ** 2, axis=1)
-        p = dict(obs=obs, lines=lines.subset([1]), grid=grid, cfg=cfg, guess=guess, ab=ab, w=w, noise=None,
+        p = dict(obs=obs, lines=line1, grid=grid, cfg=cfg, guess=guess, ab=ab, w=w, noise=None,
                  sir_merit=sir_merit, sir_seconds=np.asarray(d["sir_seconds"]), sir_models=np.asarray(d["sir_models"]),
                  bpar_wfa=np.asarray(d["bpar_wfa"]))
-        p["grid"] = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], p["lines"])
     else:
         raise ValueError(name)
     _P[name] = p

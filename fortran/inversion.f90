@@ -178,6 +178,14 @@ contains
     end if
   end subroutine lambda_update
 
+  !> Merit reduction that the quadratic model of the normal equations (alpha = JᵀWJ, beta = JᵀW(O - S))
+  !> predicts for the step delta: 2 deltaᵀbeta - deltaᵀ alpha delta.
+  pure real(dp) function model_reduction(m, delta, beta, alpha) result(r)
+    integer, intent(in) :: m
+    real(dp), intent(in) :: delta(m), beta(m), alpha(m, m)
+    r = 2.0_dp * dot_product(delta, beta) - dot_product(delta, matmul(alpha, delta))
+  end function model_reduction
+
   pure real(dp) function stop_threshold(k) result(th)
     integer, intent(in) :: k
     if (k < 25) then
@@ -603,7 +611,7 @@ contains
         ! pyinv's stop (issue 17): the undamped Gauss-Newton step's predicted reduction
         call modified_svd_solve(m, alpha, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
         pred0 = huge(1.0_dp)
-        if (ie == err_ok) pred0 = 2.0_dp * dot_product(delta, beta) - dot_product(delta, matmul(alpha, delta))
+        if (ie == err_ok) pred0 = model_reduction(m, delta, beta, alpha)
         ! converged (the last step and the quadratic model both gain less than rtol), or stagnating (the last
         ! three accepted steps together gained less than rtol although the model promises more)
         if ((pred0 <= rtol * merit .and. lastgain <= rtol) .or. (mhist(1) - merit) <= rtol * merit) then
@@ -623,7 +631,7 @@ contains
       end do
       call modified_svd_solve(m, adamp, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
       pred = 0.0_dp
-      if (ie == err_ok) pred = 2.0_dp * dot_product(delta, beta) - dot_product(delta, matmul(alpha, delta))
+      if (ie == err_ok) pred = model_reduction(m, delta, beta, alpha)
       ntrial = ntrial + 1
       ! the trial model: components, ties, hydrostatics, mixture
       xt = x

@@ -487,13 +487,15 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
             raise ValueError(f"rescue must be True, False or a reduced-chi2 threshold > 0, got {rescue!r}")
     if rtol is None:
         rtol = [RTOL_EARLY] * (max(int(getattr(config, "cycles", 1)), 1) - 1) + [RTOL_LAST]
-    first = _invert_path(stokes, guess, lines, grid, config, rtol=rtol, jacobian_reuse=jacobian_reuse, rules=rules,
+    rtols, rules = _stopping(rtol, rules)
+    first = _invert_path(stokes, guess, lines, grid, config, rtols=rtols, jacobian_reuse=jacobian_reuse, rules=rules,
                          svd_scaling=svd_scaling, **kw)
     first.chi2_reduced = _result_reduced_chi2(stokes, first, config)
-    sir_rules = (rules == "sir") or (rules is None and max(np.atleast_1d(rtol)) == 0)
-    if threshold is None or sir_rules or not (first.chi2_reduced > threshold):
+    if threshold is None or rules == "sir" or not (first.chi2_reduced > threshold):
         return first
-    second = _invert_path(stokes, guess, lines, grid, config, **RESCUE_PATH, **kw)
+    second_rtols, second_rules = _stopping(RESCUE_PATH["rtol"], RESCUE_PATH["rules"])
+    second = _invert_path(stokes, guess, lines, grid, config, rtols=second_rtols, rules=second_rules,
+                          jacobian_reuse=RESCUE_PATH["jacobian_reuse"], svd_scaling=RESCUE_PATH["svd_scaling"], **kw)
     second.chi2_reduced = _result_reduced_chi2(stokes, second, config)
     # keep the fit closer to the observation under the noise model with the configuration's Stokes weights
     # (σ = 1/S/N: the two descents reach minima of SIR's χ², whose per-Stokes σ follow each profile's
@@ -504,6 +506,19 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     out.rescue = 2 if better else 1
     out.syntheses = first.syntheses + second.syntheses
     return out
+
+
+def _stopping(rtol, rules: str | None) -> tuple[list[float], str]:
+    """Validated per-cycle tolerances and the rules they run under (``None``: SIR's when every tolerance is
+    0, else pyinv's)."""
+    rtols = [float(v) for v in np.atleast_1d(np.asarray(rtol, dtype=np.float64))]
+    if not rtols or not all(math.isfinite(v) and v >= 0 for v in rtols):
+        raise ValueError(f"rtol must be finite numbers >= 0 (one, or one per cycle), got {rtol!r}")
+    if rules is None:
+        rules = "sir" if max(rtols) == 0 else "pyinv"
+    if rules not in ("sir", "pyinv"):
+        raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
+    return rtols, rules
 
 
 def _weighted_residual(stokes, res: PixelResult, config: InversionConfig) -> float:
@@ -529,9 +544,10 @@ def _result_reduced_chi2(stokes, res: PixelResult, config: InversionConfig) -> f
 
 
 def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
-                 mu, psf, abundances, node_positions, max_iterations, jacobian, rtol, svd_scaling, jacobian_reuse,
+                 mu, psf, abundances, node_positions, max_iterations, jacobian, rtols, svd_scaling, jacobian_reuse,
                  rules, sir_compat, departures, guess2, filling2, stray_profile, stray_percent) -> PixelResult:
-    """One descent of :func:`invert_pixel` (its arguments, validated here) from one start."""
+    """One descent of :func:`invert_pixel` (its arguments, validated here; ``rtols`` and ``rules`` by
+    :func:`_stopping`) from one start."""
     if not isinstance(config, InversionConfig):
         raise ValueError(f"config must be a pyinv.InversionConfig, got {type(config).__name__}")
     if not isinstance(guess, Atmosphere) or guess.stacked:
@@ -552,13 +568,6 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         raise ValueError(f"svd_scaling must be 'jacobian' or 'sir', got {svd_scaling!r}")
     if not (isinstance(jacobian_reuse, (int, np.integer)) and 0 <= jacobian_reuse <= 100):
         raise ValueError(f"jacobian_reuse must be an integer in 0..100, got {jacobian_reuse!r}")
-    rtols = [float(v) for v in np.atleast_1d(np.asarray(rtol, dtype=np.float64))]
-    if not rtols or not all(math.isfinite(v) and v >= 0 for v in rtols):
-        raise ValueError(f"rtol must be finite numbers >= 0 (one, or one per cycle), got {rtol!r}")
-    if rules is None:
-        rules = "sir" if max(rtols) == 0 else "pyinv"
-    if rules not in ("sir", "pyinv"):
-        raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
     if jacobian not in ("nodes", "depth"):
         raise ValueError(f"jacobian must be 'nodes' or 'depth', got {jacobian!r}")
     mu_f = float(config.mu if mu is None else mu)
