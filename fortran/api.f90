@@ -585,9 +585,11 @@ end subroutine inv_node_jacobian
 subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weights, snr, nodes, maxnp, xnodes, &
                      usex, interp, svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, icon, maxit, &
                      jac_mode, jac_reuse, rtol, rules, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
-                     err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
+                     err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr, nhe, memo_ok, memo_want, memo_x, &
+                     memo_st, memo_rf, memo_het)
   use, intrinsic :: iso_c_binding, only: c_double, c_int
   use pyinv_synthesis, only: synth_setup, setup_from_buffers
+  use pyinv_hydrostatic, only: n_he_terms
   use pyinv_inversion, only: lm_cycle
   use pyinv_errors, only: err_bad_size
   implicit none
@@ -601,19 +603,25 @@ subroutine inv_cycle(ni, ibuf, nr, rbuf, n, nc, logtau, x, vmac, nw, obs, weight
                                  cerr(n, 7, nc), cerr_vmac(nc), err_mix(2), cerr_mix(2), cov(maxm, maxm), &
                                  trace(maxtr, 3), rinfo(5)
   integer(c_int), intent(out) :: info(6), ierr
+  !> the RF memo kept by the caller between the cycles of one descent (memo_ok(1) = 0: empty); nhe =
+  !> the number of HE terms (pyinv_hydrostatic::n_he_terms = 7; err_bad_size otherwise)
+  integer(c_int), intent(in) :: nhe
+  integer(c_int), intent(inout) :: memo_ok(1), memo_want(7)
+  real(c_double), intent(inout) :: memo_x(n, 7), memo_st(4, nw), memo_rf(4, nw, n, 7), memo_het(n, nhe)
   type(synth_setup) :: s
   integer :: ie, inf(6)
   fit = 0; pg = 0; rho = 0; z = 0; err = 0; err_vmac = 0; cerr = 0; cerr_vmac = 0; cov = 0; trace = 0
   err_mix = 0; cerr_mix = 0; rinfo = 0; info = 0
   call setup_from_buffers(int(ni), int(ibuf), int(nr), rbuf, s, ie)
   if (ie == 0 .and. s%nw /= nw) ie = err_bad_size
+  if (ie == 0 .and. nhe /= n_he_terms) ie = err_bad_size
   if (ie == 0) then
     call lm_cycle(s, int(n), logtau, int(nc), x, vmac, obs, weights, snr, int(nodes), int(maxnp), xnodes, &
                   int(usex), int(interp), svdtol, lambda0, int(boundary), bvalue, mu, int(mpress), mix, &
                   int(invmix), stray, int(icon), int(maxit), int(jac_mode), int(jac_reuse), rtol, int(rules), &
                   int(want_errors), fit, pg, &
                   rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, int(maxm), cov, int(maxtr), trace, &
-                  inf, rinfo, ie)
+                  inf, rinfo, ie, memo_ok(1), memo_want, memo_x, memo_st, memo_rf, memo_het)
     info = inf
   end if
   ierr = ie

@@ -25,7 +25,7 @@ module pyinv_inversion
   use pyinv_kinds, only: dp, pi
   use pyinv_errors, only: err_ok, err_bad_input, err_not_finite, err_no_data, err_zero_parameter, err_bad_size
   use pyinv_synthesis, only: synth_setup, synth_model, n_cols, col_t, col_pe, col_b, col_vlos, col_gam
-  use pyinv_hydrostatic, only: he_solve
+  use pyinv_hydrostatic, only: he_solve, n_he_terms
   use pyinv_linalg, only: modified_svd_solve
   use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, node_values_vector, &
                          secant_step, secant_update, layout_penalty, &
@@ -360,7 +360,8 @@ contains
   !> The Jacobian jac(4, nw, m) of the mixed profile: the node Jacobians of the free components
   !> (weighted by their share of the mix) and the columns of u and w (§1.5).
   pure subroutine mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, &
-                                 imix, stray, icon, m, jac, nsynth, ierr)
+                                 imix, stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, &
+                                 memo_rf, memo_het)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nc, off(2), he(2), boundary(nc), jac_mode, imix(2), m, icon
     real(dp), intent(in) :: logtau(n), x(n, n_cols, nc), vmac(nc), sync(4, s%nw, nc), mu, mix(2), stray(4, s%nw)
@@ -368,6 +369,10 @@ contains
     real(dp), intent(out) :: jac(4, s%nw, m)
     integer, intent(inout) :: nsynth
     integer, intent(out) :: ierr
+    !> the RF memo of pyinv_nodes::node_jacobian (one component only)
+    integer, intent(inout) :: memo_ok, memo_want(n_cols)
+    real(dp), intent(inout) :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
+                               memo_het(n, n_he_terms)
     real(dp) :: wc(nc), mixed(4, s%nw), ci(m)
     integer :: c
     ierr = err_ok
@@ -375,8 +380,14 @@ contains
     call mix_profiles(s%nw, nc, sync, mix, stray, icon, mixed, wc)
     do c = 1, nc
       if (lay(c)%m == 0) cycle
-      call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
-                         jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr)
+      if (nc == 1) then
+        call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
+                           jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr, memo_ok, memo_want, &
+                           memo_x, memo_st, memo_rf, memo_het)
+      else
+        call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
+                           jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr)
+      end if
       if (ierr /= err_ok) return
       if (icon > 0) ci(1:lay(c)%m) = jac(1, icon, off(c) + 1:off(c) + lay(c)%m)
       if (wc(c) /= 1.0_dp) jac(:, :, off(c) + 1:off(c) + lay(c)%m) = wc(c) * jac(:, :, off(c) + 1:off(c) + lay(c)%m)
@@ -434,7 +445,8 @@ contains
   pure subroutine lm_cycle(s, n, logtau, nc, x, vmac, obs, weights, snr, nodes, maxnp, xnodes, usex, interp, &
                            svdtol, lambda0, boundary, bvalue, mu, mpress, mix, invmix, stray, icon, maxit, jac_mode, &
                            jac_reuse, rtol, rules, want_errors, fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, &
-                           err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr)
+                           err_mix, cerr_mix, maxm, cov, maxtr, trace, info, rinfo, ierr, memo_ok, memo_want, memo_x, &
+                           memo_st, memo_rf, memo_het)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nc, nodes(n_slots, nc), maxnp, usex(n_slots), interp, boundary(nc), mpress, &
                            invmix(2), icon, maxit, jac_mode, maxm, maxtr, jac_reuse, want_errors, rules
@@ -445,6 +457,11 @@ contains
                              cerr(n, n_cols, nc), cerr_vmac(nc), err_mix(2), cerr_mix(2), cov(maxm, maxm), &
                              trace(maxtr, 3), rinfo(n_rinfo)
     integer, intent(out) :: info(n_info), ierr
+    !> the RF memo (pyinv_nodes::node_jacobian; used with one component): kept by the caller between the
+    !> cycles of one descent, so that a cycle's first Jacobian reuses the RFs of the previous cycle's last
+    integer, intent(inout) :: memo_ok, memo_want(n_cols)
+    real(dp), intent(inout) :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
+                               memo_het(n, n_he_terms)
     real(dp) :: sig(4, s%nw), wgt(4, s%nw), syn(4, s%nw), st(4, s%nw), lam, c2, c2t, amax(s%nl), dsyn(4, s%nw)
     real(dp) :: sync(4, s%nw, nc), stc(4, s%nw, nc), xt(n, n_cols, nc), vt(nc), mixt(2), wc(nc)
     real(dp) :: hist(64), xe(n, n_cols, nc), ve(nc), pg2(n), rho2(n), z2(n), dof, a, r
@@ -575,7 +592,7 @@ contains
     call penalty(x, pen, gpen)
     merit = c2 * (1.0_dp + pen)
     call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                        icon, m, jac, nsynth, ierr)
+                        icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
     if (ierr /= err_ok) return
     have_jac = .true.
 
@@ -618,7 +635,7 @@ contains
           if (have_jac) exit
           ! never end a cycle on a secant (Broyden) Jacobian: refresh it and judge again
           call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                              stray, icon, m, jac, nsynth, ierr)
+                              stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
           if (ierr /= err_ok) exit
           nreuse = 0
           have_jac = .true.
@@ -731,7 +748,7 @@ contains
             nreuse = nreuse + 1
           else
             call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                                stray, icon, m, jac, nsynth, ierr)
+                                stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
             if (ierr /= err_ok) exit
             nreuse = 0
             have_jac = .true.
@@ -741,7 +758,7 @@ contains
         ! a failed step with an updated (approximate) Jacobian: take the exact one and retry at the
         ! same lambda before counting a failure
         call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                            stray, icon, m, jac, nsynth, ierr)
+                            stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
         if (ierr /= err_ok) exit
         nreuse = 0
         have_jac = .true.
@@ -789,7 +806,7 @@ contains
     end do
     if (.not. have_jac) then
       call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                          icon, m, jac, nsynth, ierr)
+                          icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
       if (ierr /= err_ok) then
         info(info_syntheses) = nsynth
         return

@@ -416,7 +416,7 @@ contains
   !> Node Jacobian jac(4, nw, m) = d stokes / d delta at the model (x, vmac) whose synthesis is syn.
   !> he: 1 when Pe follows hydrostatic equilibrium (T columns include the HE coupling).
   pure subroutine node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, &
-                                ierr)
+                                ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, he, boundary, jac_mode
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, syn(4, s%nw), mu
@@ -424,9 +424,15 @@ contains
     real(dp), intent(out) :: jac(4, s%nw, lay%m)
     integer, intent(inout) :: nsynth
     integer, intent(out) :: ierr
-    real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), col(n)
-    real(dp) :: rf(4, s%nw, n, n_cols), rfv(4, s%nw), st(4, s%nw), amax(s%nl), het(n, n_he_terms)
-    real(dp), allocatable :: dlt(:, :), dlp(:, :)
+    !> optional memo of the last analytic RFs (pyinv, issue 17): memo_ok = 1 when memo_rf / memo_st /
+    !> memo_het hold synth_rf's unconvolved RFs, profiles and HE terms at model memo_x for the variables
+    !> memo_want; a Jacobian at that model (e.g. the first of the next cycle) reuses them
+    integer, intent(inout), optional :: memo_ok, memo_want(n_cols)
+    real(dp), intent(inout), optional :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
+                                         memo_het(n, n_he_terms)
+    real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n)
+    real(dp), allocatable :: rf(:, :, :, :), st(:, :), het(:, :), dlt(:, :), dlp(:, :)
+    real(dp) :: rfv(4, s%nw), amax(s%nl)
     logical :: need_fd(lay%m)
     type(synth_setup) :: s1
     integer :: v, j, nv, want(n_cols), jj
@@ -443,47 +449,26 @@ contains
       if (he /= 0 .and. lay%s(col_t)%n > 0) want(col_pe) = 1
       s1 = s
       s1%no_convolution = 1
-      call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het)
-      nsynth = nsynth + 1
-      if (ierr /= err_ok) return
-      if (he /= 0 .and. lay%s(col_t)%n > 0) then
-        allocate(dlt(n, lay%s(col_t)%n), dlp(n, lay%s(col_t)%n))
-        dlt = lay%s(col_t)%d
-        if (s%eos_compat == 0) then
-          ! the EOS derivatives of the RF pass (its continuum opacity has no compat mode)
-          call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
-              lay%s(col_t)%n, dlt, dlp, ierr, het)
-        else
-          call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
-              lay%s(col_t)%n, dlt, dlp, ierr)
+      if (present(memo_ok) .and. present(memo_want) .and. present(memo_x) .and. present(memo_st) .and. &
+          present(memo_rf) .and. present(memo_het)) then
+        if (.not. (memo_ok == 1 .and. all(memo_want >= want) .and. all(memo_x == x))) then
+          memo_ok = 0
+          call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het)
+          nsynth = nsynth + 1
+          if (ierr /= err_ok) return
+          memo_ok = 1
+          memo_want = want
+          memo_x = x
         end if
+        call analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, memo_st, memo_rf, memo_het, jac, ierr)
+      else
+        allocate(rf(4, s%nw, n, n_cols), st(4, s%nw), het(n, n_he_terms))
+        call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het)
+        nsynth = nsynth + 1
         if (ierr /= err_ok) return
+        call analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, st, rf, het, jac, ierr)
       end if
-      do v = 1, n_cols
-        nv = lay%s(v)%n
-        do j = 1, nv
-          jj = lay%s(v)%first + j - 1
-          col = lay%s(v)%d(:, j)
-          jac(:, :, jj) = reshape(matmul(reshape(rf(:, :, :, v), [4 * s%nw, n]), col), [4, s%nw])
-          if (v == col_t .and. he /= 0) then
-            jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, col_pe), [4 * s%nw, n]), &
-                                                           dlp(:, j)), [4, s%nw])
-          end if
-        end do
-      end do
-      ! all columns convolved at once (one kernel per group)
-      call convolve_spectrum(s, vmac, lay%m, jac, ierr)
       if (ierr /= err_ok) return
-      if (lay%s(slot_vmac)%n > 0) then
-        ! relative vmac: vmac dS/dvmac by central differences of the convolution alone
-        sp = st
-        call convolve_spectrum(s, vmac * (1.0_dp + fd_step), 1, sp, ierr)
-        if (ierr /= err_ok) return
-        rfv = st
-        call convolve_spectrum(s, vmac * (1.0_dp - fd_step), 1, rfv, ierr)
-        if (ierr /= err_ok) return
-        jac(:, :, lay%s(slot_vmac)%first) = (sp - rfv) / (2.0_dp * fd_step)
-      end if
       ! safety net: a free parameter whose analytic column is identically zero (e.g. an RF path that
       ! does not provide it) is differenced directly below
       do jj = 1, lay%m
@@ -526,6 +511,62 @@ contains
       end do
     end do
   end subroutine node_jacobian
+
+  !> The node columns of the analytic Jacobian from synth_rf's unconvolved RFs rf, profiles st and HE
+  !> terms het at model x: the chain rule through the node basis (and, for temperature in HE, the
+  !> tangent-linear Pe change), the columns convolved, and the vmac column by central differences of the
+  !> convolution alone.
+  pure subroutine analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, st, rf, het, jac, ierr)
+    type(synth_setup), intent(in) :: s
+    integer, intent(in) :: n, he, boundary
+    real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, mu, st(4, s%nw), rf(4, s%nw, n, n_cols), &
+                            het(n, n_he_terms)
+    type(layout), intent(in) :: lay
+    real(dp), intent(inout) :: jac(4, s%nw, lay%m)
+    integer, intent(out) :: ierr
+    real(dp) :: sp(4, s%nw), rfv(4, s%nw), col(n)
+    real(dp), allocatable :: dlt(:, :), dlp(:, :)
+    integer :: v, j, nv, jj
+    ierr = err_ok
+    if (he /= 0 .and. lay%s(col_t)%n > 0) then
+      allocate(dlt(n, lay%s(col_t)%n), dlp(n, lay%s(col_t)%n))
+      dlt = lay%s(col_t)%d
+      if (s%eos_compat == 0) then
+        ! the EOS derivatives of the RF pass (its continuum opacity has no compat mode)
+        call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
+            lay%s(col_t)%n, dlt, dlp, ierr, het)
+      else
+        call he_tangent(s%eps, s%eos_compat, n, logtau, x(:, col_t), x(:, col_pe), boundary, mu, &
+            lay%s(col_t)%n, dlt, dlp, ierr)
+      end if
+      if (ierr /= err_ok) return
+    end if
+    do v = 1, n_cols
+      nv = lay%s(v)%n
+      do j = 1, nv
+        jj = lay%s(v)%first + j - 1
+        col = lay%s(v)%d(:, j)
+        jac(:, :, jj) = reshape(matmul(reshape(rf(:, :, :, v), [4 * s%nw, n]), col), [4, s%nw])
+        if (v == col_t .and. he /= 0) then
+          jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, col_pe), [4 * s%nw, n]), &
+                                                         dlp(:, j)), [4, s%nw])
+        end if
+      end do
+    end do
+    ! all columns convolved at once (one kernel per group)
+    call convolve_spectrum(s, vmac, lay%m, jac, ierr)
+    if (ierr /= err_ok) return
+    if (lay%s(slot_vmac)%n > 0) then
+      ! relative vmac: vmac dS/dvmac by central differences of the convolution alone
+      sp = st
+      call convolve_spectrum(s, vmac * (1.0_dp + fd_step), 1, sp, ierr)
+      if (ierr /= err_ok) return
+      rfv = st
+      call convolve_spectrum(s, vmac * (1.0_dp - fd_step), 1, rfv, ierr)
+      if (ierr /= err_ok) return
+      jac(:, :, lay%s(slot_vmac)%first) = (sp - rfv) / (2.0_dp * fd_step)
+    end if
+  end subroutine analytic_columns
 
   !> Node Jacobian at model x for node counts nodes(n_slots) (layout as in the LM cycle, v_off from x).
   pure subroutine node_jacobian_at(s, n, logtau, x, vmac, nodes, maxnp, xnodes, usex, interp, he, &

@@ -97,7 +97,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 6
+ENGINE_API_VERSION = 7
 
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
@@ -625,12 +625,33 @@ class CycleResult:
     cerr_mix: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
+#: HE terms of the RF memo (fortran/hydrostatic.f90 n_he_terms)
+N_HE_TERMS = 7
+
+
+class RFMemo:
+    """The response functions of a descent's last analytic Jacobian (engine ``memo_*`` of ``inv_cycle``):
+    the next cycle's first Jacobian, at the same model, reuses them instead of a new RF pass (one
+    component; results are identical with or without it). One per descent: ``RFMemo(setup.nw, ndep)``."""
+
+    def __init__(self, nw: int, ndep: int):
+        self.ok = np.zeros(1, dtype=np.int32)
+        self.want = np.zeros(7, dtype=np.int32)
+        self.x = np.zeros((ndep, 7), dtype=np.float64, order="F")
+        self.st = np.zeros((4, nw), dtype=np.float64, order="F")
+        self.rf = np.zeros((4, nw, ndep, 7), dtype=np.float64, order="F")
+        self.het = np.zeros((ndep, N_HE_TERMS), dtype=np.float64, order="F")
+
+    def fits(self, nw: int, ndep: int) -> bool:
+        return self.st.shape == (4, nw) and self.x.shape == (ndep, 7)
+
+
 def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *, xnodes=None,
               interp: int = 0, svdtol: float = 1e-4, lambda0: float = 1e-3, boundary=0,
               bvalue=0.0, mu: float = 1.0, maxit: int = 100, jac_mode: int = JAC_FINITE_DIFFERENCE,
               jac_reuse: int = 0, rtol: float = 0.0, rules: int = 0, errors: bool = True, maxm: int = 128,
               maxtr: int = 400, magnetic_pressure: bool = False, mix=(0.0, 0.0), invert_mix=(0, 0),
-              stray=None, contrast_point: int = -1) -> CycleResult:
+              stray=None, contrast_point: int = -1, memo: RFMemo | None = None) -> CycleResult:
     """One LM cycle. Never raises on engine failures: the result holds ``ierr`` (0 = success).
 
     One component: ``x`` (ndep, 7), ``vmac`` a float, ``nodes`` 8 counts, ``boundary``/``bvalue`` scalars.
@@ -642,7 +663,8 @@ def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *
     ones (0 = SIR's rule). ``rules``: 0 SIR's λ schedule and stopping rules (``rtol`` > 0 adds the
     two-small-gains stop), 1 pyinv's (issue 17: gain-ratio λ, stop when the Gauss-Newton step predicts a merit
     reduction below ``rtol`` × merit, judged with an exact Jacobian). ``errors=False`` skips the uncertainties (``err``, ``cerr``, ``cov`` zero)
-    and their final Jacobian."""
+    and their final Jacobian. ``memo``: an :class:`RFMemo` kept across the cycles of one descent (None: a
+    fresh one, i.e. no reuse)."""
     xa, use = _xnodes(xnodes)
     x = np.asarray(x, dtype=np.float64)
     two = x.ndim == 3
@@ -655,12 +677,15 @@ def inv_cycle(setup: Setup, log_tau, x, vmac, obs, weights, snr: float, nodes, *
     mx = np.array([float(mix[0]), float(mix[1])], dtype=np.float64)
     nw = setup.nw
     st = np.zeros((4, nw)) if stray is None else np.asarray(stray, dtype=np.float64)
+    ndep = np.asarray(log_tau).size
+    if memo is None or not memo.fits(nw, ndep):
+        memo = RFMemo(nw, ndep)
     out = api().inv_cycle(setup.ibuf, setup.rbuf, f64(log_tau), xf, vm, f64_fortran(obs), f64(weights), float(snr),
                           nd, xa, use, int(interp), float(svdtol), float(lambda0), bnd, bval, float(mu),
                           int(bool(magnetic_pressure)), mx, _i32(invert_mix), f64_fortran(st),
                           int(contrast_point) + 1 if contrast_point >= 0 else 0, int(maxit),
                           int(jac_mode), int(jac_reuse), float(rtol), int(rules), int(bool(errors)), int(maxm),
-                          int(maxtr))
+                          int(maxtr), memo.ok, memo.want, memo.x, memo.st, memo.rf, memo.het)
     (fit, pg, rho, z, err, err_vmac, cerr, cerr_vmac, err_mix, cerr_mix, cov, trace, info, rinfo, ierr) = out
     info = dict(zip(INFO_SLOTS, (int(v) for v in info)))
     rinfo = dict(zip(RINFO_SLOTS, (float(v) for v in rinfo)))

@@ -634,6 +634,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     nsyn = 0
     res = None
     last_ok = None
+    memo = engine.RFMemo(setup_lm.nw, ndep)   # RFs reused across the cycles (one component)
     for c in cycles:
         counts = [_cycle_nodes(config, c, ndep, xnodes, model=k, ties=two) for k in range(1, len(comps) + 1)]
         if config.value("auto_nodes", c) == 1:
@@ -665,7 +666,8 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                rules=0 if rules == "sir" else 1,
                                errors=c == config.cycles,   # uncertainties of the last cycle only
                                magnetic_pressure=bool(config.magnetic_pressure), mix=mix,
-                               invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon)
+                               invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon,
+                               memo=memo)
         nsyn += res.syntheses
         log = dict(zip(engine.INV_SLOTS, counts[0]))
         if two:
