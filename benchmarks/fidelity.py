@@ -150,6 +150,17 @@ def summarise(name: str, rows: list[dict]) -> dict:
         s["blos_corr_sir"] = float(np.corrcoef(b_ours, b_sir)[0, 1])
         s["blos_corr_wfa"] = float(np.corrcoef(b_ours, p["bpar_wfa"][idx])[0, 1])
         s["sir_blos_corr_wfa"] = float(np.corrcoef(b_sir, p["bpar_wfa"][idx])[0, 1])
+        # where the two B_los disagree most: whose fit is better there, and whose B_los is nearer the
+        # weak-field estimate; and the correlation over the pixels whose two fits are equally good
+        top = np.argsort(-np.abs(b_ours - b_sir))[:10]
+        wfa = p["bpar_wfa"][idx]
+        s["blos_top10_ours_better_fit"] = int(np.sum(ratio[top] < 1.0))
+        s["blos_top10_merit_ratio_median"] = float(np.median(ratio[top]))
+        s["blos_top10_ours_nearer_wfa"] = int(np.sum(np.abs(b_ours[top] - wfa[top]) < np.abs(b_sir[top] - wfa[top])))
+        same = (ratio > 1 / 1.05) & (ratio < 1.05)
+        s["blos_corr_sir_equal_fits"] = float(np.corrcoef(b_ours[same], b_sir[same])[0, 1]) if same.sum() > 2 \
+            else float("nan")
+        s["equal_fits"] = int(same.sum())
     return s
 
 
@@ -300,7 +311,7 @@ def main(argv=None) -> int:
         for h, rr in halves.items():
             s = summarise(name, rr)
             out[h] = s
-            extra = "".join(f" {k}={v:.3f}" for k, v in s.items() if k.startswith(("blos", "sir_blos")))
+            extra = "".join(f" {k}={v:.3f}" for k, v in s.items() if k.startswith(("blos", "sir_blos", "equal_fits")))
             say(f"{name:9s} {h:15s} n={s['n']:3d} parity {s['parity_count']}/{s['n']} = {100 * s['parity']:.1f} %"
                   f" ratio med {s['ratio_median']:.3f} p90 {s['ratio_p90']:.3f} {s['s_per_pixel']:.3f} s/pix"
                   f" (SIR quoted {s['sir_s_per_pixel_quoted']:.2f}) bad {s['status_nonzero']}"
