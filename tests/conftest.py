@@ -1,14 +1,12 @@
-"""Shared fixtures: the ../shared folder beside the repository (skipped where absent)."""
+"""Shared fixtures: the ../shared folder beside the repository (skipped where absent), the engine, shared
+problems. Plain helper functions and constants are in helpers.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
-DATA = SHARED / "data"
+from helpers import DATA, REFERENCE, SHARED, engine_missing, six_pixel_map
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +33,16 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def engine():
     """The compiled engine, or a skip where it is not built."""
-    import pyinv
+    why = engine_missing()
+    if why is not None:
+        pytest.skip(f"engine not built ({why})")
 
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
+
+@pytest.fixture(scope="module")
+def six_pixels(engine):
+    """helpers.six_pixel_map(): lines, grid, a one-cycle configuration and a 2×3 cube (test_scheduler.py,
+    test_robustness.py)."""
+    return six_pixel_map()
 
 
 @pytest.fixture(scope="module")
