@@ -18,11 +18,7 @@ pytestmark = pytest.mark.skipif(not hasattr(pyinv, "invert_pixel"),
 
 
 @pytest.fixture(scope="module")
-def problem():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
+def problem(engine):
     lines = pyinv.default_lines()
     grid = models.hinode_grid(lines)
     cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 2, "vlos": 1, "B": 1, "gamma": 1, "phi": 1},
