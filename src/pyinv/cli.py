@@ -301,7 +301,8 @@ def _cmd_cnn_train(args: argparse.Namespace) -> int:
                 setattr(args, k, 1)
         return commands.cmd_cnn_train(args)
     if not (args.cube or args.generate):
-        raise ValueError("give --recipe NAME (a catalogue model), a cube FITS (with --result or not) or --generate N")
+        raise ValueError(("give --recipe NAME (a catalogue model), " if hasattr(args, "recipe") else "give ")
+                         + "a cube FITS (with --result or not) or --generate N")
     for k, v in _OWN_MODEL_DEFAULTS.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
