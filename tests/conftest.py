@@ -9,25 +9,25 @@ import pytest
 from helpers import DATA, REFERENCE, SHARED, engine_missing, six_pixel_map
 
 
+def _present(folder: Path) -> Path:
+    if not folder.is_dir():
+        pytest.skip(f"../{folder.relative_to(SHARED.parent)} is not present")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not present")
-    return SHARED
+    return _present(SHARED)
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip("../shared/reference is not present")
-    return REFERENCE
+    return _present(REFERENCE)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA.is_dir():
-        pytest.skip("../shared/data is not present")
-    return DATA
+    return _present(DATA)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,13 @@ def require_engine() -> None:
         pytest.skip(f"engine not built ({why})", allow_module_level=True)
 
 
+def assert_file_refused(read, path: Path, text: str, match: str) -> None:
+    """``read(path)`` of a file holding ``text`` raises a ValueError whose message matches ``match``."""
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read(path)
+
+
 def _thevenin_like() -> np.ndarray:
     """A fixed abundance set (THEVENIN-like, log eps) that does not need ../shared."""
     ab = np.zeros(92)
