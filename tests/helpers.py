@@ -88,6 +88,37 @@ def invert_map(setup, cube=None, **kw):
     return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
 
 
+def interrupt_run(invert, after: int, checkpoint: Path, **kw) -> int:
+    """``invert(checkpoint=checkpoint, progress=..., **kw)`` stopped by a KeyboardInterrupt once ``after`` pixels
+    are done (as Ctrl-C would); returns how many pixels the checkpoint holds as done."""
+    from pyinv.status import STATUS_PENDING
+
+    def stop(done, total):
+        if done >= after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        invert(checkpoint=checkpoint, progress=stop, **kw)
+    return int((np.load(Path(checkpoint) / "status.npy") != STATUS_PENDING).sum())
+
+
+def worker_killer():
+    """A progress callback that SIGKILLs one live pool worker at its first call before the end of the run, and
+    the list of the pids it killed."""
+    import multiprocessing
+    import os
+    import signal
+
+    killed: list[int] = []
+
+    def kill_one(done, total):
+        if not killed and done < total:
+            kids = [p for p in multiprocessing.active_children() if p.is_alive()]
+            os.kill(kids[0].pid, signal.SIGKILL)
+            killed.append(kids[0].pid)
+    return kill_one, killed
+
+
 def assert_same_results(a, b, fields=("atmospheres", "fits", "chi2", "status", "macro")) -> None:
     """The named arrays of two map results are identical."""
     for k in fields:

@@ -3,7 +3,6 @@ pyinv._testing (a real, cheap, deterministic vlos fit). The same behaviours with
 pyinv.invert_pixel are tested in test_maps.py."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 
@@ -15,6 +14,7 @@ from pyinv import maps, models, scheduler
 from pyinv._testing import vlos_fit_solver
 
 from helpers import assert_same_results as same
+from helpers import interrupt_run, worker_killer
 from helpers import invert_map as run   # the misbehaving stand-in solver; the 2x3 map: conftest's six_pixels
 
 
@@ -94,13 +94,7 @@ def test_sigma_sets_snr(six_pixels):
 def test_worker_killed_mid_run(six_pixels):
     cube = np.repeat(six_pixels[3], 2, axis=0)  # 4 x 3
     cube[..., 0, 0] = np.where(np.arange(3) % 2 == 0, 6.0, cube[..., 0, 0])  # slow pixels (0.3 s)
-    killed = []
-
-    def kill_one(done, total):
-        if not killed and done < total:
-            kids = [p for p in multiprocessing.active_children() if p.is_alive()]
-            os.kill(kids[0].pid, signal.SIGKILL)
-            killed.append(kids[0].pid)
+    kill_one, killed = worker_killer()
 
     r = run(six_pixels, cube=cube, chunk=1, progress=kill_one)
     assert killed and r.provenance["pool_restarts"] >= 1
@@ -125,15 +119,7 @@ def test_crashing_pixel_and_time_limit(six_pixels):
 def test_checkpoint_interrupt_and_resume(six_pixels, tmp_path):
     cube = np.repeat(six_pixels[3], 2, axis=0)
     ck = tmp_path / "ck"
-
-    def stop(done, total):
-        if done >= 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(six_pixels, cube=cube, chunk=1, workers=1, checkpoint=ck, progress=stop)
-    st = np.load(ck / "status.npy")
-    n_done = int((st != scheduler.STATUS_PENDING).sum())
+    n_done = interrupt_run(lambda **kw: run(six_pixels, cube=cube, chunk=1, workers=1, **kw), 3, ck)
     assert 3 <= n_done < 12
     r = run(six_pixels, cube=cube, chunk=1, checkpoint=ck)
     assert r.provenance["resumed"] and r.provenance["computed"] == 12 - n_done
