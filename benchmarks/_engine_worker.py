@@ -1,4 +1,5 @@
-"""Worker process of the side-by-side benchmarks (bench_inversion.py, bench_synthesis.py).
+"""Worker process of the side-by-side benchmarks (bench_inversion.py, bench_synthesis.py; started by
+``_common.Worker``).
 
 Runs one pyinv installation — whatever ``pyinv`` this interpreter imports (set PYTHONPATH to a build
 of another commit to time that engine) — on requests read line by line from stdin, and answers each
@@ -15,14 +16,13 @@ answer the same requests. Requests (JSON):
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+from _common import load_sir_problem, pin_threads
 
+pin_threads()
 import numpy as np  # noqa: E402
 
 
@@ -44,8 +44,6 @@ def main() -> int:
     import pyinv
     from pyinv.atmosphere import Atmosphere
     from pyinv.config import InversionConfig
-    from pyinv.io.sir import read_abundances
-    from pyinv.lines import LineList, WavelengthGrid
 
     st: dict = {}
     for line in sys.stdin:
@@ -55,17 +53,9 @@ def main() -> int:
         if op == "quit":
             break
         if op == "load_inversion":
-            ref = Path(req["reference"])
-            d = np.load(ref / "invert_hinode.npz")
-            st["d"] = d
-            st["lines"] = LineList.read_sir(ref / "LINES_REF")
-            st["grid"] = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], st["lines"])
-            st["ab"] = read_abundances(ref / "THEVENIN")
-            st["cfg"] = InversionConfig.from_sir_text(str(d["sir_trol"]))
-            st["guess"] = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
+            st.update(load_sir_problem(Path(req["reference"])))
+            d = st["d"]
             st["cfg_assisted"] = InversionConfig.from_sir_text(assisted_control(str(d["sir_trol"])))
-            st["w"] = np.asarray(d["weights"], float)
-            st["noise"] = float(d["noise"])
             # warm-up: imports and first-call overheads
             pyinv.invert_pixel(d["observed"][0], st["guess"], st["lines"], st["grid"],
                                InversionConfig(cycles=1, nodes={"T": 1}), abundances=st["ab"])

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import RESULTS, code_version, transfer_maps, truth_correlations
+
 PAIRS = ("assisted_vs_standard", "assisted_vs_truth", "standard_vs_truth", "unseen_assisted_vs_standard",
          "unseen_assisted_vs_truth")
 QUANTITIES = ("T", "v", "B", "inc", "azi_cos2", "azi_sin2")
@@ -56,26 +58,6 @@ SPEEDUP_MIN = 2.5
 
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
-
-
-def _git_commit() -> dict:
-    import subprocess
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": head, "dirty": dirty}
-
-
-def _corr_mask(a, b, sel):
-    a, b = np.ravel(a), np.ravel(b)
-    ok = np.isfinite(a) & np.isfinite(b) & np.ravel(sel)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def _workdir(args, name: str) -> tuple[Path, Path, dict, int]:
@@ -90,45 +72,17 @@ def _workdir(args, name: str) -> tuple[Path, Path, dict, int]:
     return work, tfile, timings, args.workers or len(os.sched_getaffinity(0))
 
 
-def transfer_maps(n: int, seed: int, inst: dict, only: str | None = None) -> dict:
-    """The transfer maps (never in a training recipe): generator factories by name, seeds seed..seed+4 — the
-    four of issue 12 and ``quietplage_mu1`` (issue 17's third family, :func:`pyinv.synthetic.generate_quiet_plage`,
-    never used for training or tuning); ``only`` a comma-separated subset of the names."""
-    from pyinv.synthetic import generate_emerging_region, generate_map, generate_quiet_plage
-
-    maps = {"sunspot_mu1": lambda: generate_map(n, seed, mu=1.0, **inst),
-            "sunspot_mu0.77": lambda: generate_map(n, seed + 1, mu=0.77, **inst),
-            "sunspot_mu0.5": lambda: generate_map(n, seed + 2, mu=0.5, **inst),
-            "emerging_mu1": lambda: generate_emerging_region(n, seed + 3, mu=1.0, **inst),
-            "quietplage_mu1": lambda: generate_quiet_plage(n, seed + 4, mu=1.0, **inst)}
-    if only:
-        maps = {k: v for k, v in maps.items() if k in only.split(",")}
-    return maps
-
-
-def truth_correlations(q: dict, truth: dict, b_min: float = 300.0) -> dict:
-    """Correlations with the truth (issue 12): T, v, B on all pixels; inclination where the true B > 300 G;
-    cos 2φ, sin 2φ where the true transverse field > 300 G."""
-    allp = np.ones(np.shape(truth["T"]), bool)
-    strong = truth["B"] > b_min
-    trans = truth["Bt"] > b_min
-    return {"T": _corr_mask(q["T"], truth["T"], allp), "v": _corr_mask(q["v"], truth["v"], allp),
-            "B": _corr_mask(q["B"], truth["B"], allp), "inc": _corr_mask(q["inc"], truth["inc"], strong),
-            "azi_cos2": _corr_mask(q["azi_cos2"], truth["azi_cos2"], trans),
-            "azi_sin2": _corr_mask(q["azi_sin2"], truth["azi_sin2"], trans)}
-
-
 def main_transfer(args) -> None:
     import pyinv
     import pyinv.cnn as cnn
     from pyinv.cnn.commands import comparison_figures, quantities
 
     n = args.size
-    out = Path(args.out or (Path(__file__).parent / "results" / f"assisted_transfer_{n}.json"))
+    out = Path(args.out or (RESULTS / f"assisted_transfer_{n}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     work, tfile, timings, workers = _workdir(args, f"bench_assisted_transfer_{n}")
     model = cnn.as_model(args.model)
-    git = _git_commit()
+    git = code_version()
     log(f"bench_assisted --protocol transfer: {n}x{n} maps, workers={workers}, model {model}, commit {git}")
     if args.out is None and model.meta.get("name") not in (None, "hinode-sp-fe6301"):
         out = out.with_name(f"assisted_transfer_{model.meta['name']}_{n}.json")
@@ -288,7 +242,7 @@ def main() -> None:
     from pyinv.synthetic import generate_map
 
     n = args.size
-    out = Path(args.out or (Path(__file__).parent / "results" / ("assisted.json" if n == 64 else f"assisted_{n}.json")))
+    out = Path(args.out or (RESULTS / ("assisted.json" if n == 64 else f"assisted_{n}.json")))
     out.parent.mkdir(parents=True, exist_ok=True)
     work, tfile, timings, workers = _workdir(args, f"bench_assisted_{n}")
 

@@ -41,7 +41,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, code_version
+
 CACHE = ROOT / "benchmarks" / "out"
 
 
@@ -180,7 +181,7 @@ def main() -> None:
         print(s, flush=True)
         lines_out.append(s)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = (code_version()["commit"] or "")[:7]
     say(f"bench_cnn_memory: pyinv.invert(init=CNNInit(max_iterations={args.max_iterations}), config None, "
         f"workers={args.workers}, checkpoint=tmp) on every pixel of generate_map(N, seed=7)"
         + (f" (maps larger than {args.tile}x{args.tile}: that map tiled)" if args.tile else "")

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidebyside import code_version  # noqa: E402
+from _common import code_version
 
 
 def main(argv=None) -> int:

@@ -18,53 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidebyside import Worker, baseline_root, code_version  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT.parent / "shared" / "reference"
-
-
-def _sir_runner(ref: Path, d):
-    """A function timing SIR on one pixel (reference configuration), or None without SIR_X."""
-    exe = os.environ.get("SIR_X")
-    if not exe:
-        return None
-    from pyinv.atmosphere import Atmosphere
-    from pyinv.io.sir import write_sir_model, write_sir_profiles
-
-    work = Path(tempfile.mkdtemp(prefix="pyinv-sir-"))
-    for f in ("LINES_REF", "THEVENIN"):
-        shutil.copy(ref / f, work / f)
-    regions = json.loads(str(d["regions"]))
-    with open(work / "grid.grid", "w") as fh:
-        fh.write("IMPORTANT: a) All items must be separated by commas.\n"
-                 "           b) The first six characters of the last line\n"
-                 "          in the header (if any) must contain the symbol ---\n"
-                 "Line and blends indices   :   Initial lambda     Step     Final lambda\n"
-                 "(in this order)                    (mA)          (mA)         (mA)\n"
-                 "-----------------------------------------------------------------------\n")
-        for r in regions:
-            fh.write(f"{r[0]}   :   {r[1]}, {r[2]}, {r[3]}\n")
-    write_sir_model(work / "g.mod", Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"])))
-    (work / "sir.trol").write_text(str(d["sir_trol"]))
-
-    def run(i: int) -> float:
-        write_sir_profiles(work / "obs.per", d["line_index"], d["offset_mA"], d["observed"][i])
-        t0 = time.perf_counter()
-        subprocess.run([exe], input="sir.trol\n", text=True, cwd=work, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
-        return time.perf_counter() - t0
-    return run
+from _common import REF, Worker, baseline_root, chi2n, code_version, sir_runner
 
 
 def main(argv=None) -> int:
@@ -79,8 +38,7 @@ def main(argv=None) -> int:
     d = np.load(args.reference / "invert_hinode.npz")
     w = np.asarray(d["weights"], float)
     noise = float(d["noise"])
-    sir_chi2n = [float(np.mean(w[:, None] * (d["observed"][i] - d["sir_fit"][i]) ** 2) / noise ** 2)
-                 for i in range(len(d["observed"]))]
+    sir_chi2n = [chi2n(d["observed"][i], d["sir_fit"][i], w, noise) for i in range(len(d["observed"]))]
     pixels = list(range(len(d["observed"]))) if args.pixels is None else args.pixels
 
     workers = {"new": Worker(None, "new")}
@@ -91,7 +49,7 @@ def main(argv=None) -> int:
         print("no baseline engine (run tools/build_baseline.sh or set PYINV_BASELINE): timing this engine only")
     engines = {k: wk.ask({"op": "load_inversion", "reference": str(args.reference)})["engine"]
                for k, wk in workers.items()}
-    sir = _sir_runner(args.reference, d)
+    sir = sir_runner(args.reference, d)
     print("engines:", ", ".join(f"{k} = {v}" for k, v in engines.items()), "| SIR:", os.environ.get("SIR_X", "not given"))
 
     report: dict = {"pixels": pixels, "engines": engines, "baseline": "commit ccb99ce (pre-v2)" if base else None,

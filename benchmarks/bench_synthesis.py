@@ -19,27 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+from _common import REF, Worker, baseline_root, code_version, pin_threads
 
+pin_threads()
 import numpy as np  # noqa: E402
 
 import pyinv  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidebyside import Worker, baseline_root, code_version  # noqa: E402
 
 SIR_US_PER_POINT = 1.0
 TARGET_US_PER_POINT = 0.2
 
 
 def _case():
-    ref = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    ref = REF
     regions = [("1,2", -615.9, 21.549, 1776.0)]
     if (ref / "synth_hinode.npz").is_file():
         d = np.load(ref / "synth_hinode.npz")
@@ -115,8 +111,8 @@ def main(argv=None) -> dict:
     print(f"  response functions without convolution (the inversion's Jacobian): "
           f"{np.min(t_rf_nc) * 1e3:.3f} ms (min), ratio {res['rf_noconv_over_synthesis_min']:.2f}")
     base = baseline_root()
-    if base is not None and (Path(__file__).resolve().parents[2] / "shared" / "reference").is_dir():
-        ref = str(Path(__file__).resolve().parents[2] / "shared" / "reference")
+    if base is not None and REF.is_dir():
+        ref = str(REF)
         ws = {"new": Worker(None, "new"), "old": Worker(base, "old")}
         eng = {k: w.ask({"op": "load_synthesis", "reference": ref})["engine"] for k, w in ws.items()}
         mins = {"new": [], "old": []}

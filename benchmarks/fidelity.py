@@ -31,13 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
-import numpy as np  # noqa: E402
+from _common import REF, RESULTS, chi2n, code_version, load_sir_problem, pin_threads, run_dropin_case, sir_runner
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REF = SHARED / "reference"
+pin_threads()
+import numpy as np  # noqa: E402
 
 # ------------------------------------------------------------------------------------------- problems
 _P: dict = {}
@@ -52,22 +49,18 @@ def _load(name: str) -> dict:
     from pyinv.io.sir import read_abundances
     from pyinv.lines import LineList, WavelengthGrid
 
-    lines = LineList.read_sir(REF / "LINES_REF")
-    ab = read_abundances(REF / "THEVENIN")
     if name in ("hinode20", "hinode200"):
-        d = np.load(REF / ("invert_hinode.npz" if name == "hinode20" else "invert_hinode_200.npz"))
-        grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
-        cfg = InversionConfig.from_sir_text(str(d["sir_trol"]))
-        guess = Atmosphere.from_array(d["guess_model"], macro=float(d["guess_macro"]))
-        w = np.asarray(d["weights"], float)
-        noise = float(d["noise"])
+        q = load_sir_problem(REF, "invert_hinode.npz" if name == "hinode20" else "invert_hinode_200.npz")
+        d, lines, grid, cfg, guess, ab, w, noise = (q[k] for k in ("d", "lines", "grid", "cfg", "guess", "ab", "w",
+                                                                   "noise"))
         obs = np.asarray(d["observed"])
-        sir_merit = np.array([np.mean(w[:, None] * (obs[i] - d["sir_fit"][i]) ** 2) / noise ** 2
-                              for i in range(len(obs))])
+        sir_merit = np.array([chi2n(obs[i], d["sir_fit"][i], w, noise) for i in range(len(obs))])
         p = dict(obs=obs, lines=lines, grid=grid, cfg=cfg, guess=guess, ab=ab, w=w, noise=noise,
                  sir_merit=sir_merit, sir_seconds=np.asarray(d["sir_seconds"]), sir_models=np.asarray(d["sir_models"]),
                  truth=np.asarray(d["truth_models"]), family=np.asarray(d["family"]))
     elif name == "real300":
+        lines = LineList.read_sir(REF / "LINES_REF")
+        ab = read_abundances(REF / "THEVENIN")
         d = np.load(REF / "real_sunspot_sir_dev300.npz")
         line1 = lines.subset([1])     # Fe I 6301.5 alone
         grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], line1)
@@ -97,7 +90,7 @@ def _merit(p: dict, i: int, fit: np.ndarray) -> float:
     if p["noise"] is None:
         w = p["w"]
         return float(w[0] * np.mean((obs[0] - fit[0]) ** 2) + w[3] * np.mean((obs[3] - fit[3]) ** 2))
-    return float(np.mean(p["w"][:, None] * (obs - fit) ** 2) / p["noise"] ** 2)
+    return chi2n(obs, fit, p["w"], p["noise"])
 
 
 def _k0(log_tau: np.ndarray) -> int:
@@ -175,18 +168,17 @@ def run_set(name: str, pixels, kw: dict, workers: int) -> list[dict]:
 
 
 def run_sir_sets(names, pyinv_rules: bool) -> dict:
-    """invert_stray / invert_twocomp through ``pyinv sir`` (sir_dropin.run_case), per pixel."""
+    """invert_stray / invert_twocomp through ``pyinv sir`` (as sir_dropin.py: _common.run_dropin_case), per
+    pixel."""
     import shutil
     import tempfile
-
-    import sir_dropin   # benchmarks/ is this script's folder
 
     out = {}
     work = Path(tempfile.mkdtemp(prefix="pyinv-fidelity-"))
     try:
         for name in names:
             t0 = time.perf_counter()
-            r = sir_dropin.run_case(name, REF, None, work / ("pyinv" if pyinv_rules else "sir"),
+            r = run_dropin_case(name, REF, None, work / ("pyinv" if pyinv_rules else "sir"),
                                     ("--pyinv-rules",) if pyinv_rules else ())
             ok = [x for x in r["pixels"] if "ratio" in x]
             ratio = np.array([x["ratio"] for x in ok]) if ok else np.array([np.nan])
@@ -218,15 +210,13 @@ def run_speed(npix: int = 40) -> dict | None:
     """SIR (SIR_X) and pyinv side by side on ``npix`` odd-indexed pixels of invert_hinode_200, interleaved,
     one process each (pyinv in this process, one thread): wall seconds per pixel of SIR, of the defaults
     and of the pre-issue-17 (v2) defaults."""
-    import bench_inversion   # benchmarks/ is this script's folder
-
     exe = os.environ.get("SIR_X")
     if not exe:
         return None
     name = "hinode200"
     p = _load(name)
     d = np.load(REF / "invert_hinode_200.npz")
-    sir = bench_inversion._sir_runner(REF, d)
+    sir = sir_runner(REF, d)
     pix = [i for i in range(len(p["obs"])) if i % 2 == 1][:npix]
     invert_one((name, pix[0], {}))      # warm-up
     rows = []
@@ -260,8 +250,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/fidelity.{json,txt}")
     args = ap.parse_args(argv)
     kw = json.loads(args.kw)
-    from sidebyside import code_version   # benchmarks/ is this script's folder
-
     report = {"kw": kw, "code": code_version(), "machine_load_at_start": os.getloadavg()[0],
               "tuning": "hinode200 and real300: even-indexed pixels; odd-indexed reported as held out"}
     text = []
@@ -319,7 +307,7 @@ def main(argv=None) -> int:
         report[name] = out
     out = args.json
     if out is None and not args.no_save:
-        out = ROOT / "benchmarks" / "results" / "fidelity.json"
+        out = RESULTS / "fidelity.json"
     if out is not None:
         out.write_text(json.dumps(report, indent=1) + "\n")
         out.with_suffix(".txt").write_text(f"benchmarks/fidelity.py, commit {report['code']}\n" + "\n".join(text) + "\n")

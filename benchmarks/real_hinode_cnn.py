@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 import warnings
@@ -22,29 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "hinode_sp_5x5_globin"
-PSF = ROOT.parent / "shared" / "data" / "instrument_hinode_sp" / "HINODE_SP_ins_prof.psf"
+from _common import DATA, RESULTS, code_version, hinode_5x5_sample
+
+PSF = DATA / "instrument_hinode_sp" / "HINODE_SP_ins_prof.psf"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_hinode_cnn.json"))
+    ap.add_argument("--out", default=str(RESULTS / "real_hinode_cnn.json"))
     args = ap.parse_args()
-    if not (DATA / "hinode4d.20130912.sample.fits").is_file():
-        print(f"data not found in {DATA}; nothing to do")
+    sample = hinode_5x5_sample()
+    if sample is None:
         return 0
-    from astropy.io import fits
-
+    raw, wl, ic = sample                                          # (x, y, 4, 112) counts
     import pyinv
     import pyinv.cnn as cnn
     from pyinv.lines import WavelengthGrid
 
-    with fits.open(DATA / "hinode4d.20130912.sample.fits") as h:
-        raw = np.asarray(h[0].data, dtype=np.float64)            # (x, y, 4, 112) counts
-        wl = np.asarray(h[1].data, dtype=np.float64).ravel()
-        ic = float(h[2].header["IC_HSRA"])
     ic_est = cnn.quiet_sun_continuum(raw)
     print(f"quiet-Sun continuum: estimate {ic_est:.1f} DN, file's IC_HSRA {ic:.1f} DN ({ic_est / ic - 1:+.2%})")
     cube = raw / ic
@@ -73,11 +66,7 @@ def main() -> int:
           f"standard on {np.mean(ratio <= 1.05):.0%} of pixels; fallback flagged {fb.get('flagged')} replaced "
           f"{fb.get('replaced')}; wall: standard {t_std:.1f} s, assisted {t_ass:.1f} s ({t_std / t_ass:.2f}x, "
           f"{args.workers} workers)")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
-    out = {"commit": commit, "workers": args.workers, "ic_quiet_estimate": ic_est, "ic_hsra_file": ic,
+    out = {"commit": code_version()["commit"], "workers": args.workers, "ic_quiet_estimate": ic_est, "ic_hsra_file": ic,
            "chi2_standard": rs.chi2.tolist(), "chi2_assisted": ra.chi2.tolist(),
            "median_chi2": {"standard": float(np.median(rs.chi2)), "assisted": float(np.median(ra.chi2))},
            "fraction_within_5pct": float(np.mean(ratio <= 1.05)), "seconds": {"standard": t_std, "assisted": t_ass},

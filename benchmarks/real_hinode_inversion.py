@@ -8,22 +8,18 @@ wavelengths), and T and vlos at log τ = 0.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from _common import HINODE_5X5, REF, hinode_5x5_sample, pin_threads
+
+pin_threads(["OMP_NUM_THREADS"])
 import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "hinode_sp_5x5_globin"
-REF = ROOT.parent / "shared" / "reference"
 
 
 def main() -> int:
-    if not (DATA / "hinode4d.20130912.sample.fits").is_file():
-        print(f"data not found in {DATA}; nothing to do")
+    sample = hinode_5x5_sample()
+    if sample is None:
         return 0
     from astropy.io import fits
 
@@ -33,16 +29,13 @@ def main() -> int:
     from pyinv.io.sir import read_abundances
     from pyinv.lines import LineList, WavelengthGrid
 
-    with fits.open(DATA / "hinode4d.20130912.sample.fits") as h:
-        cube = np.asarray(h[0].data, dtype=np.float64)            # (x, y, 4, 112) counts
-        wl = np.asarray(h[1].data, dtype=np.float64).ravel()
-        ic = float(h[2].header["IC_HSRA"])
+    cube, wl, ic = sample                                          # (x, y, 4, 112) counts
     cube /= ic
-    with fits.open(DATA / "spinor_inv" / "inverted_profs.1.fits") as h:
+    with fits.open(HINODE_5X5 / "spinor_inv" / "inverted_profs.1.fits") as h:
         sp_prof = np.asarray(h[0].data, dtype=np.float64)          # (5, 5, 4, 261), IVQU
-    with fits.open(DATA / "spinor_inv" / "inverted_lam.1.fits") as h:
+    with fits.open(HINODE_5X5 / "spinor_inv" / "inverted_lam.1.fits") as h:
         sp_lam = np.asarray(h[0].data, dtype=np.float64)           # offsets from 6302.0 Å per pixel
-    with fits.open(DATA / "spinor_inv" / "inverted_atmos_maptau.1.fits") as h:
+    with fits.open(HINODE_5X5 / "spinor_inv" / "inverted_atmos_maptau.1.fits") as h:
         sp_atm = np.asarray(h[0].data, dtype=np.float64)           # (11, 72, 5, 5)
     sp_grid = np.linspace(-1.3, 1.3, sp_prof.shape[-1])
     # SPINOR's map axes and velocity sign are not documented in the file: take the orientation whose

@@ -22,9 +22,9 @@ import numpy as np
 
 import pyinv
 import pyinv.cnn as cnn
-from pyinv.synthetic import generate_emerging_region, generate_map
+from pyinv.synthetic import generate_map
 
-from sidebyside import code_version
+from _common import RESULTS, code_version, transfer_maps
 
 
 def corr(a, b, m=None):
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--eval-size", type=int, default=32)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "targets_compare.json"))
+    ap.add_argument("--out", default=str(RESULTS / "targets_compare.json"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     code = code_version()
@@ -79,11 +79,12 @@ def main() -> None:
         print(f"trained on {name} targets", flush=True)
     out = {"code": code, "maps": args.maps, "size": args.size, "pixels_inversion": len(ts_inv),
            "pixels_truth": len(ts_truth), "epochs": args.epochs, "results": {}}
-    evals = [("sunspot_mu1", generate_map, 31, 1.0), ("sunspot_mu0.77", generate_map, 32, 0.77),
-             ("sunspot_mu0.5", generate_map, 33, 0.5), ("emerging_mu1", generate_emerging_region, 34, 1.0)]
+    # the four transfer maps of issue 12 (seeds 31-34)
+    evals = transfer_maps(args.eval_size, 31, inst, "sunspot_mu1,sunspot_mu0.77,sunspot_mu0.5,emerging_mu1")
     cols = {"T": 1, "vlos": 5, "B": 4, "gamma": 6}
-    for mname, gen, seed, mu in evals:
-        m = gen(args.eval_size, seed, mu=mu, **inst)
+    for mname, make in evals.items():
+        m = make()
+        mu = m.mu
         truth = np.asarray(m.truth)
         row = {}
         for name, model in models.items():

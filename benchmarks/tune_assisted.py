@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import os
 import pickle
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -46,8 +45,8 @@ def main() -> None:
     from pyinv.cnn.commands import quantities
     from pyinv.cnn.init import one_cycle
     from pyinv.result import InversionResult
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_assisted import transfer_maps, truth_correlations
+
+    from _common import transfer_maps, truth_correlations
 
     n, S = args.size, args.seed
     model = cnn.as_model(args.model)

@@ -1,46 +1,48 @@
-"""Shared fixtures: the ../shared folder beside the repository (skipped where absent)."""
+"""Shared fixtures: the ../shared folder beside the repository (skipped where absent), the engine, shared
+problems. Plain helper functions and constants are in helpers.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
-DATA = SHARED / "data"
+from helpers import DATA, REFERENCE, SHARED, engine_missing, six_pixel_map
+
+
+def _present(folder: Path) -> Path:
+    if not folder.is_dir():
+        pytest.skip(f"../{folder.relative_to(SHARED.parent)} is not present")
+    return folder
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not present")
-    return SHARED
+    return _present(SHARED)
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip("../shared/reference is not present")
-    return REFERENCE
+    return _present(REFERENCE)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA.is_dir():
-        pytest.skip("../shared/data is not present")
-    return DATA
+    return _present(DATA)
 
 
 @pytest.fixture(scope="session")
 def engine():
     """The compiled engine, or a skip where it is not built."""
-    import pyinv
+    why = engine_missing()
+    if why is not None:
+        pytest.skip(f"engine not built ({why})")
 
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
+
+@pytest.fixture(scope="module")
+def six_pixels(engine):
+    """helpers.six_pixel_map(): lines, grid, a one-cycle configuration and a 2×3 cube (test_scheduler.py,
+    test_robustness.py)."""
+    return six_pixel_map()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""benchmarks/README.md indexes every script of benchmarks/ and names only result files that exist (issue 18)."""
+"""benchmarks/README.md indexes every script of benchmarks/ and names only result files that exist; the scripts
+share code through benchmarks/_common.py, not by importing each other (issue 18)."""
 from __future__ import annotations
 
 import re
@@ -20,3 +21,22 @@ def test_named_results_exist():
         names |= {f"{name[0]}.{ext}" for ext in name[1].split(",")}
     missing = [n for n in sorted(names) if not (BENCH / "results" / n).exists()]
     assert names and not missing, missing
+
+
+def test_scripts_import_no_other_script():
+    """A script imports the shared helper module ``_common`` only, never another script, and does not
+    edit sys.path (issue 18)."""
+    import ast
+
+    scripts = {p.stem for p in BENCH.glob("*.py")}
+    bad = []
+    for p in sorted(BENCH.glob("*.py")):
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            bad += [f"{p.name} imports {n}" for n in names if n.split(".")[0] in scripts - {"_common"}]
+            if (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                    and node.value.id == "sys"):
+                bad.append(f"{p.name} uses sys.path (line {node.lineno})")
+    assert not bad, bad

@@ -167,12 +167,12 @@ def test_pretrained_model_loads():
     assert p.stat().st_size < 2.5e6
 
 
-def test_cli_train_generated(engine, tmp_path, capsys):
+def test_cli_cnn_train_generated(engine, tmp_path, capsys):
     _torch()
     import pyinv.cnn as cnn
     from pyinv.cli import main
     out = tmp_path / "m.npz"
-    rc = main(["train", "--generate", "1", "--size", "4", "--seed", "3", "--epochs", "2", "--batch", "4",
+    rc = main(["cnn", "train", "--generate", "1", "--size", "4", "--seed", "3", "--epochs", "2", "--batch", "4",
                "--workers", "1", "--checkpoint", str(tmp_path / "ck"), "-o", str(out)])
     assert rc == 0
     assert "trained 2 epochs" in capsys.readouterr().out
@@ -181,14 +181,14 @@ def test_cli_train_generated(engine, tmp_path, capsys):
     assert (tmp_path / "ck").is_dir()  # the training-set inversion is resumable
 
 
-def test_cli_demo(tiny_model, tmp_path):
+def test_cli_cnn_demo(tiny_model, tmp_path):
     import json
     pytest.importorskip("matplotlib")
     from pyinv.cli import main
     model, _ = tiny_model
     model.save(tmp_path / "m.npz")  # a tiny model: independent of the packaged one
     out = tmp_path / "demo"
-    rc = main(["demo", "--size", "4", "--seed", "2", "--workers", "1", "--model", str(tmp_path / "m.npz"),
+    rc = main(["cnn", "demo", "--size", "4", "--seed", "2", "--workers", "1", "--model", str(tmp_path / "m.npz"),
                "-o", str(out)])
     assert rc == 0
     for f in ("maps.png", "differences.png", "hist2d.png", "clusters.png", "assisted_result.fits", "summary.json"):

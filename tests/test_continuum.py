@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("pyinv._engine")
+from helpers import AB, EPS, require_engine
+
+require_engine()
 from pyinv import engine, thermo  # noqa: E402
 from pyinv.engine import EngineError  # noqa: E402
-from test_eos import AB  # noqa: E402
 
 
 def comp(wl, t, pe):
@@ -140,7 +141,6 @@ def test_bad_wavelength():
 # --- regression: values computed with the code BEFORE the 2025 speed-up (kappa coefficients).
 def test_kappa_regression_against_pre_speedup_values():
     from pyinv import engine
-    from test_eos import EPS
     t = np.array([3200.0, 5800.0, 9000.0, 16000.0])
     pe = np.array([0.02, 30.0, 300.0, 5.0])
     ref = {

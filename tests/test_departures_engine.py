@@ -87,11 +87,10 @@ def test_response_functions_at_fixed_departures(case):
             assert np.abs(an - fd).max() <= 1e-4 * scale, (name, k)
 
 
-def test_lightweaver_round_trip():
-    """Lightweaver's Fe I 6301/6302 NLTE (Fe23 atom, FAL C): the engine fed Lightweaver's b, with the
-    atom's log gf, Unsöld damping and line positions, reproduces Lightweaver's NLTE − LTE change of Stokes I
-    (each code normalised to its own continuum): 0.0020 Ic rms in DeSIRe's form (issue 11: ≤ 0.005), 0.0065
-    in SIR 2017's (one source function for line and continuum leaves the far wings' change too small)."""
+def _lightweaver_fe6301(half_mA: int, step_mA: int):
+    """Lightweaver with Fe I 6301/6302 in NLTE on FAL C (skipped without lightweaver): the pyinv.nlte module,
+    FAL C from Lightweaver's tables, the packaged lines, their grid of ±half_mA, its vacuum wavelengths [nm]
+    and the backend (hydrogen from the model, no PRD, with its LTE run)."""
     pytest.importorskip("lightweaver")
     import warnings
 
@@ -99,11 +98,19 @@ def test_lightweaver_round_trip():
     from pyinv.nlte.lw import falc_column
 
     warnings.simplefilter("ignore")
-    col = falc_column()   # FAL C from Lightweaver's tables
-    base = pyinv.default_lines()
-    grid0 = pyinv.WavelengthGrid.from_regions([(1, -600, 10, 600), (2, -600, 10, 600)], base)
-    wl = nlte.grid_vacuum_nm(base, grid0)
-    r = nlte.Lightweaver(nlte.level_map(base, [1, 2]), hydrogen="model", prd=False, lte=True).synthesize(col, wl)
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(1, -half_mA, step_mA, half_mA), (2, -half_mA, step_mA, half_mA)], lines)
+    be = nlte.Lightweaver(nlte.level_map(lines, [1, 2]), hydrogen="model", prd=False, lte=True)
+    return nlte, falc_column(), lines, grid, nlte.grid_vacuum_nm(lines, grid), be
+
+
+def test_lightweaver_round_trip():
+    """Lightweaver's Fe I 6301/6302 NLTE (Fe23 atom, FAL C): the engine fed Lightweaver's b, with the
+    atom's log gf, Unsöld damping and line positions, reproduces Lightweaver's NLTE − LTE change of Stokes I
+    (each code normalised to its own continuum): 0.0020 Ic rms in DeSIRe's form (issue 11: ≤ 0.005), 0.0065
+    in SIR 2017's (one source function for line and continuum leaves the far wings' change too small)."""
+    nlte, col, base, grid0, wl, lw = _lightweaver_fe6301(600, 10)
+    r = lw.synthesize(col, wl)
     assert r.ok
     # the engine's model on a uniform log tau grid from the backend's own tau500 scale
     m = nlte.atmosphere_from_column(col, r.tau500, np.round(np.arange(1.3, -4.0 - 1e-9, -0.1), 2))
@@ -155,19 +162,8 @@ def test_desire_style_inversion_with_lightweaver():
     model 150 K hotter around log tau -1.5 than FAL C, inverted from FAL C with b frozen between backend
     calls and the Δ correction, fit to the noise-free profile (χ² ~ 1) where an LTE inversion of the same
     profiles does not (χ² ~ 1e3), and recover T there far better."""
-    pytest.importorskip("lightweaver")
-    import warnings
-
-    from pyinv import nlte
-    from pyinv.nlte.lw import falc_column
+    nlte, col, lines, grid, wl, be = _lightweaver_fe6301(400, 20)
     from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte
-
-    warnings.simplefilter("ignore")
-    col = falc_column()   # FAL C from Lightweaver's tables
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions([(1, -400, 20, 400), (2, -400, 20, 400)], lines)
-    wl = nlte.grid_vacuum_nm(lines, grid)
-    be = nlte.Lightweaver(nlte.level_map(lines, [1, 2]), hydrogen="model", prd=False, lte=True)
     r0 = be.synthesize(col, wl)
     lt = np.round(np.arange(1.2, -4.0 - 1e-9, -0.1), 2)
     base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True).with_columns(macro=0.3)

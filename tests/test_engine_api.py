@@ -48,12 +48,10 @@ def test_isa_variants_agree():
             "print(engine.isa()); print(repr(s.ravel().tolist()))")
     out = {}
     for isa in engine.ISA_VARIANTS:
-        if not engine._cpu_supports(isa):
-            continue
         env = dict(os.environ, PYINV_ENGINE_ISA=isa)
         p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-        if p.returncode != 0 and "No module named" in p.stderr:
-            continue  # that variant was not built (e.g. -Disa_variants=false)
+        if p.returncode != 0 and ("No module named" in p.stderr or "lacks the instructions" in p.stderr):
+            continue  # that variant was not built (e.g. -Disa_variants=false), or this CPU cannot run it
         assert p.returncode == 0, p.stderr
         name, data = p.stdout.strip().splitlines()
         assert name == isa

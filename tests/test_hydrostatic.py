@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("pyinv._engine")
+from helpers import AB, EPS, require_engine
+
+require_engine()
 import pyinv  # noqa: E402
 from pyinv import thermo  # noqa: E402
-from test_eos import AB  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,6 @@ def _regression_models():
 
 def test_hydrostatic_regression_against_pre_speedup_values():
     from pyinv import engine
-    from test_eos import EPS
     lt, models = _regression_models()
     for name, T, b, bv, mu, sc in models:
         pe, pg, rho, z, k5 = engine.hydrostatic_arrays(lt, T, 0.05, b, bv, mu, EPS, sc)
@@ -172,7 +172,6 @@ def test_hydrostatic_regression_against_pre_speedup_values():
 def test_pe_guess_only_starts_the_iterations():
     """hydrostatic_eq(..., pe_guess) converges to the same column (the guess only saves work)."""
     from pyinv import engine
-    from test_eos import EPS
     lt, models = _regression_models()
     for name, T, b, bv, mu, sc in models:
         r0 = engine.hydrostatic_arrays(lt, T, 0.05, b, bv, mu, EPS, sc)

@@ -11,11 +11,7 @@ from pyinv.result import InversionResult
 
 
 @pytest.fixture(scope="module")
-def ctx_factory():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
+def ctx_factory(engine):
     lines = pyinv.default_lines()
     grid = models.hinode_grid(lines)
     cfg = pyinv.InversionConfig(cycles=1)

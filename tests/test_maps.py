@@ -3,10 +3,6 @@
 a worker killed mid-run; an interrupted checkpointed run resumed; NaN / masked pixels; wrong shapes."""
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-
 import numpy as np
 import pytest
 
@@ -18,11 +14,7 @@ pytestmark = pytest.mark.skipif(not hasattr(pyinv, "invert_pixel"),
 
 
 @pytest.fixture(scope="module")
-def problem():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
+def problem(engine):
     lines = pyinv.default_lines()
     grid = models.hinode_grid(lines)
     cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 2, "vlos": 1, "B": 1, "gamma": 1, "phi": 1},
@@ -71,14 +63,10 @@ def test_workers_and_dask_identical_and_equal_invert_pixel(problem, reference):
 
 
 def test_worker_killed_mid_run(problem, reference):
-    cube = np.concatenate([problem[3]] * 3, axis=0)  # 6 x 2
-    killed = []
+    from helpers import worker_killer
 
-    def kill_one(done, total):
-        if not killed and done < total:
-            kids = [p for p in multiprocessing.active_children() if p.is_alive()]
-            os.kill(kids[0].pid, signal.SIGKILL)
-            killed.append(kids[0].pid)
+    cube = np.concatenate([problem[3]] * 3, axis=0)  # 6 x 2
+    kill_one, killed = worker_killer()
 
     r = inv(problem, cube=cube, workers=2, chunk=1, progress=kill_one)
     assert killed and r.provenance["pool_restarts"] >= 1
@@ -89,16 +77,11 @@ def test_worker_killed_mid_run(problem, reference):
 
 
 def test_checkpoint_interrupt_resume(problem, reference, tmp_path):
+    from helpers import interrupt_run
+
     cube = np.concatenate([problem[3]] * 2, axis=0)  # 4 x 2
     ck = tmp_path / "run"
-
-    def stop(done, total):
-        if done >= 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        inv(problem, cube=cube, workers=1, chunk=1, checkpoint=ck, progress=stop)
-    n_done = int((np.load(ck / "status.npy") != scheduler.STATUS_PENDING).sum())
+    n_done = interrupt_run(lambda **kw: inv(problem, cube=cube, workers=1, chunk=1, **kw), 2, ck)
     assert 2 <= n_done < 8
     r = inv(problem, cube=cube, workers=2, chunk=1, checkpoint=ck)
     assert r.provenance["resumed"] and r.provenance["computed"] == 8 - n_done

@@ -19,7 +19,7 @@ from pyinv.io.sir import read_sir_model, write_sir_profiles
 from pyinv.result import InversionResult
 from pyinv.straylight import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_table
 
-from test_scheduler import six_pixel_map  # noqa: E402
+from helpers import assert_same_results, invert_map, six_pixel_map
 
 SOLVER = "pyinv._testing:mixed_vlos_fit_solver"
 
@@ -249,13 +249,7 @@ def setup(engine):
 
 
 def run(setup, **kw):
-    lines, grid, cfg, cube = setup[:4]
-    args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
-                executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=1,
-                solver=SOLVER)
-    cube = kw.pop("cube", cube)
-    args.update(kw)
-    return maps._invert(cube, lines, grid, cfg, **args)
+    return invert_map(setup, solver=SOLVER, retries=1, **kw)
 
 
 FIELDS = ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", "fits", "chi2", "status", "filling",
@@ -263,8 +257,7 @@ FIELDS = ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", 
 
 
 def same(a, b):
-    for k in FIELDS:
-        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert_same_results(a, b, FIELDS)
 
 
 def test_per_pixel_inputs_reach_the_solver_on_every_route(setup, tmp_path):

@@ -6,6 +6,8 @@ import pytest
 
 from pyinv.nlte.departures import Departures, clean_tau_grid, read_sir_departures, write_sir_departures
 
+from helpers import assert_file_refused
+
 
 def _dep(nd=21, lines=(1, 2)):
     lt = np.linspace(1.0, -5.0, nd)
@@ -35,15 +37,10 @@ def test_reader_accepts_top_first_and_checks_blocks(tmp_path):
     d = read_sir_departures(p)
     assert d.log_tau.tolist() == [0.0, -1.0, -3.0]        # stored deepest first
     assert d.b_lower[0].tolist() == [1.0, 1.5, 2.0]
-    p.write_text("1 0.0 1 1\n1 -1.0 1 1\n2 0.0 1 1\n")
-    with pytest.raises(ValueError, match="unequal"):
-        read_sir_departures(p)
-    p.write_text("1 0.0 1 1\n2 0.0 1 1\n1 -1.0 1 1\n")
-    with pytest.raises(ValueError, match="more than one block"):
-        read_sir_departures(p)
-    p.write_text("1 0.0 1\n")
-    with pytest.raises(ValueError, match="4 numbers"):
-        read_sir_departures(p)
+    for text, match in (("1 0.0 1 1\n1 -1.0 1 1\n2 0.0 1 1\n", "unequal"),
+                        ("1 0.0 1 1\n2 0.0 1 1\n1 -1.0 1 1\n", "more than one block"),
+                        ("1 0.0 1\n", "4 numbers")):
+        assert_file_refused(read_sir_departures, p, text, match)
 
 
 def test_writer_enforces_sir_limits(tmp_path):

@@ -75,12 +75,12 @@ def test_synthesize_map_lightweaver_matches_single_runs(setup):
     assert np.abs(m.stokes[0, 0, 3]).max() < 1e-12 * m.stokes[0, 0, 0, 0]
 
 
-def test_cli_synth_backend_lightweaver(tmp_path, capsys):
+def test_cli_synth_nlte_lightweaver(tmp_path, capsys):
     from pyinv.cli import main
     from pyinv.io.sir import read_sir_profiles
 
     out = tmp_path / "ca.per"
-    assert main(["synth", "--backend", "lightweaver", "--model", "hsra", "-o", str(out), "--no-plot"]) == 0
+    assert main(["synth", "--nlte", "lightweaver", "--model", "hsra", "-o", str(out), "--no-plot"]) == 0
     prof = read_sir_profiles(out)
     assert prof.stokes.shape[-1] == 301 and np.all(np.asarray(prof.line_index) == 8)
     assert prof.stokes[0][0] == pytest.approx(1.0)               # normalised at the window's first point

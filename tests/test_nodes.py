@@ -195,10 +195,10 @@ def test_he_coupled_temperature_columns(hinode_setup):
 
 
 def test_he_tangent_linear_matches_finite_differences(hinode_setup):
-    from pyinv.synthesis import _eps_from_abundances
+    from pyinv.thermo import abundances_to_eps
 
     s = hinode_setup
-    eps = _eps_from_abundances(s["ab"])
+    eps = abundances_to_eps(s["ab"])
     lt, t = s["lt"], np.ascontiguousarray(s["x"][:, 0])
     pe_top = float(s["x"][-1, 1])
     a = engine.inv_he_pe_jacobian(lt, t, pe_top, 0, 0.0, 1.0, eps, method=0)

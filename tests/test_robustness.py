@@ -24,15 +24,14 @@ import pyinv
 from pyinv import engine, maps, models, scheduler
 from pyinv._testing import PoisonedStart
 
+# the scheduler tests' helper (same misbehaving stand-in solver) on conftest's six_pixels map
+from helpers import invert_map as run
+
 ROOTS = [str(Path(p).resolve().parent) for p in pyinv.__path__]
 
 
 def _env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(ROOTS + [os.environ.get("PYTHONPATH", "")]))
-
-
-# the map fixture and the _invert helper of the scheduler tests (same 2x3 map, same misbehaving solver)
-from test_scheduler import run, setup  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------------------- unguarded scripts
@@ -52,7 +51,7 @@ print("STATUS", r.summary(), flush=True)
 
 
 @pytest.mark.parametrize("how", ["file", "stdin"])
-def test_unguarded_script_finishes(setup, tmp_path, how):
+def test_unguarded_script_finishes(six_pixels, tmp_path, how):
     """A script without `if __name__ == "__main__":` (and the same piped through stdin) calling
     pyinv.invert(workers=2) finishes quickly; the workers do not re-run it."""
     script = tmp_path / "unguarded.py"
@@ -71,12 +70,12 @@ def test_unguarded_script_finishes(setup, tmp_path, how):
 
 
 # ------------------------------------------------------------------------------- bounded rebuilds
-def test_pool_dying_at_startup_stops_with_message(setup, tmp_path):
+def test_pool_dying_at_startup_stops_with_message(six_pixels, tmp_path):
     """Workers that cannot start (an unknown solver) end the run after 3 rebuilds with the worker's error
     and what to add to a script; no endless loop."""
     t0 = time.monotonic()
     with pytest.raises(scheduler.PoolStartError) as ei:
-        run(setup, solver="pyinv._testing:no_such_solver", checkpoint=tmp_path / "ck")
+        run(six_pixels, solver="pyinv._testing:no_such_solver", checkpoint=tmp_path / "ck")
     assert time.monotonic() - t0 < 60
     msg = str(ei.value)
     assert "4 times" in msg and 'if __name__ == "__main__":' in msg and "no_such_solver" in msg
@@ -84,47 +83,47 @@ def test_pool_dying_at_startup_stops_with_message(setup, tmp_path):
     assert not meta.get("complete")
 
 
-def test_rebuild_limit_keeps_finished_pixels(setup, tmp_path):
+def test_rebuild_limit_keeps_finished_pixels(six_pixels, tmp_path):
     """The first pool finishes pixels, then every new worker dies at start-up: the run stops with a clear
     error, and the checkpoint keeps the pixels that finished."""
-    cube = setup[3].copy()
+    cube = six_pixels[3].copy()
     cube[0, 1, 0, 0] = 4.0   # poisons later worker starts (then is solved)
     cube[1, 0, 0, 0] = 8.0   # kills its worker: the pool must be rebuilt
     ck = tmp_path / "ck"
     with pytest.raises(scheduler.PoolStartError, match="before computing any pixel"):
-        run(setup, cube=cube, solver=PoisonedStart(str(tmp_path / "poison")), workers=1, chunk=1, checkpoint=ck)
+        run(six_pixels, cube=cube, solver=PoisonedStart(str(tmp_path / "poison")), workers=1, chunk=1, checkpoint=ck)
     st = np.load(ck / "status.npy")
     assert (st[:3] == 0).all()  # finished before the pool broke
     assert (st[3:] == scheduler.STATUS_PENDING).all()
 
 
 # ------------------------------------------------------------------------------- requeue paths
-def test_failed_task_is_split_and_retried(setup):
+def test_failed_task_is_split_and_retried(six_pixels):
     """A task that fails outside the per-pixel guard (local pool): its pixels are rerun one per task; the
     failing pixel gets STATUS_FAILED after retries+1 attempts alone; every other pixel is computed."""
-    cube = setup[3].copy()
+    cube = six_pixels[3].copy()
     cube[0, 1, 0, 0] = 3.0
-    r = run(setup, cube=cube, chunk=3, retries=1)
+    r = run(six_pixels, cube=cube, chunk=3, retries=1)
     assert r.status[0, 1] == scheduler.STATUS_FAILED
     ok = np.ones((2, 3), bool)
     ok[0, 1] = False
     assert (r.status[ok] == 0).all()
     assert r.provenance["chunk_failures"] >= 3  # the chunk, then the pixel alone twice
-    ref = run(setup, executor="serial")
+    ref = run(six_pixels, executor="serial")
     np.testing.assert_array_equal(r.atmospheres[ok], ref.atmospheres[ok])
 
 
-def test_failed_task_other_executor(setup):
+def test_failed_task_other_executor(six_pixels):
     """The same with any other Executor (tasks carry their data)."""
-    cube = setup[3].copy()
+    cube = six_pixels[3].copy()
     cube[1, 2, 0, 0] = 3.0
     with ThreadPoolExecutor(2) as ex:
-        r = run(setup, cube=cube, executor=ex, chunk=3, retries=1)
+        r = run(six_pixels, cube=cube, executor=ex, chunk=3, retries=1)
     assert r.status[1, 2] == scheduler.STATUS_FAILED
     assert (np.delete(r.status.ravel(), 5) == 0).all()
 
 
-def test_submit_failures_requeue(setup, monkeypatch):
+def test_submit_failures_requeue(six_pixels, monkeypatch):
     """submit() raising (a pool that broke between checks) loses no pixel: the pool is rebuilt and the
     task resubmitted."""
     from concurrent.futures import ProcessPoolExecutor
@@ -139,11 +138,11 @@ def test_submit_failures_requeue(setup, monkeypatch):
         return orig(self, *a, **k)
 
     monkeypatch.setattr(ProcessPoolExecutor, "submit", flaky)
-    r = run(setup, chunk=1)
+    r = run(six_pixels, chunk=1)
     assert (r.status == 0).all() and r.provenance["pool_restarts"] >= 1
 
 
-def test_submit_failure_other_executor(setup):
+def test_submit_failure_other_executor(six_pixels):
     class Flaky(ThreadPoolExecutor):
         n = 0
 
@@ -154,33 +153,33 @@ def test_submit_failure_other_executor(setup):
             return super().submit(*a, **k)
 
     with Flaky(1) as ex:
-        r = run(setup, executor=ex, chunk=1, workers=2)
+        r = run(six_pixels, executor=ex, chunk=1, workers=2)
     assert (r.status == 0).all()
 
 
-def test_pending_pixels_never_complete(setup, tmp_path, monkeypatch):
+def test_pending_pixels_never_complete(six_pixels, tmp_path, monkeypatch):
     """A run that leaves pixels pending is not marked complete (and says so)."""
     monkeypatch.setattr(scheduler, "run_pixels", lambda *a, **k: {"computed": 0})
     with pytest.raises(RuntimeError, match="still pending"):
-        run(setup, checkpoint=tmp_path / "ck")
+        run(six_pixels, checkpoint=tmp_path / "ck")
     assert not json.loads((tmp_path / "ck" / "meta.json").read_text()).get("complete")
 
 
 # ------------------------------------------------------------------------------- inputs in workers
 @pytest.mark.parametrize("init", ["single", "previous", "multistart", "cluster"])
-def test_worker_inputs_memory_mapped(setup, init):
+def test_worker_inputs_memory_mapped(six_pixels, init):
     """Every init strategy's per-pixel start table reaches the workers memory-mapped (the probe solver
     fails a pixel otherwise)."""
     guess = None
     if init == "previous":
-        guess = run(setup, executor="serial")
+        guess = run(six_pixels, executor="serial")
     elif init == "multistart":
         guess = 2
-    r = run(setup, init=init, guess=guess, solver="pyinv._testing:mapped_inputs_solver")
+    r = run(six_pixels, init=init, guess=guess, solver="pyinv._testing:mapped_inputs_solver")
     assert (r.status == 0).all()
 
 
-def test_shm_check_counts_every_array(setup, monkeypatch):
+def test_shm_check_counts_every_array(six_pixels, monkeypatch):
     seen = []
     orig = scheduler._scratch_dir
 
@@ -189,9 +188,9 @@ def test_shm_check_counts_every_array(setup, monkeypatch):
         return orig(nbytes, *a, **k)
 
     monkeypatch.setattr(scheduler, "_scratch_dir", spy)
-    prev = run(setup, executor="serial")
-    run(setup, init="previous", guess=prev)
-    cube = setup[3]
+    prev = run(six_pixels, executor="serial")
+    run(six_pixels, init="previous", guess=prev)
+    cube = six_pixels[3]
     npix = cube.shape[0] * cube.shape[1]
     table = npix * prev.atmospheres.shape[2] * 11 * 8  # one start model per pixel
     assert seen and seen[0] >= cube.nbytes + table + npix * 3 * 8 + npix * 4 + npix * 8
@@ -243,7 +242,7 @@ maps._invert(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", 
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
-def test_sigkilled_run_folder_removed_by_next_run(setup):
+def test_sigkilled_run_folder_removed_by_next_run(six_pixels):
     """A run killed with SIGKILL leaves its pyinv-in-* folder; the next run's start-up removes it."""
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN], env=_env(), start_new_session=True,
                             stdout=subprocess.PIPE, text=True)
@@ -263,7 +262,7 @@ def test_sigkilled_run_folder_removed_by_next_run(setup):
         os.killpg(proc.pid, signal.SIGKILL)  # the run and its forkserver/workers (its own session)
         proc.wait()
     assert tag.is_dir()  # left behind
-    run(setup, executor=None, workers=1)
+    run(six_pixels, executor=None, workers=1)
     assert not tag.exists()
 
 
@@ -274,45 +273,45 @@ def _psf_file(path: Path, width: float) -> Path:
     return path
 
 
-def test_checkpoint_fingerprint_lists_changes(setup, tmp_path):
+def test_checkpoint_fingerprint_lists_changes(six_pixels, tmp_path):
     ck = tmp_path / "ck"
     psf = _psf_file(tmp_path / "inst.psf", 30.0)
-    r = run(setup, executor="serial", checkpoint=ck, psf=str(psf))
+    r = run(six_pixels, executor="serial", checkpoint=ck, psf=str(psf))
     assert (r.status == 0).all()
     meta = json.loads((ck / "meta.json").read_text())
     assert {"cube", "psf", "abundances", "lines", "grid", "config", "start_models",
             "pyinv_version"} <= set(meta["fingerprints"])
     _psf_file(psf, 35.0)  # same name, other content
     with pytest.raises(ValueError, match=r"changed: psf\b"):
-        run(setup, executor="serial", checkpoint=ck, psf=str(psf))
+        run(six_pixels, executor="serial", checkpoint=ck, psf=str(psf))
     _psf_file(psf, 30.0)
-    again = run(setup, executor="serial", checkpoint=ck, psf=str(psf))
+    again = run(six_pixels, executor="serial", checkpoint=ck, psf=str(psf))
     assert again.provenance["resumed"] and again.provenance["computed"] == 0
     cfg2 = pyinv.InversionConfig(cycles=1, snr=500.0)
     with pytest.raises(ValueError, match=r"changed: config") as ei:
-        run(setup, executor="serial", checkpoint=ck, psf=str(psf), config=cfg2)
+        run(six_pixels, executor="serial", checkpoint=ck, psf=str(psf), config=cfg2)
     assert "cube" not in str(ei.value).split("changed:")[1].split(".")[0]
     with pytest.raises(ValueError, match=r"changed: .*cube"):
-        run(setup, cube=setup[3] * 1.0001, executor="serial", checkpoint=ck, psf=str(psf))
+        run(six_pixels, cube=six_pixels[3] * 1.0001, executor="serial", checkpoint=ck, psf=str(psf))
 
 
-def test_checkpoint_abundance_file_and_version(setup, tmp_path, monkeypatch):
+def test_checkpoint_abundance_file_and_version(six_pixels, tmp_path, monkeypatch):
     from pyinv.io.sir import write_abundances
 
     ck = tmp_path / "ck"
     ab = tmp_path / "abund"
     logeps = np.asarray(pyinv.default_abundances(), dtype=np.float64)
     write_abundances(ab, logeps)
-    run(setup, executor="serial", checkpoint=ck, abundances=str(ab))
+    run(six_pixels, executor="serial", checkpoint=ck, abundances=str(ab))
     le = logeps.copy()
     le[25] += 0.1
     write_abundances(ab, le)
     with pytest.raises(ValueError, match=r"changed: abundances"):
-        run(setup, executor="serial", checkpoint=ck, abundances=str(ab))
+        run(six_pixels, executor="serial", checkpoint=ck, abundances=str(ab))
     write_abundances(ab, logeps)
     monkeypatch.setattr(maps, "_version", lambda: "99.0")
     with pytest.raises(ValueError, match=r"pyinv_version"):
-        run(setup, executor="serial", checkpoint=ck, abundances=str(ab))
+        run(six_pixels, executor="serial", checkpoint=ck, abundances=str(ab))
 
 
 def test_durable_store_syncs_data_before_status(tmp_path, monkeypatch):
@@ -333,7 +332,7 @@ def test_durable_store_syncs_data_before_status(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------- engine version
-def test_engine_version_mismatch(setup, monkeypatch):
+def test_engine_version_mismatch(six_pixels, monkeypatch):
     mod = engine._module()
     v, api_v = engine.check_engine_version(mod)
     assert v == pyinv.__version__ and api_v == engine.ENGINE_API_VERSION
@@ -371,39 +370,39 @@ def test_config_sir_meanings_kept():
     assert c.weights_for(1) == (1.0, -1.0, -1.0, 2.0)
 
 
-def test_node_counts_beyond_depth_grid(setup):
+def test_node_counts_beyond_depth_grid(six_pixels):
     cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 500})
     with pytest.raises(ValueError, match=r"nodes\['T'\].*depth points"):
-        run(setup, config=cfg, executor="serial")
+        run(six_pixels, config=cfg, executor="serial")
 
 
 @pytest.mark.parametrize("case", ["zeros", "negated", "counts", "huge"])
-def test_bad_cubes_refused_or_flagged(setup, case):
-    cube = setup[3]
+def test_bad_cubes_refused_or_flagged(six_pixels, case):
+    cube = six_pixels[3]
     bad = {"zeros": np.zeros_like(cube), "negated": -cube, "counts": np.round(cube * 30000).astype(np.int32),
            "huge": cube * 1e30}[case]
     with pytest.raises(ValueError, match="normalised"):
-        run(setup, cube=bad, executor="serial")
+        run(six_pixels, cube=bad, executor="serial")
     with pytest.raises(ValueError, match="check=False"):  # the public API, before any pixel runs
-        pyinv.invert(bad, setup[0], setup[1], setup[2], executor="serial", progress=False)
+        pyinv.invert(bad, six_pixels[0], six_pixels[1], six_pixels[2], executor="serial", progress=False)
     with pytest.warns(UserWarning, match="normalised"):
-        r = run(setup, cube=bad, executor="serial", check=False)
+        r = run(six_pixels, cube=bad, executor="serial", check=False)
     assert (r.status == scheduler.STATUS_BAD_INPUT).all()
     assert not (r.status == 0).any()
 
 
-def test_some_bad_pixels_flagged(setup):
-    cube = setup[3].copy()
+def test_some_bad_pixels_flagged(six_pixels):
+    cube = six_pixels[3].copy()
     cube[0, 0, 0, 10] = -0.5    # negative Stokes I
     cube[1, 1, 0, :] = 0.0      # all-zero I
     cube[1, 2, 3, 4] = 1e6      # far out
     with pytest.raises(ValueError) as ei:
-        run(setup, cube=cube, executor="serial")
+        run(six_pixels, cube=cube, executor="serial")
     for what in ("negative Stokes I", "all-zero Stokes I", "beyond"):
         assert what in str(ei.value)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        r = run(setup, cube=cube, check=False)
+        r = run(six_pixels, cube=cube, check=False)
     assert len([x for x in w if "normalised" in str(x.message)]) == 1  # one warning for the map
     assert r.status[0, 0] == r.status[1, 1] == r.status[1, 2] == scheduler.STATUS_BAD_INPUT
     assert (r.status[[0, 0, 1], [1, 2, 0]] == 0).all()
@@ -411,10 +410,10 @@ def test_some_bad_pixels_flagged(setup):
 
 
 # ------------------------------------------------------------------------------- reduced chi2
-def test_reduced_chi2_near_one_at_noise_level(setup):
+def test_reduced_chi2_near_one_at_noise_level(six_pixels):
     """Observations = synthesis + Gaussian noise of σ = 1/S/N; started from the true models, the fit is at
     the noise level: reduced χ² ≈ 1 while SIR's χ² is far larger."""
-    lines, grid, _, _ = setup
+    lines, grid, _, _ = six_pixels
     g = models.default_guess()
     atms = [g.with_columns(vlos=v, B=b) for v, b in ((-5e4, 300.0), (8e4, 900.0))]
     clean = pyinv.synthesize(atms, lines, grid).reshape(1, 2, 4, -1)
@@ -433,8 +432,8 @@ def test_reduced_chi2_near_one_at_noise_level(setup):
     assert r.chi2_reduced[0, 0] == pytest.approx(np.sum(d ** 2) / (d.size - nfree), rel=1e-9)
 
 
-def test_reduced_chi2_round_trip(setup, tmp_path):
-    r = run(setup, executor="serial")
+def test_reduced_chi2_round_trip(six_pixels, tmp_path):
+    r = run(six_pixels, executor="serial")
     assert np.isfinite(r.chi2_reduced).all()
     r.to_fits(tmp_path / "r.fits")
     back = pyinv.InversionResult.from_fits(tmp_path / "r.fits")
@@ -443,19 +442,19 @@ def test_reduced_chi2_round_trip(setup, tmp_path):
 
 
 # ------------------------------------------------------------------------------- dask and MPI
-def test_time_limit_holds_under_dask(setup):
+def test_time_limit_holds_under_dask(six_pixels):
     distributed = pytest.importorskip("distributed")
-    cube = setup[3].copy()
+    cube = six_pixels[3].copy()
     cube[0, 2, 0, 0] = 9.0  # busy for 30 s
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client:
         t0 = time.monotonic()
-        r = run(setup, cube=cube, executor=client, chunk=3, time_limit=1.0)
+        r = run(six_pixels, cube=cube, executor=client, chunk=3, time_limit=1.0)
         took = time.monotonic() - t0
     assert r.status[0, 2] == scheduler.STATUS_TIMEOUT
     assert (np.delete(r.status.ravel(), 2) == 0).all()
     assert took < 25, took
-    ref = run(setup, executor="serial")
+    ref = run(six_pixels, executor="serial")
     ok = r.status == 0
     np.testing.assert_array_equal(r.atmospheres[ok], ref.atmospheres[ok])
 
@@ -479,7 +478,7 @@ if __name__ == "__main__":
 """
 
 
-def test_mpi_futures_equals_local_pool(setup, tmp_path):
+def test_mpi_futures_equals_local_pool(six_pixels, tmp_path):
     """docs/clusters.md's mpi4py.futures path: 2 MPI ranks (one worker), a 4x4 map equal to the local
     pool's."""
     pytest.importorskip("mpi4py")
@@ -502,7 +501,7 @@ def test_mpi_futures_equals_local_pool(setup, tmp_path):
 
 
 # ------------------------------------------------------------------------------- fuzz
-def test_fuzz_public_api_and_engine(setup):
+def test_fuzz_public_api_and_engine(six_pixels):
     """A fixed-seed, bounded fuzz run (in child processes): random, NaN, inf, huge, empty, wrongly shaped
     and wrongly typed inputs never crash the process; bad values give ValueError, wrong types TypeError
     (or OverflowError for a number too large for an integer argument)."""

@@ -3,7 +3,6 @@ pyinv._testing (a real, cheap, deterministic vlos fit). The same behaviours with
 pyinv.invert_pixel are tested in test_maps.py."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 
@@ -14,49 +13,16 @@ import pyinv
 from pyinv import maps, models, scheduler
 from pyinv._testing import vlos_fit_solver
 
-SOLVER = "pyinv._testing:misbehaving_solver"
+from helpers import assert_same_results as same
+from helpers import interrupt_run, worker_killer
+from helpers import invert_map as run   # the misbehaving stand-in solver; the 2x3 map: conftest's six_pixels
 
 
-def six_pixel_map():
-    """Lines, Hinode grid, a one-cycle configuration and a 2×3 cube of quiet-Sun models with graded v and B."""
-    lines = pyinv.default_lines()
-    grid = models.hinode_grid(lines)
-    cfg = pyinv.InversionConfig(cycles=1)
-    g = models.default_guess()
-    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
-    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
-    return lines, grid, cfg, cube
-
-
-@pytest.fixture(scope="module")
-def setup():
-    try:
-        pyinv.engine.api()
-    except ImportError:
-        pytest.skip("engine not built")
-    return six_pixel_map()
-
-
-def run(setup, cube=None, **kw):
-    lines, grid, cfg, c = setup
-    args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
-                executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
-                solver=SOLVER)
-    args.update(kw)
-    cfg = args.pop("config", cfg)
-    return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
-
-
-def same(a, b):
-    for k in ("atmospheres", "fits", "chi2", "status", "macro"):
-        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
-
-
-def test_serial_pool_equal_and_per_pixel(setup):
-    lines, grid, cfg, cube = setup
-    r1 = run(setup, executor="serial")
-    r2 = run(setup, workers=1)
-    r3 = run(setup, workers=2, chunk=1)
+def test_serial_pool_equal_and_per_pixel(six_pixels):
+    lines, grid, cfg, cube = six_pixels
+    r1 = run(six_pixels, executor="serial")
+    r2 = run(six_pixels, workers=1)
+    r3 = run(six_pixels, workers=2, chunk=1)
     same(r1, r2)
     same(r1, r3)
     g = models.default_guess()
@@ -70,23 +36,23 @@ def test_serial_pool_equal_and_per_pixel(setup):
     assert r3.provenance["executor"] == "local-pool" and r3.provenance["workers"] == 2
 
 
-def test_dask_local_cluster(setup):
+def test_dask_local_cluster(six_pixels):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client:
-        rd = run(setup, executor=client, chunk=2)
-        rx = run(setup, executor=client.get_executor())
-    same(rd, run(setup, executor="serial"))
+        rd = run(six_pixels, executor=client, chunk=2)
+        rx = run(six_pixels, executor=client.get_executor())
+    same(rd, run(six_pixels, executor="serial"))
     same(rd, rx)
 
 
-def test_nan_masked_failed_pixels(setup):
-    cube = setup[3].copy()
+def test_nan_masked_failed_pixels(six_pixels):
+    cube = six_pixels[3].copy()
     cube[0, 0, 1, 5] = np.nan
     cube[0, 1, 0, 0] = 7.0  # the stand-in raises
     mask = np.ones((2, 3), bool)
     mask[1, 2] = False
-    r = run(setup, cube=cube, mask=mask)
+    r = run(six_pixels, cube=cube, mask=mask)
     assert r.status[0, 0] == scheduler.STATUS_BAD_INPUT
     assert r.status[0, 1] == scheduler.STATUS_FAILED
     assert r.status[1, 2] == scheduler.STATUS_MASKED
@@ -94,89 +60,75 @@ def test_nan_masked_failed_pixels(setup):
         assert np.isnan(r.atmospheres[y, x]).all() and np.isnan(r.fits[y, x]).all() and np.isnan(r.chi2[y, x])
     ok = r.status == 0
     assert ok.sum() == 3
-    same_ok = run(setup, executor="serial")
+    same_ok = run(six_pixels, executor="serial")
     np.testing.assert_array_equal(r.atmospheres[ok], same_ok.atmospheres[ok])
 
 
-def test_shapes_and_axes(setup):
-    lines, grid, cfg, cube = setup
+def test_shapes_and_axes(six_pixels):
+    lines, grid, cfg, cube = six_pixels
     with pytest.raises(ValueError, match="4 axes"):
-        run(setup, cube=cube[0])
+        run(six_pixels, cube=cube[0])
     with pytest.raises(ValueError, match="Stokes axis"):
-        run(setup, cube=cube[:, :, :3])
+        run(six_pixels, cube=cube[:, :, :3])
     with pytest.raises(ValueError, match="wavelengths"):
-        run(setup, cube=cube[..., :-1])
+        run(six_pixels, cube=cube[..., :-1])
     with pytest.raises(ValueError, match="permutation"):
-        run(setup, axes="yxsw")
+        run(six_pixels, axes="yxsw")
     with pytest.raises(ValueError, match="Stokes axis"):
-        run(setup, axes="lsxy")  # a valid permutation that does not fit the data
+        run(six_pixels, axes="lsxy")  # a valid permutation that does not fit the data
     with pytest.raises(ValueError, match="mask"):
-        run(setup, mask=np.ones((3, 2), bool))
+        run(six_pixels, mask=np.ones((3, 2), bool))
     with pytest.raises(ValueError, match="sigma"):
-        run(setup, sigma=np.ones(3))
-    r = run(setup, cube=np.transpose(cube, (3, 1, 0, 2)), axes="lxys", executor="serial")
-    same(r, run(setup, executor="serial"))
+        run(six_pixels, sigma=np.ones(3))
+    r = run(six_pixels, cube=np.transpose(cube, (3, 1, 0, 2)), axes="lxys", executor="serial")
+    same(r, run(six_pixels, executor="serial"))
 
 
-def test_sigma_sets_snr(setup):
-    r = run(setup, sigma=1e-2, executor="serial")
-    r0 = run(setup, executor="serial")  # config S/N 1000 → χ² scales by (1000/100)²
+def test_sigma_sets_snr(six_pixels):
+    r = run(six_pixels, sigma=1e-2, executor="serial")
+    r0 = run(six_pixels, executor="serial")  # config S/N 1000 → χ² scales by (1000/100)²
     ok = r0.chi2 > 0
     np.testing.assert_allclose(r.chi2[ok] * 100, r0.chi2[ok], rtol=1e-10)
 
 
-def test_worker_killed_mid_run(setup):
-    cube = np.repeat(setup[3], 2, axis=0)  # 4 x 3
+def test_worker_killed_mid_run(six_pixels):
+    cube = np.repeat(six_pixels[3], 2, axis=0)  # 4 x 3
     cube[..., 0, 0] = np.where(np.arange(3) % 2 == 0, 6.0, cube[..., 0, 0])  # slow pixels (0.3 s)
-    killed = []
+    kill_one, killed = worker_killer()
 
-    def kill_one(done, total):
-        if not killed and done < total:
-            kids = [p for p in multiprocessing.active_children() if p.is_alive()]
-            os.kill(kids[0].pid, signal.SIGKILL)
-            killed.append(kids[0].pid)
-
-    r = run(setup, cube=cube, chunk=1, progress=kill_one)
+    r = run(six_pixels, cube=cube, chunk=1, progress=kill_one)
     assert killed and r.provenance["pool_restarts"] >= 1
-    ref = run(setup, cube=cube, executor="serial")
+    ref = run(six_pixels, cube=cube, executor="serial")
     same(r, ref)
     assert (r.status == 0).all()
 
 
-def test_crashing_pixel_and_time_limit(setup):
-    cube = setup[3].copy()
+def test_crashing_pixel_and_time_limit(six_pixels):
+    cube = six_pixels[3].copy()
     cube[1, 1, 0, 0] = 8.0   # kills its own worker every time
     cube[0, 2, 0, 0] = 9.0   # busy for 30 s
-    r = run(setup, cube=cube, chunk=2, time_limit=1.0, retries=1)
+    r = run(six_pixels, cube=cube, chunk=2, time_limit=1.0, retries=1)
     assert r.status[1, 1] == scheduler.STATUS_WORKER_DIED
     assert r.status[0, 2] == scheduler.STATUS_TIMEOUT
     ok = r.status == 0
     assert ok.sum() == 4
-    ref = run(setup, executor="serial")
+    ref = run(six_pixels, executor="serial")
     np.testing.assert_array_equal(r.atmospheres[ok], ref.atmospheres[ok])
 
 
-def test_checkpoint_interrupt_and_resume(setup, tmp_path):
-    cube = np.repeat(setup[3], 2, axis=0)
+def test_checkpoint_interrupt_and_resume(six_pixels, tmp_path):
+    cube = np.repeat(six_pixels[3], 2, axis=0)
     ck = tmp_path / "ck"
-
-    def stop(done, total):
-        if done >= 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(setup, cube=cube, chunk=1, workers=1, checkpoint=ck, progress=stop)
-    st = np.load(ck / "status.npy")
-    n_done = int((st != scheduler.STATUS_PENDING).sum())
+    n_done = interrupt_run(lambda **kw: run(six_pixels, cube=cube, chunk=1, workers=1, **kw), 3, ck)
     assert 3 <= n_done < 12
-    r = run(setup, cube=cube, chunk=1, checkpoint=ck)
+    r = run(six_pixels, cube=cube, chunk=1, checkpoint=ck)
     assert r.provenance["resumed"] and r.provenance["computed"] == 12 - n_done
-    same(r, run(setup, cube=cube, executor="serial"))
-    r2 = run(setup, cube=cube, checkpoint=ck)  # complete: nothing to compute
+    same(r, run(six_pixels, cube=cube, executor="serial"))
+    r2 = run(six_pixels, cube=cube, checkpoint=ck)  # complete: nothing to compute
     assert r2.provenance["computed"] == 0
     same(r2, r)
     with pytest.raises(ValueError, match="different inputs"):
-        run(setup, cube=cube * 1.001, checkpoint=ck)
+        run(six_pixels, cube=cube * 1.001, checkpoint=ck)
 
 
 def _children(pid):
@@ -228,7 +180,7 @@ maps._invert(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", 
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
-def test_sigterm_ends_pool_workers(setup, tmp_path):
+def test_sigterm_ends_pool_workers(six_pixels, tmp_path):
     """SIGTERM to the parent of a local-pool run ends its workers (no orphans); finished pixels stay in
     the checkpoint."""
     import subprocess

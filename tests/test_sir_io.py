@@ -7,6 +7,8 @@ from pyinv.io.sir import (read_abundances, read_psf, read_sir_chi, read_sir_mode
                           read_two_component_models, write_abundances, write_sir_chi, write_sir_model,
                           write_sir_profiles)
 
+from helpers import assert_file_refused
+
 
 @pytest.fixture
 def sir_files(reference_dir):
@@ -35,15 +37,10 @@ def test_model_values(sir_files):
 
 def test_model_errors_in_file(tmp_path):
     p = tmp_path / "bad.mod"
-    p.write_text("1.0 1.0 0.0\n 1.0 5000. 10. 0 0 0 0 0\n 0.0 -5. 1. 0 0 0 0 0\n")
-    with pytest.raises(ValueError, match="bad.mod.*'T'.*depth index 1"):
-        read_sir_model(p)
-    p.write_text("1.0 1.0 0.0\n 1.0 5000. 10. 0 0 0 0\n")
-    with pytest.raises(ValueError, match="bad.mod:2.*8 or 11 columns"):
-        read_sir_model(p)
-    p.write_text("1.0 1.0 0.0\n 1.0 5000. 1x0. 0 0 0 0 0\n")
-    with pytest.raises(ValueError, match="bad.mod:2: malformed model row"):
-        read_sir_model(p)
+    for text, match in (("1.0 1.0 0.0\n 1.0 5000. 10. 0 0 0 0 0\n 0.0 -5. 1. 0 0 0 0 0\n", "bad.mod.*'T'.*depth index 1"),
+                        ("1.0 1.0 0.0\n 1.0 5000. 10. 0 0 0 0\n", "bad.mod:2.*8 or 11 columns"),
+                        ("1.0 1.0 0.0\n 1.0 5000. 1x0. 0 0 0 0 0\n", "bad.mod:2: malformed model row")):
+        assert_file_refused(read_sir_model, p, text, match)
 
 
 def test_negative_B_from_file(tmp_path):

@@ -2,27 +2,51 @@
 
 ``pyinv synth``   synthesise Stokes profiles of a model atmosphere (defaults: the packaged default
                   guess atmosphere, Fe I 6301.5/6302.5 Å on the Hinode SP sampling), write a SIR .per
-                  file and a PNG quick look.
+                  file and a PNG quick look; ``--nlte rh|lightweaver`` for non-LTE.
 ``pyinv invert``  invert a Stokes cube (FITS) pixel by pixel (pyinv.invert): local process pool or a dask
-                  scheduler, checkpoint/resume, result FITS with provenance.
+                  scheduler, checkpoint/resume, result FITS with provenance; ``--nlte rh|lightweaver``
+                  for a DeSIRe-style NLTE inversion.
 ``pyinv sir``     run a SIR control file as SIR would (pyinv.run_sir): inversion (one pixel, or a map
                   for a FITS cube), synthesis or response functions, outputs next to the control file.
 ``pyinv info``    version, engine status and packaged data.
-``pyinv train``   train the CNN of the assisted inversion (pyinv.cnn) on a map and its training-set
-                  inversion, or on generated maps (how the packaged model is made).
-``pyinv demo``    CNN-assisted inversion of a generated Hinode-SP-like map, end to end, with figures.
-``pyinv cnn``     the catalogue of pretrained CNN models: ``pyinv cnn list``, ``pyinv cnn train --recipe NAME``.
+``pyinv cnn``     the CNN of the assisted inversion (pyinv.cnn):
+                  ``pyinv cnn list``   the catalogue of pretrained models;
+                  ``pyinv cnn train``  a catalogue model from its recipe (``--recipe NAME``), or a model
+                  trained on a map and its training-set inversion, or on generated maps;
+                  ``pyinv cnn demo``   CNN-assisted inversion of a generated Hinode-SP-like map, end to end,
+                  with figures.
+
+Deprecated spellings, still accepted with a DeprecationWarning (issue 18): ``pyinv train`` (now
+``pyinv cnn train``), ``pyinv demo`` (now ``pyinv cnn demo``) and ``pyinv synth --backend`` (now ``--nlte``,
+the flag ``pyinv invert`` has; ``--backend lte`` is no ``--nlte``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["main"]
+
+
+def _deprecated(old: str, new: str) -> None:
+    """An old spelling was used: say so on stderr (shown whatever the warning filters) and warn."""
+    msg = f"'{old}' is deprecated; use '{new}'"
+    print(f"pyinv: DeprecationWarning: {msg}", file=sys.stderr)
+    warnings.warn(msg, DeprecationWarning, stacklevel=3)
+
+
+class _BackendFlag(argparse.Action):
+    """``pyinv synth --backend lte|rh|lightweaver``: the deprecated spelling of ``--nlte`` (``lte``: no NLTE)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _deprecated(f"pyinv synth {option_string} {values}",
+                    "pyinv synth" if values == "lte" else f"pyinv synth --nlte {values}")
+        setattr(namespace, self.dest, None if values == "lte" else values)
 
 
 def _load_model(spec: str):
@@ -47,7 +71,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from . import models
     from .defaults import default_lines
 
-    if getattr(args, "backend", "lte") != "lte":
+    if args.nlte:
         from .nlte.cli import synth_nlte
         return synth_nlte(args, _load_model)
     if args.atmospheres:
@@ -247,12 +271,45 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .cnn.commands import cmd_train
-    return cmd_train(args)
+#: ``pyinv cnn train`` without --recipe (a model of your own): the defaults of the options it shares with the
+#: recipe mode, or that only it has.
+_OWN_MODEL_DEFAULTS = {"size": 32, "seed": 101, "mu": 1.0, "epochs": 200, "batch": 64, "patience": 30,
+                       "output": "pyinv_cnn.npz"}
+_OWN_MODEL_ONLY = ("cube", "result", "generate", "size", "seed", "mu", "patience", "from_model", "checkpoint")
+_RECIPE_ONLY = ("pixels", "learning_rate", "workdir", "threads")
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _flags(names) -> str:
+    return ", ".join(n if n == "cube" else "--" + n.replace("_", "-") for n in names)
+
+
+def _cmd_cnn_train(args: argparse.Namespace) -> int:
+    """``pyinv cnn train``: with --recipe a catalogue model (cnn.commands.cmd_cnn_train), else a model trained
+    on a cube or on generated maps (cnn.commands.cmd_train)."""
+    from .cnn import commands
+
+    recipe = getattr(args, "recipe", None)
+    wrong = [k for k in (_OWN_MODEL_ONLY if recipe else _RECIPE_ONLY) if getattr(args, k, None) is not None]
+    if wrong and recipe:
+        raise ValueError(f"--recipe makes a catalogue model from its recipe; {_flags(wrong)} train on a cube or "
+                         "generated maps instead")
+    if wrong:
+        raise ValueError(f"{_flags(wrong)}: options of --recipe (a catalogue model) only")
+    if recipe:
+        for k in ("workers", "threads"):
+            if getattr(args, k) is None:
+                setattr(args, k, 1)
+        return commands.cmd_cnn_train(args)
+    if not (args.cube or args.generate):
+        raise ValueError(("give --recipe NAME (a catalogue model), " if hasattr(args, "recipe") else "give ")
+                         + "a cube FITS (with --result or not) or --generate N")
+    for k, v in _OWN_MODEL_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    return commands.cmd_train(args)
+
+
+def _cmd_cnn_demo(args: argparse.Namespace) -> int:
     from .cnn.commands import cmd_demo
     return cmd_demo(args)
 
@@ -262,14 +319,63 @@ def _cmd_cnn_list(args: argparse.Namespace) -> int:
     return cmd_cnn_list(args)
 
 
-def _cmd_cnn_train(args: argparse.Namespace) -> int:
-    from .cnn.commands import cmd_cnn_train
-    return cmd_cnn_train(args)
+def _cmd_train_deprecated(args: argparse.Namespace) -> int:
+    _deprecated("pyinv train", "pyinv cnn train")
+    return _cmd_cnn_train(args)
+
+
+def _cmd_demo_deprecated(args: argparse.Namespace) -> int:
+    _deprecated("pyinv demo", "pyinv cnn demo")
+    return _cmd_cnn_demo(args)
+
+
+def _add_cnn_train_args(t: argparse.ArgumentParser, recipe: bool = True) -> None:
+    """The options of ``pyinv cnn train`` (``recipe=False``: those of the deprecated ``pyinv train``)."""
+    d = _OWN_MODEL_DEFAULTS
+    if recipe:
+        t.add_argument("--recipe", help="make this catalogue model from its seeded recipe (pyinv cnn list); "
+                                        "otherwise train on CUBE or --generate N")
+    t.add_argument("cube", nargs="?", help="Stokes cube FITS to train on (omit with --recipe or --generate)")
+    t.add_argument("--result", help="its inversion result FITS (default: invert it now with the training-set "
+                                    "configuration)")
+    t.add_argument("--generate", type=int, metavar="N", help="train on N generated maps instead of a cube")
+    t.add_argument("--size", type=int, help=f"side of the generated maps [{d['size']}]")
+    t.add_argument("--seed", type=int, help=f"seed of the first generated map (then +1, ...) [{d['seed']}]")
+    t.add_argument("--mu", type=float, help=f"heliocentric cosine of the map [{d['mu']:g}]")
+    t.add_argument("--from-model", help="fine-tune this model instead of starting from random weights")
+    t.add_argument("--checkpoint", help="folder for resumable training-set inversions")
+    t.add_argument("--patience", type=int, help=f"early-stopping patience in epochs (0 = off) [{d['patience']}]")
+    if recipe:
+        t.add_argument("--pixels", type=int, help="--recipe: training pixels [the recipe's]")
+        t.add_argument("--learning-rate", type=float, help="--recipe: AdaMax learning rate [the recipe's]")
+        t.add_argument("--workdir", help="--recipe: folder of the resumable training-set shards "
+                                         "[~/.cache/pyinv/cnn/<recipe>_set]")
+        t.add_argument("--threads", type=int, help="--recipe: torch threads while training [1]")
+    t.add_argument("--epochs", type=int, help=f"epochs [the recipe's; else {d['epochs']}]")
+    t.add_argument("--batch", type=int, help=f"batch size [the recipe's; else {d['batch']}]")
+    t.add_argument("--workers", type=int, help="worker processes: the training-set inversions [usable cores]; "
+                                               "--recipe: generating shards [1]")
+    t.add_argument("--device", default="cpu", help="torch device for training [cpu]")
+    t.add_argument("-o", "--output", help="model file [--recipe: ~/.cache/pyinv/cnn/<recipe>.npz, where "
+                                          f"pretrained() finds it; else {d['output']}]")
+    t.set_defaults(func=_cmd_cnn_train)
+
+
+def _add_cnn_demo_args(d: argparse.ArgumentParser) -> None:
+    d.add_argument("--size", type=int, default=24, help="map side in pixels [24]")
+    d.add_argument("--seed", type=int, default=7, help="map seed [7]")
+    d.add_argument("--mu", type=float, default=1.0, help="heliocentric cosine [1]")
+    d.add_argument("--model", help="CNN model file [the packaged pretrained model]")
+    d.add_argument("--workers", type=int, help="worker processes [usable cores]")
+    d.add_argument("--standard", action="store_true", help="also run the standard 3-cycle inversion and compare")
+    d.add_argument("-o", "--outdir", default="pyinv_demo", help="output folder [pyinv_demo]")
+    d.set_defaults(func=_cmd_cnn_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyinv", description="SIR-equivalent Stokes synthesis and inversion")
-    sub = p.add_subparsers(dest="command", required=True)
+    # the deprecated spellings ``train`` and ``demo`` are accepted but not listed
+    sub = p.add_subparsers(dest="command", required=True, metavar="{synth,invert,cnn,sir,info}")
 
     s = sub.add_parser("synth", help="synthesise the Stokes profiles of a model atmosphere")
     s.add_argument("--model", default="default_guess",
@@ -284,9 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-plot", action="store_true", help="do not write the PNG quick look")
     s.add_argument("--atmospheres", help="map mode: an inversion result FITS or an .npy (ny, nx, ndep, 11) of "
                                          "atmospheres; writes a Stokes cube FITS (-o, default pyinv_synth.fits)")
-    s.add_argument("--backend", choices=("lte", "rh", "lightweaver"), default="lte",
-                   help="lte: pyinv's engine; rh / lightweaver: non-LTE (default grid Ca II 8542 +-1.5 A) [lte]")
-    s.add_argument("--rh-dir", help="RH 2 build for --backend rh [$PYINV_RH_DIR]")
+    s.add_argument("--nlte", choices=("rh", "lightweaver"), help="non-LTE synthesis with this backend (default "
+                   "grid Ca II 8542 +-1.5 A) [none: LTE, pyinv's engine]")
+    s.add_argument("--backend", dest="nlte", choices=("lte", "rh", "lightweaver"), action=_BackendFlag,
+                   help="deprecated spelling of --nlte (lte: no --nlte)")
+    s.add_argument("--rh-dir", help="RH 2 build for --nlte rh [$PYINV_RH_DIR]")
     s.add_argument("--workers", type=int, help="map mode: worker processes [all cores]")
     s.set_defaults(func=_cmd_synth)
 
@@ -330,50 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 
-    t = sub.add_parser("train", help="train the CNN of the assisted inversion (pyinv.cnn)")
-    t.add_argument("cube", nargs="?", help="Stokes cube FITS to train on (omit with --generate)")
-    t.add_argument("--result", help="its inversion result FITS (default: invert it now with the training-set "
-                                    "configuration)")
-    t.add_argument("--generate", type=int, metavar="N", help="train on N generated maps instead of a cube")
-    t.add_argument("--size", type=int, default=32, help="side of the generated maps [32]")
-    t.add_argument("--seed", type=int, default=101, help="seed of the first generated map (then +1, ...) [101]")
-    t.add_argument("--mu", type=float, default=1.0, help="heliocentric cosine of the map [1]")
-    t.add_argument("--epochs", type=int, default=200, help="epochs [200]")
-    t.add_argument("--batch", type=int, default=64, help="batch size [64]")
-    t.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0 = off) [30]")
-    t.add_argument("--from-model", help="fine-tune this model instead of starting from random weights")
-    t.add_argument("--workers", type=int, help="inversion worker processes [usable cores]")
-    t.add_argument("--checkpoint", help="folder for resumable training-set inversions")
-    t.add_argument("--device", default="cpu", help="torch device for training [cpu]")
-    t.add_argument("-o", "--output", default="pyinv_cnn.npz", help="model file [pyinv_cnn.npz]")
-    t.set_defaults(func=_cmd_train)
-
-    d = sub.add_parser("demo", help="CNN-assisted inversion of a generated map, end to end, with figures")
-    d.add_argument("--size", type=int, default=24, help="map side in pixels [24]")
-    d.add_argument("--seed", type=int, default=7, help="map seed [7]")
-    d.add_argument("--mu", type=float, default=1.0, help="heliocentric cosine [1]")
-    d.add_argument("--model", help="CNN model file [the packaged pretrained model]")
-    d.add_argument("--workers", type=int, help="worker processes [usable cores]")
-    d.add_argument("--standard", action="store_true", help="also run the standard 3-cycle inversion and compare")
-    d.add_argument("-o", "--outdir", default="pyinv_demo", help="output folder [pyinv_demo]")
-    d.set_defaults(func=_cmd_demo)
-
-    c = sub.add_parser("cnn", help="pretrained CNN models: list the catalogue, train one from its recipe")
+    c = sub.add_parser("cnn", help="the CNN of the assisted inversion: list the catalogue, train a model, demo")
     csub = c.add_subparsers(dest="cnn_command", required=True)
     cl = csub.add_parser("list", help="the catalogue's models, where they are installed, their recipes")
     cl.set_defaults(func=_cmd_cnn_list)
-    ct = csub.add_parser("train", help="make a catalogue model from its seeded recipe (needs torch: pyinv[train])")
-    ct.add_argument("--recipe", required=True, help="recipe name (pyinv cnn list)")
-    ct.add_argument("--pixels", type=int, help="training pixels [the recipe's]")
-    ct.add_argument("--epochs", type=int, help="epochs [the recipe's]")
-    ct.add_argument("--batch", type=int, help="batch size [the recipe's]")
-    ct.add_argument("--learning-rate", type=float, help="AdaMax learning rate [the recipe's]")
-    ct.add_argument("--workdir", help="folder of the resumable training-set shards [~/.cache/pyinv/cnn/<recipe>_set]")
-    ct.add_argument("--workers", type=int, default=1, help="processes generating shards [1]")
-    ct.add_argument("--threads", type=int, default=1, help="torch threads while training [1]")
-    ct.add_argument("--device", default="cpu", help="torch device [cpu]")
-    ct.add_argument("-o", "--output", help="model file [~/.cache/pyinv/cnn/<recipe>.npz, where pretrained() finds it]")
-    ct.set_defaults(func=_cmd_cnn_train)
+    _add_cnn_train_args(csub.add_parser(
+        "train", help="train a CNN: a catalogue model from its seeded recipe (--recipe NAME), or on a cube and its "
+                      "training-set inversion, or on generated maps (--generate N); needs torch: pyinv[train]"))
+    _add_cnn_demo_args(csub.add_parser(
+        "demo", help="CNN-assisted inversion of a generated map, end to end, with figures"))
+    # deprecated spellings (issue 18): pyinv train, pyinv demo
+    old_train = sub.add_parser("train", description="deprecated: use pyinv cnn train")
+    _add_cnn_train_args(old_train, recipe=False)
+    old_train.set_defaults(func=_cmd_train_deprecated)
+    old_demo = sub.add_parser("demo", description="deprecated: use pyinv cnn demo")
+    _add_cnn_demo_args(old_demo)
+    old_demo.set_defaults(func=_cmd_demo_deprecated)
 
     r = sub.add_parser("sir", help="run a SIR control file (.trol) as SIR would; outputs next to it")
     r.add_argument("control", help="SIR control file (42 lines); its file names are relative to its folder")

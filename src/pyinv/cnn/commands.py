@@ -1,4 +1,4 @@
-"""``pyinv train`` and ``pyinv demo`` (called from :mod:`pyinv.cli`)."""
+"""``pyinv cnn list``, ``pyinv cnn train`` and ``pyinv cnn demo`` (called from :mod:`pyinv.cli`)."""
 from __future__ import annotations
 
 import argparse
@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     base = as_model(args.from_model) if args.from_model else None
     model = train(ts, model=base, epochs=args.epochs, batch_size=args.batch,
                   patience=args.patience or None, device=args.device)
-    model.provenance["command"] = "pyinv " + " ".join(sys.argv[1:]) if sys.argv else "pyinv train"
+    model.provenance["command"] = "pyinv " + " ".join(sys.argv[1:]) if sys.argv else "pyinv cnn train"
     model.provenance["training_set_seconds"] = t1 - t0
     model.save(args.output)
     p = model.provenance

@@ -1,4 +1,4 @@
-"""``pyinv synth --backend rh|lightweaver``: non-LTE synthesis from the command line."""
+"""``pyinv synth --nlte rh|lightweaver``: non-LTE synthesis from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -44,9 +44,9 @@ def synth_nlte(args: argparse.Namespace, load_model: Callable) -> int:
     lines, grid = _setup(args)
     used = sorted({i for r in grid.blends for i in r})
     options = {"mu": args.mu}
-    if args.backend == "rh" and args.rh_dir:
+    if args.nlte == "rh" and args.rh_dir:
         options["rh_dir"] = args.rh_dir
-    backend = make_backend(args.backend, level_map(lines, used), **options)
+    backend = make_backend(args.nlte, level_map(lines, used), **options)
     abundances = read_abundances(args.abundances) if args.abundances else None
     if args.atmospheres:
         from ..io.fits import write_stokes_cube
@@ -58,14 +58,14 @@ def synth_nlte(args: argparse.Namespace, load_model: Callable) -> int:
         out = Path(args.output if args.output != "pyinv_synth.per" else "pyinv_synth.fits")
         write_stokes_cube(out, m.stokes, grid.wavelength, overwrite=True)
         codes, counts = np.unique(m.status, return_counts=True)
-        print(f"{args.backend}: {m.status.size} pixels ({', '.join(f'{n} {NLTE_STATUS_NAMES.get(int(c), c)}' for c, n in zip(codes, counts))}) "
+        print(f"{args.nlte}: {m.status.size} pixels ({', '.join(f'{n} {NLTE_STATUS_NAMES.get(int(c), c)}' for c, n in zip(codes, counts))}) "
               f"-> {out} (absolute intensities, W m^-2 Hz^-1 sr^-1)")
         return 0
     atmos = load_model(args.model)
     t0 = time.perf_counter()
     res = backend.synthesize(atmos, grid_vacuum_nm(lines, grid), abundances=abundances)
     dt = time.perf_counter() - t0
-    print(f"{args.backend}: status {res.status} ({NLTE_STATUS_NAMES.get(res.status, '?')}), "
+    print(f"{args.nlte}: status {res.status} ({NLTE_STATUS_NAMES.get(res.status, '?')}), "
           f"{res.iterations} iterations, {dt:.2f} s {res.message}")
     if not np.all(np.isfinite(res.stokes)):
         return 1

@@ -1,0 +1,125 @@
+"""Plain helpers shared by the test modules (fixtures are in conftest.py). Test modules import from here,
+never from each other (issue 18)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference"
+DATA = SHARED / "data"
+
+
+def engine_missing() -> str | None:
+    """Why the compiled engine cannot be loaded, or None when it can."""
+    import pyinv
+
+    try:
+        pyinv.engine.api()
+    except ImportError as exc:
+        return str(exc) or "engine not built"
+    return None
+
+
+def require_engine() -> None:
+    """At module level: skip the whole test module when the compiled engine is not built."""
+    why = engine_missing()
+    if why is not None:
+        pytest.skip(f"engine not built ({why})", allow_module_level=True)
+
+
+def assert_file_refused(read, path: Path, text: str, match: str) -> None:
+    """``read(path)`` of a file holding ``text`` raises a ValueError whose message matches ``match``."""
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read(path)
+
+
+def _thevenin_like() -> np.ndarray:
+    """A fixed abundance set (THEVENIN-like, log eps) that does not need ../shared."""
+    ab = np.zeros(92)
+    vals = {1: 12.0, 2: 11.0, 3: 1.0, 4: 1.15, 5: 2.6, 6: 8.69, 7: 7.99, 8: 8.91, 9: 4.56, 10: 8.0,
+            11: 6.28, 12: 7.53, 13: 6.43, 14: 7.50, 15: 5.45, 16: 7.21, 17: 5.5, 18: 6.58, 19: 5.05,
+            20: 6.36, 21: 2.99, 22: 4.88, 23: 3.91, 24: 5.61, 25: 5.47, 26: 7.46, 27: 4.85, 28: 6.18}
+    for z, v in vals.items():
+        ab[z - 1] = v
+    return ab
+
+
+#: THEVENIN-like abundances (log ε, H = 12) and the linear N_Z/N_H they give.
+AB = _thevenin_like()
+EPS = 10.0 ** (AB - 12.0)
+
+
+def six_pixel_map():
+    """Lines, Hinode grid, a one-cycle configuration and a 2×3 cube of quiet-Sun models with graded v and B."""
+    import pyinv
+    from pyinv import models
+
+    lines = pyinv.default_lines()
+    grid = models.hinode_grid(lines)
+    cfg = pyinv.InversionConfig(cycles=1)
+    g = models.default_guess()
+    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
+    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
+    return lines, grid, cfg, cube
+
+
+#: The stand-in solver of the scheduler tests: a cheap vlos fit that misbehaves on request (pyinv._testing).
+MISBEHAVING_SOLVER = "pyinv._testing:misbehaving_solver"
+
+
+def invert_map(setup, cube=None, **kw):
+    """The map inversion of ``setup`` = (lines, grid, configuration, cube, ...) through the scheduler with a
+    stand-in solver (``solver=``, default :data:`MISBEHAVING_SOLVER`; ``config=`` replaces the configuration,
+    ``cube=`` the cube; the other keywords those of the scheduler's entry point). The solver is a parameter
+    of the private ``pyinv.maps._invert`` only, not of ``pyinv.invert``."""
+    from pyinv import maps
+
+    lines, grid, cfg, c = setup[:4]
+    args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
+                executor=None, workers=2, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
+                solver=MISBEHAVING_SOLVER)
+    args.update(kw)
+    cfg = args.pop("config", cfg)
+    return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
+
+
+def interrupt_run(invert, after: int, checkpoint: Path, **kw) -> int:
+    """``invert(checkpoint=checkpoint, progress=..., **kw)`` stopped by a KeyboardInterrupt once ``after`` pixels
+    are done (as Ctrl-C would); returns how many pixels the checkpoint holds as done."""
+    from pyinv.status import STATUS_PENDING
+
+    def stop(done, total):
+        if done >= after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        invert(checkpoint=checkpoint, progress=stop, **kw)
+    return int((np.load(Path(checkpoint) / "status.npy") != STATUS_PENDING).sum())
+
+
+def worker_killer():
+    """A progress callback that SIGKILLs one live pool worker at its first call before the end of the run, and
+    the list of the pids it killed."""
+    import multiprocessing
+    import os
+    import signal
+
+    killed: list[int] = []
+
+    def kill_one(done, total):
+        if not killed and done < total:
+            kids = [p for p in multiprocessing.active_children() if p.is_alive()]
+            os.kill(kids[0].pid, signal.SIGKILL)
+            killed.append(kids[0].pid)
+    return kill_one, killed
+
+
+def assert_same_results(a, b, fields=("atmospheres", "fits", "chi2", "status", "macro")) -> None:
+    """The named arrays of two map results are identical."""
+    for k in fields:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
