@@ -337,7 +337,7 @@ def test_engine_version_mismatch(setup, monkeypatch):
     mod = engine._module()
     v, api_v = engine.check_engine_version(mod)
     assert v == pyinv.__version__ and api_v == engine.ENGINE_API_VERSION
-    monkeypatch.setattr(pyinv, "__version__", "7.7.7")
+    monkeypatch.setattr(engine, "PACKAGE_VERSION", "7.7.7")
     with pytest.raises(ImportError, match=rf"engine is version {v} .* package is version 7\.7\.7"):
         engine.check_engine_version(mod)
     monkeypatch.undo()

@@ -15,9 +15,8 @@ import pkgutil as _pkgutil
 # Lets a developer build of the extension (tools/devbuild.sh) sit beside the source tree.
 __path__ = _pkgutil.extend_path(__path__, __name__)
 
-__version__ = "0.1.0"
-
 from . import engine  # noqa: E402  (the extension itself is loaded lazily by engine)
+from .engine import PACKAGE_VERSION as __version__  # noqa: E402
 from .engine import EngineError, voigt, planck  # noqa: E402
 
 from .atmosphere import Atmosphere, AtmosphereErrors  # noqa: E402
