@@ -45,7 +45,7 @@ def main() -> None:
     import pyinv.cnn as cnn
     from pyinv.cnn.commands import quantities
     from pyinv.cnn.init import one_cycle
-    from pyinv.result import InversionResult
+    from pyinv.maps.result import InversionResult
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_assisted import transfer_maps, truth_correlations
 

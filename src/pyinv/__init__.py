@@ -30,9 +30,7 @@ from .synthesis import synthesize  # noqa: E402
 from .response import response_functions  # noqa: E402
 from . import thermo  # noqa: E402
 from .thermo import hydrostatic  # noqa: E402
-from .result import InversionResult  # noqa: E402
-from .maps import invert  # noqa: E402
-from .synthmap import synthesize_map, SynthesisMap  # noqa: E402
+from .maps import InversionResult, SynthesisMap, invert, synthesize_map  # noqa: E402
 from . import inversion  # noqa: E402
 from .inversion import invert_pixel, PixelResult  # noqa: E402
 from .sirrun import run_sir  # noqa: E402
