@@ -31,7 +31,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import pyinv
-    from pyinv import maps, models, scheduler
+    from pyinv import models
+    from pyinv.maps.inversion import invert_map
+    from pyinv.maps.processes import usable_cores
     from threadpoolctl import threadpool_limits
 
     lines = pyinv.default_lines()
@@ -56,12 +58,12 @@ def main() -> None:
     cube = pyinv.synthesize(truths, lines, grid).reshape(ny, nx, 4, -1)
     cube += rng.normal(0, 1e-3, cube.shape)
     npix = ny * nx
-    nworkers = args.workers or scheduler.usable_cores()
+    nworkers = args.workers or usable_cores()
 
     def run_invert(w):
-        return maps._invert(cube, lines, grid, cfg, init="single", guess=None, mask=None, sigma=None, mu=None,
-                            psf=None, abundances=None, axes="yxsl", executor=None, workers=w, chunk=None,
-                            checkpoint=None, progress=False, time_limit=None, retries=2, solver=solver_name)
+        return invert_map(cube, lines, grid, cfg, init="single", guess=None, mask=None, sigma=None, mu=None,
+                          psf=None, abundances=None, axes="yxsl", executor=None, workers=w, chunk=None,
+                          checkpoint=None, progress=False, time_limit=None, retries=2, solver=solver_name)
 
     def timed(f):
         best = np.inf
@@ -78,9 +80,9 @@ def main() -> None:
 
     # the first pool of a session starts the forkserver (imports pyinv once, ~0.3 s): timed separately
     t0 = time.perf_counter()
-    maps._invert(cube[:1, :1], lines, grid, cfg, init="single", guess=None, mask=None, sigma=None, mu=None, psf=None,
-                 abundances=None, axes="yxsl", executor=None, workers=1, chunk=None, checkpoint=None,
-                 progress=False, time_limit=None, retries=2, solver=solver_name)
+    invert_map(cube[:1, :1], lines, grid, cfg, init="single", guess=None, mask=None, sigma=None, mu=None, psf=None,
+               abundances=None, axes="yxsl", executor=None, workers=1, chunk=None, checkpoint=None,
+               progress=False, time_limit=None, retries=2, solver=solver_name)
     t_first = time.perf_counter() - t0
     t_loop, ref = timed(loop)
     t_1, r1 = timed(lambda: run_invert(1))

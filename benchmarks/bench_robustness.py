@@ -29,9 +29,10 @@ import numpy as np
 
 
 def synth_memory(args) -> dict:
-    from pyinv import _testing, scheduler
+    from pyinv import _testing
+    from pyinv.maps.processes import mp_context
 
-    with ProcessPoolExecutor(1, mp_context=scheduler._mp_context()) as ex:
+    with ProcessPoolExecutor(1, mp_context=mp_context()) as ex:
         t0 = time.perf_counter()
         samples = ex.submit(_testing.synthesize_rss_probe, args.warmup, args.calls, max(1, args.calls // 20)).result()
         secs = time.perf_counter() - t0
@@ -119,7 +120,8 @@ class _PeakSampler:
 
 def _map_run(n: int, workers: int) -> dict:
     import pyinv
-    from pyinv import maps, models
+    from pyinv import models
+    from pyinv.maps.inversion import invert_map
 
     lines = pyinv.default_lines()
     grid = models.hinode_grid(lines)
@@ -130,9 +132,9 @@ def _map_run(n: int, workers: int) -> dict:
     cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 1})
     with _PeakSampler() as s:
         t0 = time.perf_counter()
-        r = maps._invert(cube, lines, grid, cfg, init="previous", guess=guess, mask=None, sigma=None, mu=None, psf=None,
-                         abundances=None, axes="yxsl", executor=None, workers=workers, chunk=None, checkpoint=None,
-                         progress=False, time_limit=None, retries=2, solver="pyinv._testing:two_iteration_solver")  # nodes Jacobian
+        r = invert_map(cube, lines, grid, cfg, init="previous", guess=guess, mask=None, sigma=None, mu=None, psf=None,
+                       abundances=None, axes="yxsl", executor=None, workers=workers, chunk=None, checkpoint=None,
+                       progress=False, time_limit=None, retries=2, solver="pyinv._testing:two_iteration_solver")  # nodes Jacobian
         secs = time.perf_counter() - t0
     peaks = sorted(s.peak.values())
     return {"n": n, "pixels": n * n, "seconds": secs, "worker_peaks_kib": peaks,

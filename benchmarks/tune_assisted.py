@@ -44,7 +44,7 @@ def main() -> None:
     import pyinv.cnn as cnn
     from pyinv.cnn.commands import quantities
     from pyinv.cnn.init import one_cycle
-    from pyinv.result import InversionResult
+    from pyinv.maps.result import InversionResult
 
     from _common import transfer_maps, truth_correlations
 

@@ -72,12 +72,12 @@ def six_pixel_map():
 MISBEHAVING_SOLVER = "pyinv._testing:misbehaving_solver"
 
 
-def invert_map(setup, cube=None, **kw):
+def run_map(setup, cube=None, **kw):
     """The map inversion of ``setup`` = (lines, grid, configuration, cube, ...) through the scheduler with a
     stand-in solver (``solver=``, default :data:`MISBEHAVING_SOLVER`; ``config=`` replaces the configuration,
-    ``cube=`` the cube; the other keywords those of the scheduler's entry point). The solver is a parameter
-    of the private ``pyinv.maps._invert`` only, not of ``pyinv.invert``."""
-    from pyinv import maps
+    ``cube=`` the cube; the other keywords those of the map layer's entry point). The solver is a parameter
+    of :func:`pyinv.maps.inversion.invert_map` (the engine room of ``pyinv.invert``), not of ``pyinv.invert``."""
+    from pyinv.maps.inversion import invert_map
 
     lines, grid, cfg, c = setup[:4]
     args = dict(init="single", guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl",
@@ -85,7 +85,7 @@ def invert_map(setup, cube=None, **kw):
                 solver=MISBEHAVING_SOLVER)
     args.update(kw)
     cfg = args.pop("config", cfg)
-    return maps._invert(c if cube is None else cube, lines, grid, cfg, **args)
+    return invert_map(c if cube is None else cube, lines, grid, cfg, **args)
 
 
 def interrupt_run(invert, after: int, checkpoint: Path, **kw) -> int:

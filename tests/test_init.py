@@ -6,8 +6,9 @@ import pytest
 
 import pyinv
 from pyinv import init as pinit
-from pyinv import maps, models
-from pyinv.result import InversionResult
+from pyinv import models
+from pyinv.maps.inversion import invert_map
+from pyinv.maps.result import InversionResult
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +122,13 @@ def test_invert_with_inits_standin(ctx_factory):
     kw = dict(guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl", executor="serial",
               workers=None, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
               solver="pyinv._testing:vlos_fit_solver")
-    r1 = maps._invert(cube, lines, grid, cfg, init="single", **kw)
+    r1 = invert_map(cube, lines, grid, cfg, init="single", **kw)
     kw2 = dict(kw, guess=r1)
-    rp = maps._invert(cube, lines, grid, cfg, init="previous", **kw2)
+    rp = invert_map(cube, lines, grid, cfg, init="previous", **kw2)
     np.testing.assert_allclose(rp.map("vlos"), r1.map("vlos"), atol=2e3)
-    rm = maps._invert(cube, lines, grid, cfg, init="multistart", **dict(kw, guess=3))
+    rm = invert_map(cube, lines, grid, cfg, init="multistart", **dict(kw, guess=3))
     assert (rm.chi2 <= r1.chi2 * (1 + 1e-12)).all() and rm.provenance["nstart"] == 3
-    rc = maps._invert(cube, lines, grid, cfg, init="cluster", **kw)
+    rc = invert_map(cube, lines, grid, cfg, init="cluster", **kw)
     assert (rc.status == 0).all() and "labels" in rc.provenance
 
 

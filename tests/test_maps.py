@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import pyinv
-from pyinv import models, scheduler
+from pyinv import models
+from pyinv.status import STATUS_BAD_INPUT, STATUS_MASKED, STATUS_PENDING, STATUS_WORKER_DIED
 
 pytestmark = pytest.mark.skipif(not hasattr(pyinv, "invert_pixel"),
                                 reason="pyinv.invert_pixel (issue 4) is not available yet")
@@ -70,7 +71,7 @@ def test_worker_killed_mid_run(problem, reference):
 
     r = inv(problem, cube=cube, workers=2, chunk=1, progress=kill_one)
     assert killed and r.provenance["pool_restarts"] >= 1
-    assert not np.isin(r.status, [scheduler.STATUS_PENDING, scheduler.STATUS_WORKER_DIED]).any()
+    assert not np.isin(r.status, [STATUS_PENDING, STATUS_WORKER_DIED]).any()
     for k in range(3):
         np.testing.assert_array_equal(r.atmospheres[2 * k:2 * k + 2], reference.atmospheres)
         np.testing.assert_array_equal(r.status[2 * k:2 * k + 2], reference.status)
@@ -96,7 +97,7 @@ def test_nan_masked_and_shapes(problem, reference):
     c[0, 1, 2, 10] = np.nan
     mask = np.array([[True, True], [False, True]])
     r = inv(problem, cube=c, mask=mask, workers=1)
-    assert r.status[0, 1] == scheduler.STATUS_BAD_INPUT and r.status[1, 0] == scheduler.STATUS_MASKED
+    assert r.status[0, 1] == STATUS_BAD_INPUT and r.status[1, 0] == STATUS_MASKED
     assert np.isnan(r.atmospheres[0, 1]).all() and np.isnan(r.fits[1, 0]).all() and np.isnan(r.chi2[1, 0])
     for y, x in ((0, 0), (1, 1)):
         np.testing.assert_array_equal(r.atmospheres[y, x], reference.atmospheres[y, x])

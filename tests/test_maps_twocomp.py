@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 import pyinv
-from pyinv import maps, models, scheduler
+from pyinv import models
+from pyinv.status import STATUS_PENDING
 from pyinv._testing import mixed_vlos_fit_solver
 from pyinv.atmosphere import Atmosphere
 from pyinv.io.sir import read_sir_model, write_sir_profiles
-from pyinv.result import InversionResult
-from pyinv.straylight import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_table
+from pyinv.maps.result import InversionResult
+from pyinv.maps.extras import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_table
 
-from helpers import assert_same_results, invert_map, six_pixel_map
+from helpers import assert_same_results, run_map, six_pixel_map
 
 SOLVER = "pyinv._testing:mixed_vlos_fit_solver"
 
@@ -249,7 +250,7 @@ def setup(engine):
 
 
 def run(setup, **kw):
-    return invert_map(setup, solver=SOLVER, retries=1, **kw)
+    return run_map(setup, solver=SOLVER, retries=1, **kw)
 
 
 FIELDS = ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", "fits", "chi2", "status", "filling",
@@ -287,7 +288,7 @@ def test_per_pixel_inputs_reach_the_solver_on_every_route(setup, tmp_path):
     other = run(setup, executor="serial", **dict(kw, stray_window=5))
     assert np.abs(other.fits - rs.fits).max() > 1e-6
     # local pool (memory-mapped inputs), one pixel per task; an Executor (self-contained chunks); an Executor
-    # whose tasks run in threads with a time limit (pixels in a child process, pyinv.pixel_process)
+    # whose tasks run in threads with a time limit (pixels in a child process, pyinv.maps.isolated)
     same(rs, run(setup, chunk=1, **kw))
     with ThreadPoolExecutor(2) as ex:
         same(rs, run(setup, executor=ex, workers=1, chunk=2, **kw))
@@ -334,9 +335,9 @@ def test_checkpoint_keeps_component_2_on_resume(setup, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(setup, executor="serial", chunk=1, checkpoint=ck, progress=stop, **kw)
     st = np.load(ck / "status.npy")
-    n_done = int((st != scheduler.STATUS_PENDING).sum())
+    n_done = int((st != STATUS_PENDING).sum())
     assert 2 <= n_done < 6
-    assert np.isfinite(np.load(ck / "atmos2.npy")[st != scheduler.STATUS_PENDING]).all()
+    assert np.isfinite(np.load(ck / "atmos2.npy")[st != STATUS_PENDING]).all()
     r = run(setup, chunk=1, checkpoint=ck, **kw)
     assert r.provenance["resumed"] and r.provenance["computed"] == 6 - n_done
     same(r, ref)

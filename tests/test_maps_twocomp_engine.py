@@ -12,7 +12,7 @@ import pytest
 
 import pyinv
 from pyinv import models
-from pyinv.straylight import local_stray_profiles
+from pyinv.maps.extras import local_stray_profiles
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,15 @@ import numpy as np
 import pytest
 
 import pyinv
-from pyinv import engine, maps, models, scheduler
+from pyinv import engine, models
+from pyinv.inversion import reduced_chi2
+from pyinv.maps import inversion as map_inversion, pool, processes, store as map_store
+from pyinv.maps.pixel import inversion_record
+from pyinv.status import STATUS_BAD_INPUT, STATUS_FAILED, STATUS_PENDING, STATUS_TIMEOUT, STATUS_WORKER_DIED
 from pyinv._testing import PoisonedStart
 
 # the scheduler tests' helper (same misbehaving stand-in solver) on conftest's six_pixels map
-from helpers import invert_map as run
+from helpers import run_map as run
 
 ROOTS = [str(Path(p).resolve().parent) for p in pyinv.__path__]
 
@@ -74,7 +78,7 @@ def test_pool_dying_at_startup_stops_with_message(six_pixels, tmp_path):
     """Workers that cannot start (an unknown solver) end the run after 3 rebuilds with the worker's error
     and what to add to a script; no endless loop."""
     t0 = time.monotonic()
-    with pytest.raises(scheduler.PoolStartError) as ei:
+    with pytest.raises(pool.PoolStartError) as ei:
         run(six_pixels, solver="pyinv._testing:no_such_solver", checkpoint=tmp_path / "ck")
     assert time.monotonic() - t0 < 60
     msg = str(ei.value)
@@ -90,11 +94,11 @@ def test_rebuild_limit_keeps_finished_pixels(six_pixels, tmp_path):
     cube[0, 1, 0, 0] = 4.0   # poisons later worker starts (then is solved)
     cube[1, 0, 0, 0] = 8.0   # kills its worker: the pool must be rebuilt
     ck = tmp_path / "ck"
-    with pytest.raises(scheduler.PoolStartError, match="before computing any pixel"):
+    with pytest.raises(pool.PoolStartError, match="before computing any pixel"):
         run(six_pixels, cube=cube, solver=PoisonedStart(str(tmp_path / "poison")), workers=1, chunk=1, checkpoint=ck)
     st = np.load(ck / "status.npy")
     assert (st[:3] == 0).all()  # finished before the pool broke
-    assert (st[3:] == scheduler.STATUS_PENDING).all()
+    assert (st[3:] == STATUS_PENDING).all()
 
 
 # ------------------------------------------------------------------------------- requeue paths
@@ -104,7 +108,7 @@ def test_failed_task_is_split_and_retried(six_pixels):
     cube = six_pixels[3].copy()
     cube[0, 1, 0, 0] = 3.0
     r = run(six_pixels, cube=cube, chunk=3, retries=1)
-    assert r.status[0, 1] == scheduler.STATUS_FAILED
+    assert r.status[0, 1] == STATUS_FAILED
     ok = np.ones((2, 3), bool)
     ok[0, 1] = False
     assert (r.status[ok] == 0).all()
@@ -119,7 +123,7 @@ def test_failed_task_other_executor(six_pixels):
     cube[1, 2, 0, 0] = 3.0
     with ThreadPoolExecutor(2) as ex:
         r = run(six_pixels, cube=cube, executor=ex, chunk=3, retries=1)
-    assert r.status[1, 2] == scheduler.STATUS_FAILED
+    assert r.status[1, 2] == STATUS_FAILED
     assert (np.delete(r.status.ravel(), 5) == 0).all()
 
 
@@ -159,7 +163,7 @@ def test_submit_failure_other_executor(six_pixels):
 
 def test_pending_pixels_never_complete(six_pixels, tmp_path, monkeypatch):
     """A run that leaves pixels pending is not marked complete (and says so)."""
-    monkeypatch.setattr(scheduler, "run_pixels", lambda *a, **k: {"computed": 0})
+    monkeypatch.setattr(map_inversion, "run_pixels", lambda *a, **k: {"computed": 0})
     with pytest.raises(RuntimeError, match="still pending"):
         run(six_pixels, checkpoint=tmp_path / "ck")
     assert not json.loads((tmp_path / "ck" / "meta.json").read_text()).get("complete")
@@ -181,13 +185,13 @@ def test_worker_inputs_memory_mapped(six_pixels, init):
 
 def test_shm_check_counts_every_array(six_pixels, monkeypatch):
     seen = []
-    orig = scheduler._scratch_dir
+    orig = pool.scratch_dir
 
     def spy(nbytes, *a, **k):
         seen.append(nbytes)
         return orig(nbytes, *a, **k)
 
-    monkeypatch.setattr(scheduler, "_scratch_dir", spy)
+    monkeypatch.setattr(pool, "scratch_dir", spy)
     prev = run(six_pixels, executor="serial")
     run(six_pixels, init="previous", guess=prev)
     cube = six_pixels[3]
@@ -210,14 +214,14 @@ def test_stale_folders_removed_live_kept(tmp_path):
         names = {
             "dead": f"pyinv-in-{dead}-12345-abc",
             "dead_store": f"pyinv-store-{dead}-777-xyz",
-            "live": f"pyinv-in-{live.pid}-{scheduler._start_time(live.pid)}-def",
-            "me": f"pyinv-in-{scheduler._owner_tag()}-ghi",
+            "live": f"pyinv-in-{live.pid}-{processes.start_time(live.pid)}-def",
+            "me": f"pyinv-in-{processes.owner_tag()}-ghi",
             "reused_pid": f"pyinv-in-{live.pid}-1-jkl",   # same pid, another start time: its owner is gone
             "foreign": "pyinv-in-notapid",
         }
         for n in names.values():
             (tmp_path / n).mkdir()
-        removed = {Path(p).name for p in scheduler.remove_stale_folders(str(tmp_path))}
+        removed = {Path(p).name for p in processes.remove_stale_folders(str(tmp_path))}
         assert removed == {names["dead"], names["dead_store"], names["reused_pid"]}
         for k in ("live", "me", "foreign"):
             assert (tmp_path / names[k]).is_dir()
@@ -228,16 +232,17 @@ def test_stale_folders_removed_live_kept(tmp_path):
 
 _KILLED_RUN = """
 import sys, numpy as np, pyinv
-from pyinv import maps, models
+from pyinv import models
+from pyinv.maps.inversion import invert_map
 lines = pyinv.default_lines()
 grid = models.hinode_grid(lines)
 g = models.default_guess()
 cube = pyinv.synthesize([g.with_columns(vlos=v) for v in np.linspace(-1e5, 1e5, 4)], lines, grid).reshape(2, 2, 4, -1)
 cube[:, :, 0, 0] = 5.0  # idle 60 s
 print("START", flush=True)
-maps._invert(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
-             mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=1, chunk=1, checkpoint=None,
-             progress=False, time_limit=None, retries=2, solver="pyinv._testing:misbehaving_solver")
+invert_map(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
+           mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=1, chunk=1, checkpoint=None,
+           progress=False, time_limit=None, retries=2, solver="pyinv._testing:misbehaving_solver")
 """
 
 
@@ -250,7 +255,7 @@ def test_sigkilled_run_folder_removed_by_next_run(six_pixels):
     try:
         assert proc.stdout.readline().strip() == "START"
         deadline = time.monotonic() + 60
-        start = scheduler._start_time(proc.pid)
+        start = processes.start_time(proc.pid)
         while time.monotonic() < deadline and tag is None:
             for d in ("/dev/shm", tempfile.gettempdir()):
                 for n in os.listdir(d) if os.path.isdir(d) else []:
@@ -309,17 +314,18 @@ def test_checkpoint_abundance_file_and_version(six_pixels, tmp_path, monkeypatch
     with pytest.raises(ValueError, match=r"changed: abundances"):
         run(six_pixels, executor="serial", checkpoint=ck, abundances=str(ab))
     write_abundances(ab, logeps)
-    monkeypatch.setattr(maps, "_version", lambda: "99.0")
+    monkeypatch.setattr(map_inversion, "PACKAGE_VERSION", "99.0")
     with pytest.raises(ValueError, match=r"pyinv_version"):
         run(six_pixels, executor="serial", checkpoint=ck, abundances=str(ab))
 
 
 def test_durable_store_syncs_data_before_status(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(scheduler, "_sync_rows", lambda arr, a, b: calls.append((arr.shape, a, b)))
-    store, _ = scheduler.ResultStore.open_or_create(tmp_path / "s", npix=4, ndep=3, nwav=5, ncyc=1,
+    monkeypatch.setattr(map_store, "sync_rows", lambda arr, a, b: calls.append((arr.shape, a, b)))
+    store, _ = map_store.ResultStore.open_or_create(tmp_path / "s", inversion_record(), npix=4,
+                                                    dims=map_store.Dims(ndep=3, nwav=5, ncyc=1),
                                                     fingerprint={"x": "1"}, durable=True)
-    rec = scheduler._blank_record(3, 5, 1, 0)
+    rec = store.blank(0)
     store.put(2, rec)
     status_shape = store.status.shape
     assert len(calls) == len(rec) and calls[-1] == (status_shape, 2, 3)
@@ -336,7 +342,7 @@ def test_engine_version_mismatch(six_pixels, monkeypatch):
     mod = engine._module()
     v, api_v = engine.check_engine_version(mod)
     assert v == pyinv.__version__ and api_v == engine.ENGINE_API_VERSION
-    monkeypatch.setattr(pyinv, "__version__", "7.7.7")
+    monkeypatch.setattr(engine, "PACKAGE_VERSION", "7.7.7")
     with pytest.raises(ImportError, match=rf"engine is version {v} .* package is version 7\.7\.7"):
         engine.check_engine_version(mod)
     monkeypatch.undo()
@@ -387,7 +393,7 @@ def test_bad_cubes_refused_or_flagged(six_pixels, case):
         pyinv.invert(bad, six_pixels[0], six_pixels[1], six_pixels[2], executor="serial", progress=False)
     with pytest.warns(UserWarning, match="normalised"):
         r = run(six_pixels, cube=bad, executor="serial", check=False)
-    assert (r.status == scheduler.STATUS_BAD_INPUT).all()
+    assert (r.status == STATUS_BAD_INPUT).all()
     assert not (r.status == 0).any()
 
 
@@ -404,7 +410,7 @@ def test_some_bad_pixels_flagged(six_pixels):
         warnings.simplefilter("always")
         r = run(six_pixels, cube=cube, check=False)
     assert len([x for x in w if "normalised" in str(x.message)]) == 1  # one warning for the map
-    assert r.status[0, 0] == r.status[1, 1] == r.status[1, 2] == scheduler.STATUS_BAD_INPUT
+    assert r.status[0, 0] == r.status[1, 1] == r.status[1, 2] == STATUS_BAD_INPUT
     assert (r.status[[0, 0, 1], [1, 2, 0]] == 0).all()
     assert r.provenance["bad_input_pixels"] == 3
 
@@ -451,7 +457,7 @@ def test_time_limit_holds_under_dask(six_pixels):
         t0 = time.monotonic()
         r = run(six_pixels, cube=cube, executor=client, chunk=3, time_limit=1.0)
         took = time.monotonic() - t0
-    assert r.status[0, 2] == scheduler.STATUS_TIMEOUT
+    assert r.status[0, 2] == STATUS_TIMEOUT
     assert (np.delete(r.status.ravel(), 2) == 0).all()
     assert took < 25, took
     ref = run(six_pixels, executor="serial")
@@ -525,19 +531,20 @@ def test_requeue_bookkeeping(tmp_path):
     counted); a one-pixel task counts an attempt and its pixel gets the status after retries + 1."""
     from collections import deque
 
-    store, _ = scheduler.ResultStore.open_or_create(tmp_path / "s", npix=5, ndep=3, nwav=4, ncyc=1,
+    store, _ = map_store.ResultStore.open_or_create(tmp_path / "s", inversion_record(), npix=5,
+                                                    dims=map_store.Dims(ndep=3, nwav=4, ncyc=1),
                                                     fingerprint="x")
     q: deque = deque()
-    rq = scheduler._Requeue(store, q, 5, retries=1, nwav=4)
-    store.put(1, scheduler._blank_record(3, 4, 1, 0))  # finished: never requeued
+    rq = pool.Requeue(store, q, 5, retries=1)
+    store.put(1, store.blank(0))  # finished: never requeued
     rq.failed(np.array([0, 1, 2]))
     assert [list(x) for x in q] == [[0], [2]] and rq.attempts.sum() == 0
     q.clear()
-    rq.failed(np.array([2]), scheduler.STATUS_WORKER_DIED)
-    assert [list(x) for x in q] == [[2]] and store.status[2] == scheduler.STATUS_PENDING
+    rq.failed(np.array([2]), STATUS_WORKER_DIED)
+    assert [list(x) for x in q] == [[2]] and store.status[2] == STATUS_PENDING
     q.clear()
-    rq.failed(np.array([2]), scheduler.STATUS_WORKER_DIED)
-    assert not q and store.status[2] == scheduler.STATUS_WORKER_DIED
+    rq.failed(np.array([2]), STATUS_WORKER_DIED)
+    assert not q and store.status[2] == STATUS_WORKER_DIED
 
 
 def test_reduced_chi2_definition():
@@ -545,10 +552,10 @@ def test_reduced_chi2_definition():
     fit = rng.uniform(-0.5, 1.0, size=(4, 50))
     obs = fit + rng.normal(0, 1e-3, fit.shape)
     obs[0, 3] = -2.0  # masked as in SIR
-    r = scheduler.reduced_chi2(obs, fit, 1000.0, (1, 0, 0, 1), nfree=2)
+    r = reduced_chi2(obs, fit, 1000.0, (1, 0, 0, 1), nfree=2)
     d = (obs - fit)[[0, 3]] * 1000.0
     keep = np.ones(d.shape, bool)
     keep[0, 3] = False
     assert r == pytest.approx(np.sum(d[keep] ** 2) / (keep.sum() - 2))
-    assert np.isnan(scheduler.reduced_chi2(obs, fit, 1000.0, (0, 0, 0, 0)))
-    assert np.isnan(scheduler.reduced_chi2(obs, fit, -1.0, (1, 1, 1, 1)))
+    assert np.isnan(reduced_chi2(obs, fit, 1000.0, (0, 0, 0, 0)))
+    assert np.isnan(reduced_chi2(obs, fit, -1.0, (1, 1, 1, 1)))

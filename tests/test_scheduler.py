@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 
 import pyinv
-from pyinv import maps, models, scheduler
+from pyinv import models
+from pyinv.maps.inversion import invert_map
+from pyinv.status import (STATUS_BAD_INPUT, STATUS_FAILED, STATUS_MASKED, STATUS_PENDING, STATUS_TIMEOUT,
+                          STATUS_WORKER_DIED)
 from pyinv._testing import vlos_fit_solver
 
 from helpers import assert_same_results as same
 from helpers import interrupt_run, worker_killer
-from helpers import invert_map as run   # the misbehaving stand-in solver; the 2x3 map: conftest's six_pixels
+from helpers import run_map as run   # the misbehaving stand-in solver; the 2x3 map: conftest's six_pixels
 
 
 def test_serial_pool_equal_and_per_pixel(six_pixels):
@@ -53,9 +56,9 @@ def test_nan_masked_failed_pixels(six_pixels):
     mask = np.ones((2, 3), bool)
     mask[1, 2] = False
     r = run(six_pixels, cube=cube, mask=mask)
-    assert r.status[0, 0] == scheduler.STATUS_BAD_INPUT
-    assert r.status[0, 1] == scheduler.STATUS_FAILED
-    assert r.status[1, 2] == scheduler.STATUS_MASKED
+    assert r.status[0, 0] == STATUS_BAD_INPUT
+    assert r.status[0, 1] == STATUS_FAILED
+    assert r.status[1, 2] == STATUS_MASKED
     for y, x in ((0, 0), (0, 1), (1, 2)):
         assert np.isnan(r.atmospheres[y, x]).all() and np.isnan(r.fits[y, x]).all() and np.isnan(r.chi2[y, x])
     ok = r.status == 0
@@ -108,8 +111,8 @@ def test_crashing_pixel_and_time_limit(six_pixels):
     cube[1, 1, 0, 0] = 8.0   # kills its own worker every time
     cube[0, 2, 0, 0] = 9.0   # busy for 30 s
     r = run(six_pixels, cube=cube, chunk=2, time_limit=1.0, retries=1)
-    assert r.status[1, 1] == scheduler.STATUS_WORKER_DIED
-    assert r.status[0, 2] == scheduler.STATUS_TIMEOUT
+    assert r.status[1, 1] == STATUS_WORKER_DIED
+    assert r.status[0, 2] == STATUS_TIMEOUT
     ok = r.status == 0
     assert ok.sum() == 4
     ref = run(six_pixels, executor="serial")
@@ -165,17 +168,18 @@ def _alive(pid):
 
 _SIGTERM_SCRIPT = """
 import sys, numpy as np, pyinv
-from pyinv import maps, models
+from pyinv import models
+from pyinv.maps.inversion import invert_map
 lines = pyinv.default_lines()
 grid = models.hinode_grid(lines)
 g = models.default_guess()
 atms = [g.with_columns(vlos=v) for v in np.linspace(-1e5, 1e5, 12)]
 cube = pyinv.synthesize(atms, lines, grid).reshape(4, 3, 4, -1)
 cube[2:, :, 0, 0] = 5.0  # the last 6 pixels idle 60 s in the stand-in solver
-maps._invert(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
-             mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=2, chunk=1,
-             checkpoint=sys.argv[1], progress=False, time_limit=None, retries=2,
-             solver="pyinv._testing:misbehaving_solver")
+invert_map(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
+           mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=2, chunk=1,
+           checkpoint=sys.argv[1], progress=False, time_limit=None, retries=2,
+           solver="pyinv._testing:misbehaving_solver")
 """
 
 
@@ -198,7 +202,7 @@ def test_sigterm_ends_pool_workers(six_pixels, tmp_path):
             # workers are forked by the forkserver, a child of the run's process: grandchildren
             workers |= {w for c in _children(proc.pid) for w in _children(c)}
             st = np.load(ck / "status.npy") if (ck / "meta.json").exists() else None
-            if len(workers) >= 2 and st is not None and (st != scheduler.STATUS_PENDING).sum() >= 6:
+            if len(workers) >= 2 and st is not None and (st != STATUS_PENDING).sum() >= 6:
                 break
             time.sleep(0.1)
         else:
@@ -219,4 +223,4 @@ def test_sigterm_ends_pool_workers(six_pixels, tmp_path):
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
     st = np.load(ck / "status.npy")
-    assert (st[:6] == 0).all() and (st[6:] == scheduler.STATUS_PENDING).all()
+    assert (st[:6] == 0).all() and (st[6:] == STATUS_PENDING).all()

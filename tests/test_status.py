@@ -33,18 +33,15 @@ def test_values():
 
 
 def test_old_public_names_are_the_tables():
-    from pyinv import inversion, nlte, result, scheduler
+    from pyinv import inversion, nlte
+    from pyinv.maps import result
     from pyinv.nlte import backend
 
     assert inversion.STATUS_OK == status.STATUS_CONVERGED
-    for name in ("STATUS_PENDING", "STATUS_CONVERGED", "STATUS_MASKED", "STATUS_BAD_INPUT", "STATUS_FAILED",
-                 "STATUS_TIMEOUT", "STATUS_WORKER_DIED"):
-        assert getattr(scheduler, name) == getattr(status, name), name
     for name in ("NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT"):
         assert getattr(nlte, name) == getattr(backend, name) == getattr(status, name), name
-    assert scheduler.STATUS_NAMES == {c: status.status_name(c) for c in status.MAP_CODES}
     assert nlte.NLTE_STATUS_NAMES == {c: status.status_name(c) for c in status.NLTE_CODES}
-    assert scheduler.STATUS_NAMES[103] == "solver raised" and nlte.NLTE_STATUS_NAMES[202] == "NLTE code failed"
+    assert nlte.NLTE_STATUS_NAMES[202] == "NLTE code failed"
     # result.STATUS_CODES is derived from the table
     assert result.STATUS_CODES == {c: status.describe(c) for c in status.MAP_CODES}
     assert list(result.STATUS_CODES) == [-1, 0, 101, 102, 103, 104, 105]

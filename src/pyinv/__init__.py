@@ -15,9 +15,8 @@ import pkgutil as _pkgutil
 # Lets a developer build of the extension (tools/devbuild.sh) sit beside the source tree.
 __path__ = _pkgutil.extend_path(__path__, __name__)
 
-__version__ = "0.1.0"
-
 from . import engine  # noqa: E402  (the extension itself is loaded lazily by engine)
+from .engine import PACKAGE_VERSION as __version__  # noqa: E402
 from .engine import EngineError, voigt, planck  # noqa: E402
 
 from .atmosphere import Atmosphere, AtmosphereErrors  # noqa: E402
@@ -31,9 +30,7 @@ from .synthesis import synthesize  # noqa: E402
 from .response import response_functions  # noqa: E402
 from . import thermo  # noqa: E402
 from .thermo import hydrostatic  # noqa: E402
-from .result import InversionResult  # noqa: E402
-from .maps import invert  # noqa: E402
-from .synthmap import synthesize_map, SynthesisMap  # noqa: E402
+from .maps import InversionResult, SynthesisMap, invert, synthesize_map  # noqa: E402
 from . import inversion  # noqa: E402
 from .inversion import invert_pixel, PixelResult  # noqa: E402
 from .sirrun import run_sir  # noqa: E402

@@ -1,4 +1,5 @@
-"""Private stand-in solvers with ``invert_pixel``'s worker interface, for exercising the scheduler.
+"""Private stand-in solvers with ``invert_pixel``'s worker interface, for exercising the map executors
+(:mod:`pyinv.maps.pool`).
 
 They are real computations (a synthesis of the guess, and a one-parameter least-squares fit of the
 line-of-sight velocity by a deterministic grid search), cheap and deterministic; plus solvers that
@@ -97,7 +98,7 @@ def mixed_vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=No
 
 
 class TaskError(BaseException):
-    """Escapes the per-pixel guard of the scheduler (which catches Exception): a failure of the task."""
+    """Escapes the per-pixel guard of the executors (which catches Exception): a failure of the task."""
 
 
 def misbehaving_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
@@ -179,9 +180,9 @@ class AlteredStarts:
 def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """:func:`vlos_fit_solver`, after checking that the worker's per-pixel inputs (cube, start table and
     its header, indices, S/N) are memory-mapped files, not copies (raises otherwise: status 103)."""
-    from . import scheduler
+    from .maps.pool import worker_inputs
 
-    w = scheduler._W
+    w = worker_inputs()
     if w:  # in a local pool worker
         for key in ("cube", "table", "header", "gindex", "snr"):
             if not isinstance(w[key], np.memmap):

@@ -208,7 +208,7 @@ def _synth_map(args: argparse.Namespace) -> int:
     from .defaults import default_lines
     from .io.fits import write_stokes_cube
     from .lines import LineList, WavelengthGrid
-    from .result import InversionResult
+    from .maps.result import InversionResult
     from . import models
 
     src = args.atmospheres

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["EngineError", "api", "check", "isa", "voigt", "voigt_derivatives", "planck"]
+__all__ = ["EngineError", "api", "check", "isa", "voigt", "voigt_derivatives", "planck", "PACKAGE_VERSION"]
 
 
 class EngineError(ValueError):
@@ -99,6 +99,11 @@ def isa() -> str:
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
 ENGINE_API_VERSION = 7
 
+#: Version of the Python package (``pyinv.__version__`` is this one; pyproject.toml and meson.build carry it
+#: too). The compiled engine must be built from the same version. It lives here, in a module that imports
+#: nothing from pyinv at import time, so that every module may read it without importing the package itself.
+PACKAGE_VERSION = "0.1.0"
+
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
     """Compare the compiled engine's version with the Python package's.
@@ -113,20 +118,18 @@ def check_engine_version(module: ModuleType) -> tuple[str, int]:
         Naming both versions, when the engine was built from another pyinv version or for another API
         (a stale build under newer Python code), or carries no version at all.
     """
-    from . import __version__
-
     fn = getattr(getattr(module, "pyinv_api", None), "engine_version", None)
     if fn is None:
         raise ImportError(f"pyinv's compiled engine ({getattr(module, '__file__', module)}) carries no version "
-                          f"(built from a pyinv older than the Python package {__version__}, API "
+                          f"(built from a pyinv older than the Python package {PACKAGE_VERSION}, API "
                           f"{ENGINE_API_VERSION}): reinstall with `pip install .` or rebuild it")
     version, api_version = fn()
     if isinstance(version, (bytes, np.bytes_)):
         version = version.decode("ascii", "replace")
     version, api_version = str(version).strip(), int(api_version)
-    if version != __version__ or api_version != ENGINE_API_VERSION:
+    if version != PACKAGE_VERSION or api_version != ENGINE_API_VERSION:
         raise ImportError(f"pyinv's compiled engine is version {version} (API {api_version}) but the Python "
-                          f"package is version {__version__} (API {ENGINE_API_VERSION}): a stale build; reinstall "
+                          f"package is version {PACKAGE_VERSION} (API {ENGINE_API_VERSION}): a stale build; reinstall "
                           "with `pip install .` or rebuild it (tools/devbuild.sh)")
     return version, api_version
 

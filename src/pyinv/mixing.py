@@ -19,7 +19,7 @@ import numpy as np
 from .atmosphere import Atmosphere
 from .lines import WavelengthGrid
 
-__all__ = ["Mixing", "resolve_mixing", "mix"]
+__all__ = ["Mixing", "resolve_mixing", "mix", "stray_profile_on_grid"]
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _per_model(name: str, value, n: int, lo: float, hi: float) -> np.ndarray:
     return a
 
 
-def _stray_profile(stray, grid: WavelengthGrid) -> np.ndarray:
+def stray_profile_on_grid(stray, grid: WavelengthGrid) -> np.ndarray:
     """(4, nλ) stray-light profile from an array or a SIR profile file, on the grid's wavelengths."""
     if isinstance(stray, (str, os.PathLike)):
         from .io.sir import read_sir_profiles
@@ -105,7 +105,7 @@ def resolve_mixing(models: list[Atmosphere], models2: list[Atmosphere] | None, g
     stray = None
     alpha = np.zeros(n)
     if stray_profile is not None:
-        stray = _stray_profile(stray_profile, grid)
+        stray = stray_profile_on_grid(stray_profile, grid)
         pct = stray_percent if stray_percent is not None else [float(a.stray) for a in models]
         alpha = _per_model("stray_percent", pct, n, 0.0, 100.0) / 100.0
     elif stray_percent is not None and np.any(np.asarray(stray_percent, dtype=np.float64) != 0):

@@ -549,7 +549,7 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> Si
 
 def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progress: bool) -> SirRun:
     from .io.fits import read_stokes_cube
-    from .maps import invert
+    from .maps.inversion import invert
 
     cfg = inp.cfg
     m1, m2, p1, p2 = _models(cfg, "inversion")

@@ -1,10 +1,10 @@
 """Status codes of pyinv: the one table of every per-pixel status code, its name and meaning.
 
-* -1 pending: inside checkpoint stores (:mod:`pyinv.scheduler`), not computed yet;
+* -1 pending: inside checkpoint stores (:mod:`pyinv.maps.store`), not computed yet;
 * 0 converged: pixel and map inversions, NLTE backends;
 * 1..100: the engine's own error codes (texts: :func:`pyinv.engine.error_message`);
 * 101 masked, 102 bad input, 103 solver raised, 104 time limit, 105 worker died: map inversions and
-  syntheses (:mod:`pyinv.scheduler`); 104 is also the NLTE backends' time limit;
+  syntheses (:mod:`pyinv.maps`); 104 is also the NLTE backends' time limit;
 * 201 NLTE not converged, 202 NLTE code failed: the NLTE backends (:mod:`pyinv.nlte`).
 
 The texts of the engine's codes 1..100 live in the engine (``fortran/errors.f90``); :func:`describe`
@@ -46,7 +46,7 @@ STATUS_CONVERGED = 0
 #: Excluded by ``mask``.
 STATUS_MASKED = 101
 #: The observed profiles are not usable: NaN/inf, Stokes I <= 0 somewhere (negative or all-zero I), or
-#: values far outside a continuum-normalised range (see :func:`pyinv.maps.check_cube`). Not inverted.
+#: values far outside a continuum-normalised range (see :func:`pyinv.maps.cube.check_cube`). Not inverted.
 STATUS_BAD_INPUT = 102
 #: The solver raised an exception, or the pixel's task failed ``retries + 1`` times running alone.
 STATUS_FAILED = 103

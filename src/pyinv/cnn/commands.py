@@ -87,12 +87,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         ts = training_set_from_generated([args.size] * n, [args.seed + k for k in range(n)], [args.mu] * n,
                                          workers=args.workers, checkpoint_dir=args.checkpoint)
     elif args.cube:
-        from ..maps import load_cube
+        from ..maps.cube import load_cube
         lines = default_lines()
         grid = models.hinode_grid(lines)
         cube = load_cube(args.cube)[0]
         if args.result:
-            from ..result import InversionResult
+            from ..maps.result import InversionResult
             ts = build_training_set(cube, InversionResult.from_fits(args.result), grid, lines,
                                     provenance={"cube": str(args.cube), "result": str(args.result)})
         else:
@@ -231,7 +231,7 @@ def comparison_figures(named: dict, outdir, prefix: str = "", reference: str | N
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..maps import invert
+    from ..maps.inversion import invert
     from ..synthetic import generate_map
     from .configs import assisted_config, reference_config
     from .predict import as_model, cluster, predict

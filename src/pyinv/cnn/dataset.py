@@ -146,7 +146,7 @@ def build_training_set(cube: np.ndarray, result: Any, grid, lines, *, ic_quiet: 
     mu : float
         Heliocentric cosine of the map (an input of models with ``mu_input``).
     """
-    from ..result import InversionResult
+    from ..maps.result import InversionResult
     from .model import CNNModel
 
     c = np.asarray(cube, dtype=np.float64)

@@ -128,7 +128,7 @@ def flag_clearly_worse(chi2: np.ndarray, status: np.ndarray, labels: np.ndarray 
 class AssistedSolver:
     """The default pixel solver (:func:`pyinv.invert_pixel`) with the LM options of the assisted cycle.
 
-    A picklable callable with the solver interface of :class:`pyinv.scheduler.PixelProblem`; its ``repr``
+    A picklable callable with the solver interface of :class:`pyinv.maps.pixel.InversionPixels`; its ``repr``
     names the options, so a checkpoint written with other options is refused.
     """
 

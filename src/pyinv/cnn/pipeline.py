@@ -20,7 +20,7 @@ def training_set_from_map(cube, lines, grid, *, mu: float = 1.0, psf=None, worke
     """Invert a map with the paper's training-set configuration and build its training set.
 
     Returns (TrainingSet, InversionResult)."""
-    from ..maps import invert
+    from ..maps.inversion import invert
 
     cfg = config if config is not None else training_config(mu=mu)
     t0 = time.perf_counter()
@@ -33,7 +33,7 @@ def training_set_from_map(cube, lines, grid, *, mu: float = 1.0, psf=None, worke
 
 
 def _load(path):
-    from ..maps import load_cube
+    from ..maps.cube import load_cube
     return load_cube(path)[0]
 
 

@@ -102,7 +102,7 @@ class CNNPrediction:
 
     def map(self, name: str, log_tau: float = 0.0) -> np.ndarray:
         """(ny, nx) map of a column at ``log_tau``, as :meth:`pyinv.InversionResult.map`."""
-        from ..result import InversionResult
+        from ..maps.result import InversionResult
         ny, nx = self.shape
         z = np.zeros((ny, nx))
         r = InversionResult(atmospheres=self.atmospheres, macro=self.macro, filling=z + 1, stray=z, fits=z,
@@ -142,7 +142,7 @@ def predict(cube: Any, model: Any = None, *, grid=None, lines=None, mu: float = 
     valid : bool array (ny, nx), optional
         Pixels to predict (default: all with finite profiles).
     """
-    from ..maps import load_cube
+    from ..maps.cube import load_cube
     from .dataset import normalise_stokes
     from .nodes import nodes_to_atmospheres
 
@@ -221,14 +221,14 @@ def cluster_outputs(outputs: np.ndarray, n_clusters: int = 5, *, model: Any = No
     numbers per pixel, not the outputs; a memory map's pages are dropped after each block). Returns the
     labels (npix,), −1 where an output is not finite; the same as clustering the whole array at once."""
     from ..init.strategies import kmeans_blocks
-    from ..scheduler import _release
+    from ..maps.store import release_pages
 
     cm = as_model(model)
     npix = int(outputs.shape[0])
     ok = np.zeros(npix, bool)
     for i in range(0, npix, block):
         ok[i:i + block] = np.isfinite(np.asarray(outputs[i:i + block], dtype=np.float64)).all(axis=1)
-        _release(outputs)
+        release_pages(outputs)
     rows = np.flatnonzero(ok)
     mean, std = cm.out_mean, cm.out_std
 
@@ -238,7 +238,7 @@ def cluster_outputs(outputs: np.ndarray, n_clusters: int = 5, *, model: Any = No
         for k in range(0, a.size, 512):  # a few pages of a memory map at a time
             r = a[k:k + 512]
             f[k:k + 512] = outputs[r[0]:r[-1] + 1][r - r[0]] if r[-1] - r[0] < 2 * r.size else outputs[r]
-            _release(outputs)
+            release_pages(outputs)
         return (f - mean) / std
 
     labels = np.full(npix, -1)

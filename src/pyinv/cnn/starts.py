@@ -128,7 +128,7 @@ class CNNStarts(StartStream):
     def collect(self, aux: np.ndarray | None, valid: np.ndarray) -> dict:
         """Clusters of the stored outputs (:func:`pyinv.cnn.cluster_outputs`, in blocks), the count of
         pixels that started from the standard guess, and the workers' seconds (summed over pixels)."""
-        from ..scheduler import _release
+        from ..maps.store import release_pages
         from .predict import cluster_outputs
 
         v = np.asarray(valid, bool)
@@ -144,7 +144,7 @@ class CNNStarts(StartStream):
             nfb += int(((a[:, 0] == 1.0) & vf[i:i + step]).sum())
             s_inf += float(np.nansum(a[:, 1]))
             s_int += float(np.nansum(a[:, 2]))
-            _release(aux)
+            release_pages(aux)
         info.update(fallback_pixels=nfb, seconds_inference=s_inf, seconds_interpolation=s_int)
         if self.n_clusters > 0:
             self.labels = cluster_outputs(aux[:, :self.n_out], self.n_clusters, model=self.model).reshape(ny, nx)

@@ -2,7 +2,7 @@
 
 A strategy turns the observed map into a :class:`GuessSet`: a small *table* of guess atmospheres plus,
 for every pixel, the rows of that table to start from. One row per pixel is an ordinary inversion;
-several rows per pixel (``"multistart"``) make the scheduler invert the pixel from each of them and
+several rows per pixel (``"multistart"``) make the map inversion (:mod:`pyinv.maps`) invert the pixel from each of them and
 keep the lowest χ². The table form keeps ``"single"`` (one row for the whole map) and ``"cluster"``
 (a few rows) cheap and lets ``"previous"`` / ``"cnn"`` give one row per pixel.
 

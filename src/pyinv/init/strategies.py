@@ -67,7 +67,7 @@ class Previous(InitStrategy):
         self.fallback = fallback
 
     def _arrays(self, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
-        from ..result import InversionResult
+        from ..maps.result import InversionResult
 
         g = self.source
         if isinstance(g, (str, os.PathLike)):

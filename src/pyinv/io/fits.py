@@ -63,11 +63,8 @@ def _version() -> str:
         from importlib.metadata import version
         return version("pyinv")
     except Exception:
-        try:
-            import pyinv
-            return str(getattr(pyinv, "__version__", "unknown"))
-        except Exception:  # pragma: no cover
-            return "unknown"
+        from ..engine import PACKAGE_VERSION
+        return PACKAGE_VERSION
 
 
 def _unit_scale(unit: str | None) -> float:

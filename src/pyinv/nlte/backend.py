@@ -25,7 +25,7 @@ __all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT
 
 # The NLTE status codes live in pyinv.status (issue 18): NLTE_CONVERGED (0), NLTE_NOT_CONVERGED (the
 # iteration stopped at its limit, profiles returned), NLTE_CRASHED (the external program failed) and
-# NLTE_TIMEOUT (the same code as pyinv.scheduler.STATUS_TIMEOUT).
+# NLTE_TIMEOUT (the same code as pyinv.status.STATUS_TIMEOUT).
 #: Short name of every NLTE status code (from :data:`pyinv.status.TABLE`).
 NLTE_STATUS_NAMES = {code: status_name(code) for code in NLTE_CODES}
 

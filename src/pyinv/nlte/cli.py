@@ -50,7 +50,7 @@ def synth_nlte(args: argparse.Namespace, load_model: Callable) -> int:
     abundances = read_abundances(args.abundances) if args.abundances else None
     if args.atmospheres:
         from ..io.fits import write_stokes_cube
-        from ..synthmap import synthesize_map
+        from ..maps.synthesis import synthesize_map
 
         atm = np.load(args.atmospheres)
         m = synthesize_map(atm, lines, grid, backend=backend, abundances=abundances, workers=args.workers,

@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from .atmosphere import COLUMNS, Atmosphere, AtmosphereErrors
-from .status import MAP_CODES as _MAP_CODES, describe as _describe
+from ..atmosphere import COLUMNS, Atmosphere, AtmosphereErrors
+from ..status import MAP_CODES, describe, status_name
+from .pixel import COMPONENT2, INVERSION_RECORD
+from .store import Dims
 
 __all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES"]
 
 #: Every status code of a map inversion, with its meaning (from :data:`pyinv.status.TABLE`; the README's
 #: "Status codes" table must match it, tests/test_status.py). Other codes 1..100 are the engine's own
 #: (:func:`pyinv.status.describe` or pyinv.inversion.status_message(code) give the text).
-STATUS_CODES = {code: _describe(code) for code in _MAP_CODES}
+STATUS_CODES = {code: describe(code) for code in MAP_CODES}
 
 _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", "field": "B",
             "vlos": "vlos", "v": "vlos", "velocity": "vlos", "gamma": "gamma", "inclination": "gamma",
@@ -26,19 +28,11 @@ _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", 
 #: inclination = gamma, azimuth = phi, v = vlos, temperature = T) and the per-pixel scalars.
 MAP_NAMES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho", "macro", "filling", "stray",
              "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2", "stray_percent", "rescue")
-_SCALARS = ("macro", "filling", "stray", "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2",
-            "stray_percent", "rescue")
-
-# arrays saved by to_fits (name → attribute)
-_SAVED = ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_cycles", "status", "iterations",
-          "errors", "errors_header", "start", "seconds", "line_index", "offset_mA", "wavelength", "chi2_reduced",
-          "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2", "rescue")
-# absent from files of older versions, or (component 2) of one-component results
-_OPTIONAL = ("chi2_reduced", "filling2", "stray_percent", "atmospheres2", "macro2", "errors2", "errors_header2",
-             "rescue")
+_SCALARS = MAP_NAMES[MAP_NAMES.index("macro"):]
 
 
 @dataclass(eq=False)
+@INVERSION_RECORD.result_fields
 class InversionResult:
     """Per-pixel results of :func:`pyinv.invert`.
 
@@ -57,7 +51,7 @@ class InversionResult:
         cycle.
     chi2_reduced : ndarray (ny, nx)
         χ² against the noise model, σ = 1/S/N for every Stokes parameter, per degree of freedom
-        (:func:`pyinv.scheduler.reduced_chi2`): ≈ 1 for a fit at the noise level. Summaries and plots show
+        (:func:`pyinv.inversion.reduced_chi2`): ≈ 1 for a fit at the noise level. Summaries and plots show
         this one.
     status : ndarray of int (ny, nx)
         See the table of :data:`STATUS_CODES` (README "Status codes"): 0 converged, other small values
@@ -90,48 +84,23 @@ class InversionResult:
         Uncertainties of component 2 (as ``errors`` / ``errors_header``).
     """
 
-    atmospheres: np.ndarray
-    macro: np.ndarray
-    filling: np.ndarray
-    stray: np.ndarray
-    fits: np.ndarray
-    chi2: np.ndarray
-    chi2_cycles: np.ndarray
-    status: np.ndarray
-    iterations: np.ndarray
-    errors: np.ndarray
-    errors_header: np.ndarray
-    start: np.ndarray
-    seconds: np.ndarray
+    # The per-pixel arrays are the result attributes of pyinv.maps.pixel.INVERSION_RECORD (added by
+    # Record.result_fields: the required ones before these, the optional ones after).
     line_index: np.ndarray
     offset_mA: np.ndarray
     wavelength: np.ndarray
     provenance: dict = field(default_factory=dict)
-    chi2_reduced: np.ndarray | None = None
-    filling2: np.ndarray | None = None
-    stray_percent: np.ndarray | None = None
-    atmospheres2: np.ndarray | None = None
-    macro2: np.ndarray | None = None
-    errors2: np.ndarray | None = None
-    errors_header2: np.ndarray | None = None
-    rescue: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.rescue is None:
-            self.rescue = np.zeros(np.shape(self.chi2), dtype=np.int8)
-        for name in ("chi2_reduced", "filling2", "stray_percent"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.full(np.shape(self.chi2), np.nan))
-        if self.atmospheres2 is not None:
-            sh = np.shape(self.atmospheres)
-            if np.shape(self.atmospheres2) != sh:
-                raise ValueError(f"atmospheres2 must have the shape of atmospheres {sh}, got {np.shape(self.atmospheres2)}")
-            if self.macro2 is None:
-                self.macro2 = np.full(sh[:2], np.nan)
-            if self.errors2 is None:
-                self.errors2 = np.full(sh, np.nan)
-            if self.errors_header2 is None:
-                self.errors_header2 = np.full(sh[:2] + (3,), np.nan)
+        if self.atmospheres2 is not None and np.shape(self.atmospheres2) != np.shape(self.atmospheres):
+            raise ValueError(f"atmospheres2 must have the shape of atmospheres {np.shape(self.atmospheres)}, got "
+                             f"{np.shape(self.atmospheres2)}")
+        # optional arrays (absent from older files; component 2 of a one-component result): their fill values
+        dims = Dims(ndep=int(np.shape(self.atmospheres)[2]), nwav=int(np.shape(self.fits)[-1]),
+                    ncyc=int(np.shape(self.chi2_cycles)[-1]))
+        for name, attr, default in INVERSION_RECORD.optional_defaults(dims, np.shape(self.chi2)):
+            if getattr(self, attr) is None and (name not in COMPONENT2 or self.atmospheres2 is not None):
+                setattr(self, attr, default)
 
     @property
     def ncomp(self) -> int:
@@ -162,9 +131,9 @@ class InversionResult:
 
     def summary(self) -> dict[str, int]:
         """Number of pixels per status name."""
-        from .scheduler import STATUS_NAMES
         vals, counts = np.unique(self.status, return_counts=True)
-        return {STATUS_NAMES.get(int(v), f"solver status {int(v)}"): int(c) for v, c in zip(vals, counts)}
+        return {status_name(int(v)) if int(v) in MAP_CODES else f"solver status {int(v)}": int(c)
+                for v, c in zip(vals, counts)}
 
     def describe(self) -> str:
         """A few lines for people: pixels per status and the reduced χ² (≈ 1 at the noise level)."""
@@ -280,7 +249,7 @@ class InversionResult:
         -------
         list of Path: the files written.
         """
-        from .io.sir import write_sir_model, write_sir_profiles
+        from ..io.sir import write_sir_model, write_sir_profiles
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -308,7 +277,7 @@ class InversionResult:
         input cube's shape and axes), ``EXECUTOR``, ``WORKERS``, ``SECONDS``, the configuration as SIR
         control-file text in ``HISTORY`` cards and the full provenance as JSON (HDU ``PROVENANCE``).
         :meth:`from_fits` reads it back."""
-        from .io.fits import write_result_maps
+        from ..io.fits import write_result_maps
 
         p = self.provenance
         extra = {"NY": self.shape[0], "NX": self.shape[1], "NDEP": self.ndep, "NWAV": int(self.fits.shape[-1]),
@@ -321,7 +290,7 @@ class InversionResult:
             extra["CHI2RED"] = float(np.median(self.chi2_reduced[ok]))
         if np.isfinite(float(p.get("seconds", np.nan) or np.nan)):
             extra["SECONDS"] = float(p["seconds"])
-        maps = {name: np.asarray(getattr(self, name)) for name in _SAVED if getattr(self, name) is not None}
+        maps = {name: np.asarray(getattr(self, name)) for name in _saved() if getattr(self, name) is not None}
         maps["PROVENANCE"] = np.frombuffer(json.dumps(p, default=str).encode(), dtype=np.uint8)
         write_result_maps(path, maps, header_extra=extra, config=p.get("config_text"), overwrite=overwrite)
         return Path(path)
@@ -329,16 +298,16 @@ class InversionResult:
     @classmethod
     def from_fits(cls, path: str | os.PathLike) -> "InversionResult":
         """Read a file written by :meth:`to_fits`."""
-        from .io.fits import read_result_maps
+        from ..io.fits import read_result_maps
 
         maps, _ = read_result_maps(path)
-        missing = [n for n in _SAVED if n not in maps and n not in _OPTIONAL]
+        missing = [n for n in _saved() if n not in maps and n not in INVERSION_RECORD.result_names(optional=True)]
         if missing:
             raise ValueError(f"{path}: not a pyinv InversionResult file (missing {missing})")
         prov = {}
         if "PROVENANCE" in maps:
             prov = json.loads(np.asarray(maps["PROVENANCE"], dtype=np.uint8).tobytes().decode())
-        kw = {n: np.asarray(maps[n]) for n in _SAVED if n in maps}
+        kw = {n: np.asarray(maps[n]) for n in _saved() if n in maps}
         return cls(**kw, provenance=prov)
 
     def plot(self, path: str | os.PathLike | None = None, log_tau: float = 0.0):
@@ -378,3 +347,9 @@ class InversionResult:
     def __repr__(self) -> str:
         return (f"InversionResult({self.shape[0]}x{self.shape[1]} pixels, ndep={self.ndep}, "
                 f"nwav={self.fits.shape[-1]}, status={self.summary()})")
+
+
+def _saved() -> list[str]:
+    """The arrays :meth:`InversionResult.to_fits` writes (one HDU each, in this order): every field but the
+    provenance."""
+    return [f.name for f in fields(InversionResult) if f.name != "provenance"]

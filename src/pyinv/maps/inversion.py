@@ -1,4 +1,12 @@
-"""Map inversions: :func:`invert` on whole cubes."""
+"""Map inversions: :func:`invert` (``pyinv.invert``) on whole cubes, and :func:`invert_map`, the same with
+the pixel solver given explicitly.
+
+A call checks its inputs (:mod:`pyinv.maps.cube`, :mod:`pyinv.maps.extras`), makes the pixels' starts
+(:mod:`pyinv.init`), opens the result store (:mod:`pyinv.maps.store`, a checkpoint or a temporary folder)
+for the fingerprints of every input, runs the pending pixels (:func:`pyinv.maps.pool.run_pixels` with an
+:class:`~pyinv.maps.pixel.InversionPixels` problem) and reads the store into an
+:class:`~pyinv.maps.result.InversionResult`.
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -10,146 +18,25 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import input_errors
 import numpy as np
 
-from . import scheduler as _sch
-from .config import InversionConfig
-from .lines import LineList, WavelengthGrid
+from ..config import InversionConfig
+from ..engine import PACKAGE_VERSION
+from ..errors import input_errors
+from ..lines import LineList, WavelengthGrid
+from ..status import STATUS_BAD_INPUT, STATUS_MASKED, STATUS_PENDING
+from .cube import check_cube, load_cube, per_pixel_map, pixel_summary
+from .extras import DEFAULT_STRAY_WINDOW, check_stray_window, map_extras
+from .pixel import InversionPixels
+from .pool import run_pixels
+from .processes import owner_tag, refuse_in_bootstrap, remove_stale_folders
 from .result import InversionResult
+from .store import Dims, ResultStore, fingerprint, fingerprints
 
-__all__ = ["invert", "load_cube"]
+__all__ = ["invert", "invert_map", "solver_for", "FALLBACK_SERIAL_PIXELS"]
 
 #: Fallback re-inversions of at most this many pixels run in the calling process, not in a new pool.
 FALLBACK_SERIAL_PIXELS = 4
-
-
-def load_cube(cube: Any, axes: str = "yxsl") -> tuple[np.ndarray, np.ndarray | None, str]:
-    """The cube as float64 (ny, nx, 4, nλ) plus its wavelengths (from a FITS file) and the axes used.
-
-    ``axes`` names the numpy axis order of ``cube`` (a permutation of ``"yxsl"``: y, x, Stokes, λ). For
-    a FITS path, the file's ``PYAXES`` keyword is used unless ``axes`` differs from the default.
-    """
-    if not isinstance(axes, str) or sorted(axes.lower()) != sorted("yxsl"):
-        raise ValueError(f"axes must be a permutation of 'yxsl' (y, x, Stokes, wavelength), got {axes!r}")
-    ax = axes.lower()
-    wl = None
-    if isinstance(cube, (str, os.PathLike)):
-        from .io.fits import read_stokes_cube
-
-        data, wl = read_stokes_cube(cube, axes=None if ax == "yxsl" else ax)
-        if data.ndim != 4:
-            raise ValueError(f"{cube}: a map needs 4 axes (y, x, Stokes, wavelength), got shape {data.shape}")
-        return data, wl, ax
-    data = np.asarray(cube)
-    if data.ndim != 4:
-        raise ValueError(f"cube must have 4 axes ordered as axes={axes!r} (y, x, Stokes, wavelength); got "
-                         f"{data.ndim} axes, shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
-        raise ValueError(f"cube must be a real numeric array, got dtype {data.dtype}")
-    out = np.ascontiguousarray(np.transpose(data, [ax.index(c) for c in "yxsl"]), dtype=np.float64)
-    if out.shape[2] != 4:
-        raise ValueError(f"the Stokes axis ('s' at position {ax.index('s')} of axes={axes!r}) has length "
-                         f"{out.shape[2]}, expected 4 (I, Q, U, V); cube shape {data.shape}")
-    return out, wl, ax
-
-
-def _per_pixel(name: str, v: Any, ny: int, nx: int, positive: bool = False) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64)
-    if a.ndim == 0:
-        a = np.full((ny, nx), float(a))
-    if a.shape != (ny, nx):
-        raise ValueError(f"{name} must be a scalar or a map of shape (ny, nx) = {(ny, nx)}, got {a.shape}")
-    if positive and not (np.isfinite(a) & (a > 0)).all():
-        raise ValueError(f"{name} must be finite and > 0")
-    return a
-
-
-#: Largest |value| of a continuum-normalised profile that is still believable (bright network and
-#: faculae stay below ~2; counts, a wrong unit or ×1e30 are far above).
-HUGE_VALUE = 10.0
-#: Range of the map's median continuum (the median over pixels of max I) that looks normalised.
-CONTINUUM_RANGE = (0.1, 10.0)
-
-
-#: Bytes of the cube looked at per block by :func:`pixel_summary` (no temporary of the cube's size).
-SUMMARY_BLOCK = 8 << 20
-
-
-def pixel_summary(data: np.ndarray) -> dict[str, np.ndarray]:
-    """Per pixel of a cube (ny, nx, 4, nλ), computed over blocks of rows: ``finite`` (every value finite),
-    ``nonpositive`` (Stokes I ≤ 0 somewhere), ``huge`` (some |value| > :data:`HUGE_VALUE`), ``zero_all``
-    (Stokes I all zero), ``zero_any``, ``negative`` (Stokes I < 0 somewhere) as bool (ny, nx), and ``cont``
-    (the largest Stokes I, float64)."""
-    ny, nx = data.shape[:2]
-    out = {k: np.zeros((ny, nx), bool) for k in ("finite", "nonpositive", "huge", "zero_all", "zero_any", "negative")}
-    out["cont"] = np.zeros((ny, nx))
-    per_row = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * 8)
-    step = max(1, SUMMARY_BLOCK // per_row)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for i in range(0, ny, step):
-            d = data[i:i + step]
-            si = d[:, :, 0, :]
-            out["finite"][i:i + step] = np.isfinite(d).all(axis=(2, 3))
-            out["nonpositive"][i:i + step] = (si <= 0).any(axis=-1)
-            out["huge"][i:i + step] = (np.abs(d) > HUGE_VALUE).any(axis=(2, 3))
-            out["zero_all"][i:i + step] = (si == 0).all(axis=-1)
-            out["zero_any"][i:i + step] = (si == 0).any(axis=-1)
-            out["negative"][i:i + step] = (si < 0).any(axis=-1)
-            out["cont"][i:i + step] = si.max(axis=-1)
-    return out
-
-
-def check_cube(data: np.ndarray, dtype: Any = np.float64, valid: np.ndarray | None = None,
-               summary: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Look for a cube that is not normalised to the continuum.
-
-    Parameters
-    ----------
-    data : ndarray (ny, nx, 4, nλ)
-        The cube, canonical axis order.
-    dtype : numpy dtype
-        The dtype the user passed (integer types mean raw counts).
-    valid : bool ndarray (ny, nx), optional
-        Pixels to look at (default: all).
-    summary : dict, optional
-        :func:`pixel_summary` of ``data`` when already computed.
-
-    Returns
-    -------
-    bad : bool ndarray (ny, nx)
-        Pixels with finite values that cannot be inverted: Stokes I <= 0 somewhere (negative or all-zero
-        I), or some |value| > :data:`HUGE_VALUE`.
-    problems : list of str
-        One sentence per problem found for the map (empty when the cube looks normalised).
-    """
-    ny, nx = data.shape[:2]
-    sel = np.ones((ny, nx), bool) if valid is None else np.asarray(valid, bool)
-    sm = pixel_summary(data) if summary is None else summary
-    finite, nonpositive, huge, cont = sm["finite"], sm["nonpositive"], sm["huge"], sm["cont"]
-    bad = sel & finite & (nonpositive | huge)
-    look = sel & finite
-    problems = []
-    if np.issubdtype(np.dtype(dtype), np.integer):
-        problems.append(f"the cube holds integers ({np.dtype(dtype)}): raw counts, not profiles normalised to "
-                        "the continuum")
-    if look.any():
-        med = float(np.median(cont[look]))
-        if not CONTINUUM_RANGE[0] <= med <= CONTINUUM_RANGE[1]:
-            problems.append(f"the median continuum (max of Stokes I per pixel) is {med:.4g}, far from 1")
-    n_zero = int((sel & finite & sm["zero_all"]).sum())
-    n_neg = int((sel & finite & sm["negative"]).sum())
-    n_huge = int((sel & finite & huge).sum())
-    if n_zero:
-        problems.append(f"{n_zero} pixel(s) have an all-zero Stokes I")
-    if n_neg:
-        problems.append(f"{n_neg} pixel(s) have negative Stokes I")
-    n_other = int((sel & finite & sm["zero_any"] & ~sm["zero_all"] & ~sm["negative"]).sum())
-    if n_other:
-        problems.append(f"{n_other} pixel(s) have Stokes I = 0 at some wavelength")
-    if n_huge:
-        problems.append(f"{n_huge} pixel(s) have values beyond ±{HUGE_VALUE:g} (in units of the continuum)")
-    return bad, problems
 
 
 @input_errors
@@ -236,11 +123,11 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
         ``"local"``: per pixel the mean Stokes I of the surrounding pixels in a square window of
         ``stray_window`` pixels (the pixel itself excluded; at the map's edges only the pixels inside
         the map; pixels with non-finite or unusable profiles — see ``check`` — never contribute, masked
-        pixels with good profiles do), Q, U, V zero (:func:`pyinv.straylight.local_stray_profiles`).
+        pixels with good profiles do), Q, U, V zero (:func:`pyinv.maps.extras.local_stray_profiles`).
         None takes the configuration's ``stray_file`` when set.
     stray_window : int, optional
         Side of the ``"local"`` window [pixels], odd and >= 3; default
-        :data:`pyinv.straylight.DEFAULT_STRAY_WINDOW` (7 ≈ 1.1″ on Hinode/SP).
+        :data:`pyinv.maps.extras.DEFAULT_STRAY_WINDOW` (7 ≈ 1.1″ on Hinode/SP).
     stray_percent : float or array (ny, nx), optional
         Stray-light fraction α [%] in [0, 100) (the start when ``config.invert_stray``); None takes
         component 1's guess header value (SIR: model 1's header). Inverting the stray light needs α ≠ 0.
@@ -257,7 +144,7 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
         α ∉ [0, 100) (or α = 0 with ``invert_stray``), a guess2 on another log τ grid,
         node counts beyond the model's depth points, a cube that does not look normalised (``check``),
         a checkpoint made for other inputs (the message lists which inputs changed).
-    pyinv.scheduler.PoolStartError
+    pyinv.maps.pool.PoolStartError
         The local pool died more than 3 times before computing any pixel (the message says why and what
         to add to a script); finished pixels stay in the checkpoint.
 
@@ -268,19 +155,19 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     for a pixel. Workers need nothing from ``__main__``: a script without ``if __name__ == "__main__":``
     (or one piped through stdin) works.
     """
-    return _invert(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
-                   abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
-                   checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
-                   solver=_solver(nlte), check=check, guess2=guess2, filling2=filling2, stray=stray,
-                   stray_window=stray_window, stray_percent=stray_percent)
+    return invert_map(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
+                      abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
+                      checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
+                      solver=solver_for(nlte), check=check, guess2=guess2, filling2=filling2, stray=stray,
+                      stray_window=stray_window, stray_percent=stray_percent)
 
 
-def _solver(nlte: Any) -> Any:
-    """The pixel solver: invert_pixel, or with ``nlte`` (a pyinv.nlte backend, or ``"rh"`` /
-    ``"lightweaver"`` with the NLTE lines the grid uses) the DeSIRe-style NLTE inversion."""
+def solver_for(nlte: Any) -> Any:
+    """The pixel solver of :func:`invert`: ``"pyinv:invert_pixel"``, or with ``nlte`` (a pyinv.nlte backend)
+    the DeSIRe-style NLTE inversion (:class:`pyinv.nlte.desire.NlteSolver`)."""
     if nlte is None:
         return "pyinv:invert_pixel"
-    from .nlte.desire import NlteSolver
+    from ..nlte.desire import NlteSolver
 
     if isinstance(nlte, NlteSolver):
         return nlte
@@ -293,29 +180,24 @@ def _solver(nlte: Any) -> Any:
 def _is_nlte(solver: Any) -> bool:
     if isinstance(solver, str) or solver is None:
         return False
-    from .nlte.desire import NlteSolver
+    from ..nlte.desire import NlteSolver
 
     return isinstance(solver, NlteSolver)
 
 
-def _refuse_in_bootstrap() -> None:
-    """A process that is still being set up by multiprocessing (it re-runs its parent's main module, e.g.
-    a user's own pool started from an unguarded script) must not start a map inversion."""
-    import multiprocessing
+def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig | None, *, init: Any,
+               guess: Any, mask: Any, sigma: Any, mu: float | None, psf: Any, abundances: Any, axes: str,
+               executor: Any, workers: int | None, chunk: int | None, checkpoint: str | os.PathLike | None,
+               progress: Any, time_limit: float | None, retries: int, solver: Any, check: bool = True,
+               guess2: Any = None, filling2: Any = None, stray: Any = None, stray_window: int | None = None,
+               stray_percent: Any = None) -> InversionResult:
+    """:func:`invert` with the pixel solver given (``solver``: ``"module:function"`` or a picklable callable
+    with :func:`pyinv.invert_pixel`'s signature, see :class:`pyinv.maps.pixel.InversionPixels`; :func:`invert`
+    passes :func:`solver_for` of its ``nlte``) and every option spelled out; the other arguments are
+    :func:`invert`'s. Stand-in solvers (tests, benchmarks) run whole maps through it."""
+    from ..init import InitContext, get_init
 
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise RuntimeError("pyinv.invert was called while a child process was starting (the main script is "
-                           "re-run by multiprocessing in its children). " + _sch.GUARD_HINT)
-
-
-def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abundances, axes, executor, workers,
-            chunk, checkpoint, progress, time_limit, retries, solver, check=True, guess2=None, filling2=None,
-            stray=None, stray_window=None, stray_percent=None) -> InversionResult:
-    from .init import InitContext, get_init
-    from .pixel_extras import map_extras
-    from .straylight import DEFAULT_STRAY_WINDOW, _check_window
-
-    _refuse_in_bootstrap()
+    refuse_in_bootstrap()
     t_start = time.perf_counter()
     if not isinstance(lines, LineList):
         raise ValueError(f"lines must be a pyinv.LineList, got {type(lines).__name__}")
@@ -354,14 +236,14 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
     local_stray = isinstance(stray, str) and stray.lower() == "local"
     if stray_window is not None:
-        _check_window(stray_window)
+        check_stray_window(stray_window)
         if not local_stray:
             raise ValueError(f"stray_window={stray_window!r} is only used with stray='local', got stray={stray!r}")
     if _is_nlte(solver) and (guess2 is not None or stray is not None or filling2 is not None
                              or stray_percent is not None):
         raise ValueError("a second component (guess2/filling2) and stray light (stray/stray_percent) are only "
                          "supported by the LTE solver (nlte=None)")
-    snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / _per_pixel("sigma", sigma, ny, nx, positive=True)
+    snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / per_pixel_map("sigma", sigma, ny, nx, positive=True)
     summary = pixel_summary(data)  # in blocks: no temporary of the cube's size
     finite = summary["finite"].copy()
     in_dtype = np.asarray(cube).dtype if not isinstance(cube, (str, os.PathLike)) else data.dtype
@@ -392,50 +274,49 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         data=data, grid=grid, config=config, table=gs.table, header=gs.header, gindex=gs.index, valid=valid,
         usable=usable)
     if solver == "pyinv:invert_pixel":  # settings invert_pixel cannot honour: refused once, not per pixel
-        from .inversion import refuse_unsupported
+        from ..inversion import refuse_unsupported
 
         refuse_unsupported(config, two_components=extras.ncomp == 2)
     wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle
-    problem = _sch.PixelProblem(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
-                                solver=solver if wrap is None else wrap(solver), time_limit=time_limit,
-                                ncomp=extras.ncomp, stream=gs.stream)
-    naux = 0 if gs.stream is None else int(gs.stream.naux)
+    problem = InversionPixels(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
+                              solver=solver if wrap is None else wrap(solver), time_limit=time_limit,
+                              ncomp=extras.ncomp, stream=gs.stream)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
-    status0 = np.where(~sel, _sch.STATUS_MASKED, np.where(~finite, _sch.STATUS_BAD_INPUT, _sch.STATUS_PENDING))
+    status0 = np.where(~sel, STATUS_MASKED, np.where(~finite, STATUS_BAD_INPUT, STATUS_PENDING))
     fp = _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abundances, problem, time_limit)
     if not extras.empty:  # second component and stray light: part of the inputs a checkpoint is made for
-        fp["component2_and_stray"] = _sch.fingerprint(extras.arrays())
+        fp["component2_and_stray"] = fingerprint(extras.arrays())
 
     try:  # temporary folders of runs killed with SIGKILL (owner process gone)
-        _sch.remove_stale_folders()
+        remove_stale_folders()
     except OSError:  # pragma: no cover
         pass
     tmp = None
     if checkpoint is None:
-        tmp = tempfile.mkdtemp(prefix=f"pyinv-store-{_sch._owner_tag()}-")  # removed by a later run if we are killed
+        tmp = tempfile.mkdtemp(prefix=f"pyinv-store-{owner_tag()}-")  # removed by a later run if we are killed
         store_path = Path(tmp) / "store"
     else:
         store_path = Path(checkpoint)
     try:
-        store, resumed = _sch.ResultStore.open_or_create(
-            store_path, npix=ny * nx, ndep=gs.ndep, nwav=nwav, ncyc=ncyc, fingerprint=fp, ncomp=extras.ncomp,
-            naux=naux,
+        store, resumed = ResultStore.open_or_create(
+            store_path, problem.record(), npix=ny * nx, dims=Dims(gs.ndep, nwav, ncyc, problem.naux),
+            fingerprint=fp, ncomp=extras.ncomp,
             extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx],
-                        "pyinv_version": _version()},
+                        "pyinv_version": PACKAGE_VERSION},
             durable=checkpoint is not None)
         st = store.status
         # masked / bad pixels are final from the start: their outputs keep the store's fill values (those of
         # a blank record), only their status is written (all at once: no page of their outputs is touched)
-        for code in (_sch.STATUS_MASKED, _sch.STATUS_BAD_INPUT):
-            ids_code = np.flatnonzero((status0.reshape(-1) == code) & (st == _sch.STATUS_PENDING))
+        for code in (STATUS_MASKED, STATUS_BAD_INPUT):
+            ids_code = np.flatnonzero((status0.reshape(-1) == code) & (st == STATUS_PENDING))
             if ids_code.size:
                 store.put_many(ids_code, {"status": np.full(ids_code.size, code, np.int32)})
-        todo = np.nonzero(st == _sch.STATUS_PENDING)[0]
-        stats = _sch.run_pixels(problem, flat, gs.table, gs.header, gs.index, snr_flat, todo, store,
-                                executor=executor, workers=workers, chunk=chunk, progress=progress,
-                                retries=retries, extras=None if extras.empty else extras)
-        pending = int(np.count_nonzero(store.status == _sch.STATUS_PENDING))
+        todo = np.nonzero(st == STATUS_PENDING)[0]
+        stats = run_pixels(problem, flat, gs.table, gs.header, gs.index, snr_flat, todo, store,
+                           executor=executor, workers=workers, chunk=chunk, progress=progress,
+                           retries=retries, extras=None if extras.empty else extras)
+        pending = int(np.count_nonzero(store.status == STATUS_PENDING))
         if pending:  # every failure path requeues; this is the last line of defence
             raise RuntimeError(f"pyinv.invert: {pending} pixel(s) are still pending after the run; the store "
                                f"{store_path} is kept incomplete (a rerun with the same checkpoint resumes)")
@@ -452,16 +333,8 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
             v = a[k]
             return np.array(v) if checkpoint is None else np.load(store_path / f"{k}.npy", mmap_mode="c")
 
-        atm = grab("atmos").reshape(ny, nx, gs.ndep, 11)
-        hdr = grab("header").reshape(ny, nx, 3)
-        two = {}
-        if extras.ncomp == 2:
-            h2 = grab("header2").reshape(ny, nx, 3)
-            two = dict(atmospheres2=grab("atmos2").reshape(ny, nx, gs.ndep, 11), macro2=h2[..., 0],
-                       errors2=grab("errors2").reshape(ny, nx, gs.ndep, 11),
-                       errors_header2=grab("errors_header2").reshape(ny, nx, 3))
         prov = {
-            "pyinv_version": _version(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "pyinv_version": PACKAGE_VERSION, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config_text": config.to_sir_text(), "cube_shape": list(np.shape(cube)) if not isinstance(
                 cube, (str, os.PathLike)) else [ny, nx, 4, nwav], "cube_source": str(cube) if isinstance(
                 cube, (str, os.PathLike)) else "array", "axes": ax, "map_shape": [ny, nx], "nwav": nwav,
@@ -479,17 +352,10 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
         if gs.labels is not None:
             prov["labels"] = np.asarray(gs.labels).tolist()
         res = InversionResult(
-            atmospheres=atm, macro=hdr[..., 0], filling=hdr[..., 1], stray=hdr[..., 2],
-            fits=grab("fits").reshape(ny, nx, 4, nwav), chi2=grab("chi2").reshape(ny, nx),
-            chi2_reduced=grab("chi2_reduced").reshape(ny, nx),
-            chi2_cycles=grab("chi2_cycles").reshape(ny, nx, ncyc), status=grab("status").reshape(ny, nx),
-            iterations=grab("iterations").reshape(ny, nx), errors=grab("errors").reshape(ny, nx, gs.ndep, 11),
-            errors_header=grab("errors_header").reshape(ny, nx, 3), start=grab("start").reshape(ny, nx),
-            seconds=grab("seconds").reshape(ny, nx), line_index=np.asarray(grid.line_index).copy(),
+            **store.record.result_arrays(grab, (ny, nx)), line_index=np.asarray(grid.line_index).copy(),
             offset_mA=np.asarray(grid.offset_mA, dtype=np.float64).copy(),
             wavelength=np.asarray(grid.wavelength if wl is None else wl, dtype=np.float64).copy(),
-            provenance=prov, filling2=grab("filling2").reshape(ny, nx),
-            stray_percent=grab("stray_percent").reshape(ny, nx), rescue=grab("rescue").reshape(ny, nx), **two)
+            provenance=prov)
         del store, a
         finish = getattr(strategy, "finish", None)
         if finish is not None:
@@ -498,11 +364,12 @@ def _invert(cube, lines, grid, config, *, init, guess, mask, sigma, mu, psf, abu
                 m_ = np.asarray(mask_, bool) & sel
                 # a handful of pixels: in this process (starting a pool costs more than inverting them)
                 ex = "serial" if executor is None and np.count_nonzero(m_) <= FALLBACK_SERIAL_PIXELS else executor
-                return _invert(data, lines, grid, config_, init=init, guess=guess, mask=m_,
-                               sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=ex,
-                               workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
-                               time_limit=time_limit, retries=retries, solver=solver, guess2=guess2,
-                               filling2=filling2, stray=stray, stray_window=stray_window, stray_percent=stray_percent)
+                return invert_map(data, lines, grid, config_, init=init, guess=guess, mask=m_,
+                                  sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=ex,
+                                  workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
+                                  time_limit=time_limit, retries=retries, solver=solver, guess2=guess2,
+                                  filling2=filling2, stray=stray, stray_window=stray_window,
+                                  stray_percent=stray_percent)
             res = finish(res, rerun)
             res.provenance["seconds"] = time.perf_counter() - t_start
         return res
@@ -529,13 +396,9 @@ def _fingerprints(flat, gs, snr_flat, status0, config, lines, grid, mu, psf, abu
     starts = (gs.table, gs.header, gs.index)
     if gs.stream is not None:  # made per chunk in the workers: what they are made from (model, options)
         starts = starts + (gs.stream.fingerprint(),)
-    return _sch.fingerprints(
+    return fingerprints(
         cube=flat, start_models=starts, sigma=snr_flat,
         mask=status0.reshape(-1).astype(np.int32), config=config.to_sir_text(), config_files=files,
         lines=lines, grid=grid, mu=mu, psf=_file_or_value(psf), abundances=_file_or_value(abundances),
-        solver=(problem.solver_name(), time_limit), pyinv_version=_version())
+        solver=(problem.solver_name(), time_limit), pyinv_version=PACKAGE_VERSION)
 
-
-def _version() -> str:
-    from . import __version__
-    return __version__

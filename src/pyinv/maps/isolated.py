@@ -1,11 +1,14 @@
-"""Pixels computed in a child process with a wall-clock watchdog: the time limit of map inversions for
+"""Pixels computed in a child process with a wall-clock watchdog: the time limit of map runs for
 executors whose tasks run in threads (dask), where SIGALRM cannot reach the computation.
 
-The parent (:func:`solve_isolated`) starts ``python -m pyinv.pixel_process``, sends it the problem and
+The parent (:func:`solve_isolated`) starts ``python -m pyinv.maps.isolated``, sends it the problem and
 the pixels (pickled, on stdin) and reads one record per pixel back (length-prefixed pickles on stdout).
 A pixel still running ``time_limit`` seconds (per start) after it began gets ``STATUS_TIMEOUT``; the child
 is killed and a new one continues with the next pixel. A child that dies on a pixel gives that pixel
 ``STATUS_WORKER_DIED`` (it ran alone, so the attribution is exact).
+
+Nothing imports this module when pyinv is imported (:mod:`pyinv.maps.pool` imports it where it is used),
+so that ``python -m`` runs it as a fresh ``__main__``.
 """
 from __future__ import annotations
 
@@ -21,17 +24,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["solve_isolated"]
+from ..status import STATUS_TIMEOUT, STATUS_WORKER_DIED
+from .pixel import PixelProblem, enable_hard_limits
+from .processes import setup_worker
+from .store import Dims
+
+__all__ = ["solve_isolated", "STARTUP_ALLOWANCE"]
 
 _HEADER = struct.Struct("<q")
 #: Seconds a fresh child may take to import pyinv before its first pixel counts.
 STARTUP_ALLOWANCE = 60.0
+#: The top-level package (imported already: this module is part of it), whose folders the child needs.
+_ROOT = __name__.partition(".")[0]
 
 
 def _env() -> dict[str, str]:
-    import pyinv
-
-    roots = [os.path.dirname(os.path.abspath(p)) for p in pyinv.__path__]
+    roots = [os.path.dirname(os.path.abspath(p)) for p in sys.modules[_ROOT].__path__]
     old = os.environ.get("PYTHONPATH", "")
     return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(roots + ([old] if old else []))))
 
@@ -53,23 +61,22 @@ def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
     return bytes(buf)
 
 
-def solve_isolated(problem: Any, cube: np.ndarray, starts: list, snr: np.ndarray, ndep: int,
-                   ncyc: int, extra: list | None = None) -> list[dict[str, Any]]:
-    """Records of ``len(cube)`` pixels computed in child processes under ``problem.time_limit``.
-    ``extra``: per pixel, the solver's second-component / stray-light keywords (a dict or None)."""
-    from .scheduler import STATUS_TIMEOUT, STATUS_WORKER_DIED, _blank_record
-
+def solve_isolated(problem: PixelProblem, ids: np.ndarray, cube: np.ndarray, starts: list, snr: np.ndarray,
+                   dims: Dims, extra: list | None = None) -> list[dict[str, Any]]:
+    """Records of the pixels ``ids`` (raster indices; profiles ``cube`` (n, 4, nλ), ``starts`` and ``snr``
+    per pixel) computed in child processes under ``problem.time_limit``. ``extra``: per pixel, the
+    solver's second-component / stray-light keywords (a dict or None)."""
     n = len(cube)
-    nwav = int(cube.shape[-1])
-    ncomp = int(getattr(problem, "ncomp", 1))
+    record = problem.record()
     extra = [None] * n if extra is None else list(extra)
+    ids = np.asarray(ids, dtype=np.int64)
     recs: list[dict[str, Any] | None] = [None] * n
     k = 0
     while k < n:
-        proc = subprocess.Popen([sys.executable, "-m", "pyinv.pixel_process"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, env=_env())
+        proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env=_env())
         try:
-            job = pickle.dumps((problem, np.asarray(cube[k:]), starts[k:], np.asarray(snr[k:]), ndep, ncyc,
+            job = pickle.dumps((problem, ids[k:], np.asarray(cube[k:]), starts[k:], np.asarray(snr[k:]), tuple(dims),
                                 extra[k:]), protocol=4)
             try:
                 proc.stdin.write(job)
@@ -90,12 +97,12 @@ def solve_isolated(problem: Any, cube: np.ndarray, starts: list, snr: np.ndarray
                         except subprocess.TimeoutExpired:
                             rc = None
                         status = STATUS_TIMEOUT if rc == -signal.SIGPROF else STATUS_WORKER_DIED
-                    recs[k] = _blank_record(ndep, nwav, ncyc, status, ncomp)
+                    recs[k] = record.blank(dims, status)
                     k += 1
                     break
                 body = _read_exact(fd, _HEADER.unpack(head)[0], time.monotonic() + 30.0)
                 if body is None:
-                    recs[k] = _blank_record(ndep, nwav, ncyc, STATUS_WORKER_DIED, ncomp)
+                    recs[k] = record.blank(dims, STATUS_WORKER_DIED)
                     k += 1
                     break
                 recs[k] = pickle.loads(body)
@@ -110,17 +117,15 @@ def solve_isolated(problem: Any, cube: np.ndarray, starts: list, snr: np.ndarray
 
 
 def _main() -> int:
-    from . import scheduler
-
-    problem, cube, starts, snr, ndep, ncyc, extra = pickle.load(sys.stdin.buffer)
-    scheduler._worker_setup()
-    scheduler._HARD_LIMITS = True
-    solver = problem.solver_function()
+    problem, ids, cube, starts, snr, dims, extra = pickle.load(sys.stdin.buffer)
+    setup_worker()
+    enable_hard_limits()
+    solver = problem.pixel_solver(Dims(*dims))
     out = os.fdopen(os.dup(1), "wb")  # the records' channel; anything the solver prints goes to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     for k in range(len(cube)):
-        rec = scheduler.solve_pixel(problem, solver, cube[k], starts[k], float(snr[k]), ndep, ncyc, extra[k])
+        rec = solver.solve(int(ids[k]), cube[k], starts[k], float(snr[k]), extra[k])
         body = pickle.dumps(rec, protocol=4)
         out.write(_HEADER.pack(len(body)) + body)
         out.flush()

@@ -2,12 +2,12 @@
 
 The cube ``(ny, nx, ndep, 11)`` holds one pyinv model per pixel (SIR columns, each column with its own
 log τ₅₀₀ grid in column 0, deepest first). Pixels run on the executors of :func:`pyinv.invert`
-(:func:`pyinv.scheduler.run_pixels`: local process pool, ``"serial"``, dask or MPI executors, checkpoint
-store, per-pixel statuses, worker-death recovery, progress bar). The scheduler's store keeps the input
-model (``atmos``), the profiles (``fits``), the status, iterations and seconds of each pixel; the
-extras (LTE profiles of an NLTE backend, departure coefficients, LTE response functions) go to
-memory-mapped arrays in the store's ``extra/`` folder, written by the workers (local pool and serial
-executors; with remote executors these extras stay NaN).
+(:func:`pyinv.maps.pool.run_pixels`: local process pool, ``"serial"``, dask or MPI executors, checkpoint
+store, per-pixel statuses, worker-death recovery, progress bar) as a :class:`SynthesisPixels` problem,
+whose record (:data:`SYNTHESIS_RECORD`) keeps the input model (``atmos``), the profiles (``fits``), the
+status, iterations and seconds of each pixel. The extras (LTE profiles of an NLTE backend, departure
+coefficients, LTE response functions) go to memory-mapped arrays in the store's ``extra/`` folder,
+written by the workers (local pool and serial executors; with remote executors these extras stay NaN).
 
 Statuses: 0 converged; :data:`pyinv.nlte.NLTE_NOT_CONVERGED` (201, profiles kept);
 :data:`pyinv.nlte.NLTE_CRASHED` (202); 104 time limit; 103 the pixel raised (e.g. invalid model);
@@ -23,19 +23,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import input_errors
 import numpy as np
 
-from . import scheduler as _sch
-from .lines import LineList, WavelengthGrid
+from ..atmosphere import Atmosphere
+from ..errors import input_errors
+from ..lines import LineList, WavelengthGrid
+from ..status import STATUS_CONVERGED, STATUS_FAILED, STATUS_MASKED, STATUS_PENDING, STATUS_TIMEOUT
+from .pixel import PixelProblem, PixelSolver, PixelTimeout, pixel_time_limit
+from .pool import run_pixels
+from .store import Dims, Field, Record, ResultStore, fingerprint
 
-__all__ = ["synthesize_map", "SynthesisMap", "RF_KEYS"]
+__all__ = ["synthesize_map", "SynthesisMap", "SynthesisPixels", "SYNTHESIS_RECORD", "RF_KEYS"]
 
 #: Response functions kept by ``synthesize_map(..., rf=True)``.
 RF_KEYS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "inclination", "azimuth", "vmac")
 
+#: The record of a synthesised pixel (the store's files, the per-pixel attributes of :class:`SynthesisMap`).
+SYNTHESIS_RECORD = Record(
+    Field("atmos", "f8", ("ndep", 11)),                    # the pixel's model (kept in the store only)
+    Field("fits", "f8", (4, "nwav"), result="stokes"),
+    Field("status", "i4", fill=STATUS_PENDING, result="status"),
+    Field("iterations", "i4", fill=0, result="iterations"),
+    Field("seconds", "f4", result="seconds"),             # wall time of the pixel in its worker
+)
+
 
 @dataclass
+@SYNTHESIS_RECORD.result_fields
 class SynthesisMap:
     """Result of :func:`synthesize_map`.
 
@@ -44,13 +58,13 @@ class SynthesisMap:
     stokes : ndarray (ny, nx, 4, nλ)
         ``backend="lte"``: normalised to the HSRA disk-centre continuum (as :func:`pyinv.synthesize`);
         NLTE backends: absolute intensities [W m⁻² Hz⁻¹ sr⁻¹] at the grid's vacuum wavelengths.
+    status, iterations, seconds : ndarray (ny, nx)
     stokes_lte : ndarray (ny, nx, 4, nλ) or None
         The NLTE backend's own LTE profiles (same units).
     b_lower, b_upper : ndarray (ny, nx, nlines, ndep) or None
         Departure coefficients of ``nlte_lines`` on each pixel's model grid.
     nlte_lines : tuple of int
         SIR indices of the lines with departure coefficients.
-    status, iterations, seconds : ndarray (ny, nx)
     wavelength_vac_nm : ndarray (nλ,)
     provenance : dict
     rf : dict of str → ndarray
@@ -58,40 +72,38 @@ class SynthesisMap:
         as :func:`pyinv.response_functions`.
     """
 
-    stokes: np.ndarray
+    # stokes, status, iterations, seconds: the result attributes of SYNTHESIS_RECORD (Record.result_fields)
     stokes_lte: np.ndarray | None
     b_lower: np.ndarray | None
     b_upper: np.ndarray | None
     nlte_lines: tuple[int, ...]
-    status: np.ndarray
-    iterations: np.ndarray
-    seconds: np.ndarray
     wavelength_vac_nm: np.ndarray
     provenance: dict = field(default_factory=dict)
     rf: dict = field(default_factory=dict)
 
 
 @dataclass
-class _SynthConfig:
-    """What the per-pixel function needs besides the model (travels to the workers)."""
+class SynthesisPixels(PixelProblem):
+    """The pixels of :func:`synthesize_map` (travels to the workers): each pixel's one start is its model."""
 
+    lines: Any
+    grid: Any
     backend: Any                 # "lte" or an NlteBackend
-    extra_dir: str | None        # folder of the NLTE side arrays
+    extra_dir: str | None        # folder of the side arrays (NLTE extras, response functions)
     wavelength_vac_nm: np.ndarray
     nlte_lines: tuple[int, ...]
     backend_time_limit: float | None = None
     rf: tuple[str, ...] = ()     # response functions to keep (LTE engine)
-    snr: float = float("nan")    # the scheduler may set it; unused
+    mu: float | None = 1.0
+    psf: Any = None
+    abundances: Any = None
+    time_limit: float | None = None  # the backstop of the executors
 
+    def record(self) -> Record:
+        return SYNTHESIS_RECORD
 
-class _PixelOut:
-    def __init__(self, atmosphere, fit, status, iterations):
-        self.atmosphere = atmosphere
-        self.fit = fit
-        self.status = status
-        self.iterations = iterations
-        self.chi2 = np.nan
-        self.errors = None
+    def pixel_solver(self, dims: Dims) -> "SynthesisSolver":
+        return SynthesisSolver(self, dims)
 
 
 _SIDE: dict[str, dict[str, np.ndarray]] = {}
@@ -104,34 +116,62 @@ def _side(extra_dir: str) -> dict[str, np.ndarray]:
     return _SIDE[extra_dir]
 
 
-def _synth_pixel(stokes, guess, lines, grid, config: _SynthConfig, *, mu, psf, abundances):
-    """Scheduler solver: synthesise the model ``guess``; the pixel index rides in ``stokes[0, 0]``."""
-    p = int(stokes[0, 0])
-    if isinstance(config.backend, str):
-        mu_ = 1.0 if mu is None else mu
-        if config.rf:
-            from .response import response_functions
-            rf = response_functions(guess, lines, grid, mu=mu_, psf=psf, abundances=abundances,
-                                    hydrostatic="T_he" in config.rf)
-            side = _side(config.extra_dir)
-            for k in config.rf:
-                side[f"rf_{k}"][p] = rf[k]
-            return _PixelOut(guess, rf["stokes"], _sch.STATUS_CONVERGED, 0)
-        from .synthesis import synthesize
-        fit = synthesize(guess, lines, grid, mu=mu_, psf=psf, abundances=abundances)
-        return _PixelOut(guess, fit, _sch.STATUS_CONVERGED, 0)
-    res = config.backend.synthesize(guess, config.wavelength_vac_nm, abundances=abundances, pixel_id=str(p),
-                                    time_limit=config.backend_time_limit)
-    if config.extra_dir is not None:
-        side = _side(config.extra_dir)
-        if res.stokes_lte is not None:
-            side["stokes_lte"][p] = res.stokes_lte
-        if res.departures is not None:
-            for k, idx in enumerate(config.nlte_lines):
-                bl, bu = res.departures.line(idx)
-                side["b_lower"][p, k] = bl
-                side["b_upper"][p, k] = bu
-    return _PixelOut(guess, res.stokes, int(res.status), int(res.iterations))
+class SynthesisSolver(PixelSolver):
+    """Synthesises a pixel's model (its one start) with the problem's backend; the side arrays of the
+    pixel go to the store's ``extra/`` folder."""
+
+    problem: SynthesisPixels
+
+    def solve(self, p: int, stokes: np.ndarray, starts: list[tuple[np.ndarray, np.ndarray]], snr: float,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ((row, hdr),) = starts
+        try:
+            model = Atmosphere.from_array(row, macro=hdr[0], filling=hdr[1], stray=hdr[2])
+            with pixel_time_limit(self.problem.time_limit):
+                fit, status, iterations = self._synthesize(int(p), model)
+            rec = self.blank(int(status))
+            arr = np.asarray(model.to_array(), dtype=np.float64)
+            if arr.shape != (self.dims.ndep, 11):
+                raise ValueError(f"a model of shape {arr.shape}, expected ({self.dims.ndep}, 11)")
+            rec["atmos"] = arr
+            rec["fits"] = np.asarray(fit, dtype=np.float64).reshape(4, self.dims.nwav)
+            rec["iterations"] = int(iterations)
+        except PixelTimeout:
+            rec = self.blank(STATUS_TIMEOUT)
+        except Exception:
+            rec = self.blank(STATUS_FAILED)
+        rec["seconds"] = time.perf_counter() - t0
+        return rec
+
+    def _synthesize(self, p: int, model: Atmosphere) -> tuple[np.ndarray, int, int]:
+        """(profiles (4, nλ), status, iterations) of pixel ``p``'s model."""
+        pr = self.problem
+        if isinstance(pr.backend, str):
+            mu_ = 1.0 if pr.mu is None else pr.mu
+            if pr.rf:
+                from ..response import response_functions
+                rf = response_functions(model, pr.lines, pr.grid, mu=mu_, psf=pr.psf, abundances=pr.abundances,
+                                        hydrostatic="T_he" in pr.rf)
+                side = _side(pr.extra_dir)
+                for k in pr.rf:
+                    side[f"rf_{k}"][p] = rf[k]
+                return rf["stokes"], STATUS_CONVERGED, 0
+            from ..synthesis import synthesize
+            return synthesize(model, pr.lines, pr.grid, mu=mu_, psf=pr.psf, abundances=pr.abundances), \
+                STATUS_CONVERGED, 0
+        res = pr.backend.synthesize(model, pr.wavelength_vac_nm, abundances=pr.abundances, pixel_id=str(p),
+                                    time_limit=pr.backend_time_limit)
+        if pr.extra_dir is not None:
+            side = _side(pr.extra_dir)
+            if res.stokes_lte is not None:
+                side["stokes_lte"][p] = res.stokes_lte
+            if res.departures is not None:
+                for k, idx in enumerate(pr.nlte_lines):
+                    bl, bu = res.departures.line(idx)
+                    side["b_lower"][p, k] = bl
+                    side["b_upper"][p, k] = bu
+        return res.stokes, int(res.status), int(res.iterations)
 
 
 @input_errors
@@ -164,7 +204,7 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     executor, workers, chunk, checkpoint, progress, retries : see :func:`pyinv.invert`
     time_limit : float, optional
         Seconds per pixel. NLTE backends receive it (RH kills its subprocesses and reports status 104);
-        the scheduler enforces a backstop of 1.5× + 5 s.
+        the executors enforce a backstop of 1.5× + 5 s.
 
     Returns
     -------
@@ -176,11 +216,11 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
         raise ValueError(f"atmospheres must have shape (ny, nx, ndep, 11), got {arr.shape}")
     ny, nx, ndep, _ = arr.shape
     npix, nwav = ny * nx, grid.nwav
-    from .nlte.backend import NlteBackend, grid_vacuum_nm, level_map
+    from ..nlte.backend import NlteBackend, grid_vacuum_nm, level_map
     wl = grid_vacuum_nm(lines, grid)
     opts = dict(backend_options or {})
     if isinstance(backend, str) and backend.lower() != "lte":
-        from .nlte import make_backend
+        from ..nlte import make_backend
         opts.setdefault("mu", mu)
         backend = make_backend(backend, level_map(lines, sorted({i for r in grid.blends for i in r})), **opts)
     elif isinstance(backend, str):
@@ -204,21 +244,21 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     table = np.ascontiguousarray(arr.reshape(npix, ndep, 11))
     header = np.tile(np.array([0.0, 1.0, 0.0]), (npix, 1))
     gindex = np.arange(npix, dtype=np.int32)[:, None]
-    cube = np.zeros((npix, 4, nwav))
-    cube[:, 0, 0] = np.arange(npix)
+    cube = np.zeros((npix, 4, nwav))  # no observed profiles: each pixel's solver gets zeros
     snr = np.full(npix, np.nan)
-    status0 = np.where(sel.reshape(-1), _sch.STATUS_PENDING, _sch.STATUS_MASKED)
+    status0 = np.where(sel.reshape(-1), STATUS_PENDING, STATUS_MASKED)
     bname = backend if isinstance(backend, str) else f"{backend.name}:" + repr(sorted(
         ((k, v) for k, v in vars(backend).items() if not k.startswith("_") and k not in ("workdir", "keep")), key=str))
-    fp = _sch.fingerprint(table, status0.astype(np.int32), lines, grid, float(mu), abundances, bname,
-                          psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map", rf_keys)
+    fp = fingerprint(table, status0.astype(np.int32), lines, grid, float(mu), abundances, bname,
+                     psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map", rf_keys)
 
     tmp = tempfile.mkdtemp(prefix="pyinv-smap-")
     store_path = Path(tmp) / "store" if checkpoint is None else Path(checkpoint)
     owned_workdir = False
     try:
-        store, resumed = _sch.ResultStore.open_or_create(
-            store_path, npix=npix, ndep=ndep, nwav=nwav, ncyc=1, fingerprint=fp,
+        # ncyc = 1: the stores' shapes have always carried it
+        store, resumed = ResultStore.open_or_create(
+            store_path, SYNTHESIS_RECORD, npix=npix, dims=Dims(ndep, nwav, 1), fingerprint=fp,
             extra_meta={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "shape": [ny, nx],
                         "kind": "synthesize_map"})
         extra_dir = None
@@ -243,23 +283,21 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
                 backend.workdir = Path(tmp) / "rh"
                 owned_workdir = True
         st = store.status
-        for p in np.nonzero((status0 == _sch.STATUS_MASKED) & (st == _sch.STATUS_PENDING))[0]:
-            store.put(int(p), _sch._blank_record(ndep, nwav, 1, _sch.STATUS_MASKED))
-        todo = np.nonzero(st == _sch.STATUS_PENDING)[0]
-        cfg = _SynthConfig(backend, extra_dir, wl, nlte_lines, time_limit if nlte else None, rf_keys)
+        for p in np.nonzero((status0 == STATUS_MASKED) & (st == STATUS_PENDING))[0]:
+            store.put(int(p), store.blank(STATUS_MASKED))
+        todo = np.nonzero(st == STATUS_PENDING)[0]
         backstop = None if time_limit is None else (1.5 * float(time_limit) + 5.0 if nlte else float(time_limit))
-        problem = _sch.PixelProblem(lines=lines, grid=grid, config=cfg, mu=mu, psf=psf, abundances=abundances,
-                                    solver=_synth_pixel, time_limit=backstop)
-        stats = _sch.run_pixels(problem, cube, table, header, gindex, snr, todo, store, executor=executor,
-                                workers=workers, chunk=chunk or (1 if nlte else None), progress=progress,
-                                retries=retries)
+        problem = SynthesisPixels(lines=lines, grid=grid, backend=backend, extra_dir=extra_dir, wavelength_vac_nm=wl,
+                                  nlte_lines=nlte_lines, backend_time_limit=time_limit if nlte else None, rf=rf_keys,
+                                  mu=mu, psf=psf, abundances=abundances, time_limit=backstop)
+        stats = run_pixels(problem, cube, table, header, gindex, snr, todo, store, executor=executor,
+                           workers=workers, chunk=chunk or (1 if nlte else None), progress=progress,
+                           retries=retries)
         store.set_meta(complete=True)
         a = store.arrays
         out = SynthesisMap(
-            stokes=np.array(a["fits"]).reshape(ny, nx, 4, nwav), stokes_lte=None, b_lower=None, b_upper=None,
-            nlte_lines=nlte_lines, status=np.array(a["status"]).reshape(ny, nx),
-            iterations=np.array(a["iterations"]).reshape(ny, nx), seconds=np.array(a["seconds"]).reshape(ny, nx),
-            wavelength_vac_nm=wl,
+            **SYNTHESIS_RECORD.result_arrays(lambda k: np.array(a[k]), (ny, nx)), stokes_lte=None, b_lower=None,
+            b_upper=None, nlte_lines=nlte_lines, wavelength_vac_nm=wl,
             provenance={"backend": bname if isinstance(backend, str) else backend.name, "resumed": bool(resumed),
                         "checkpoint": None if checkpoint is None else str(checkpoint),
                         "seconds": time.perf_counter() - t0, **stats})
