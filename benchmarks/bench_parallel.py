@@ -45,8 +45,8 @@ def main() -> None:
             raise SystemExit("pyinv.invert_pixel is not available; use --solver standin")
         solver_name, solver = "pyinv:invert_pixel", pyinv.invert_pixel
     else:
-        from pyinv._testing import vlos_fit_solver
-        solver_name, solver = "pyinv._testing:vlos_fit_solver", vlos_fit_solver
+        from pyinv.testing.solvers import vlos_fit_solver
+        solver_name, solver = "pyinv.testing.solvers:vlos_fit_solver", vlos_fit_solver
 
     n = args.pixels
     nx = int(np.ceil(np.sqrt(n)))

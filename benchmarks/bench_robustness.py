@@ -9,7 +9,7 @@
 * ``map-memory``: ``pyinv.invert(init="previous")`` of a small and a large map (one cycle, one node in T,
   at most 2 iterations, node Jacobian), local pool; a sampler reads the peak resident size (VmHWM) of every worker
   process; prints both peaks and their difference (target: < 50 MB).
-* ``fuzz``: ``inputs`` fuzz inputs of the public API and pyinv.engine (pyinv._fuzz) in child processes;
+* ``fuzz``: ``inputs`` fuzz inputs of the public API and pyinv.engine (pyinv.testing.fuzz) in child processes;
   prints the outcomes by kind and by target, the crashes and the hangs (target: 0).
 
 Run it with ``nice``; the map run of 256x256 takes minutes.
@@ -29,7 +29,7 @@ import numpy as np
 
 
 def synth_memory(args) -> dict:
-    from pyinv import _testing
+    from pyinv.testing import solvers as _testing
     from pyinv.maps.processes import mp_context
 
     with ProcessPoolExecutor(1, mp_context=mp_context()) as ex:
@@ -134,7 +134,7 @@ def _map_run(n: int, workers: int) -> dict:
         t0 = time.perf_counter()
         r = invert_map(cube, lines, grid, cfg, init="previous", guess=guess, mask=None, sigma=None, mu=None, psf=None,
                        abundances=None, axes="yxsl", executor=None, workers=workers, chunk=None, checkpoint=None,
-                       progress=False, time_limit=None, retries=2, solver="pyinv._testing:two_iteration_solver")  # nodes Jacobian
+                       progress=False, time_limit=None, retries=2, solver="pyinv.testing.solvers:two_iteration_solver")  # nodes Jacobian
         secs = time.perf_counter() - t0
     peaks = sorted(s.peak.values())
     return {"n": n, "pixels": n * n, "seconds": secs, "worker_peaks_kib": peaks,
@@ -157,7 +157,7 @@ def map_memory(args) -> dict:
 
 
 def fuzz(args) -> dict:
-    from pyinv import _fuzz
+    from pyinv.testing import fuzz as _fuzz
 
     t0 = time.perf_counter()
     res = _fuzz.drive(args.inputs, args.seed, timeout=7200, per_input=60)

@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
         times.append(time.perf_counter() - t0)
     # the engine alone (no Python-side validation): synth_stokes vs synth_rf (all seven variables,
     # RF_INTERFACE.md), interleaved so that both see the same machine load
-    from pyinv.synthesis import _prepare
+    from pyinv.physics.synthesis import _prepare
     p = _prepare([atm], lines, grid, **kw)
     eargs = (p["setup"], p["cols"][0]["log_tau"], p["x"][0], p["vmac"][0])
     pyinv.engine.synth_rf(*eargs)

@@ -68,8 +68,8 @@ def six_pixel_map():
     return lines, grid, cfg, cube
 
 
-#: The stand-in solver of the scheduler tests: a cheap vlos fit that misbehaves on request (pyinv._testing).
-MISBEHAVING_SOLVER = "pyinv._testing:misbehaving_solver"
+#: The stand-in solver of the scheduler tests: a cheap vlos fit that misbehaves on request (pyinv.testing.solvers).
+MISBEHAVING_SOLVER = "pyinv.testing.solvers:misbehaving_solver"
 
 
 def run_map(setup, cube=None, **kw):

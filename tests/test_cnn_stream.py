@@ -143,7 +143,7 @@ def test_a_start_that_cannot_be_made_fails_its_pixel_alone(small_map):
     """A stream that raises for one pixel: that pixel fails (103) and the fallback re-inverts it from the
     standard start; the others are inverted from their CNN starts."""
     import pyinv.cnn as cnn
-    from pyinv._testing import AlteredStarts
+    from pyinv.testing.solvers import AlteredStarts
 
     class Broken(AlteredStarts):
         def starts(self, stokes, pixels):

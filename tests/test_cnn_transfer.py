@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import pyinv
-from pyinv._testing import AlteredStarts
+from pyinv.testing.solvers import AlteredStarts
 
 pytest.importorskip("numba")
 

@@ -7,7 +7,8 @@ import pytest
 from helpers import AB, EPS, require_engine
 
 require_engine()
-from pyinv import engine, thermo  # noqa: E402
+from pyinv import engine
+from pyinv.physics import thermo  # noqa: E402
 from pyinv.engine import EngineError  # noqa: E402
 
 

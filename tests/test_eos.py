@@ -10,7 +10,7 @@ import pytest
 from helpers import AB, EPS, ROOT, SHARED, require_engine
 
 require_engine()
-from pyinv import thermo  # noqa: E402
+from pyinv.physics import thermo  # noqa: E402
 from pyinv.engine import EngineError  # noqa: E402
 
 SPEC = SHARED / "docs" / "spec-forward.md"

@@ -112,7 +112,8 @@ def test_pyinv_rules_do_not_stop_while_chi2_falls(hinode):
 
 
 def test_engine_refuses_unknown_rules(hinode):
-    from pyinv import engine, inversion
+    from pyinv import engine
+    from pyinv.physics import inversion
 
     d, lines, grid, guess = (hinode[k] for k in ("d", "lines", "grid", "guess"))
     setup = inversion.prepare_synthesis(lines, grid, log_tau=guess.log_tau)

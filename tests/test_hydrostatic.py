@@ -8,7 +8,7 @@ from helpers import AB, EPS, require_engine
 
 require_engine()
 import pyinv  # noqa: E402
-from pyinv import thermo  # noqa: E402
+from pyinv.physics import thermo  # noqa: E402
 
 
 @pytest.fixture(scope="module")

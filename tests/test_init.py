@@ -121,7 +121,7 @@ def test_invert_with_inits_standin(ctx_factory):
     cube = pyinv.synthesize([g.with_columns(vlos=v) for v in (-5e4, 0.0, 5e4, 8e4)], lines, grid).reshape(2, 2, 4, -1)
     kw = dict(guess=None, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl", executor="serial",
               workers=None, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=2,
-              solver="pyinv._testing:vlos_fit_solver")
+              solver="pyinv.testing.solvers:vlos_fit_solver")
     r1 = invert_map(cube, lines, grid, cfg, init="single", **kw)
     kw2 = dict(kw, guess=r1)
     rp = invert_map(cube, lines, grid, cfg, init="previous", **kw2)

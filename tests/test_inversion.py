@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
 
 from pyinv.atmosphere import Atmosphere  # noqa: E402
 from pyinv.config import InversionConfig  # noqa: E402
-from pyinv.inversion import PixelResult, invert_pixel  # noqa: E402
+from pyinv.physics.inversion import PixelResult, invert_pixel  # noqa: E402
 
 # ------------------------------------------------------------------------------------------- SVD
 def test_jacobi_svd_reconstructs():
@@ -162,7 +162,7 @@ def test_acceptance_chi2_all_pixels(hinode):
 
 def _recovery(h, pixels):
     from pyinv import models
-    from pyinv.synthesis import synthesize
+    from pyinv.physics.synthesis import synthesize
 
     d = h["d"]
     guess = models.default_guess()

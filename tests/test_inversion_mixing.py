@@ -13,7 +13,7 @@ import pytest
 
 import pyinv
 from pyinv import Atmosphere, InversionConfig
-from pyinv.inversion import invert_pixel, select_node_count, auto_node_maxima
+from pyinv.physics.inversion import invert_pixel, select_node_count, auto_node_maxima
 from pyinv.io import read_abundances
 
 SIR_RULES = dict(rtol=0.0, jacobian_reuse=0)
@@ -220,7 +220,7 @@ def test_continuum_contrast(twocomp_case):
     I_c1/I_c2 at 5000 Å the fitted contrast equals it; asking for 1.3 pulls the components' continua
     apart (the result's own synthesis at 5000 Å follows within 2 %); one component is refused."""
     import dataclasses
-    from pyinv.inversion import _with_contrast_point
+    from pyinv.physics.inversion import _with_contrast_point
 
     d, lines, grid, cfg, ab = twocomp_case
     _, _, _, _, t1, t2 = _synthetic_pair(twocomp_case)

@@ -1,7 +1,7 @@
 """Map inversions with a second component and stray light (issue 13, map level): the ``stray="local"``
 builder against a direct computation, argument validation, the result's FITS round trip, and the
 per-pixel plumbing through every executor route and the checkpoint store, with the private stand-in
-solver ``pyinv._testing.mixed_vlos_fit_solver`` (a real, cheap vlos fit of the mixed profile computed
+solver ``pyinv.testing.solvers.mixed_vlos_fit_solver`` (a real, cheap vlos fit of the mixed profile computed
 by ``pyinv.synthesize``). The same plumbing with the real ``pyinv.invert_pixel`` is tested in
 test_maps_twocomp_engine.py."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import pyinv
 from pyinv import models
 from pyinv.status import STATUS_PENDING
-from pyinv._testing import mixed_vlos_fit_solver
+from pyinv.testing.solvers import mixed_vlos_fit_solver
 from pyinv.atmosphere import Atmosphere
 from pyinv.io.sir import read_sir_model, write_sir_profiles
 from pyinv.maps.result import InversionResult
@@ -22,7 +22,7 @@ from pyinv.maps.extras import DEFAULT_STRAY_WINDOW, local_stray_profiles, stray_
 
 from helpers import assert_same_results, run_map, six_pixel_map
 
-SOLVER = "pyinv._testing:mixed_vlos_fit_solver"
+SOLVER = "pyinv.testing.solvers:mixed_vlos_fit_solver"
 
 
 # ------------------------------------------------------------------------------------------ local stray

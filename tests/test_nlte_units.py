@@ -60,7 +60,7 @@ def test_column_from_sir_model():
     assert col.chi == pytest.approx(np.full(atm.ndep, np.deg2rad(20.0)))
     assert col.ne[-1] == pytest.approx(atm.Pe[0] / (1.380649e-16 * atm.T[0]))
     # hydrogen: nearly all neutral in the photosphere, total close to the EOS's n_H
-    eos = pyinv.thermo.equation_of_state(atm.T, atm.Pe)
+    eos = pyinv.physics.thermo.equation_of_state(atm.T, atm.Pe)
     tot = col.nH.sum(axis=0)[::-1]
     assert np.allclose(tot, eos["nH"], rtol=0.01)
 

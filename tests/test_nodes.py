@@ -138,7 +138,7 @@ def test_explicit_positions():
 # ------------------------------------------------------------------------------ chain rule / RFs
 @pytest.fixture(scope="module")
 def hinode_setup(reference_dir):
-    from pyinv.inversion import prepare_synthesis
+    from pyinv.physics.inversion import prepare_synthesis
     from pyinv.io.sir import read_abundances
     from pyinv.lines import LineList, WavelengthGrid
 
@@ -195,7 +195,7 @@ def test_he_coupled_temperature_columns(hinode_setup):
 
 
 def test_he_tangent_linear_matches_finite_differences(hinode_setup):
-    from pyinv.thermo import abundances_to_eps
+    from pyinv.physics.thermo import abundances_to_eps
 
     s = hinode_setup
     eps = abundances_to_eps(s["ab"])
@@ -211,8 +211,8 @@ def test_he_tangent_linear_matches_finite_differences(hinode_setup):
         tp, tm = t.copy(), t.copy()
         tp[j] += h
         tm[j] -= h
-        pp = pyinv.thermo.hydrostatic(base.with_columns(T=tp), top_pe=pe_top, abundances=s["ab"]).Pe
-        pm = pyinv.thermo.hydrostatic(base.with_columns(T=tm), top_pe=pe_top, abundances=s["ab"]).Pe
+        pp = pyinv.physics.thermo.hydrostatic(base.with_columns(T=tp), top_pe=pe_top, abundances=s["ab"]).Pe
+        pm = pyinv.physics.thermo.hydrostatic(base.with_columns(T=tm), top_pe=pe_top, abundances=s["ab"]).Pe
         fd = (pp - pm) / (2 * h)
         assert np.abs(a[:, j] - fd).max() <= 1e-5 * np.abs(fd).max()
         assert np.all(a[j + 1:, j] == 0) or np.abs(a[j + 1:, j]).max() <= 1e-12 * np.abs(fd).max()
@@ -224,7 +224,7 @@ def test_non_magnetic_model_jacobian(hinode_setup):
     s = hinode_setup
     x = np.array(s["x"], order="F", copy=True)
     x[:, 3] = 0.0
-    from pyinv.inversion import prepare_synthesis
+    from pyinv.physics.inversion import prepare_synthesis
 
     prep = prepare_synthesis(s["lines"], s["grid"], abundances=s["ab"], magnetic=False)
     nodes = [3, 0, 1, 0, 3, 0, 0, 1]

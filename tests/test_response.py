@@ -23,7 +23,7 @@ import pytest
 import pyinv
 from pyinv import engine
 from pyinv.io import read_abundances
-from pyinv.synthesis import _prepare
+from pyinv.physics.synthesis import _prepare
 
 COLUMNS = {"T": "T", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "inclination": "gamma",
            "azimuth": "phi"}

@@ -1,7 +1,7 @@
 """Robust by default (issue 10): unguarded scripts, bounded pool rebuilds, no lost pixels, memory-mapped
 inputs, stale shared-memory folders, content fingerprints, engine version check, input validation,
 reduced χ², the time limit under Dask, MPI, and a bounded fuzz run. Real worker processes throughout;
-the cheap stand-in solver of pyinv._testing where the solver's physics does not matter."""
+the cheap stand-in solver of pyinv.testing.solvers where the solver's physics does not matter."""
 from __future__ import annotations
 
 import json
@@ -22,11 +22,11 @@ import pytest
 
 import pyinv
 from pyinv import engine, models
-from pyinv.inversion import reduced_chi2
+from pyinv.physics.inversion import reduced_chi2
 from pyinv.maps import inversion as map_inversion, pool, processes, store as map_store
 from pyinv.maps.pixel import inversion_record
 from pyinv.status import STATUS_BAD_INPUT, STATUS_FAILED, STATUS_PENDING, STATUS_TIMEOUT, STATUS_WORKER_DIED
-from pyinv._testing import PoisonedStart
+from pyinv.testing.solvers import PoisonedStart
 
 # the scheduler tests' helper (same misbehaving stand-in solver) on conftest's six_pixels map
 from helpers import run_map as run
@@ -79,7 +79,7 @@ def test_pool_dying_at_startup_stops_with_message(six_pixels, tmp_path):
     and what to add to a script; no endless loop."""
     t0 = time.monotonic()
     with pytest.raises(pool.PoolStartError) as ei:
-        run(six_pixels, solver="pyinv._testing:no_such_solver", checkpoint=tmp_path / "ck")
+        run(six_pixels, solver="pyinv.testing.solvers:no_such_solver", checkpoint=tmp_path / "ck")
     assert time.monotonic() - t0 < 60
     msg = str(ei.value)
     assert "4 times" in msg and 'if __name__ == "__main__":' in msg and "no_such_solver" in msg
@@ -179,7 +179,7 @@ def test_worker_inputs_memory_mapped(six_pixels, init):
         guess = run(six_pixels, executor="serial")
     elif init == "multistart":
         guess = 2
-    r = run(six_pixels, init=init, guess=guess, solver="pyinv._testing:mapped_inputs_solver")
+    r = run(six_pixels, init=init, guess=guess, solver="pyinv.testing.solvers:mapped_inputs_solver")
     assert (r.status == 0).all()
 
 
@@ -242,7 +242,7 @@ cube[:, :, 0, 0] = 5.0  # idle 60 s
 print("START", flush=True)
 invert_map(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
            mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=1, chunk=1, checkpoint=None,
-           progress=False, time_limit=None, retries=2, solver="pyinv._testing:misbehaving_solver")
+           progress=False, time_limit=None, retries=2, solver="pyinv.testing.solvers:misbehaving_solver")
 """
 
 
@@ -339,14 +339,14 @@ def test_durable_store_syncs_data_before_status(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------- engine version
 def test_engine_version_mismatch(six_pixels, monkeypatch):
-    mod = engine._module()
+    mod = engine.extension_module()
     v, api_v = engine.check_engine_version(mod)
     assert v == pyinv.__version__ and api_v == engine.ENGINE_API_VERSION
-    monkeypatch.setattr(engine, "PACKAGE_VERSION", "7.7.7")
+    monkeypatch.setattr(engine.core, "PACKAGE_VERSION", "7.7.7")   # read where the check lives
     with pytest.raises(ImportError, match=rf"engine is version {v} .* package is version 7\.7\.7"):
         engine.check_engine_version(mod)
     monkeypatch.undo()
-    monkeypatch.setattr(engine, "ENGINE_API_VERSION", engine.ENGINE_API_VERSION + 1)
+    monkeypatch.setattr(engine.core, "ENGINE_API_VERSION", engine.ENGINE_API_VERSION + 1)
     with pytest.raises(ImportError, match="API"):
         engine.check_engine_version(mod)
 
@@ -511,7 +511,7 @@ def test_fuzz_public_api_and_engine(six_pixels):
     """A fixed-seed, bounded fuzz run (in child processes): random, NaN, inf, huge, empty, wrongly shaped
     and wrongly typed inputs never crash the process; bad values give ValueError, wrong types TypeError
     (or OverflowError for a number too large for an integer argument)."""
-    from pyinv import _fuzz
+    from pyinv.testing import fuzz as _fuzz
 
     res = _fuzz.drive(600, seed=20261204, timeout=240, per_input=60)
     assert res["crashes"] == [] and res["hangs"] == []

@@ -1,5 +1,5 @@
 """Scheduler machinery (pool, dask, faults, checkpoints) with the private stand-in solver of
-pyinv._testing (a real, cheap, deterministic vlos fit). The same behaviours with the real
+pyinv.testing.solvers (a real, cheap, deterministic vlos fit). The same behaviours with the real
 pyinv.invert_pixel are tested in test_maps.py."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pyinv import models
 from pyinv.maps.inversion import invert_map
 from pyinv.status import (STATUS_BAD_INPUT, STATUS_FAILED, STATUS_MASKED, STATUS_PENDING, STATUS_TIMEOUT,
                           STATUS_WORKER_DIED)
-from pyinv._testing import vlos_fit_solver
+from pyinv.testing.solvers import vlos_fit_solver
 
 from helpers import assert_same_results as same
 from helpers import interrupt_run, worker_killer
@@ -179,7 +179,7 @@ cube[2:, :, 0, 0] = 5.0  # the last 6 pixels idle 60 s in the stand-in solver
 invert_map(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
            mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=2, chunk=1,
            checkpoint=sys.argv[1], progress=False, time_limit=None, retries=2,
-           solver="pyinv._testing:misbehaving_solver")
+           solver="pyinv.testing.solvers:misbehaving_solver")
 """
 
 

@@ -15,7 +15,7 @@ from pyinv.cli import main
 from pyinv.io.sir import (read_sir_chi, read_sir_model, read_sir_profiles, read_sir_rf, write_sir_model,
                           write_sir_profiles, write_sir_rf)
 from pyinv.lines import LineList, WavelengthGrid
-from pyinv.sirrun import output_base, run_sir
+from pyinv.sir.dropin import output_base, run_sir
 
 # SIR's .chi of the reference run, row 1 (cycle 1: s/n, chi2)
 SIR_CHI_CYCLE1 = (190.1743, 552.6153)

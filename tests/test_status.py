@@ -33,7 +33,8 @@ def test_values():
 
 
 def test_old_public_names_are_the_tables():
-    from pyinv import inversion, nlte
+    from pyinv import nlte
+    from pyinv.physics import inversion
     from pyinv.maps import result
     from pyinv.nlte import backend
 

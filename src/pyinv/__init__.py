@@ -26,14 +26,14 @@ from .defaults import default_abundances, default_lines  # noqa: E402
 from .io.sir import (read_abundances, read_psf, read_sir_chi, read_sir_model, read_sir_profiles,  # noqa: E402
                      write_abundances, write_sir_chi, write_sir_model, write_sir_profiles)
 from . import io, models  # noqa: E402
-from .synthesis import synthesize  # noqa: E402
-from .response import response_functions  # noqa: E402
-from . import thermo  # noqa: E402
-from .thermo import hydrostatic  # noqa: E402
+from .physics.synthesis import synthesize  # noqa: E402
+from .physics.response import response_functions  # noqa: E402
+from .physics import thermo  # noqa: E402
+from .physics.thermo import hydrostatic  # noqa: E402
 from .maps import InversionResult, SynthesisMap, invert, synthesize_map  # noqa: E402
-from . import inversion  # noqa: E402
-from .inversion import invert_pixel, PixelResult  # noqa: E402
-from .sirrun import run_sir  # noqa: E402
+from .physics import inversion  # noqa: E402
+from .physics.inversion import invert_pixel, PixelResult  # noqa: E402
+from .sir.dropin import run_sir  # noqa: E402
 
 __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
            "Atmosphere", "AtmosphereErrors", "LineList", "SpectralLine", "WavelengthGrid", "zeeman_components",

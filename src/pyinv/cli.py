@@ -237,7 +237,7 @@ def _synth_map(args: argparse.Namespace) -> int:
 
 
 def _cmd_sir(args: argparse.Namespace) -> int:
-    from .sirrun import run_sir
+    from .sir.dropin import run_sir
 
     run = run_sir(args.control, sir_rules=not args.pyinv_rules, workers=args.workers,
                   progress=not args.no_progress)

@@ -250,8 +250,8 @@ def _observe(rng, n, lt, T, pe_top, Bloc, vloc, vmic_map, macro, labels, mu, noi
     """Project local (solar-frame) fields and flows on the line of sight tilted by arccos μ towards +x,
     build the atmospheres (Pe from hydrostatic equilibrium at μ), synthesise, add noise."""
     from .atmosphere import Atmosphere
-    from .synthesis import synthesize
-    from .thermo import hydrostatic
+    from .physics.synthesis import synthesize
+    from .physics.thermo import hydrostatic
 
     Bx, By, Bz = Bloc
     vx, vy, vzz = vloc

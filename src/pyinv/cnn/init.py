@@ -16,7 +16,7 @@ What ``pyinv.invert(cube, lines, grid, config, init="cnn")`` does:
    network outputs the workers stored (``start_aux`` of the store, kept in checkpoints) after it.
    ``provenance["init_info"]`` gives the workers' inference and interpolation seconds summed over pixels.
    A subclass that changes some pixels' starts wraps ``GuessSet.stream`` (e.g.
-   ``pyinv._testing.AlteredStarts``); the GuessSet's table holds only a template row.
+   ``pyinv.testing.solvers.AlteredStarts``); the GuessSet's table holds only a template row.
    **The assisted cycle (issue 17)** runs invert_pixel's own rules (``rules="pyinv"``): it ends when its last
    step and the Gauss-Newton prediction both gain less than ``rtol`` (default 1e-2) of χ², or when three
    steps together gain less (stagnation), judged with an exact Jacobian — no iteration cap tuned to a
@@ -137,7 +137,7 @@ class AssistedSolver:
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None, **pixel):
         """``pixel``: per-pixel keywords of the map (second component, stray light; pyinv.invert)."""
-        from ..inversion import invert_pixel
+        from ..physics.inversion import invert_pixel
         return invert_pixel(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances,
                             **pixel, **self.options)
 

@@ -170,6 +170,6 @@ def nodes_to_atmospheres(nodes: dict[str, np.ndarray], log_tau=None, *, mu: floa
     mac = np.broadcast_to(np.asarray(macro, dtype=np.float64), (npix,)).copy()
     stack = Atmosphere.from_array(arr, macro=mac)
     if hydrostatic and npix:
-        from ..thermo import hydrostatic as _he
+        from ..physics.thermo import hydrostatic as _he
         stack = _he(stack, mu=mu, abundances=abundances)
     return stack

@@ -48,7 +48,7 @@ def random_atmospheres(n: int, rng: np.random.Generator, *, mu: float = 1.0, log
     """
     from .. import models
     from ..atmosphere import Atmosphere
-    from ..thermo import hydrostatic
+    from ..physics.thermo import hydrostatic
 
     lt = np.asarray(models.LOG_TAU_53 if log_tau is None else log_tau, dtype=np.float64)
     lib = {k: models.load(k) if k != "hsra" else models.hsra() for k in models.names()}
@@ -110,8 +110,8 @@ def _quiet_continuum(lines, grid, psf, mu: float) -> float:
     """Continuum of the HSRA model at ``mu`` as :func:`pyinv.cnn.quiet_sun_continuum` measures it (mean of
     the three brightest Stokes I samples): the quiet-Sun reference of the random-pixel shards."""
     from .. import models
-    from ..synthesis import synthesize
-    from ..thermo import hydrostatic
+    from ..physics.synthesis import synthesize
+    from ..physics.thermo import hydrostatic
     st = np.asarray(synthesize(hydrostatic(models.hsra(vmic=1.0e5, macro=1.0), mu=mu), lines, grid, psf=psf, mu=mu))
     return float(np.sort(st[0])[-3:].mean())
 
@@ -124,7 +124,7 @@ def make_shard(recipe, k: int) -> dict:
     dict with ``x`` (n, 4, nλ) float32 inputs, ``y`` (n, n_out) float32 scaled targets, ``mu`` (n,),
     and ``info`` (family, μ, noise, quiet-Sun continuum, seconds).
     """
-    from ..synthesis import synthesize
+    from ..physics.synthesis import synthesize
     from ..synthetic import generate_map
     from .dataset import build_training_set, sample_nodes
     from .model import CNNModel

@@ -287,7 +287,7 @@ def library_prototypes() -> list[tuple[str, Atmosphere]]:
     for name, atm in protos:
         if name != "quiet":
             try:
-                from ..thermo import hydrostatic
+                from ..physics.thermo import hydrostatic
                 atm = hydrostatic(atm)
                 atm = atm.with_columns(Pg=None, rho=None, z=None)
             except Exception:  # engine unavailable: keep the tabulated Pe
@@ -335,7 +335,7 @@ class Cluster(InitStrategy):
         return f"cluster(n_clusters={self.n_clusters}, seed={self.seed})"
 
     def initial_guesses(self, ctx: InitContext) -> GuessSet:
-        from ..synthesis import synthesize
+        from ..physics.synthesis import synthesize
 
         ny, nx = ctx.shape
         protos = self.prototypes or library_prototypes()

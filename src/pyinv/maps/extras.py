@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..atmosphere import Atmosphere
-from ..inversion import check_mixing_settings
+from ..physics.inversion import check_mixing_settings
 from ..lines import WavelengthGrid
-from ..mixing import stray_profile_on_grid
+from ..physics.mixing import stray_profile_on_grid
 from .cube import per_pixel_map
 
 __all__ = ["PixelExtras", "component2_guesses", "map_extras", "DEFAULT_STRAY_WINDOW", "check_stray_window",

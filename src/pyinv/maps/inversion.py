@@ -274,7 +274,7 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
         data=data, grid=grid, config=config, table=gs.table, header=gs.header, gindex=gs.index, valid=valid,
         usable=usable)
     if solver == "pyinv:invert_pixel":  # settings invert_pixel cannot honour: refused once, not per pixel
-        from ..inversion import refuse_unsupported
+        from ..physics.inversion import refuse_unsupported
 
         refuse_unsupported(config, two_components=extras.ncomp == 2)
     wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle

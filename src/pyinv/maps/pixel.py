@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..atmosphere import Atmosphere
-from ..inversion import free_parameters, reduced_chi2
+from ..physics.inversion import free_parameters, reduced_chi2
 from ..status import STATUS_BAD_INPUT, STATUS_FAILED, STATUS_PENDING, STATUS_TIMEOUT
 from .store import Dims, Field, Record
 

@@ -18,7 +18,7 @@ __all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES"]
 
 #: Every status code of a map inversion, with its meaning (from :data:`pyinv.status.TABLE`; the README's
 #: "Status codes" table must match it, tests/test_status.py). Other codes 1..100 are the engine's own
-#: (:func:`pyinv.status.describe` or pyinv.inversion.status_message(code) give the text).
+#: (:func:`pyinv.status.describe` or pyinv.physics.inversion.status_message(code) give the text).
 STATUS_CODES = {code: describe(code) for code in MAP_CODES}
 
 _ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", "field": "B",
@@ -51,7 +51,7 @@ class InversionResult:
         cycle.
     chi2_reduced : ndarray (ny, nx)
         χ² against the noise model, σ = 1/S/N for every Stokes parameter, per degree of freedom
-        (:func:`pyinv.inversion.reduced_chi2`): ≈ 1 for a fit at the noise level. Summaries and plots show
+        (:func:`pyinv.physics.inversion.reduced_chi2`): ≈ 1 for a fit at the noise level. Summaries and plots show
         this one.
     status : ndarray of int (ny, nx)
         See the table of :data:`STATUS_CODES` (README "Status codes"): 0 converged, other small values

@@ -150,14 +150,14 @@ class SynthesisSolver(PixelSolver):
         if isinstance(pr.backend, str):
             mu_ = 1.0 if pr.mu is None else pr.mu
             if pr.rf:
-                from ..response import response_functions
+                from ..physics.response import response_functions
                 rf = response_functions(model, pr.lines, pr.grid, mu=mu_, psf=pr.psf, abundances=pr.abundances,
                                         hydrostatic="T_he" in pr.rf)
                 side = _side(pr.extra_dir)
                 for k in pr.rf:
                     side[f"rf_{k}"][p] = rf[k]
                 return rf["stokes"], STATUS_CONVERGED, 0
-            from ..synthesis import synthesize
+            from ..physics.synthesis import synthesize
             return synthesize(model, pr.lines, pr.grid, mu=mu_, psf=pr.psf, abundances=pr.abundances), \
                 STATUS_CONVERGED, 0
         res = pr.backend.synthesize(model, pr.wavelength_vac_nm, abundances=pr.abundances, pixel_id=str(p),

@@ -107,7 +107,7 @@ def column_from_atmosphere(atm: Any, abundances: Any = None, *, logg: float = 4.
     are in LTE from pyinv's equation of state at the model's (T, P_e) (neutral H split over five levels
     by Boltzmann); velocities change sign and unit; B goes to tesla, γ and φ to radians (χ = φ).
     """
-    from ..thermo import equation_of_state
+    from ..physics.thermo import equation_of_state
 
     if getattr(atm, "stacked", False):
         raise ValueError("column_from_atmosphere takes one model, not a stack")
@@ -150,7 +150,7 @@ def atmosphere_from_column(col: NlteColumn, tau500_top_first: np.ndarray, log_ta
     vmic = np.interp(lt, x, np.asarray(col.vturb)[keep][o]) * 1e5
     atm = Atmosphere(log_tau=lt, T=T, Pe=pe_from_ne(ne, T), vmic=vmic, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.0)
     if hydrostatic:
-        from ..thermo import hydrostatic as _he
+        from ..physics.thermo import hydrostatic as _he
 
         atm = _he(atm)
     return atm

@@ -64,7 +64,7 @@ def _regions(grid) -> list[np.ndarray]:
 def _convolve_like_synthesis(y: np.ndarray, lines, grid, vmac: float, psf) -> np.ndarray:
     """Macroturbulence (σ = λ_last vmac / c per region, as the engine) and PSF applied to y (4, nλ)."""
     from .. import engine
-    from ..synthesis import _psf_arrays
+    from ..physics.synthesis import _psf_arrays
 
     psf_xy = _psf_arrays(psf)
     out = np.array(y, dtype=np.float64, copy=True)
@@ -98,8 +98,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
-    from ..inversion import invert_pixel
-    from ..synthesis import synthesize
+    from ..physics.inversion import invert_pixel
+    from ..physics.synthesis import synthesize
 
     if not isinstance(backend, NlteBackend):
         raise ValueError(f"backend must be a pyinv.nlte backend (RH or Lightweaver), got {type(backend).__name__}")

@@ -8,12 +8,12 @@ hydrostatic equilibrium adds the P_e RF through the tangent-linear of the hydros
 """
 from __future__ import annotations
 
-from .errors import input_errors
+from ..errors import input_errors
 import numpy as np
 
-from . import engine
-from .atmosphere import Atmosphere
-from .lines import LineList, WavelengthGrid
+from .. import engine
+from ..atmosphere import Atmosphere
+from ..lines import LineList, WavelengthGrid
 from .synthesis import _check_mu, _prepare
 
 __all__ = ["response_functions", "RF_KEYS"]

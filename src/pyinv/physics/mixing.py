@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atmosphere import Atmosphere
-from .lines import WavelengthGrid
+from ..atmosphere import Atmosphere
+from ..lines import WavelengthGrid
 
 __all__ = ["Mixing", "resolve_mixing", "mix", "stray_profile_on_grid"]
 
@@ -54,7 +54,7 @@ def _per_model(name: str, value, n: int, lo: float, hi: float) -> np.ndarray:
 def stray_profile_on_grid(stray, grid: WavelengthGrid) -> np.ndarray:
     """(4, nλ) stray-light profile from an array or a SIR profile file, on the grid's wavelengths."""
     if isinstance(stray, (str, os.PathLike)):
-        from .io.sir import read_sir_profiles
+        from ..io.sir import read_sir_profiles
 
         prof = read_sir_profiles(stray)
         where = f"stray-light file {os.fspath(stray)}"

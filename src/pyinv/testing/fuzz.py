@@ -9,7 +9,7 @@ is ``ok``, ``ValueError`` (including :class:`pyinv.EngineError`) or the name of 
 a crash (segfault, abort) ends the process and is found by the driver, which runs the inputs in a
 child process and restarts it after the input that killed it.
 
-Run ``python -m pyinv._fuzz N SEED [FIRST]``: inputs FIRST..N-1 of the sequence for SEED, one JSON
+Run ``python -m pyinv.testing.fuzz N SEED [FIRST]``: inputs FIRST..N-1 of the sequence for SEED, one JSON
 line per outcome kind at the end; the index of every input is written to stderr before it runs
 (``@<index>``), so a driver knows which input crashed.
 """
@@ -205,7 +205,7 @@ def run_range(first: int, last: int, seed: int, echo: bool = False) -> Counter:
 
 
 def drive(n: int, seed: int, timeout: float = 3600.0, per_input: float = 120.0) -> dict[str, Any]:
-    """Run inputs 0..n-1 in child processes (``python -m pyinv._fuzz``); a child that dies is counted
+    """Run inputs 0..n-1 in child processes (``python -m pyinv.testing.fuzz``); a child that dies is counted
     as a crash of the input it was running, one still running an input after ``per_input`` seconds is
     killed and counted as a hang; a new child continues with the next input. ``timeout`` bounds the
     whole run.
@@ -229,7 +229,7 @@ def drive(n: int, seed: int, timeout: float = 3600.0, per_input: float = 120.0) 
     total: Counter = Counter()
     end = time.monotonic() + timeout
     while first < n:
-        proc = subprocess.Popen([sys.executable, "-m", "pyinv._fuzz", str(n), str(seed), str(first)],
+        proc = subprocess.Popen([sys.executable, "-m", "pyinv.testing.fuzz", str(n), str(seed), str(first)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         out, err = proc.stdout.fileno(), proc.stderr.fileno()
         obuf, ebuf = b"", b""

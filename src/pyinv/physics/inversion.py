@@ -27,30 +27,26 @@ Refused with a ValueError naming the field: negative (ratio) Stokes weights.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from .errors import input_errors
+from ..errors import input_errors
 import numpy as np
 
-from . import engine
-from .atmosphere import Atmosphere, AtmosphereErrors
-from .config import InversionConfig, NODE_PARAMETERS, NODES_MAX
-from .lines import LineList, WavelengthGrid
+from .. import engine
+from ..atmosphere import Atmosphere, AtmosphereErrors
+from ..config import InversionConfig, NODE_PARAMETERS, NODES_MAX
+from ..lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
-from .status import STATUS_CONVERGED
+from .pixelresult import (STATUS_OK, PixelResult, free_parameters, reduced_chi2, result_reduced_chi2, status_message,
+                          weighted_residual)
 
 __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "reduced_chi2", "free_parameters", "RESCUE_THRESHOLD",
            "RESCUE_PATH", "status_message", "prepare_synthesis", "auto_node_maxima", "select_node_count",
            "refuse_unsupported", "check_mixing_settings"]
 
-#: Status of a successful inversion (:data:`pyinv.status.STATUS_CONVERGED`); other values are engine error
-#: codes (pyinv.engine.error_message).
-STATUS_OK = STATUS_CONVERGED
 #: Default number of Broyden updates of the Jacobian in a row between exact ones (invert_pixel).
 JACOBIAN_REUSE = 1
 #: Default stopping tolerances of pyinv's rules (issue 17): cycles before the last only hand a start on
@@ -65,123 +61,6 @@ RESCUE_THRESHOLD = 1.5
 RESCUE_PATH = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1, "svd_scaling": "sir"}
 
 
-def reduced_chi2(obs: np.ndarray, fit: np.ndarray, snr: float, weights: Any, nfree: int = 0) -> float:
-    """χ² of a fit against the noise model: Σ (O − S)² / σ² / (N − nfree), σ = 1/S/N (in units of the
-    continuum, every Stokes parameter), over the Stokes parameters with nonzero weight and the points SIR
-    does not mask (O > −0.99). ≈ 1 for a fit at the noise level (SIR's χ² divides each Stokes parameter by
-    its amplitude and weight instead, see spec-inversion §3.1). NaN when nothing is left."""
-    o = np.asarray(obs, dtype=np.float64)
-    f = np.asarray(fit, dtype=np.float64)
-    use = [k for k in range(4) if float(weights[k]) != 0.0]
-    if not use or o.shape != f.shape or not (np.isfinite(snr) and snr > 0):
-        return float("nan")
-    y, m = o[use], f[use]
-    ok = np.isfinite(y) & np.isfinite(m) & (y > -0.99)
-    dof = int(ok.sum()) - int(nfree)
-    if dof <= 0:
-        return float("nan")
-    return float(np.sum((y[ok] - m[ok]) ** 2) * float(snr) ** 2 / dof)
-
-
-def free_parameters(res: Any) -> int:
-    """Free parameters of the last cycle (node counts) when the solver reports them, else 0."""
-    nodes = getattr(res, "nodes", None)
-    if isinstance(nodes, (list, tuple)) and nodes and isinstance(nodes[-1], dict):
-        try:
-            return int(sum(max(0, int(v)) for v in nodes[-1].values()))
-        except (TypeError, ValueError):
-            return 0
-    return 0
-
-
-def status_message(status: int) -> str:
-    """Text of an inversion status code (0 = success; otherwise the engine's error message)."""
-    if status == STATUS_OK:
-        return "success"
-    try:
-        return engine.error_message(status)
-    except Exception:  # pragma: no cover - engine not built
-        return f"engine error {status}"
-
-
-@dataclass
-class PixelResult:
-    """Result of :func:`invert_pixel`.
-
-    Attributes
-    ----------
-    atmosphere : Atmosphere
-        Best model of the last completed cycle (Pg, ρ and z from hydrostatic equilibrium of its T).
-    fit : ndarray (4, nλ)
-        Its synthetic profiles.
-    chi2 : ndarray (ncycles,)
-        χ² at the end of each cycle, normalised as SIR prints it (χ²_raw / (N_obs − M − N_mask)).
-    iterations : ndarray (ncycles,) of int
-        Successful LM iterations per cycle.
-    status : int
-        0 = success; otherwise the engine error code that stopped the inversion (the result then holds
-        the best model reached); see :attr:`message`.
-    errors : AtmosphereErrors or None
-        Uncertainties of the last cycle with SIR's ``.err`` formula (spec §3.10).
-    errors_covariance : AtmosphereErrors or None
-        1σ from the full covariance (J^T W J)⁺ · χ²/dof, SVD-truncated, propagated to depth (free
-        columns only).
-    covariance : ndarray (m, m) or None
-        Node covariance of the last cycle (relative units of spec §2.2; radians for angles).
-    trials, syntheses, chi2_start, snr, nodes :
-        Per cycle: LM trials, χ² of the starting model, SIR's printed s/n, node counts used; total number
-        of syntheses (finite-difference Jacobian columns included).
-    trace : list of ndarray (ntrials, 3)
-        Per cycle and trial: λ, χ² of the trial (printed normalisation), 1 = accepted.
-    atmosphere2 : Atmosphere or None
-        Component 2 of a two-component inversion (its ``filling`` = f₂, ``macro`` = its vmac, ``stray``
-        = α [%]); component 1's header then holds ``filling`` = 1 − f₂ (SIR's model headers).
-    filling2, stray_percent : float or None
-        Filling factor of component 2 and stray-light fraction α [%] of the result (None without a
-        second component / stray light).
-    errors2 : AtmosphereErrors or None
-        Uncertainties of component 2 (``filling`` holds that of f₂, component 1's ``stray`` that of α).
-    contrast : float or None
-        With ``config.contrast``: the continuum contrast I_c1/I_c2 of the result (from SIR's synthetic
-        pseudo-observation (I₁ − I₂)/2 = y: (1 + y)/(1 − y)).
-    rescue : int
-        0 no second path was tried; 1 a second path was tried and the first kept; 2 the second path's
-        result was better and is returned (issue 17; ``invert_pixel(rescue=...)``).
-    chi2_reduced : float
-        χ² of the fit against the noise model of the last cycle (:func:`reduced_chi2`; ≈ 1 at the noise
-        level).
-    """
-
-    atmosphere: Atmosphere
-    fit: np.ndarray
-    chi2: np.ndarray
-    iterations: np.ndarray
-    status: int = STATUS_OK
-    errors: AtmosphereErrors | None = None
-    errors_covariance: AtmosphereErrors | None = None
-    covariance: np.ndarray | None = None
-    trials: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    syntheses: int = 0
-    chi2_start: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    snr: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    nodes: list = field(default_factory=list)
-    trace: list = field(default_factory=list)
-    message: str = "success"
-    atmosphere2: Atmosphere | None = None
-    filling2: float | None = None
-    stray_percent: float | None = None
-    errors2: AtmosphereErrors | None = None
-    contrast: float | None = None
-    rescue: int = 0
-    chi2_reduced: float = float("nan")
-
-    @property
-    def ok(self) -> bool:
-        """True when the inversion finished without an engine error."""
-        return self.status == STATUS_OK
-
-
-# ------------------------------------------------------------------------------------------- helpers
 def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abundances=None,
                       magnetic: bool = True, sir_compat: bool = False, exact_blend_offsets: bool = False,
                       unsold_physical: bool = False, departures=None, log_tau=None) -> engine.Setup:
@@ -490,18 +369,18 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     rtols, rules = _stopping(rtol, rules)
     first = _invert_path(stokes, guess, lines, grid, config, rtols=rtols, jacobian_reuse=jacobian_reuse, rules=rules,
                          svd_scaling=svd_scaling, **kw)
-    first.chi2_reduced = _result_reduced_chi2(stokes, first, config)
+    first.chi2_reduced = result_reduced_chi2(stokes, first, config)
     if threshold is None or rules == "sir" or not (first.chi2_reduced > threshold):
         return first
     second_rtols, second_rules = _stopping(RESCUE_PATH["rtol"], RESCUE_PATH["rules"])
     second = _invert_path(stokes, guess, lines, grid, config, rtols=second_rtols, rules=second_rules,
                           jacobian_reuse=RESCUE_PATH["jacobian_reuse"], svd_scaling=RESCUE_PATH["svd_scaling"], **kw)
-    second.chi2_reduced = _result_reduced_chi2(stokes, second, config)
+    second.chi2_reduced = result_reduced_chi2(stokes, second, config)
     # keep the fit closer to the observation under the noise model with the configuration's Stokes weights
     # (σ = 1/S/N: the two descents reach minima of SIR's χ², whose per-Stokes σ follow each profile's
     # amplitude, that are equal to a few per cent; the noise model is the measure of a fit a user reads)
-    better = second.ok and (not first.ok or _weighted_residual(stokes, second, config)
-                            < _weighted_residual(stokes, first, config))
+    better = second.ok and (not first.ok or weighted_residual(stokes, second, config)
+                            < weighted_residual(stokes, first, config))
     out = second if better else first
     out.rescue = 2 if better else 1
     out.syntheses = first.syntheses + second.syntheses
@@ -519,28 +398,6 @@ def _stopping(rtol, rules: str | None) -> tuple[list[float], str]:
     if rules not in ("sir", "pyinv"):
         raise ValueError(f"rules must be 'sir' or 'pyinv', got {rules!r}")
     return rtols, rules
-
-
-def _weighted_residual(stokes, res: PixelResult, config: InversionConfig) -> float:
-    """Σ_s w_s mean_λ (O − S)² over the Stokes parameters of the last cycle's weights (unmasked points); inf
-    for a fit that is not finite."""
-    w = config.weights_for(config.cycles)
-    o, f = np.asarray(stokes, dtype=np.float64), np.asarray(res.fit, dtype=np.float64)
-    tot = 0.0
-    for k in range(4):
-        if float(w[k]) > 0:
-            ok = o[k] > -0.99
-            d = o[k, ok] - f[k, ok]
-            if d.size:
-                tot += float(w[k]) * float(np.mean(d * d))
-    return tot if np.isfinite(tot) else float("inf")
-
-
-def _result_reduced_chi2(stokes, res: PixelResult, config: InversionConfig) -> float:
-    """Reduced χ² of a result against the noise model of the configuration's last cycle."""
-    c = config.cycles
-    return reduced_chi2(np.asarray(stokes, dtype=np.float64), res.fit, float(config.value("snr", c)),
-                        config.weights_for(c), free_parameters(res))
 
 
 def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
@@ -746,7 +603,7 @@ CONTRAST_LINE_INDEX = 999999
 def _with_contrast_point(lines: LineList, grid: WavelengthGrid) -> tuple[LineList, WavelengthGrid]:
     """The line list and grid with one more point: a line-free "line" at 5000 Å (log gf = −20), SIR's
     carrier of the continuum-contrast pseudo-observation."""
-    from .lines import GridRegion, SpectralLine
+    from ..lines import GridRegion, SpectralLine
 
     if lines.has_index(CONTRAST_LINE_INDEX):
         raise ValueError(f"line index {CONTRAST_LINE_INDEX} is reserved for the continuum-contrast point")

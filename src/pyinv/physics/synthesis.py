@@ -26,12 +26,12 @@ import os
 import warnings
 from typing import Sequence
 
-from .errors import input_errors
+from ..errors import input_errors
 import numpy as np
 
-from . import engine
-from .atmosphere import Atmosphere
-from .lines import LineList, WavelengthGrid
+from .. import engine
+from ..atmosphere import Atmosphere
+from ..lines import LineList, WavelengthGrid
 
 __all__ = ["synthesize", "MAX_OFFSET_A"]
 
@@ -42,10 +42,10 @@ MAX_OFFSET_A = 50.0
 
 def _eps_from_abundances(abundances) -> np.ndarray:
     if abundances is None:
-        from .defaults import default_abundances
+        from ..defaults import default_abundances
         a = np.asarray(default_abundances(), dtype=np.float64)
     elif isinstance(abundances, (str, os.PathLike)):
-        from .io.sir import read_abundances
+        from ..io.sir import read_abundances
         a = read_abundances(abundances)
     else:
         a = np.asarray(abundances, dtype=np.float64)
@@ -60,7 +60,7 @@ def _psf_arrays(psf) -> tuple[np.ndarray, np.ndarray] | None:
     if psf is None:
         return None
     if isinstance(psf, (str, os.PathLike)):
-        from .io.sir import read_psf
+        from ..io.sir import read_psf
         x, y = read_psf(psf)
     elif isinstance(psf, tuple) and len(psf) == 2:
         x, y = (np.asarray(v, dtype=np.float64).ravel() for v in psf)
@@ -167,7 +167,7 @@ def _departure_array(departures, used: list[int], log_tau: np.ndarray) -> np.nda
     """(ndep, 2, nl) b_lower, b_upper of the set-up's lines (``used``, SIR indices) on the model grid
     ``log_tau``, from a :class:`pyinv.nlte.Departures` or the path of a SIR 2017 departure file (linear
     in log τ, linear extrapolation beyond its ends, as SIR); lines without coefficients get b = 1."""
-    from .nlte.departures import Departures, read_sir_departures
+    from ..nlte.departures import Departures, read_sir_departures
 
     if isinstance(departures, (str, os.PathLike)):
         departures = read_sir_departures(departures)
@@ -329,7 +329,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
         EOS (which does not affect the synthesis).
     atmos2 : Atmosphere or list, optional
         A second component (one per model of ``atmos``, on the same log τ grid, its own ``macro``), mixed
-        as I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray (spec-forward §9.4, :mod:`pyinv.mixing`).
+        as I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray (spec-forward §9.4, :mod:`pyinv.physics.mixing`).
     filling2 : float or sequence, optional
         f₂ ∈ [0, 1]; default: ``atmos2.filling`` when it came from a SIR model header (a ValueError when
         it is the Atmosphere default 1).

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from .atmosphere import Atmosphere, AtmosphereErrors
-from .config import InversionConfig, NODE_PARAMETERS
-from .defaults import default_lines
-from .io.sir import (read_sir_model, read_sir_profiles, read_sir_rf, write_sir_chi, write_sir_model,
+from ..atmosphere import Atmosphere, AtmosphereErrors
+from ..config import InversionConfig, NODE_PARAMETERS
+from ..defaults import default_lines
+from ..io.sir import (read_sir_model, read_sir_profiles, read_sir_rf, write_sir_chi, write_sir_model,
                      write_sir_profiles, write_sir_rf)
-from .lines import GridRegion, LineList, WavelengthGrid
+from ..lines import GridRegion, LineList, WavelengthGrid
 
 __all__ = ["run_sir", "SirRun", "output_base", "RF_SUFFIX", "SIR_RULES", "read_sir_rf", "write_sir_rf"]
 
@@ -253,7 +253,7 @@ def _common(cfg: InversionConfig) -> _Inputs:
     lines = LineList.read_sir(lp) if lp is not None else default_lines()
     ap = _file(cfg, "abundances_file")
     if ap is not None:
-        from .io.sir import read_abundances
+        from ..io.sir import read_abundances
         read_abundances(ap)  # validate now: the error names the file
     return _Inputs(cfg, lines, _file(cfg, "psf_file"), ap, _file(cfg, "nlte_file"))
 
@@ -286,7 +286,7 @@ def _check_components(cfg: InversionConfig, has2: bool, has_stray: bool) -> None
 
 def _refused_by_invert_pixel(cfg: InversionConfig, control: Path) -> None:
     """invert_pixel's own list of settings it cannot honour, checked for every cycle before the first one runs."""
-    from .inversion import refuse_unsupported
+    from ..physics.inversion import refuse_unsupported
 
     try:
         refuse_unsupported(cfg, two_components=bool(cfg.model2))
@@ -361,8 +361,8 @@ def _synthesis_grid(inp: _Inputs) -> WavelengthGrid:
 
 
 def _synthesis(inp: _Inputs, rf: bool, control: Path) -> SirRun:
-    from .response import response_functions
-    from .synthesis import synthesize
+    from ..physics.response import response_functions
+    from ..physics.synthesis import synthesize
 
     cfg = inp.cfg
     mode = "rf" if rf else "synthesis"
@@ -470,7 +470,7 @@ def _zero_header(e: AtmosphereErrors | None, like: Atmosphere) -> AtmosphereErro
 
 
 def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> SirRun:
-    from .inversion import invert_pixel
+    from ..physics.inversion import invert_pixel
 
     cfg = inp.cfg
     m1, m2, p1, p2 = _models(cfg, "inversion")
@@ -548,8 +548,8 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> Si
 
 
 def _map(inp: _Inputs, obs_path: Path, control: Path, workers: int | None, progress: bool) -> SirRun:
-    from .io.fits import read_stokes_cube
-    from .maps.inversion import invert
+    from ..io.fits import read_stokes_cube
+    from ..maps.inversion import invert
 
     cfg = inp.cfg
     m1, m2, p1, p2 = _models(cfg, "inversion")

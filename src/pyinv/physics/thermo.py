@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import input_errors
+from ..errors import input_errors
 import numpy as np
 
-from . import engine
+from .. import engine
 
 __all__ = ["hydrostatic", "equation_of_state", "continuum_opacity", "pe_from_pg",
            "partition_functions", "abundances_to_eps"]
@@ -29,7 +29,7 @@ __all__ = ["hydrostatic", "equation_of_state", "continuum_opacity", "pe_from_pg"
 def abundances_to_eps(abundances=None) -> np.ndarray:
     """Linear N_Z/N_H (92,) from log ε (H = 12); ``None``: the packaged default set."""
     if abundances is None:
-        from .defaults import default_abundances
+        from ..defaults import default_abundances
         abundances = default_abundances()
     a = np.asarray(abundances, dtype=np.float64)
     if a.shape != (92,):

@@ -37,7 +37,7 @@ def _chi2(obs: np.ndarray, syn: np.ndarray, config) -> float:
 def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """Fit a depth-independent shift of vlos (5 trial values around the guess, then a parabola through
     the best three), deterministic. χ² per "cycle": [guess, fitted]."""
-    from .synthesis import synthesize
+    from ..physics.synthesis import synthesize
 
     dv = np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * 1.0e5
     trials = [guess.with_columns(vlos=np.asarray(guess.vlos) + d) for d in dv]
@@ -69,7 +69,7 @@ def mixed_vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=No
     (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray by :func:`pyinv.synthesize`; component 2, f₂ and α are kept.
     f₂ None takes guess2's header, α None guess's header (the contract's defaults). The result carries
     ``atmosphere2`` (header: its vmac, f₂, α), ``filling2`` and ``stray_percent`` like ``PixelResult``."""
-    from .synthesis import synthesize
+    from ..physics.synthesis import synthesize
 
     f2 = None if guess2 is None else float(guess2.filling if filling2 is None else filling2)
     alpha = None if stray_profile is None else float(guess.stray if stray_percent is None else stray_percent)
@@ -180,7 +180,7 @@ class AlteredStarts:
 def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """:func:`vlos_fit_solver`, after checking that the worker's per-pixel inputs (cube, start table and
     its header, indices, S/N) are memory-mapped files, not copies (raises otherwise: status 103)."""
-    from .maps.pool import worker_inputs
+    from ..maps.pool import worker_inputs
 
     w = worker_inputs()
     if w:  # in a local pool worker
@@ -193,7 +193,7 @@ def mapped_inputs_solver(stokes, guess, lines, grid, config, *, mu=None, psf=Non
 def two_iteration_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
     """``pyinv.invert_pixel`` limited to 2 iterations per cycle, node Jacobian (fast; memory benchmarks of
     whole maps)."""
-    from .inversion import invert_pixel
+    from ..physics.inversion import invert_pixel
 
     return invert_pixel(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances,
                         max_iterations=2, jacobian="nodes")
@@ -213,7 +213,7 @@ def synthesize_rss_probe(warmup: int, calls: int, every: int) -> list[tuple[int,
     """Run ``warmup`` then ``calls`` syntheses of slightly different atmospheres in this process;
     returns [(calls done, VmRSS KiB)] sampled after the warm-up and every ``every`` calls."""
     import pyinv
-    from . import models
+    from .. import models
 
     lines = pyinv.default_lines()
     grid = models.hinode_grid(lines)
