@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pyinv.testing.data import graded_map, thevenin_like_abundances
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference"
@@ -38,34 +40,17 @@ def assert_file_refused(read, path: Path, text: str, match: str) -> None:
         read(path)
 
 
-def _thevenin_like() -> np.ndarray:
-    """A fixed abundance set (THEVENIN-like, log eps) that does not need ../shared."""
-    ab = np.zeros(92)
-    vals = {1: 12.0, 2: 11.0, 3: 1.0, 4: 1.15, 5: 2.6, 6: 8.69, 7: 7.99, 8: 8.91, 9: 4.56, 10: 8.0,
-            11: 6.28, 12: 7.53, 13: 6.43, 14: 7.50, 15: 5.45, 16: 7.21, 17: 5.5, 18: 6.58, 19: 5.05,
-            20: 6.36, 21: 2.99, 22: 4.88, 23: 3.91, 24: 5.61, 25: 5.47, 26: 7.46, 27: 4.85, 28: 6.18}
-    for z, v in vals.items():
-        ab[z - 1] = v
-    return ab
-
-
 #: THEVENIN-like abundances (log ε, H = 12) and the linear N_Z/N_H they give.
-AB = _thevenin_like()
+AB = thevenin_like_abundances()
 EPS = 10.0 ** (AB - 12.0)
 
 
 def six_pixel_map():
     """Lines, Hinode grid, a one-cycle configuration and a 2×3 cube of quiet-Sun models with graded v and B."""
     import pyinv
-    from pyinv import models
 
-    lines = pyinv.default_lines()
-    grid = models.hinode_grid(lines)
-    cfg = pyinv.InversionConfig(cycles=1)
-    g = models.default_guess()
-    atms = [g.with_columns(vlos=v, B=b) for v, b in zip(np.linspace(-1e5, 1e5, 6), np.linspace(200, 1200, 6))]
-    cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
-    return lines, grid, cfg, cube
+    lines, grid, cube = graded_map(2, 3, B=(200.0, 1200.0))
+    return lines, grid, pyinv.InversionConfig(cycles=1), cube
 
 
 #: The stand-in solver of the scheduler tests: a cheap vlos fit that misbehaves on request (pyinv.testing.solvers).

@@ -40,14 +40,10 @@ def _env() -> dict:
 
 # ------------------------------------------------------------------------------- unguarded scripts
 _UNGUARDED = """
-import numpy as np, pyinv
-from pyinv import models
+import pyinv
+from pyinv.testing.data import graded_map
 print("BODY", flush=True)
-lines = pyinv.default_lines()
-grid = models.hinode_grid(lines)
-g = models.default_guess()
-atms = [g.with_columns(vlos=v) for v in np.linspace(-1e5, 1e5, 6)]
-cube = pyinv.synthesize(atms, lines, grid).reshape(2, 3, 4, -1)
+lines, grid, cube = graded_map(2, 3)
 cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 1, "vlos": 1})
 r = pyinv.invert(cube, lines, grid, cfg, workers=2, progress=False)
 print("STATUS", r.summary(), flush=True)
@@ -468,12 +464,8 @@ def test_time_limit_holds_under_dask(six_pixels):
 _MPI_SCRIPT = """
 import sys, numpy as np, pyinv
 from mpi4py.futures import MPIPoolExecutor
-from pyinv import models
-lines = pyinv.default_lines()
-grid = models.hinode_grid(lines)
-g = models.default_guess()
-atms = [g.with_columns(vlos=v) for v in np.linspace(-1e5, 1e5, 16)]
-cube = pyinv.synthesize(atms, lines, grid).reshape(4, 4, 4, -1)
+from pyinv.testing.data import graded_map
+lines, grid, cube = graded_map(4, 4)
 cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 1, "vlos": 1})
 if __name__ == "__main__":
     with MPIPoolExecutor() as ex:

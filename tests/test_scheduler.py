@@ -168,13 +168,9 @@ def _alive(pid):
 
 _SIGTERM_SCRIPT = """
 import sys, numpy as np, pyinv
-from pyinv import models
 from pyinv.maps.inversion import invert_map
-lines = pyinv.default_lines()
-grid = models.hinode_grid(lines)
-g = models.default_guess()
-atms = [g.with_columns(vlos=v) for v in np.linspace(-1e5, 1e5, 12)]
-cube = pyinv.synthesize(atms, lines, grid).reshape(4, 3, 4, -1)
+from pyinv.testing.data import graded_map
+lines, grid, cube = graded_map(4, 3)
 cube[2:, :, 0, 0] = 5.0  # the last 6 pixels idle 60 s in the stand-in solver
 invert_map(cube, lines, grid, pyinv.InversionConfig(cycles=1), init="single", guess=None, mask=None, sigma=None,
            mu=None, psf=None, abundances=None, axes="yxsl", executor=None, workers=2, chunk=1,
