@@ -49,7 +49,7 @@ def _synth_fn(atm, lines, grid, ab, **kw):
     def syn(c=None, vmac=None):
         c = cols if c is None else c
         return engine.synth_stokes(p["setup"], c["log_tau"], engine.model_array(c),
-                                   p["vmac"][0] if vmac is None else vmac)[0]
+                                   p["macro"][0] if vmac is None else vmac)[0]
     return syn, cols
 
 
@@ -228,7 +228,7 @@ def test_damping_cap(reference_dir):
     r = pyinv.response_functions(m, lines, grid, abundances=ab, hydrostatic=False, **kw)
     syn, cols = _synth_fn(m, lines, grid, ab, **kw)
     p = _prepare([m], lines, grid, abundances=ab, **kw)
-    _, amax = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
+    _, amax = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
     assert amax.max() > 3.0                                      # the cap is active
     _fd_check(r, syn, cols, ("T", "Pe", "vmic"), (1, 4, 20, 40), tag="cap")
     _fd_check(r, syn, cols, ("T", "Pe", "vmic"), (3,), step=1e-6, tol=1e-3, tag="cap at max")

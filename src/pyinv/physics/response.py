@@ -90,10 +90,10 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                  exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures)
     cols = p["cols"][0]
-    _, rf, rf_vmac, _ = engine.synth_rf(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
+    _, rf, rf_vmac, _ = engine.synth_rf(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
     # the profiles exactly as synthesize computes them (the RF pass's own forward sweep solves each
     # wavelength with pivoting, synthesize blocks of wavelengths without: they differ by rounding)
-    stokes, _ = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
+    stokes, _ = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
     out = QuantityDict({key: np.ascontiguousarray(np.transpose(rf[:, :, :, v], (2, 0, 1)))
                         for v, key in enumerate(RF_KEYS)})
     if hydrostatic:

@@ -255,7 +255,7 @@ def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=
 def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
     """Validate the inputs of a synthesis of ``models`` (a list of single Atmosphere) and build the
     engine's set-up and model arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`):
-    ``cols`` (validated columns per model), ``x`` (engine model arrays), ``vmac``, and :func:`_setup`'s
+    ``cols`` (validated columns per model), ``x`` (engine model arrays), ``macro`` (km/s), and :func:`_setup`'s
     entries; ``options`` as :func:`_setup`."""
     cols = [_model_columns(m) for m in models]
     nd = cols[0]["log_tau"].size
@@ -278,7 +278,7 @@ def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
         if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"macroturbulence must be finite and >= 0 km/s, got {v}")
     xs = [engine.model_array(c) for c in cols]
-    return {"cols": cols, "x": xs, "vmac": vmac, **setup}
+    return {"cols": cols, "x": xs, "macro": vmac, **setup}
 
 
 @renamed_keywords
@@ -381,7 +381,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     setup, used, cap = p["setup"], p["used"], p["cap"]
     out = np.empty((len(both), 4, setup.nw))
     amax_all = np.zeros(len(used))
-    for i, (c, x, vm) in enumerate(zip(p["cols"], p["x"], p["vmac"])):
+    for i, (c, x, vm) in enumerate(zip(p["cols"], p["x"], p["macro"])):
         out[i], amax = engine.synth_stokes(setup, c["log_tau"], x, vm)
         amax_all = np.maximum(amax_all, amax)
     n = len(models)
