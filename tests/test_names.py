@@ -18,7 +18,7 @@ from pyinv.atmosphere import (NAME_PLACES, QUANTITIES, QUANTITY_ALIASES, Quantit
                               renamed_keywords)
 from pyinv.maps.result import MAP_NAMES, InversionResult
 
-from helpers import run_map, six_pixel_map
+from helpers import interrupt_run, run_map, six_pixel_map
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pyinv"
 MIXED_SOLVER = "pyinv.testing.solvers:mixed_vlos_fit_solver"
@@ -358,3 +358,21 @@ def test_cli_flags(tmp_path):
         was = vars(p.parse_args(["invert", "c.fits", "--filling2", "0.2", "--stray", "local", "--stray-percent", "5"]))
     assert {k: was[k] for k in ("filling", "stray_profile", "stray")} == \
         {k: new[k] for k in ("filling", "stray_profile", "stray")}
+
+
+def test_checkpoint_of_an_older_pyinv_resumes(six, tmp_path):
+    """A store written before issue 18 also held α as ``stray_percent.npy`` (and the same fingerprints: the
+    per-pixel inputs keep their stored names): it resumes, its extra file unread."""
+    from helpers import interrupt_run
+
+    kw = dict(solver=MIXED_SOLVER, executor="serial", chunk=1, guess2=six[4], filling=0.4, stray_profile="local",
+              stray_window=3, stray=5.0)
+    ref = run_map(six, **kw)
+    ck = tmp_path / "ck"
+    done = interrupt_run(lambda **k: run_map(six, **k), 2, ck, **kw)
+    assert 2 <= done < 6
+    np.save(ck / "stray_percent.npy", np.full(6, np.nan))   # what older versions also wrote
+    with no_deprecation():
+        again = run_map(six, checkpoint=ck, **kw)
+    assert again.provenance["resumed"] and again.provenance["computed"] == 6 - done
+    _same_maps(again, ref)
