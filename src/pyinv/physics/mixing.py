@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atmosphere import Atmosphere
+from ..atmosphere import Atmosphere, renamed_keywords
 from ..lines import WavelengthGrid
 
 __all__ = ["Mixing", "resolve_mixing", "mix", "stray_profile_on_grid"]
@@ -77,6 +77,7 @@ def stray_profile_on_grid(stray, grid: WavelengthGrid) -> np.ndarray:
     return np.array(s, dtype=np.float64)
 
 
+@renamed_keywords
 def resolve_mixing(models: list[Atmosphere], models2: list[Atmosphere] | None, grid: WavelengthGrid, *,
                    filling=None, stray_profile=None, stray=None) -> Mixing:
     """Validate the second component, its filling factor and the stray light for n models.

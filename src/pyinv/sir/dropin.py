@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atmosphere import Atmosphere, AtmosphereErrors
+from ..atmosphere import Atmosphere, AtmosphereErrors, QuantityDict
 from ..config import InversionConfig, NODE_PARAMETERS
 from ..defaults import default_lines
 from ..io.sir import (read_sir_model, read_sir_profiles, read_sir_rf, write_sir_chi, write_sir_model,
@@ -46,8 +46,9 @@ PathLike = str | os.PathLike
 
 #: RF file suffix per node slot (spec-forward §2.10), plus the filling factor (f₂) and the stray light; the
 #: keys are the node slots' and response functions' names (:data:`pyinv.config.NODE_PARAMETERS`).
-RF_SUFFIX = {"T": ".rt", "Pe": ".rpe", "vmic": ".rmic", "B": ".rh", "vlos": ".rvz", "gamma": ".rinc",
-             "phi": ".raz", "macro": ".rmac", "filling": ".rff", "stray": ".rstl"}
+RF_SUFFIX = QuantityDict({"T": ".rt", "Pe": ".rpe", "vmic": ".rmic", "B": ".rh", "vlos": ".rvz",
+                          "gamma": ".rinc", "phi": ".raz", "macro": ".rmac", "filling": ".rff", "stray": ".rstl"},
+                         place="rf")
 _FITS_SUFFIXES = (".fits", ".fit", ".fts")
 # control-file line of each file field (messages name the line and the label)
 _FILE_LINE = {"observed": (2, "Observed profiles"), "stray_file": (3, "Stray light file"),
