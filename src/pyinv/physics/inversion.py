@@ -231,8 +231,8 @@ def check_mixing_settings(config: InversionConfig, *, two_components: bool | Non
             raise ValueError(f"invert_filling={config.invert_filling!r} needs a second component: pass guess2=")
     if has_stray is False and any(config.value("invert_stray", c) for c in cycles):
         raise ValueError(f"invert_stray={config.invert_stray!r}: the stray-light factor is inverted but there is no "
-                         "stray-light profile (invert_pixel's stray_profile=, pyinv.invert's stray=, or the "
-                         "configuration's stray_file)")
+                         "stray-light profile (stray_profile= of invert_pixel and pyinv.invert, or the configuration's "
+                         "stray_file)")
 
 
 def refuse_unsupported(config: InversionConfig, two_components: bool | None = None) -> None:
