@@ -186,16 +186,11 @@ class InversionResult:
         component : 1 or 2
             Which component's model a depth-dependent map comes from (2 needs ``atmospheres2``); for the
             header scalars ``macro``, ``filling``, ``stray``, component 2's (``macro2``, ``filling2``, and
-            the one α of the pixel).
+            the one α of the pixel); the other per-pixel scalars are the pixel's, whatever the component.
         """
-        if component not in (1, 2):
-            raise ValueError(f"component must be 1 or 2, got {component!r}")
         key = canonical_name(name, "map", known=MAP_NAMES)
         if key in _SCALARS:
-            if component == 2:
-                if key not in _SCALARS2:
-                    raise ValueError(f"map {name!r}: component=2 is for the models and their header values "
-                                     f"{tuple(_SCALARS2)}")
+            if component == 2 and key in _SCALARS2:  # component 2's header value (the others are the pixel's)
                 if self.atmospheres2 is None:
                     raise ValueError("component=2: this result has no second component")
                 key = _SCALARS2[key]
@@ -205,6 +200,8 @@ class InversionResult:
             return np.asarray(v).copy()
         if key not in COLUMNS[1:]:
             raise KeyError(f"unknown map {name!r}; expected one of {MAP_NAMES}")
+        if component not in (1, 2):
+            raise ValueError(f"component must be 1 or 2, got {component!r}")
         atm = self.atmospheres if component == 1 else self.atmospheres2
         if atm is None:
             raise ValueError("component=2: this result has no second component")
