@@ -19,10 +19,10 @@ commit and flags timings reused from the workdir or estimated after a resume.
 
 1. invert it with the paper's *training-set* configuration and train the CNN on the result
    (training time reported, not part of the speed-up — as in the paper);
-2. the standard inversion: reference configuration (3 cycles; T 1,3,5; v, B 1,3,3; γ, φ, vmic, vmac 1)
+2. the standard inversion: reference configuration (3 cycles; T 1,3,5; v, B 1,3,3; γ, φ, vmic, macro 1)
    from pyinv's default guess;
 3. the assisted inversion: CNN initialisation (inference + node interpolation + hydrostatics, all
-   timed) and one cycle (T 5, v 3, B 3, γ, φ, vmic, vmac 1); same workers;
+   timed) and one cycle (T 5, v 3, B 3, γ, φ, vmic, macro 1); same workers;
 4. an unseen map (seed 12, μ = 0.77: hydrostatics at μ and flows/fields projected on the line of sight)
    inverted both ways with the CNN trained on the first map.
 
@@ -272,7 +272,7 @@ def main() -> None:
     log(f"training map seed {args.seed}: {mA.info['region_fractions']}")
 
     # 1. training set + CNN
-    log("[1/5] training-set inversion of the first map (3 cycles; T 1,3,5; v, B, γ, φ, vmic 1; vmac)")
+    log("[1/5] training-set inversion of the first map (3 cycles; T 1,3,5; v, B, γ, φ, vmic 1; macro)")
     mfile = work / "cnn.npz"
     r_train = None
     if args.model:

@@ -3,7 +3,7 @@
 Case: a 53-depth model (log tau 1.2 ... -4.0), the Hinode SP sampling (112 points, 21.549 mÅ) and the
 Fe I 6301.5 + 6302.5 pair as one blended group, with macroturbulence. Prints the time per synthesis
 and per (depth x wavelength) point next to SIR's quoted ~1.0 µs per point, the time of the response
-functions (engine synth_rf, all seven variables and vmac) and its ratio to one synthesis, and writes
+functions (engine synth_rf, all seven variables and macro) and its ratio to one synthesis, and writes
 JSON to stdout's last line (or to --json PATH).
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_synthesis.py [--repeat 200] [--json out.json]
@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     # RF_INTERFACE.md), interleaved so that both see the same machine load
     from pyinv.physics.synthesis import _prepare
     p = _prepare([atm], lines, grid, **kw)
-    eargs = (p["setup"], p["cols"][0]["log_tau"], p["x"][0], p["vmac"][0])
+    eargs = (p["setup"], p["cols"][0]["log_tau"], p["x"][0], p["macro"][0])
     pyinv.engine.synth_rf(*eargs)
     # the inversion's Jacobian calls synth_rf without convolution (the set-up's no_convolution option)
     eargs_nc = (p["setup"].with_options(no_convolution=True),) + eargs[1:]
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     print(f"  time per synthesis   {t * 1e3:8.3f} ms (median of {args.repeat}; min {np.min(times) * 1e3:.3f} ms)")
     print(f"  per depth x wavelength {res['us_per_point_median']:8.3f} us   (SIR ~{SIR_US_PER_POINT} us; "
           f"target <= {TARGET_US_PER_POINT} us; speed-up vs SIR x{SIR_US_PER_POINT / res['us_per_point_median']:.1f})")
-    print(f"  response functions (synth_rf, 7 variables x {atm.ndep} depths + vmac): "
+    print(f"  response functions (synth_rf, 7 variables x {atm.ndep} depths + macro): "
           f"{np.min(t_rf) * 1e3:.3f} ms vs synth_stokes {np.min(t_syn) * 1e3:.3f} ms (min), "
           f"ratio {res['rf_over_synthesis_min']:.2f} (median ratio {res['rf_over_synthesis_median']:.2f})")
     print(f"  response functions without convolution (the inversion's Jacobian): "

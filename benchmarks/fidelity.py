@@ -65,7 +65,7 @@ def _load(name: str) -> dict:
         line1 = lines.subset([1])     # Fe I 6301.5 alone
         grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], line1)
         nodes = json.loads(str(d["nodes"]))
-        keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "vmac"}
+        keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "macro"}
         ncyc = max(len(v.split(",")) for v in nodes.values() if v)
         nd = {keys[k]: tuple(int(x) for x in v.split(",")) for k, v in nodes.items() if v}
         w = np.asarray(d["weights"], float)

@@ -1,7 +1,7 @@
 """Real data through init="cnn" (issue 12, reported, not gated): the 25 Hinode SP quiet-Sun spectra of
 ../shared/data/hinode_sp_5x5_globin (a 21.4319 mÅ sampling starting at 6300.883 Å, not the model's
 21.549 mÅ grid) inverted twice with the same workers: the standard inversion (reference configuration:
-3 cycles, T 1,3,5; v, B 1,3,3; γ, φ, vmic, vmac 1; default guess) and the assisted one (packaged CNN,
+3 cycles, T 1,3,5; v, B 1,3,3; γ, φ, vmic, macro 1; default guess) and the assisted one (packaged CNN,
 ``resample=True`` onto the model's grid for the CNN only — the inversion fits the observed wavelengths —,
 one cycle with the last-cycle nodes, fallback on). Prints χ² per pixel side by side, the quiet-Sun
 continuum estimate against the file's IC_HSRA, and the wall times; writes

@@ -1,6 +1,6 @@
 """Real data (issue 4, reported, not gated): the 25 Hinode SP quiet-Sun spectra of
 ../shared/data/hinode_sp_5x5_globin inverted in Stokes I (both Fe I lines, Hinode spectral PSF,
-3 cycles: T 1,3,5; vlos 1,3,3; vmic and vmac one node; no field), compared with SPINOR's inversion of
+3 cycles: T 1,3,5; vlos 1,3,3; vmic and macro one node; no field), compared with SPINOR's inversion of
 the same pixels: residual rms of I per pixel (SPINOR's own fit residual, interpolated onto the observed
 wavelengths), and T and vlos at log τ = 0.
 
@@ -57,7 +57,7 @@ def main() -> int:
     grid = WavelengthGrid.from_wavelengths(wl, lines, indices="1,2")
     ab = read_abundances(REF / "THEVENIN")
     psf = REF / "HINODE_SP_ins_prof.psf"
-    cfg = InversionConfig(cycles=3, nodes={"T": (1, 3, 5), "vlos": (1, 3, 3), "vmic": 1, "vmac": 1},
+    cfg = InversionConfig(cycles=3, nodes={"T": (1, 3, 5), "vlos": (1, 3, 3), "vmic": 1, "macro": 1},
                           weights=(1, 0, 0, 0), snr=1.0 / 1.3e-3)
     guess = models.default_guess().with_columns(B=0.0, gamma=0.0, phi=0.0)
     k0 = int(np.argmin(np.abs(guess.log_tau)))

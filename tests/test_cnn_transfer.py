@@ -117,7 +117,7 @@ def test_init_cnn_reduces_a_three_cycle_config(fixed_map):
     m = fixed_map
     cube = m.cube[5:6, 5:7]
     cfg = pyinv.InversionConfig(cycles=3, nodes={"T": (1, 3, 5), "vlos": (1, 2, 2), "B": (1, 2, 3), "gamma": 1,
-                                                 "phi": 1, "vmic": 1, "vmac": 1}, weights=(1, 4, 4, 2))
+                                                 "phi": 1, "vmic": 1, "macro": 1}, weights=(1, 4, 4, 2))
     with pytest.warns(UserWarning, match="ONE cycle with the last-cycle nodes of your 3-cycle"):
         res = pyinv.invert(cube, m.lines, m.grid, cfg, init="cnn", psf=m.psf, progress=False, executor="serial")
     assert res.chi2_cycles.shape == (1, 2, 1)

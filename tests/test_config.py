@@ -12,7 +12,7 @@ def test_sir_files_trol(reference_dir):
     assert c.model2 is None and c.stray_file is None and c.psf_file is None and c.nlte_file is None
     assert c.weights_for(1) == (1.0, 5.0, 5.0, 10.0)
     assert c.auto_nodes == (0, 0, 0, 1)
-    assert c.nodes(1) == {"T": 2, "Pe": 0, "vmic": 0, "B": 1, "vlos": 1, "gamma": 1, "phi": 1, "vmac": 0}
+    assert c.nodes(1) == {"T": 2, "Pe": 0, "vmic": 0, "B": 1, "vlos": 1, "gamma": 1, "phi": 1, "macro": 0}
     assert c.nodes(3)["T"] == 5 and c.nodes(3)["gamma"] == 2
     assert c.nodes(4)["T"] == NODES_MAX and c.nodes(4)["B"] == NODES_MAX and c.nodes(4)["phi"] == 2
     assert c.nodes_for(2, model=2) == dict.fromkeys(c.nodes(2), 0)
@@ -31,11 +31,11 @@ def test_invert_hinode_trol(reference_dir):
     assert [c.nodes(k)["T"] for k in (1, 2, 3)] == [1, 3, 5]
     assert [c.nodes(k)["B"] for k in (1, 2, 3)] == [1, 3, 3]
     assert [c.nodes(k)["vlos"] for k in (1, 2, 3)] == [1, 3, 3]
-    assert c.nodes(3)["vmac"] == 1 and c.nodes(3)["gamma"] == 1 and c.nodes(3)["Pe"] == 0
+    assert c.nodes(3)["macro"] == 1 and c.nodes(3)["gamma"] == 1 and c.nodes(3)["Pe"] == 0
     assert c.lines_file == "LINES_REF" and c.value("snr", 1) == 1000.0
     # the same configuration built in Python
     py = InversionConfig(cycles=3, nodes={"T": [1, 3, 5], "vlos": [1, 3, 3], "B": [1, 3, 3], "gamma": [1, 1, 1],
-                                          "phi": [1, 1, 1], "vmic": [1, 1, 1], "vmac": [1, 1, 1]},
+                                          "phi": [1, 1, 1], "vmic": [1, 1, 1], "macro": [1, 1, 1]},
                          weights=(1, 4, 4, 2), snr=1000)
     for k in (1, 2, 3):
         assert py.nodes(k) == c.nodes(k) and py.weights_for(k) == c.weights_for(k)

@@ -55,7 +55,7 @@ def test_defaults_parity_real_sunspot_subset():
     lines = LineList.read_sir(REF / "LINES_REF").subset([1])
     grid = WavelengthGrid.from_regions([tuple(r) for r in json.loads(str(d["regions"]))], lines)
     ab = read_abundances(REF / "THEVENIN")
-    keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "vmac"}
+    keys = {"nt": "T", "nv": "vlos", "nb": "B", "ng": "gamma", "nf": "phi", "nmic": "vmic", "nmac": "macro"}
     nodes = {keys[k]: tuple(int(x) for x in v.split(",")) for k, v in json.loads(str(d["nodes"])).items() if v}
     w = np.asarray(d["weights"], float)
     cfg = InversionConfig(cycles=2, nodes=nodes, weights=tuple(w), snr=1000.0)

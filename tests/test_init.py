@@ -147,11 +147,11 @@ def test_result_map_and_io(ctx_factory, tmp_path):
                         offset_mA=np.asarray(grid.offset_mA), wavelength=np.asarray(grid.wavelength),
                         provenance={"init": "single"})
     for lt in (0.0, -1.25, 0.95):
-        m = r.map("temperature", lt)
+        m = r.map("T", lt)
         assert m[0, 1] == pytest.approx(np.interp(lt, base[::-1, 0], base[::-1, 1] + 100.0))
         assert np.isnan(m[1, 1])
     assert np.isnan(r.map("T", 3.0)).all()
-    assert r.map("inclination", 0.0)[0, 0] == pytest.approx(60.0)
+    assert r.map("gamma", 0.0)[0, 0] == pytest.approx(60.0)
     with pytest.raises(KeyError):
         r.map("nonsense")
     back = InversionResult.from_fits(r.to_fits(tmp_path / "r.fits"))

@@ -105,7 +105,7 @@ def chi2n(obs, syn, weights, noise):
 def test_reference_configuration(hinode):
     cfg = hinode["cfg"]
     assert cfg.cycles == 3
-    assert cfg.nodes(1) == {"T": 1, "Pe": 0, "vmic": 1, "B": 1, "vlos": 1, "gamma": 1, "phi": 1, "vmac": 1}
+    assert cfg.nodes(1) == {"T": 1, "Pe": 0, "vmic": 1, "B": 1, "vlos": 1, "gamma": 1, "phi": 1, "macro": 1}
     assert cfg.nodes(3)["T"] == 5 and cfg.nodes(3)["B"] == 3 and cfg.nodes(3)["vlos"] == 3
     assert cfg.weights_for(1) == (1.0, 4.0, 4.0, 2.0)
 
@@ -137,7 +137,7 @@ def test_one_pixel_matches_sir(hinode):
     assert np.all(np.isfinite(e.T)) and np.all(e.T >= 0) and e.T.max() > 0
     assert np.all(e.B >= 0) and e.macro > 0
     assert r.errors_covariance.T.max() > 0
-    assert r.covariance.shape == (15, 15)  # T5 vmic1 B3 v3 gamma1 phi1 vmac1
+    assert r.covariance.shape == (15, 15)  # T5 vmic1 B3 v3 gamma1 phi1 macro1
     assert np.allclose(r.covariance, r.covariance.T)
 
 
@@ -232,7 +232,7 @@ def test_bad_python_arguments_raise(hinode):
 
 def test_explicit_node_positions(hinode):
     h = hinode
-    cfg = InversionConfig(cycles=1, nodes={"T": 4, "vlos": 1, "B": 1, "gamma": 1, "phi": 1, "vmac": 1, "vmic": 1},
+    cfg = InversionConfig(cycles=1, nodes={"T": 4, "vlos": 1, "B": 1, "gamma": 1, "phi": 1, "macro": 1, "vmic": 1},
                           weights=(1, 4, 4, 2))
     r = invert_pixel(h["d"]["observed"][3], h["guess"], h["lines"], h["grid"], cfg, abundances=h["ab"],
                      node_positions={"T": [0.8, -0.5, -1.8, -3.2]})

@@ -50,12 +50,12 @@ def test_stray_light_inversion_matches_sir(stray_case):
     for i in range(d["observed"].shape[0]):
         obs = d["observed"][i]
         r = invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, stray_profile=d["stray_stokes"],
-                         stray_percent=float(d["guess_stray_percent"]), **SIR_RULES)
+                         stray=float(d["guess_stray_percent"]), **SIR_RULES)
         assert r.ok
-        assert r.atmosphere.stray == pytest.approx(r.stray_percent)
+        assert r.atmosphere.stray == pytest.approx(r.stray)
         assert r.errors.stray > 0
         ratios.append(_chi2n(d, obs, r.fit) / _chi2n(d, obs, d["sir_fit"][i]))
-        alphas.append(r.stray_percent)
+        alphas.append(r.stray)
     ratios = np.array(ratios)
     assert np.count_nonzero(ratios <= 1.05) >= 9, ratios
     # the recovered fraction follows SIR's (both are biased the same way by the limited nodes)
@@ -71,7 +71,7 @@ def test_two_component_inversion_matches_sir(twocomp_case):
     for i in range(d["observed"].shape[0]):
         obs = d["observed"][i]
         r = invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=g2,
-                         filling2=float(d["guess_filling2"]), **SIR_RULES)
+                         filling=float(d["guess_filling2"]), **SIR_RULES)
         assert r.ok and r.atmosphere2 is not None
         # SIR's headers: model 1 holds 1 - f2, model 2 holds f2; component 2's vmac is not inverted
         assert r.atmosphere.filling == pytest.approx(1.0 - r.filling2)
@@ -97,26 +97,26 @@ def test_noise_free_filling_factor_is_recovered(twocomp_case):
     """pyinv's own synthesis of a pair with f2 = 0.3, inverted from the truth with f2 started at 0.5: the
     fit reaches the data and f2 comes back."""
     d, lines, grid, ab, t1, t2 = _synthetic_pair(twocomp_case)
-    obs = pyinv.synthesize(t1, lines, grid, abundances=ab, atmos2=t2, filling2=0.3)
+    obs = pyinv.synthesize(t1, lines, grid, abundances=ab, atmos2=t2, filling=0.3)
     cfg = InversionConfig(cycles=1, nodes={"T": 2, "B": 1, "vlos": 1}, nodes2={"T": 1, "vlos": 1},
                           invert_filling=1, weights=(1, 4, 4, 2))
-    r = invert_pixel(obs, t1, lines, grid, cfg, abundances=ab, guess2=t2, filling2=0.5)
+    r = invert_pixel(obs, t1, lines, grid, cfg, abundances=ab, guess2=t2, filling=0.5)
     assert r.ok
     assert r.filling2 == pytest.approx(0.3, abs=0.01)
     assert np.max(np.abs(r.fit - obs)) < 1e-3
     # without inverting f2 the fit from the wrong f2 stays worse
     cfg0 = InversionConfig(cycles=1, nodes={"T": 2, "B": 1, "vlos": 1}, nodes2={"T": 1, "vlos": 1},
                            weights=(1, 4, 4, 2))
-    r0 = invert_pixel(obs, t1, lines, grid, cfg0, abundances=ab, guess2=t2, filling2=0.5)
+    r0 = invert_pixel(obs, t1, lines, grid, cfg0, abundances=ab, guess2=t2, filling=0.5)
     assert r0.filling2 == 0.5
     assert r0.chi2[-1] > 10 * r.chi2[-1]
 
 
 def test_tied_slot_copies_the_other_component(twocomp_case):
     d, lines, grid, ab, t1, t2 = _synthetic_pair(twocomp_case)
-    obs = pyinv.synthesize(t1, lines, grid, abundances=ab, atmos2=t2, filling2=0.3)
+    obs = pyinv.synthesize(t1, lines, grid, abundances=ab, atmos2=t2, filling=0.3)
     cfg = InversionConfig(cycles=1, nodes={"T": 2, "vlos": 1}, nodes2={"T": 1, "vlos": -1})
-    r = invert_pixel(obs, t1, lines, grid, cfg, abundances=ab, guess2=t2, filling2=0.3)
+    r = invert_pixel(obs, t1, lines, grid, cfg, abundances=ab, guess2=t2, filling=0.3)
     assert r.ok
     assert np.array_equal(r.atmosphere2.vlos, r.atmosphere.vlos)
     assert not np.array_equal(r.atmosphere2.T, r.atmosphere.T)
@@ -195,24 +195,24 @@ def test_bad_mixing_inputs_raise(twocomp_case):
     obs = d["observed"][0]
     with pytest.raises(ValueError, match="guess2"):
         invert_pixel(obs, g1, lines, grid, cfg, abundances=ab)            # nodes2 without component 2
-    with pytest.raises(ValueError, match="filling2"):
-        invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=g2, filling2=1.5)
-    with pytest.raises(ValueError, match="filling2=1"):
-        invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=g2, filling2=1.0)  # inverted: (0, 1)
+    with pytest.raises(ValueError, match="filling must lie in"):
+        invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=g2, filling=1.5)
+    with pytest.raises(ValueError, match="filling=1"):
+        invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=g2, filling=1.0)  # inverted: (0, 1)
     short = Atmosphere.from_array(d["guess_model2"][:40], macro=0.5)
     with pytest.raises(ValueError, match="log tau grid"):
-        invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=short, filling2=0.5)
+        invert_pixel(obs, g1, lines, grid, cfg, abundances=ab, guess2=short, filling=0.5)
     one = InversionConfig(cycles=1, nodes={"T": 2}, invert_stray=1)
     with pytest.raises(ValueError, match="stray-light profile"):
         invert_pixel(obs, g1, lines, grid, one, abundances=ab)
     with pytest.raises(ValueError, match="stray_profile must have shape"):
-        invert_pixel(obs, g1, lines, grid, one, abundances=ab, stray_profile=np.ones((4, 3)), stray_percent=10)
+        invert_pixel(obs, g1, lines, grid, one, abundances=ab, stray_profile=np.ones((4, 3)), stray=10)
     with pytest.raises(ValueError, match="nonzero start"):
         invert_pixel(obs, g1, lines, grid, one, abundances=ab, stray_profile=np.ones((4, grid.nwav)),
-                     stray_percent=0.0)
-    with pytest.raises(ValueError, match="stray_percent"):
+                     stray=0.0)
+    with pytest.raises(ValueError, match=r"stray \(the stray-light fraction \[%\]\) must be < 100"):
         invert_pixel(obs, g1, lines, grid, one, abundances=ab, stray_profile=np.ones((4, grid.nwav)),
-                     stray_percent=100.0)
+                     stray=100.0)
 
 
 def test_continuum_contrast(twocomp_case):
@@ -226,15 +226,15 @@ def test_continuum_contrast(twocomp_case):
     _, _, _, _, t1, t2 = _synthetic_pair(twocomp_case)
     lc, gc = _with_contrast_point(lines, grid)
     true_c = pyinv.synthesize(t1, lc, gc, abundances=ab)[0, -1] / pyinv.synthesize(t2, lc, gc, abundances=ab)[0, -1]
-    obs = pyinv.synthesize(t1, lines, grid, abundances=ab, atmos2=t2, filling2=0.3)
+    obs = pyinv.synthesize(t1, lines, grid, abundances=ab, atmos2=t2, filling=0.3)
     g1 = Atmosphere.from_array(d["guess_model1"], macro=0.5)
     g2 = Atmosphere.from_array(d["guess_model2"], macro=0.5)
     free = dataclasses.replace(cfg, contrast=-1.0)
-    r0 = invert_pixel(obs, g1, lines, grid, free, abundances=ab, guess2=g2, filling2=0.5)
+    r0 = invert_pixel(obs, g1, lines, grid, free, abundances=ab, guess2=g2, filling=0.5)
     assert r0.contrast is None and r0.fit.shape == obs.shape
     for c in (true_c, 1.3):
         r = invert_pixel(obs, g1, lines, grid, dataclasses.replace(cfg, contrast=c), abundances=ab, guess2=g2,
-                         filling2=0.5)
+                         filling=0.5)
         assert r.ok and r.fit.shape == obs.shape
         assert r.contrast == pytest.approx(c, rel=2e-3)
         ic = [pyinv.synthesize(a, lc, gc, abundances=ab)[0, -1] for a in (r.atmosphere, r.atmosphere2)]

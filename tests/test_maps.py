@@ -143,8 +143,9 @@ def test_cli_invert(problem, reference, tmp_path):
 
 
 def test_cli_invert_two_components_and_local_stray(problem, tmp_path, capsys):
-    """pyinv invert --guess2 / --filling2 / --stray local: the CLI passes them to pyinv.invert (the result
-    carries f₂ and α maps); a --filling2 without a second component and a missing --stray file exit 2."""
+    """pyinv invert --guess2 / --filling / --stray-profile local / --stray: the CLI passes them to pyinv.invert
+    (the result carries f₂ and α maps); a --filling without a second component and a missing --stray-profile
+    file exit 2."""
     from pyinv.cli import main
     from pyinv.io.fits import write_stokes_cube
     from pyinv.io.sir import write_sir_model
@@ -158,11 +159,11 @@ def test_cli_invert_two_components_and_local_stray(problem, tmp_path, capsys):
     write_sir_model(g2, pyinv.models.default_guess().with_columns(B=0.0))
     out = tmp_path / "out.fits"
     assert main(["invert", str(src), "--config", str(trol), "--workers", "1", "--no-progress", "-o", str(out),
-                 "--guess2", str(g2), "--filling2", "0.2", "--stray", "local", "--stray-window", "3",
-                 "--stray-percent", "5"]) == 0
+                 "--guess2", str(g2), "--filling", "0.2", "--stray-profile", "local", "--stray-window", "3",
+                 "--stray", "5"]) == 0
     back = pyinv.InversionResult.from_fits(out)
-    assert np.allclose(back.filling2, 0.2) and np.allclose(back.stray_percent, 5.0)
+    assert np.allclose(back.filling2, 0.2) and np.allclose(back.stray, 5.0)
     assert back.atmospheres2 is not None
-    assert main(["invert", str(src), "--config", str(trol), "--no-progress", "--filling2", "0.2"]) == 2
-    assert "--filling2 needs a second component" in capsys.readouterr().err
-    assert main(["invert", str(src), "--config", str(trol), "--no-progress", "--stray", "nothere.per"]) == 2
+    assert main(["invert", str(src), "--config", str(trol), "--no-progress", "--filling", "0.2"]) == 2
+    assert "--filling needs a second component" in capsys.readouterr().err
+    assert main(["invert", str(src), "--config", str(trol), "--no-progress", "--stray-profile", "nothere.per"]) == 2

@@ -1,4 +1,4 @@
-"""Map inversions with a second component and stray light (issue 13, map level): the ``stray="local"``
+"""Map inversions with a second component and stray light (issue 13, map level): the ``stray_profile="local"``
 builder against a direct computation, argument validation, the result's FITS round trip, and the
 per-pixel plumbing through every executor route and the checkpoint store, with the private stand-in
 solver ``pyinv.testing.solvers.mixed_vlos_fit_solver`` (a real, cheap vlos fit of the mixed profile computed
@@ -73,7 +73,7 @@ def test_local_stray_default_usable_and_lonely_pixel():
     prof, n = local_stray_profiles(cube, 3)
     assert n[0, 0] == 0 and np.isnan(prof).all()
     grid = models.hinode_grid(pyinv.default_lines())
-    with pytest.raises(ValueError, match=r"stray='local'.*pixel \(0, 0\) has no usable neighbour"):
+    with pytest.raises(ValueError, match=r"stray_profile='local'.*pixel \(0, 0\) has no usable neighbour"):
         stray_table("local", np.ones((1, 1, 4, grid.nwav)), grid)
     assert DEFAULT_STRAY_WINDOW % 2 == 1 and DEFAULT_STRAY_WINDOW >= 3
 
@@ -118,23 +118,25 @@ def _inv(plain, config=None, **kw):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(stray=np.ones((4, 111))), r"stray must have shape \(4, 112\).*\(4, 111\)"),
-    (dict(stray=np.ones((3, 112))), r"stray must have shape \(4, 112\).*\(3, 112\)"),
-    (dict(stray=np.ones((2, 2, 4, 112))), r"stray must have shape .*\(2, 3, 4, 112\).*\(2, 2, 4, 112\)"),
-    (dict(stray="nonsense"), r"stray='nonsense'"),
-    (dict(stray="missing.per"), r"stray='missing.per': no such stray-light file"),
-    (dict(stray="local", stray_window=4), r"stray_window must be an odd integer >= 3.*got 4"),
-    (dict(stray="local", stray_window=1), r"stray_window must be an odd integer >= 3.*got 1"),
-    (dict(stray="local", stray_window=2.0), r"stray_window must be an odd integer >= 3.*got 2.0"),
-    (dict(stray=np.ones((4, 112)), stray_window=3), r"stray_window=3 is only used with stray='local'"),
-    (dict(stray="local", stray_percent=100.0), r"stray_percent=100.0 at pixel \(0, 0\).*\[0, 100\)"),
-    (dict(stray="local", stray_percent=-1.0), r"stray_percent=-1.0 at pixel \(0, 0\).*\[0, 100\)"),
-    (dict(stray="local"), r"stray='local\(window=7\)' is given but alpha is 0 for every pixel"),
-    (dict(stray_percent=5.0), r"stray_percent=5.0 is given but there is no stray-light profile"),
-    (dict(guess2=models.default_guess(), filling2=0.0), r"filling2=0.0 at pixel \(0, 0\).*\(0, 1\)"),
-    (dict(guess2=models.default_guess(), filling2=1.0), r"filling2=1.0 at pixel \(0, 0\).*\(0, 1\)"),
-    (dict(guess2=models.default_guess()), r"filling2 is None and guess2's header filling factor is 1.0"),
-    (dict(filling2=0.3), r"filling2=0.3 is given but there is no second component"),
+    (dict(stray_profile=np.ones((4, 111))), r"stray_profile must have shape \(4, 112\).*\(4, 111\)"),
+    (dict(stray_profile=np.ones((3, 112))), r"stray_profile must have shape \(4, 112\).*\(3, 112\)"),
+    (dict(stray_profile=np.ones((2, 2, 4, 112))),
+     r"stray_profile must have shape .*\(2, 3, 4, 112\).*\(2, 2, 4, 112\)"),
+    (dict(stray_profile="nonsense"), r"stray_profile='nonsense'"),
+    (dict(stray_profile="missing.per"), r"stray_profile='missing.per': no such stray-light file"),
+    (dict(stray_profile="local", stray_window=4), r"stray_window must be an odd integer >= 3.*got 4"),
+    (dict(stray_profile="local", stray_window=1), r"stray_window must be an odd integer >= 3.*got 1"),
+    (dict(stray_profile="local", stray_window=2.0), r"stray_window must be an odd integer >= 3.*got 2.0"),
+    (dict(stray_profile=np.ones((4, 112)), stray_window=3),
+     r"stray_window=3 is only used with stray_profile='local'"),
+    (dict(stray_profile="local", stray=100.0), r"stray=100.0 at pixel \(0, 0\).*\[0, 100\)"),
+    (dict(stray_profile="local", stray=-1.0), r"stray=-1.0 at pixel \(0, 0\).*\[0, 100\)"),
+    (dict(stray_profile="local"), r"stray_profile='local\(window=7\)' is given but alpha is 0 for every pixel"),
+    (dict(stray=5.0), r"stray=5.0 \(the stray-light fraction \[%\]\) is given but there is no stray-light profile"),
+    (dict(guess2=models.default_guess(), filling=0.0), r"filling=0.0 at pixel \(0, 0\).*\(0, 1\)"),
+    (dict(guess2=models.default_guess(), filling=1.0), r"filling=1.0 at pixel \(0, 0\).*\(0, 1\)"),
+    (dict(guess2=models.default_guess()), r"filling is None and guess2's header filling factor is 1.0"),
+    (dict(filling=0.3), r"filling=0.3 \(f2 of component 2\) is given but there is no second component"),
     (dict(guess2=np.zeros((2, 2, 53, 11))), r"guess2: the atmosphere cube is \(2, 2\) pixels, the map is \(2, 3\)"),
 ])
 def test_bad_arguments_refused(plain, kw, match):
@@ -145,15 +147,15 @@ def test_bad_arguments_refused(plain, kw, match):
 def test_bad_maps_name_the_pixel(plain):
     f2 = np.full((2, 3), 0.4)
     f2[1, 2] = 1.5
-    with pytest.raises(ValueError, match=r"filling2=1.5 at pixel \(1, 2\)"):
-        _inv(plain, guess2=models.default_guess(), filling2=f2)
+    with pytest.raises(ValueError, match=r"filling=1.5 at pixel \(1, 2\)"):
+        _inv(plain, guess2=models.default_guess(), filling=f2)
     al = np.full((2, 3), 3.0)
     al[1, 2] = 150.0
-    with pytest.raises(ValueError, match=r"stray_percent=150.0 at pixel \(1, 2\)"):
-        _inv(plain, stray="local", stray_percent=al)
+    with pytest.raises(ValueError, match=r"stray=150.0 at pixel \(1, 2\)"):
+        _inv(plain, stray_profile="local", stray=al)
     f2[1, 2] = np.nan
-    with pytest.raises(ValueError, match=r"filling2=nan at pixel \(1, 2\)"):
-        _inv(plain, guess2=models.default_guess(), filling2=f2)
+    with pytest.raises(ValueError, match=r"filling=nan at pixel \(1, 2\)"):
+        _inv(plain, guess2=models.default_guess(), filling=f2)
 
 
 def test_guess2_on_another_log_tau_grid(plain):
@@ -171,7 +173,7 @@ def test_stray_per_file_on_other_wavelengths(plain, tmp_path):
     per = tmp_path / "s.per"
     write_sir_profiles(per, grid.line_index, grid.offset_mA + 10.0, np.ones((4, grid.nwav)))
     with pytest.raises(ValueError, match=r"stray-light file .*s\.per: point 0 is line 1 at"):
-        _inv(plain, stray=str(per))
+        _inv(plain, stray_profile=str(per))
 
 
 @pytest.mark.parametrize("cfg, match", [
@@ -189,10 +191,10 @@ def test_inverted_stray_needs_alpha_and_profile(plain):
     cfg = pyinv.InversionConfig(cycles=1, invert_stray=1)
     with pytest.raises(ValueError, match=r"invert_stray=.*no stray-light profile"):
         _inv(plain, config=cfg)
-    with pytest.raises(ValueError, match=r"stray_percent \(from the guess's header\)=0.0 at pixel \(0, 0\).*nonzero"):
-        _inv(plain, config=cfg, stray="local")
-    with pytest.raises(ValueError, match=r"stray_percent=0.0 at pixel \(0, 0\).*nonzero"):
-        _inv(plain, config=cfg, stray="local", stray_percent=0.0)
+    with pytest.raises(ValueError, match=r"stray \(from the guess's header\)=0.0 at pixel \(0, 0\).*nonzero"):
+        _inv(plain, config=cfg, stray_profile="local")
+    with pytest.raises(ValueError, match=r"stray=0.0 at pixel \(0, 0\).*nonzero"):
+        _inv(plain, config=cfg, stray_profile="local", stray=0.0)
 
 
 # ------------------------------------------------------------------------------------------ FITS
@@ -206,7 +208,7 @@ def _fake_result(ny=2, nx=3, ndep=5, nw=4, two=True):
               start=np.zeros((ny, nx), np.int16), seconds=rng.random((ny, nx)).astype(np.float32),
               line_index=np.ones(nw, np.int64), offset_mA=np.arange(nw, dtype=float), wavelength=6301.5 + np.arange(nw),
               provenance={"init": "single", "ncomp": 2 if two else 1}, chi2_reduced=rng.random((ny, nx)),
-              filling2=rng.random((ny, nx)), stray_percent=10 * rng.random((ny, nx)))
+              filling2=rng.random((ny, nx)))
     if two:
         kw.update(atmospheres2=rng.normal(size=(ny, nx, ndep, 11)), macro2=rng.random((ny, nx)),
                   errors2=rng.random((ny, nx, ndep, 11)), errors_header2=rng.random((ny, nx, 3)))
@@ -219,12 +221,14 @@ def test_result_fits_round_trip_with_component_2(tmp_path):
     r = _fake_result()
     p = r.to_fits(tmp_path / "r.fits")
     back = InversionResult.from_fits(p)
-    for name in ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", "errors2", "errors_header2",
+    for name in ("atmospheres", "atmospheres2", "macro2", "filling2", "errors2", "errors_header2",
                  "filling", "stray", "fits"):
         np.testing.assert_array_equal(getattr(back, name), getattr(r, name), err_msg=name)
     assert back.ncomp == 2
     np.testing.assert_array_equal(back.map("filling2"), r.filling2)
-    np.testing.assert_array_equal(back.map("stray_percent"), r.stray_percent)
+    np.testing.assert_array_equal(back.map("stray"), r.stray)
+    np.testing.assert_array_equal(back.map("filling", component=2), r.filling2)
+    np.testing.assert_array_equal(back.map("macro", component=2), r.macro2)
     # component-2 depth maps at a grid point
     lt = back.atmospheres2[1, 1, 2, 0]
     assert np.isfinite(back.map("B", lt, component=2)[1, 1])
@@ -253,8 +257,7 @@ def run(setup, **kw):
     return run_map(setup, solver=SOLVER, retries=1, **kw)
 
 
-FIELDS = ("atmospheres", "atmospheres2", "macro2", "filling2", "stray_percent", "fits", "chi2", "status", "filling",
-          "stray")
+FIELDS = ("atmospheres", "atmospheres2", "macro2", "filling2", "fits", "chi2", "status", "filling", "stray")
 
 
 def same(a, b):
@@ -263,7 +266,7 @@ def same(a, b):
 
 def test_per_pixel_inputs_reach_the_solver_on_every_route(setup, tmp_path):
     lines, grid, cfg, cube, g2, f2, alpha = setup
-    kw = dict(guess2=g2, filling2=f2, stray="local", stray_window=3, stray_percent=alpha)
+    kw = dict(guess2=g2, filling=f2, stray_profile="local", stray_window=3, stray=alpha)
     rs = run(setup, executor="serial", **kw)
     assert (rs.status == 0).all() and rs.ncomp == 2
     prof, _ = local_stray_profiles(cube, 3)
@@ -271,12 +274,12 @@ def test_per_pixel_inputs_reach_the_solver_on_every_route(setup, tmp_path):
     for y in range(2):
         for x in range(3):
             ref = mixed_vlos_fit_solver(cube[y, x], g, lines, grid, cfg, guess2=Atmosphere.from_array(g2[y, x], macro=0.5),
-                                        filling2=f2[y, x], stray_profile=prof[y, x], stray_percent=alpha[y, x])
+                                        filling=f2[y, x], stray_profile=prof[y, x], stray=alpha[y, x])
             np.testing.assert_allclose(rs.atmospheres[y, x], ref.atmosphere.to_array(), rtol=1e-12)
             np.testing.assert_allclose(rs.atmospheres2[y, x], g2[y, x], rtol=1e-12)
             np.testing.assert_allclose(rs.fits[y, x], ref.fit, rtol=1e-12)
     np.testing.assert_array_equal(rs.filling2, f2)
-    np.testing.assert_array_equal(rs.stray_percent, alpha)
+    np.testing.assert_array_equal(rs.stray, alpha)
     np.testing.assert_allclose(rs.filling, 1.0 - f2)
     assert "filling factor f2 of component 2 (converged pixels): median 0.325" in rs.describe()
     files = rs.to_sir(tmp_path, pixels=[(0, 1)])
@@ -300,31 +303,31 @@ def test_single_guess2_header_filling_and_one_profile(setup):
     guess2 = models.default_guess().with_columns(B=1800.0, filling=0.35)
     prof = np.vstack([cube[0, 0, 0], np.zeros((3, grid.nwav))])
     guess = models.default_guess().with_columns(stray=4.0)
-    r = run(setup, executor="serial", guess=guess, guess2=guess2, stray=prof)
+    r = run(setup, executor="serial", guess=guess, guess2=guess2, stray_profile=prof)
     np.testing.assert_array_equal(r.filling2, 0.35)  # guess2's header
-    np.testing.assert_array_equal(r.stray_percent, 4.0)  # component 1's header
+    np.testing.assert_array_equal(r.stray, 4.0)  # component 1's header
     ref = mixed_vlos_fit_solver(cube[1, 2], guess, lines, grid, cfg, guess2=guess2, stray_profile=prof)
     np.testing.assert_allclose(r.fits[1, 2], ref.fit, rtol=1e-12)
     # stray light alone: no component 2 in the result
-    r1 = run(setup, executor="serial", guess=guess, stray=prof, stray_percent=6.0)
+    r1 = run(setup, executor="serial", guess=guess, stray_profile=prof, stray=6.0)
     assert r1.atmospheres2 is None and np.isnan(r1.filling2).all()
-    np.testing.assert_array_equal(r1.stray_percent, 6.0)
+    np.testing.assert_array_equal(r1.stray, 6.0)
 
 
 def test_previous_two_component_result_as_guess2(setup, tmp_path):
     lines, grid, cfg, cube, g2, f2, alpha = setup
-    kw = dict(guess2=g2, filling2=f2, stray="local", stray_window=3, stray_percent=alpha)
+    kw = dict(guess2=g2, filling=f2, stray_profile="local", stray_window=3, stray=alpha)
     first = run(setup, executor="serial", **kw)
     path = first.to_fits(tmp_path / "first.fits")
-    again = run(setup, executor="serial", init="previous", guess=str(path), guess2=str(path), stray="local",
+    again = run(setup, executor="serial", init="previous", guess=str(path), guess2=str(path), stray_profile="local",
                 stray_window=3)
     np.testing.assert_allclose(again.atmospheres2, first.atmospheres2, rtol=1e-12)
     np.testing.assert_array_equal(again.filling2, f2)            # the earlier result's f2
-    np.testing.assert_array_equal(again.stray_percent, alpha)     # its alpha (component 1's header)
+    np.testing.assert_array_equal(again.stray, alpha)             # its alpha (component 1's header)
 
 
 def test_checkpoint_keeps_component_2_on_resume(setup, tmp_path):
-    kw = dict(guess2=setup[4], filling2=setup[5], stray="local", stray_window=3, stray_percent=setup[6])
+    kw = dict(guess2=setup[4], filling=setup[5], stray_profile="local", stray_window=3, stray=setup[6])
     ref = run(setup, executor="serial", **kw)
     ck = tmp_path / "ck"
 
@@ -342,12 +345,12 @@ def test_checkpoint_keeps_component_2_on_resume(setup, tmp_path):
     assert r.provenance["resumed"] and r.provenance["computed"] == 6 - n_done
     same(r, ref)
     with pytest.raises(ValueError, match="component2_and_stray"):
-        run(setup, checkpoint=ck, **dict(kw, filling2=0.3))
+        run(setup, checkpoint=ck, **dict(kw, filling=0.3))
 
 
 def test_dask_cluster_carries_the_per_pixel_inputs(setup):
     distributed = pytest.importorskip("distributed")
-    kw = dict(guess2=setup[4], filling2=setup[5], stray="local", stray_window=3, stray_percent=setup[6])
+    kw = dict(guess2=setup[4], filling=setup[5], stray_profile="local", stray_window=3, stray=setup[6])
     ref = run(setup, executor="serial", **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client:

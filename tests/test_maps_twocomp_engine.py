@@ -1,6 +1,6 @@
 """pyinv.invert with a second component, filling factor and stray light through the real
 pyinv.invert_pixel (issue 13): every pixel of the map equals invert_pixel called directly with the same
-guess2 / filling2 / stray_profile / stray_percent; the local pool and an Executor give the same maps;
+guess2 / filling / stray_profile / stray; the local pool and an Executor give the same maps;
 the InversionResult's component-2 atmospheres, f2 and alpha are invert_pixel's and survive FITS; with the
 true stray-light profile the map recovers f2 and alpha of a synthetic two-component map."""
 from __future__ import annotations
@@ -30,8 +30,8 @@ def problem(engine):
     f2 = np.array([0.3, 0.4, 0.25, 0.35])
     alpha = np.array([5.0, 8.0, 6.0, 10.0])
     quiet = pyinv.synthesize(g.with_columns(B=0.0), lines, grid)
-    cube = pyinv.synthesize(truth1, lines, grid, atmos2=truth2, filling2=f2, stray_profile=quiet,
-                            stray_percent=alpha).reshape(2, 2, 4, -1)
+    cube = pyinv.synthesize(truth1, lines, grid, atmos2=truth2, filling=f2, stray_profile=quiet,
+                            stray=alpha).reshape(2, 2, 4, -1)
     guess2 = g.with_columns(B=1300.0, gamma=40.0, vlos=5e4, filling=0.3)
     guess = g.with_columns(stray=7.0)
     return lines, grid, cfg, cube, guess, guess2, quiet, f2.reshape(2, 2), alpha.reshape(2, 2)
@@ -40,8 +40,8 @@ def problem(engine):
 @pytest.fixture(scope="module")
 def reference(problem):
     lines, grid, cfg, cube, guess, guess2 = problem[:6]
-    return pyinv.invert(cube, lines, grid, cfg, guess=guess, guess2=guess2, stray="local", stray_window=3,
-                        executor="serial", progress=False)
+    return pyinv.invert(cube, lines, grid, cfg, guess=guess, guess2=guess2, stray_profile="local",
+                        stray_window=3, executor="serial", progress=False)
 
 
 def test_each_pixel_is_invert_pixel(problem, reference):
@@ -56,25 +56,25 @@ def test_each_pixel_is_invert_pixel(problem, reference):
             np.testing.assert_array_equal(reference.atmospheres2[y, x], ref.atmosphere2.to_array())
             np.testing.assert_array_equal(reference.fits[y, x], ref.fit)
             assert reference.filling2[y, x] == ref.filling2
-            assert reference.stray_percent[y, x] == ref.stray_percent
+            assert reference.stray[y, x] == ref.stray
             assert reference.macro2[y, x] == float(ref.atmosphere2.macro)
-            assert 0.0 < ref.filling2 < 1.0 and 0.0 <= ref.stray_percent < 100.0
+            assert 0.0 < ref.filling2 < 1.0 and 0.0 <= ref.stray < 100.0
 
 
 def test_pool_and_executor_same_maps(problem, reference):
     lines, grid, cfg, cube, guess, guess2 = problem[:6]
-    kw = dict(guess=guess, guess2=guess2, stray="local", stray_window=3, progress=False)
+    kw = dict(guess=guess, guess2=guess2, stray_profile="local", stray_window=3, progress=False)
     pool = pyinv.invert(cube, lines, grid, cfg, workers=2, chunk=1, **kw)
     with ThreadPoolExecutor(2) as ex:
         remote = pyinv.invert(cube, lines, grid, cfg, executor=ex, workers=1, chunk=2, **kw)
     for r in (pool, remote):
-        for k in ("atmospheres", "atmospheres2", "filling2", "stray_percent", "fits", "chi2", "status"):
+        for k in ("atmospheres", "atmospheres2", "filling2", "stray", "fits", "chi2", "status"):
             np.testing.assert_array_equal(getattr(r, k), getattr(reference, k), err_msg=k)
 
 
 def test_result_fits_round_trip(reference, tmp_path):
     back = pyinv.InversionResult.from_fits(reference.to_fits(tmp_path / "r.fits"))
-    for k in ("atmospheres2", "macro2", "filling2", "stray_percent", "errors2", "errors_header2"):
+    for k in ("atmospheres2", "macro2", "filling2", "stray", "errors2", "errors_header2"):
         np.testing.assert_array_equal(getattr(back, k), getattr(reference, k), err_msg=k)
     a2 = back.atmosphere2(0, 1)
     assert float(a2.filling) == reference.filling2[0, 1]
@@ -82,10 +82,10 @@ def test_result_fits_round_trip(reference, tmp_path):
 
 def test_true_stray_profile_recovers_f2_and_alpha(problem):
     lines, grid, cfg, cube, guess, guess2, quiet, f2, alpha = problem
-    r = pyinv.invert(cube, lines, grid, cfg, guess=guess, guess2=guess2, stray=quiet, executor="serial",
-                     progress=False)
+    r = pyinv.invert(cube, lines, grid, cfg, guess=guess, guess2=guess2, stray_profile=quiet,
+                     executor="serial", progress=False)
     assert (r.status == 0).all()
     # the components may come out swapped (f2 <-> 1 - f2 with the models exchanged): both are the same fit
     off = np.minimum(np.abs(r.filling2 - f2), np.abs(1.0 - r.filling2 - f2))
     assert off.max() < 0.01, (r.filling2, f2)
-    assert np.abs(r.stray_percent - alpha).max() < 0.5, (r.stray_percent, alpha)
+    assert np.abs(r.stray - alpha).max() < 0.5, (r.stray, alpha)

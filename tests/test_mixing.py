@@ -28,8 +28,8 @@ def case(reference_dir):
 
 def test_against_sir(case, record_property):
     d, lines, ab, grid, a1, a2, psf = case
-    s = pyinv.synthesize(a1, lines, grid, abundances=ab, psf=psf, atmos2=a2, filling2=d["filling2"],
-                         stray_profile=d["stray_stokes"], stray_percent=d["stray_percent"])
+    s = pyinv.synthesize(a1, lines, grid, abundances=ab, psf=psf, atmos2=a2, filling=d["filling2"],
+                         stray_profile=d["stray_stokes"], stray=d["stray_percent"])
     ref = d["stokes"]
     dev = np.abs(s - ref).max(axis=2)
     print("\nmax |dI|, |dQ|, |dU|, |dV|:", dev.max(axis=0))
@@ -38,8 +38,8 @@ def test_against_sir(case, record_property):
     assert np.all(dev[:, 1:] <= 0.01 * np.abs(ref[:, 1:]).max(axis=2) + 5e-5)
     # the mix is what it says: f2 = 0 and alpha = 0 give component 1 alone
     one = pyinv.synthesize(a1, lines, grid, abundances=ab, psf=psf)
-    same = pyinv.synthesize(a1, lines, grid, abundances=ab, psf=psf, atmos2=a2, filling2=0.0,
-                            stray_profile=d["stray_stokes"], stray_percent=0.0)
+    same = pyinv.synthesize(a1, lines, grid, abundances=ab, psf=psf, atmos2=a2, filling=0.0,
+                            stray_profile=d["stray_stokes"], stray=0.0)
     np.testing.assert_allclose(same, one, rtol=0, atol=1e-15)
 
 
@@ -59,21 +59,21 @@ def test_bad_inputs(case, tmp_path):
     m1, m2 = a1[0], a2[0]
     with pytest.raises(ValueError, match="filling factor"):
         pyinv.synthesize(m1, lines, grid, atmos2=m2)                     # f2 neither given nor in a header
-    with pytest.raises(ValueError, match="filling2"):
-        pyinv.synthesize(m1, lines, grid, atmos2=m2, filling2=1.5)
-    with pytest.raises(ValueError, match="stray_percent"):
-        pyinv.synthesize(m1, lines, grid, stray_profile=d["stray_stokes"], stray_percent=120.0)
+    with pytest.raises(ValueError, match="filling must lie in"):
+        pyinv.synthesize(m1, lines, grid, atmos2=m2, filling=1.5)
+    with pytest.raises(ValueError, match="stray must lie in"):
+        pyinv.synthesize(m1, lines, grid, stray_profile=d["stray_stokes"], stray=120.0)
     with pytest.raises(ValueError, match="no stray_profile"):
-        pyinv.synthesize(m1, lines, grid, stray_percent=10.0)
+        pyinv.synthesize(m1, lines, grid, stray=10.0)
     with pytest.raises(ValueError, match=r"shape \(4, 112\)"):
-        pyinv.synthesize(m1, lines, grid, stray_profile=np.zeros((4, 50)), stray_percent=10.0)
+        pyinv.synthesize(m1, lines, grid, stray_profile=np.zeros((4, 50)), stray=10.0)
     f = tmp_path / "shifted.per"
     write_sir_profiles(f, grid.line_index, grid.offset_mA + 5.0, d["stray_stokes"])
     with pytest.raises(ValueError, match="shifted.per"):
-        pyinv.synthesize(m1, lines, grid, stray_profile=f, stray_percent=10.0)
+        pyinv.synthesize(m1, lines, grid, stray_profile=f, stray=10.0)
     short = pyinv.Atmosphere.from_array(d["models2"][0][::2], macro=1.0)
     with pytest.raises(ValueError, match="log tau grid"):
-        pyinv.synthesize(m1, lines, grid, atmos2=short, filling2=0.3)
+        pyinv.synthesize(m1, lines, grid, atmos2=short, filling=0.3)
 
 
 def test_response_functions_of_the_mix(case):
@@ -83,17 +83,17 @@ def test_response_functions_of_the_mix(case):
     m1, m2 = a1[k], a2[k]
     f2, pct, stray = float(d["filling2"][k]), float(d["stray_percent"][k]), d["stray_stokes"]
     kw = dict(abundances=ab, psf=psf, atmos2=m2, stray_profile=stray)
-    r = pyinv.response_functions(m1, lines, grid, filling2=f2, stray_percent=pct, hydrostatic=False, **kw)
+    r = pyinv.response_functions(m1, lines, grid, filling=f2, stray=pct, hydrostatic=False, **kw)
 
     def syn(f, p):
-        return pyinv.synthesize(m1, lines, grid, filling2=f, stray_percent=p, **kw)
+        return pyinv.synthesize(m1, lines, grid, filling=f, stray=p, **kw)
 
     np.testing.assert_allclose(r["stokes"], syn(f2, pct), rtol=0, atol=1e-14)
     h = 1e-4
     fd_f = (syn(f2 + h, pct) - syn(f2 - h, pct)) / (2 * h)
     fd_a = (syn(f2, pct + h) - syn(f2, pct - h)) / (2 * h)
-    assert np.abs(r["filling2"] - fd_f).max() <= 1e-8 * max(np.abs(fd_f).max(), 1e-3)
-    assert np.abs(r["stray_percent"] - fd_a).max() <= 1e-8 * max(np.abs(fd_a).max(), 1e-3)
+    assert np.abs(r["filling"] - fd_f).max() <= 1e-8 * max(np.abs(fd_f).max(), 1e-3)
+    assert np.abs(r["stray"] - fd_a).max() <= 1e-8 * max(np.abs(fd_a).max(), 1e-3)
     plain = pyinv.response_functions(m1, lines, grid, abundances=ab, psf=psf, hydrostatic=False)
     w1 = (1 - pct / 100) * (1 - f2)
     np.testing.assert_allclose(r["T"], w1 * plain["T"], rtol=1e-12, atol=0)

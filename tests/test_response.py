@@ -5,7 +5,7 @@ Acceptance:
   |RF| >= 1 % of its maximum (per variable, over depths, Stokes parameters and wavelengths) — the fixed-Pe RFs on the 4
   rf_hinode models (perturb one column at one depth, keep the rest), ``T_he`` on the 20 ``sir_models``
   of invert_hinode (put in hydrostatic equilibrium, perturb T, re-solve with ``pyinv.hydrostatic``,
-  top Pe fixed) and ``vmac``;
+  top Pe fixed) and ``macro``;
 * against SIR's ``rf_*`` arrays: Pearson correlation >= 0.98 (B, vlos, gamma, phi, vmic) and >= 0.95
   (``T_he`` vs ``rf_rt``), per model and Stokes parameter with signal (SIR's angles are per radian).
 Depths are sampled for the finite differences (every variable and Stokes parameter is covered); the
@@ -25,8 +25,7 @@ from pyinv import engine
 from pyinv.io import read_abundances
 from pyinv.physics.synthesis import _prepare
 
-COLUMNS = {"T": "T", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "inclination": "gamma",
-           "azimuth": "phi"}
+COLUMNS = {"T": "T", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "gamma": "gamma", "phi": "phi"}
 REL_STEP = 1e-4
 
 
@@ -50,7 +49,7 @@ def _synth_fn(atm, lines, grid, ab, **kw):
     def syn(c=None, vmac=None):
         c = cols if c is None else c
         return engine.synth_stokes(p["setup"], c["log_tau"], engine.model_array(c),
-                                   p["vmac"][0] if vmac is None else vmac)[0]
+                                   p["macro"][0] if vmac is None else vmac)[0]
     return syn, cols
 
 
@@ -78,7 +77,7 @@ def test_shapes_and_profiles(setup):
             assert r[k].shape == (m.ndep, 4, grid.nwav)
             assert np.all(np.isfinite(r[k]))
         assert r["T_he"].shape == (m.ndep, 4, grid.nwav)
-        assert r["vmac"].shape == (4, grid.nwav)
+        assert r["macro"].shape == (4, grid.nwav)
         # the profiles returned with the RFs are those of synthesize
         np.testing.assert_array_equal(r["stokes"], pyinv.synthesize(m, lines, grid, abundances=ab))
 
@@ -107,7 +106,7 @@ def test_fixed_pe_rf_against_finite_differences(setup, im, record_property):
     vm = float(models[im].macro)
     h = REL_STEP * vm
     fd = (syn(vmac=vm + h) - syn(vmac=vm - h)) / (2 * h)
-    worst["vmac"] = _rel_err(r["vmac"], fd, np.abs(r["vmac"]).max())
+    worst["macro"] = _rel_err(r["macro"], fd, np.abs(r["macro"]).max())
     print(f"\nmodel {im}: max rel. error vs FD " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     record_property("max_rel_err", worst)
     for k, v in worst.items():
@@ -142,14 +141,14 @@ def test_the_against_hydrostatic_finite_differences(reference_dir, setup, record
 
 def test_against_sir_response_functions(setup, record_property):
     d, lines, ab, grid, models, rfs = setup
-    pairs = {"B": "rf_rh", "vlos": "rf_rvz", "inclination": "rf_rinc", "azimuth": "rf_raz", "vmic": "rf_rmic",
+    pairs = {"B": "rf_rh", "vlos": "rf_rvz", "gamma": "rf_rinc", "phi": "rf_raz", "vmic": "rf_rmic",
              "T_he": "rf_rt"}
     nw = grid.nwav
     lowest = {k: 1.0 for k in pairs}
     for im, r in enumerate(rfs):
         prof = d["stokes"][im]
         for key, sk in pairs.items():
-            ours = r[key] * (180.0 / np.pi if key in ("inclination", "azimuth") else 1.0)
+            ours = r[key] * (180.0 / np.pi if key in ("gamma", "phi") else 1.0)
             sir = d[sk][im].reshape(models[im].ndep, 4, nw)
             for s in range(4):
                 if s > 0 and np.abs(prof[s]).max() < 1e-3:       # Stokes parameter without signal
@@ -167,7 +166,7 @@ def test_field_free_model_and_options(setup):
     m = models[0]
     free = dataclasses.replace(m, B=np.zeros(m.ndep))
     r = pyinv.response_functions(free, lines, grid, abundances=ab, hydrostatic=False)
-    for k in ("B", "inclination", "azimuth"):
+    for k in ("B", "gamma", "phi"):
         assert np.all(r[k] == 0)
     assert np.all(r["T"][:, 1:] == 0) and np.abs(r["T"][:, 0]).max() > 0
     # field-free: scalar solver; check T and vlos against finite differences at a few depths
@@ -183,9 +182,9 @@ def test_field_free_model_and_options(setup):
             c[COLUMNS[key]][k] = x - h
             fd = (sp - syn(c)) / (2 * h)
             assert _rel_err(r[key][k], fd, scale) <= 1e-4
-    # no convolution: vmac RF vanishes
+    # no convolution: the macro RF vanishes
     r2 = pyinv.response_functions(m, lines, grid, abundances=ab, convolve=False, hydrostatic=False)
-    assert np.all(r2["vmac"] == 0)
+    assert np.all(r2["macro"] == 0)
 
 
 def _fd_check(r, syn, cols, keys, depths, step=REL_STEP, tol=1e-4, tag=""):
@@ -210,10 +209,10 @@ def test_psf(reference_dir, setup):
     m = models[2]
     r = pyinv.response_functions(m, lines, grid, abundances=ab, hydrostatic=False, **kw)
     syn, cols = _synth_fn(m, lines, grid, ab, **kw)
-    _fd_check(r, syn, cols, ("T", "Pe", "B", "azimuth"), (5, 25, 50), tag="psf")
+    _fd_check(r, syn, cols, ("T", "Pe", "B", "phi"), (5, 25, 50), tag="psf")
     vm = float(m.macro)
     fd = (syn(vmac=vm * (1 + REL_STEP)) - syn(vmac=vm * (1 - REL_STEP))) / (2 * REL_STEP * vm)
-    assert _rel_err(r["vmac"], fd, np.abs(r["vmac"]).max()) <= 1e-4
+    assert _rel_err(r["macro"], fd, np.abs(r["macro"]).max()) <= 1e-4
 
 
 def test_damping_cap(reference_dir):
@@ -229,7 +228,7 @@ def test_damping_cap(reference_dir):
     r = pyinv.response_functions(m, lines, grid, abundances=ab, hydrostatic=False, **kw)
     syn, cols = _synth_fn(m, lines, grid, ab, **kw)
     p = _prepare([m], lines, grid, abundances=ab, **kw)
-    _, amax = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
+    _, amax = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
     assert amax.max() > 3.0                                      # the cap is active
     _fd_check(r, syn, cols, ("T", "Pe", "vmic"), (1, 4, 20, 40), tag="cap")
     _fd_check(r, syn, cols, ("T", "Pe", "vmic"), (3,), step=1e-6, tol=1e-3, tag="cap at max")

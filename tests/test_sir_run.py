@@ -132,8 +132,8 @@ def test_synthesis_two_components_stray_and_ratio(run_dir):
     assert "model 2's f2 = 0.3 is used" in msgs and "model 1's is used" in msgs   # SIR's header rules
     st = read_sir_profiles(run_dir / "stray.per").stokes
     ref = pyinv.synthesize(read_sir_model(run_dir / "c1.mod"), lines, grid, abundances=run_dir / "THEVENIN",
-                           atmos2=read_sir_model(run_dir / "c2.mod"), filling2=0.3, stray_profile=st,
-                           stray_percent=20.0)
+                           atmos2=read_sir_model(run_dir / "c2.mod"), filling=0.3, stray_profile=st,
+                           stray=20.0)
     got = read_sir_profiles(run_dir / "mix.per").stokes
     np.testing.assert_allclose(got[:3], ref[:3], rtol=6e-7, atol=1e-12)
     np.testing.assert_allclose(got[3], ref[3] / ref[0], rtol=6e-7, atol=1e-12)  # negative V weight: V/I
@@ -157,7 +157,7 @@ def test_rf_mode_files(run_dir):
     scale = np.abs(ref["T_he"]).max()
     np.testing.assert_allclose(rt, ref["T_he"].reshape(61, 4 * nw), rtol=0, atol=1e-6 * scale)
     rinc = read_sir_rf(run_dir / "model2.rinc")
-    np.testing.assert_allclose(rinc, ref["inclination"].reshape(61, 4 * nw) * 180 / math.pi, rtol=0,
+    np.testing.assert_allclose(rinc, ref["gamma"].reshape(61, 4 * nw) * 180 / math.pi, rtol=0,
                                atol=1e-6 * np.abs(rinc).max())
     assert read_sir_rf(run_dir / "model2.rh").shape == (61, 4 * nw)
     assert read_sir_rf(run_dir / "model2.rmac").shape == (1, 4 * nw)
@@ -262,7 +262,7 @@ def test_map_mode(run_dir):
     write_sir_profiles(run_dir / "st.per", grid.line_index, grid.offset_mA, st)
     run = run_sir(_edit(trol, {3: "st.per", 8: "c1.mod", 9: "c2.mod", 23: "1"}, name="two.trol"), workers=1)
     res = pyinv.InversionResult.from_fits(run.outputs[0])
-    assert np.allclose(res.filling2, 0.3) and np.allclose(res.stray_percent, 10.0)
+    assert np.allclose(res.filling2, 0.3) and np.allclose(res.stray, 10.0)
     assert res.atmospheres2 is not None and np.all(np.asarray(res.status) == 0)
 
 
@@ -297,10 +297,10 @@ def test_rf_mode_two_components_and_stray(run_dir):
         ["c1.rff", "c1.rh", "c1.rstl", "c2.rvz"]
     st = read_sir_profiles(run_dir / "stray.per").stokes
     ref = pyinv.response_functions(read_sir_model(run_dir / "c1.mod"), lines, grid, abundances=run_dir / "THEVENIN",
-                                   atmos2=read_sir_model(run_dir / "c2.mod"), filling2=0.3, stray_profile=st,
-                                   stray_percent=20.0)
+                                   atmos2=read_sir_model(run_dir / "c2.mod"), filling=0.3, stray_profile=st,
+                                   stray=20.0)
     nw = grid.nwav
-    for name, key in (("c1.rff", "filling2"), ("c1.rstl", "stray_percent")):
+    for name, key in (("c1.rff", "filling"), ("c1.rstl", "stray")):
         a = read_sir_rf(run_dir / name)
         assert a.shape == (1, 4 * nw)
         np.testing.assert_allclose(a[0], ref[key].ravel(), rtol=0, atol=1e-6 * np.abs(ref[key]).max())

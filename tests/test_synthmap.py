@@ -101,13 +101,13 @@ def test_lte_map_response_functions_equal_per_column():
     lines = pyinv.default_lines()
     grid = pyinv.WavelengthGrid.from_regions([("1,2", -400, 40, 1400)], lines)
     cube = _cube(2, 2)
-    m = pyinv.synthesize_map(cube, lines, grid, rf=("T", "B", "vmac"), workers=2)
-    assert set(m.rf) == {"T", "B", "vmac"}
-    assert m.rf["T"].shape == (2, 2, cube.shape[2], 4, grid.nwav) and m.rf["vmac"].shape == (2, 2, 4, grid.nwav)
+    m = pyinv.synthesize_map(cube, lines, grid, rf=("T", "B", "macro"), workers=2)
+    assert set(m.rf) == {"T", "B", "macro"}
+    assert m.rf["T"].shape == (2, 2, cube.shape[2], 4, grid.nwav) and m.rf["macro"].shape == (2, 2, 4, grid.nwav)
     for j, i in ((0, 0), (1, 1)):
         ref = pyinv.response_functions(pyinv.Atmosphere.from_array(cube[j, i]), lines, grid, hydrostatic=False)
         assert np.array_equal(m.rf["T"][j, i], ref["T"]) and np.array_equal(m.rf["B"][j, i], ref["B"])
-        assert np.array_equal(m.rf["vmac"][j, i], ref["vmac"])
+        assert np.array_equal(m.rf["macro"][j, i], ref["macro"])
         assert np.array_equal(m.stokes[j, i], ref["stokes"])
     assert np.abs(m.rf["T"]).max() > 0
     with pytest.raises(ValueError, match="unknown response-function"):

@@ -21,17 +21,31 @@ rho           density (optional)               g cm⁻³
 
 plus the depth-independent ``macro`` (macroturbulence, km s⁻¹, Gaussian σ as in SIR), ``filling``
 (filling factor) and ``stray`` (stray-light fraction, percent), scalars or arrays of ``n`` for a stack.
+
+One name per quantity (issue 18)
+--------------------------------
+These column and header names are the names of the quantities everywhere in pyinv: configuration node
+keys, response-function keys, :meth:`pyinv.InversionResult.map` names and result attributes, FITS
+extension names, keyword arguments of the public functions and the command line. Older spellings
+(``inclination``, ``azimuth``, ``vmac``, ``filling2``, ``stray_percent``, ...) are still accepted, each
+with a DeprecationWarning naming the canonical name, through one table, :data:`QUANTITY_ALIASES`, and
+:func:`canonical_name`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .errors import input_errors
 import numpy as np
 
-__all__ = ["Atmosphere", "AtmosphereErrors", "COLUMNS", "DEPTH_COLUMNS", "OPTIONAL_COLUMNS"]
+__all__ = ["Atmosphere", "AtmosphereErrors", "COLUMNS", "DEPTH_COLUMNS", "OPTIONAL_COLUMNS", "QUANTITIES",
+           "QUANTITY_ALIASES", "NAME_PLACES", "canonical_name", "deprecated_name", "QuantityDict",
+           "renamed_keywords"]
 
 #: SIR's column order of a model file (11 columns).
 COLUMNS: tuple[str, ...] = ("log_tau", "T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho")
@@ -42,6 +56,150 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("z", "Pg", "rho")
 
 _UNITS = {"log_tau": "", "T": "K", "Pe": "dyn cm^-2", "vmic": "cm/s", "B": "G", "vlos": "cm/s",
           "gamma": "deg", "phi": "deg", "z": "km", "Pg": "dyn cm^-2", "rho": "g cm^-3"}
+
+# ---------------------------------------------------------------------------------- one name per quantity
+#: The canonical names of the quantities of a model atmosphere (issue 18): its columns but log τ, then its
+#: header values. Wherever pyinv names one of these quantities, it uses this name.
+QUANTITIES: tuple[str, ...] = COLUMNS[1:] + ("macro", "filling", "stray")
+
+#: The places where pyinv accepts a quantity's name (the ``where`` of :func:`canonical_name`), as the
+#: deprecation warnings call them.
+NAME_PLACES: dict[str, str] = {
+    "map": "map name",                 # InversionResult.map, SyntheticMap.truth_map
+    "rf": "response-function key",     # response_functions' dict, SynthesisMap.rf, synthesize_map(rf=...)
+    "nodes": "node key",               # InversionConfig(nodes=, nodes2=), invert_pixel(node_positions=)
+    "keyword": "keyword argument",     # invert_pixel, pyinv.invert, synthesize, response_functions
+    "attribute": "attribute",          # PixelResult, InversionResult
+    "fits": "FITS extension name",     # InversionResult.from_fits of files written by older pyinv
+}
+
+#: The one table of the other spellings of the quantities: ``old: (canonical, places)``. An old spelling
+#: is accepted in the places (keys of :data:`NAME_PLACES`) where pyinv accepted it before issue 18, with a
+#: DeprecationWarning naming the canonical name; nowhere else does pyinv translate names.
+#:
+#: * ``inclination``, ``azimuth`` are γ and φ, the columns ``gamma``, ``phi`` (map names and response-function
+#:   keys); ``γ``, ``φ``, ``v``, ``velocity``, ``temperature``, ``field`` were map shorthands. Map names
+#:   were also matched in any capitalisation (``t``, ``pe``, ``VLOS``): still accepted there, with the warning.
+#: * ``vmac`` is ``macro`` (km/s, Gaussian σ as in SIR), as a node key (``InversionConfig(nodes={"macro":
+#:   1})``; SIR control files keep their own text, line 22 "Invert macroturbulence 1?") and a response-function
+#:   key (component 2's ``macro_2``).
+#: * ``stray_percent`` is ``stray``: the stray-light fraction α in percent, as ``Atmosphere.stray`` and SIR's
+#:   model-1 header (keyword, response-function key, map name, result attribute, FITS extension).
+#:   ``InversionResult.stray_percent`` repeated ``InversionResult.stray`` (NaN where no stray light was
+#:   mixed): results now hold ``stray`` alone, and the ``stray_percent`` extension of older files is dropped
+#:   on reading (with the warning). The stray-light *profile* is ``stray_profile`` everywhere, ``pyinv.invert``
+#:   included (its ``stray=`` was the profile before issue 18; a value that can only be a profile is still
+#:   taken as one there, with a warning naming ``stray_profile``).
+#: * ``filling2`` is ``filling`` as a keyword (``invert_pixel(filling=...)``, ``pyinv.invert``, ``synthesize``,
+#:   ``response_functions``, ``pyinv invert --filling``) and as a response-function key: f₂, the filling
+#:   factor of component 2, the value SIR keeps in model 2's header. It is *not* an alias on results: there
+#:   ``filling`` is component 1's header (1 − f₂ with two components) and ``filling2`` component 2's (f₂), a
+#:   different quantity of the per-component family ``atmospheres2``, ``macro2``, ``filling2``, ``errors2``
+#:   (a PixelResult's ``atmosphere2``, ``filling2``, ``errors2``): component 2's counterparts of
+#:   ``atmospheres``, ``macro``, ``filling``, ``errors``, which keep their suffix. Response functions of
+#:   component 2 carry the suffix ``_2`` (``gamma_2``, ``macro_2``).
+#: * Not names of these quantities, so not here: ``T_he`` (the temperature RF with P_e in hydrostatic
+#:   equilibrium), the per-pixel scalars of a map (``chi2``, ``status``, ...), the engine's internal argument
+#:   and buffer names (:mod:`pyinv.engine`), SIR's RF file suffixes (``.rinc``, ``.rmac``), the file names
+#:   of older stores that checkpoints keep.
+QUANTITY_ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "inclination": ("gamma", ("map", "rf")),
+    "azimuth": ("phi", ("map", "rf")),
+    "γ": ("gamma", ("map",)),
+    "φ": ("phi", ("map",)),
+    "v": ("vlos", ("map",)),
+    "velocity": ("vlos", ("map",)),
+    "temperature": ("T", ("map",)),
+    "field": ("B", ("map",)),
+    "vmac": ("macro", ("nodes", "rf")),
+    "stray_percent": ("stray", ("keyword", "rf", "map", "attribute", "fits")),
+    "filling2": ("filling", ("keyword", "rf")),
+}
+# map names in another capitalisation (the old InversionResult.map matched them case-insensitively)
+_FOLDED = {**{q.lower(): q for q in QUANTITIES},
+           **{a.lower(): c for a, (c, places) in QUANTITY_ALIASES.items() if "map" in places}}
+
+
+def deprecated_name(old: str, new: str, where: str, *, stacklevel: int = 2) -> None:
+    """Warn (DeprecationWarning) that ``old`` is an old spelling of ``new``; ``where`` is a key of
+    :data:`NAME_PLACES` or any text naming the place. ``stacklevel`` as :func:`warnings.warn`'s, counted from
+    the caller of this function."""
+    what = NAME_PLACES.get(where, where)
+    warnings.warn(f"{what} {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=stacklevel + 1)
+
+
+def canonical_name(name: str, where: str, *, known: Any = None, stacklevel: int = 2) -> str:
+    """The canonical name of ``name`` in the place ``where`` (a key of :data:`NAME_PLACES`).
+
+    A name of :data:`QUANTITY_ALIASES` accepted there gives its canonical name with a DeprecationWarning
+    (``stacklevel`` counted from the caller of this function); in ``"map"`` also a quantity's name in
+    another capitalisation. Any other name comes back unchanged, without a warning (the caller decides
+    whether it knows it), and so does an old spelling whose canonical name is not among ``known`` (the
+    names the caller accepts) when that is given.
+    """
+    if where not in NAME_PLACES:
+        raise ValueError(f"where must be one of {tuple(NAME_PLACES)}, got {where!r}")
+    if not isinstance(name, str) or name in QUANTITIES:
+        return name
+    hit = QUANTITY_ALIASES.get(name)
+    new = hit[0] if hit is not None and where in hit[1] else None
+    if new is None and where == "map":
+        new = _FOLDED.get(name.lower())
+    if new is None or (known is not None and new not in known):
+        return name
+    deprecated_name(name, new, where, stacklevel=stacklevel + 1)
+    return new
+
+
+class QuantityDict(dict):
+    """A dict keyed by canonical names (response functions, node counts) that also answers to the old
+    spellings of :data:`QUANTITY_ALIASES` (``d["inclination"]``, ``"vmac" in d``, ``d.get("azimuth_2")``)
+    with a DeprecationWarning; the suffix ``_2`` (component 2) is kept. ``place`` is the key of
+    :data:`NAME_PLACES` the keys belong to."""
+
+    def __init__(self, *args: Any, place: str = "rf", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.place = place
+
+    def _canonical(self, key: Any) -> Any:
+        if not isinstance(key, str) or dict.__contains__(self, key):
+            return key
+        base, sfx = (key[:-2], "_2") if key.endswith("_2") else (key, "")
+        return canonical_name(base, self.place, stacklevel=3) + sfx
+
+    def __missing__(self, key: Any) -> Any:
+        new = self._canonical(key)
+        if new != key and dict.__contains__(self, new):
+            return dict.__getitem__(self, new)
+        raise KeyError(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return dict.__contains__(self, self._canonical(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, self._canonical(key), default)
+
+
+def renamed_keywords(fn: Callable) -> Callable:
+    """Decorator: keyword arguments of ``fn`` given by an old spelling (:data:`QUANTITY_ALIASES`, place
+    ``"keyword"``: ``filling2=``, ``stray_percent=``) are passed under their canonical name, with a
+    DeprecationWarning; giving both spellings is a TypeError. Other unknown keywords reach ``fn`` (and
+    Python's TypeError) unchanged."""
+    params = inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for old in [k for k in kwargs if k not in params and k in QUANTITY_ALIASES]:
+            new, places = QUANTITY_ALIASES[old]
+            if "keyword" not in places or new not in params:
+                continue
+            if new in kwargs:
+                raise TypeError(f"{fn.__qualname__}() got {old!r} and {new!r}, two spellings of one argument "
+                                f"(use {new!r})")
+            deprecated_name(old, new, f"{fn.__qualname__}() keyword argument", stacklevel=2)
+            kwargs[new] = kwargs.pop(old)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 def _as_float(name: str, value: Any) -> np.ndarray:

@@ -18,7 +18,9 @@
 
 Deprecated spellings, still accepted with a DeprecationWarning (issue 18): ``pyinv train`` (now
 ``pyinv cnn train``), ``pyinv demo`` (now ``pyinv cnn demo``) and ``pyinv synth --backend`` (now ``--nlte``,
-the flag ``pyinv invert`` has; ``--backend lte`` is no ``--nlte``).
+the flag ``pyinv invert`` has; ``--backend lte`` is no ``--nlte``); in ``pyinv invert`` the quantities'
+old names (:data:`pyinv.atmosphere.QUANTITY_ALIASES`): ``--filling2`` (now ``--filling``, f₂ of component 2),
+``--stray-percent`` (now ``--stray``, α [%]) and ``--stray FILE|local`` (the profile, now ``--stray-profile``).
 """
 from __future__ import annotations
 
@@ -38,6 +40,30 @@ def _deprecated(old: str, new: str) -> None:
     msg = f"'{old}' is deprecated; use '{new}'"
     print(f"pyinv: DeprecationWarning: {msg}", file=sys.stderr)
     warnings.warn(msg, DeprecationWarning, stacklevel=3)
+
+
+class _RenamedFlag(argparse.Action):
+    """A flag named after an old spelling of a quantity (``--filling2``, ``--stray-percent``): sets the
+    canonical one's destination (:data:`pyinv.atmosphere.QUANTITY_ALIASES`), with a deprecation warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .atmosphere import QUANTITY_ALIASES
+
+        new = QUANTITY_ALIASES[option_string.lstrip("-").replace("-", "_")][0]
+        _deprecated(f"pyinv invert {option_string}", f"pyinv invert --{new.replace('_', '-')}")
+        setattr(namespace, new, values)
+
+
+class _StrayFlag(argparse.Action):
+    """``pyinv invert --stray``: α [%]; before issue 18 it took the stray-light profile (a SIR .per file or
+    ``local``), which is still taken as ``--stray-profile`` with a deprecation warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            setattr(namespace, self.dest, float(values))
+        except ValueError:
+            _deprecated(f"pyinv invert --stray {values}", f"pyinv invert --stray-profile {values}")
+            namespace.stray_profile = values
 
 
 class _BackendFlag(argparse.Action):
@@ -164,20 +190,20 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         init = CNNInit(guess, fallback=not args.no_fallback, resample=args.resample)
         guess = None
     guess2 = args.guess2 or cfg_file(None, "model2") if cfg is not None else args.guess2
-    stray = args.stray
-    if stray is not None and stray != "local" and not Path(stray).exists():
-        raise ValueError(f"--stray {stray!r}: no such file (a SIR .per profile, or 'local')")
+    profile = args.stray_profile
+    if profile is not None and profile != "local" and not Path(profile).exists():
+        raise ValueError(f"--stray-profile {profile!r}: no such file (a SIR .per profile, or 'local')")
     mixing = {}
     if guess2 is not None:
-        mixing.update(guess2=guess2, filling2=args.filling2)
-    elif args.filling2 is not None:
-        raise ValueError("--filling2 needs a second component (--guess2 or the control file's model 2)")
-    if stray is not None:
-        mixing["stray"] = stray
-        if stray == "local":
+        mixing.update(guess2=guess2, filling=args.filling)
+    elif args.filling is not None:
+        raise ValueError("--filling needs a second component (--guess2 or the control file's model 2)")
+    if profile is not None:
+        mixing["stray_profile"] = profile
+        if profile == "local":
             mixing["stray_window"] = args.stray_window
-    if args.stray_percent is not None:
-        mixing["stray_percent"] = args.stray_percent
+    if args.stray is not None:
+        mixing["stray"] = args.stray
     try:
         res = invert(args.cube, lines, grid, cfg, init=init, guess=guess, mask=mask, sigma=sigma, mu=args.mu,
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
@@ -411,11 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model path or catalogue name (cnn; default hinode-sp-fe6301)")
     v.add_argument("--guess2", help="second component: .mod or an earlier two-component result FITS [the control "
                                     "file's model 2]")
-    v.add_argument("--filling2", type=float, help="filling factor of component 2 [model 2's header]")
-    v.add_argument("--stray", help="stray-light profile: SIR .per file, or 'local' (mean Stokes I of the "
-                                   "surrounding pixels) [the control file's]")
-    v.add_argument("--stray-window", type=int, default=7, help="--stray local: window size in pixels, odd [7]")
-    v.add_argument("--stray-percent", type=float, help="stray-light fraction alpha [%%] [model 1's header]")
+    v.add_argument("--filling", type=float, help="filling factor f2 of component 2 [model 2's header]")
+    v.add_argument("--filling2", dest="filling", type=float, action=_RenamedFlag, help=argparse.SUPPRESS)
+    v.add_argument("--stray-profile", help="stray-light profile: SIR .per file, or 'local' (mean Stokes I of the "
+                                           "surrounding pixels) [the control file's]")
+    v.add_argument("--stray-window", type=int, default=7, help="--stray-profile local: window size in pixels, "
+                                                                "odd [7]")
+    v.add_argument("--stray", action=_StrayFlag, metavar="PERCENT",
+                   help="stray-light fraction alpha [%%] [model 1's header]")
+    v.add_argument("--stray-percent", dest="stray", type=float, action=_RenamedFlag, help=argparse.SUPPRESS)
     v.add_argument("--mask", help="boolean map (ny, nx) as .npy or FITS: nonzero = invert")
     v.add_argument("--sigma", type=float, help="noise of Stokes I in continuum units (replaces the S/N)")
     v.add_argument("--mu", type=float, help="heliocentric cosine [the control file's]")

@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .atmosphere import QuantityDict, canonical_name
 from .errors import input_errors
 
 __all__ = ["InversionConfig", "NodeTable", "NODE_PARAMETERS", "NODES_MAX"]
 
-#: Node-slot names, in control-file order (lines 15–22 for model 1, 23–30 for model 2).
-NODE_PARAMETERS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "vmac")
+#: Node-slot names, in control-file order (lines 15–22 for model 1, 23–30 for model 2): the Atmosphere's
+#: names (``macro``: the macroturbulence, SIR's line 22 "Invert macroturbulence 1?"; the old key ``vmac`` is
+#: accepted with a DeprecationWarning, :data:`pyinv.atmosphere.QUANTITY_ALIASES`).
+NODE_PARAMETERS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "macro")
 #: Internal value of ``*`` ("maximum") in a node field.
 NODES_MAX = 1000
 #: Largest number of cycles accepted (SIR runs a handful; the bound keeps per-cycle checks finite).
@@ -58,7 +61,7 @@ _LAYOUT: list[tuple[int, str, str, str]] = [
     (19, "nodes.vlos", "node", "Nodes for LOS velocity 1"),
     (20, "nodes.gamma", "node", "Nodes for gamma 1"),
     (21, "nodes.phi", "node", "Nodes for phi 1"),
-    (22, "nodes.vmac", "int*", "Invert macroturbulence 1?"),
+    (22, "nodes.macro", "int*", "Invert macroturbulence 1?"),
     (23, "nodes2.T", "node", "Nodes for temperature 2"),
     (24, "nodes2.Pe", "node", "Nodes for electr. press. 2"),
     (25, "nodes2.vmic", "node", "Nodes for microturb. 2"),
@@ -66,7 +69,7 @@ _LAYOUT: list[tuple[int, str, str, str]] = [
     (27, "nodes2.vlos", "node", "Nodes for LOS velocity 2"),
     (28, "nodes2.gamma", "node", "Nodes for gamma 2"),
     (29, "nodes2.phi", "node", "Nodes for phi 2"),
-    (30, "nodes2.vmac", "int*", "Invert macroturbulence 2?"),
+    (30, "nodes2.macro", "int*", "Invert macroturbulence 2?"),
     (31, "invert_filling", "int*", "Invert filling factor?"),
     (32, "invert_stray", "int*", "Invert stray light factor?"),
     (33, "mu", "real", "mu=cos (theta)"),
@@ -111,15 +114,19 @@ def _to_int(x: Any) -> int:
     return int(x)
 
 
-class NodeTable(dict):
+class NodeTable(QuantityDict):
     """Node counts per cycle, ``{parameter: (n_cycle1, n_cycle2, ...)}``.
 
     Calling it with a cycle number (1-based) gives that cycle's counts: ``cfg.nodes(2)`` →
-    ``{"T": 3, "Pe": 0, ...}`` (the last listed value repeats; unlisted parameters are 0).
+    ``{"T": 3, "Pe": 0, ...}`` (the last listed value repeats; unlisted parameters are 0). Keys are
+    :data:`NODE_PARAMETERS`; an old spelling (``"vmac"``) finds its canonical key with a DeprecationWarning.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, place="nodes", **kwargs)
+
     def __call__(self, cycle: int) -> dict[str, int]:
-        return {p: int(_pick(v, cycle, 0)) for p, v in self.items()}
+        return QuantityDict({p: int(_pick(v, cycle, 0)) for p, v in self.items()}, place="nodes")
 
 
 def _pick(values: tuple, cycle: int, default: Any) -> Any:
@@ -141,8 +148,9 @@ class InversionConfig:
         :func:`pyinv.synthesize` and :func:`pyinv.response_functions`).
     nodes, nodes2 : dict (stored as :class:`NodeTable`; ``cfg.nodes(cycle)`` gives one cycle's counts)
         Node counts per cycle for models 1 and 2, keyed by :data:`NODE_PARAMETERS` (``T``, ``Pe``,
-        ``vmic``, ``B``, ``vlos``, ``gamma``, ``phi``, ``vmac`` (0/1)); values an int or a sequence
-        (per cycle, the last repeats). Missing keys mean 0. :data:`NODES_MAX` (``*``) = maximum.
+        ``vmic``, ``B``, ``vlos``, ``gamma``, ``phi``, ``macro`` (0/1: invert the macroturbulence)); values an
+        int or a sequence (per cycle, the last repeats). Missing keys mean 0. :data:`NODES_MAX` (``*``) =
+        maximum. The old key ``vmac`` is accepted for ``macro``, with a DeprecationWarning.
     weights : 4 numbers or 4 sequences
         Weights of Stokes I, Q, U, V (per cycle if sequences), finite. A negative
         Q/U/V weight fits X/I (SIR's meaning; needs a positive I weight); I's weight must be >= 0.
@@ -214,6 +222,14 @@ class InversionConfig:
             d = getattr(self, attr) or {}
             if not isinstance(d, Mapping):
                 raise TypeError(f"{attr} must be a dict keyed by {NODE_PARAMETERS}")
+            if not isinstance(d, NodeTable):  # old spellings (vmac): their canonical names, with a warning
+                named = {}
+                for k, v in d.items():
+                    c = canonical_name(k, "nodes", stacklevel=4)
+                    if c in named:
+                        raise ValueError(f"{attr}: {k!r} and {c!r} are two spellings of one parameter (use {c!r})")
+                    named[c] = v
+                d = named
             unknown = set(d) - set(NODE_PARAMETERS)
             if unknown:
                 raise ValueError(f"{attr}: unknown parameter(s) {sorted(unknown)}; expected {NODE_PARAMETERS}")
@@ -222,8 +238,8 @@ class InversionConfig:
                 vals = _tuple_of(f"{attr}[{p!r}]", d.get(p), _to_int)
                 if any(v < -1 for v in vals):
                     raise ValueError(f"{attr}[{p!r}]: node counts must be >= -1, got {vals}")
-                if p == "vmac" and any(v not in (0, 1) for v in vals):
-                    raise ValueError(f"{attr}['vmac'] must be 0 or 1 per cycle, got {vals}")
+                if p == "macro" and any(v not in (0, 1) for v in vals):
+                    raise ValueError(f"{attr}['macro'] must be 0 or 1 per cycle, got {vals}")
                 norm[p] = vals
             setattr(self, attr, NodeTable(norm))
         w = list(self.weights)
@@ -288,7 +304,7 @@ class InversionConfig:
         """Refuse node counts beyond a depth grid of ``ndep`` points (ValueError naming the field)."""
         for attr in ("nodes", "nodes2"):
             for p, vals in getattr(self, attr).items():
-                if p == "vmac":
+                if p == "macro":
                     continue
                 for c in range(1, self.cycles + 1):
                     n = _pick(vals, c, 0)

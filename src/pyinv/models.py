@@ -115,7 +115,7 @@ def mmaltby(**columns: Any) -> Atmosphere:
 
 def default_guess() -> Atmosphere:
     """pyinv's default initial guess (spec-data-defaults §4): HSRA on the 53-point grid with
-    vmic = 1 km/s, B = 400 G, γ = 60°, φ = 30°, vlos = 0 and vmac = 0.5 km/s."""
+    vmic = 1 km/s, B = 400 G, γ = 60°, φ = 30°, vlos = 0 and macro = 0.5 km/s."""
     return hsra(vmic=1.0e5, B=400.0, gamma=60.0, phi=30.0, vlos=0.0, macro=0.5)
 
 

@@ -86,11 +86,13 @@ class SyntheticMap:
 
     def truth_map(self, name: str, log_tau: float = 0.0) -> np.ndarray:
         """A (ny, nx) map of a truth column at ``log_tau`` (linear in log τ), like
-        :meth:`pyinv.InversionResult.map`."""
-        from .atmosphere import COLUMNS
+        :meth:`pyinv.InversionResult.map`: the column's name (old spellings such as ``inclination`` with a
+        DeprecationWarning, :data:`pyinv.atmosphere.QUANTITY_ALIASES`)."""
+        from .atmosphere import COLUMNS, canonical_name
 
-        aliases = {"v": "vlos", "inclination": "gamma", "azimuth": "phi", "temperature": "T"}
-        key = aliases.get(name, name)
+        key = canonical_name(name, "map", known=COLUMNS)
+        if key not in COLUMNS[1:]:
+            raise KeyError(f"unknown truth map {name!r}; expected one of {COLUMNS[1:]}")
         col = COLUMNS.index(key)
         lt = self.truth[0, 0, :, 0]
         val = self.truth[..., col]

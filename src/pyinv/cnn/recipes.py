@@ -10,7 +10,7 @@ Training-set families (:mod:`pyinv.cnn.trainingdata`), targets from the generato
 
 * ``"pixels"``: independent random atmospheres (:func:`pyinv.cnn.random_atmospheres`): quiet Sun,
   plage, penumbra and umbra temperature stratifications (mixed with each other), 0–4 kG in every
-  orientation (both polarities), flows with gradients, vmic, vmac;
+  orientation (both polarities), flows with gradients, vmic, macro;
 * ``"sunspot"``: spatially structured maps of :func:`pyinv.synthetic.generate_map` (umbra, penumbra with
   Evershed flow, plage of both polarities, quiet Sun);
 

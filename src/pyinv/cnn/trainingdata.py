@@ -39,7 +39,7 @@ def random_atmospheres(n: int, rng: np.random.Generator, *, mu: float = 1.0, log
     cos γ (every orientation, both polarities) for half of the pixels and family-typical for the others
     (plage/umbra within 30° of the vertical, penumbra 40–80° from it, either polarity), drifting by up to
     ±6° per unit log τ; azimuth uniform in [0°, 180°); vlos = v₀ + v₁ log τ with v₀ ~ N(0, 1.5 km/s)
-    (penumbra 3 km/s) and v₁ ∈ [−1, 1] km/s, clipped to ±8 km/s; vmic 0–2 km/s; vmac 0.1–2.5 km/s.
+    (penumbra 3 km/s) and v₁ ∈ [−1, 1] km/s, clipped to ±8 km/s; vmic 0–2 km/s; macro 0.1–2.5 km/s.
     Pe from hydrostatic equilibrium at ``mu`` (top Pe mixed from the library models in log).
 
     Returns

@@ -17,8 +17,9 @@ from ..errors import input_errors
 # ``x`` (ndep, 7) in MODEL_COLUMNS order.
 # ---------------------------------------------------------------------------------------------------
 
-#: Inversion slots, in the engine's order (= pyinv.config.NODE_PARAMETERS): the model columns, then vmac.
-INV_SLOTS = MODEL_COLUMNS + ("vmac",)
+#: Inversion slots, in the engine's order (= pyinv.config.NODE_PARAMETERS): the model columns, then the
+#: macroturbulence (``macro``, the Atmosphere's name; the engine's own arguments call it vmac).
+INV_SLOTS = MODEL_COLUMNS + ("macro",)
 #: Jacobian providers of inv_cycle / inv_node_jacobian (fortran/nodes.f90 ``jac_*``).
 JAC_FINITE_DIFFERENCE, JAC_ANALYTIC = 0, 1
 

@@ -273,7 +273,7 @@ def kmeans_blocks(rows: Any, n: int, k: int, *, seed: int = 0, iterations: int =
 
 def library_prototypes() -> list[tuple[str, Atmosphere]]:
     """Guess models built from the packaged atmosphere library (spec-data-defaults §3), one per solar
-    feature, with a typical field (positive polarity, γ < 90°), vmic = 1 km/s and vmac = 0.5 km/s.
+    feature, with a typical field (positive polarity, γ < 90°), vmic = 1 km/s and macro = 0.5 km/s.
     Pe is put in hydrostatic equilibrium with pyinv's equation of state when the engine is available."""
     from .. import models
 

@@ -40,10 +40,10 @@ def _read_model_table(path: PathLike) -> tuple[list[float], np.ndarray]:
         k += 1
     if k >= len(lines):
         raise ValueError(f"{path}: empty model file")
-    head = _floats(lines[k], path, k + 1, "header line (vmac, filling factor, stray light)")
+    head = _floats(lines[k], path, k + 1, "header line (macroturbulence, filling factor, stray light)")
     if len(head) < 3:
         raise ValueError(f"{path}:{k + 1}: the header line must hold three numbers "
-                         f"(vmac [km/s], filling factor, stray light [%]), got {len(head)}")
+                         f"(macroturbulence [km/s], filling factor, stray light [%]), got {len(head)}")
     if len(head) > 3:
         raise ValueError(f"{path}:{k + 1}: the header line must hold three numbers, got {len(head)} "
                          "(is the header missing?)")
@@ -71,7 +71,7 @@ def read_sir_model(path: PathLike, errors: bool | None = None) -> Atmosphere | A
     Parameters
     ----------
     path : str or path-like
-        The file. Line 1: vmac [km/s], filling factor, stray light [%]; then one row per depth.
+        The file. Line 1: macroturbulence [km/s], filling factor, stray light [%]; then one row per depth.
     errors : bool, optional
         Return :class:`AtmosphereErrors` (no physical checks). Default: True when the file name
         ends with ``.err``.
@@ -137,7 +137,7 @@ def _model_row(r: np.ndarray) -> str:
 def write_sir_model(path: PathLike, atmos: Atmosphere | AtmosphereErrors, ncol: int = 11) -> None:
     """Write a model (or errors) in SIR's layout.
 
-    Header line list-directed (vmac [km/s], filling factor, stray light [%]), rows with SIR's format
+    Header line list-directed (macroturbulence [km/s], filling factor, stray light [%]), rows with SIR's format
     ``(1x,f7.4,1x,f8.1,1x,1pe12.5,1x,e10.3,1x,7(e11.4,1x))`` (mantissa 1–10 throughout, as SIR writes).
 
     Parameters

@@ -8,7 +8,7 @@ Modules (each concern in one place)
                (:class:`~pyinv.maps.synthesis.SynthesisPixels`, record ``SYNTHESIS_RECORD``).
 ``cube``       the input cube: axis order (:func:`load_cube`), normalisation checks (:func:`check_cube`).
 ``extras``     per-pixel second component and stray light (:class:`~pyinv.maps.extras.PixelExtras`,
-               ``stray="local"``).
+               ``stray_profile="local"``).
 ``pixel``      one pixel: the pixel problems (:class:`~pyinv.maps.pixel.PixelProblem`,
                :class:`~pyinv.maps.pixel.InversionPixels`, record ``INVERSION_RECORD``), the per-process
                :class:`~pyinv.maps.pixel.PixelSolver`, time limits, the starts of a chunk.

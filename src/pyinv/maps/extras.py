@@ -4,11 +4,11 @@ component (its guess and filling factor f₂) and the stray light (its profile a
 They travel to the workers by the same routes as the guesses: tables of distinct rows plus one row index
 per pixel, memory-mapped by local pool workers (:func:`pyinv.maps.pool.run_pixels`) and cut into
 self-contained sub-tables for tasks sent to other executors (:meth:`PixelExtras.subset`). Per pixel,
-:meth:`PixelExtras.kwargs` gives the keywords of :func:`pyinv.invert_pixel` (``guess2``, ``filling2``,
-``stray_profile``, ``stray_percent``); a run without a second component or stray light passes none of
-them, so solvers with the plain signature keep working.
+:meth:`PixelExtras.kwargs` gives the keywords of :func:`pyinv.invert_pixel` (``guess2``, ``filling``,
+``stray_profile``, ``stray``); a run without a second component or stray light passes none of them, so
+solvers with the plain signature keep working.
 
-Stray light (``pyinv.invert(..., stray=...)``) comes as one (4, nλ) profile for every pixel, a SIR
+Stray light (``pyinv.invert(..., stray_profile=...)``) comes as one (4, nλ) profile for every pixel, a SIR
 ``.per`` file, a cube of per-pixel profiles (ny, nx, 4, nλ), or ``"local"``: for each pixel the mean
 Stokes I of the pixels around it in a square window (the pixel itself excluded; Q, U, V zero), the way
 Hinode/SP users build the stray-light (non-magnetic) profile of each pixel. Profiles are stored as a
@@ -34,13 +34,17 @@ __all__ = ["PixelExtras", "component2_guesses", "map_extras", "DEFAULT_STRAY_WIN
 
 #: log τ values of component 2 must equal component 1's within this (SIR model files carry 4 decimals).
 LOG_TAU_TOL = 1e-4
-#: f₂ of fallback pixels (a guess2 cube whose model of the pixel is missing) when filling2 is not given.
+#: f₂ of fallback pixels (a guess2 cube whose model of the pixel is missing) when ``filling`` is not given.
 FALLBACK_FILLING2 = 0.5
 
 
 @dataclass
 class PixelExtras:
     """Second component and stray light of every pixel (raster order), as tables plus row indices.
+
+    The attribute names are the store's (and the fingerprints of existing checkpoints hash them): ``filling2``
+    holds component 2's filling factor (the ``filling=`` of :func:`pyinv.invert_pixel`), ``stray_percent``
+    α (its ``stray=``), ``stray`` the profiles (its ``stray_profile=``).
 
     Attributes
     ----------
@@ -49,11 +53,11 @@ class PixelExtras:
     index2 : ndarray of int32 (npix,) or None
         Row of ``table2`` per pixel.
     filling2 : ndarray (npix,) or None
-        f₂ per pixel; NaN = the guess's header value (``invert_pixel(filling2=None)``).
+        f₂ per pixel; NaN = the guess's header value (``invert_pixel(filling=None)``).
     stray, stray_index : ndarray (ms, 4, nλ) or (ms, 1, nλ), int32 (npix,) or None
         Stray-light profiles (or their Stokes I alone, Q, U, V being zero) and the row per pixel.
     stray_percent : ndarray (npix,) or None
-        α [%] per pixel; NaN = component 1's guess header value (``invert_pixel(stray_percent=None)``).
+        α [%] per pixel; NaN = component 1's guess header value (``invert_pixel(stray=None)``).
     """
 
     table2: np.ndarray | None = None
@@ -107,14 +111,14 @@ class PixelExtras:
             m, f, s = (float(v) for v in self.header2[r])
             kw["guess2"] = Atmosphere.from_array(np.array(self.table2[r]), macro=m, filling=f, stray=s)
             f2 = float(self.filling2[p])
-            kw["filling2"] = f2 if np.isfinite(f2) else None
+            kw["filling"] = f2 if np.isfinite(f2) else None
         if self.stray is not None:
             row = np.asarray(self.stray[int(self.stray_index[p])], dtype=np.float64)
             prof = np.zeros((4, row.shape[-1]))
             prof[:row.shape[0]] = row  # a table of Stokes I only ("local"): Q, U, V zero
             kw["stray_profile"] = prof
             a = float(self.stray_percent[p])
-            kw["stray_percent"] = a if np.isfinite(a) else None
+            kw["stray"] = a if np.isfinite(a) else None
         return kw
 
 
@@ -164,7 +168,7 @@ def component2_guesses(guess2: Any, ny: int, nx: int) -> tuple[np.ndarray, np.nd
         if atm.shape[-1] == 8:
             atm = np.concatenate([atm, np.zeros(atm.shape[:-1] + (3,))], axis=-1)
         hdr = np.empty(atm.shape[:2] + (3,))
-        hdr[..., 0], hdr[..., 1], hdr[..., 2] = 0.5, 1.0, 0.0  # no header: f2 must come from filling2
+        hdr[..., 0], hdr[..., 1], hdr[..., 2] = 0.5, 1.0, 0.0  # no header: f2 must come from `filling`
         what = "cube"
     else:
         a = as_atmosphere(g, "guess2")
@@ -211,7 +215,7 @@ def _inverted_in_any_cycle(config: Any, name: str) -> bool:
     return any(int(config.value(name, c) or 0) != 0 for c in range(1, ncyc + 1))
 
 
-def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, stray_percent: Any,
+def map_extras(*, guess2: Any, filling: Any, stray_profile: Any, stray_window: Any, stray: Any,
                data: np.ndarray, grid: Any, config: Any, table: np.ndarray, header: np.ndarray,
                gindex: np.ndarray, valid: np.ndarray, usable: np.ndarray) -> tuple[PixelExtras, dict]:
     """Validate the second-component and stray-light arguments of :func:`pyinv.invert` and build the
@@ -219,19 +223,19 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
 
     Parameters
     ----------
-    guess2, filling2, stray, stray_window, stray_percent :
+    guess2, filling, stray_profile, stray_window, stray :
         As given to :func:`pyinv.invert`.
     data : ndarray (ny, nx, 4, nλ)
         The map.
     grid, config :
-        The wavelength grid and the inversion configuration (``stray_file`` is used when ``stray`` is
-        None; ``invert_stray`` needs α ≠ 0 and a profile).
+        The wavelength grid and the inversion configuration (``stray_file`` is used when ``stray_profile``
+        is None; ``invert_stray`` needs α ≠ 0 and a profile).
     table, header, gindex :
         The component-1 guess table (nmod, ndep, 11), its header (nmod, 3) and rows per pixel (npix, nstart).
     valid : bool (ny, nx)
         Pixels that will be inverted (only their values are checked).
     usable : bool (ny, nx)
-        Pixels whose Stokes I may enter ``stray="local"`` means.
+        Pixels whose Stokes I may enter ``stray_profile="local"`` means.
 
     Returns
     -------
@@ -248,8 +252,9 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
     info: dict[str, Any] = {}
     # ---------------------------------------------------------------- second component
     if guess2 is None:
-        if filling2 is not None:
-            raise ValueError(f"filling2={filling2!r} is given but there is no second component (guess2=None)")
+        if filling is not None:
+            raise ValueError(f"filling={filling!r} (f2 of component 2) is given but there is no second component "
+                             "(guess2=None)")
         # as invert_pixel refuses them, but once for the map instead of a failed (status 103) pixel each
         check_mixing_settings(config, two_components=False)
     else:
@@ -274,58 +279,58 @@ def map_extras(*, guess2: Any, filling2: Any, stray: Any, stray_window: Any, str
                 raise ValueError(f"guess2: component 2 must be on component 1's log tau grid; at pixel "
                                  f"({p // nx}, {p % nx}) depth point {j} has log tau = {lt2[k, j]:g}, component 1 "
                                  f"{lt1[k, j]:g}")
-        if filling2 is None:
+        if filling is None:
             f2 = np.full(npix, np.nan)
             hf = h2[i2, 1]
             bad = vflat & ~((hf > 0) & (hf < 1))
             if bad.any():
                 p = int(np.argmax(bad))
-                raise ValueError(f"filling2 is None and guess2's header filling factor is {float(hf[p])!r} at pixel "
-                                 f"({p // nx}, {p % nx}): pass filling2= (f2 in (0, 1)) or a guess2 whose header "
+                raise ValueError(f"filling is None and guess2's header filling factor is {float(hf[p])!r} at pixel "
+                                 f"({p // nx}, {p % nx}): pass filling= (f2 in (0, 1)) or a guess2 whose header "
                                  "holds f2")
         else:
-            f2 = per_pixel_map("filling2", filling2, ny, nx).reshape(-1)
-            _first_bad("filling2", f2, vflat & ~((f2 > 0) & (f2 < 1)), ny, nx, "the filling factor f2 must lie in (0, 1)")
+            f2 = per_pixel_map("filling", filling, ny, nx).reshape(-1)
+            _first_bad("filling", f2, vflat & ~((f2 > 0) & (f2 < 1)), ny, nx, "the filling factor f2 must lie in (0, 1)")
         ex.table2, ex.header2, ex.index2, ex.filling2 = t2, h2, i2, np.ascontiguousarray(f2)
         info["guess2"] = what
-        info["filling2"] = None if filling2 is None else ("scalar" if np.ndim(filling2) == 0 else "map")
+        info["filling"] = None if filling is None else ("scalar" if np.ndim(filling) == 0 else "map")
     # ---------------------------------------------------------------- stray light
-    explicit = stray is not None
-    if stray is None and getattr(config, "stray_file", None):
-        stray = config.resolve("stray_file")
+    explicit = stray_profile is not None
+    if stray_profile is None and getattr(config, "stray_file", None):
+        stray_profile = config.resolve("stray_file")
         info["stray_from"] = "config.stray_file"
-    if stray is None:
-        if stray_percent is not None:
-            raise ValueError(f"stray_percent={stray_percent!r} is given but there is no stray-light profile "
-                             "(stray=None and no stray_file in the configuration)")
+    if stray_profile is None:
+        if stray is not None:
+            raise ValueError(f"stray={stray!r} (the stray-light fraction [%]) is given but there is no stray-light "
+                             "profile (stray_profile=None and no stray_file in the configuration)")
         check_mixing_settings(config, has_stray=False)
     else:
-        st, si, what = stray_table(stray, data, grid, window=stray_window, usable=usable, needed=valid)
-        if stray_percent is None:
+        st, si, what = stray_table(stray_profile, data, grid, window=stray_window, usable=usable, needed=valid)
+        if stray is None:
             alpha = np.full(npix, np.nan)
             # every start of an inverted pixel takes its own header value
             g1 = np.asarray(gindex)
             for s in range(g1.shape[1]):
                 use = vflat & (g1[:, s] >= 0)
                 hs = np.where(use, header[np.maximum(g1[:, s], 0), 2], 0.5)
-                _check_alpha("stray_percent (from the guess's header)", hs, use, config, ny, nx,
-                             ": pass stray_percent= or a guess whose header holds it")
+                _check_alpha("stray (from the guess's header)", hs, use, config, ny, nx,
+                             ": pass stray= or a guess whose header holds it")
                 if not _inverted_in_any_cycle(config, "invert_stray") and explicit and use.any() and (
                         hs[use] == 0).all():
-                    raise ValueError(f"stray={what!r} is given but alpha is 0 for every pixel (stray_percent=None "
+                    raise ValueError(f"stray_profile={what!r} is given but alpha is 0 for every pixel (stray=None "
                                      "takes the guess's header value, 0 here) and it is not inverted: the stray "
-                                     "light would have no effect; pass stray_percent=")
+                                     "light would have no effect; pass stray= (alpha [%])")
         else:
-            alpha = per_pixel_map("stray_percent", stray_percent, ny, nx).reshape(-1)
-            _check_alpha("stray_percent", alpha, vflat, config, ny, nx)
+            alpha = per_pixel_map("stray", stray, ny, nx).reshape(-1)
+            _check_alpha("stray", alpha, vflat, config, ny, nx)
         ex.stray, ex.stray_index, ex.stray_percent = st, si, np.ascontiguousarray(alpha)
-        info["stray"] = what
-        info["stray_percent"] = None if stray_percent is None else ("scalar" if np.ndim(stray_percent) == 0 else "map")
+        info["stray_profile"] = what
+        info["stray"] = None if stray is None else ("scalar" if np.ndim(stray) == 0 else "map")
     return ex, info
 
 
 # ------------------------------------------------------------------------------------------------ stray light
-#: Default side of the ``stray="local"`` window [pixels]: 7 pixels ≈ 1.1″ on Hinode/SP's 0.16″ pixels,
+#: Default side of the ``stray_profile="local"`` window [pixels]: 7 pixels ≈ 1.1″ on Hinode/SP's 0.16″ pixels,
 #: close to the ~1″ box of the Hinode quiet-Sun inversions (Orozco Suárez et al. 2007). A 3-pixel
 #: window mostly averages the pixel's own (magnetic) neighbours, which is not stray light.
 DEFAULT_STRAY_WINDOW = 7
@@ -406,14 +411,14 @@ def _local_mean_i(cube: np.ndarray, window: int, usable: np.ndarray | None) -> t
     return out, n
 
 
-def stray_table(stray: Any, cube: np.ndarray, grid: WavelengthGrid, *, window: Any = DEFAULT_STRAY_WINDOW,
+def stray_table(stray_profile: Any, cube: np.ndarray, grid: WavelengthGrid, *, window: Any = DEFAULT_STRAY_WINDOW,
                 usable: np.ndarray | None = None, needed: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Validate ``stray`` of :func:`pyinv.invert` and turn it into a table plus a row per pixel.
+    """Validate ``stray_profile`` of :func:`pyinv.invert` and turn it into a table plus a row per pixel.
 
     Parameters
     ----------
-    stray : (4, nλ) array, SIR ``.per`` path, (ny, nx, 4, nλ) array or ``"local"``
+    stray_profile : (4, nλ) array, SIR ``.per`` path, (ny, nx, 4, nλ) array or ``"local"``
     cube : ndarray (ny, nx, 4, nλ)
         The observed map (for ``"local"`` and the shapes).
     grid : WavelengthGrid
@@ -439,6 +444,7 @@ def stray_table(stray: Any, cube: np.ndarray, grid: WavelengthGrid, *, window: A
         Wrong shape, wavelengths that differ from the grid, non-finite values where a pixel is inverted,
         a bad window, a ``"local"`` pixel without any usable neighbour.
     """
+    stray = stray_profile
     ny, nx = cube.shape[:2]
     nwav = grid.nwav
     sel = np.ones((ny, nx), bool) if needed is None else np.asarray(needed, bool)
@@ -447,34 +453,34 @@ def stray_table(stray: Any, cube: np.ndarray, grid: WavelengthGrid, *, window: A
         lonely = sel & (n == 0)
         if lonely.any():
             y, x = (int(v) for v in np.argwhere(lonely)[0])
-            raise ValueError(f"stray='local' (stray_window={int(window)}): pixel ({y}, {x}) has no usable "
+            raise ValueError(f"stray_profile='local' (stray_window={int(window)}): pixel ({y}, {x}) has no usable "
                              f"neighbour in its window ({int(lonely.sum())} such pixel(s)); use a larger "
                              "stray_window or mask them")
         # Stokes I only (Q, U, V are zero): a quarter of the memory of full profiles
         return (mean_i.reshape(ny * nx, 1, nwav), np.arange(ny * nx, dtype=np.int32),
                 f"local(window={int(window)})")
     if isinstance(stray, str) and not os.path.exists(stray) and not stray.lower().endswith(".per"):
-        raise ValueError(f"stray={stray!r}: expected 'local', a SIR .per file, a (4, nλ) profile or a "
+        raise ValueError(f"stray_profile={stray!r}: expected 'local', a SIR .per file, a (4, nλ) profile or a "
                          "(ny, nx, 4, nλ) cube of profiles")
     if isinstance(stray, (str, os.PathLike)):
         if not os.path.isfile(stray):
-            raise ValueError(f"stray={os.fspath(stray)!r}: no such stray-light file")
+            raise ValueError(f"stray_profile={os.fspath(stray)!r}: no such stray-light file")
         return stray_profile_on_grid(stray, grid)[None], np.zeros(ny * nx, np.int32), os.fspath(stray)
     a = np.asarray(stray)
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-        raise ValueError(f"stray must be a real array, got dtype {a.dtype}")
+        raise ValueError(f"stray_profile must be a real array, got dtype {a.dtype}")
     a = a.astype(np.float64)
     if a.ndim == 2:
         if a.shape != (4, nwav):
-            raise ValueError(f"stray must have shape (4, {nwav}) (I, Q, U, V on the grid) or ({ny}, {nx}, 4, "
+            raise ValueError(f"stray_profile must have shape (4, {nwav}) (I, Q, U, V on the grid) or ({ny}, {nx}, 4, "
                              f"{nwav}), got {a.shape}")
         return stray_profile_on_grid(a, grid)[None], np.zeros(ny * nx, np.int32), "profile"
     if a.shape != (ny, nx, 4, nwav):
-        raise ValueError(f"stray must have shape (4, {nwav}) or (ny, nx, 4, nλ) = {(ny, nx, 4, nwav)}, got "
+        raise ValueError(f"stray_profile must have shape (4, {nwav}) or (ny, nx, 4, nλ) = {(ny, nx, 4, nwav)}, got "
                          f"{a.shape}")
     bad = sel & ~np.isfinite(a).all(axis=(2, 3))
     if bad.any():
         y, x = (int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"stray: the profile of pixel ({y}, {x}) contains NaN or infinite values "
+        raise ValueError(f"stray_profile: the profile of pixel ({y}, {x}) contains NaN or infinite values "
                          f"({int(bad.sum())} inverted pixel(s) affected)")
     return np.ascontiguousarray(a.reshape(ny * nx, 4, nwav)), np.arange(ny * nx, dtype=np.int32), "cube"

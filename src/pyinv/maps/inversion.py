@@ -10,6 +10,7 @@ for the fingerprints of every input, runs the pending pixels (:func:`pyinv.maps.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atmosphere import deprecated_name, renamed_keywords
 from ..config import InversionConfig
 from ..engine import PACKAGE_VERSION
 from ..errors import input_errors
@@ -39,14 +41,50 @@ __all__ = ["invert", "invert_map", "solver_for", "FALLBACK_SERIAL_PIXELS"]
 FALLBACK_SERIAL_PIXELS = 4
 
 
+def _old_stray_keywords(fn):
+    """Before issue 18 ``pyinv.invert``'s ``stray=`` was the stray-light profile and ``stray_percent=`` α: a
+    call with both passes the profile as ``stray_profile=`` (here) and α as ``stray=`` (by
+    :func:`pyinv.atmosphere.renamed_keywords`), each with a DeprecationWarning. ``stray=`` alone is sorted out
+    by :func:`_stray_arguments` once the map's shape is known."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if "stray_percent" in kwargs and "stray" in kwargs and "stray_profile" not in kwargs:
+            deprecated_name("stray", "stray_profile",
+                            f"{fn.__qualname__}() keyword argument (the stray-light profile)", stacklevel=2)
+            kwargs["stray_profile"] = kwargs.pop("stray")
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def _stray_arguments(stray_profile: Any, stray: Any, ny: int, nx: int, nwav: int, config: InversionConfig
+                     ) -> tuple[Any, Any]:
+    """``(stray_profile, stray)`` of :func:`invert`. A ``stray`` without ``stray_profile`` that can only be a
+    profile (a file name or ``"local"``, a (4, nλ) array that is no (ny, nx) map, or a cube of profiles) is the
+    profile of a call written before issue 18, when ``stray=`` named it: taken as ``stray_profile``, with a
+    DeprecationWarning. (A (4, nλ) array on a map of 4 × nλ pixels is α, unless the configuration has no
+    ``stray_file``: α without a profile would be refused.)"""
+    if stray_profile is not None or stray is None:
+        return stray_profile, stray
+    shape = None if isinstance(stray, (str, os.PathLike)) else np.shape(stray)
+    legacy = shape is None or len(shape) in (3, 4) or (
+        shape == (4, nwav) and (shape != (ny, nx) or not config.stray_file))
+    if not legacy:
+        return None, stray
+    deprecated_name("stray", "stray_profile", "pyinv.invert() keyword argument (the stray-light profile)",
+                    stacklevel=4)
+    return stray, None
+
+
+@_old_stray_keywords
+@renamed_keywords
 @input_errors
 def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig | None, *, init: Any = "single",
            guess: Any = None, mask: Any = None, sigma: Any = None, mu: float | None = None, psf: Any = None,
            abundances: Any = None, axes: str = "yxsl", executor: Any = None, workers: int | None = None,
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
            time_limit: float | None = None, retries: int = 2, check: bool = True, nlte: Any = None,
-           guess2: Any = None, filling2: Any = None, stray: Any = None, stray_window: int | None = None,
-           stray_percent: Any = None) -> InversionResult:
+           guess2: Any = None, filling: Any = None, stray_profile: Any = None, stray_window: int | None = None,
+           stray: Any = None) -> InversionResult:
     """Invert every pixel of a Stokes map; each pixel's result is exactly what
     :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
 
@@ -114,23 +152,28 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
         (ny, nx, ndep, 8|11), an InversionResult or its FITS file with a second component: its
         ``atmospheres2``, ``macro2`` and ``filling2``). Pixels a cube has no model for (NaN) start from
         the packaged quiet-Sun guess with f₂ = 0.5. It must be on component 1's log τ grid.
-    filling2 : float or array (ny, nx), optional
+    filling : float or array (ny, nx), optional
         Filling factor f₂ ∈ (0, 1) of component 2 (the start when ``config.invert_filling``); None takes
-        guess2's header value (SIR: model 2's header), which must then lie in (0, 1).
-    stray : array (4, nλ), array (ny, nx, 4, nλ), SIR .per path or "local", optional
+        guess2's header value (SIR: model 2's header), which must then lie in (0, 1). The result holds it
+        as ``filling2`` (component 2's counterpart of ``filling``). Old spelling ``filling2=`` (accepted
+        with a DeprecationWarning).
+    stray_profile : array (4, nλ), array (ny, nx, 4, nλ), SIR .per path or "local", optional
         Stray-light profile mixed in as I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray (not convolved):
         one profile for every pixel (array or .per file on the grid's wavelengths), one per pixel, or
         ``"local"``: per pixel the mean Stokes I of the surrounding pixels in a square window of
         ``stray_window`` pixels (the pixel itself excluded; at the map's edges only the pixels inside
         the map; pixels with non-finite or unusable profiles — see ``check`` — never contribute, masked
         pixels with good profiles do), Q, U, V zero (:func:`pyinv.maps.extras.local_stray_profiles`).
-        None takes the configuration's ``stray_file`` when set.
+        None takes the configuration's ``stray_file`` when set. (Before issue 18 this was ``stray=``; a
+        ``stray`` that can only be a profile is still taken as one, with a DeprecationWarning.)
     stray_window : int, optional
         Side of the ``"local"`` window [pixels], odd and >= 3; default
         :data:`pyinv.maps.extras.DEFAULT_STRAY_WINDOW` (7 ≈ 1.1″ on Hinode/SP).
-    stray_percent : float or array (ny, nx), optional
+    stray : float or array (ny, nx), optional
         Stray-light fraction α [%] in [0, 100) (the start when ``config.invert_stray``); None takes
         component 1's guess header value (SIR: model 1's header). Inverting the stray light needs α ≠ 0.
+        The result holds it as ``stray``. Old spelling ``stray_percent=`` (accepted with a
+        DeprecationWarning).
 
     Returns
     -------
@@ -158,8 +201,8 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     return invert_map(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
                       abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
                       checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
-                      solver=solver_for(nlte), check=check, guess2=guess2, filling2=filling2, stray=stray,
-                      stray_window=stray_window, stray_percent=stray_percent)
+                      solver=solver_for(nlte), check=check, guess2=guess2, filling=filling,
+                      stray_profile=stray_profile, stray_window=stray_window, stray=stray)
 
 
 def solver_for(nlte: Any) -> Any:
@@ -185,12 +228,14 @@ def _is_nlte(solver: Any) -> bool:
     return isinstance(solver, NlteSolver)
 
 
+@_old_stray_keywords
+@renamed_keywords
 def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionConfig | None, *, init: Any,
                guess: Any, mask: Any, sigma: Any, mu: float | None, psf: Any, abundances: Any, axes: str,
                executor: Any, workers: int | None, chunk: int | None, checkpoint: str | os.PathLike | None,
                progress: Any, time_limit: float | None, retries: int, solver: Any, check: bool = True,
-               guess2: Any = None, filling2: Any = None, stray: Any = None, stray_window: int | None = None,
-               stray_percent: Any = None) -> InversionResult:
+               guess2: Any = None, filling: Any = None, stray_profile: Any = None, stray_window: int | None = None,
+               stray: Any = None) -> InversionResult:
     """:func:`invert` with the pixel solver given (``solver``: ``"module:function"`` or a picklable callable
     with :func:`pyinv.invert_pixel`'s signature, see :class:`pyinv.maps.pixel.InversionPixels`; :func:`invert`
     passes :func:`solver_for` of its ``nlte``) and every option spelled out; the other arguments are
@@ -234,14 +279,16 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
             raise ValueError(f"mask must be boolean (True = invert the pixel), got dtype {sel.dtype}")
     if isinstance(retries, bool) or int(retries) < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
-    local_stray = isinstance(stray, str) and stray.lower() == "local"
+    stray_profile, stray = _stray_arguments(stray_profile, stray, ny, nx, nwav, config)
+    local_stray = isinstance(stray_profile, str) and stray_profile.lower() == "local"
     if stray_window is not None:
         check_stray_window(stray_window)
         if not local_stray:
-            raise ValueError(f"stray_window={stray_window!r} is only used with stray='local', got stray={stray!r}")
-    if _is_nlte(solver) and (guess2 is not None or stray is not None or filling2 is not None
-                             or stray_percent is not None):
-        raise ValueError("a second component (guess2/filling2) and stray light (stray/stray_percent) are only "
+            raise ValueError(f"stray_window={stray_window!r} is only used with stray_profile='local', got "
+                             f"stray_profile={stray_profile!r}")
+    if _is_nlte(solver) and (guess2 is not None or stray_profile is not None or filling is not None
+                             or stray is not None):
+        raise ValueError("a second component (guess2/filling) and stray light (stray_profile/stray) are only "
                          "supported by the LTE solver (nlte=None)")
     snr = np.full((ny, nx), np.nan) if sigma is None else 1.0 / per_pixel_map("sigma", sigma, ny, nx, positive=True)
     summary = pixel_summary(data)  # in blocks: no temporary of the cube's size
@@ -269,8 +316,8 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
     ncyc = max(1, int(config.cycles))
     usable = summary["finite"] & ~summary["nonpositive"] & ~summary["huge"]
     extras, extras_info = map_extras(
-        guess2=guess2, filling2=filling2, stray=stray,
-        stray_window=(DEFAULT_STRAY_WINDOW if stray_window is None else stray_window), stray_percent=stray_percent,
+        guess2=guess2, filling=filling, stray_profile=stray_profile,
+        stray_window=(DEFAULT_STRAY_WINDOW if stray_window is None else stray_window), stray=stray,
         data=data, grid=grid, config=config, table=gs.table, header=gs.header, gindex=gs.index, valid=valid,
         usable=usable)
     if solver == "pyinv:invert_pixel":  # settings invert_pixel cannot honour: refused once, not per pixel
@@ -368,8 +415,8 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
                                   sigma=sigma, mu=mu, psf=psf, abundances=abundances, axes="yxsl", executor=ex,
                                   workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
                                   time_limit=time_limit, retries=retries, solver=solver, guess2=guess2,
-                                  filling2=filling2, stray=stray, stray_window=stray_window,
-                                  stray_percent=stray_percent)
+                                  filling=filling, stray_profile=stray_profile, stray_window=stray_window,
+                                  stray=stray)
             res = finish(res, rerun)
             res.provenance["seconds"] = time.perf_counter() - t_start
         return res

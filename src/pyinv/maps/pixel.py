@@ -45,8 +45,9 @@ INVERSION_RECORD = Record(
     Field("seconds", "f4", result="seconds"),                             # wall time of the pixel in its worker
     # against the noise model (≈ 1 at the noise level)
     Field("chi2_reduced", "f8", result="chi2_reduced", optional=True),
-    Field("filling2", "f8", result="filling2", optional=True),            # f2 of the result (NaN: one component)
-    Field("stray_percent", "f8", result="stray_percent", optional=True),  # alpha [%] (NaN: no stray light)
+    # component 2's filling factor f2 (NaN: one component); alpha [%] is component 1's header stray (files and
+    # stores of pyinv before issue 18 also held it as "stray_percent", a copy that is no longer written)
+    Field("filling2", "f8", result="filling2", optional=True),
     Field("atmos2", "f8", ("ndep", 11), result="atmospheres2", optional=True),  # component 2 (ncomp = 2 only)
     Field("header2", "f8", (3,), result=("macro2", None, None), optional=True),  # its macro, filling, stray
     Field("errors2", "f8", ("ndep", 11), result="errors2", optional=True),
@@ -167,8 +168,8 @@ class InversionPixels(PixelProblem):
     ``solver(stokes, guess, lines, grid, config, *, mu, psf, abundances)`` returning an object with
     ``.atmosphere``, ``.fit``, ``.chi2``, ``.iterations``, ``.status`` and ``.errors``. A map with a
     second component or stray light also passes the keywords of :meth:`pyinv.maps.extras.PixelExtras.kwargs`
-    (``guess2``, ``filling2``, ``stray_profile``, ``stray_percent``) and reads ``.atmosphere2``,
-    ``.errors2``, ``.filling2`` and ``.stray_percent`` of the result when present.
+    (``guess2``, ``filling``, ``stray_profile``, ``stray``) and reads ``.atmosphere2``, ``.errors2`` and
+    ``.filling2`` of the result when present (α is the ``stray`` of ``.atmosphere``'s header).
     """
 
     lines: Any
@@ -266,7 +267,6 @@ class InversionSolver(PixelSolver):
         rec["rescue"] = int(getattr(res, "rescue", 0) or 0)
         _errors_into(getattr(res, "errors", None), ndep, rec, "errors", "errors_header")
         rec["filling2"] = _optional_float(getattr(res, "filling2", None))
-        rec["stray_percent"] = _optional_float(getattr(res, "stray_percent", None))
         atm2 = getattr(res, "atmosphere2", None)
         if int(self.problem.ncomp) == 2:
             if atm2 is None:

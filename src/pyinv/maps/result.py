@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..atmosphere import COLUMNS, Atmosphere, AtmosphereErrors
+from ..atmosphere import COLUMNS, Atmosphere, AtmosphereErrors, canonical_name
 from ..status import MAP_CODES, describe, status_name
 from .pixel import COMPONENT2, INVERSION_RECORD
 from .store import Dims
@@ -21,14 +21,15 @@ __all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES"]
 #: (:func:`pyinv.status.describe` or pyinv.physics.inversion.status_message(code) give the text).
 STATUS_CODES = {code: describe(code) for code in MAP_CODES}
 
-_ALIASES = {"t": "T", "temperature": "T", "pe": "Pe", "vmic": "vmic", "b": "B", "field": "B",
-            "vlos": "vlos", "v": "vlos", "velocity": "vlos", "gamma": "gamma", "inclination": "gamma",
-            "γ": "gamma", "phi": "phi", "azimuth": "phi", "φ": "phi", "z": "z", "pg": "Pg", "rho": "rho"}
-#: Names accepted by :meth:`InversionResult.map` (depth-dependent columns; aliases in parentheses:
-#: inclination = gamma, azimuth = phi, v = vlos, temperature = T) and the per-pixel scalars.
+#: Names accepted by :meth:`InversionResult.map`: the depth-dependent columns and the per-pixel scalars, by
+#: their attribute names (the Atmosphere's names; ``macro2``, ``filling2``: component 2's). Old spellings
+#: (``inclination``, ``azimuth``, ``v``, ``temperature``, ``stray_percent``, ...) are accepted with a
+#: DeprecationWarning through :data:`pyinv.atmosphere.QUANTITY_ALIASES`.
 MAP_NAMES = ("T", "Pe", "vmic", "B", "vlos", "gamma", "phi", "z", "Pg", "rho", "macro", "filling", "stray",
-             "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2", "stray_percent", "rescue")
+             "chi2", "chi2_reduced", "status", "iterations", "macro2", "filling2", "rescue")
 _SCALARS = MAP_NAMES[MAP_NAMES.index("macro"):]
+#: The per-pixel scalars of component 2 (``map(name, component=2)``).
+_SCALARS2 = {"macro": "macro2", "filling": "filling2", "stray": "stray"}
 
 
 @dataclass(eq=False)
@@ -42,7 +43,9 @@ class InversionResult:
         Inverted model atmospheres in SIR's column order (:data:`pyinv.atmosphere.COLUMNS`: log τ, T, Pe,
         vmic, B, vlos, γ, φ, z, Pg, ρ) and SIR units; NaN for pixels without a result.
     macro, filling, stray : ndarray (ny, nx)
-        Macroturbulence [km/s], filling factor, stray-light fraction [%].
+        Component 1's header: macroturbulence [km/s], filling factor (1 − f₂ with two components),
+        stray-light fraction α [%] (SIR's model-1 header; the α of the fit when stray light was mixed).
+        ``stray_percent``, the old name of ``stray``, gives it too (with a DeprecationWarning).
     fits : ndarray (ny, nx, 4, nλ)
         Synthetic profiles of the inverted atmospheres (the fits).
     chi2 : ndarray (ny, nx)
@@ -72,10 +75,10 @@ class InversionResult:
     provenance : dict
         pyinv version, date, configuration text, input shapes, init strategy, executor, timings.
     filling2 : ndarray (ny, nx)
-        Filling factor f₂ of component 2 in the result; NaN where there is no second component or no
-        result. (``filling`` is component 1's header value, 1 − f₂ with two components.)
-    stray_percent : ndarray (ny, nx)
-        Stray-light fraction α [%] of the result; NaN without stray light or without a result.
+        Filling factor f₂ of component 2 in the result (model 2's header); NaN where there is no second
+        component or no result. (``filling`` is component 1's header value, 1 − f₂ with two components.)
+        The suffix 2 marks component 2's counterpart of a component-1 attribute (``atmospheres2``,
+        ``macro2``, ``filling2``, ``errors2``): it is the ``filling=`` given to :func:`pyinv.invert`.
     atmospheres2 : ndarray (ny, nx, ndep, 11) or None
         Component-2 models (same layout as ``atmospheres``); None for a one-component inversion.
     macro2 : ndarray (ny, nx) or None
@@ -106,6 +109,13 @@ class InversionResult:
     def ncomp(self) -> int:
         """Number of magnetic components (2 when ``atmospheres2`` is set)."""
         return 1 if self.atmospheres2 is None else 2
+
+    def __getattr__(self, name: str) -> Any:
+        # old attribute names (stray_percent): their canonical attribute, with a DeprecationWarning
+        new = canonical_name(name, "attribute", known=self.__dataclass_fields__) if not name.startswith("_") else name
+        if new != name:
+            return getattr(self, new)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -147,7 +157,10 @@ class InversionResult:
         if tried:
             lines.append(f"rescue (second descent of fits far from the noise): tried on {tried} pixels, kept on "
                          f"{int(np.count_nonzero(np.asarray(self.rescue) == 2))}")
-        for name, label in (("filling2", "filling factor f2 of component 2"), ("stray_percent", "stray light alpha [%]")):
+        mixed = [("filling2", "filling factor f2 of component 2")]
+        if "stray" in self.provenance:  # a map with stray light (pyinv.invert's provenance)
+            mixed.append(("stray", "stray light alpha [%]"))
+        for name, label in mixed:
             v = np.asarray(getattr(self, name))[self.status == 0]
             v = v[np.isfinite(v)]
             if v.size:
@@ -163,20 +176,28 @@ class InversionResult:
         ----------
         name : str
             ``T``, ``vlos``, ``B``, ``gamma`` (inclination), ``phi`` (azimuth), ``vmic``, ``Pe``, ``z``,
-            ``Pg``, ``rho`` (aliases: temperature, v, inclination, azimuth, γ, φ); or a per-pixel
-            scalar (``macro``, ``filling``, ``stray``, ``chi2``, ``chi2_reduced``, ``status``, ``iterations``,
-            ``macro2``, ``filling2`` (f₂), ``stray_percent`` (α [%])), for which ``log_tau`` is ignored.
+            ``Pg``, ``rho``; or a per-pixel scalar (``macro``, ``filling``, ``stray`` (α [%]), ``chi2``,
+            ``chi2_reduced``, ``status``, ``iterations``, ``macro2``, ``filling2`` (f₂), ``rescue``), for which
+            ``log_tau`` is ignored. Old spellings (``inclination``, ``azimuth``, ``v``, ``temperature``,
+            ``γ``, ``φ``, ``stray_percent``, other capitalisations) give the same map with a
+            DeprecationWarning (:data:`pyinv.atmosphere.QUANTITY_ALIASES`).
         log_tau : float
             log τ₅₀₀ inside the model grid; NaN outside it and for pixels without a result.
         component : 1 or 2
-            Which component's model a depth-dependent map comes from (2 needs ``atmospheres2``).
+            Which component's model a depth-dependent map comes from (2 needs ``atmospheres2``); for the
+            header scalars ``macro``, ``filling``, ``stray``, component 2's (``macro2``, ``filling2``, and
+            the one α of the pixel); the other per-pixel scalars are the pixel's, whatever the component.
         """
-        if name in _SCALARS:
-            v = getattr(self, name)
+        key = canonical_name(name, "map", known=MAP_NAMES)
+        if key in _SCALARS:
+            if component == 2 and key in _SCALARS2:  # component 2's header value (the others are the pixel's)
+                if self.atmospheres2 is None:
+                    raise ValueError("component=2: this result has no second component")
+                key = _SCALARS2[key]
+            v = getattr(self, key)
             if v is None:
                 raise KeyError(f"map {name!r}: this result has no second component")
             return np.asarray(v).copy()
-        key = _ALIASES.get(name.lower(), name)
         if key not in COLUMNS[1:]:
             raise KeyError(f"unknown map {name!r}; expected one of {MAP_NAMES}")
         if component not in (1, 2):
@@ -215,7 +236,7 @@ class InversionResult:
         return Atmosphere.from_array(a, macro=self.macro[y, x], filling=self.filling[y, x], stray=self.stray[y, x])
 
     def atmosphere2(self, y: int, x: int) -> Atmosphere:
-        """The inverted component-2 model of pixel (y, x), its header (vmac₂, f₂, α) as SIR writes model 2
+        """The inverted component-2 model of pixel (y, x), its header (macro₂, f₂, α) as SIR writes model 2
         (ValueError without a second component or a result)."""
         if self.atmospheres2 is None:
             raise ValueError("this result has no second component")
@@ -223,7 +244,7 @@ class InversionResult:
         if not np.isfinite(a).all():
             raise ValueError(f"pixel ({y}, {x}) has no component-2 result (status {int(self.status[y, x])})")
         return Atmosphere.from_array(a, macro=self.macro2[y, x], filling=self.filling2[y, x],
-                                     stray=np.nan_to_num(self.stray_percent[y, x]))
+                                     stray=np.nan_to_num(self.stray[y, x]))
 
     def atmosphere_errors(self, y: int, x: int) -> AtmosphereErrors:
         e = np.nan_to_num(self.errors[y, x])
@@ -297,17 +318,27 @@ class InversionResult:
 
     @classmethod
     def from_fits(cls, path: str | os.PathLike) -> "InversionResult":
-        """Read a file written by :meth:`to_fits`."""
+        """Read a file written by :meth:`to_fits` (by any pyinv version: an extension of an older name, e.g.
+        ``stray_percent``, is read as its canonical attribute, or dropped where it only repeated one, with a
+        DeprecationWarning)."""
         from ..io.fits import read_result_maps
 
         maps, _ = read_result_maps(path)
-        missing = [n for n in _saved() if n not in maps and n not in INVERSION_RECORD.result_names(optional=True)]
+        saved = _saved()
+        for old in [n for n in maps if n not in saved and n != "PROVENANCE"]:
+            new = canonical_name(old, "fits", known=saved, stacklevel=3)
+            if new == old:
+                continue
+            arr = maps.pop(old)
+            if new not in maps:
+                maps[new] = arr
+        missing = [n for n in saved if n not in maps and n not in INVERSION_RECORD.result_names(optional=True)]
         if missing:
             raise ValueError(f"{path}: not a pyinv InversionResult file (missing {missing})")
         prov = {}
         if "PROVENANCE" in maps:
             prov = json.loads(np.asarray(maps["PROVENANCE"], dtype=np.uint8).tobytes().decode())
-        kw = {n: np.asarray(maps[n]) for n in _saved() if n in maps}
+        kw = {n: np.asarray(maps[n]) for n in saved if n in maps}
         return cls(**kw, provenance=prov)
 
     def plot(self, path: str | os.PathLike | None = None, log_tau: float = 0.0):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atmosphere import Atmosphere
+from ..atmosphere import DEPTH_COLUMNS, Atmosphere, QuantityDict, canonical_name
 from ..errors import input_errors
 from ..lines import LineList, WavelengthGrid
 from ..status import STATUS_CONVERGED, STATUS_FAILED, STATUS_MASKED, STATUS_PENDING, STATUS_TIMEOUT
@@ -35,8 +35,16 @@ from .store import Dims, Field, Record, ResultStore, fingerprint
 
 __all__ = ["synthesize_map", "SynthesisMap", "SynthesisPixels", "SYNTHESIS_RECORD", "RF_KEYS"]
 
-#: Response functions kept by ``synthesize_map(..., rf=True)``.
-RF_KEYS: tuple[str, ...] = ("T", "Pe", "vmic", "B", "vlos", "inclination", "azimuth", "vmac")
+#: Response functions kept by ``synthesize_map(..., rf=True)``: the keys of :func:`pyinv.response_functions`
+#: (the Atmosphere's names), the depth-dependent ones and ``macro``.
+RF_KEYS: tuple[str, ...] = DEPTH_COLUMNS + ("macro",)
+#: File names of response functions in the store (``extra/rf_<name>.npy``) and in its fingerprint where
+#: they differ from the keys: the names of pyinv before issue 18, so that its checkpoints still resume.
+_STORE_RF_NAMES = {"gamma": "inclination", "phi": "azimuth", "macro": "vmac"}
+
+
+def _store_rf(key: str) -> str:
+    return _STORE_RF_NAMES.get(key, key)
 
 #: The record of a synthesised pixel (the store's files, the per-pixel attributes of :class:`SynthesisMap`).
 SYNTHESIS_RECORD = Record(
@@ -67,8 +75,8 @@ class SynthesisMap:
         SIR indices of the lines with departure coefficients.
     wavelength_vac_nm : ndarray (nλ,)
     provenance : dict
-    rf : dict of str → ndarray
-        With ``rf``: response functions per key, ``(ny, nx, ndep, 4, nλ)`` (vmac ``(ny, nx, 4, nλ)``), units
+    rf : dict of str → ndarray (a :class:`pyinv.atmosphere.QuantityDict`)
+        With ``rf``: response functions per key, ``(ny, nx, ndep, 4, nλ)`` (macro ``(ny, nx, 4, nλ)``), units
         as :func:`pyinv.response_functions`.
     """
 
@@ -79,7 +87,7 @@ class SynthesisMap:
     nlte_lines: tuple[int, ...]
     wavelength_vac_nm: np.ndarray
     provenance: dict = field(default_factory=dict)
-    rf: dict = field(default_factory=dict)
+    rf: dict = field(default_factory=QuantityDict)
 
 
 @dataclass
@@ -155,7 +163,7 @@ class SynthesisSolver(PixelSolver):
                                         hydrostatic="T_he" in pr.rf)
                 side = _side(pr.extra_dir)
                 for k in pr.rf:
-                    side[f"rf_{k}"][p] = rf[k]
+                    side[f"rf_{_store_rf(k)}"][p] = rf[k]
                 return rf["stokes"], STATUS_CONVERGED, 0
             from ..physics.synthesis import synthesize
             return synthesize(model, pr.lines, pr.grid, mu=mu_, psf=pr.psf, abundances=pr.abundances), \
@@ -193,8 +201,8 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
         ``backend_options`` and the level map of ``lines`` (:func:`pyinv.nlte.level_map`).
     rf : bool or tuple of str
         LTE engine only: also the response functions of :func:`pyinv.response_functions` (``True``: T, Pe,
-        vmic, B, vlos, inclination, azimuth, vmac; or a tuple of those keys and/or ``"T_he"``), returned in
-        ``SynthesisMap.rf`` as ``(ny, nx, ndep, 4, nλ)`` arrays (vmac ``(ny, nx, 4, nλ)``). Memory: 8·ndep·4·nλ
+        vmic, B, vlos, gamma, phi, macro; or a tuple of those keys and/or ``"T_he"``), returned in
+        ``SynthesisMap.rf`` as ``(ny, nx, ndep, 4, nλ)`` arrays (macro ``(ny, nx, 4, nλ)``). Memory: 8·ndep·4·nλ
         bytes per pixel and quantity.
     mask : bool array (ny, nx), optional
         True = synthesise the pixel.
@@ -232,7 +240,8 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     if rf:
         if nlte:
             raise ValueError("rf=True needs backend='lte' (response functions of the NLTE backends are not available)")
-        rf_keys = RF_KEYS if rf is True else tuple(rf)
+        rf_keys = RF_KEYS if rf is True else tuple(canonical_name(k, "rf", known=RF_KEYS, stacklevel=4)
+                                                   for k in rf)
         bad = [k for k in rf_keys if k not in RF_KEYS + ("T_he",)]
         if bad:
             raise ValueError(f"unknown response-function keys {bad}; choose from {RF_KEYS + ('T_he',)}")
@@ -250,7 +259,8 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
     bname = backend if isinstance(backend, str) else f"{backend.name}:" + repr(sorted(
         ((k, v) for k, v in vars(backend).items() if not k.startswith("_") and k not in ("workdir", "keep")), key=str))
     fp = fingerprint(table, status0.astype(np.int32), lines, grid, float(mu), abundances, bname,
-                     psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map", rf_keys)
+                     psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map",
+                     tuple(_store_rf(k) for k in rf_keys))
 
     tmp = tempfile.mkdtemp(prefix="pyinv-smap-")
     store_path = Path(tmp) / "store" if checkpoint is None else Path(checkpoint)
@@ -267,7 +277,7 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
             extras = {"stokes_lte": (npix, 4, nwav), "b_lower": (npix, len(nlte_lines), ndep),
                       "b_upper": (npix, len(nlte_lines), ndep)}
         for k in rf_keys:
-            extras[f"rf_{k}"] = (npix, 4, nwav) if k == "vmac" else (npix, ndep, 4, nwav)
+            extras[f"rf_{_store_rf(k)}"] = (npix, 4, nwav) if k == "macro" else (npix, ndep, 4, nwav)
         if extras:
             extra_dir = str(store_path / "extra")
             d = Path(extra_dir)
@@ -307,7 +317,7 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
             out.b_lower = np.load(d / "b_lower.npy").reshape(ny, nx, len(nlte_lines), ndep)
             out.b_upper = np.load(d / "b_upper.npy").reshape(ny, nx, len(nlte_lines), ndep)
         for k in rf_keys:
-            a_k = np.load(Path(extra_dir) / f"rf_{k}.npy")
+            a_k = np.load(Path(extra_dir) / f"rf_{_store_rf(k)}.npy")
             out.rf[k] = a_k.reshape((ny, nx) + a_k.shape[1:])
         if extra_dir is not None:
             _SIDE.pop(extra_dir, None)

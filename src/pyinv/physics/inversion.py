@@ -36,7 +36,7 @@ from ..errors import input_errors
 import numpy as np
 
 from .. import engine
-from ..atmosphere import Atmosphere, AtmosphereErrors
+from ..atmosphere import Atmosphere, AtmosphereErrors, QuantityDict, canonical_name, renamed_keywords
 from ..config import InversionConfig, NODE_PARAMETERS, NODES_MAX
 from ..lines import LineList, WavelengthGrid
 from .mixing import resolve_mixing
@@ -112,7 +112,7 @@ def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None, mod
                                  "the other component and needs two components (guess2)")
             out.append(-1)
             continue
-        if p == "vmac":
+        if p == "macro":
             out.append(min(n, 1))
             continue
         if n == NODES_MAX:
@@ -128,18 +128,13 @@ def _cycle_nodes(cfg: InversionConfig, cycle: int, ndep: int, explicit=None, mod
     return out
 
 
-#: response-function keys of the node slots (pyinv.response_functions), for automatic node selection
-_RF_KEYS = {"T": "T_he", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "gamma": "inclination",
-            "phi": "azimuth"}
-
-
 def auto_node_maxima(cfg: InversionConfig, cycle: int, nobs: int, ndep: int, ncomp: int = 1) -> list[dict]:
     """SIR's maximum node counts of an automatic-selection cycle (spec-inversion §2.6 (a)): budget =
     min(200, N_obs) − Σ explicit counts, n_max = round(budget / (n_* + 2)), starred T slots 2 n_max,
     other starred slots n_max, rounded down to allowed counts; explicit counts are maxima themselves.
     Returns one ``{parameter: maximum}`` per component."""
     reqs = [cfg.nodes_for(cycle, k) for k in range(1, ncomp + 1)]
-    starred = sum(1 for r in reqs for p in NODE_PARAMETERS if p != "vmac" and r.get(p, 0) == NODES_MAX)
+    starred = sum(1 for r in reqs for p in NODE_PARAMETERS if p != "macro" and r.get(p, 0) == NODES_MAX)
     explicit = sum(max(int(r.get(p, 0)), 0) for r in reqs for p in NODE_PARAMETERS
                    if r.get(p, 0) != NODES_MAX)
     budget = min(200, nobs) - explicit
@@ -149,7 +144,7 @@ def auto_node_maxima(cfg: InversionConfig, cycle: int, nobs: int, ndep: int, nco
         d = {}
         for p in NODE_PARAMETERS:
             n = int(r.get(p, 0))
-            if p == "vmac":
+            if p == "macro":
                 continue
             if n == NODES_MAX:
                 n = 2 * nmax if p == "T" else nmax
@@ -207,7 +202,8 @@ def _auto_nodes(counts: list[list[int]], maxima: list[dict], atmospheres: list[A
         for p, nmax in mx.items():
             if nmax <= 1:
                 continue
-            key = _RF_KEYS[p] + ("_2" if k == 1 else "")
+            # the response-function keys are the node slots' names; T with P_e in hydrostatic equilibrium
+            key = ("T_he" if p == "T" else p) + ("_2" if k == 1 else "")
             if key not in rf and p == "T":
                 key = "T" + ("_2" if k == 1 else "")
             r = rf.get(key)
@@ -235,8 +231,8 @@ def check_mixing_settings(config: InversionConfig, *, two_components: bool | Non
             raise ValueError(f"invert_filling={config.invert_filling!r} needs a second component: pass guess2=")
     if has_stray is False and any(config.value("invert_stray", c) for c in cycles):
         raise ValueError(f"invert_stray={config.invert_stray!r}: the stray-light factor is inverted but there is no "
-                         "stray-light profile (invert_pixel's stray_profile=, pyinv.invert's stray=, or the "
-                         "configuration's stray_file)")
+                         "stray-light profile (stray_profile= of invert_pixel and pyinv.invert, or the configuration's "
+                         "stray_file)")
 
 
 def refuse_unsupported(config: InversionConfig, two_components: bool | None = None) -> None:
@@ -256,6 +252,7 @@ def refuse_unsupported(config: InversionConfig, two_components: bool | None = No
 
 
 # ------------------------------------------------------------------------------------------- driver
+@renamed_keywords
 @input_errors
 def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
                  mu: float | None = None, psf=None, abundances=None,
@@ -263,8 +260,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  jacobian: str = "depth", rtol: float | Sequence[float] | None = None, svd_scaling: str = "jacobian",
                  jacobian_reuse: int = JACOBIAN_REUSE, rules: str | None = None, rescue: bool | float = True,
                  sir_compat: bool = False, departures=None,
-                 guess2: Atmosphere | None = None, filling2: float | None = None, stray_profile=None,
-                 stray_percent: float | None = None) -> PixelResult:
+                 guess2: Atmosphere | None = None, filling: float | None = None, stray_profile=None,
+                 stray: float | None = None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
 
     Parameters
@@ -340,14 +337,16 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         (−1 = tied to component 1's slot), its own ``macro`` and HE boundary ``config.pg_surface2``
         (0: component 1's). The observed profile is modelled as
         I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray.
-    filling2 : float, optional
-        f₂ of the start in [0, 1] ((0, 1) when ``config.invert_filling``); None takes ``guess2.filling``
-        (SIR: model 2's header).
+    filling : float, optional
+        f₂, the filling factor of component 2, of the start in [0, 1] ((0, 1) when
+        ``config.invert_filling``); None takes ``guess2.filling`` (SIR: model 2's header). Old spelling
+        ``filling2=`` (accepted with a DeprecationWarning).
     stray_profile : array (4, nλ) or path of a SIR profile file, optional
         Stray-light profile (used as given, not convolved); None takes ``config.stray_file``.
-    stray_percent : float, optional
-        α [%] of the start in [0, 100) (> 0 when ``config.invert_stray``); None takes ``guess.stray``
-        (SIR: model 1's header).
+    stray : float, optional
+        α, the stray-light fraction [%] of the start, in [0, 100) (> 0 when ``config.invert_stray``); None
+        takes ``guess.stray`` (SIR: model 1's header). Old spelling ``stray_percent=`` (accepted with a
+        DeprecationWarning).
 
     Returns
     -------
@@ -356,8 +355,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         ``status``, never as an exception; invalid Python arguments raise ValueError.
     """
     kw = dict(mu=mu, psf=psf, abundances=abundances, node_positions=node_positions, max_iterations=max_iterations,
-              jacobian=jacobian, sir_compat=sir_compat, departures=departures, guess2=guess2, filling2=filling2,
-              stray_profile=stray_profile, stray_percent=stray_percent)
+              jacobian=jacobian, sir_compat=sir_compat, departures=departures, guess2=guess2, filling=filling,
+              stray_profile=stray_profile, stray=stray)
     if isinstance(rescue, (bool, np.bool_)):
         threshold = RESCUE_THRESHOLD if rescue else None
     else:
@@ -402,7 +401,7 @@ def _stopping(rtol, rules: str | None) -> tuple[list[float], str]:
 
 def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
                  mu, psf, abundances, node_positions, max_iterations, jacobian, rtols, svd_scaling, jacobian_reuse,
-                 rules, sir_compat, departures, guess2, filling2, stray_profile, stray_percent) -> PixelResult:
+                 rules, sir_compat, departures, guess2, filling, stray_profile, stray) -> PixelResult:
     """One descent of :func:`invert_pixel` (its arguments, validated here; ``rtols`` and ``rules`` by
     :func:`_stopping`) from one start."""
     if not isinstance(config, InversionConfig):
@@ -443,21 +442,22 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     check_mixing_settings(config, two_components=two, has_stray=stray_profile is not None)
     inv_f = [int(config.value("invert_filling", c)) for c in cycles]
     inv_a = [int(config.value("invert_stray", c)) for c in cycles]
-    mixing = resolve_mixing([guess], [guess2] if two else None, grid, filling2=filling2,
-                            stray_profile=stray_profile, stray_percent=stray_percent)
-    f2 = float(mixing.filling2[0]) if two else 0.0
+    mixing = resolve_mixing([guess], [guess2] if two else None, grid, filling=filling, stray_profile=stray_profile,
+                            stray=stray)
+    f2 = float(mixing.filling[0]) if two else 0.0
     alpha = float(mixing.alpha[0])
     if alpha >= 1.0:
-        raise ValueError(f"stray_percent must be < 100, got {100 * alpha:g}")
+        raise ValueError(f"stray (the stray-light fraction [%]) must be < 100, got {100 * alpha:g}")
     if any(inv_f) and not 0.0 < f2 < 1.0:
-        raise ValueError(f"filling2={f2:g}: an inverted filling factor must start inside (0, 1)")
+        raise ValueError(f"filling={f2:g}: an inverted filling factor f2 must start inside (0, 1)")
     if any(inv_a) and not alpha > 0.0:
-        raise ValueError("stray_percent=0: an inverted stray-light fraction needs a nonzero start (SIR's rule)")
-    stray = mixing.stray
+        raise ValueError("stray=0: an inverted stray-light fraction needs a nonzero start (SIR's rule)")
+    stray = mixing.stray_profile
     xnodes = None
     if node_positions:
         xnodes = {}
         for k, v in node_positions.items():
+            k = canonical_name(k, "nodes", known=engine.INV_SLOTS[:7], stacklevel=5)
             if k not in engine.INV_SLOTS[:7]:
                 raise ValueError(f"node_positions: unknown parameter {k!r}")
             a = np.asarray(v, dtype=np.float64).ravel()
@@ -502,9 +502,9 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
             cur = [_atmosphere_of(x[..., k] if two else x, vmac[k] if two else vmac, lt) for k in range(len(comps))]
             mkw = {}
             if two:
-                mkw.update(atmos2=cur[1], filling2=mix[0])
+                mkw.update(atmos2=cur[1], filling=mix[0])
             if stray is not None:
-                mkw.update(stray_profile=stray, stray_percent=100.0 * mix[1])
+                mkw.update(stray_profile=stray, stray=100.0 * mix[1])
             counts = _auto_nodes(counts, maxima, cur, obs, setup, config.weights_for(c), float(config.value("snr", c)),
                                  lines, grid, mu=mu_f, psf=psf, abundances=abundances, sir_compat=sir_compat,
                                  departures=departures, mixing_kw=mkw)
@@ -526,7 +526,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                                invert_mix=(inv_f[c - 1], inv_a[c - 1]), stray=stray_lm, contrast_point=icon,
                                memo=memo)
         nsyn += res.syntheses
-        log = dict(zip(engine.INV_SLOTS, counts[0]))
+        log = QuantityDict(zip(engine.INV_SLOTS, counts[0]), place="nodes")
         if two:
             log.update({f"{k}_2": v for k, v in zip(engine.INV_SLOTS, counts[1])})
         if stray is not None:
@@ -592,7 +592,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                        status=int(status), errors=errs[0], errors_covariance=errs_cov[0], covariance=cov,
                        trials=np.asarray(trials, dtype=int), syntheses=nsyn, chi2_start=np.asarray(c2start),
                        snr=np.asarray(snrs), nodes=node_log, trace=traces, message=status_message(int(status)),
-                       atmosphere2=atms[1] if two else None, filling2=f2_out, stray_percent=alpha_pct,
+                       atmosphere2=atms[1] if two else None, filling2=f2_out, stray=alpha_pct,
                        errors2=errs[1] if two else None, contrast=contrast_fit)
 
 

@@ -2,10 +2,12 @@
 
 SIR's observed profile of a pixel is
 
-    I = (1 − α) [(1 − f₂) I₁ + f₂ I₂] + α I_stray,        α = stray_percent / 100,
+    I = (1 − α) [(1 − f₂) I₁ + f₂ I₂] + α I_stray,        α = stray / 100,
 
 with I₁, I₂ the syntheses of the two components (each with its own macroturbulence and the PSF), f₂ the
-filling factor of component 2 and I_stray a stray-light profile used as given (not convolved). This
+filling factor of component 2 (keyword ``filling``: the value SIR keeps in model 2's header), ``stray`` the
+stray-light fraction in percent (``Atmosphere.stray``, SIR's model-1 header) and I_stray a stray-light
+profile (keyword ``stray_profile``) used as given (not convolved). This
 module validates those inputs and mixes; :func:`pyinv.synthesize` and :func:`pyinv.response_functions`
 call it.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atmosphere import Atmosphere
+from ..atmosphere import Atmosphere, renamed_keywords
 from ..lines import WavelengthGrid
 
 __all__ = ["Mixing", "resolve_mixing", "mix", "stray_profile_on_grid"]
@@ -28,16 +30,16 @@ class Mixing:
 
     Attributes
     ----------
-    filling2 : ndarray (n,) or None
-        Filling factor of component 2 in [0, 1]; None without a second component.
-    stray : ndarray (4, nλ) or None
+    filling : ndarray (n,) or None
+        Filling factor f₂ of component 2 in [0, 1]; None without a second component.
+    stray_profile : ndarray (4, nλ) or None
         Stray-light Stokes profile (normalised like the synthesis); None without stray light.
     alpha : ndarray (n,)
-        Stray-light fraction α = stray_percent / 100 in [0, 1] (zeros without stray light).
+        Stray-light fraction α = stray / 100 in [0, 1] (zeros without stray light).
     """
 
-    filling2: np.ndarray | None
-    stray: np.ndarray | None
+    filling: np.ndarray | None
+    stray_profile: np.ndarray | None
     alpha: np.ndarray
 
 
@@ -75,13 +77,14 @@ def stray_profile_on_grid(stray, grid: WavelengthGrid) -> np.ndarray:
     return np.array(s, dtype=np.float64)
 
 
+@renamed_keywords
 def resolve_mixing(models: list[Atmosphere], models2: list[Atmosphere] | None, grid: WavelengthGrid, *,
-                   filling2=None, stray_profile=None, stray_percent=None) -> Mixing:
+                   filling=None, stray_profile=None, stray=None) -> Mixing:
     """Validate the second component, its filling factor and the stray light for n models.
 
-    ``filling2`` None takes component 2's ``filling`` (the header of a SIR model file), unless that is
+    ``filling`` (f₂) None takes component 2's ``filling`` (the header of a SIR model file), unless that is
     the Atmosphere default 1 (never a header value worth mixing: component 1 would vanish), which is a
-    ValueError. ``stray_percent`` None takes component 1's ``stray`` (SIR: model 1's header).
+    ValueError. ``stray`` (α [%]) None takes component 1's ``stray`` (SIR: model 1's header).
     """
     n = len(models)
     f2 = None
@@ -93,33 +96,33 @@ def resolve_mixing(models: list[Atmosphere], models2: list[Atmosphere] | None, g
                 raise ValueError(f"model {k}: component 2 must be on component 1's log tau grid "
                                  f"({a.ndep} points from {a.log_tau[0]:g} to {a.log_tau[-1]:g}), got "
                                  f"{b.ndep} points from {b.log_tau[0]:g} to {b.log_tau[-1]:g}")
-        if filling2 is None:
+        if filling is None:
             header = np.array([float(b.filling) for b in models2])
             if np.all(header == 1.0):
-                raise ValueError("a second component needs its filling factor: pass filling2 (f₂ in [0, 1]) or read "
+                raise ValueError("a second component needs its filling factor: pass filling (f₂ in [0, 1]) or read "
                                  "atmos2 from a SIR model file whose header holds f₂")
-            filling2 = header
-        f2 = _per_model("filling2", filling2, n, 0.0, 1.0)
-    elif filling2 is not None:
-        raise ValueError("filling2 is given but there is no second component (atmos2)")
-    stray = None
+            filling = header
+        f2 = _per_model("filling", filling, n, 0.0, 1.0)
+    elif filling is not None:
+        raise ValueError("filling (f₂ of component 2) is given but there is no second component (atmos2)")
+    profile = None
     alpha = np.zeros(n)
     if stray_profile is not None:
-        stray = stray_profile_on_grid(stray_profile, grid)
-        pct = stray_percent if stray_percent is not None else [float(a.stray) for a in models]
-        alpha = _per_model("stray_percent", pct, n, 0.0, 100.0) / 100.0
-    elif stray_percent is not None and np.any(np.asarray(stray_percent, dtype=np.float64) != 0):
-        raise ValueError("stray_percent is given but there is no stray_profile")
-    return Mixing(f2, stray, alpha)
+        profile = stray_profile_on_grid(stray_profile, grid)
+        pct = stray if stray is not None else [float(a.stray) for a in models]
+        alpha = _per_model("stray", pct, n, 0.0, 100.0) / 100.0
+    elif stray is not None and np.any(np.asarray(stray, dtype=np.float64) != 0):
+        raise ValueError("stray (the stray-light fraction [%]) is given but there is no stray_profile")
+    return Mixing(f2, profile, alpha)
 
 
 def mix(s1: np.ndarray, s2: np.ndarray | None, m: Mixing) -> np.ndarray:
     """(1 − α)[(1 − f₂) s1 + f₂ s2] + α s_stray for profiles s1, s2 of shape (n, 4, nλ)."""
     out = np.array(s1, dtype=np.float64, copy=True)
-    if s2 is not None and m.filling2 is not None:
-        f = m.filling2[:, None, None]
+    if s2 is not None and m.filling is not None:
+        f = m.filling[:, None, None]
         out = (1.0 - f) * out + f * s2
-    if m.stray is not None:
+    if m.stray_profile is not None:
         a = m.alpha[:, None, None]
-        out = (1.0 - a) * out + a * m.stray[None]
+        out = (1.0 - a) * out + a * m.stray_profile[None]
     return out

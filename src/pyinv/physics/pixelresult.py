@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import engine
-from ..atmosphere import Atmosphere, AtmosphereErrors
+from ..atmosphere import Atmosphere, AtmosphereErrors, canonical_name
 from ..config import InversionConfig
 from ..status import STATUS_CONVERGED
 
@@ -89,11 +89,14 @@ class PixelResult:
     trace : list of ndarray (ntrials, 3)
         Per cycle and trial: λ, χ² of the trial (printed normalisation), 1 = accepted.
     atmosphere2 : Atmosphere or None
-        Component 2 of a two-component inversion (its ``filling`` = f₂, ``macro`` = its vmac, ``stray``
-        = α [%]); component 1's header then holds ``filling`` = 1 − f₂ (SIR's model headers).
-    filling2, stray_percent : float or None
-        Filling factor of component 2 and stray-light fraction α [%] of the result (None without a
-        second component / stray light).
+        Component 2 of a two-component inversion (its ``filling`` = f₂, ``macro`` = its macroturbulence,
+        ``stray`` = α [%]); component 1's header then holds ``filling`` = 1 − f₂ (SIR's model headers).
+    filling2 : float or None
+        Component 2's filling factor f₂ (``atmosphere2.filling``; None without a second component). The
+        suffix 2 marks component 2's counterpart, as in ``atmosphere2`` and ``errors2``.
+    stray : float or None
+        Stray-light fraction α [%] of the result (``atmosphere.stray``; None without stray light). The old
+        attribute ``stray_percent`` gives it too, with a DeprecationWarning.
     errors2 : AtmosphereErrors or None
         Uncertainties of component 2 (``filling`` holds that of f₂, component 1's ``stray`` that of α).
     contrast : float or None
@@ -124,7 +127,7 @@ class PixelResult:
     message: str = "success"
     atmosphere2: Atmosphere | None = None
     filling2: float | None = None
-    stray_percent: float | None = None
+    stray: float | None = None
     errors2: AtmosphereErrors | None = None
     contrast: float | None = None
     rescue: int = 0
@@ -134,6 +137,13 @@ class PixelResult:
     def ok(self) -> bool:
         """True when the inversion finished without an engine error."""
         return self.status == STATUS_OK
+
+    def __getattr__(self, name: str) -> Any:
+        # old attribute names (stray_percent): their canonical attribute, with a DeprecationWarning
+        new = canonical_name(name, "attribute", known=self.__dataclass_fields__) if not name.startswith("_") else name
+        if new != name:
+            return getattr(self, new)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------- helpers

@@ -12,14 +12,16 @@ from ..errors import input_errors
 import numpy as np
 
 from .. import engine
-from ..atmosphere import Atmosphere
+from ..atmosphere import DEPTH_COLUMNS, Atmosphere, QuantityDict, renamed_keywords
 from ..lines import LineList, WavelengthGrid
 from .synthesis import _check_mu, _prepare
 
 __all__ = ["response_functions", "RF_KEYS"]
 
-#: Keys of the depth-resolved response functions, in the engine's variable order.
-RF_KEYS = ("T", "Pe", "vmic", "B", "vlos", "inclination", "azimuth")
+#: Keys of the depth-resolved response functions, in the engine's variable order: the Atmosphere's column
+#: names (old spellings such as ``inclination``, ``azimuth``, ``vmac`` still find their key, with a
+#: DeprecationWarning: :data:`pyinv.atmosphere.QUANTITY_ALIASES`).
+RF_KEYS = DEPTH_COLUMNS
 
 
 def _he_pe_jacobian(cols: dict, mu: float, eps, sir_compat: bool) -> np.ndarray:
@@ -28,13 +30,14 @@ def _he_pe_jacobian(cols: dict, mu: float, eps, sir_compat: bool) -> np.ndarray:
     return engine.inv_he_pe_jacobian(lt, t, float(pe[-1]), 0, 0.0, mu, eps, sir_compat=sir_compat, method=0)
 
 
+@renamed_keywords
 @input_errors
 def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None,
                        abundances=None, convolve: bool = True, exact_blend_offsets: bool = False,
                        unsold_physical: bool = False, exact_voigt: bool | None = None,
                        damping_cap: bool | None = None, sir_compat: bool = False,
-                       hydrostatic: bool = True, atmos2: Atmosphere | None = None, filling2: float | None = None,
-                       stray_profile=None, stray_percent: float | None = None, departures=None) -> dict:
+                       hydrostatic: bool = True, atmos2: Atmosphere | None = None, filling: float | None = None,
+                       stray_profile=None, stray: float | None = None, departures=None) -> dict:
     """Response functions of the emergent Stokes profiles to every model column at every grid point.
 
     Parameters
@@ -52,31 +55,32 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
 
     Returns
     -------
-    dict
-        ``T, Pe, vmic, B, vlos, inclination, azimuth``: arrays ``(ndep, 4, nλ)``, the derivative of
+    dict (a :class:`pyinv.atmosphere.QuantityDict`)
+        ``T, Pe, vmic, B, vlos, gamma, phi``: arrays ``(ndep, 4, nλ)``, the derivative of
         the normalised Stokes profiles with respect to the value of that column at one grid point,
         all other columns (P_e included) held fixed; units per K, per dyn cm⁻², per cm/s, per G,
         per cm/s, per degree, per degree. ``T_he`` ``(ndep, 4, nλ)``: the temperature RF with P_e
         following hydrostatic equilibrium (top P_e fixed), ``T_he[j] = T[j] + Σ_i Pe[i] ∂Pe_i/∂T_j``
         with the tangent-linear Jacobian of the hydrostatic solver at the equilibrium of the model's T
-        and top P_e (for a model in equilibrium, exactly its own P_e; otherwise an approximation). ``vmac`` ``(4, nλ)`` per km/s. ``stokes`` ``(4, nλ)``: the profiles themselves
+        and top P_e (for a model in equilibrium, exactly its own P_e; otherwise an approximation). ``macro``
+        ``(4, nλ)`` per km/s. ``stokes`` ``(4, nλ)``: the profiles themselves
         (identical to :func:`pyinv.synthesize`). Depth index 0 is the deepest point, as the model.
         For a field-free model (B = 0 everywhere) the B and angle RFs are zero, like the synthesis,
         which treats it as non-magnetic.
 
-        With ``atmos2``, ``filling2``, ``stray_profile``, ``stray_percent`` (as :func:`pyinv.synthesize`):
+        With ``atmos2``, ``filling``, ``stray_profile``, ``stray`` (as :func:`pyinv.synthesize`):
         the RFs of the mixed profile I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray — component 1's under
         the keys above (scaled by (1 − α)(1 − f₂)), component 2's under the same keys with the suffix
-        ``"_2"`` (scaled by (1 − α) f₂), ``"filling2"`` (4, nλ) = ∂I/∂f₂ = (1 − α)(I₂ − I₁) and
-        ``"stray_percent"`` (4, nλ) = ∂I/∂α per percent = (I_stray − [(1 − f₂) I₁ + f₂ I₂]) / 100;
-        ``stokes`` is then the mixed profile. With ``departures`` (as :func:`pyinv.synthesize`): the RFs at
+        ``"_2"`` (scaled by (1 − α) f₂), ``"filling"`` (4, nλ) = ∂I/∂f₂ = (1 − α)(I₂ − I₁) (f₂: component
+        2's filling factor) and ``"stray"`` (4, nλ) = ∂I/∂α per percent
+        = (I_stray − [(1 − f₂) I₁ + f₂ I₂]) / 100; ``stokes`` is then the mixed profile. With ``departures`` (as :func:`pyinv.synthesize`): the RFs at
         fixed departure coefficients (DeSIRe's and SIR 2017's rule).
     """
     if not isinstance(atmos, Atmosphere) or atmos.stacked:
         raise ValueError("response_functions needs a single pyinv.Atmosphere (not a stack)")
-    if atmos2 is not None or stray_profile is not None or filling2 is not None or stray_percent is not None:
-        return _mixed_response_functions(atmos, lines, grid, atmos2=atmos2, filling2=filling2,
-                                         stray_profile=stray_profile, stray_percent=stray_percent, mu=mu, psf=psf,
+    if atmos2 is not None or stray_profile is not None or filling is not None or stray is not None:
+        return _mixed_response_functions(atmos, lines, grid, atmos2=atmos2, filling=filling,
+                                         stray_profile=stray_profile, stray=stray, mu=mu, psf=psf,
                                          abundances=abundances, convolve=convolve,
                                          exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                                          exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat,
@@ -86,42 +90,43 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                  exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures)
     cols = p["cols"][0]
-    _, rf, rf_vmac, _ = engine.synth_rf(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
+    _, rf, rf_vmac, _ = engine.synth_rf(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
     # the profiles exactly as synthesize computes them (the RF pass's own forward sweep solves each
     # wavelength with pivoting, synthesize blocks of wavelengths without: they differ by rounding)
-    stokes, _ = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["vmac"][0])
-    out = {key: np.ascontiguousarray(np.transpose(rf[:, :, :, v], (2, 0, 1))) for v, key in enumerate(RF_KEYS)}
+    stokes, _ = engine.synth_stokes(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
+    out = QuantityDict({key: np.ascontiguousarray(np.transpose(rf[:, :, :, v], (2, 0, 1)))
+                        for v, key in enumerate(RF_KEYS)})
     if hydrostatic:
         jac = _he_pe_jacobian(cols, mu_f, p["eps"], bool(sir_compat))
         out["T_he"] = out["T"] + np.einsum("ikw,ij->jkw", out["Pe"], jac)
-    out["vmac"] = np.asarray(rf_vmac)
+    out["macro"] = np.asarray(rf_vmac)
     out["stokes"] = np.asarray(stokes)
     return out
 
 
-def _mixed_response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, atmos2, filling2,
-                              stray_profile, stray_percent, **options) -> dict:
+def _mixed_response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid, *, atmos2, filling,
+                              stray_profile, stray, **options) -> dict:
     """response_functions of the two-component / stray-light mix (see its docstring)."""
     from .mixing import resolve_mixing
 
     if atmos2 is not None and (not isinstance(atmos2, Atmosphere) or atmos2.stacked):
         raise ValueError("atmos2 must be a single pyinv.Atmosphere (not a stack)")
-    m = resolve_mixing([atmos], None if atmos2 is None else [atmos2], grid, filling2=filling2,
-                       stray_profile=stray_profile, stray_percent=stray_percent)
+    m = resolve_mixing([atmos], None if atmos2 is None else [atmos2], grid, filling=filling,
+                       stray_profile=stray_profile, stray=stray)
     r1 = response_functions(atmos, lines, grid, **options)
     a = float(m.alpha[0])
-    f = 0.0 if m.filling2 is None else float(m.filling2[0])
+    f = 0.0 if m.filling is None else float(m.filling[0])
     w1 = (1.0 - a) * (1.0 - f)
-    out = {k: v * w1 for k, v in r1.items() if k != "stokes"}
+    out = QuantityDict({k: v * w1 for k, v in r1.items() if k != "stokes"})
     both = r1["stokes"]
     if atmos2 is not None:
         r2 = response_functions(atmos2, lines, grid, **options)
         out.update({f"{k}_2": v * (1.0 - a) * f for k, v in r2.items() if k != "stokes"})
-        out["filling2"] = (1.0 - a) * (r2["stokes"] - r1["stokes"])
+        out["filling"] = (1.0 - a) * (r2["stokes"] - r1["stokes"])
         both = (1.0 - f) * r1["stokes"] + f * r2["stokes"]
-    if m.stray is not None:
-        out["stray_percent"] = (m.stray - both) / 100.0
-        out["stokes"] = (1.0 - a) * both + a * m.stray
+    if m.stray_profile is not None:
+        out["stray"] = (m.stray_profile - both) / 100.0
+        out["stokes"] = (1.0 - a) * both + a * m.stray_profile
     else:
         out["stokes"] = both
     return out

@@ -30,7 +30,7 @@ from ..errors import input_errors
 import numpy as np
 
 from .. import engine
-from ..atmosphere import Atmosphere
+from ..atmosphere import Atmosphere, renamed_keywords
 from ..lines import LineList, WavelengthGrid
 
 __all__ = ["synthesize", "MAX_OFFSET_A"]
@@ -255,7 +255,7 @@ def _setup(lines: LineList, grid: WavelengthGrid, *, magnetic: bool, abundances=
 def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
     """Validate the inputs of a synthesis of ``models`` (a list of single Atmosphere) and build the
     engine's set-up and model arrays (shared by :func:`synthesize` and :func:`pyinv.response_functions`):
-    ``cols`` (validated columns per model), ``x`` (engine model arrays), ``vmac``, and :func:`_setup`'s
+    ``cols`` (validated columns per model), ``x`` (engine model arrays), ``macro`` (km/s), and :func:`_setup`'s
     entries; ``options`` as :func:`_setup`."""
     cols = [_model_columns(m) for m in models]
     nd = cols[0]["log_tau"].size
@@ -278,16 +278,17 @@ def _prepare(models: list, lines, grid, *, macro=None, **options) -> dict:
         if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"macroturbulence must be finite and >= 0 km/s, got {v}")
     xs = [engine.model_array(c) for c in cols]
-    return {"cols": cols, "x": xs, "vmac": vmac, **setup}
+    return {"cols": cols, "x": xs, "macro": vmac, **setup}
 
 
+@renamed_keywords
 @input_errors
 def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0, psf=None, abundances=None,
                macro: float | Sequence[float] | None = None, convolve: bool = True,
                exact_blend_offsets: bool = False, unsold_physical: bool = False, exact_voigt: bool | None = None,
                damping_cap: bool | None = None, sir_compat: bool = False, atmos2=None,
-               filling2: float | Sequence[float] | None = None, stray_profile=None,
-               stray_percent: float | Sequence[float] | None = None, departures=None,
+               filling: float | Sequence[float] | None = None, stray_profile=None,
+               stray: float | Sequence[float] | None = None, departures=None,
                departure_form: str = "sir") -> np.ndarray:
     """Synthesise the emergent Stokes profiles of one or more model atmospheres (LTE, as SIR).
 
@@ -330,13 +331,15 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     atmos2 : Atmosphere or list, optional
         A second component (one per model of ``atmos``, on the same log τ grid, its own ``macro``), mixed
         as I = (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray (spec-forward §9.4, :mod:`pyinv.physics.mixing`).
-    filling2 : float or sequence, optional
-        f₂ ∈ [0, 1]; default: ``atmos2.filling`` when it came from a SIR model header (a ValueError when
-        it is the Atmosphere default 1).
+    filling : float or sequence, optional
+        f₂ ∈ [0, 1], the filling factor of component 2 (SIR keeps it in model 2's header); default:
+        ``atmos2.filling`` when it came from a SIR model header (a ValueError when it is the Atmosphere
+        default 1). (``filling2=`` is its old spelling: accepted with a DeprecationWarning.)
     stray_profile : array (4, nλ) or path of a SIR profile file, optional
         Stray-light Stokes profile on the grid, used as given (not convolved).
-    stray_percent : float or sequence, optional
-        α in percent, [0, 100]; default ``atmos.stray`` (SIR: model 1's header).
+    stray : float or sequence, optional
+        α, the stray-light fraction in percent, [0, 100]; default ``atmos.stray`` (SIR: model 1's header).
+        (``stray_percent=`` is its old spelling: accepted with a DeprecationWarning.)
     departures : pyinv.nlte.Departures or path of a SIR 2017 departure file, optional
         NLTE departure coefficients (b_lower, b_upper per line, on any log τ grid: interpolated linearly in
         log τ onto the models', extrapolated linearly beyond, as SIR). SIR 2017's treatment (spec-forward
@@ -366,8 +369,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     models2 = None if atmos2 is None else _as_models(atmos2)[0]
     from .mixing import mix, resolve_mixing
 
-    mixing = resolve_mixing(models, models2, grid, filling2=filling2, stray_profile=stray_profile,
-                            stray_percent=stray_percent)
+    mixing = resolve_mixing(models, models2, grid, filling=filling, stray_profile=stray_profile, stray=stray)
     both = models + (models2 or [])
     if macro is not None and models2 is not None:
         raise ValueError("macro overrides one macroturbulence for all models; with atmos2 set each component's "
@@ -379,7 +381,7 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     setup, used, cap = p["setup"], p["used"], p["cap"]
     out = np.empty((len(both), 4, setup.nw))
     amax_all = np.zeros(len(used))
-    for i, (c, x, vm) in enumerate(zip(p["cols"], p["x"], p["vmac"])):
+    for i, (c, x, vm) in enumerate(zip(p["cols"], p["x"], p["macro"])):
         out[i], amax = engine.synth_stokes(setup, c["log_tau"], x, vm)
         amax_all = np.maximum(amax_all, amax)
     n = len(models)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atmosphere import Atmosphere, AtmosphereErrors
+from ..atmosphere import Atmosphere, AtmosphereErrors, QuantityDict
 from ..config import InversionConfig, NODE_PARAMETERS
 from ..defaults import default_lines
 from ..io.sir import (read_sir_model, read_sir_profiles, read_sir_rf, write_sir_chi, write_sir_model,
@@ -44,12 +44,11 @@ __all__ = ["run_sir", "SirRun", "output_base", "RF_SUFFIX", "SIR_RULES", "read_s
 
 PathLike = str | os.PathLike
 
-#: RF file suffix per node slot (spec-forward §2.10), plus the filling factor and the stray light.
-RF_SUFFIX = {"T": ".rt", "Pe": ".rpe", "vmic": ".rmic", "B": ".rh", "vlos": ".rvz", "gamma": ".rinc",
-             "phi": ".raz", "vmac": ".rmac", "filling2": ".rff", "stray": ".rstl"}
-# response_functions keys of the depth-dependent slots
-_RF_KEY = {"T": "T", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "gamma": "inclination",
-           "phi": "azimuth"}
+#: RF file suffix per node slot (spec-forward §2.10), plus the filling factor (f₂) and the stray light; the
+#: keys are the node slots' and response functions' names (:data:`pyinv.config.NODE_PARAMETERS`).
+RF_SUFFIX = QuantityDict({"T": ".rt", "Pe": ".rpe", "vmic": ".rmic", "B": ".rh", "vlos": ".rvz",
+                          "gamma": ".rinc", "phi": ".raz", "macro": ".rmac", "filling": ".rff", "stray": ".rstl"},
+                         place="rf")
 _FITS_SUFFIXES = (".fits", ".fit", ".fts")
 # control-file line of each file field (messages name the line and the label)
 _FILE_LINE = {"observed": (2, "Observed profiles"), "stray_file": (3, "Stray light file"),
@@ -377,9 +376,9 @@ def _synthesis(inp: _Inputs, rf: bool, control: Path) -> SirRun:
                          "profile file")
     mix: dict[str, Any] = {}
     if m2 is not None:
-        mix.update(atmos2=m2, filling2=float(m2.filling))
+        mix.update(atmos2=m2, filling=float(m2.filling))
     if stray is not None:
-        mix.update(stray_profile=stray, stray_percent=float(m1.stray))
+        mix.update(stray_profile=stray, stray=float(m1.stray))
     opts = dict(mu=abs(cfg.mu), psf=inp.psf, abundances=inp.abundances, departures=inp.departures)
     run = SirRun(mode=mode)
     if not rf:
@@ -408,7 +407,7 @@ def _synthesis(inp: _Inputs, rf: bool, control: Path) -> SirRun:
 def _write_rfs(cfg: InversionConfig, r: dict, m1: Atmosphere, m2: Atmosphere | None, p1: Path,
                p2: Path | None, run: SirRun) -> dict:
     """RF files of every slot with a non-zero node entry (cycle 1's), SIR's units: per K, dyn cm⁻², cm/s,
-    G, cm/s, radian (γ, φ), km/s (vmac); filling factor per unit f₂, stray light per percent."""
+    G, cm/s, radian (γ, φ), km/s (macro); filling factor per unit f₂, stray light per percent."""
     nw = r["stokes"].shape[-1]
     written: dict[str, np.ndarray] = {}
 
@@ -428,10 +427,10 @@ def _write_rfs(cfg: InversionConfig, r: dict, m1: Atmosphere, m2: Atmosphere | N
         for p in NODE_PARAMETERS:
             if nodes.get(p, 0) == 0:
                 continue
-            if p == "vmac":
-                a = r["vmac" + sfx]
+            if p == "macro":
+                a = r["macro" + sfx]
             else:
-                key = _RF_KEY[p]
+                key = p
                 if p == "T" and nodes.get("Pe", 0) == 0 and ("T_he" + sfx) in r:
                     key = "T_he"  # P_e follows hydrostatic equilibrium (spec-forward §10)
                 a = r[key + sfx]
@@ -443,21 +442,21 @@ def _write_rfs(cfg: InversionConfig, r: dict, m1: Atmosphere, m2: Atmosphere | N
             written[f.name] = arr
             run.outputs.append(f)
     base1 = p1.parent / (p1.name[: -len(p1.suffix)] if p1.suffix else p1.name)
-    if cfg.value("invert_filling", 1) == 1 and "filling2" in r:
-        arr = stokes_cols(r["filling2"], magnetic)
-        f = Path(str(base1) + RF_SUFFIX["filling2"])
+    if cfg.value("invert_filling", 1) == 1 and "filling" in r:
+        arr = stokes_cols(r["filling"], magnetic)
+        f = Path(str(base1) + RF_SUFFIX["filling"])
         write_sir_rf(f, arr)
         written[f.name] = arr
         run.outputs.append(f)
     if cfg.value("invert_stray", 1) == 1:
-        if "stray_percent" not in r:
+        if "stray" not in r:
             raise ValueError("control line 32 (Invert stray light factor) = 1 needs a stray-light file (line 3)")
-        arr = stokes_cols(r["stray_percent"], magnetic)
+        arr = stokes_cols(r["stray"], magnetic)
         f = Path(str(base1) + RF_SUFFIX["stray"])
         write_sir_rf(f, arr)
         written[f.name] = arr
         run.outputs.append(f)
-    if cfg.value("invert_filling", 1) == 1 and "filling2" not in r:
+    if cfg.value("invert_filling", 1) == 1 and "filling" not in r:
         raise ValueError("control line 31 (Invert filling factor) = 1 needs a model 2 (line 9)")
     return written
 
@@ -496,9 +495,9 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> Si
     for c in range(1, cfg.cycles + 1):
         kw: dict[str, Any] = {}
         if guess2 is not None:
-            kw.update(guess2=guess2, filling2=f2)
+            kw.update(guess2=guess2, filling=f2)
         if stray is not None:
-            kw.update(stray_profile=stray, stray_percent=alpha)
+            kw.update(stray_profile=stray, stray=alpha)
         try:
             res = invert_pixel(prof.stokes, guess, inp.lines, grid, cfg.single_cycle(c), psf=inp.psf,
                                abundances=inp.abundances, departures=inp.departures, **options, **kw)
@@ -530,7 +529,7 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> Si
             guess2 = atm2
             f2 = getattr(res, "filling2", None) or float(atm2.filling)
         if stray is not None:
-            sp = getattr(res, "stray_percent", None)
+            sp = getattr(res, "stray", None)
             alpha = float(sp) if sp is not None else float(atm.stray)
         if res.chi2.size:
             row = (float(res.snr[-1]), float(res.chi2[-1]))

@@ -58,22 +58,23 @@ def vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, ab
 class MixedStandInResult(StandInResult):
     atmosphere2: Any = None
     filling2: float | None = None
-    stray_percent: float | None = None
+    stray: float | None = None
     errors2: Any = None
 
 
 def mixed_vlos_fit_solver(stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None, guess2=None,
-                          filling2=None, stray_profile=None, stray_percent=None):
+                          filling=None, stray_profile=None, stray=None):
     """:func:`vlos_fit_solver` with ``invert_pixel``'s second component and stray light: component 1's
     vlos shift is fitted (same 5-point search and parabola) to the profile mixed as
     (1 − α)[(1 − f₂) I₁ + f₂ I₂] + α I_stray by :func:`pyinv.synthesize`; component 2, f₂ and α are kept.
-    f₂ None takes guess2's header, α None guess's header (the contract's defaults). The result carries
-    ``atmosphere2`` (header: its vmac, f₂, α), ``filling2`` and ``stray_percent`` like ``PixelResult``."""
+    f₂ (``filling``) None takes guess2's header, α (``stray``) None guess's header (the contract's defaults).
+    The result carries ``atmosphere2`` (header: its macro, f₂, α), ``filling2`` and ``stray`` like
+    ``PixelResult``."""
     from ..physics.synthesis import synthesize
 
-    f2 = None if guess2 is None else float(guess2.filling if filling2 is None else filling2)
-    alpha = None if stray_profile is None else float(guess.stray if stray_percent is None else stray_percent)
-    mixing = dict(atmos2=guess2, filling2=f2, stray_profile=stray_profile, stray_percent=alpha)
+    f2 = None if guess2 is None else float(guess2.filling if filling is None else filling)
+    alpha = None if stray_profile is None else float(guess.stray if stray is None else stray)
+    mixing = dict(atmos2=guess2, filling=f2, stray_profile=stray_profile, stray=alpha)
 
     def syn(atm):
         many = isinstance(atm, list)
