@@ -97,7 +97,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 7
+ENGINE_API_VERSION = 8
 
 
 def check_engine_version(module: ModuleType) -> tuple[str, int]:
