@@ -191,7 +191,7 @@ contains
     real(dp) :: kp0(4, 4), kp1(4, 4), m0(4, 4), m1(4, 4), d4(4, 4), a(4, 4)
     real(dp) :: y(4), r(4), v(4), h, h2, h12
     integer :: i, ib
-    logical :: emit
+    logical :: has_sv
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -204,8 +204,8 @@ contains
     end do
     call grid_derivative7(n, x, kp7, dk7)
     call grid_derivative(n, x, s, ds)
-    emit = present(sv)
-    if (emit) call grid_derivative_rows(4, n, x, sv, dsv)
+    has_sv = present(sv)
+    if (has_sv) call grid_derivative_rows(4, n, x, sv, dsv)
     tau = ltau / ln10
     ib = boundary_index(n, tau, k7)
     if (present(ib_out)) ib_out = ib
@@ -216,11 +216,11 @@ contains
     m1 = d4 + matmul(kp1, kp1)
     a = kp1
     y = [ds(ib), 0.0_dp, 0.0_dp, 0.0_dp]
-    if (emit) y = y + dsv(:, ib)
+    if (has_sv) y = y + dsv(:, ib)
     call solve4(a, y, ierr)
     if (ierr /= err_ok) return
     y(1) = y(1) + s(ib)
-    if (emit) y = y + sv(:, ib)
+    if (has_sv) y = y + sv(:, ib)
     if (present(stokes_depth)) then
       do i = 1, ib
         stokes_depth(:, i) = y
@@ -241,7 +241,7 @@ contains
       v(1) = v(1) - s(i - 1)
       r = y + h2 * matmul(kp0, v) + h12 * (matmul(m0, v) - kp0(:, 1) * ds(i - 1)) &
           - h2 * kp1(:, 1) * s(i) + h12 * (m1(:, 1) * s(i) + kp1(:, 1) * ds(i))
-      if (emit) r = r - h2 * (matmul(kp0, sv(:, i - 1)) + matmul(kp1, sv(:, i))) &
+      if (has_sv) r = r - h2 * (matmul(kp0, sv(:, i - 1)) + matmul(kp1, sv(:, i))) &
                     - h12 * (matmul(m0, sv(:, i - 1)) - matmul(m1, sv(:, i)) + matmul(kp0, dsv(:, i - 1)) &
                              - matmul(kp1, dsv(:, i)))
       a = h12 * m1 - h2 * kp1
@@ -270,7 +270,7 @@ contains
     real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n), dsv(n)
     real(dp) :: y, h, h2, h12, e
     integer :: i, ib
-    logical :: emit
+    logical :: has_sv
 
     ierr = err_ok
     intensity = 0.0_dp
@@ -295,8 +295,8 @@ contains
       ierr = err_singular
       return
     end if
-    emit = present(sv)
-    if (emit) then
+    has_sv = present(sv)
+    if (has_sv) then
       call grid_derivative(n, x, sv, dsv)
       y = s(ib) + sv(ib) + (ds(ib) + dsv(ib)) / kp(ib)
     else
@@ -308,7 +308,7 @@ contains
       h2 = 0.5_dp * h
       h12 = h * h / 12.0_dp
       e = 0.0_dp
-      if (emit) e = -h2 * (kp(i - 1) * sv(i - 1) + kp(i) * sv(i)) &
+      if (has_sv) e = -h2 * (kp(i - 1) * sv(i - 1) + kp(i) * sv(i)) &
                     - h12 * (m(i - 1) * sv(i - 1) - m(i) * sv(i) + kp(i - 1) * dsv(i - 1) - kp(i) * dsv(i))
       y = (y + h2 * kp(i - 1) * (y - s(i - 1)) + h12 * (m(i - 1) * (y - s(i - 1)) - kp(i - 1) * ds(i - 1)) &
            - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i)) + e) &
@@ -654,7 +654,7 @@ contains
     real(dp) :: dbar(4, 7, n), dsbar(4, n), w(4, 4), z(4, 4), zn(4, 4), p(4, 4), q(4, 4), bm(4, 4)
     real(dp) :: r(4), v(4), h(n), h2, h12, h2n, h12n
     integer :: piv(3, n), i, j, ib, c
-    logical :: emit
+    logical :: has_sv
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -670,8 +670,8 @@ contains
     end do
     call grid_derivative7(n, x, kp7, dk7)
     call grid_derivative(n, x, s, ds)
-    emit = present(sv) .and. present(svbar)
-    if (emit) then
+    has_sv = present(sv) .and. present(svbar)
+    if (has_sv) then
       call grid_derivative_rows(4, n, x, sv, dsv)
       svbar = 0.0_dp
       dsvbar = 0.0_dp
@@ -688,14 +688,14 @@ contains
     call lu4(lu(:, :, ib), piv(:, ib), ierr)
     if (ierr /= err_ok) return
     r = [ds(ib), 0.0_dp, 0.0_dp, 0.0_dp]
-    if (emit) r = r + dsv(:, ib)
+    if (has_sv) r = r + dsv(:, ib)
     call lu4_solve(lu(:, :, ib), piv(:, ib), r)
     if (.not. all(abs(r) <= huge(1.0_dp))) then
       ierr = err_singular
       return
     end if
     r(1) = r(1) + s(ib)
-    if (emit) r = r + sv(:, ib)
+    if (has_sv) r = r + sv(:, ib)
     y(:, ib) = r
     h = 0.0_dp
     do i = ib + 1, n
@@ -710,7 +710,7 @@ contains
       r = y(:, i - 1) + h2 * matmul(kk(:, :, i - 1), v) + h12 * (matmul(mm(:, :, i - 1), v) &
           - kk(:, 1, i - 1) * ds(i - 1)) - h2 * kk(:, 1, i) * s(i) &
           + h12 * (mm(:, 1, i) * s(i) + kk(:, 1, i) * ds(i))
-      if (emit) r = r - h2 * (matmul(kk(:, :, i - 1), sv(:, i - 1)) + matmul(kk(:, :, i), sv(:, i))) &
+      if (has_sv) r = r - h2 * (matmul(kk(:, :, i - 1), sv(:, i - 1)) + matmul(kk(:, :, i), sv(:, i))) &
                     - h12 * (matmul(mm(:, :, i - 1), sv(:, i - 1)) - matmul(mm(:, :, i), sv(:, i)) &
                              + matmul(kk(:, :, i - 1), dsv(:, i - 1)) - matmul(kk(:, :, i), dsv(:, i)))
       a = h12 * mm(:, :, i) - h2 * kk(:, :, i)
@@ -752,13 +752,13 @@ contains
       end if
       u = y(:, j)
       u(1) = u(1) - s(j)
-      if (emit) u = u - sv(:, j)
+      if (has_sv) u = u - sv(:, j)
       p = h12n * zn - h12 * z
       bm = h2n * zn + h2 * z
       q = bm + matmul(p, kk(:, :, j))
       ku = matmul(kk(:, :, j), u)
       ku(1) = ku(1) - ds(j)
-      if (emit) then
+      if (has_sv) then
         ! u = I - S e1 - sv; I' = K'u, I'' = D u + K'(K'u - e1 S' - sv'): sv as S e1, sv' as S' e1
         ku = ku - dsv(:, j)
         svbar(:, :, j) = -matmul(bm, kk(:, :, j)) - matmul(p, mm(:, :, j))
@@ -786,11 +786,11 @@ contains
     call lu4_solve_rows(lu(:, :, ib), piv(:, ib), w, z)
     u = y(:, ib)
     u(1) = u(1) - s(ib)
-    if (emit) u = u - sv(:, ib)
+    if (has_sv) u = u - sv(:, ib)
     call add_outer7(-z, u, k7bar(:, :, ib))
     dsbar(:, ib) = dsbar(:, ib) + z(:, 1)
     sbar(:, ib) = sbar(:, ib) + w(:, 1)
-    if (emit) then
+    if (has_sv) then
       dsvbar(:, :, ib) = dsvbar(:, :, ib) + z
       svbar(:, :, ib) = svbar(:, :, ib) + w
       call grid_derivative_adjoint(16, n, x, ib, dsvbar, svbar)
@@ -817,7 +817,7 @@ contains
     real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n), y(n), den(n), h(n), dbar(n), dsbar(n), sv0(n), dsv(n)
     real(dp) :: h2, h12, h2n, h12n, w, z, zn, p, q, bm, u, e, ku
     integer :: i, j, ib
-    logical :: emit
+    logical :: has_sv
 
     ierr = err_ok
     intensity = 0.0_dp
@@ -845,10 +845,10 @@ contains
       ierr = err_singular
       return
     end if
-    emit = present(sv) .and. present(svbar)
+    has_sv = present(sv) .and. present(svbar)
     sv0 = 0.0_dp
     dsv = 0.0_dp
-    if (emit) then
+    if (has_sv) then
       sv0 = sv
       call grid_derivative(n, x, sv, dsv)
       y(ib) = s(ib) + sv(ib) + (ds(ib) + dsv(ib)) / kp(ib)
@@ -862,7 +862,7 @@ contains
       h12 = h(i) * h(i) / 12.0_dp
       den(i) = 1.0_dp - h2 * kp(i) + h12 * m(i)
       e = 0.0_dp
-      if (emit) e = -h2 * (kp(i - 1) * sv(i - 1) + kp(i) * sv(i)) &
+      if (has_sv) e = -h2 * (kp(i - 1) * sv(i - 1) + kp(i) * sv(i)) &
                     - h12 * (m(i - 1) * sv(i - 1) - m(i) * sv(i) + kp(i - 1) * dsv(i - 1) - kp(i) * dsv(i))
       y(i) = (y(i - 1) + h2 * kp(i - 1) * (y(i - 1) - s(i - 1)) + h12 * (m(i - 1) * (y(i - 1) - s(i - 1)) &
               - kp(i - 1) * ds(i - 1)) - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i)) + e) / den(i)
@@ -886,12 +886,12 @@ contains
         h12 = 0.0_dp
       end if
       u = y(j) - s(j)
-      if (emit) u = u - sv0(j)
+      if (has_sv) u = u - sv0(j)
       p = h12n * zn - h12 * z
       bm = h2n * zn + h2 * z
       q = bm + p * kp(j)
       ku = kp(j) * u - ds(j)
-      if (emit) ku = ku - dsv(j)
+      if (has_sv) ku = ku - dsv(j)
       etabar(j) = q * u + p * ku
       dbar(j) = p * u
       sbar(j) = -bm * kp(j) - p * m(j)
@@ -910,7 +910,7 @@ contains
     call grid_derivative_adjoint(1, n, x, ib, dbar, etabar)
     call grid_derivative_adjoint(1, n, x, ib, dsbar, sbar)
     etabar = ltau * etabar
-    if (emit) svbar = sbar
+    if (has_sv) svbar = sbar
   end subroutine hermite_scalar_adjoint
 
 end module pyinv_formal_solver
