@@ -91,9 +91,9 @@ contains
     integer, allocatable :: iwk(:)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), imaxl(:)
     logical, allocatable :: capped(:)
-    real(dp), allocatable :: dsl(:, :), ddsl(:, :), kl(:, :, :), k7bl(:, :, :)
+    real(dp), allocatable :: dsl(:, :), ddsl(:, :), kl(:, :, :)
     real(dp) :: fse(n), dfse(n), w(4, n), sv(4, n), svbar(4, 4, n), wbar(4, 4, n), klbar(4, 4, n), dslbar(4, n)
-    real(dp) :: etabl(n)
+    real(dp) :: etabl(n), k7bl(4, 7, n)
     integer :: i, g, k, l, j, m, nlg, jw, nmw, kmin, kming, v, maxc, nk
     logical :: magnetic, docv, anycap, desire
     real(dp) :: dsig, inv_ic
@@ -218,7 +218,6 @@ contains
       maxc = max(1, maxval(ncomp))
       allocate(hs(n, 3, nlg), fs(n, 3, nlg), dhu(n, maxc, nlg), dfu(n, maxc, nlg), dha(n, maxc, nlg), &
                dfa(n, maxc, nlg), vv(n, nlg), gs(n, 3, 6, nlg), wv(n * maxc, 12), iwk(n * maxc))
-      if (desire .and. magnetic) allocate(k7bl(4, 7, n))
 
       ! ---- wavelengths of this group
       call group_wavelengths(nw, wgrp, g, widx)
@@ -264,28 +263,21 @@ contains
             r(:, i, rf_pe) = k7bar(:, 1, i) * dkc(2, i)
           end do
           do k = 1, nlg
+            k7bl = k7bar
             if (desire) then
               ! the line's emission excess: the gradient of its eta_I..V gains the emission's, T gains the
               ! path through S_L - B
               call emission_adjoint(4, 4, n, kl(:, :, k), dsl(:, k), wbar, klbar, dslbar)
-              k7bl = k7bar
               k7bl(:, 1:4, :) = k7bl(:, 1:4, :) + klbar
               do i = kmin, n
                 r(:, i, rf_t) = r(:, i, rf_t) + dslbar(:, i) * ddsl(i, k)
               end do
-              call line_adjoint_polarised(n, kmin, k7bl, c5(:, :, k), geo, dgeo, eta0(:, k), adamp(:, k), &
-                                          vv(:, k), vb(:, k), vdop(:, k), dvb_db(:, k), deta0(:, :, k), &
-                                          dadamp(:, :, k), dlnv(:, :, k), ncomp(k), grp(:, k), shift(:, k), &
-                                          strength(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), &
-                                          capped(k), imaxl(k), amaxu(k), dacap(:, k), r)
-              cycle
             end if
-            call line_adjoint_polarised(n, kmin, k7bar, c5(:, :, k), geo, dgeo, eta0(:, k), adamp(:, k), &
+            call line_adjoint_polarised(n, kmin, k7bl, c5(:, :, k), geo, dgeo, eta0(:, k), adamp(:, k), &
                                         vv(:, k), vb(:, k), vdop(:, k), dvb_db(:, k), deta0(:, :, k), &
                                         dadamp(:, :, k), dlnv(:, :, k), ncomp(k), grp(:, k), shift(:, k), &
                                         strength(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), &
-                                        capped(k), imaxl(k), &
-                                        amaxu(k), dacap(:, k), r)
+                                        capped(k), imaxl(k), amaxu(k), dacap(:, k), r)
           end do
         else
           eta = kc
@@ -317,18 +309,14 @@ contains
             r(1, i, rf_pe) = etabar(i) * dkc(2, i)
           end do
           do k = 1, nlg
+            etabl = etabar
             if (desire) then
               ! the line's emission excess eta0 H (S_L - B): its eta gradient gains the emission's
               call emission_adjoint(1, 1, n, kl(1:1, :, k), dsl(:, k), wbar(1, 1, :), klbar(1, 1, :), dslbar(1, :))
-              etabl = etabar + klbar(1, 1, :)
+              etabl = etabl + klbar(1, 1, :)
               r(1, kmin:n, rf_t) = r(1, kmin:n, rf_t) + dslbar(1, kmin:n) * ddsl(kmin:n, k)
-              call line_adjoint_scalar(n, kmin, etabl, eta0(:, k), adamp(:, k), vv(:, k), vdop(:, k), &
-                                       deta0(:, :, k), dadamp(:, :, k), dlnv(:, :, k), hs(:, 1, k), &
-                                       dhu(:, 1, k), dha(:, 1, k), capped(k), imaxl(k), amaxu(k), &
-                                       dacap(:, k), r)
-              cycle
             end if
-            call line_adjoint_scalar(n, kmin, etabar, eta0(:, k), adamp(:, k), vv(:, k), vdop(:, k), &
+            call line_adjoint_scalar(n, kmin, etabl, eta0(:, k), adamp(:, k), vv(:, k), vdop(:, k), &
                                      deta0(:, :, k), dadamp(:, :, k), dlnv(:, :, k), hs(:, 1, k), &
                                      dhu(:, 1, k), dha(:, 1, k), capped(k), imaxl(k), amaxu(k), &
                                      dacap(:, k), r)
@@ -391,7 +379,6 @@ contains
       deallocate(eta0, adamp, inv_dld, vshift, vb, vdop, dvb_db, deta0, dadamp, dlnv, c5, dld, dacap, amaxu, &
                  boff, ncomp, imaxl, capped, grp, shift, strength, hs, fs, dhu, dfu, dha, dfa, vv, gs, wv, iwk, &
                  widx, wx, wy, dsl, ddsl, kl)
-      if (allocated(k7bl)) deallocate(k7bl)
     end do
     end associate
     if (.not. magnetic) then
