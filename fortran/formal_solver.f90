@@ -10,6 +10,15 @@
 !>     I' = K'(I - S e1),  I'' = M (I - S e1) - K' e1 S',  M = dK'/dx + K'^2,
 !> carries the solution to the top grid point, where the emergent Stokes vector is taken.
 !>
+!> Source vector (NLTE line source functions, pyinv_departures): when the emission vector j is not K e1 S,
+!> the RTE keeps SIR's form with the source vector K^-1 j in place of S e1, written S e1 + sv with the
+!> excess sv(4, n) given per depth:
+!>     dI/dx = K' (I - S e1 - sv),   I'' = M (I - S e1 - sv) - K' (e1 S' + sv'),
+!> sv' by the same grid derivative; the Hermite step gains, like the S terms,
+!>     - h/2 (K'_i-1 sv_i-1 + K'_i sv_i) - h^2/12 (M_i-1 sv_i-1 - M_i sv_i + K'_i-1 sv'_i-1 - K'_i sv'_i)
+!> and the diffusion start becomes I = S e1 + sv + K'^-1 (e1 S' + sv'). Without sv (or sv = 0) every
+!> operation is SIR's.
+!>
 !> Propagation-matrix elements are passed per depth as k7(7, n) in units of kappa_c(5000):
 !> (eta_I, eta_Q, eta_U, eta_V, rho_Q, rho_U, rho_V), with
 !>     K = | eta_I  eta_Q  eta_U  eta_V |
@@ -27,7 +36,8 @@ module pyinv_formal_solver
   private
   public :: grid_derivative, hermite_polarised, hermite_polarised_block, hermite_scalar, solve4, build_k4, &
             boundary_index
-  public :: hermite_polarised_adjoint, hermite_scalar_adjoint, grid_derivative_adjoint
+  public :: hermite_polarised_adjoint, hermite_scalar_adjoint, grid_derivative_adjoint, lu4, lu4_solve_rows, &
+            add_outer7
 
   real(dp), parameter :: tau_thick = 5.0_dp
 
@@ -68,6 +78,17 @@ contains
       df(:, i) = cm * f(:, i - 1) + c0 * f(:, i) + cp * f(:, i + 1)
     end do
   end subroutine grid_derivative7
+
+  !> grid_derivative applied to each of the m rows of f(m, n).
+  pure subroutine grid_derivative_rows(m, n, x, f, df)
+    integer, intent(in) :: m, n
+    real(dp), intent(in) :: x(n), f(m, n)
+    real(dp), intent(out) :: df(m, n)
+    integer :: c
+    do c = 1, m
+      call grid_derivative(n, x, f(c, :), df(c, :))
+    end do
+  end subroutine grid_derivative_rows
 
   !> Weights of the three-point parabola derivative at interior point i (1 < i < n):
   !> df_i = cm f_i-1 + c0 f_i + cp f_i+1 (grid_derivative7, hermite_polarised_block).
@@ -156,18 +177,21 @@ contains
   !> n depths, x = log10 tau5 (deepest first, strictly decreasing), ltau = ln10 * 10**x (the factor
   !> turning K into K'), k7(7, n) the propagation-matrix elements in units of kappa5, s(n) the source
   !> function. Returns stokes(4) at the top grid point; optionally ib (the boundary index) and
-  !> stokes_depth(4, n) (I at every depth; rows below ib hold the diffusion value of ib).
-  pure subroutine hermite_polarised(n, x, ltau, k7, s, stokes, ierr, ib_out, stokes_depth)
+  !> stokes_depth(4, n) (I at every depth; rows below ib hold the diffusion value of ib). sv(4, n),
+  !> optional: the source-vector excess (module header).
+  pure subroutine hermite_polarised(n, x, ltau, k7, s, stokes, ierr, ib_out, stokes_depth, sv)
     integer, intent(in) :: n
     real(dp), intent(in) :: x(n), ltau(n), k7(7, n), s(n)
     real(dp), intent(out) :: stokes(4)
     integer, intent(out) :: ierr
     integer, intent(out), optional :: ib_out
     real(dp), intent(out), optional :: stokes_depth(4, n)
-    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n)
+    real(dp), intent(in), optional :: sv(4, n)
+    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n), dsv(4, n)
     real(dp) :: kp0(4, 4), kp1(4, 4), m0(4, 4), m1(4, 4), d4(4, 4), a(4, 4)
     real(dp) :: y(4), r(4), v(4), h, h2, h12
     integer :: i, ib
+    logical :: has_sv
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -180,19 +204,23 @@ contains
     end do
     call grid_derivative7(n, x, kp7, dk7)
     call grid_derivative(n, x, s, ds)
+    has_sv = present(sv)
+    if (has_sv) call grid_derivative_rows(4, n, x, sv, dsv)
     tau = ltau / ln10
     ib = boundary_index(n, tau, k7)
     if (present(ib_out)) ib_out = ib
 
-    ! diffusion approximation at the boundary: I = S e1 + K'^-1 e1 S'
+    ! diffusion approximation at the boundary: I = S e1 + sv + K'^-1 (e1 S' + sv')
     call build_k4(kp7(:, ib), kp1)
     call build_k4(dk7(:, ib), d4)
     m1 = d4 + matmul(kp1, kp1)
     a = kp1
     y = [ds(ib), 0.0_dp, 0.0_dp, 0.0_dp]
+    if (has_sv) y = y + dsv(:, ib)
     call solve4(a, y, ierr)
     if (ierr /= err_ok) return
     y(1) = y(1) + s(ib)
+    if (has_sv) y = y + sv(:, ib)
     if (present(stokes_depth)) then
       do i = 1, ib
         stokes_depth(:, i) = y
@@ -213,6 +241,9 @@ contains
       v(1) = v(1) - s(i - 1)
       r = y + h2 * matmul(kp0, v) + h12 * (matmul(m0, v) - kp0(:, 1) * ds(i - 1)) &
           - h2 * kp1(:, 1) * s(i) + h12 * (m1(:, 1) * s(i) + kp1(:, 1) * ds(i))
+      if (has_sv) r = r - h2 * (matmul(kp0, sv(:, i - 1)) + matmul(kp1, sv(:, i))) &
+                    - h12 * (matmul(m0, sv(:, i - 1)) - matmul(m1, sv(:, i)) + matmul(kp0, dsv(:, i - 1)) &
+                             - matmul(kp1, dsv(:, i)))
       a = h12 * m1 - h2 * kp1
       a(1, 1) = a(1, 1) + 1.0_dp
       a(2, 2) = a(2, 2) + 1.0_dp
@@ -226,17 +257,20 @@ contains
     stokes = y
   end subroutine hermite_polarised
 
-  !> Scalar (non-magnetic) analogue of hermite_polarised (§8.7): K = eta_I only, same boundary rule.
-  pure subroutine hermite_scalar(n, x, ltau, eta, s, intensity, ierr, ib_out, i_depth)
+  !> Scalar (non-magnetic) analogue of hermite_polarised (§8.7): K = eta_I only, same boundary rule;
+  !> sv(n), optional: the source-function excess (the scalar source-vector excess, module header).
+  pure subroutine hermite_scalar(n, x, ltau, eta, s, intensity, ierr, ib_out, i_depth, sv)
     integer, intent(in) :: n
     real(dp), intent(in) :: x(n), ltau(n), eta(n), s(n)
     real(dp), intent(out) :: intensity
     integer, intent(out) :: ierr
     integer, intent(out), optional :: ib_out
     real(dp), intent(out), optional :: i_depth(n)
-    real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n)
-    real(dp) :: y, h, h2, h12
+    real(dp), intent(in), optional :: sv(n)
+    real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n), dsv(n)
+    real(dp) :: y, h, h2, h12, e
     integer :: i, ib
+    logical :: has_sv
 
     ierr = err_ok
     intensity = 0.0_dp
@@ -261,14 +295,23 @@ contains
       ierr = err_singular
       return
     end if
-    y = s(ib) + ds(ib) / kp(ib)
+    has_sv = present(sv)
+    if (has_sv) then
+      call grid_derivative(n, x, sv, dsv)
+      y = s(ib) + sv(ib) + (ds(ib) + dsv(ib)) / kp(ib)
+    else
+      y = s(ib) + ds(ib) / kp(ib)
+    end if
     if (present(i_depth)) i_depth(1:ib) = y
     do i = ib + 1, n
       h = x(i) - x(i - 1)
       h2 = 0.5_dp * h
       h12 = h * h / 12.0_dp
+      e = 0.0_dp
+      if (has_sv) e = -h2 * (kp(i - 1) * sv(i - 1) + kp(i) * sv(i)) &
+                    - h12 * (m(i - 1) * sv(i - 1) - m(i) * sv(i) + kp(i - 1) * dsv(i - 1) - kp(i) * dsv(i))
       y = (y + h2 * kp(i - 1) * (y - s(i - 1)) + h12 * (m(i - 1) * (y - s(i - 1)) - kp(i - 1) * ds(i - 1)) &
-           - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i))) &
+           - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i)) + e) &
           / (1.0_dp - h2 * kp(i) + h12 * m(i))
       if (present(i_depth)) i_depth(i) = y
     end do
@@ -597,16 +640,21 @@ contains
   !> hermite_polarised and the derivatives of its emergent vector: k7bar(s, e, j) = d stokes(s) /
   !> d k7(e, j), sbar(s, j) = d stokes(s) / d s(j) (boundary index held fixed). stokes equals
   !> hermite_polarised's result (same operations). kmin: lowest depth with nonzero derivatives.
-  pure subroutine hermite_polarised_adjoint(n, x, ltau, k7, s, stokes, k7bar, sbar, kmin, ierr)
+  !> Optional, together: sv(4, n) the source-vector excess (as hermite_polarised) and its gradient
+  !> svbar(s, c, j) = d stokes(s) / d sv(c, j).
+  pure subroutine hermite_polarised_adjoint(n, x, ltau, k7, s, stokes, k7bar, sbar, kmin, ierr, sv, svbar)
     integer, intent(in) :: n
     real(dp), intent(in) :: x(n), ltau(n), k7(7, n), s(n)
     real(dp), intent(out) :: stokes(4), k7bar(4, 7, n), sbar(4, n)
     integer, intent(out) :: kmin, ierr
-    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n), y(4, n), u(4), ku(4)
+    real(dp), intent(in), optional :: sv(4, n)
+    real(dp), intent(out), optional :: svbar(4, 4, n)
+    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n), y(4, n), u(4), ku(4), dsv(4, n), dsvbar(4, 4, n)
     real(dp) :: kk(4, 4, n), mm(4, 4, n), lu(4, 4, n), d4(4, 4), a(4, 4)
     real(dp) :: dbar(4, 7, n), dsbar(4, n), w(4, 4), z(4, 4), zn(4, 4), p(4, 4), q(4, 4), bm(4, 4)
     real(dp) :: r(4), v(4), h(n), h2, h12, h2n, h12n
     integer :: piv(3, n), i, j, ib, c
+    logical :: has_sv
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -622,6 +670,12 @@ contains
     end do
     call grid_derivative7(n, x, kp7, dk7)
     call grid_derivative(n, x, s, ds)
+    has_sv = present(sv) .and. present(svbar)
+    if (has_sv) then
+      call grid_derivative_rows(4, n, x, sv, dsv)
+      svbar = 0.0_dp
+      dsvbar = 0.0_dp
+    end if
     tau = ltau / ln10
     ib = boundary_index(n, tau, k7)
     kmin = max(1, ib - 1)
@@ -634,12 +688,14 @@ contains
     call lu4(lu(:, :, ib), piv(:, ib), ierr)
     if (ierr /= err_ok) return
     r = [ds(ib), 0.0_dp, 0.0_dp, 0.0_dp]
+    if (has_sv) r = r + dsv(:, ib)
     call lu4_solve(lu(:, :, ib), piv(:, ib), r)
     if (.not. all(abs(r) <= huge(1.0_dp))) then
       ierr = err_singular
       return
     end if
     r(1) = r(1) + s(ib)
+    if (has_sv) r = r + sv(:, ib)
     y(:, ib) = r
     h = 0.0_dp
     do i = ib + 1, n
@@ -654,6 +710,9 @@ contains
       r = y(:, i - 1) + h2 * matmul(kk(:, :, i - 1), v) + h12 * (matmul(mm(:, :, i - 1), v) &
           - kk(:, 1, i - 1) * ds(i - 1)) - h2 * kk(:, 1, i) * s(i) &
           + h12 * (mm(:, 1, i) * s(i) + kk(:, 1, i) * ds(i))
+      if (has_sv) r = r - h2 * (matmul(kk(:, :, i - 1), sv(:, i - 1)) + matmul(kk(:, :, i), sv(:, i))) &
+                    - h12 * (matmul(mm(:, :, i - 1), sv(:, i - 1)) - matmul(mm(:, :, i), sv(:, i)) &
+                             + matmul(kk(:, :, i - 1), dsv(:, i - 1)) - matmul(kk(:, :, i), dsv(:, i)))
       a = h12 * mm(:, :, i) - h2 * kk(:, :, i)
       a(1, 1) = a(1, 1) + 1.0_dp
       a(2, 2) = a(2, 2) + 1.0_dp
@@ -693,11 +752,18 @@ contains
       end if
       u = y(:, j)
       u(1) = u(1) - s(j)
+      if (has_sv) u = u - sv(:, j)
       p = h12n * zn - h12 * z
       bm = h2n * zn + h2 * z
       q = bm + matmul(p, kk(:, :, j))
       ku = matmul(kk(:, :, j), u)
       ku(1) = ku(1) - ds(j)
+      if (has_sv) then
+        ! u = I - S e1 - sv; I' = K'u, I'' = D u + K'(K'u - e1 S' - sv'): sv as S e1, sv' as S' e1
+        ku = ku - dsv(:, j)
+        svbar(:, :, j) = -matmul(bm, kk(:, :, j)) - matmul(p, mm(:, :, j))
+        dsvbar(:, :, j) = -matmul(p, kk(:, :, j))
+      end if
       call add_outer7(q, u, k7bar(:, :, j))
       call add_outer7(p, ku, k7bar(:, :, j))
       call add_outer7(p, u, dbar(:, :, j))
@@ -716,13 +782,19 @@ contains
         h12n = h12
       end if
     end do
-    ! diffusion start at ib: I_b = S_b e1 + K'_b^-1 e1 S'_b (u_b = K'_b^-1 e1 S'_b)
+    ! diffusion start at ib: I_b = S_b e1 + sv_b + K'_b^-1 (e1 S'_b + sv'_b) (u_b = K'_b^-1 (e1 S'_b + sv'_b))
     call lu4_solve_rows(lu(:, :, ib), piv(:, ib), w, z)
     u = y(:, ib)
     u(1) = u(1) - s(ib)
+    if (has_sv) u = u - sv(:, ib)
     call add_outer7(-z, u, k7bar(:, :, ib))
     dsbar(:, ib) = dsbar(:, ib) + z(:, 1)
     sbar(:, ib) = sbar(:, ib) + w(:, 1)
+    if (has_sv) then
+      dsvbar(:, :, ib) = dsvbar(:, :, ib) + z
+      svbar(:, :, ib) = svbar(:, :, ib) + w
+      call grid_derivative_adjoint(16, n, x, ib, dsvbar, svbar)
+    end if
 
     ! grid derivatives (transposed) and K' = ltau K
     call grid_derivative_adjoint(28, n, x, ib, dbar, k7bar)
@@ -733,15 +805,19 @@ contains
   end subroutine hermite_polarised_adjoint
 
   !> Scalar analogue of hermite_polarised_adjoint (eta_I only; hermite_scalar's discretisation):
-  !> etabar(j) = d I / d eta(j), sbar(j) = d I / d s(j).
-  pure subroutine hermite_scalar_adjoint(n, x, ltau, eta, s, intensity, etabar, sbar, kmin, ierr)
+  !> etabar(j) = d I / d eta(j), sbar(j) = d I / d s(j); optional, together: sv(n) the source-function
+  !> excess (as hermite_scalar) and svbar(j) = d I / d sv(j) (= sbar: I depends on s + sv alone).
+  pure subroutine hermite_scalar_adjoint(n, x, ltau, eta, s, intensity, etabar, sbar, kmin, ierr, sv, svbar)
     integer, intent(in) :: n
     real(dp), intent(in) :: x(n), ltau(n), eta(n), s(n)
     real(dp), intent(out) :: intensity, etabar(n), sbar(n)
     integer, intent(out) :: kmin, ierr
-    real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n), y(n), den(n), h(n), dbar(n), dsbar(n)
-    real(dp) :: h2, h12, h2n, h12n, w, z, zn, p, q, bm, u
+    real(dp), intent(in), optional :: sv(n)
+    real(dp), intent(out), optional :: svbar(n)
+    real(dp) :: kp(n), dk(n), ds(n), m(n), tau(n), y(n), den(n), h(n), dbar(n), dsbar(n), sv0(n), dsv(n)
+    real(dp) :: h2, h12, h2n, h12n, w, z, zn, p, q, bm, u, e, ku
     integer :: i, j, ib
+    logical :: has_sv
 
     ierr = err_ok
     intensity = 0.0_dp
@@ -769,15 +845,27 @@ contains
       ierr = err_singular
       return
     end if
-    y(ib) = s(ib) + ds(ib) / kp(ib)
+    has_sv = present(sv) .and. present(svbar)
+    sv0 = 0.0_dp
+    dsv = 0.0_dp
+    if (has_sv) then
+      sv0 = sv
+      call grid_derivative(n, x, sv, dsv)
+      y(ib) = s(ib) + sv(ib) + (ds(ib) + dsv(ib)) / kp(ib)
+    else
+      y(ib) = s(ib) + ds(ib) / kp(ib)
+    end if
     h = 0.0_dp
     do i = ib + 1, n
       h(i) = x(i) - x(i - 1)
       h2 = 0.5_dp * h(i)
       h12 = h(i) * h(i) / 12.0_dp
       den(i) = 1.0_dp - h2 * kp(i) + h12 * m(i)
+      e = 0.0_dp
+      if (has_sv) e = -h2 * (kp(i - 1) * sv(i - 1) + kp(i) * sv(i)) &
+                    - h12 * (m(i - 1) * sv(i - 1) - m(i) * sv(i) + kp(i - 1) * dsv(i - 1) - kp(i) * dsv(i))
       y(i) = (y(i - 1) + h2 * kp(i - 1) * (y(i - 1) - s(i - 1)) + h12 * (m(i - 1) * (y(i - 1) - s(i - 1)) &
-              - kp(i - 1) * ds(i - 1)) - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i))) / den(i)
+              - kp(i - 1) * ds(i - 1)) - h2 * kp(i) * s(i) + h12 * (m(i) * s(i) + kp(i) * ds(i)) + e) / den(i)
     end do
     intensity = y(n)
 
@@ -798,10 +886,13 @@ contains
         h12 = 0.0_dp
       end if
       u = y(j) - s(j)
+      if (has_sv) u = u - sv0(j)
       p = h12n * zn - h12 * z
       bm = h2n * zn + h2 * z
       q = bm + p * kp(j)
-      etabar(j) = q * u + p * (kp(j) * u - ds(j))
+      ku = kp(j) * u - ds(j)
+      if (has_sv) ku = ku - dsv(j)
+      etabar(j) = q * u + p * ku
       dbar(j) = p * u
       sbar(j) = -bm * kp(j) - p * m(j)
       dsbar(j) = -p * kp(j)
@@ -813,12 +904,13 @@ contains
       end if
     end do
     z = w / kp(ib)
-    etabar(ib) = etabar(ib) - z * (y(ib) - s(ib))
+    etabar(ib) = etabar(ib) - z * (y(ib) - s(ib) - sv0(ib))
     dsbar(ib) = dsbar(ib) + z
     sbar(ib) = sbar(ib) + w
     call grid_derivative_adjoint(1, n, x, ib, dbar, etabar)
     call grid_derivative_adjoint(1, n, x, ib, dsbar, sbar)
     etabar = ltau * etabar
+    if (has_sv) svbar = sbar
   end subroutine hermite_scalar_adjoint
 
 end module pyinv_formal_solver

@@ -30,7 +30,7 @@
 !> only their strength(-and-shift)-weighted sums per component group (line_k7_store).
 module pyinv_response
   use pyinv_kinds, only: dp, ln10, pi
-  use pyinv_errors, only: err_ok, err_not_finite, err_bad_input
+  use pyinv_errors, only: err_ok, err_not_finite
   use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields
   use pyinv_continuum, only: kappa_continuum
   use pyinv_planck, only: planck, planck_dt, planck_nlte, planck_nlte_dt
@@ -39,6 +39,8 @@ module pyinv_response
   use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
                                air_to_vacuum, geometry_factors, k7_add_profiles
   use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
+  use pyinv_departures, only: nlte_opacity_factor, line_source_excess, emission_add, emission_adjoint, &
+                              line_first_column, source_vector, source_vector_adjoint
   use pyinv_hydrostatic, only: het_kg, het_kg_t, het_kg_p, het_pg_t, het_pg_p, het_rho_t, het_rho_p, n_he_terms
   use pyinv_synthesis, only: synth_setup, col_t, col_pe, col_vmic, col_b, col_vlos, col_gam, col_phi, n_cols, &
                              synth_check_inputs, hsra_continuum, macro_sigma, &
@@ -89,8 +91,11 @@ contains
     integer, allocatable :: iwk(:)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), imaxl(:)
     logical, allocatable :: capped(:)
+    real(dp), allocatable :: dsl(:, :), ddsl(:, :), kl(:, :, :)
+    real(dp) :: fse(n), dfse(n), w(4, n), sv(4, n), svbar(4, 4, n), wbar(4, 4, n), klbar(4, 4, n), dslbar(4, n)
+    real(dp) :: etabl(n), k7bl(4, 7, n)
     integer :: i, g, k, l, j, m, nlg, jw, nmw, kmin, kming, v, maxc, nk
-    logical :: magnetic, docv, anycap
+    logical :: magnetic, docv, anycap, desire
     real(dp) :: dsig, inv_ic
 
     ierr = err_ok
@@ -100,10 +105,7 @@ contains
     amax = 0.0_dp
     call synth_check_inputs(s, n, logtau, x, vmac, ierr)
     if (ierr /= err_ok) return
-    if (s%ndb > 0 .and. s%desire_departures /= 0) then
-      ierr = err_bad_input   ! response functions: SIR 2017's form of the departures only
-      return
-    end if
+    desire = s%ndb > 0 .and. s%desire_departures /= 0
 
     associate (t => x(:, col_t), pe => x(:, col_pe), vmic => x(:, col_vmic), bfield => x(:, col_b), &
                vlos => x(:, col_vlos), gam => x(:, col_gam), phi => x(:, col_phi), eps => s%eps, &
@@ -150,7 +152,7 @@ contains
       dkc = dkcg(:, :, g)
       src = planck(lam1 * 1.0e-8_dp, t)
       dsrc = planck_dt(lam1 * 1.0e-8_dp, t)
-      if (s%ndb > 0) then
+      if (s%ndb > 0 .and. .not. desire) then
         ! NLTE departures, held fixed (SIR 2017, §7.10; the derivatives at fixed b)
         src = planck_nlte(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, glines(gstart(g))) / s%bdep(:, 2, glines(gstart(g))))
         dsrc = planck_nlte_dt(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, glines(gstart(g))) / s%bdep(:, 2, glines(gstart(g))))
@@ -158,7 +160,8 @@ contains
       allocate(eta0(n, nlg), adamp(n, nlg), inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), vdop(n, nlg), &
                dvb_db(n, nlg), deta0(3, n, nlg), dadamp(3, n, nlg), dlnv(2, n, nlg), c5(5, n, nlg), dld(n), &
                dacap(3, nlg), amaxu(nlg), boff(nlg), ncomp(nlg), imaxl(nlg), capped(nlg), &
-               grp(3 * max_components, nlg), shift(3 * max_components, nlg), strength(3 * max_components, nlg))
+               grp(3 * max_components, nlg), shift(3 * max_components, nlg), strength(3 * max_components, nlg), &
+               dsl(n, nlg), ddsl(n, nlg), kl(4, n, nlg))
       ! ---- per-line depth quantities and their tangent-linear
       do k = 1, nlg
         l = glines(gstart(g) + k - 1)
@@ -167,7 +170,17 @@ contains
                                       kappa5, dk5, eta0(:, k), adamp(:, k), dld, vdop(:, k), deta0(:, :, k), &
                                       dadamp(:, :, k), dlnv(:, :, k), ierr)
         if (ierr /= err_ok) return
-        if (s%ndb > 0) then
+        dsl(:, k) = 0.0_dp
+        ddsl(:, k) = 0.0_dp
+        if (desire) then
+          ! DeSIRe's form (pyinv_departures), b fixed: eta0 f(T) and the source-function excess S_L - B
+          call nlte_opacity_factor(lam(l) * 1.0e-8_dp, t, s%bdep(:, 1, l), s%bdep(:, 2, l), fse, dfse)
+          deta0(1, :, k) = deta0(1, :, k) * fse + eta0(:, k) * dfse
+          deta0(2, :, k) = deta0(2, :, k) * fse
+          deta0(3, :, k) = deta0(3, :, k) * fse
+          eta0(:, k) = eta0(:, k) * fse
+          call line_source_excess(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, l), s%bdep(:, 2, l), dsl(:, k), ddsl(:, k))
+        else if (s%ndb > 0) then
           eta0(:, k) = eta0(:, k) * s%bdep(:, 1, l)
           do i = 1, 3
             deta0(i, :, k) = deta0(i, :, k) * s%bdep(:, 1, l)
@@ -219,13 +232,30 @@ contains
         if (magnetic) then
           k7 = 0.0_dp
           k7(1, :) = kc
+          if (desire) w = 0.0_dp
           do k = 1, nlg
             dlam = (woff(jw) + boff(k)) * 1.0e-11_dp
             call line_k7_store(n, dlam, inv_dld(:, k), vshift(:, k), vb(:, k), adamp(:, k), c5(:, :, k), &
                                ncomp(k), grp(:, k), shift(:, k), strength(:, k), s%sir_voigt, maxc, k7, &
                                vv(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), wv, iwk)
+            if (desire) then
+              do i = 1, n
+                kl(:, i, k) = line_first_column(c5(:, i, k), hs(i, :, k))
+              end do
+              call emission_add(4, n, kl(:, :, k), dsl(:, k), w)
+            end if
           end do
-          call hermite_polarised_adjoint(n, logtau, ltau, k7, src, y4, k7bar, sbar, kmin, ierr)
+          if (desire) then
+            call source_vector(n, k7, w, sv, ierr)
+            if (ierr /= err_ok) return
+            call hermite_polarised_adjoint(n, logtau, ltau, k7, src, y4, k7bar, sbar, kmin, ierr, sv, svbar)
+            if (ierr /= err_ok) return
+            if (anycap) kmin = 1
+            ! sv = K^-1 w: the path through K (all its elements) and the emission excess w
+            call source_vector_adjoint(n, kmin, k7, sv, svbar, wbar, k7bar, ierr)
+          else
+            call hermite_polarised_adjoint(n, logtau, ltau, k7, src, y4, k7bar, sbar, kmin, ierr)
+          end if
           if (ierr /= err_ok) return
           if (anycap) kmin = 1
           do i = kmin, n
@@ -233,12 +263,21 @@ contains
             r(:, i, rf_pe) = k7bar(:, 1, i) * dkc(2, i)
           end do
           do k = 1, nlg
-            call line_adjoint_polarised(n, kmin, k7bar, c5(:, :, k), geo, dgeo, eta0(:, k), adamp(:, k), &
+            k7bl = k7bar
+            if (desire) then
+              ! the line's emission excess: the gradient of its eta_I..V gains the emission's, T gains the
+              ! path through S_L - B
+              call emission_adjoint(4, 4, n, kl(:, :, k), dsl(:, k), wbar, klbar, dslbar)
+              k7bl(:, 1:4, :) = k7bl(:, 1:4, :) + klbar
+              do i = kmin, n
+                r(:, i, rf_t) = r(:, i, rf_t) + dslbar(:, i) * ddsl(i, k)
+              end do
+            end if
+            call line_adjoint_polarised(n, kmin, k7bl, c5(:, :, k), geo, dgeo, eta0(:, k), adamp(:, k), &
                                         vv(:, k), vb(:, k), vdop(:, k), dvb_db(:, k), deta0(:, :, k), &
                                         dadamp(:, :, k), dlnv(:, :, k), ncomp(k), grp(:, k), shift(:, k), &
                                         strength(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), &
-                                        capped(k), imaxl(k), &
-                                        amaxu(k), dacap(:, k), r)
+                                        capped(k), imaxl(k), amaxu(k), dacap(:, k), r)
           end do
         else
           eta = kc
@@ -248,7 +287,21 @@ contains
                                 eta, vv(:, k), hs(:, 1, k), dhu(:, 1, k), dha(:, 1, k))
           end do
           y4 = 0.0_dp
-          call hermite_scalar_adjoint(n, logtau, ltau, eta, src, y4(1), etabar, sbar1, kmin, ierr)
+          if (desire) then
+            w(1, :) = 0.0_dp
+            do k = 1, nlg
+              kl(1, :, k) = eta0(:, k) * hs(:, 1, k)
+              call emission_add(1, n, kl(1:1, :, k), dsl(:, k), w(1:1, :))
+            end do
+            sv(1, :) = w(1, :) / eta
+            call hermite_scalar_adjoint(n, logtau, ltau, eta, src, y4(1), etabar, sbar1, kmin, ierr, sv(1, :), &
+                                        svbar(1, 1, :))
+            ! sv = w / eta: the path through eta and the emission excess w
+            wbar(1, 1, :) = svbar(1, 1, :) / eta
+            etabar = etabar - wbar(1, 1, :) * sv(1, :)
+          else
+            call hermite_scalar_adjoint(n, logtau, ltau, eta, src, y4(1), etabar, sbar1, kmin, ierr)
+          end if
           if (ierr /= err_ok) return
           if (anycap) kmin = 1
           do i = kmin, n
@@ -256,7 +309,14 @@ contains
             r(1, i, rf_pe) = etabar(i) * dkc(2, i)
           end do
           do k = 1, nlg
-            call line_adjoint_scalar(n, kmin, etabar, eta0(:, k), adamp(:, k), vv(:, k), vdop(:, k), &
+            etabl = etabar
+            if (desire) then
+              ! the line's emission excess eta0 H (S_L - B): its eta gradient gains the emission's
+              call emission_adjoint(1, 1, n, kl(1:1, :, k), dsl(:, k), wbar(1, 1, :), klbar(1, 1, :), dslbar(1, :))
+              etabl = etabl + klbar(1, 1, :)
+              r(1, kmin:n, rf_t) = r(1, kmin:n, rf_t) + dslbar(1, kmin:n) * ddsl(kmin:n, k)
+            end if
+            call line_adjoint_scalar(n, kmin, etabl, eta0(:, k), adamp(:, k), vv(:, k), vdop(:, k), &
                                      deta0(:, :, k), dadamp(:, :, k), dlnv(:, :, k), hs(:, 1, k), &
                                      dhu(:, 1, k), dha(:, 1, k), capped(k), imaxl(k), amaxu(k), &
                                      dacap(:, k), r)
@@ -318,7 +378,7 @@ contains
       end do
       deallocate(eta0, adamp, inv_dld, vshift, vb, vdop, dvb_db, deta0, dadamp, dlnv, c5, dld, dacap, amaxu, &
                  boff, ncomp, imaxl, capped, grp, shift, strength, hs, fs, dhu, dfu, dha, dfa, vv, gs, wv, iwk, &
-                 widx, wx, wy)
+                 widx, wx, wy, dsl, ddsl, kl)
     end do
     end associate
     if (.not. magnetic) then

@@ -11,6 +11,11 @@
 !> The convolution itself (kernels, padding, FFT) is pyinv_convolution; convolve_spectrum applies it
 !> group by group.
 !>
+!> NLTE departure coefficients (set-up bdep): SIR 2017's form (spec-forward §7.10: line opacity x b_lower,
+!> the main line's two-level source function for the whole group), or with opt_desire_departures DeSIRe's
+!> (pyinv_departures: NLTE stimulated emission, each line's own source function, the continuum at
+!> Planck, through the source vector K^-1 j), field-free and magnetic.
+!>
 !> pyinv decisions (spec §12) taken here: a model is non-magnetic only if B = 0 at every depth (item 6;
 !> option sir_threshold restores SIR's 1 G threshold); no damping cap (item 5; option damping_cap); HSRA
 !> polynomials in double precision (item 2); the accurate Faddeeva function (pyinv_voigt; option sir_voigt: SIR's rational
@@ -20,7 +25,7 @@
 !> Per wavelength, the Voigt/Faraday profiles of all Zeeman components of all lines of a group are
 !> evaluated in one vectorised call (group_k7 / group_eta, workspace allocated once per group).
 module pyinv_synthesis
-  use pyinv_kinds, only: dp, ln10, pi, c2_planck
+  use pyinv_kinds, only: dp, ln10, pi
   use pyinv_errors, only: err_ok, err_bad_input, err_nonpositive_t, err_nonpositive_pe, &
                           err_logtau_order, err_not_finite, err_bad_size, err_bad_zeeman
   use pyinv_eos, only: eos_state, eos_solve
@@ -30,7 +35,9 @@ module pyinv_synthesis
   use pyinv_propagation, only: line_depth_quantities, blend_offset_mA, air_to_vacuum, geometry_factors, &
                                voigt_hui_n, k7_add_profiles
   use pyinv_voigt, only: voigt_nw
-  use pyinv_formal_solver, only: hermite_polarised_block, hermite_scalar
+  use pyinv_formal_solver, only: hermite_polarised_block, hermite_polarised, hermite_scalar
+  use pyinv_departures, only: nlte_opacity_factor, line_source_excess, emission_add, line_first_column, &
+                              source_vector
   use pyinv_convolution, only: convolve_group
   implicit none
   private
@@ -318,10 +325,11 @@ contains
     real(dp), allocatable :: boff(:), shift(:, :), strength(:, :)
     integer, allocatable :: ncomp(:), grp(:, :), widx(:), iwk(:), jb(:)
     real(dp), allocatable :: uu(:), aa(:), hh(:), ff(:), xwk(:, :), dlk(:), k7b(:, :, :), yb(:, :)
-    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, xl(n), semi(n)
+    real(dp), allocatable :: dsl(:, :)
+    real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, fse(n), dfse(n), dsdt(n), w(4, n), sv(4, n)
     real(dp) :: y4(4)
     integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot, nbk
-    logical :: magnetic
+    logical :: magnetic, desire
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -347,10 +355,7 @@ contains
     ltau = ln10 * 10.0_dp**logtau
     magnetic = model_is_magnetic(n, bfield, s%sir_threshold)
     capflag = s%damping_cap
-    if (magnetic .and. s%ndb > 0 .and. s%desire_departures /= 0) then
-      ierr = err_bad_input   ! DeSIRe's form is implemented for field-free models (Stokes I) only
-      return
-    end if
+    desire = s%ndb > 0 .and. s%desire_departures /= 0
 
     do g = 1, ng
       nlg = gcount(g)
@@ -358,7 +363,7 @@ contains
       lam1 = lam(l)
       allocate(inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), adamp(n, nlg), c5(5, n, nlg), eta0(n, nlg))
       allocate(boff(nlg), ncomp(nlg), grp(3 * max_components, nlg), shift(3 * max_components, nlg), &
-               strength(3 * max_components, nlg))
+               strength(3 * max_components, nlg), dsl(n, nlg))
       ! continuum at the first line and the source function
       do i = 1, n
         call kappa_continuum(lam1 * 1.0e-8_dp, st(i), eps, kap, ierr)
@@ -368,7 +373,7 @@ contains
       src = planck(lam1 * 1.0e-8_dp, t)
       ! NLTE departures of the group's main line: SIR 2017's source function for the whole group (§7.10)
       ! (DeSIRe's form keeps the continuum at Planck and gives each line its own, below)
-      if (s%ndb > 0 .and. s%desire_departures == 0) src = planck_nlte(lam1 * 1.0e-8_dp, t, &
+      if (s%ndb > 0 .and. .not. desire) src = planck_nlte(lam1 * 1.0e-8_dp, t, &
           s%bdep(:, 1, glines(gstart(g))) / s%bdep(:, 2, glines(gstart(g))))
       ! per-line depth quantities
       do k = 1, nlg
@@ -380,14 +385,15 @@ contains
         amax(l) = max(amax(l), maxval(ad))
         if (capflag /= 0 .and. maxval(ad) > 3.0_dp) ad = ad * (3.0_dp / maxval(ad))
         ! NLTE departures (SIR 2017, §7.10): line opacity times b_lower, LTE stimulated emission;
-        ! DeSIRe's form: the NLTE stimulated-emission factor (b_l - b_u e^-x) / (1 - e^-x), x = hc/(lambda k T)
-        if (s%ndb > 0) then
-          if (s%desire_departures /= 0) then
-            xl = c2_planck / (lam(l) * 1.0e-8_dp * t)
-            e0 = e0 * (s%bdep(:, 1, l) - s%bdep(:, 2, l) * exp(-xl)) / (1.0_dp - exp(-xl))
-          else
-            e0 = e0 * s%bdep(:, 1, l)
-          end if
+        ! DeSIRe's form (pyinv_departures): the NLTE stimulated-emission factor and the line's source
+        ! function excess S_L - B over the group's Planck function
+        dsl(:, k) = 0.0_dp
+        if (desire) then
+          call nlte_opacity_factor(lam(l) * 1.0e-8_dp, t, s%bdep(:, 1, l), s%bdep(:, 2, l), fse, dfse)
+          e0 = e0 * fse
+          call line_source_excess(lam1 * 1.0e-8_dp, t, s%bdep(:, 1, l), s%bdep(:, 2, l), dsl(:, k), dsdt)
+        else if (s%ndb > 0) then
+          e0 = e0 * s%bdep(:, 1, l)
         end if
         eta0(:, k) = e0
         adamp(:, k) = ad
@@ -424,7 +430,15 @@ contains
         do k = 1, nlg
           dlk(k) = (woff(jw) + boff(k)) * 1.0e-11_dp
         end do
-        if (magnetic) then
+        if (magnetic .and. desire) then
+          ! DeSIRe's form: the emission excess of the lines' own source functions, one wavelength at a time
+          call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
+                        s%sir_voigt, ntot, uu, aa, hh, ff, iwk, xwk, k7, dsl, w)
+          call source_vector(n, k7, w, sv, ierr)
+          if (ierr /= err_ok) return
+          call hermite_polarised(n, logtau, ltau, k7, src, y4, ierr, sv=sv)
+          if (ierr /= err_ok) return
+        else if (magnetic) then
           call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
                         s%sir_voigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
           ! solved for blocks of nblock wavelengths at once (hermite_polarised_block)
@@ -444,16 +458,14 @@ contains
           call group_eta(n, nlg, dlk, inv_dld, vshift, adamp, eta0, kc, s%sir_voigt, ntot, uu, aa, hh, ff, &
                          iwk, xwk, eta)
           y4 = 0.0_dp
-          if (s%ndb > 0 .and. s%desire_departures /= 0) then
-            ! DeSIRe's separate emissivities: continuum kc B, each line eta0 H S_line (its own b), so the
-            ! source function of this wavelength is their sum over eta
-            semi = kc * src
+          if (desire) then
+            ! DeSIRe's separate emissivities: the source function B + sum eta0 H (S_L - B) / eta
+            w(1, :) = 0.0_dp
             do k = 1, nlg
-              l = glines(gstart(g) + k - 1)
-              semi = semi + eta0(:, k) * hh((k - 1) * n + 1:k * n) * &
-                     planck_nlte(lam(l) * 1.0e-8_dp, t, s%bdep(:, 1, l) / s%bdep(:, 2, l))
+              call emission_add(1, n, eta0(:, k) * hh((k - 1) * n + 1:k * n), dsl(:, k), w(1:1, :))
             end do
-            call hermite_scalar(n, logtau, ltau, eta, semi / eta, y4(1), ierr)
+            sv(1, :) = w(1, :) / eta
+            call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr, sv=sv(1, :))
           else
             call hermite_scalar(n, logtau, ltau, eta, src, y4(1), ierr)
           end if
@@ -462,7 +474,7 @@ contains
         stokes(:, jw) = y4 / ic
       end do
 
-      deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx)
+      deallocate(inv_dld, vshift, vb, adamp, c5, eta0, boff, ncomp, grp, shift, strength, widx, dsl)
       deallocate(uu, aa, hh, ff, iwk, xwk, dlk)
       if (magnetic) deallocate(k7b, yb, jb)
     end do
@@ -477,16 +489,23 @@ contains
   !> eta_I plus, line by line, the Zeeman-split Voigt/Faraday profiles (same operations and order as
   !> k7_add_profiles per line). dlk(k) [cm]: offset from line k. The profiles of all components
   !> of all lines are evaluated in one vectorised call (uu, aa, hh, ff, iwk, xwk: workspace of ntot =
-  !> n * sum(ncomp)).
+  !> n * sum(ncomp)). Optional, together (DeSIRe's form): the lines' source-function excess
+  !> dsl(n, nlg) = S_L - B and their emission excess w(4, n) = sum_L (K_L e1) dsl_L (set here;
+  !> pyinv_departures::emission_add).
   pure subroutine group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
-                           sirvoigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
+                           sirvoigt, ntot, uu, aa, hh, ff, iwk, xwk, k7, dsl, w)
     integer, intent(in) :: n, nlg, ncomp(nlg), grp(:, :), sirvoigt, ntot
     real(dp), intent(in) :: dlk(nlg), inv_dld(n, nlg), vshift(n, nlg), vb(n, nlg), adamp(n, nlg)
     real(dp), intent(in) :: c5(5, n, nlg), kc(n), shift(:, :), strength(:, :)
     real(dp), intent(out) :: uu(ntot), aa(ntot), hh(ntot), ff(ntot), xwk(ntot, 4), k7(7, n)
     integer, intent(out) :: iwk(ntot)
-    real(dp) :: hs(n, 3), fs(n, 3), v, sk, wk
+    real(dp), intent(in), optional :: dsl(n, nlg)
+    real(dp), intent(out), optional :: w(4, n)
+    real(dp) :: hs(n, 3), fs(n, 3), v, sk, wk, kl(4, n)
     integer :: i, k, c, o, g
+    logical :: emit
+    emit = present(dsl) .and. present(w)
+    if (emit) w = 0.0_dp
     o = 0
     do k = 1, nlg
       do c = 1, ncomp(k)
@@ -522,6 +541,12 @@ contains
         o = o + n
       end do
       call k7_add_profiles(n, c5(:, :, k), hs, fs, k7)
+      if (emit) then
+        do i = 1, n
+          kl(:, i) = line_first_column(c5(:, i, k), hs(i, :))
+        end do
+        call emission_add(4, n, kl, dsl(:, k), w)
+      end if
     end do
   end subroutine group_k7
 

@@ -213,16 +213,3 @@ def test_nlte_map_inversion_lightweaver():
     assert res.status.tolist() == [[0, 0]]
     one = invert_pixel_nlte(obs[0, 1], m, lines, grid, cfg, backend=be)
     np.testing.assert_allclose(res.fits[0, 1], one.result.fit, rtol=0, atol=1e-10)
-
-
-def test_desire_form_scope(case):
-    """DeSIRe's form: field-free syntheses only, and no response functions (a clear error otherwise); with
-    b = 1 it is LTE."""
-    lines, grid, m = case
-    np.testing.assert_allclose(pyinv.synthesize(m, lines, grid, departures=_dep(m, 1.0, 1.0), departure_form="desire"),
-                               pyinv.synthesize(m, lines, grid), rtol=0, atol=1e-14)
-    d = _dep(m, 0.8, 1.2)
-    with pytest.raises(ValueError):
-        pyinv.synthesize(m.with_columns(B=500.0), lines, grid, departures=d, departure_form="desire")
-    with pytest.raises(ValueError, match="departure_form"):
-        pyinv.synthesize(m, lines, grid, departures=d, departure_form="rh")

@@ -88,7 +88,7 @@ def isa() -> str:
 
 
 #: Version of fortran/api.f90's interface that this Python code expects (meson.build's engine_api_version).
-ENGINE_API_VERSION = 7
+ENGINE_API_VERSION = 8
 
 #: Version of the Python package (``pyinv.__version__`` is this one; pyproject.toml and meson.build carry it
 #: too). The compiled engine must be built from the same version. It lives here, in a module that imports

@@ -1,8 +1,10 @@
 """DeSIRe-style NLTE inversion of one pixel (spec-nlte-rh.md §4, §8.5; issue 11).
 
 The Levenberg–Marquardt inversion runs on the engine's analytic response functions with the NLTE
-departure coefficients b held fixed (SIR 2017's treatment, :func:`pyinv.synthesize` ``departures``),
-and the synthetic profile is corrected by the frozen difference
+departure coefficients b held fixed — in DeSIRe's form by default (``departure_form="desire"``: NLTE
+stimulated emission, each line's own two-level source function, the continuum at Planck; field-free and
+magnetic models, exact response functions at fixed b; ``"sir"``: SIR 2017's one source function per line
+group), see :func:`pyinv.synthesize` — and the synthetic profile is corrected by the frozen difference
 
     Δ = NLTE profile of the backend − engine's LTE+b profile,
 
@@ -79,7 +81,7 @@ def _convolve_like_synthesis(y: np.ndarray, lines, grid, vmac: float, psf) -> np
 
 def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBackend, mu: float | None = None,
                       psf=None, abundances=None, threshold: float = 0.01, max_refresh: int = 2,
-                      **invert_kwargs) -> NltePixelResult:
+                      departure_form: str = "desire", **invert_kwargs) -> NltePixelResult:
     """Invert one pixel in NLTE, DeSIRe's way (module docstring).
 
     Parameters
@@ -95,6 +97,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         repeated (DeSIRe: 0.01).
     max_refresh : int
         Repeats of a cycle at most.
+    departure_form : "desire" or "sir"
+        How the frozen departures enter the engine's synthesis and response functions (module docstring).
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
@@ -111,7 +115,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     wl = grid_vacuum_nm(lines, grid)
     ends = [(idx[0], idx[-1]) for idx in _regions(grid)]
     model, calls, res, delta, dep, status = guess, 0, None, np.zeros_like(obs), None, 0
-    kw = dict(mu=mu, psf=psf, abundances=abundances, **invert_kwargs)
+    kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
     for c in range(1, config.cycles + 1):
         cfg = config.single_cycle(c)
         for k in range(max_refresh + 1):
@@ -122,7 +126,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                 return NltePixelResult(res, calls, delta, dep, status)
             dep = r.departures
             lte = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False)
-            lte_b = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False, departures=dep)
+            lte_b = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False, departures=dep,
+                               departure_form=departure_form)
             nlte = np.empty_like(lte_b)
             for idx, (a, b) in zip(_regions(grid), ends):
                 scale = (lte[0, a] + lte[0, b]) / (r.stokes_lte[0, a] + r.stokes_lte[0, b])
@@ -148,10 +153,12 @@ class NlteSolver:
     backend: NlteBackend
     threshold: float = 0.01
     max_refresh: int = 2
+    departure_form: str = "desire"
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
         r = invert_pixel_nlte(stokes, guess, lines, grid, config, backend=self.backend, mu=mu, psf=psf,
-                              abundances=abundances, threshold=self.threshold, max_refresh=self.max_refresh)
+                              abundances=abundances, threshold=self.threshold, max_refresh=self.max_refresh,
+                              departure_form=self.departure_form)
         if r.result is None:
             raise RuntimeError(f"NLTE backend failed before the first inversion (status {r.status})")
         res = dataclasses.replace(r.result, status=r.status or r.result.status)

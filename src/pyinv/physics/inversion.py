@@ -63,14 +63,16 @@ RESCUE_PATH = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1, "svd_scaling":
 
 def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abundances=None,
                       magnetic: bool = True, sir_compat: bool = False, exact_blend_offsets: bool = False,
-                      unsold_physical: bool = False, departures=None, log_tau=None) -> engine.Setup:
+                      unsold_physical: bool = False, departures=None, log_tau=None,
+                      departure_form: str = "sir") -> engine.Setup:
     """The engine set-up (:class:`pyinv.engine.Setup`: line data, groups, grid, ε, PSF, options, NLTE
-    departures on the model grid ``log_tau``) of a synthesis, exactly as :func:`pyinv.synthesize` builds it."""
+    departures on the model grid ``log_tau`` in ``departure_form``) of a synthesis, exactly as
+    :func:`pyinv.synthesize` builds it."""
     from .synthesis import _setup
 
     return _setup(lines, grid, magnetic=magnetic, psf=psf, abundances=abundances, sir_compat=sir_compat,
                   exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical, departures=departures,
-                  log_tau=log_tau)["setup"]
+                  log_tau=log_tau, departure_form=departure_form)["setup"]
 
 
 def _model_x(atm: Atmosphere) -> np.ndarray:
@@ -180,14 +182,16 @@ def select_node_count(d: np.ndarray, nmax: int, ndep: int) -> int:
 
 
 def _auto_nodes(counts: list[list[int]], maxima: list[dict], atmospheres: list[Atmosphere], obs, setup,
-                weights, snr, lines, grid, *, mu, psf, abundances, sir_compat, departures, mixing_kw) -> list[list[int]]:
+                weights, snr, lines, grid, *, mu, psf, abundances, sir_compat, departures, departure_form,
+                mixing_kw) -> list[list[int]]:
     """Node counts of an automatic-selection cycle: for every slot whose maximum exceeds 1, SIR's score
     rule on the gradient of χ² over depth at the starting model (response functions at all depths)."""
     from .response import response_functions
 
     if not any(v > 1 for mx in maxima for v in mx.values()):
         return counts
-    kw = dict(mu=mu, psf=psf, abundances=abundances, sir_compat=sir_compat, departures=departures)
+    kw = dict(mu=mu, psf=psf, abundances=abundances, sir_compat=sir_compat, departures=departures,
+              departure_form=departure_form)
     if mixing_kw:
         rf = response_functions(atmospheres[0], lines, grid, **kw, **mixing_kw)
     else:
@@ -259,7 +263,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  node_positions: Mapping[str, Sequence[float]] | None = None, max_iterations: int = 100,
                  jacobian: str = "depth", rtol: float | Sequence[float] | None = None, svd_scaling: str = "jacobian",
                  jacobian_reuse: int = JACOBIAN_REUSE, rules: str | None = None, rescue: bool | float = True,
-                 sir_compat: bool = False, departures=None,
+                 sir_compat: bool = False, departures=None, departure_form: str = "sir",
                  guess2: Atmosphere | None = None, filling: float | None = None, stray_profile=None,
                  stray: float | None = None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
@@ -332,6 +336,10 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     departures : pyinv.nlte.Departures or path of a SIR 2017 departure file, optional
         NLTE departure coefficients held fixed through the inversion (SIR 2017, spec-forward §7.10; see
         :func:`pyinv.synthesize`); ``None`` takes ``config.nlte_file`` ("NLTE Departures filename").
+    departure_form : "sir" or "desire"
+        How the departures enter (:func:`pyinv.synthesize`): SIR 2017's form (default) or DeSIRe's (NLTE
+        stimulated emission, a source function per line, the continuum at Planck), field-free or magnetic;
+        the response functions are exact at fixed departures in both.
     guess2 : Atmosphere, optional
         Initial model of component 2 (same log τ grid as ``guess``), inverted with ``config.nodes2``
         (−1 = tied to component 1's slot), its own ``macro`` and HE boundary ``config.pg_surface2``
@@ -355,8 +363,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         ``status``, never as an exception; invalid Python arguments raise ValueError.
     """
     kw = dict(mu=mu, psf=psf, abundances=abundances, node_positions=node_positions, max_iterations=max_iterations,
-              jacobian=jacobian, sir_compat=sir_compat, departures=departures, guess2=guess2, filling=filling,
-              stray_profile=stray_profile, stray=stray)
+              jacobian=jacobian, sir_compat=sir_compat, departures=departures, departure_form=departure_form,
+              guess2=guess2, filling=filling, stray_profile=stray_profile, stray=stray)
     if isinstance(rescue, (bool, np.bool_)):
         threshold = RESCUE_THRESHOLD if rescue else None
     else:
@@ -401,7 +409,7 @@ def _stopping(rtol, rules: str | None) -> tuple[list[float], str]:
 
 def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid, config: InversionConfig, *,
                  mu, psf, abundances, node_positions, max_iterations, jacobian, rtols, svd_scaling, jacobian_reuse,
-                 rules, sir_compat, departures, guess2, filling, stray_profile, stray) -> PixelResult:
+                 rules, sir_compat, departures, departure_form, guess2, filling, stray_profile, stray) -> PixelResult:
     """One descent of :func:`invert_pixel` (its arguments, validated here; ``rtols`` and ``rules`` by
     :func:`_stopping`) from one start."""
     if not isinstance(config, InversionConfig):
@@ -469,12 +477,13 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     magnetic = any(bool(np.any(np.asarray(a.B) != 0)) for a in comps) or any(
         config.nodes_for(c, k).get("B", 0) != 0 for c in cycles for k in range(1, len(comps) + 1))
     setup = prepare_synthesis(lines, grid, psf=psf, abundances=abundances, magnetic=magnetic,
-                              sir_compat=sir_compat, departures=departures, log_tau=lt)
+                              sir_compat=sir_compat, departures=departures, log_tau=lt, departure_form=departure_form)
     setup_lm, obs_lm, stray_lm, icon = setup, obs, stray, -1
     if config.contrast != -1.0:   # (one component: refused by refuse_unsupported above)
         lines_c, grid_c = _with_contrast_point(lines, grid)
         setup_lm = prepare_synthesis(lines_c, grid_c, psf=psf, abundances=abundances, magnetic=magnetic,
-                                     sir_compat=sir_compat, departures=departures, log_tau=lt)
+                                     sir_compat=sir_compat, departures=departures, log_tau=lt,
+                                     departure_form=departure_form)
         icon = grid.nwav
         cc = float(config.contrast)
         obs_lm = np.concatenate([obs, np.array([[(cc - 1.0) / (cc + 1.0)], [0.0], [0.0], [0.0]])], axis=1)
@@ -507,7 +516,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                 mkw.update(stray_profile=stray, stray=100.0 * mix[1])
             counts = _auto_nodes(counts, maxima, cur, obs, setup, config.weights_for(c), float(config.value("snr", c)),
                                  lines, grid, mu=mu_f, psf=psf, abundances=abundances, sir_compat=sir_compat,
-                                 departures=departures, mixing_kw=mkw)
+                                 departures=departures, departure_form=departure_form, mixing_kw=mkw)
         xn_c = None
         if xnodes:
             xn_c = {k: v for k, v in xnodes.items() if counts[0][engine.INV_SLOTS.index(k)] == v.size}

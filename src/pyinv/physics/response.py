@@ -37,7 +37,8 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
                        unsold_physical: bool = False, exact_voigt: bool | None = None,
                        damping_cap: bool | None = None, sir_compat: bool = False,
                        hydrostatic: bool = True, atmos2: Atmosphere | None = None, filling: float | None = None,
-                       stray_profile=None, stray: float | None = None, departures=None) -> dict:
+                       stray_profile=None, stray: float | None = None, departures=None,
+                       departure_form: str = "sir") -> dict:
     """Response functions of the emergent Stokes profiles to every model column at every grid point.
 
     Parameters
@@ -73,8 +74,9 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
         the keys above (scaled by (1 − α)(1 − f₂)), component 2's under the same keys with the suffix
         ``"_2"`` (scaled by (1 − α) f₂), ``"filling"`` (4, nλ) = ∂I/∂f₂ = (1 − α)(I₂ − I₁) (f₂: component
         2's filling factor) and ``"stray"`` (4, nλ) = ∂I/∂α per percent
-        = (I_stray − [(1 − f₂) I₁ + f₂ I₂]) / 100; ``stokes`` is then the mixed profile. With ``departures`` (as :func:`pyinv.synthesize`): the RFs at
-        fixed departure coefficients (DeSIRe's and SIR 2017's rule).
+        = (I_stray − [(1 − f₂) I₁ + f₂ I₂]) / 100; ``stokes`` is then the mixed profile. With ``departures``
+        and ``departure_form`` (as :func:`pyinv.synthesize`): the RFs at fixed departure coefficients
+        (DeSIRe's and SIR 2017's rule), in either form, field-free or magnetic.
     """
     if not isinstance(atmos, Atmosphere) or atmos.stacked:
         raise ValueError("response_functions needs a single pyinv.Atmosphere (not a stack)")
@@ -84,11 +86,13 @@ def response_functions(atmos: Atmosphere, lines: LineList, grid: WavelengthGrid,
                                          abundances=abundances, convolve=convolve,
                                          exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
                                          exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat,
-                                         hydrostatic=hydrostatic, departures=departures)
+                                         hydrostatic=hydrostatic, departures=departures,
+                                         departure_form=departure_form)
     mu_f = _check_mu(mu)
     p = _prepare([atmos], lines, grid, abundances=abundances, psf=psf, convolve=convolve,
                  exact_blend_offsets=exact_blend_offsets, unsold_physical=unsold_physical,
-                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures)
+                 exact_voigt=exact_voigt, damping_cap=damping_cap, sir_compat=sir_compat, departures=departures,
+                 departure_form=departure_form)
     cols = p["cols"][0]
     _, rf, rf_vmac, _ = engine.synth_rf(p["setup"], cols["log_tau"], p["x"][0], p["macro"][0])
     # the profiles exactly as synthesize computes them (the RF pass's own forward sweep solves each

@@ -348,8 +348,11 @@ def synthesize(atmos, lines: LineList, grid: WavelengthGrid, *, mu: float = 1.0,
     departure_form : "sir" or "desire"
         ``"desire"``: DeSIRe's form instead (spec-nlte-rh §4) — the NLTE stimulated-emission factor
         (b_l − b_u e^{−hν/kT})/(1 − e^{−hν/kT}) on each line's opacity, each line's own two-level source
-        function and the continuum at Planck (separate emissivities). Field-free models only (Stokes I);
-        response functions use the SIR 2017 form.
+        function and the continuum at Planck (separate emissivities): the emission vector is
+        κ_c B e₁ + Σ_L (K_L e₁) S_L with K_L e₁ = (η_I, η_Q, η_U, η_V) of line L, for field-free and
+        magnetic models alike (``fortran/departures.f90``); the source functions of a group are evaluated
+        at its main line, so b = 1 is LTE exactly. :func:`pyinv.response_functions` and
+        :func:`pyinv.invert_pixel` take the same keyword.
 
     Returns
     -------
