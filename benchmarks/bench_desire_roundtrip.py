@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidebyside import code_version  # noqa: E402
+from _common import code_version
 
 LT = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
 FIELD = (500.0, 45.0, 30.0)

@@ -45,7 +45,7 @@ def _fd_worst(atm, lines, grid, rf, depths, **kw):
     def syn(c=None, vmac=None):
         c = cols if c is None else c
         return engine.synth_stokes(p["setup"], c["log_tau"], engine.model_array(c),
-                                   p["vmac"][0] if vmac is None else vmac)[0]
+                                   p["macro"][0] if vmac is None else vmac)[0]
 
     magnetic = bool(np.any(cols["B"] != 0))
     worst = {}
@@ -63,10 +63,10 @@ def _fd_worst(atm, lines, grid, rf, depths, **kw):
             c[col][k] = x - h
             e = max(e, _rel_err(rf[key][k], (sp - syn(c)) / (2 * h), scale))
         worst[key] = e
-    vm = float(p["vmac"][0])
+    vm = float(p["macro"][0])
     if vm > 0:
         fd = (syn(vmac=vm * (1 + REL_STEP)) - syn(vmac=vm * (1 - REL_STEP))) / (2 * REL_STEP * vm)
-        worst["vmac"] = _rel_err(rf["vmac"], fd, np.abs(rf["vmac"]).max())
+        worst["macro"] = _rel_err(rf["macro"], fd, np.abs(rf["macro"]).max())
     return worst
 
 
