@@ -47,6 +47,16 @@ def code_version() -> dict:
     return {"commit": commit, "dirty": dirty}
 
 
+def lightweaver_missing() -> bool:
+    """True (and a line saying so) when lightweaver is not installed: the NLTE benchmarks have nothing to do."""
+    try:
+        import lightweaver  # noqa: F401
+    except ImportError:
+        print("lightweaver is not installed (pip install '.[nlte]'); nothing to do")
+        return True
+    return False
+
+
 def pin_threads(variables=("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")) -> None:
     """One thread per process (unless the environment says otherwise); call it before numpy is imported."""
     for v in variables:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import code_version
+from _common import code_version, lightweaver_missing
 
 
 def main(argv=None) -> int:
@@ -32,10 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=("lightweaver", "rh"), default="lightweaver",
                     help="backend for the observations and the inversion (rh: PYINV_RH_DIR)")
     args = ap.parse_args(argv)
-    try:
-        import lightweaver  # noqa: F401
-    except ImportError:
-        print("lightweaver is not installed (pip install '.[nlte]'); nothing to do")
+    if lightweaver_missing():
         return 0
     import pyinv
     from pyinv import nlte

@@ -31,33 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import code_version
+from _common import code_version, lightweaver_missing
 
 LT = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
 FIELD = (500.0, 45.0, 30.0)
-#: line data of Lightweaver's Fe23 atom for Fe I 6301/6302: log gf, Unsöld enhancement, vacuum λ [nm]
-FE23 = {1: (-0.672, 1.0, 630.3240716665862), 2: (-1.131, 4.0, 630.4237721204667)}
 
 
 def line_sets(pyinv, nlte):
     """name -> (mapped indices, engine lines, engine grid, abundances, backend vacuum wavelengths [nm]).
     Ca II 8542: pyinv's line list. Fe I: the engine given the Fe23 atom's log gf, Unsöld damping, positions
-    and Lightweaver's Fe abundance (7.44), as tests/test_departures_engine.py, so that the comparison is
-    about the departures, not the atomic data; the two codes sample the same vacuum wavelengths."""
-    import dataclasses
-
+    and Lightweaver's Fe abundance (7.44), so that the comparison is
+    about the departures, not the atomic data (pyinv.nlte.fe_i_as_lightweaver); the two codes sample the same
+    vacuum wavelengths."""
     base = pyinv.default_lines()
     ca = pyinv.WavelengthGrid.from_regions([(8, -1500, 10, 1500)], base)
     fe0 = pyinv.WavelengthGrid.from_regions([(1, -600, 10, 600), (2, -600, 10, 600)], base)
-    fe_lines = pyinv.LineList([dataclasses.replace(ln, loggf=FE23[ln.index][0], sigma=0.0, alpha=0.0,
-                                                   enhancement=FE23[ln.index][1],
-                                                   wavelength=float(nlte.units.vacuum_nm_to_air_angstrom(FE23[ln.index][2])))
-                               if ln.index in FE23 else ln for ln in base])
-    sh = {k: (fe_lines.by_index(k).wavelength - base.by_index(k).wavelength) * 1e3 for k in (1, 2)}
-    fe = pyinv.WavelengthGrid.from_regions([(1, -600 - sh[1], 10, 600 - sh[1]), (2, -600 - sh[2], 10, 600 - sh[2])],
-                                           fe_lines)
-    ab = pyinv.default_abundances().copy()
-    ab[25] = 7.44
+    fe_lines, fe, ab = nlte.fe_i_as_lightweaver(base)
     return {"Ca II 8542": ([8], base, ca, None, nlte.grid_vacuum_nm(base, ca)),
             "Fe I 6301/6302": ([1, 2], fe_lines, fe, ab, nlte.grid_vacuum_nm(base, fe0))}
 
@@ -148,10 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-inversions", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        import lightweaver  # noqa: F401
-    except ImportError:
-        print("lightweaver is not installed (pip install '.[nlte]'); nothing to do")
+    if lightweaver_missing():
         return 0
     import pyinv
     from pyinv import nlte

@@ -108,3 +108,62 @@ def assert_same_results(a, b, fields=("atmospheres", "fits", "chi2", "status", "
     """The named arrays of two map results are identical."""
     for k in fields:
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
+# ------------------------------------------------------------------ response functions vs finite differences
+#: RF key -> model column of the depth-resolved response functions
+RF_COLUMNS = {"T": "T", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "gamma": "gamma", "phi": "phi"}
+#: relative step of the central differences
+REL_STEP = 1e-4
+
+
+def rel_err(an: np.ndarray, fd: np.ndarray, scale: float) -> float:
+    """Largest relative error |an - fd| / |an| over the points with |an| >= 1 % of ``scale`` (the
+    maximum of that RF over depths, Stokes parameters and wavelengths). A per-Stokes maximum would
+    admit second-order RFs (e.g. Stokes I to the azimuth of a nearly vertical field, 1e-3 of the
+    Q, U response) where a 1e-4 relative step leaves the finite difference at round-off level.
+    Points where only the finite difference is large count too (an analytic RF that is wrongly zero
+    must fail), and the scale includes the finite differences."""
+    scale = max(float(scale), float(np.abs(fd).max()))
+    if scale == 0:
+        return 0.0
+    big = np.maximum(np.abs(an), np.abs(fd))
+    m = big >= 0.01 * scale
+    if not m.any():
+        return 0.0
+    return float((np.abs(an[m] - fd[m]) / big[m]).max())
+
+
+def rf_fd_worst(rf: dict, cols: dict, syn, depths, keys=None) -> dict:
+    """Largest relative error (:func:`rel_err`) of the depth RFs ``rf[key]`` against central differences of
+    ``syn(columns)`` (profiles of a column dict) at ``depths``, per key of ``keys`` (default all)."""
+    worst = {}
+    for key, col in RF_COLUMNS.items():
+        if keys is not None and key not in keys:
+            continue
+        scale = np.abs(rf[key]).max()
+        e = 0.0
+        for k in depths:
+            x = cols[col][k]
+            h = REL_STEP * abs(x) if x != 0 else REL_STEP
+            c = {kk: v.copy() for kk, v in cols.items()}
+            c[col][k] = x + h
+            sp = syn(c)
+            c[col][k] = x - h
+            e = max(e, rel_err(rf[key][k], (sp - syn(c)) / (2 * h), scale))
+        worst[key] = e
+    return worst
+
+
+def hsra_two_lines():
+    """Fe I 6301.5 / 6302.5 on a 20 mÅ grid and the HSRA (T, Pe, vmic) on log τ 1.2 … −4.0, field-free,
+    macroturbulence 0.5 km/s: (lines, grid, atmosphere)."""
+    import pyinv
+
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(1, -600, 20, 600), (2, -500, 20, 500)], lines)
+    atm = pyinv.models.hsra()
+    lt = np.round(np.arange(1.2, -4.0 - 1e-9, -0.1), 2)
+    cols = {c: np.interp(lt, atm.log_tau[::-1], np.asarray(getattr(atm, c))[::-1]) for c in ("T", "Pe", "vmic")}
+    m = pyinv.Atmosphere(log_tau=lt, **cols, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.5)
+    return lines, grid, m

@@ -12,16 +12,12 @@ import pytest
 import pyinv
 from pyinv.nlte import Departures, write_sir_departures
 
+from helpers import hsra_two_lines
+
 
 @pytest.fixture(scope="module")
 def case():
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions([(1, -600, 20, 600), (2, -500, 20, 500)], lines)
-    atm = pyinv.models.hsra()
-    lt = np.round(np.arange(1.2, -4.0 - 1e-9, -0.1), 2)
-    cols = {c: np.interp(lt, atm.log_tau[::-1], np.asarray(getattr(atm, c))[::-1]) for c in ("T", "Pe", "vmic")}
-    m = pyinv.Atmosphere(log_tau=lt, **cols, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.5)
-    return lines, grid, m
+    return hsra_two_lines()
 
 
 def _dep(m, bl1, bu1, bl2=1.0, bu2=1.0):
@@ -114,17 +110,7 @@ def test_lightweaver_round_trip():
     assert r.ok
     # the engine's model on a uniform log tau grid from the backend's own tau500 scale
     m = nlte.atmosphere_from_column(col, r.tau500, np.round(np.arange(1.3, -4.0 - 1e-9, -0.1), 2))
-    # line data of the Fe23 atom (log gf, Unsöld x1 / x4, vacuum positions)
-    fe23 = {1: (-0.672, 1.0, 630.3240716665862), 2: (-1.131, 4.0, 630.4237721204667)}
-    lines = pyinv.LineList([dataclasses.replace(ln, loggf=fe23[ln.index][0], sigma=0.0, alpha=0.0,
-                                                enhancement=fe23[ln.index][1],
-                                                wavelength=float(nlte.units.vacuum_nm_to_air_angstrom(fe23[ln.index][2])))
-                            if ln.index in fe23 else ln for ln in base])
-    sh = {k: (lines.by_index(k).wavelength - base.by_index(k).wavelength) * 1e3 for k in (1, 2)}
-    grid = pyinv.WavelengthGrid.from_regions([(1, -600 - sh[1], 10, 600 - sh[1]), (2, -600 - sh[2], 10, 600 - sh[2])],
-                                             lines)
-    ab = pyinv.default_abundances().copy()
-    ab[25] = 7.44                                   # Fe as Lightweaver's abundance table
+    lines, grid, ab = nlte.fe_i_as_lightweaver(base)   # Fe23's line data, Fe = 7.44 (as Lightweaver)
     lte = pyinv.synthesize(m, lines, grid, abundances=ab)
     db = (r.stokes[0] - r.stokes_lte[0]) / r.stokes_lte[0, [0, -1]].mean()
     assert np.abs(db).max() > 0.1                   # a real NLTE effect

@@ -16,16 +16,12 @@ import pyinv
 from pyinv import engine
 from pyinv.nlte import Departures
 from pyinv.physics.synthesis import _prepare
-from test_response import COLUMNS, REL_STEP, _rel_err  # noqa: E402
+from helpers import REL_STEP, hsra_two_lines, rel_err, rf_fd_worst
 
 
 def _hsra_case():
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions([(1, -600, 20, 600), (2, -500, 20, 500)], lines)
-    atm = pyinv.models.hsra()
-    lt = np.round(np.arange(1.2, -4.0 - 1e-9, -0.1), 2)
-    cols = {c: np.interp(lt, atm.log_tau[::-1], np.asarray(getattr(atm, c))[::-1]) for c in ("T", "Pe", "vmic")}
-    m = pyinv.Atmosphere(log_tau=lt, **cols, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.5)
+    lines, grid, m = hsra_two_lines()
+    lt = m.log_tau
     n = m.ndep
     d = Departures(lt, (1, 2), np.array([np.linspace(0.7, 1.2, n), np.full(n, 1.3)]),
                    np.array([np.linspace(1.0, 1.5, n), np.full(n, 0.8)]))
@@ -48,25 +44,12 @@ def _fd_worst(atm, lines, grid, rf, depths, **kw):
                                    p["macro"][0] if vmac is None else vmac)[0]
 
     magnetic = bool(np.any(cols["B"] != 0))
-    worst = {}
-    for key, col in COLUMNS.items():
-        if not magnetic and key in ("B", "inclination", "azimuth"):
-            continue
-        scale = np.abs(rf[key]).max()
-        e = 0.0
-        for k in depths:
-            x = cols[col][k]
-            h = REL_STEP * abs(x) if x != 0 else REL_STEP
-            c = {kk: v.copy() for kk, v in cols.items()}
-            c[col][k] = x + h
-            sp = syn(c)
-            c[col][k] = x - h
-            e = max(e, _rel_err(rf[key][k], (sp - syn(c)) / (2 * h), scale))
-        worst[key] = e
+    worst = rf_fd_worst(rf, cols, syn, depths,
+                        keys=None if magnetic else ("T", "Pe", "vmic", "vlos"))
     vm = float(p["macro"][0])
     if vm > 0:
         fd = (syn(vmac=vm * (1 + REL_STEP)) - syn(vmac=vm * (1 - REL_STEP))) / (2 * REL_STEP * vm)
-        worst["macro"] = _rel_err(rf["macro"], fd, np.abs(rf["macro"]).max())
+        worst["macro"] = rel_err(rf["macro"], fd, np.abs(rf["macro"]).max())
     return worst
 
 

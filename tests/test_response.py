@@ -25,8 +25,8 @@ from pyinv import engine
 from pyinv.io import read_abundances
 from pyinv.physics.synthesis import _prepare
 
-COLUMNS = {"T": "T", "Pe": "Pe", "vmic": "vmic", "B": "B", "vlos": "vlos", "gamma": "gamma", "phi": "phi"}
-REL_STEP = 1e-4
+from helpers import REL_STEP, RF_COLUMNS, rel_err, rf_fd_worst
+
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +53,10 @@ def _synth_fn(atm, lines, grid, ab, **kw):
     return syn, cols
 
 
-def _rel_err(an: np.ndarray, fd: np.ndarray, scale: float) -> float:
-    """Largest relative error |an - fd| / |an| over the points with |an| >= 1 % of ``scale`` (the
-    maximum of that RF over depths, Stokes parameters and wavelengths). A per-Stokes maximum would
-    admit second-order RFs (e.g. Stokes I to the azimuth of a nearly vertical field, 1e-3 of the
-    Q, U response) where a 1e-4 relative step leaves the finite difference at round-off level.
-    Points where only the finite difference is large count too (an analytic RF that is wrongly zero
-    must fail), and the scale includes the finite differences."""
-    scale = max(float(scale), float(np.abs(fd).max()))
-    if scale == 0:
-        return 0.0
-    big = np.maximum(np.abs(an), np.abs(fd))
-    m = big >= 0.01 * scale
-    if not m.any():
-        return 0.0
-    return float((np.abs(an[m] - fd[m]) / big[m]).max())
-
-
 def test_shapes_and_profiles(setup):
     d, lines, ab, grid, models, rfs = setup
     for m, r in zip(models, rfs):
-        for k in COLUMNS:
+        for k in RF_COLUMNS:
             assert r[k].shape == (m.ndep, 4, grid.nwav)
             assert np.all(np.isfinite(r[k]))
         assert r["T_he"].shape == (m.ndep, 4, grid.nwav)
@@ -89,24 +72,11 @@ def test_fixed_pe_rf_against_finite_differences(setup, im, record_property):
     syn, cols = _synth_fn(models[im], lines, grid, ab)
     n = cols["T"].size
     depths = sorted(set(range(im % 3, n, 5)) | {n - 1})
-    worst = {}
-    for key, col in COLUMNS.items():
-        scale = np.abs(r[key]).max()
-        e = 0.0
-        for k in depths:
-            x = cols[col][k]
-            h = REL_STEP * abs(x) if x != 0 else REL_STEP
-            c = {kk: v.copy() for kk, v in cols.items()}
-            c[col][k] = x + h
-            sp = syn(c)
-            c[col][k] = x - h
-            sm = syn(c)
-            e = max(e, _rel_err(r[key][k], (sp - sm) / (2 * h), scale))
-        worst[key] = e
+    worst = rf_fd_worst(r, cols, syn, depths)
     vm = float(models[im].macro)
     h = REL_STEP * vm
     fd = (syn(vmac=vm + h) - syn(vmac=vm - h)) / (2 * h)
-    worst["macro"] = _rel_err(r["macro"], fd, np.abs(r["macro"]).max())
+    worst["macro"] = rel_err(r["macro"], fd, np.abs(r["macro"]).max())
     print(f"\nmodel {im}: max rel. error vs FD " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     record_property("max_rel_err", worst)
     for k, v in worst.items():
@@ -133,7 +103,7 @@ def test_the_against_hydrostatic_finite_differences(reference_dir, setup, record
                     warnings.simplefilter("ignore", UserWarning)       # a > 3 in some deep layers
                     out.append(pyinv.synthesize(a2, lines, grid, abundances=ab))
             fd = (out[0] - out[1]) / (2 * REL_STEP * T[k])
-            worst = max(worst, _rel_err(r["T_he"][k], fd, scale))
+            worst = max(worst, rel_err(r["T_he"][k], fd, scale))
     print(f"\nT_he (20 sir_models in HE): max rel. error vs FD {worst:.1e}")
     record_property("the_max_rel_err", worst)
     assert worst <= 1e-4
@@ -174,14 +144,14 @@ def test_field_free_model_and_options(setup):
     for key in ("T", "vlos"):
         scale = np.abs(r[key]).max()
         for k in (10, 30, 45):
-            x = cols[COLUMNS[key]][k]
+            x = cols[RF_COLUMNS[key]][k]
             h = REL_STEP * abs(x) if x != 0 else REL_STEP
             c = {kk: v.copy() for kk, v in cols.items()}
-            c[COLUMNS[key]][k] = x + h
+            c[RF_COLUMNS[key]][k] = x + h
             sp = syn(c)
-            c[COLUMNS[key]][k] = x - h
+            c[RF_COLUMNS[key]][k] = x - h
             fd = (sp - syn(c)) / (2 * h)
-            assert _rel_err(r[key][k], fd, scale) <= 1e-4
+            assert rel_err(r[key][k], fd, scale) <= 1e-4
     # no convolution: the macro RF vanishes
     r2 = pyinv.response_functions(m, lines, grid, abundances=ab, convolve=False, hydrostatic=False)
     assert np.all(r2["macro"] == 0)
@@ -191,14 +161,14 @@ def _fd_check(r, syn, cols, keys, depths, step=REL_STEP, tol=1e-4, tag=""):
     for key in keys:
         scale = np.abs(r[key]).max()
         for k in depths:
-            x = cols[COLUMNS[key]][k]
+            x = cols[RF_COLUMNS[key]][k]
             h = step * abs(x)
             c = {kk: v.copy() for kk, v in cols.items()}
-            c[COLUMNS[key]][k] = x + h
+            c[RF_COLUMNS[key]][k] = x + h
             sp = syn(c)
-            c[COLUMNS[key]][k] = x - h
+            c[RF_COLUMNS[key]][k] = x - h
             fd = (sp - syn(c)) / (2 * h)
-            err = _rel_err(r[key][k], fd, scale)
+            err = rel_err(r[key][k], fd, scale)
             assert err <= tol, (tag, key, k, err)
 
 
@@ -212,7 +182,7 @@ def test_psf(reference_dir, setup):
     _fd_check(r, syn, cols, ("T", "Pe", "B", "phi"), (5, 25, 50), tag="psf")
     vm = float(m.macro)
     fd = (syn(vmac=vm * (1 + REL_STEP)) - syn(vmac=vm * (1 - REL_STEP))) / (2 * REL_STEP * vm)
-    assert _rel_err(r["macro"], fd, np.abs(r["macro"]).max()) <= 1e-4
+    assert rel_err(r["macro"], fd, np.abs(r["macro"]).max()) <= 1e-4
 
 
 def test_damping_cap(reference_dir):

@@ -92,46 +92,39 @@ NLTE_CODES = (NLTE_CONVERGED, NLTE_NOT_CONVERGED, NLTE_CRASHED, NLTE_TIMEOUT)
 ENGINE_CODES = range(1, 101)
 
 
+def _entry(code: int) -> tuple[int, StatusCode | None, bool]:
+    """(code, its table entry or None, whether it is one of the engine's own codes)."""
+    code = int(code)
+    return code, _BY_CODE.get(code), code in ENGINE_CODES
+
+
 def status_name(code: int) -> str:
     """Short name of a status code.
 
     Parameters
     ----------
     code : int
-        A status value.
+        A status value (of this table, of the engine, or any other integer).
 
     Returns
     -------
     str
         The table's name; ``"solver status N"`` for the engine's codes 1..100; ``"status N"`` otherwise.
     """
-    code = int(code)
-    if code in _BY_CODE:
-        return _BY_CODE[code].name
-    if code in ENGINE_CODES:
-        return f"solver status {code}"
-    return f"status {code}"
+    code, entry, engine_code = _entry(code)
+    if entry is not None:
+        return entry.name
+    return f"solver status {code}" if engine_code else f"status {code}"
 
 
 def describe(code: int) -> str:
-    """One-line meaning of a status code.
-
-    Parameters
-    ----------
-    code : int
-        A status value.
-
-    Returns
-    -------
-    str
-        The table's meaning; for the engine's codes 1..100 the engine's own text
-        (:func:`pyinv.engine.error_message`, imported lazily; ``"engine error N"`` when it is not built);
-        ``"unknown status N"`` otherwise.
-    """
-    code = int(code)
-    if code in _BY_CODE:
-        return _BY_CODE[code].meaning
-    if code in ENGINE_CODES:
+    """One-line meaning of a status code: the table's meaning; for the engine's codes 1..100 the engine's own
+    text (:func:`pyinv.engine.error_message`, imported lazily; ``"engine error N"`` when it is not built);
+    ``"unknown status N"`` otherwise."""
+    code, entry, engine_code = _entry(code)
+    if entry is not None:
+        return entry.meaning
+    if engine_code:
         try:
             from .engine import error_message
             return error_message(code)

@@ -12,7 +12,7 @@ from .backend import (NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NLTE_STA
 from .column import (NlteColumn, atmosphere_from_column, column_from_atmosphere, read_multi_atmosphere,
                      write_multi_atmosphere)
 from .departures import Departures, read_sir_departures, write_sir_departures
-from .presets import ca_ii_8542
+from .presets import ca_ii_8542, fe_i_as_lightweaver
 
 __all__ = ["units", "NlteBackend", "NlteResult", "NlteLine", "NlteConfigurationError", "level_map",
            "KNOWN_LEVELS", "grid_vacuum_nm", "NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ca_ii_8542"]
+__all__ = ["ca_ii_8542", "fe_i_as_lightweaver", "FE23_LINE_DATA"]
 
 #: Ca II 8542 window: ±1.5 Å at 10 mÅ (301 points), offsets from the line's air λ₀.
 CA_II_8542_REGION = (-1500.0, 10.0, 1500.0)
@@ -37,3 +37,36 @@ def ca_ii_8542(lines: Any = None, *, with_fe_hinode: bool = False, index: int = 
     if with_fe_hinode:
         regions.insert(0, ("1,2", -615.9, 21.549, -615.9 + 111 * 21.549))
     return lines, WavelengthGrid.from_regions(regions, lines)
+
+
+#: Fe I 6301.5 / 6302.5 as Lightweaver's ``Fe23`` atom has them: SIR index -> (log gf, Unsöld enhancement of
+#: the van der Waals damping, vacuum wavelength [nm]).
+FE23_LINE_DATA = {1: (-0.672, 1.0, 630.3240716665862), 2: (-1.131, 4.0, 630.4237721204667)}
+
+
+def fe_i_as_lightweaver(lines: Any = None, *, half_width: float = 600.0, step: float = 10.0):
+    """Fe I 6301.5 / 6302.5 with the line data of Lightweaver's ``Fe23`` atom (log gf, Unsöld damping, no
+    ABO σ/α, λ from its vacuum positions), the grid centred on the nominal positions of ``lines``, and
+    Lightweaver's iron abundance (7.44): what makes pyinv's LTE synthesis comparable with the backend's.
+
+    Returns
+    -------
+    (LineList, WavelengthGrid, abundances)
+        ``abundances`` is pyinv's default table (log ε, H = 12) with Fe = 7.44.
+    """
+    import dataclasses
+
+    from ..defaults import default_abundances, default_lines
+    from ..lines import LineList, WavelengthGrid
+    from .units import vacuum_nm_to_air_angstrom
+
+    base = default_lines() if lines is None else lines
+    d = FE23_LINE_DATA
+    fe = LineList([dataclasses.replace(ln, loggf=d[ln.index][0], sigma=0.0, alpha=0.0, enhancement=d[ln.index][1],
+                                       wavelength=float(vacuum_nm_to_air_angstrom(d[ln.index][2])))
+                   if ln.index in d else ln for ln in base])
+    sh = {k: (fe.by_index(k).wavelength - base.by_index(k).wavelength) * 1e3 for k in (1, 2)}
+    grid = WavelengthGrid.from_regions([(k, -half_width - sh[k], step, half_width - sh[k]) for k in (1, 2)], fe)
+    ab = default_abundances().copy()
+    ab[25] = 7.44
+    return fe, grid, ab
