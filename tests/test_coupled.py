@@ -250,3 +250,43 @@ def test_input_errors(degraded):
     with pytest.raises(ValueError, match="stray"):
         invert_coupled(obs, start, psf, **{**kw, "config": pyinv.InversionConfig(cycles=1, nodes={"T": 2},
                                                                                   invert_stray=1)})
+
+
+def test_node_model_matches_engine_jacobian_and_secant_condition(engine):
+    """The vectorised parametrisation (trial models, hydrostatics) is the one the engine's node Jacobian
+    differentiates, and a Broyden update satisfies the secant condition in the new step variables."""
+    from pyinv import synthetic
+    from pyinv.coupled.pixels import NodeModel
+    from pyinv.inversion import prepare_synthesis
+    from pyinv.thermo import abundances_to_eps
+
+    m = synthetic.generate_map(4, seed=1, noise=0.0)
+    lt = m.truth[0, 0, :, 0]
+    setup = prepare_synthesis(m.lines, m.grid, psf=m.psf, log_tau=lt)
+    nm = NodeModel(setup, lt, (3, 0, 1, 2, 2, 1, 1, 1), 0, 0, 0.0, 1.0, abundances_to_eps(None))
+    x = m.truth.reshape(-1, lt.size, 11)[:2, :, 1:8].copy()
+    vm = m.macro.ravel()[:2].copy()
+    jac = np.zeros((2, 4 * nm.nw, nm.m))
+    assert nm.jacobian(x, vm, jac).all()
+    h = 1e-4
+    for j in (0, 2, 4, 6, 8, 9, 10):      # T, vmic, B, vlos, γ, φ, vmac
+        d = np.zeros((2, nm.m))
+        d[:, j] = h
+        xp, vp, _ = nm.trial(x, vm, d, clip=False)
+        d[:, j] = -h
+        xm, vmm, _ = nm.trial(x, vm, d, clip=False)
+        fd = (nm.synthesize(xp, vp)[0] - nm.synthesize(xm, vmm)[0]).reshape(2, -1) / (2 * h)
+        np.testing.assert_allclose(fd, jac[:, :, j], atol=2e-5 * np.abs(jac[:, :, j]).max())
+    step = np.random.default_rng(0).normal(0, 0.05, (2, nm.m))
+    xn, vn, ok = nm.trial(x, vm, step)
+    assert ok.all()
+    ds = (nm.synthesize(xn, vn)[0] - nm.synthesize(x, vm)[0]).reshape(2, -1)
+    upd = jac.copy()
+    nm.secant_update(upd, x, vm, xn, vn, ds, np.arange(2))
+    # in the new variables the step taken back to the old model is -δ' with a_old = a_new (1 - δ') (relative)
+    a_old, a_new = nm.node_vector(x, vm), nm.node_vector(xn, vn)
+    kinds = np.array([("rel", "log", "rel", "rel", "off", "angle", "angle", "rel")[v] for v in nm.slot_of_parameter()])
+    dv = nm.voff(x) - nm.voff(xn)
+    a_old_new = a_old + np.where(kinds == "off", dv[:, None], 0.0)
+    delta = np.where(np.isin(kinds, ("rel", "off")), (a_new - a_old_new) / a_new, a_new - a_old)
+    np.testing.assert_allclose(np.einsum("pcm,pm->pc", upd, delta), ds, atol=1e-10)

@@ -13,7 +13,7 @@ Entry point
 ``invert_coupled(cube, start, spatial_psf, *, lines, grid, config, psf=None, abundances=None, mu=None,
 tile=64, border=None, weighting="noise", workers=None, executor=None, checkpoint=None, progress=True,
 sir_compat=False, max_iterations=20, rtol=1e-3, lambda0=0.1, cg_tol=0.1, cg_maxiter=40, max_failures=6,
-jacobian_dtype="float32") -> pyinv.InversionResult``
+jacobian_reuse=0, jacobian_dtype="float32") -> pyinv.InversionResult``
 
 * ``cube`` (ny, nx, 4, nλ): the observed Stokes map (normalised as for :func:`pyinv.invert`); non-finite
   pixels get no weight (status 102).

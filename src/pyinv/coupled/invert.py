@@ -27,7 +27,7 @@ __all__ = ["invert_coupled", "DEFAULT_TILE", "SOLVER_DEFAULTS"]
 DEFAULT_TILE = 64
 #: Default controls of the coupled Levenberg–Marquardt (pyinv.coupled.solver.solve_tile)
 SOLVER_DEFAULTS = {"max_iterations": 20, "rtol": 1e-3, "lambda0": 0.1, "cg_tol": 0.1, "cg_maxiter": 40,
-                   "max_failures": 6, "jacobian_dtype": "float32"}
+                   "max_failures": 6, "jacobian_reuse": 0, "jacobian_dtype": "float32"}
 
 
 def invert_coupled(cube: Any, start: Any, spatial_psf: Any, *, lines, grid,
@@ -138,10 +138,11 @@ def _check_cube(cube: Any, grid) -> np.ndarray:
 
 
 def _check_solver(opts: dict) -> None:
-    for name in ("max_iterations", "cg_maxiter", "max_failures"):
+    for name in ("max_iterations", "cg_maxiter", "max_failures", "jacobian_reuse"):
         v = opts[name]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "max_iterations" else 1):
-            raise ValueError(f"{name} must be an integer >= {0 if name == 'max_iterations' else 1}, got {v!r}")
+        low = 0 if name in ("max_iterations", "jacobian_reuse") else 1
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
     for name in ("rtol", "lambda0", "cg_tol"):
         v = opts[name]
         if not (isinstance(v, (int, float, np.floating)) and math.isfinite(float(v)) and float(v) >= 0):
@@ -399,7 +400,7 @@ class _Outputs:
         self.iters[y0:y1, x0:x1] = int(info.get("iterations", 0))
         self.secs[y0:y1, x0:x1] = float(info.get("wall", np.nan)) / max(tile.npix, 1)
         self.failed[y0:y1, x0:x1] = arrays["failed"]
-        self.infos.append({k: info[k] for k in ("tile", "inner", "outer", "iterations", "trials", "chi2", "stop",
+        self.infos.append({k: info[k] for k in ("tile", "inner", "outer", "iterations", "trials", "jacobians", "chi2", "stop",
                                                 "wall", "seconds", "cg_iterations", "lambda") if k in info})
 
     def result(self, provenance: dict, use: np.ndarray):

@@ -156,6 +156,46 @@ class NodeModel:
             out.append(np.array(a, dtype=np.float64))
         return out
 
+    def node_vector(self, x: np.ndarray, vmac: np.ndarray) -> np.ndarray:
+        """Node values of every free parameter (npix, m), parameter order."""
+        return np.concatenate([a for a in self.node_values(x, vmac) if a is not None], axis=1)
+
+    def secant_update(self, jac: np.ndarray, x_old: np.ndarray, vmac_old: np.ndarray, x_new: np.ndarray,
+                      vmac_new: np.ndarray, dsyn: np.ndarray, pixels: np.ndarray) -> None:
+        """Broyden's rank-one update of the Jacobians ``jac (npix, nchan, m)`` of ``pixels`` after an accepted
+        step from ``x_old`` to ``x_new`` that changed their profiles by ``dsyn (npix, nchan)`` (pyinv's
+        Jacobian reuse of the pixel solver, fortran/nodes.f90 secant_step/secant_update): the columns are
+        first expressed in the new model's step variables (relative slots scaled by a_new / a_old, v_off
+        taken from the new model), then J ← J + (ΔS − J δ) δᵀ / δᵀδ with δ the step actually taken."""
+        if len(pixels) == 0:
+            return
+        a_old = self.node_vector(x_old[pixels], vmac_old[pixels])
+        a_new = self.node_vector(x_new[pixels], vmac_new[pixels])
+        shift = np.zeros_like(a_old)
+        if self.bases[_IV] is not None:
+            dv = self.voff(x_old[pixels]) - self.voff(x_new[pixels])
+            shift[:, self.slices[_IV]] = dv[:, None]
+        kinds = np.array([SLOT_KINDS[v] for v in self.slot_of_parameter()])
+        rel = np.isin(kinds, ("rel", "off"))
+        scale = np.ones_like(a_old)
+        delta = a_new - a_old
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale[:, rel] = a_new[:, rel] / a_old[:, rel]
+            delta[:, rel] = (a_new[:, rel] - (a_old[:, rel] + shift[:, rel])) / a_new[:, rel]
+            logk = kinds == "log"
+            delta[:, logk] = np.log(a_new[:, logk] / a_old[:, logk])
+        good = np.all(np.isfinite(scale) & np.isfinite(delta), axis=1)
+        dd = np.sum(delta * delta, axis=1)
+        good &= dd > 0
+        idx = np.asarray(pixels)[good]
+        if idx.size == 0:
+            return
+        j = jac[idx].astype(np.float64) * scale[good][:, None, :]
+        d = delta[good]
+        r = dsyn[idx] - np.einsum("pcm,pm->pc", j, d)
+        j += r[:, :, None] * (d / dd[good][:, None])[:, None, :]
+        jac[idx] = j
+
     # ------------------------------------------------------------------------------------------ trials
     def trial(self, x: np.ndarray, vmac: np.ndarray, delta: np.ndarray, clip: bool = True):
         """Trial models of the step ``delta (npix, m)`` from ``x (npix, ndep, 7)``, ``vmac (npix,)``:
@@ -233,9 +273,10 @@ class NodeModel:
                 ok[p] = False
         return s, ok
 
-    def jacobian(self, x: np.ndarray, vmac: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Node Jacobians of the models into ``out (npix, 4·nλ, m)`` (any float dtype; d stokes / d δ in
-        the units of the step); returns ``ok (npix,)`` (False: the engine failed, zero column block)."""
+    def jacobian(self, x: np.ndarray, vmac: np.ndarray, out: np.ndarray, channels: np.ndarray | None = None) -> np.ndarray:
+        """Node Jacobians of the models into ``out (npix, nchan, m)`` (any float dtype; d stokes / d δ in
+        the units of the step; ``channels``: the rows of the flattened (4·nλ) profiles kept, default all);
+        returns ``ok (npix,)`` (False: the engine failed, zero block)."""
         npix = x.shape[0]
         ok = np.ones(npix, dtype=bool)
         for p in range(npix):
@@ -252,7 +293,8 @@ class NodeModel:
                 ok[p] = False
                 out[p] = 0.0
                 continue
-            out[p] = jac.reshape(4 * self.nw, self.m)
+            j = jac.reshape(4 * self.nw, self.m)
+            out[p] = j if channels is None else j[channels]
         return ok
 
 

@@ -82,6 +82,8 @@ class TileSolution:
         Accepted steps, trial models.
     cg_iterations : list of int
         CG iterations of every trial.
+    jacobians : int
+        Exact Jacobian evaluations (the others were secant updates).
     lam : list of float
         λ of every trial.
     failed : ndarray of bool (ny, nx)
@@ -103,6 +105,7 @@ class TileSolution:
     cg_iterations: list
     lam: list
     failed: np.ndarray
+    jacobians: int = 0
     seconds: dict = field(default_factory=dict)
     stop: str = ""
 
@@ -111,7 +114,7 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
                stokes_weights=(1.0, 1.0, 1.0, 1.0), snr: float = 1000.0, weighting: str = "sir",
                weights: np.ndarray | None = None, max_iterations: int = 20, rtol: float = 1e-3,
                lambda0: float = 0.1, cg_tol: float = 0.1, cg_maxiter: int = 40, max_failures: int = 6,
-               jacobian_dtype=np.float64, callback=None) -> TileSolution:
+               jacobian_reuse: int = 1, jacobian_dtype=np.float64, callback=None) -> TileSolution:
     """Coupled LM inversion of one tile (module docstring).
 
     Parameters
@@ -127,6 +130,10 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
         Data weights (:func:`data_weights`), unless ``weights`` (4·nλ, ny, nx) is given.
     max_iterations, rtol, lambda0, cg_tol, cg_maxiter, max_failures :
         Outer and inner iteration controls (module docstring; ``cg_tol`` relative residual of CG).
+    jacobian_reuse : int
+        After an accepted step with gain ratio > 0.5, the pixels' Jacobians are updated with Broyden's
+        secant formula instead of recomputed, at most this many times in a row (as the pixel solver's
+        ``jacobian_reuse``; 0 = new Jacobians after every accepted step).
     jacobian_dtype : numpy dtype
         Storage of the per-pixel Jacobians (float32 halves the tile's largest array).
     callback : callable, optional
@@ -162,20 +169,19 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
     chi2 = float(np.sum(w * resid * resid))
     history, lams, cgits = [chi2], [], []
     jac = np.zeros((npix, chan.size, model.m), dtype=jacobian_dtype)
-    full = np.zeros((npix, 4 * nw, model.m))
 
     def linearise() -> CoupledOperator:
         tj = time.perf_counter()
-        okj = model.jacobian(x, vmac, full)
+        okj = model.jacobian(x, vmac, jac, chan)
         failed[~okj] = True
-        full[failed] = 0.0
-        jac[:] = full[:, chan, :]
+        jac[failed] = 0.0
         secs["jacobian"] += time.perf_counter() - tj
         return CoupledOperator(jac, w, psf)
 
     op = linearise()
     lam, nu = float(lambda0), 2.0
-    nacc = ntrial = nfail = nsmall = 0
+    nacc = ntrial = nfail = nsmall = nreuse = 0
+    nexact = 1
     stop = "max_iterations"
     blocks = grad = diag = None
     while nacc < max_iterations:
@@ -212,6 +218,7 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
         if np.isfinite(chi2_t) and chi2_t < chi2:
             rho = (chi2 - chi2_t) / pred if pred > 0 else 1.0
             gain = (chi2 - chi2_t) / chi2
+            x_old, vmac_old, syn_old = x, vmac, syn
             x, vmac, syn, fit, resid, chi2 = xt, vt, st, fit_t, resid_t, chi2_t
             history.append(chi2)
             nacc += 1
@@ -226,7 +233,16 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
                 break
             if nacc >= max_iterations:
                 break
-            op = linearise()
+            if nreuse < jacobian_reuse and rho > 0.5:
+                tj = time.perf_counter()
+                ds = (syn - syn_old).reshape(npix, 4 * nw)[:, chan]
+                model.secant_update(jac, x_old, vmac_old, x, vmac, ds, np.flatnonzero(moved & ~failed))
+                secs["jacobian"] += time.perf_counter() - tj
+                nreuse += 1
+            else:
+                op = linearise()
+                nreuse = 0
+                nexact += 1
             blocks = None
         else:
             nfail += 1
@@ -240,7 +256,7 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
                         synthesis=syn.reshape(ny, nx, 4, nw), fit=_full_fit(psf, syn, fit, chan, ny, nx, nw),
                         weights=np.moveaxis(w_full.reshape(4, nw, ny, nx), (0, 1), (2, 3)).copy(),
                         chi2=history, iterations=nacc, trials=ntrial, cg_iterations=cgits, lam=lams,
-                        failed=failed.reshape(ny, nx), seconds=secs, stop=stop)
+                        failed=failed.reshape(ny, nx), jacobians=nexact, seconds=secs, stop=stop)
 
 
 

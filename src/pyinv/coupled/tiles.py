@@ -164,7 +164,7 @@ def solve_task(problem: CoupledProblem, tile: Tile, obs: np.ndarray, x0: np.ndar
                     chi2[a, b] = float(np.sum(wgt * (op - fit[a, b]) ** 2)) / dof
                 chi2r[a, b] = reduced_chi2(op, fit[a, b], problem.snr, problem.stokes_weights, model.m)
     info = {"tile": tile.index, "inner": list(tile.inner), "outer": list(tile.outer),
-            "iterations": sol.iterations, "trials": sol.trials, "chi2": [float(c) for c in sol.chi2],
+            "iterations": sol.iterations, "trials": sol.trials, "jacobians": sol.jacobians, "chi2": [float(c) for c in sol.chi2],
             "cg_iterations": [int(c) for c in sol.cg_iterations], "lambda": [float(v) for v in sol.lam],
             "stop": sol.stop, "seconds": {k: float(v) for k, v in sol.seconds.items()},
             "wall": time.perf_counter() - t0, "solved_pixels": int(obs.shape[0] * obs.shape[1]),
