@@ -290,3 +290,27 @@ def test_node_model_matches_engine_jacobian_and_secant_condition(engine):
     a_old_new = a_old + np.where(kinds == "off", dv[:, None], 0.0)
     delta = np.where(np.isin(kinds, ("rel", "off")), (a_new - a_old_new) / a_new, a_new - a_old)
     np.testing.assert_allclose(np.einsum("pcm,pm->pc", upd, delta), ds, atol=1e-10)
+
+
+def test_masked_and_bad_pixels(degraded):
+    """A pixel masked in the start keeps its status and gets NaN outputs (its model, filled from a neighbour,
+    is still solved); a pixel with non-finite data is reported as bad input."""
+    import dataclasses
+
+    d = degraded
+    m = d["m"]
+    start = d["start"]
+    atm = start.atmospheres.copy()
+    status = start.status.copy()
+    atm[1, 1] = np.nan
+    status[1, 1] = 101
+    masked = dataclasses.replace(start, atmospheres=atm, status=status)
+    obs = d["obs"].copy()
+    obs[4, 2, 0, 5] = np.nan
+    res = invert_coupled(obs, masked, d["psf"], lines=m.lines, grid=m.grid, config=d["cfg"], psf=m.psf,
+                         executor="serial", progress=False, max_iterations=1)
+    assert res.status[1, 1] == 101 and res.status[4, 2] == 102
+    assert np.isnan(res.atmospheres[1, 1]).all() and np.isnan(res.fits[4, 2]).all()
+    good = np.ones((6, 6), dtype=bool)
+    good[1, 1] = good[4, 2] = False
+    assert np.all(res.status[good] == 0) and np.isfinite(res.atmospheres[good]).all()

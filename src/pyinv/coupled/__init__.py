@@ -38,9 +38,10 @@ jacobian_reuse=0, jacobian_dtype="float32") -> pyinv.InversionResult``
 * ``weighting``: ``"noise"`` (default) σ = 1/(S/N √w_s) for every point of Stokes s (the configuration's
   weights); ``"sir"`` SIR's per-pixel amplitude-scaled σ of the pixel solver (which up-weights weak Q, U and
   over-fits their noise once the PSF couples the pixels).
-* solver controls: outer LM iterations and stop (two accepted steps in a row gaining less than
-  ``rtol`` × χ²), initial λ, CG tolerance and iterations, rejected trials in a row, storage of the
-  Jacobians.
+* solver controls (:data:`SOLVER_DEFAULTS`): outer LM iterations and stop (two accepted steps in a row
+  gaining less than ``rtol`` × χ²), initial λ, CG tolerance (relative preconditioned residual) and
+  iterations, rejected trials in a row, Broyden updates of the pixels' Jacobians between exact ones
+  (``jacobian_reuse``), storage of the Jacobians (float32 halves a tile's largest array).
 
 Returns an :class:`pyinv.InversionResult` of the same shape and fields as the pixel-by-pixel one:
 ``atmospheres`` (z, P_g, ρ from hydrostatic equilibrium), ``macro``, ``fits`` = P S (the model of the

@@ -66,8 +66,8 @@ def invert_coupled(cube: Any, start: Any, spatial_psf: Any, *, lines, grid,
     eps = _eps(abundances)
     weights = tuple(float(v) for v in config.weights_for(cyc))
     snr = float(config.value("snr", cyc))
-    x0, vmac0 = _start_models(start)
-    magnetic = bool(np.any(np.abs(x0[..., 3]) > 0)) or nodes[3] > 0
+    source = _start_sources(start)
+    magnetic = bool(np.any(np.abs(np.nan_to_num(start.atmospheres[..., 4])) > 0)) or nodes[3] > 0
     use = np.all(np.isfinite(obs), axis=(2, 3)) & ~np.isin(start.status, (STATUS_MASKED, STATUS_BAD_INPUT))
     if not use.any():
         raise ValueError("no pixel has usable data (finite profiles and a start that is neither masked nor bad input)")
@@ -84,8 +84,8 @@ def invert_coupled(cube: Any, start: Any, spatial_psf: Any, *, lines, grid,
                              abundances=abundances, sir_compat=bool(sir_compat), magnetic=magnetic, solver=opts)
     store = None
     if checkpoint is not None:
-        inputs = {"cube": fingerprint(obs), "start": fingerprint(np.nan_to_num(start.atmospheres[..., :8])),
-                  "start_macro": fingerprint(np.nan_to_num(start.macro)), "use": fingerprint(use),
+        inputs = {"cube": fingerprint(obs), "start": fingerprint(np.asarray(start.atmospheres)),
+                  "start_macro": fingerprint(np.asarray(start.macro)), "use": fingerprint(use),
                   "psf": fingerprint(spsf.kernel), "config": fingerprint(config.to_sir_text()),
                   "lines": fingerprint(repr(lines)), "grid": fingerprint(np.asarray(grid.offset_mA)),
                   "spectral_psf": fingerprint(repr(psf)), "abundances": fingerprint(eps), "mu": fingerprint(mu_f),
@@ -104,7 +104,7 @@ def invert_coupled(cube: Any, start: Any, spatial_psf: Any, *, lines, grid,
     bar = _progress(progress, total, sum(tiles[k].npix for k in done))
     nworkers = _workers(workers, len(pending))
     try:
-        for t, res in _run(problem, pending, obs, x0, vmac0, use, executor, nworkers):
+        for t, res in _run(problem, pending, obs, start, source, use, executor, nworkers):
             arrays = {k: v for k, v in res.items() if k != "info"}
             if store is not None:
                 store.save(t.index, arrays, res["info"])
@@ -245,19 +245,29 @@ def _eps(abundances: Any) -> np.ndarray:
     return abundances_to_eps(abundances)
 
 
-def _start_models(start: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Start models (ny, nx, ndep, 7) and vmac (ny, nx); pixels without a finite model take the nearest
-    pixel's (they are still solved: the PSF mixes them into their neighbours)."""
-    x = np.array(start.atmospheres[..., 1:8], dtype=np.float64)
-    v = np.array(start.macro, dtype=np.float64)
-    ok = np.all(np.isfinite(x), axis=(2, 3)) & np.isfinite(v) & (v > 0)
+def _start_sources(start: Any) -> np.ndarray:
+    """(ny, nx, 2) the pixel whose start model each pixel takes: itself, or for a pixel without a finite
+    model (vmac > 0) the nearest one with (still solved: the PSF mixes it into its neighbours)."""
+    v = np.asarray(start.macro, dtype=np.float64)
+    ok = np.all(np.isfinite(start.atmospheres[..., 1:8]), axis=(2, 3)) & np.isfinite(v) & (v > 0)
     if not ok.any():
         raise ValueError("start holds no finite model with vmac > 0")
+    ny, nx = ok.shape
+    src = np.stack(np.mgrid[0:ny, 0:nx], axis=-1)
     if not ok.all():
         gy, gx = np.nonzero(ok)
         for by, bx in zip(*np.nonzero(~ok)):
             k = int(np.argmin((gy - by) ** 2 + (gx - bx) ** 2))
-            x[by, bx], v[by, bx] = x[gy[k], gx[k]], v[gy[k], gx[k]]
+            src[by, bx] = gy[k], gx[k]
+    return src
+
+
+def _tile_start(start: Any, source: np.ndarray, region: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Start models (oy, ox, ndep, 7) and vmac (oy, ox) of a tile's solved region."""
+    y0, y1, x0, x1 = region
+    sy, sx = source[y0:y1, x0:x1, 0], source[y0:y1, x0:x1, 1]
+    x = np.ascontiguousarray(np.asarray(start.atmospheres)[sy, sx, :, 1:8], dtype=np.float64)
+    v = np.ascontiguousarray(np.asarray(start.macro)[sy, sx], dtype=np.float64)
     return x, v
 
 
@@ -290,7 +300,7 @@ def _mp_context():
     return mp.get_context(method)
 
 
-def _run(problem: CoupledProblem, tiles: list, obs, x0, vmac0, use, executor: Any, nworkers: int):
+def _run(problem: CoupledProblem, tiles: list, obs, start, source, use, executor: Any, nworkers: int):
     """Solve the tiles, yielding (tile, result) as they finish: in this process (``executor="serial"``), on a
     local process pool (None), or on a given Executor / dask.distributed Client. At most 2 tasks per
     worker are in flight (the caller's memory holds only their inputs)."""
@@ -299,8 +309,9 @@ def _run(problem: CoupledProblem, tiles: list, obs, x0, vmac0, use, executor: An
 
     def args(t):
         y0, y1, xa, xb = t.outer
-        return (problem, t, np.ascontiguousarray(obs[y0:y1, xa:xb]), np.ascontiguousarray(x0[y0:y1, xa:xb]),
-                np.ascontiguousarray(vmac0[y0:y1, xa:xb]), np.ascontiguousarray(use[y0:y1, xa:xb]))
+        x0, vmac0 = _tile_start(start, source, t.outer)
+        return (problem, t, np.ascontiguousarray(obs[y0:y1, xa:xb]), x0, vmac0,
+                np.ascontiguousarray(use[y0:y1, xa:xb]))
 
     if isinstance(executor, str):
         if executor != "serial":
