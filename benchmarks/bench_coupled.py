@@ -28,6 +28,11 @@ iteration (``max_iterations=1``), the same tiles and workers.
     PYTHONPATH=build/engine-site:src python3 benchmarks/bench_coupled.py [--size 48] [--families spot qp]
         [--workers 2] [--tile 64] [--seed 3] [--memory-run 256] [--out benchmarks/results/coupled]
 
+``--compare-tile N`` runs the coupled inversion a second time with N-pixel tiles (each with its PSF border)
+and reports the rms differences at log τ = 0 to the main run (the error of tiling). The pixel-by-pixel
+results are cached (FITS and their timings) under ``--workdir`` (default ``~/.cache/pyinv/bench_coupled``) and
+reused by a rerun with the same size, seed, noise and workers (the JSON says ``cached``).
+
 Writes ``<out>.json`` and ``<out>.txt`` (with the git commit) unless ``--no-save``.
 """
 from __future__ import annotations
@@ -138,11 +143,23 @@ def run_family(family: str, args, psf, cfg) -> dict:
 
     m, obs = degraded_map(family, args.size, args.seed, args.noise, psf)
     npix = args.size * args.size
-    print(f"[{family}] {args.size}x{args.size}: pixel-by-pixel inversion, {args.workers} workers", flush=True)
-    with MemorySampler() as mem_p:
-        t = time.perf_counter()
-        start = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, workers=args.workers, progress=args.progress)
-        wall_p = time.perf_counter() - t
+    cache = Path(args.workdir) / f"start_{family}_{args.size}_s{args.seed}_n{args.noise:g}_w{args.workers}.fits"
+    cached = cache.exists() and cache.with_suffix(".json").exists()
+    if cached:
+        print(f"[{family}] {args.size}x{args.size}: pixel-by-pixel inversion from the cache {cache}", flush=True)
+        start = pyinv.InversionResult.from_fits(cache)
+        kept = json.loads(cache.with_suffix(".json").read_text())
+        wall_p, mem_p_mib = kept["wall_s"], kept["memory"]
+    else:
+        print(f"[{family}] {args.size}x{args.size}: pixel-by-pixel inversion, {args.workers} workers", flush=True)
+        with MemorySampler() as mem_p:
+            t = time.perf_counter()
+            start = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, workers=args.workers, progress=args.progress)
+            wall_p = time.perf_counter() - t
+        mem_p_mib = mem_p.mib()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        start.to_fits(cache, overwrite=True)
+        cache.with_suffix(".json").write_text(json.dumps({"wall_s": wall_p, "memory": mem_p_mib}))
     print(f"[{family}] coupled inversion, tile {args.tile}, {args.workers} workers", flush=True)
     with MemorySampler() as mem_c:
         t = time.perf_counter()
@@ -157,12 +174,24 @@ def run_family(family: str, args, psf, cfg) -> dict:
     solved = sum((d["outer"][1] - d["outer"][0]) * (d["outer"][3] - d["outer"][2]) for d in tiles)
     rec = {"family": family, "size": args.size, "npix": npix,
            "pixel": {**metrics(start, m), "wall_s": wall_p, "wall_per_pixel_s": wall_p / npix,
-                     "worker_s_per_pixel": cpu_p / npix, "memory": mem_p.mib()},
+                     "worker_s_per_pixel": cpu_p / npix, "memory": mem_p_mib, "cached": cached},
            "coupled": {**metrics(res, m), "wall_s": wall_c, "wall_per_pixel_s": wall_c / npix,
                        "worker_s_per_pixel": cpu_c / npix, "memory": mem_c.mib(), "tile": cp["tile"],
                        "border": cp["border"], "ntiles": cp["ntiles"], "solved_pixels": solved,
                        "iterations": [d["iterations"] for d in tiles], "stop": [d["stop"] for d in tiles],
                        "tile_seconds": [d["seconds"] for d in tiles]}}
+    if args.compare_tile:
+        print(f"[{family}] coupled inversion again, tile {args.compare_tile}", flush=True)
+        t = time.perf_counter()
+        res2 = invert_coupled(obs, start, psf, lines=m.lines, grid=m.grid, config=cfg, psf=m.psf, workers=args.workers,
+                              tile=args.compare_tile, progress=args.progress,
+                              **({"max_iterations": args.max_iterations} if args.max_iterations is not None else {}))
+        wall2 = time.perf_counter() - t
+        cp2 = res2.provenance["coupled"]
+        diff = {name: float(np.sqrt(np.nanmean((res2.map(name) - res.map(name)) ** 2))) for name in ("T", "B", "vlos", "gamma")}
+        rec["compare_tile"] = {"tile": args.compare_tile, "ntiles": cp2["ntiles"], "border": cp2["border"],
+                               "wall_s": wall2, "worker_s": float(sum(d["wall"] for d in cp2["tiles"])),
+                               "rms_difference_to_main": diff, **metrics(res2, m)}
     rec["ratio_wall"] = wall_c / wall_p
     rec["ratio_worker_s"] = cpu_c / cpu_p if cpu_p > 0 else float("nan")
     rec["ratio_total_wall"] = (wall_p + wall_c) / wall_p
@@ -178,7 +207,7 @@ def memory_estimate(rec: dict, n: int, tile: int, border: int, nw: int, ndep: in
     per_px = 8 * (4 * nw) + 2 * 8 * (2 * ndep * 11 + 4 * nw + 12)
     caller = c["memory"]["caller_peak_mib"] * 2 ** 20 + per_px * (n * n - rec["npix"])
     solved_meas = max(c["solved_pixels"] / max(c["ntiles"], 1), 1)
-    worker_base = 120 * 2 ** 20                                  # an idle worker with pyinv and numpy imported
+    worker_base = 100 * 2 ** 20           # an idle worker with pyinv and numpy imported (measured on an 8x8 map)
     per_solved = max(c["memory"]["worker_peak_mib"] * 2 ** 20 - worker_base, 0) / solved_meas
     solved_tile = min(tile + 2 * border, n) ** 2
     return {"n": n, "caller_mib": caller / 2 ** 20, "caller_arrays_mib": per_px * n * n / 2 ** 20,
@@ -225,6 +254,10 @@ def main(argv=None) -> int:
     ap.add_argument("--psf", default=str(PSF_FILE))
     ap.add_argument("--memory-run", type=int, default=0, help="also measure an N x N run (start = truth, 1 iteration)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--compare-tile", type=int, default=0, help="also run the coupled inversion with this tile size "
+                    "and report the differences to the main run (tiling and borders)")
+    ap.add_argument("--workdir", default=str(Path.home() / ".cache" / "pyinv" / "bench_coupled"),
+                    help="cache of the pixel-by-pixel results (FITS) and their timings")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coupled"))
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -291,6 +324,13 @@ def summary(report: dict) -> str:
         lines.append(f"{'caller peak MiB (base)':28s}{p['memory']['caller_peak_mib']:12.0f}{c['memory']['caller_peak_mib']:12.0f}"
                      f"   ({c['memory']['caller_base_mib']:.0f} before the coupled call); largest worker "
                      f"{c['memory']['worker_peak_mib']:.0f} MiB")
+        if "compare_tile" in rec:
+            k = rec["compare_tile"]
+            d = k["rms_difference_to_main"]
+            lines.append(f"tile {k['tile']} ({k['ntiles']} tiles, border {k['border']}): rms difference to the main run at "
+                         f"log tau = 0: T {d['T']:.1f} K, B {d['B']:.1f} G, v {d['vlos'] * 1e-5:.3f} km/s, "
+                         f"gamma {d['gamma']:.2f} deg; wall {k['wall_s']:.0f} s, workers {k['worker_s']:.0f} s; "
+                         f"corr T/B/v/gamma {k['corr_T']:.3f}/{k['corr_B']:.3f}/{k['corr_vlos']:.3f}/{k['corr_gamma']:.3f}")
         e = rec["memory_256_estimate"]
         lines.append(f"256x256 estimate: caller {e['caller_mib']:.0f} MiB (of which cube, start and result arrays "
                      f"{e['caller_arrays_mib']:.0f}), one worker {e['worker_mib']:.0f} MiB "
