@@ -180,10 +180,15 @@ def _refuse_unsupported(config: InversionConfig) -> None:
                          " (one LTE component, the last cycle's fixed nodes)")
 
 
-def _check_start(start: Any, obs: np.ndarray) -> None:
-    from .. import InversionResult   # the public name (the map layer may move)
+#: what the start must have (a pyinv.InversionResult; checked by attribute, so that this package imports
+#: nothing of the map layer, which calls it)
+_START_FIELDS = ("atmospheres", "macro", "filling", "stray", "fits", "status", "start", "line_index", "offset_mA",
+                 "wavelength", "provenance", "atmospheres2")
 
-    if not isinstance(start, InversionResult):
+
+def _check_start(start: Any, obs: np.ndarray) -> None:
+    missing = [f for f in _START_FIELDS if not hasattr(start, f)]
+    if missing or isinstance(start, np.ndarray):
         raise ValueError(f"start must be a pyinv.InversionResult (a pixel-by-pixel inversion of the cube), "
                          f"got {type(start).__name__}")
     if start.atmospheres2 is not None:
@@ -415,8 +420,7 @@ class _Outputs:
                                                 "wall", "seconds", "cg_iterations", "lambda") if k in info})
 
     def result(self, provenance: dict, use: np.ndarray):
-        from .. import InversionResult
-
+        """The result, of the start's class (pyinv.InversionResult)."""
         st = self.start
         status = np.where(self.failed, STATUS_FAILED, STATUS_CONVERGED).astype(np.asarray(st.status).dtype)
         keep = np.isin(st.status, (STATUS_MASKED, STATUS_BAD_INPUT))
@@ -432,7 +436,7 @@ class _Outputs:
         g = np.mod(self.atm[..., 6], 360.0)
         self.atm[..., 6] = np.where(g > 180.0, 360.0 - g, g)
         self.infos.sort(key=lambda d: d.get("tile", 0))
-        return InversionResult(
+        return type(st)(
             atmospheres=self.atm, macro=self.macro, filling=np.array(st.filling, dtype=np.float64, copy=True),
             stray=np.array(st.stray, dtype=np.float64, copy=True), fits=self.fits, chi2=self.chi2,
             chi2_cycles=self.chi2[..., None].copy(), status=status, iterations=self.iters,
