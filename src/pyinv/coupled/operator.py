@@ -60,23 +60,28 @@ class CoupledOperator:
             self._spread = np.maximum(self.psf.weights_spread(self.w), 0.0)
         return self._spread
 
-    def pixel_blocks(self) -> np.ndarray:
-        """H_p = J_pᵀ diag(k_p) J_p for every pixel: (npix, m, m)."""
+    def pixel_blocks(self, chunk: int = 512) -> np.ndarray:
+        """H_p = J_pᵀ diag(k_p) J_p for every pixel: (npix, m, m) (in the Jacobians' precision, pixels in
+        chunks: no copy of the whole Jacobian block)."""
         k = self.spread_weights().reshape(self.nchan, self.npix).T          # (npix, nchan)
-        jw = self.jac * k[:, :, None].astype(self.jac.dtype)
-        return np.einsum("pcm,pcn->pmn", jw, self.jac, dtype=np.float64, optimize=True)
+        out = np.empty((self.npix, self.m, self.m))
+        for s in range(0, self.npix, chunk):
+            jj = self.jac[s:s + chunk]
+            jw = jj * k[s:s + chunk, :, None].astype(self.jac.dtype)
+            out[s:s + chunk] = np.matmul(jw.transpose(0, 2, 1), jj)
+        return out
 
     # ------------------------------------------------------------------------------------------ products
     def expand(self, v: np.ndarray) -> np.ndarray:
-        """B v: (npix, m) → data cube (nchan, ny, nx)."""
-        v = np.asarray(v).reshape(self.npix, self.m).astype(self.jac.dtype, copy=False)
-        out = np.einsum("pcm,pm->cp", self.jac, v, dtype=np.float64, optimize=True)
+        """B v: (npix, m) → data cube (nchan, ny, nx) (products in the Jacobians' precision)."""
+        v = np.asarray(v).reshape(self.npix, self.m, 1).astype(self.jac.dtype, copy=False)
+        out = np.matmul(self.jac, v)[:, :, 0].T.astype(np.float64)
         return out.reshape(self.nchan, self.ny, self.nx)
 
     def reduce(self, g: np.ndarray) -> np.ndarray:
         """Bᵀ g: data cube → (npix, m)."""
-        g = np.asarray(g, dtype=np.float64).reshape(self.nchan, self.npix).astype(self.jac.dtype, copy=False)
-        return np.einsum("pcm,cp->pm", self.jac, g, dtype=np.float64, optimize=True)
+        g = np.ascontiguousarray(np.asarray(g).reshape(self.nchan, self.npix).T, dtype=self.jac.dtype)
+        return np.matmul(g[:, None, :], self.jac)[:, 0, :].astype(np.float64)
 
     def apply_j(self, v: np.ndarray) -> np.ndarray:
         """J v = P B v (nchan, ny, nx)."""

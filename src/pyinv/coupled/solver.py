@@ -197,12 +197,12 @@ def solve_tile(obs: np.ndarray, x0: np.ndarray, vmac0: np.ndarray, model: NodeMo
         damp = lam * diag
         pre = block_inverse(blocks + damp[:, :, None] * np.eye(model.m)[None])
         delta, info = pcg(op, grad, damp, pre, tol=cg_tol, maxiter=cg_maxiter)
+        delta[failed] = 0.0
         pred = 2.0 * float(np.sum(delta * grad)) - op.quadratic(delta)
         secs["cg"] += time.perf_counter() - tc
         ntrial += 1
         lams.append(lam)
         cgits.append(info.iterations)
-        delta[failed] = 0.0
         tt = time.perf_counter()
         xt, vt, okt = model.trial(x, vmac, delta)
         moved = okt & ~failed
