@@ -25,10 +25,11 @@ pixel of a tile (``--tile`` interior plus the PSF border) and the result arrays,
 measures it: a 256² map whose start is the generator's truth (no pixel-by-pixel inversion), one coupled LM
 iteration (``max_iterations=1``), the same tiles and workers.
 
-    PYTHONPATH=build/engine-site:src python3 benchmarks/bench_coupled.py [--size 48] [--families spot qp]
+    PYTHONPATH=build/dev/site:src python3 benchmarks/bench_coupled.py [--size 48] [--families spot qp]
         [--workers 2] [--tile 64] [--seed 3] [--memory-run 256] [--out benchmarks/results/coupled]
 
-``--compare-tile N`` runs the coupled inversion a second time with N-pixel tiles (each with its PSF border)
+``--reference`` also inverts, pixel by pixel, the same map *without* the PSF (same noise): what the node
+model and the pixel solver reach on undegraded data, the floor of the comparison. ``--compare-tile N`` runs the coupled inversion a second time with N-pixel tiles (each with its PSF border)
 and reports the rms differences at log τ = 0 to the main run (the error of tiling). The pixel-by-pixel
 results are cached (FITS and their timings) under ``--workdir`` (default ``~/.cache/pyinv/bench_coupled``) and
 reused by a rerun with the same size, seed, noise and workers (the JSON says ``cached``).
@@ -112,13 +113,34 @@ class MemorySampler:
 
 
 def degraded_map(family: str, size: int, seed: int, noise: float, psf):
+    """The generated map and its cube convolved with ``psf`` (None: not convolved) plus noise."""
     from pyinv import synthetic
 
     gen = {"spot": synthetic.generate_map, "qp": synthetic.generate_quiet_plage}[family]
     m = gen(size, seed=seed, noise=0.0)
-    deg = np.moveaxis(psf.apply(np.moveaxis(m.cube, (2, 3), (0, 1))), (0, 1), (2, 3))
+    deg = m.cube if psf is None else np.moveaxis(psf.apply(np.moveaxis(m.cube, (2, 3), (0, 1))), (0, 1), (2, 3))
     rng = np.random.default_rng([seed, 20])
     return m, deg + rng.normal(0.0, noise, deg.shape) if noise > 0 else deg
+
+
+def pixel_inversion(tag: str, family: str, obs, m, cfg, args):
+    """pyinv.invert of ``obs`` (2 workers), cached under --workdir: (result, wall seconds, memory, cached)."""
+    import pyinv
+
+    cache = Path(args.workdir) / f"{tag}_{family}_{args.size}_s{args.seed}_n{args.noise:g}_w{args.workers}.fits"
+    if cache.exists() and cache.with_suffix(".json").exists():
+        print(f"[{family}] {tag}: pixel-by-pixel inversion from the cache {cache}", flush=True)
+        kept = json.loads(cache.with_suffix(".json").read_text())
+        return pyinv.InversionResult.from_fits(cache), kept["wall_s"], kept["memory"], True
+    print(f"[{family}] {tag}: pixel-by-pixel inversion of {args.size}x{args.size}, {args.workers} workers", flush=True)
+    with MemorySampler() as mem:
+        t = time.perf_counter()
+        res = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, workers=args.workers, progress=args.progress)
+        wall = time.perf_counter() - t
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    res.to_fits(cache, overwrite=True)
+    cache.with_suffix(".json").write_text(json.dumps({"wall_s": wall, "memory": mem.mib()}))
+    return res, wall, mem.mib(), False
 
 
 def metrics(res, m) -> dict:
@@ -143,23 +165,7 @@ def run_family(family: str, args, psf, cfg) -> dict:
 
     m, obs = degraded_map(family, args.size, args.seed, args.noise, psf)
     npix = args.size * args.size
-    cache = Path(args.workdir) / f"start_{family}_{args.size}_s{args.seed}_n{args.noise:g}_w{args.workers}.fits"
-    cached = cache.exists() and cache.with_suffix(".json").exists()
-    if cached:
-        print(f"[{family}] {args.size}x{args.size}: pixel-by-pixel inversion from the cache {cache}", flush=True)
-        start = pyinv.InversionResult.from_fits(cache)
-        kept = json.loads(cache.with_suffix(".json").read_text())
-        wall_p, mem_p_mib = kept["wall_s"], kept["memory"]
-    else:
-        print(f"[{family}] {args.size}x{args.size}: pixel-by-pixel inversion, {args.workers} workers", flush=True)
-        with MemorySampler() as mem_p:
-            t = time.perf_counter()
-            start = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, workers=args.workers, progress=args.progress)
-            wall_p = time.perf_counter() - t
-        mem_p_mib = mem_p.mib()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        start.to_fits(cache, overwrite=True)
-        cache.with_suffix(".json").write_text(json.dumps({"wall_s": wall_p, "memory": mem_p_mib}))
+    start, wall_p, mem_p_mib, cached = pixel_inversion("start", family, obs, m, cfg, args)
     print(f"[{family}] coupled inversion, tile {args.tile}, {args.workers} workers", flush=True)
     with MemorySampler() as mem_c:
         t = time.perf_counter()
@@ -192,6 +198,10 @@ def run_family(family: str, args, psf, cfg) -> dict:
         rec["compare_tile"] = {"tile": args.compare_tile, "ntiles": cp2["ntiles"], "border": cp2["border"],
                                "wall_s": wall2, "worker_s": float(sum(d["wall"] for d in cp2["tiles"])),
                                "rms_difference_to_main": diff, **metrics(res2, m)}
+    if args.reference:
+        _, clean = degraded_map(family, args.size, args.seed, args.noise, None)
+        ref, wall_r, _, _ = pixel_inversion("reference", family, clean, m, cfg, args)
+        rec["reference_no_psf"] = {**metrics(ref, m), "wall_s": wall_r}
     rec["ratio_wall"] = wall_c / wall_p
     rec["ratio_worker_s"] = cpu_c / cpu_p if cpu_p > 0 else float("nan")
     rec["ratio_total_wall"] = (wall_p + wall_c) / wall_p
@@ -256,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--compare-tile", type=int, default=0, help="also run the coupled inversion with this tile size "
                     "and report the differences to the main run (tiling and borders)")
+    ap.add_argument("--reference", action="store_true", help="also invert the cube without the PSF (same noise) pixel "
+                    "by pixel: what the node model reaches on undegraded data")
     ap.add_argument("--workdir", default=str(Path.home() / ".cache" / "pyinv" / "bench_coupled"),
                     help="cache of the pixel-by-pixel results (FITS) and their timings")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coupled"))
@@ -324,6 +336,11 @@ def summary(report: dict) -> str:
         lines.append(f"{'caller peak MiB (base)':28s}{p['memory']['caller_peak_mib']:12.0f}{c['memory']['caller_peak_mib']:12.0f}"
                      f"   ({c['memory']['caller_base_mib']:.0f} before the coupled call); largest worker "
                      f"{c['memory']['worker_peak_mib']:.0f} MiB")
+        if "reference_no_psf" in rec:
+            r = rec["reference_no_psf"]
+            lines.append(f"{'no PSF, pixel by pixel':28s} corr T/B/v/gamma {r['corr_T']:.3f}/{r['corr_B']:.3f}/"
+                         f"{r['corr_vlos']:.3f}/{r['corr_gamma']:.3f}; B rms {r['rms_B_strong']:.1f} G, T rms "
+                         f"{r['rms_T_strong']:.1f} K (B > 500 G); median reduced chi2 {r['chi2_reduced_median']:.3f}")
         if "compare_tile" in rec:
             k = rec["compare_tile"]
             d = k["rms_difference_to_main"]

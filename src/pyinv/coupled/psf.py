@@ -26,6 +26,8 @@ __all__ = ["SpatialPSF", "load_spatial_psf", "DEFAULT_BORDER_ENERGY"]
 #: Fraction of the kernel's energy (sum) inside the radius :meth:`SpatialPSF.effective_radius` uses by
 #: default; the tiles of a coupled inversion are solved with a border at least that wide.
 DEFAULT_BORDER_ENERGY = 0.98
+#: Images per FFT batch in :meth:`SpatialPSF.apply` / :meth:`SpatialPSF.adjoint`
+CHUNK = 64
 
 try:  # scipy's FFT is faster (not a dependency of pyinv)
     import scipy.fft as _fft
@@ -150,19 +152,24 @@ class SpatialPSF:
     # ------------------------------------------------------------------------------------------ operators
     def apply(self, cube: np.ndarray) -> np.ndarray:
         """P x: every image ``cube[..., :, :]`` (the last two axes are y, x) convolved with the kernel,
-        symmetric extension at the edges; same shape as ``cube``."""
+        symmetric extension at the edges; same shape as ``cube``. Images go through the FFTs
+        :data:`CHUNK` at a time (bounded temporaries)."""
         x = np.asarray(cube, dtype=np.float64)
         ny, nx = x.shape[-2:]
         p = self._plan(ny, nx)
         lead = x.shape[:-2]
-        z = np.zeros((int(np.prod(lead, dtype=np.int64)), p["fy"], p["fx"]))
-        # E x on the padded grid, zeros beyond it
-        z[:, :p["npy"], :p["npx"]] = np.take(np.take(x.reshape((-1, ny, nx)), p["iy"], axis=1), p["ix"], axis=2)
-        f = _fft.rfft2(z)
-        f *= p["kf"]
-        y = _fft.irfft2(f, s=(p["fy"], p["fx"]))
+        xs = x.reshape((-1, ny, nx))
+        out = np.empty(xs.shape)
         (ylo, _), (xlo, _) = self.pad
-        return np.ascontiguousarray(y[:, ylo:ylo + ny, xlo:xlo + nx]).reshape(lead + (ny, nx))
+        for s in range(0, xs.shape[0], CHUNK):
+            part = xs[s:s + CHUNK]
+            z = np.zeros((part.shape[0], p["fy"], p["fx"]))
+            # E x on the padded grid, zeros beyond it
+            z[:, :p["npy"], :p["npx"]] = np.take(np.take(part, p["iy"], axis=1), p["ix"], axis=2)
+            f = _fft.rfft2(z)
+            f *= p["kf"]
+            out[s:s + CHUNK] = _fft.irfft2(f, s=(p["fy"], p["fx"]))[:, ylo:ylo + ny, xlo:xlo + nx]
+        return out.reshape(lead + (ny, nx))
 
     def adjoint(self, cube: np.ndarray, squared: bool = False) -> np.ndarray:
         """Pᵀ y: the correlation with the kernel (convolution with the flipped kernel) of the data
@@ -173,13 +180,17 @@ class SpatialPSF:
         ny, nx = y.shape[-2:]
         p = self._plan(ny, nx, squared)
         lead = y.shape[:-2]
+        ys = y.reshape((-1, ny, nx))
+        out = np.empty(ys.shape)
         (ylo, _), (xlo, _) = self.pad
-        z = np.zeros((int(np.prod(lead, dtype=np.int64)), p["fy"], p["fx"]))
-        z[:, ylo:ylo + ny, xlo:xlo + nx] = y.reshape((-1, ny, nx))
-        f = _fft.rfft2(z)
-        f *= p["kfc"]
-        g = _fft.irfft2(f, s=(p["fy"], p["fx"]))[:, :p["npy"], :p["npx"]]
-        out = _fold(_fold(g, p["iy"], ny, ylo, axis=1), p["ix"], nx, xlo, axis=2)
+        for s in range(0, ys.shape[0], CHUNK):
+            part = ys[s:s + CHUNK]
+            z = np.zeros((part.shape[0], p["fy"], p["fx"]))
+            z[:, ylo:ylo + ny, xlo:xlo + nx] = part
+            f = _fft.rfft2(z)
+            f *= p["kfc"]
+            g = _fft.irfft2(f, s=(p["fy"], p["fx"]))[:, :p["npy"], :p["npx"]]
+            out[s:s + CHUNK] = _fold(_fold(g, p["iy"], ny, ylo, axis=1), p["ix"], nx, xlo, axis=2)
         return out.reshape(lead + (ny, nx))
 
     def weights_spread(self, w: np.ndarray) -> np.ndarray:
