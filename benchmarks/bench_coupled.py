@@ -1,0 +1,365 @@
+"""Spatially coupled inversions (issue 20) against the pixel-by-pixel inversion of the same PSF-degraded maps.
+
+For each map family (``spot``: :func:`pyinv.synthetic.generate_map`, a sunspot with penumbra, plage and quiet
+Sun; ``qp``: :func:`pyinv.synthetic.generate_quiet_plage`, granulation with kG flux tubes in plage lanes), a
+``size`` × ``size`` map is generated noise-free (seed ``--seed``), every monochromatic Stokes image is
+convolved with the Hinode SP spatial PSF sampled at 0.16″ (``../shared/data/instrument_hinode_sp/
+hinode_psf_0.16.fits``, 41 × 41, mirror-extended edges: :class:`pyinv.coupled.SpatialPSF`), and Gaussian noise
+σ = ``--noise`` (1e-3) is added. The degraded cube is then inverted
+
+* pixel by pixel: ``pyinv.invert(cube, lines, grid, cfg, psf=<spectral PSF>, workers=W)``;
+* coupled: ``pyinv.coupled.invert_coupled(cube, <that result>, <spatial PSF>, ..., workers=W, tile=T)``,
+
+with the reference configuration of the CNN benchmarks (3 cycles; T 1,3,5; v, B 1,3,3; γ, φ, vmic, vmac 1;
+weights 1,4,4,2; S/N 1000; the coupled solver uses the last cycle's nodes).
+
+Reported per family and method: the correlations with the truth at log τ = 0 of T, B, v_LOS and the
+inclination; the rms errors of B and T in the pixels whose true B at log τ = 0 exceeds 500 G; the median
+reduced χ² of the fit to the degraded cube (σ = 1/S/N); wall seconds per pixel and the workers' seconds per
+pixel (sum over pixels of ``result.seconds``); the ratio coupled / pixel-by-pixel; the memory of this process
+(the caller: VmRSS before the call and the peak during it, sampled every 5 ms) and the largest worker's
+peak RSS. The targets of issue 20: coupled correlations above the pixel-by-pixel ones for T, B, v_LOS, γ;
+B rms and T rms better by ≥ 30 % where B > 500 G; median reduced χ² ≤ 1.2; cost ≤ 5 × pixel-by-pixel;
+memory ≤ 2 GB for a 256 × 256 map. The 256² memory is estimated from the measured footprint per solved
+pixel of a tile (``--tile`` interior plus the PSF border) and the result arrays, unless ``--memory-run 256``
+measures it: a 256² map whose start is the generator's truth (no pixel-by-pixel inversion), one coupled LM
+iteration (``max_iterations=1``), the same tiles and workers.
+
+    PYTHONPATH=build/dev/site:src python3 benchmarks/bench_coupled.py [--size 48] [--families spot qp]
+        [--workers 2] [--tile 64] [--seed 3] [--memory-run 256] [--out benchmarks/results/coupled]
+
+``--reference`` also inverts, pixel by pixel, the same map *without* the PSF (same noise): what the node
+model and the pixel solver reach on undegraded data, the floor of the comparison. ``--compare-tile N`` runs the coupled inversion a second time with N-pixel tiles (each with its PSF border)
+and reports the rms differences at log τ = 0 to the main run (the error of tiling). The pixel-by-pixel
+results are cached (FITS and their timings) under ``--workdir`` (default ``~/.cache/pyinv/bench_coupled``) and
+reused by a rerun with the same size, seed, noise and workers (the JSON says ``cached``).
+
+Writes ``<out>.json`` and ``<out>.txt`` (with the git commit) unless ``--no-save``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PSF_FILE = ROOT.parent / "shared" / "data" / "instrument_hinode_sp" / "hinode_psf_0.16.fits"
+NODES = {"T": (1, 3, 5), "vlos": (1, 3, 3), "B": (1, 3, 3), "gamma": 1, "phi": 1, "vmic": 1, "vmac": 1}
+
+
+def _rss_kib(pid: int | str = "self", key: str = "VmRSS") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+class MemorySampler:
+    """Peak VmRSS of this process and of its descendants (the largest one), sampled every ``dt`` seconds."""
+
+    def __init__(self, dt: float = 0.005):
+        self.dt = dt
+        self.base = _rss_kib()
+        self.peak = self.base
+        self.child_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _children(self) -> list[int]:
+        try:
+            import psutil
+        except ImportError:
+            return []
+        try:
+            return [c.pid for c in psutil.Process().children(recursive=True)]
+        except Exception:
+            return []
+
+    def _run(self) -> None:
+        k = 0
+        kids: list[int] = []
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_kib())
+            if k % 20 == 0:
+                kids = self._children()
+            for pid in kids:
+                self.child_peak = max(self.child_peak, _rss_kib(pid, "VmHWM"), _rss_kib(pid))
+            k += 1
+            time.sleep(self.dt)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_kib())
+
+    def mib(self) -> dict:
+        return {"caller_base_mib": self.base / 1024, "caller_peak_mib": self.peak / 1024,
+                "caller_increase_mib": (self.peak - self.base) / 1024, "worker_peak_mib": self.child_peak / 1024}
+
+
+def degraded_map(family: str, size: int, seed: int, noise: float, psf):
+    """The generated map and its cube convolved with ``psf`` (None: not convolved) plus noise."""
+    from pyinv import synthetic
+
+    gen = {"spot": synthetic.generate_map, "qp": synthetic.generate_quiet_plage}[family]
+    m = gen(size, seed=seed, noise=0.0)
+    deg = m.cube if psf is None else np.moveaxis(psf.apply(np.moveaxis(m.cube, (2, 3), (0, 1))), (0, 1), (2, 3))
+    rng = np.random.default_rng([seed, 20])
+    return m, deg + rng.normal(0.0, noise, deg.shape) if noise > 0 else deg
+
+
+def pixel_inversion(tag: str, family: str, obs, m, cfg, args):
+    """pyinv.invert of ``obs`` (2 workers), cached under --workdir: (result, wall seconds, memory, cached)."""
+    import pyinv
+
+    cache = Path(args.workdir) / f"{tag}_{family}_{args.size}_s{args.seed}_n{args.noise:g}_w{args.workers}.fits"
+    if cache.exists() and cache.with_suffix(".json").exists():
+        print(f"[{family}] {tag}: pixel-by-pixel inversion from the cache {cache}", flush=True)
+        kept = json.loads(cache.with_suffix(".json").read_text())
+        return pyinv.InversionResult.from_fits(cache), kept["wall_s"], kept["memory"], True
+    print(f"[{family}] {tag}: pixel-by-pixel inversion of {args.size}x{args.size}, {args.workers} workers", flush=True)
+    with MemorySampler() as mem:
+        t = time.perf_counter()
+        res = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, workers=args.workers, progress=args.progress)
+        wall = time.perf_counter() - t
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    res.to_fits(cache, overwrite=True)
+    cache.with_suffix(".json").write_text(json.dumps({"wall_s": wall, "memory": mem.mib()}))
+    return res, wall, mem.mib(), False
+
+
+def metrics(res, m) -> dict:
+    out = {}
+    for name in ("T", "B", "vlos", "gamma"):
+        a, b = res.map(name).ravel(), m.truth_map(name).ravel()
+        ok = np.isfinite(a) & np.isfinite(b)
+        out[f"corr_{name}"] = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    strong = m.truth_map("B") > 500.0
+    out["n_strong"] = int(strong.sum())
+    for name in ("B", "T"):
+        d = (res.map(name) - m.truth_map(name))[strong]
+        out[f"rms_{name}_strong"] = float(np.sqrt(np.nanmean(d ** 2))) if strong.any() else float("nan")
+    out["chi2_reduced_median"] = float(np.nanmedian(res.chi2_reduced))
+    out["converged"] = int(np.sum(res.status == 0))
+    return out
+
+
+def run_family(family: str, args, psf, cfg) -> dict:
+    import pyinv
+    from pyinv.coupled import invert_coupled
+
+    m, obs = degraded_map(family, args.size, args.seed, args.noise, psf)
+    npix = args.size * args.size
+    start, wall_p, mem_p_mib, cached = pixel_inversion("start", family, obs, m, cfg, args)
+    print(f"[{family}] coupled inversion, tile {args.tile}, {args.workers} workers", flush=True)
+    with MemorySampler() as mem_c:
+        t = time.perf_counter()
+        res = invert_coupled(obs, start, psf, lines=m.lines, grid=m.grid, config=cfg, psf=m.psf, workers=args.workers,
+                             tile=args.tile, progress=args.progress, **({"max_iterations": args.max_iterations}
+                                                                       if args.max_iterations is not None else {}))
+        wall_c = time.perf_counter() - t
+    cp = res.provenance["coupled"]
+    tiles = cp["tiles"]
+    cpu_c = float(sum(d["wall"] for d in tiles))
+    cpu_p = float(np.nansum(start.seconds))
+    solved = sum((d["outer"][1] - d["outer"][0]) * (d["outer"][3] - d["outer"][2]) for d in tiles)
+    rec = {"family": family, "size": args.size, "npix": npix,
+           "pixel": {**metrics(start, m), "wall_s": wall_p, "wall_per_pixel_s": wall_p / npix,
+                     "worker_s_per_pixel": cpu_p / npix, "memory": mem_p_mib, "cached": cached},
+           "coupled": {**metrics(res, m), "wall_s": wall_c, "wall_per_pixel_s": wall_c / npix,
+                       "worker_s_per_pixel": cpu_c / npix, "memory": mem_c.mib(), "tile": cp["tile"],
+                       "border": cp["border"], "ntiles": cp["ntiles"], "solved_pixels": solved,
+                       "iterations": [d["iterations"] for d in tiles], "stop": [d["stop"] for d in tiles],
+                       "tile_seconds": [d["seconds"] for d in tiles]}}
+    if args.compare_tile:
+        print(f"[{family}] coupled inversion again, tile {args.compare_tile}", flush=True)
+        t = time.perf_counter()
+        res2 = invert_coupled(obs, start, psf, lines=m.lines, grid=m.grid, config=cfg, psf=m.psf, workers=args.workers,
+                              tile=args.compare_tile, progress=args.progress,
+                              **({"max_iterations": args.max_iterations} if args.max_iterations is not None else {}))
+        wall2 = time.perf_counter() - t
+        cp2 = res2.provenance["coupled"]
+        diff = {name: float(np.sqrt(np.nanmean((res2.map(name) - res.map(name)) ** 2))) for name in ("T", "B", "vlos", "gamma")}
+        rec["compare_tile"] = {"tile": args.compare_tile, "ntiles": cp2["ntiles"], "border": cp2["border"],
+                               "wall_s": wall2, "worker_s": float(sum(d["wall"] for d in cp2["tiles"])),
+                               "rms_difference_to_main": diff, **metrics(res2, m)}
+    if args.reference:
+        _, clean = degraded_map(family, args.size, args.seed, args.noise, None)
+        ref, wall_r, _, _ = pixel_inversion("reference", family, clean, m, cfg, args)
+        rec["reference_no_psf"] = {**metrics(ref, m), "wall_s": wall_r}
+    rec["ratio_wall"] = wall_c / wall_p
+    rec["ratio_worker_s"] = cpu_c / cpu_p if cpu_p > 0 else float("nan")
+    rec["ratio_total_wall"] = (wall_p + wall_c) / wall_p
+    return rec
+
+
+def memory_estimate(rec: dict, n: int, tile: int, border: int, nw: int, ndep: int) -> dict:
+    """Estimated memory of a coupled inversion of an n × n map from a measured run: the caller's measured
+    peak plus the arrays it holds per pixel (cube, start and result: atmospheres, errors, fits, maps) for the
+    extra pixels; a worker: an idle worker plus the measured bytes per solved pixel of a tile times the
+    (tile + 2 border)² pixels a tile of the n × n map solves."""
+    c = rec["coupled"]
+    per_px = 8 * (4 * nw) + 2 * 8 * (2 * ndep * 11 + 4 * nw + 12)
+    caller = c["memory"]["caller_peak_mib"] * 2 ** 20 + per_px * (n * n - rec["npix"])
+    solved_meas = max(c["solved_pixels"] / max(c["ntiles"], 1), 1)
+    worker_base = 100 * 2 ** 20           # an idle worker with pyinv and numpy imported (measured on an 8x8 map)
+    per_solved = max(c["memory"]["worker_peak_mib"] * 2 ** 20 - worker_base, 0) / solved_meas
+    solved_tile = min(tile + 2 * border, n) ** 2
+    return {"n": n, "caller_mib": caller / 2 ** 20, "caller_arrays_mib": per_px * n * n / 2 ** 20,
+            "worker_mib": (worker_base + per_solved * solved_tile) / 2 ** 20, "per_solved_pixel_kib": per_solved / 1024}
+
+
+def memory_run(n: int, args, psf, cfg) -> dict:
+    """A measured n × n run: start = the generator's truth, one coupled iteration."""
+    import pyinv
+    from pyinv.coupled import invert_coupled
+
+    m, obs = degraded_map("spot", n, args.seed, args.noise, psf)
+    ny = nx = n
+    nd = m.truth.shape[2]
+    nw = obs.shape[3]
+    start = pyinv.InversionResult(
+        atmospheres=m.truth.copy(), macro=m.macro.copy(), filling=np.ones((ny, nx)), stray=np.zeros((ny, nx)),
+        fits=obs.copy(), chi2=np.ones((ny, nx)), chi2_cycles=np.ones((ny, nx, 1)), status=np.zeros((ny, nx), int),
+        iterations=np.zeros((ny, nx), int), errors=np.full((ny, nx, nd, 11), np.nan),
+        errors_header=np.full((ny, nx, 3), np.nan), start=np.zeros((ny, nx), int), seconds=np.zeros((ny, nx)),
+        line_index=np.zeros(nw, int), offset_mA=np.asarray(m.grid.offset_mA), wavelength=np.zeros(nw))
+    import gc
+
+    gc.collect()
+    with MemorySampler() as mem:
+        t = time.perf_counter()
+        res = invert_coupled(obs, start, psf, lines=m.lines, grid=m.grid, config=cfg, psf=m.psf,
+                             workers=args.workers, tile=args.tile, progress=args.progress, max_iterations=1)
+        wall = time.perf_counter() - t
+    return {"n": n, "tile": args.tile, "ntiles": res.provenance["coupled"]["ntiles"], "wall_s": wall,
+            "inputs_mib": (obs.nbytes + sum(np.asarray(getattr(start, k)).nbytes for k in
+                                            ("atmospheres", "errors", "fits"))) / 2 ** 20, **mem.mib()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tile", type=int, default=64)
+    ap.add_argument("--noise", type=float, default=1e-3)
+    ap.add_argument("--families", nargs="+", default=["spot", "qp"], choices=["spot", "qp"])
+    ap.add_argument("--max-iterations", type=int, default=None, help="coupled LM iterations (default: the solver's)")
+    ap.add_argument("--psf", default=str(PSF_FILE))
+    ap.add_argument("--memory-run", type=int, default=0, help="also measure an N x N run (start = truth, 1 iteration)")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--compare-tile", type=int, default=0, help="also run the coupled inversion with this tile size "
+                    "and report the differences to the main run (tiling and borders)")
+    ap.add_argument("--reference", action="store_true", help="also invert the cube without the PSF (same noise) pixel "
+                    "by pixel: what the node model reaches on undegraded data")
+    ap.add_argument("--workdir", default=str(Path.home() / ".cache" / "pyinv" / "bench_coupled"),
+                    help="cache of the pixel-by-pixel results (FITS) and their timings")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coupled"))
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+
+    import pyinv
+    from pyinv.coupled import SpatialPSF
+
+    if not Path(args.psf).exists():
+        print(f"the spatial PSF {args.psf} is not there (../shared is needed)", file=sys.stderr)
+        return 2
+    psf = SpatialPSF(args.psf)
+    cfg = pyinv.InversionConfig(cycles=3, nodes=NODES, weights=(1.0, 4.0, 4.0, 2.0), snr=1000.0, mu=1.0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
+    report = {"script": "benchmarks/bench_coupled.py", "commit": commit + ("+dirty" if dirty else ""),
+              "argv": sys.argv[1:], "psf": Path(args.psf).name, "load_before": os.getloadavg(),
+              "nodes_last_cycle": {k: (v[-1] if isinstance(v, tuple) else v) for k, v in NODES.items()},
+              "families": []}
+    for fam in args.families:
+        rec = run_family(fam, args, psf, cfg)
+        rec["memory_256_estimate"] = memory_estimate(rec, 256, args.tile, rec["coupled"]["border"], 112, 53)
+        report["families"].append(rec)
+        print(json.dumps(rec, indent=1, default=float), flush=True)
+    if args.memory_run:
+        print(f"[memory] {args.memory_run}x{args.memory_run}: start = truth, one coupled iteration", flush=True)
+        report["memory_run"] = memory_run(args.memory_run, args, psf, cfg)
+        print(json.dumps(report["memory_run"], indent=1), flush=True)
+    report["load_after"] = os.getloadavg()
+    text = summary(report)
+    print(text)
+    if not args.no_save:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+        out.with_suffix(".txt").write_text(text + "\n")
+    return 0
+
+
+def summary(report: dict) -> str:
+    lines = [f"benchmarks/bench_coupled.py, commit {report['commit']}, argv {' '.join(report['argv']) or '(defaults)'}",
+             f"PSF {report['psf']}; load average before {report['load_before'][0]:.2f}, after {report['load_after'][0]:.2f}"]
+    for rec in report["families"]:
+        p, c = rec["pixel"], rec["coupled"]
+        lines.append("")
+        lines.append(f"{rec['family']} {rec['size']}x{rec['size']} (B > 500 G: {p['n_strong']} pixels); coupled: tile "
+                     f"{c['tile']}, border {c['border']}, {c['ntiles']} tile(s), iterations {c['iterations']}, stop {c['stop']}")
+        lines.append(f"{'':28s}{'pixel':>12s}{'coupled':>12s}   target")
+        for k, label in (("corr_T", "corr T"), ("corr_B", "corr B"), ("corr_vlos", "corr v_LOS"),
+                         ("corr_gamma", "corr inclination")):
+            ok = c[k] > p[k]
+            lines.append(f"{label:28s}{p[k]:12.3f}{c[k]:12.3f}   coupled > pixel: {'met' if ok else 'MISSED'}")
+        for k, label in (("rms_B_strong", "B rms [G], B > 500 G"), ("rms_T_strong", "T rms [K], B > 500 G")):
+            gain = 1.0 - c[k] / p[k] if p[k] > 0 else float("nan")
+            lines.append(f"{label:28s}{p[k]:12.1f}{c[k]:12.1f}   ≥ 30 % better: {100 * gain:.0f} % "
+                         f"{'met' if gain >= 0.3 else 'MISSED'}")
+        lines.append(f"{'median reduced chi2':28s}{p['chi2_reduced_median']:12.3f}{c['chi2_reduced_median']:12.3f}   "
+                     f"≤ 1.2: {'met' if c['chi2_reduced_median'] <= 1.2 else 'MISSED'}")
+        lines.append(f"{'wall s / pixel':28s}{p['wall_per_pixel_s']:12.4f}{c['wall_per_pixel_s']:12.4f}   ratio "
+                     f"{rec['ratio_wall']:.2f} (pixel + coupled: {rec['ratio_total_wall']:.2f} x pixel; ≤ 5: "
+                     f"{'met' if rec['ratio_total_wall'] <= 5 else 'MISSED'})")
+        lines.append(f"{'worker s / pixel':28s}{p['worker_s_per_pixel']:12.4f}{c['worker_s_per_pixel']:12.4f}   ratio "
+                     f"{rec['ratio_worker_s']:.2f}")
+        lines.append(f"{'caller peak MiB (base)':28s}{p['memory']['caller_peak_mib']:12.0f}{c['memory']['caller_peak_mib']:12.0f}"
+                     f"   ({c['memory']['caller_base_mib']:.0f} before the coupled call); largest worker "
+                     f"{c['memory']['worker_peak_mib']:.0f} MiB")
+        if "reference_no_psf" in rec:
+            r = rec["reference_no_psf"]
+            lines.append(f"{'no PSF, pixel by pixel':28s} corr T/B/v/gamma {r['corr_T']:.3f}/{r['corr_B']:.3f}/"
+                         f"{r['corr_vlos']:.3f}/{r['corr_gamma']:.3f}; B rms {r['rms_B_strong']:.1f} G, T rms "
+                         f"{r['rms_T_strong']:.1f} K (B > 500 G); median reduced chi2 {r['chi2_reduced_median']:.3f}")
+        if "compare_tile" in rec:
+            k = rec["compare_tile"]
+            d = k["rms_difference_to_main"]
+            lines.append(f"tile {k['tile']} ({k['ntiles']} tiles, border {k['border']}): rms difference to the main run at "
+                         f"log tau = 0: T {d['T']:.1f} K, B {d['B']:.1f} G, v {d['vlos'] * 1e-5:.3f} km/s, "
+                         f"gamma {d['gamma']:.2f} deg; wall {k['wall_s']:.0f} s, workers {k['worker_s']:.0f} s; "
+                         f"corr T/B/v/gamma {k['corr_T']:.3f}/{k['corr_B']:.3f}/{k['corr_vlos']:.3f}/{k['corr_gamma']:.3f}")
+        e = rec["memory_256_estimate"]
+        lines.append(f"256x256 estimate: caller {e['caller_mib']:.0f} MiB (of which cube, start and result arrays "
+                     f"{e['caller_arrays_mib']:.0f}), one worker {e['worker_mib']:.0f} MiB "
+                     f"({e['per_solved_pixel_kib']:.1f} KiB per solved pixel)")
+    if "memory_run" in report:
+        r = report["memory_run"]
+        lines.append("")
+        lines.append(f"measured {r['n']}x{r['n']} (start = truth, 1 iteration, tile {r['tile']}, {r['ntiles']} tiles): caller "
+                     f"peak {r['caller_peak_mib']:.0f} MiB (base {r['caller_base_mib']:.0f}, inputs {r['inputs_mib']:.0f}), "
+                     f"largest worker {r['worker_peak_mib']:.0f} MiB, {r['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
