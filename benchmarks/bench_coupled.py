@@ -51,7 +51,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PSF_FILE = ROOT.parent / "shared" / "data" / "instrument_hinode_sp" / "hinode_psf_0.16.fits"
-NODES = {"T": (1, 3, 5), "vlos": (1, 3, 3), "B": (1, 3, 3), "gamma": 1, "phi": 1, "vmic": 1, "vmac": 1}
+NODES = {"T": (1, 3, 5), "vlos": (1, 3, 3), "B": (1, 3, 3), "gamma": 1, "phi": 1, "vmic": 1, "macro": 1}
 
 
 def _rss_kib(pid: int | str = "self", key: str = "VmRSS") -> int:

@@ -144,7 +144,7 @@ def degraded(engine):
     psf = SpatialPSF(_kernel())
     deg = np.moveaxis(psf.apply(np.moveaxis(m.cube, (2, 3), (0, 1))), (0, 1), (2, 3))
     obs = deg + np.random.default_rng(1).normal(0.0, 1e-3, deg.shape)
-    cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (1, 3), "vlos": 1, "B": 1, "gamma": 1, "phi": 1, "vmac": 1,
+    cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (1, 3), "vlos": 1, "B": 1, "gamma": 1, "phi": 1, "macro": 1,
                                                  "vmic": 1}, weights=(1, 4, 4, 2), snr=1000)
     start = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, executor="serial", progress=False)
     return {"m": m, "psf": psf, "obs": obs, "cfg": cfg, "start": start}
@@ -257,8 +257,8 @@ def test_node_model_matches_engine_jacobian_and_secant_condition(engine):
     differentiates, and a Broyden update satisfies the secant condition in the new step variables."""
     from pyinv import synthetic
     from pyinv.coupled.pixels import NodeModel
-    from pyinv.inversion import prepare_synthesis
-    from pyinv.thermo import abundances_to_eps
+    from pyinv.physics.inversion import prepare_synthesis
+    from pyinv.physics.thermo import abundances_to_eps
 
     m = synthetic.generate_map(4, seed=1, noise=0.0)
     lt = m.truth[0, 0, :, 0]
@@ -314,3 +314,28 @@ def test_masked_and_bad_pixels(degraded):
     good = np.ones((6, 6), dtype=bool)
     good[1, 1] = good[4, 2] = False
     assert np.all(res.status[good] == 0) and np.isfinite(res.atmospheres[good]).all()
+
+
+def test_spatial_psf_through_pyinv_invert(tmp_path):
+    """pyinv.invert(..., spatial_psf=K) = invert_coupled on the pixel-by-pixel result (same fit), resumable."""
+    import pyinv
+    from pyinv.coupled import invert_coupled
+    from pyinv.testing.data import graded_map
+
+    lines, grid, clean = graded_map(3, 3)
+    k = np.array([[0.05, 0.1, 0.05], [0.1, 0.4, 0.1], [0.05, 0.1, 0.05]])
+    from pyinv.coupled import SpatialPSF
+
+    cube = np.moveaxis(SpatialPSF(k).apply(np.moveaxis(clean, (0, 1), (2, 3))), (2, 3), (0, 1))   # P per image
+    cfg = pyinv.InversionConfig(cycles=1, nodes={"T": 2, "vlos": 1, "B": 1, "gamma": 1, "phi": 1})
+    opts = {"max_iterations": 2}
+    r = pyinv.invert(cube, lines, grid, cfg, executor="serial", progress=False, spatial_psf=k, coupled=opts,
+                     checkpoint=tmp_path / "ck")
+    start = pyinv.invert(cube, lines, grid, cfg, executor="serial", progress=False)
+    ref = invert_coupled(cube, start, k, lines=lines, grid=grid, config=cfg, executor="serial", progress=False,
+                         **opts)
+    np.testing.assert_allclose(r.fits, ref.fits, rtol=1e-10, atol=1e-12)
+    assert "coupled" in r.provenance
+    with pytest.raises(ValueError, match="one LTE component"):
+        pyinv.invert(cube, lines, grid, cfg, executor="serial", progress=False, spatial_psf=k,
+                     stray_profile="local")

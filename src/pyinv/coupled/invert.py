@@ -227,7 +227,7 @@ def _last_cycle_nodes(config: InversionConfig, ndep: int) -> list[int]:
             raise ValueError(f"nodes[{p!r}] of the last cycle is '*' (automatic selection): not supported")
         if n < 0:
             raise ValueError(f"nodes[{p!r}] = {n}: ties need two components")
-        if p == "vmac":
+        if p == "macro":
             out.append(min(n, 1))
             continue
         m = engine.inv_allowed_nodes(ndep, n) if n > 0 else 0
@@ -241,7 +241,7 @@ def _last_cycle_nodes(config: InversionConfig, ndep: int) -> list[int]:
 
 
 def _eps(abundances: Any) -> np.ndarray:
-    from ..thermo import abundances_to_eps
+    from ..physics.thermo import abundances_to_eps
 
     if isinstance(abundances, (str, os.PathLike)):
         from ..io.sir import read_abundances
@@ -409,7 +409,7 @@ class _Outputs:
         a[..., 0] = self.log_tau
         a[..., 1:8] = arrays["x"]
         a[..., 8], a[..., 9], a[..., 10] = arrays["z"], arrays["pg"], arrays["rho"]
-        self.macro[y0:y1, x0:x1] = arrays["vmac"]
+        self.macro[y0:y1, x0:x1] = arrays["macro"]
         self.fits[y0:y1, x0:x1] = arrays["fit"]
         self.chi2[y0:y1, x0:x1] = arrays["chi2"]
         self.chi2r[y0:y1, x0:x1] = arrays["chi2_reduced"]

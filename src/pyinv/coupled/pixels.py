@@ -57,7 +57,7 @@ class NodeModel:
     Attributes
     ----------
     setup : pyinv.engine.Setup
-        The synthesis set-up (:func:`pyinv.inversion.prepare_synthesis`).
+        The synthesis set-up (:func:`pyinv.physics.inversion.prepare_synthesis`).
     log_tau : ndarray (ndep,)
     nodes : tuple of 8 int
         Node counts in pyinv.engine.INV_SLOTS order (vmac 0/1).

@@ -95,7 +95,7 @@ class CoupledProblem:
     solver: dict = field(default_factory=dict)
 
     def node_model(self) -> NodeModel:
-        from ..inversion import prepare_synthesis
+        from ..physics.inversion import prepare_synthesis
 
         setup = prepare_synthesis(self.lines, self.grid, psf=self.spectral_psf, abundances=self.abundances,
                                   magnetic=self.magnetic, sir_compat=self.sir_compat, log_tau=self.log_tau)
@@ -123,7 +123,7 @@ def solve_task(problem: CoupledProblem, tile: Tile, obs: np.ndarray, x0: np.ndar
 
     Returns the interior's arrays (``x``, ``vmac``, ``pg``, ``rho``, ``z``, ``fit``, ``chi2``,
     ``chi2_reduced``, ``failed``) and ``info`` (iterations, χ² history, timings, ...)."""
-    from ..inversion import reduced_chi2
+    from ..physics.inversion import reduced_chi2
 
     t0 = time.perf_counter()
     model = problem.node_model()
@@ -169,5 +169,5 @@ def solve_task(problem: CoupledProblem, tile: Tile, obs: np.ndarray, x0: np.ndar
             "stop": sol.stop, "seconds": {k: float(v) for k, v in sol.seconds.items()},
             "wall": time.perf_counter() - t0, "solved_pixels": int(obs.shape[0] * obs.shape[1]),
             "pid": os.getpid()}
-    return {"x": x, "vmac": vmac, "pg": pg, "rho": rho, "z": z, "fit": fit, "chi2": chi2, "chi2_reduced": chi2r,
+    return {"x": x, "macro": vmac, "pg": pg, "rho": rho, "z": z, "fit": fit, "chi2": chi2, "chi2_reduced": chi2r,
             "failed": sol.failed[sy, sx], "info": info}

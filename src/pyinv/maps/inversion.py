@@ -84,7 +84,7 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
            time_limit: float | None = None, retries: int = 2, check: bool = True, nlte: Any = None,
            guess2: Any = None, filling: Any = None, stray_profile: Any = None, stray_window: int | None = None,
-           stray: Any = None) -> InversionResult:
+           stray: Any = None, spatial_psf: Any = None, coupled: dict | None = None) -> InversionResult:
     """Invert every pixel of a Stokes map; each pixel's result is exactly what
     :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
 
@@ -174,6 +174,16 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
         component 1's guess header value (SIR: model 1's header). Inverting the stray light needs α ≠ 0.
         The result holds it as ``stray``. Old spelling ``stray_percent=`` (accepted with a
         DeprecationWarning).
+    spatial_psf : array (ky, kx), FITS path or pyinv.coupled.SpatialPSF, optional
+        The telescope's spatial PSF in map pixels (e.g. ``instrument_hinode_sp/hinode_psf_0.16.fits``). Given,
+        the pixel-by-pixel result is the start of a spatially coupled inversion
+        (:func:`pyinv.coupled.invert_coupled`): all pixels fitted together through the PSF, in tiles with
+        PSF-wide borders on the same executor, resumable in the folder ``checkpoint`` + ``.coupled``. Use
+        it for data at the diffraction limit with a known PSF; it costs a few times the pixel-by-pixel
+        inversion (docs/coupled.md). One component, no stray light, LTE only.
+    coupled : dict, optional
+        Options of :func:`pyinv.coupled.invert_coupled` (``tile``, ``border``, ``weighting``, solver
+        controls such as ``max_iterations``).
 
     Returns
     -------
@@ -198,11 +208,22 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     for a pixel. Workers need nothing from ``__main__``: a script without ``if __name__ == "__main__":``
     (or one piped through stdin) works.
     """
-    return invert_map(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
-                      abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
-                      checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
-                      solver=solver_for(nlte), check=check, guess2=guess2, filling=filling,
-                      stray_profile=stray_profile, stray_window=stray_window, stray=stray)
+    if spatial_psf is not None and (nlte is not None or guess2 is not None or stray_profile is not None):
+        raise ValueError("spatial_psf: the coupled inversion takes one LTE component without stray light")
+    res = invert_map(cube, lines, grid, config, init=init, guess=guess, mask=mask, sigma=sigma, mu=mu, psf=psf,
+                     abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
+                     checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
+                     solver=solver_for(nlte), check=check, guess2=guess2, filling=filling,
+                     stray_profile=stray_profile, stray_window=stray_window, stray=stray)
+    if spatial_psf is None:
+        return res
+    from ..coupled import invert_coupled
+
+    obs = load_cube(cube, axes)[0]
+    ck = None if checkpoint is None else os.fspath(checkpoint).rstrip("/\\") + ".coupled"
+    return invert_coupled(obs, res, spatial_psf, lines=lines, grid=grid, config=config, psf=psf,
+                          abundances=abundances, mu=mu, workers=workers, executor=executor, checkpoint=ck,
+                          progress=progress, **(coupled or {}))
 
 
 def solver_for(nlte: Any) -> Any:
