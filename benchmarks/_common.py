@@ -47,6 +47,37 @@ def code_version() -> dict:
     return {"commit": commit, "dirty": dirty}
 
 
+class Sampler:
+    """A background thread calling ``self.sample()`` every ``period`` seconds while the ``with`` block runs
+    (memory samplers of the benchmarks); ``finish()`` runs once after the thread has stopped."""
+
+    period = 0.5
+
+    def sample(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.finish()
+
+
 def lightweaver_missing() -> bool:
     """True (and a line saying so) when lightweaver is not installed: the NLTE benchmarks have nothing to do."""
     try:

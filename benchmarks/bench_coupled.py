@@ -43,15 +43,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import Sampler
+
 ROOT = Path(__file__).resolve().parent.parent
 PSF_FILE = ROOT.parent / "shared" / "data" / "instrument_hinode_sp" / "hinode_psf_0.16.fits"
 NODES = {"T": (1, 3, 5), "vlos": (1, 3, 3), "B": (1, 3, 3), "gamma": 1, "phi": 1, "vmic": 1, "macro": 1}
+
+
+def _corr_text(r: dict) -> str:
+    """"corr T/B/v/gamma a/b/c/d" of a record's correlations with the truth."""
+    return "corr T/B/v/gamma " + "/".join(f"{r['corr_' + k]:.3f}" for k in ("T", "B", "vlos", "gamma"))
 
 
 def _rss_kib(pid: int | str = "self", key: str = "VmRSS") -> int:
@@ -65,16 +71,16 @@ def _rss_kib(pid: int | str = "self", key: str = "VmRSS") -> int:
     return -1
 
 
-class MemorySampler:
+class MemorySampler(Sampler):
     """Peak VmRSS of this process and of its descendants (the largest one), sampled every ``dt`` seconds."""
 
     def __init__(self, dt: float = 0.005):
-        self.dt = dt
+        self.period = dt
         self.base = _rss_kib()
         self.peak = self.base
         self.child_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._k = 0
+        self._kids: list[int] = []
 
     def _children(self) -> list[int]:
         try:
@@ -86,25 +92,15 @@ class MemorySampler:
         except Exception:
             return []
 
-    def _run(self) -> None:
-        k = 0
-        kids: list[int] = []
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_kib())
-            if k % 20 == 0:
-                kids = self._children()
-            for pid in kids:
-                self.child_peak = max(self.child_peak, _rss_kib(pid, "VmHWM"), _rss_kib(pid))
-            k += 1
-            time.sleep(self.dt)
+    def sample(self) -> None:
+        self.peak = max(self.peak, _rss_kib())
+        if self._k % 20 == 0:
+            self._kids = self._children()
+        for pid in self._kids:
+            self.child_peak = max(self.child_peak, _rss_kib(pid, "VmHWM"), _rss_kib(pid))
+        self._k += 1
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def finish(self) -> None:
         self.peak = max(self.peak, _rss_kib())
 
     def mib(self) -> dict:
@@ -338,8 +334,7 @@ def summary(report: dict) -> str:
                      f"{c['memory']['worker_peak_mib']:.0f} MiB")
         if "reference_no_psf" in rec:
             r = rec["reference_no_psf"]
-            lines.append(f"{'no PSF, pixel by pixel':28s} corr T/B/v/gamma {r['corr_T']:.3f}/{r['corr_B']:.3f}/"
-                         f"{r['corr_vlos']:.3f}/{r['corr_gamma']:.3f}; B rms {r['rms_B_strong']:.1f} G, T rms "
+            lines.append(f"{'no PSF, pixel by pixel':28s} {_corr_text(r)}; B rms {r['rms_B_strong']:.1f} G, T rms "
                          f"{r['rms_T_strong']:.1f} K (B > 500 G); median reduced chi2 {r['chi2_reduced_median']:.3f}")
         if "compare_tile" in rec:
             k = rec["compare_tile"]
@@ -347,7 +342,7 @@ def summary(report: dict) -> str:
             lines.append(f"tile {k['tile']} ({k['ntiles']} tiles, border {k['border']}): rms difference to the main run at "
                          f"log tau = 0: T {d['T']:.1f} K, B {d['B']:.1f} G, v {d['vlos'] * 1e-5:.3f} km/s, "
                          f"gamma {d['gamma']:.2f} deg; wall {k['wall_s']:.0f} s, workers {k['worker_s']:.0f} s; "
-                         f"corr T/B/v/gamma {k['corr_T']:.3f}/{k['corr_B']:.3f}/{k['corr_vlos']:.3f}/{k['corr_gamma']:.3f}")
+                         f"{_corr_text(k)}")
         e = rec["memory_256_estimate"]
         lines.append(f"256x256 estimate: caller {e['caller_mib']:.0f} MiB (of which cube, start and result arrays "
                      f"{e['caller_arrays_mib']:.0f}), one worker {e['worker_mib']:.0f} MiB "

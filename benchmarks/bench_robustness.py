@@ -21,11 +21,12 @@ import collections
 import json
 import os
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+from _common import Sampler
 
 
 def synth_memory(args) -> dict:
@@ -87,35 +88,23 @@ def _hwm_kib(pid: int) -> tuple[int, str]:
     return 0, cmd
 
 
-class _PeakSampler:
+class _PeakSampler(Sampler):
     """Peak VmHWM of the pool workers (descendants of this process other than the forkserver and the
     resource tracker), read every ``period`` seconds."""
 
     def __init__(self, period: float = 0.5):
         self.period = period
         self.peak: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self):
+    def sample(self) -> None:
         me = os.getpid()
-        while not self._stop.is_set():
-            for pid in _descendants(me):
-                kib, cmd = _hwm_kib(pid)
-                if "resource_tracker" in cmd or not kib:
-                    continue
-                if "forkserver" in cmd and _parent(pid) == me:  # the fork server itself, not a worker
-                    continue
-                self.peak[pid] = max(kib, self.peak.get(pid, 0))
-            self._stop.wait(self.period)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+        for pid in _descendants(me):
+            kib, cmd = _hwm_kib(pid)
+            if "resource_tracker" in cmd or not kib:
+                continue
+            if "forkserver" in cmd and _parent(pid) == me:  # the fork server itself, not a worker
+                continue
+            self.peak[pid] = max(kib, self.peak.get(pid, 0))
 
 
 def _map_run(n: int, workers: int) -> dict:

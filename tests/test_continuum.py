@@ -70,43 +70,36 @@ def test_paschen_edge_jump():
     assert k_lo > 1.2 * k_hi
 
 
-def test_validity_windows():
-    # H- bound-free only below 16418.9 A
-    _, c = comp(16400.0, 5000.0, 10.0)
-    assert c["Hminus_bf"] > 0
-    _, c = comp(16500.0, 5000.0, 10.0)
-    assert c["Hminus_bf"] == 0
-    # metals only for 3999.9 < T < 30000.1 K
-    _, c = comp(5000.0, 3999.0, 1.0)
-    assert c["CI"] == 0 and c["NaI_MgI"] == 0
-    _, c = comp(5000.0, 4001.0, 1.0)
-    assert c["CI"] > 0 and c["NaI_MgI"] > 0
-    # He- and H2- ff only for 1500 <= T <= 16800 K and eps <= 0.3 (lambda_vac >~ 3038 A)
-    _, c = comp(5000.0, 16700.0, 100.0)
-    assert c["Heminus_ff"] > 0
-    _, c = comp(5000.0, 16900.0, 100.0)
-    assert c["Heminus_ff"] == 0 and c["H2minus_ff"] == 0
-    _, c = comp(3000.0, 6000.0, 10.0)
-    assert c["Heminus_ff"] == 0 and c["H2minus_ff"] == 0
-    # H2+ only 3800-30000 A
-    _, c = comp(3790.0, 6000.0, 10.0)
-    assert c["H2plus"] == 0
-    _, c = comp(3810.0, 6000.0, 10.0)
-    assert c["H2plus"] > 0
-    _, c = comp(30100.0, 6000.0, 10.0)
-    assert c["H2plus"] == 0
-    # Rayleigh only above 1200 A
-    _, c = comp(1190.0, 6000.0, 10.0)
-    assert c["rayleigh_H"] == 0
-    _, c = comp(1210.0, 6000.0, 10.0)
-    assert c["rayleigh_H"] > 0
-    # C I only below 7100 A, Na I below 9850 A, Mg I below 9000 A
-    _, c = comp(7050.0, 6000.0, 10.0)
-    assert c["CI"] > 0
-    _, c = comp(7150.0, 6000.0, 10.0)
-    assert c["CI"] == 0
-    _, c = comp(9900.0, 6000.0, 10.0)
-    assert c["NaI_MgI"] == 0
+#: (λ [Å], T [K], Pe, the components that must vanish, the components that must be present): SIR's validity
+#: windows — H⁻ bound-free below 16418.9 Å; metals for 3999.9 < T < 30000.1 K; He⁻ and H₂⁻ free-free for
+#: 1500 <= T <= 16800 K and λ_vac >~ 3038 Å; H₂⁺ 3800–30000 Å; Rayleigh above 1200 Å; C I below 7100 Å,
+#: Na I below 9850 Å, Mg I below 9000 Å
+_WINDOWS = [
+    (16400.0, 5000.0, 10.0, (), ("Hminus_bf",)),
+    (16500.0, 5000.0, 10.0, ("Hminus_bf",), ()),
+    (5000.0, 3999.0, 1.0, ("CI", "NaI_MgI"), ()),
+    (5000.0, 4001.0, 1.0, (), ("CI", "NaI_MgI")),
+    (5000.0, 16700.0, 100.0, (), ("Heminus_ff",)),
+    (5000.0, 16900.0, 100.0, ("Heminus_ff", "H2minus_ff"), ()),
+    (3000.0, 6000.0, 10.0, ("Heminus_ff", "H2minus_ff"), ()),
+    (3790.0, 6000.0, 10.0, ("H2plus",), ()),
+    (3810.0, 6000.0, 10.0, (), ("H2plus",)),
+    (30100.0, 6000.0, 10.0, ("H2plus",), ()),
+    (1190.0, 6000.0, 10.0, ("rayleigh_H",), ()),
+    (1210.0, 6000.0, 10.0, (), ("rayleigh_H",)),
+    (7050.0, 6000.0, 10.0, (), ("CI",)),
+    (7150.0, 6000.0, 10.0, ("CI",), ()),
+    (9900.0, 6000.0, 10.0, ("NaI_MgI",), ()),
+]
+
+
+@pytest.mark.parametrize("wl, T, pe, absent, present", _WINDOWS)
+def test_validity_windows(wl, T, pe, absent, present):
+    _, c = comp(wl, T, pe)
+    for k in absent:
+        assert c[k] == 0, k
+    for k in present:
+        assert c[k] > 0, k
 
 
 def test_thomson():

@@ -14,7 +14,7 @@ import numpy as np
 from .. import engine
 from ..config import NODE_PARAMETERS, NODES_MAX, InversionConfig
 from ..status import STATUS_BAD_INPUT, STATUS_CONVERGED, STATUS_FAILED, STATUS_MASKED
-from .pixels import top_boundary
+from ..physics.inversion import top_boundary
 from .psf import DEFAULT_BORDER_ENERGY, SpatialPSF
 from .solver import WEIGHTINGS
 from .store import TileStore, fingerprint

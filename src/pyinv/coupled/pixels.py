@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import engine
 
-__all__ = ["NodeModel", "SLOT_KINDS", "clip_steps", "top_boundary"]
+__all__ = ["NodeModel", "SLOT_KINDS", "clip_steps"]
 
 #: kind of every inversion slot (pyinv.engine.INV_SLOTS order): "rel", "log", "off" (v − v_off), "angle"
 SLOT_KINDS = ("rel", "log", "rel", "rel", "off", "angle", "angle", "rel")
@@ -33,20 +33,6 @@ SLOT_KINDS = ("rel", "log", "rel", "rel", "off", "angle", "angle", "rel")
 T_MIN, MAX_ANGLE_STEP, VOFF = 2500.0, 0.395, 7.0e5
 _IT, _IPE, _IB, _IV, _IGAM = 0, 1, 3, 4, 5
 _RAD = 180.0 / np.pi
-
-
-def top_boundary(config, component: int = 1) -> tuple[int, float]:
-    """HE top boundary (kind, value) of the configuration (0 top Pe kept; 1 top Pg; 2 top ρ), SIR's rule
-    for one component (spec-inversion §4.6)."""
-    p1, p2 = float(config.pg_surface1), float(config.pg_surface2)
-    v = p1 if component == 1 else p2
-    if v == 0.0:
-        v = p2 if component == 1 else p1
-    if v > 0:
-        return 1, v
-    if v < 0:
-        return 2, -v
-    return 0, 0.0
 
 
 @dataclass

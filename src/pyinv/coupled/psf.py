@@ -154,44 +154,43 @@ class SpatialPSF:
         """P x: every image ``cube[..., :, :]`` (the last two axes are y, x) convolved with the kernel,
         symmetric extension at the edges; same shape as ``cube``. Images go through the FFTs
         :data:`CHUNK` at a time (bounded temporaries)."""
-        x = np.asarray(cube, dtype=np.float64)
-        ny, nx = x.shape[-2:]
-        p = self._plan(ny, nx)
-        lead = x.shape[:-2]
-        xs = x.reshape((-1, ny, nx))
-        out = np.empty(xs.shape)
-        (ylo, _), (xlo, _) = self.pad
-        for s in range(0, xs.shape[0], CHUNK):
-            part = xs[s:s + CHUNK]
+        def one(part, p, ny, nx, ylo, xlo):
             z = np.zeros((part.shape[0], p["fy"], p["fx"]))
             # E x on the padded grid, zeros beyond it
             z[:, :p["npy"], :p["npx"]] = np.take(np.take(part, p["iy"], axis=1), p["ix"], axis=2)
             f = _fft.rfft2(z)
             f *= p["kf"]
-            out[s:s + CHUNK] = _fft.irfft2(f, s=(p["fy"], p["fx"]))[:, ylo:ylo + ny, xlo:xlo + nx]
-        return out.reshape(lead + (ny, nx))
+            return _fft.irfft2(f, s=(p["fy"], p["fx"]))[:, ylo:ylo + ny, xlo:xlo + nx]
+
+        return self._by_chunks(cube, False, one)
 
     def adjoint(self, cube: np.ndarray, squared: bool = False) -> np.ndarray:
         """Pᵀ y: the correlation with the kernel (convolution with the flipped kernel) of the data
         zero-embedded in the padded grid, folded back onto the image by the adjoint of the symmetric
         extension. ``squared``: the same with the kernel K² (Σ_q K(q − p)² y_q, the preconditioner's
         weights)."""
-        y = np.asarray(cube, dtype=np.float64)
-        ny, nx = y.shape[-2:]
-        p = self._plan(ny, nx, squared)
-        lead = y.shape[:-2]
-        ys = y.reshape((-1, ny, nx))
-        out = np.empty(ys.shape)
-        (ylo, _), (xlo, _) = self.pad
-        for s in range(0, ys.shape[0], CHUNK):
-            part = ys[s:s + CHUNK]
+        def one(part, p, ny, nx, ylo, xlo):
             z = np.zeros((part.shape[0], p["fy"], p["fx"]))
             z[:, ylo:ylo + ny, xlo:xlo + nx] = part
             f = _fft.rfft2(z)
             f *= p["kfc"]
             g = _fft.irfft2(f, s=(p["fy"], p["fx"]))[:, :p["npy"], :p["npx"]]
-            out[s:s + CHUNK] = _fold(_fold(g, p["iy"], ny, ylo, axis=1), p["ix"], nx, xlo, axis=2)
-        return out.reshape(lead + (ny, nx))
+            return _fold(_fold(g, p["iy"], ny, ylo, axis=1), p["ix"], nx, xlo, axis=2)
+
+        return self._by_chunks(cube, squared, one)
+
+    def _by_chunks(self, cube: np.ndarray, squared: bool, one) -> np.ndarray:
+        """``one(images, plan, ny, nx, ylo, xlo)`` over the images of ``cube`` (last two axes y, x),
+        :data:`CHUNK` at a time; same shape as ``cube``."""
+        x = np.asarray(cube, dtype=np.float64)
+        ny, nx = x.shape[-2:]
+        p = self._plan(ny, nx, squared)
+        xs = x.reshape((-1, ny, nx))
+        out = np.empty(xs.shape)
+        (ylo, _), (xlo, _) = self.pad
+        for s in range(0, xs.shape[0], CHUNK):
+            out[s:s + CHUNK] = one(xs[s:s + CHUNK], p, ny, nx, ylo, xlo)
+        return out.reshape(x.shape[:-2] + (ny, nx))
 
     def weights_spread(self, w: np.ndarray) -> np.ndarray:
         """Σ_q K(q − p)² w_q for every pixel p (channels on the leading axes): the data weights seen

@@ -45,7 +45,7 @@ from .pixelresult import (STATUS_OK, PixelResult, free_parameters, reduced_chi2,
 
 __all__ = ["invert_pixel", "PixelResult", "STATUS_OK", "reduced_chi2", "free_parameters", "RESCUE_THRESHOLD",
            "RESCUE_PATH", "status_message", "prepare_synthesis", "auto_node_maxima", "select_node_count",
-           "refuse_unsupported", "check_mixing_settings"]
+           "refuse_unsupported", "check_mixing_settings", "top_boundary"]
 
 #: Default number of Broyden updates of the Jacobian in a row between exact ones (invert_pixel).
 JACOBIAN_REUSE = 1
@@ -86,7 +86,7 @@ def _fold_angles(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _boundary(cfg: InversionConfig, component: int = 1) -> tuple[int, float]:
+def top_boundary(cfg: InversionConfig, component: int = 1) -> tuple[int, float]:
     """HE top boundary (kind, value) of a component (§4.6); when only one of ``pg_surface1`` /
     ``pg_surface2`` is non-zero, both components use it (SIR's rule)."""
     p1, p2 = float(cfg.pg_surface1), float(cfg.pg_surface2)
@@ -489,7 +489,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         obs_lm = np.concatenate([obs, np.array([[(cc - 1.0) / (cc + 1.0)], [0.0], [0.0], [0.0]])], axis=1)
         if stray is not None:
             stray_lm = np.concatenate([stray, np.zeros((4, 1))], axis=1)
-    bnd = [_boundary(config, k) for k in range(1, len(comps) + 1)]
+    bnd = [top_boundary(config, k) for k in range(1, len(comps) + 1)]
     jac_mode = engine.JAC_FINITE_DIFFERENCE if jacobian == "nodes" else engine.JAC_ANALYTIC
     x = np.stack([_model_x(a) for a in comps], axis=-1) if two else _model_x(guess)
     vmac = np.array([float(a.macro) for a in comps]) if two else float(guess.macro)
