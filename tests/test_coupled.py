@@ -154,7 +154,7 @@ def _rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def test_coupled_inversion_improves_fit_and_parameters(degraded):
+def test_coupled_inversion_improves_fit_and_parameters(degraded, tmp_path):
     d = degraded
     m = d["m"]
     res = invert_coupled(d["obs"], d["start"], d["psf"], lines=m.lines, grid=m.grid, config=d["cfg"], psf=m.psf,
@@ -177,6 +177,10 @@ def test_coupled_inversion_improves_fit_and_parameters(degraded):
     s = pyinv.synthesize(atms, m.lines, m.grid, psf=m.psf).reshape(ny, nx, 4, -1)
     ps = np.moveaxis(d["psf"].apply(np.moveaxis(s, (2, 3), (0, 1))), (0, 1), (2, 3))
     np.testing.assert_allclose(res.fits, ps, atol=2e-6)
+    # the result is an ordinary InversionResult: it goes through FITS like the pixel-by-pixel one
+    back = pyinv.InversionResult.from_fits(res.to_fits(tmp_path / "coupled.fits"))
+    np.testing.assert_array_equal(back.atmospheres, res.atmospheres)
+    assert back.provenance["coupled"]["tile"] == res.provenance["coupled"]["tile"]
 
 
 def test_resume_gives_the_uninterrupted_result(degraded, tmp_path):
