@@ -192,3 +192,34 @@ def test_cli_invert_nlte_joint_grid(joint_lw, tmp_path, capsys):
     one = invert_pixel_nlte(obs, read_sir_model(tmp_path / "start.mod"), lines, grid, cfg, backend=be1)
     np.testing.assert_allclose(res.fits[0, 0], one.result.fit, rtol=0, atol=1e-6)
     np.testing.assert_allclose(res.fits[0, 0], obs, atol=0.03)
+
+
+def test_joint_inversion_cross_code_rh_to_lightweaver(joint_lw):
+    """Cross-code (issue 19): Ca II 8542 observed with RH 2 (Fe I 6301/6302 from the engine in LTE), inverted
+    jointly with the Lightweaver backend; B at log τ = −1 is set by Fe I whatever the NLTE code. Needs an RH 2
+    build named by PYINV_RH_DIR (skipped otherwise)."""
+    import os
+
+    from pyinv.nlte.desire import _convolve_like_synthesis
+    from pyinv.nlte.rh import RH_ENV
+
+    if not os.environ.get(RH_ENV):
+        pytest.skip(f"RH 2 not available: set {RH_ENV} to an RH 2 build to run this test")
+    lines, grid, be, lt, truth, _, start = joint_lw
+    regs = nlte_regions(grid, be)
+    rh = nlte.RH(nlte.level_map(lines, [8]), lte=True)
+    r = rh.synthesize(truth, nlte.grid_vacuum_nm(lines, grid)[regs[0]])
+    assert r.ok, r.message
+    lte = pyinv.synthesize(truth, lines, grid, convolve=False)
+    obs = _convolve_like_synthesis(on_engine_scale(r, lte, regs, lte), lines, grid, 0.0, None)
+    res = invert_pixel_nlte(obs, start, lines, grid, pyinv.InversionConfig(**JOINT_CONFIG), backend=be,
+                            max_refresh=1)
+    a = res.result.atmosphere
+    k = int(np.argmin(np.abs(lt + 1.0)))
+    n_fe = grid.regions[0].npoints
+    fit = np.abs(res.result.fit - obs)
+    print(f"\ncross-code joint: B(-1) {a.B[k]:.0f} (truth {truth.B[k]:.0f}) G, max |fit - obs| Fe {fit[:, :n_fe].max():.4f} "
+          f"Ca {fit[:, n_fe:].max():.4f}, calls {res.backend_calls}")
+    assert res.status == 0 and res.result.ok
+    assert abs(a.B[k] - truth.B[k]) < 50.0 and abs(a.gamma[k] - 50.0) < 5.0
+    assert fit[:, :n_fe].max() < 0.03
