@@ -228,16 +228,28 @@ def test_rh_sir_model_and_failures_live(caii, tmp_path):
     assert not wd.exists()
 
 
-def test_rh_full_stokes_matches_field_free_live(caii, tmp_path):
-    """FULL_STOKES with the polarised solver pyinv chooses (DELO_PARABOLIC) gives FAL C's Ca II 8542 Stokes I
-    within 1 % of the FIELD_FREE run (RH 2's default DELO_BEZIER3 gave a core ~35 % deeper)."""
+def _full_vs_field_free(caii, tmp_path, B):
     rh_dir = _rh_dir()
     lines, grid, lm, wl = caii
-    col = nlte.read_multi_atmosphere(Path(rh_dir) / "Atmos" / "FALC_82.atmos").with_field(500.0, 45.0)
+    col = nlte.read_multi_atmosphere(Path(rh_dir) / "Atmos" / "FALC_82.atmos").with_field(B, 45.0)
     ff = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path, lte=False).run_column(col, wl, pixel_id="ff")
     full = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path, lte=False, stokes="full").run_column(col, wl, pixel_id="full")
     assert ff.status == NLTE_CONVERGED and full.status == NLTE_CONVERGED, (ff.message, full.message)
     I0, I1 = ff.stokes[0], full.stokes[0]
-    print(f"\nRH FAL C Ca II 8542: core FIELD_FREE {I0.min() / I0[0]:.3f}, FULL_STOKES {I1.min() / I1[0]:.3f}; "
-          f"max |dI| / I {np.max(np.abs(I1 - I0) / I0):.4f}")
-    assert np.max(np.abs(I1 - I0) / I0) <= 0.01
+    print(f"\nRH FAL C Ca II 8542, B = {B} G: core FIELD_FREE {I0.min() / I0[0]:.3f}, FULL_STOKES "
+          f"{I1.min() / I1[0]:.3f}; max |dI| / I {np.max(np.abs(I1 - I0) / I0):.4f}")
+    return float(np.max(np.abs(I1 - I0) / I0))
+
+
+def test_rh_full_stokes_matches_field_free_live(caii, tmp_path):
+    """FULL_STOKES with the polarised solver pyinv chooses (DELO_PARABOLIC) gives FAL C's Ca II 8542 Stokes I
+    within 1 % of the FIELD_FREE run (RH 2's default DELO_BEZIER3 gave a core ~35 % deeper). FAL C carries
+    no field; 1 G makes RH run its polarised transfer."""
+    assert _full_vs_field_free(caii, tmp_path, 1.0) <= 0.01
+
+
+@pytest.mark.xfail(strict=True, reason="measured with RH 2 853de99: at 500 G FULL_STOKES and FIELD_FREE differ by "
+                   "6.7 % in I because the populations differ (upper-level b up to 9.9 %), not the formal solver; "
+                   "see docs/nlte.md")
+def test_rh_full_stokes_matches_field_free_500G_live(caii, tmp_path):
+    assert _full_vs_field_free(caii, tmp_path, 500.0) <= 0.01

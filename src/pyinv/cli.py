@@ -132,17 +132,41 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _nlte_backend(name, lines, grid, args):
     """The NLTE backend of ``pyinv invert --nlte`` (None without it): the grid's lines that the backend's
-    atoms carry are treated in NLTE."""
+    atoms carry are treated in NLTE (``--nlte-lines``: only those SIR indices), the others in LTE (a joint
+    inversion, e.g. Fe I 6301/6302 in LTE with Ca II 8542 in NLTE)."""
     if not name:
+        if getattr(args, "nlte_lines", None):
+            raise SystemExit("pyinv invert: --nlte-lines needs --nlte rh|lightweaver")
         return None
     from . import nlte
 
     used = sorted({k for r in grid.regions for k in r.indices})
-    lm = nlte.level_map(lines, used)
+    wanted = used
+    if getattr(args, "nlte_lines", None):
+        try:
+            wanted = sorted({int(k) for k in str(args.nlte_lines).split(",") if k.strip()})
+        except ValueError:
+            raise SystemExit(f"pyinv invert --nlte-lines {args.nlte_lines!r}: give SIR line indices, e.g. 8 or "
+                             "8,9") from None
+        if not set(wanted) <= set(used):
+            raise SystemExit(f"pyinv invert --nlte-lines: lines {sorted(set(wanted) - set(used))} are not in the "
+                             f"grid (its lines: {used})")
+    lm = nlte.level_map(lines, wanted)
     if not lm:
-        raise SystemExit(f"pyinv invert --nlte {name}: none of the grid's lines {used} has a known NLTE level map "
+        raise SystemExit(f"pyinv invert --nlte {name}: none of the lines {wanted} has a known NLTE level map "
                          f"({sorted(nlte.KNOWN_LEVELS)})")
-    return nlte.make_backend(name, lm, lte=True)
+    if getattr(args, "nlte_lines", None) and len(lm) < len(wanted):
+        missing = sorted(set(wanted) - {ln.index for ln in lm})
+        raise SystemExit(f"pyinv invert --nlte-lines: lines {missing} have no known NLTE level map "
+                         f"({sorted(nlte.KNOWN_LEVELS)})")
+    options = {"lte": True}
+    if name == "rh" and getattr(args, "rh_dir", None):
+        options["rh_dir"] = args.rh_dir
+    lte_lines = [k for k in used if k not in {ln.index for ln in lm}]
+    print(f"pyinv invert --nlte {name}: NLTE lines " + ", ".join(f"{ln.index} ({ln.atom} {ln.lower}-{ln.upper})"
+                                                              for ln in lm)
+          + (f"; LTE lines {', '.join(map(str, lte_lines))}" if lte_lines else ""))
+    return nlte.make_backend(name, lm, **options)
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
@@ -465,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "wavelength grid when they differ (warns by how much)")
     v.add_argument("--nlte", choices=("rh", "lightweaver"), help="DeSIRe-style NLTE inversion with this backend "
                    "(its NLTE lines: those of the grid it knows, e.g. Ca II 8542; rh needs PYINV_RH_DIR)")
+    v.add_argument("--nlte-lines", metavar="I[,J...]", help="--nlte: SIR indices of the lines treated in NLTE, the "
+                   "grid's other lines in LTE (e.g. 8: Ca II 8542 in NLTE with Fe I 6301/6302 in LTE) [every line "
+                   "of the grid with a known level map]")
+    v.add_argument("--rh-dir", help="RH 2 build for --nlte rh [$PYINV_RH_DIR]")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 

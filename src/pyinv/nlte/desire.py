@@ -17,6 +17,12 @@ observation is fitting S_LTE+b to the observation − Δ, which is what this dri
 Continuum normalisation: the backend's intensities are scaled, region by region, so that its LTE profile
 matches the engine's LTE profile at the region's end points (each code's own continuum), and Δ is convolved
 like the synthesis (macroturbulence of the model, PSF) because the backend's profiles are not.
+
+Joint inversions (LTE and NLTE lines in one pixel, e.g. Fe I 6301.5/6302.5 in LTE and Ca II 8542 with
+departures, issue 19): the backend's mapped lines (:func:`pyinv.nlte.level_map`) are the NLTE lines. Only the
+wavelength regions that hold one of them (:func:`nlte_regions`) go to the backend; in every other region the
+engine's LTE synthesis (b = 1) is the model and Δ = 0. One node model and one χ² cover all regions. A region
+that blends a mapped line with unmapped ones needs the backend to synthesise those too (its background).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import numpy as np
 
 from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm
 
-__all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver"]
+__all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "nlte_regions", "on_engine_scale"]
 
 
 @dataclasses.dataclass
@@ -63,6 +69,58 @@ def _regions(grid) -> list[np.ndarray]:
     return out
 
 
+def nlte_regions(grid, backend_lines) -> list[np.ndarray]:
+    """Indices (into the grid's wavelengths) of each region of ``grid`` that holds a mapped NLTE line.
+
+    Parameters
+    ----------
+    grid : pyinv.WavelengthGrid
+    backend_lines : sequence of NlteLine or NlteBackend
+        The mapped lines (:func:`pyinv.nlte.level_map`), or a backend (its ``lines``).
+
+    Raises
+    ------
+    ValueError
+        No region of the grid holds a mapped line.
+    """
+    mapped = {int(ln.index) for ln in getattr(backend_lines, "lines", backend_lines)}
+    out = [idx for r, idx in zip(grid.regions, _regions(grid)) if mapped & {int(k) for k in r.indices}]
+    if not out:
+        raise ValueError(f"none of the grid's lines {sorted({int(k) for r in grid.regions for k in r.indices})} is "
+                         f"an NLTE line of the backend (mapped: {sorted(mapped)}); see pyinv.nlte.level_map")
+    return out
+
+
+def on_engine_scale(result, lte: np.ndarray, regions: list[np.ndarray], base: np.ndarray) -> np.ndarray:
+    """The backend's NLTE profiles on the engine's continuum scale, region by region.
+
+    Parameters
+    ----------
+    result : NlteResult
+        A backend run on the concatenated wavelengths of ``regions`` (in that order), with LTE profiles.
+    lte : ndarray (4, nλ)
+        The engine's LTE profiles on the whole grid (unconvolved).
+    regions : list of ndarray
+        Grid indices of the NLTE regions (:func:`nlte_regions`).
+    base : ndarray (4, nλ)
+        Profiles kept in the other regions (the engine's LTE lines there).
+
+    Returns
+    -------
+    ndarray (4, nλ)
+        ``base`` with each NLTE region replaced by the backend's NLTE profile × (engine LTE / backend LTE,
+        summed over the region's two end points): each code's own continuum.
+    """
+    out = np.array(base, dtype=np.float64, copy=True)
+    pos = 0
+    for idx in regions:
+        k = np.arange(pos, pos + idx.size)
+        pos += idx.size
+        scale = (lte[0, idx[0]] + lte[0, idx[-1]]) / (result.stokes_lte[0, k[0]] + result.stokes_lte[0, k[-1]])
+        out[:, idx] = result.stokes[:, k] * scale
+    return out
+
+
 def _convolve_like_synthesis(y: np.ndarray, lines, grid, vmac: float, psf) -> np.ndarray:
     """Macroturbulence (σ = λ_last vmac / c per region, as the engine) and PSF applied to y (4, nλ)."""
     from .. import engine
@@ -91,7 +149,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         NLTE lines form; profiles normalised to the HSRA continuum).
     backend : NlteBackend
         RH or Lightweaver, with the NLTE lines mapped (:func:`pyinv.nlte.level_map`) and ``lte=True`` (its
-        LTE profiles set the continuum scale).
+        LTE profiles set the continuum scale). Lines of the grid it does not map stay in LTE (b = 1); it is
+        run only on the regions that hold a mapped line (module docstring: joint inversions).
     threshold : float
         Relative temperature change of a cycle above which the backend is called again and the cycle
         repeated (DeSIRe: 0.01).
@@ -112,8 +171,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     if not (threshold > 0):
         raise ValueError(f"threshold must be > 0, got {threshold!r}")
     obs = np.asarray(stokes, dtype=np.float64)
-    wl = grid_vacuum_nm(lines, grid)
-    ends = [(idx[0], idx[-1]) for idx in _regions(grid)]
+    regs = nlte_regions(grid, backend)            # LTE-only regions: the engine's synthesis, Δ = 0
+    wl = grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
     model, calls, res, delta, dep, status = guess, 0, None, np.zeros_like(obs), None, 0
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
     for c in range(1, config.cycles + 1):
@@ -128,10 +187,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
             lte = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False)
             lte_b = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False, departures=dep,
                                departure_form=departure_form)
-            nlte = np.empty_like(lte_b)
-            for idx, (a, b) in zip(_regions(grid), ends):
-                scale = (lte[0, a] + lte[0, b]) / (r.stokes_lte[0, a] + r.stokes_lte[0, b])
-                nlte[:, idx] = r.stokes[:, idx] * scale
+            nlte = on_engine_scale(r, lte, regs, lte_b)
             delta = _convolve_like_synthesis(nlte - lte_b, lines, grid, float(model.macro), psf)
             res = invert_pixel(obs - delta, model, lines, grid, cfg, departures=dep, **kw)
             t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
