@@ -546,11 +546,12 @@ contains
       do j = 1, nv
         jj = lay%s(v)%first + j - 1
         col = lay%s(v)%d(:, j)
-        jac(:, :, jj) = reshape(matmul(reshape(rf(:, :, :, v), [4 * s%nw, n]), col), [4, s%nw])
-        if (v == col_t .and. he /= 0) then
-          jac(:, :, jj) = jac(:, :, jj) + reshape(matmul(reshape(rf(:, :, :, col_pe), [4 * s%nw, n]), &
-                                                         dlp(:, j)), [4, s%nw])
-        end if
+        ! sum_k rf(:, :, k, v) col(k) in place (no reshaped copies of rf); the depths where a node's basis
+        ! function vanishes (piecewise interpolation) add nothing and are skipped
+        jac(:, :, jj) = 0.0_dp
+        call add_depth_contraction(4 * s%nw, n, rf(:, :, :, v), col, jac(:, :, jj))
+        if (v == col_t .and. he /= 0) call add_depth_contraction(4 * s%nw, n, rf(:, :, :, col_pe), dlp(:, j), &
+                                                                 jac(:, :, jj))
       end do
     end do
     ! all columns convolved at once (one kernel per group)
@@ -567,6 +568,17 @@ contains
       jac(:, :, lay%s(slot_vmac)%first) = (sp - rfv) / (2.0_dp * fd_step)
     end if
   end subroutine analytic_columns
+
+  !> y += sum_k a(:, k) c(k) over the k with c(k) /= 0 (a: ma x n, column k contiguous).
+  pure subroutine add_depth_contraction(ma, n, a, c, y)
+    integer, intent(in) :: ma, n
+    real(dp), intent(in) :: a(ma, n), c(n)
+    real(dp), intent(inout) :: y(ma)
+    integer :: k
+    do k = 1, n
+      if (c(k) /= 0.0_dp) y = y + c(k) * a(:, k)
+    end do
+  end subroutine add_depth_contraction
 
   !> Node Jacobian at model x for node counts nodes(n_slots) (layout as in the LM cycle, v_off from x).
   pure subroutine node_jacobian_at(s, n, logtau, x, vmac, nodes, maxnp, xnodes, usex, interp, he, &

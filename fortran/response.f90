@@ -30,9 +30,10 @@
 !> only their strength(-and-shift)-weighted sums per component group (line_k7_store).
 module pyinv_response
   use pyinv_kinds, only: dp, ln10, pi
-  use pyinv_errors, only: err_ok, err_not_finite
-  use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields
-  use pyinv_continuum, only: kappa_continuum
+  use pyinv_errors, only: err_ok, err_not_finite, err_nonpositive_t
+  use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields, eos_tfac, &
+                       eos_tfactors, eos_solve_tf
+  use pyinv_continuum, only: kappa_continuum, kappa_coefficients, kappa_from_coef, n_kappa_coef
   use pyinv_planck, only: planck, planck_dt, planck_nlte, planck_nlte_dt
   use pyinv_zeeman, only: max_components
   use pyinv_voigt, only: voigt_deriv_n, voigt_deriv_nw
@@ -403,16 +404,26 @@ contains
     real(dp), intent(out) :: kap(nk), dkap(2, nk)
     integer, intent(out) :: ierr
     type(eos_state) :: sp, sm
-    real(dp) :: ds(n_eos_fields), kp, km, xv
+    type(eos_tfac) :: tf
+    real(dp) :: ds(n_eos_fields), kp, km, xv, coef(n_kappa_coef, nk)
     integer :: v, l
 
     dkap = 0.0_dp
     kap = 0.0_dp
-    call eos_solve(t, pe, eps, st, ierr, compat)
+    ! eos_solve's steps, with the temperature factors kept for the two P_e-perturbed states
+    if (.not. (t > 0.0_dp) .or. t > huge(1.0_dp)) then
+      ierr = err_nonpositive_t
+      return
+    end if
+    call eos_tfactors(t, eps, tf, ierr, compat)
     if (ierr /= err_ok) return
+    call eos_solve_tf(tf, pe, st, ierr)
+    if (ierr /= err_ok) return
+    ! kappa_continuum's steps, with the (lambda, T) coefficients kept for the two P_e-perturbed states
     do l = 1, nk
-      call kappa_continuum(lamk(l), st, eps, kap(l), ierr)
+      call kappa_coefficients(lamk(l), st%t, coef(:, l), ierr)
       if (ierr /= err_ok) return
+      kap(l) = kappa_from_coef(coef(:, l), st)
     end do
     do v = 1, 2
       if (v == 1) then
@@ -422,9 +433,9 @@ contains
         call eos_solve(t * exp(-h_fd), pe, eps, sm, ierr, compat)
       else
         xv = pe
-        call eos_solve(t, pe * exp(h_fd), eps, sp, ierr, compat)
+        call eos_solve_tf(tf, pe * exp(h_fd), sp, ierr)
         if (ierr /= err_ok) return
-        call eos_solve(t, pe * exp(-h_fd), eps, sm, ierr, compat)
+        call eos_solve_tf(tf, pe * exp(-h_fd), sm, ierr)
       end if
       if (ierr /= err_ok) return
       ds = (eos_state_to_array(sp) - eos_state_to_array(sm)) / (2.0_dp * h_fd * xv)
@@ -434,10 +445,15 @@ contains
         dst_p = eos_state_from_array(ds)
       end if
       do l = 1, nk
-        call kappa_continuum(lamk(l), sp, eps, kp, ierr)
-        if (ierr /= err_ok) return
-        call kappa_continuum(lamk(l), sm, eps, km, ierr)
-        if (ierr /= err_ok) return
+        if (v == 1) then
+          call kappa_continuum(lamk(l), sp, eps, kp, ierr)
+          if (ierr /= err_ok) return
+          call kappa_continuum(lamk(l), sm, eps, km, ierr)
+          if (ierr /= err_ok) return
+        else
+          kp = kappa_from_coef(coef(:, l), sp)
+          km = kappa_from_coef(coef(:, l), sm)
+        end if
         dkap(v, l) = (kp - km) / (2.0_dp * h_fd * xv)
       end do
     end do

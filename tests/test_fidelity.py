@@ -21,6 +21,7 @@ from pyinv.atmosphere import Atmosphere
 from pyinv.config import InversionConfig
 from pyinv.io.sir import read_abundances
 from pyinv.lines import LineList, WavelengthGrid
+from pyinv.physics.inversion import RESCUE_MIN_TRIALS_PER_CYCLE
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 pytestmark = pytest.mark.skipif(not (REF / "real_sunspot_sir_dev300.npz").is_file(),
@@ -84,8 +85,14 @@ def test_rescue_recorded_and_sir_rules_untouched(hinode):
     obs = d["observed"][4]
     one = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=False)
     assert one.rescue == 0 and one.chi2_reduced > 0
-    two = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=0.5)   # always below: tried
+    # above the threshold and a descent that struggled (53 LM trials in 3 cycles): tried
+    assert int(np.sum(one.trials)) >= RESCUE_MIN_TRIALS_PER_CYCLE * cfg.cycles
+    two = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rescue=0.5)
     assert two.rescue in (1, 2)
+    # above the threshold too, but converged in few trials (17): one descent only
+    quick = pyinv.invert_pixel(d["observed"][2], guess, lines, grid, cfg, abundances=ab, rescue=0.5)
+    assert quick.chi2_reduced > 0.5 and int(np.sum(quick.trials)) < RESCUE_MIN_TRIALS_PER_CYCLE * cfg.cycles
+    assert quick.rescue == 0
     assert two.chi2[-1] <= one.chi2[-1] + 1e-12
     assert two.syntheses > one.syntheses
     sir = pyinv.invert_pixel(obs, guess, lines, grid, cfg, abundances=ab, rtol=0, jacobian_reuse=0, rescue=0.5)
