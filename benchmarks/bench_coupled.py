@@ -34,7 +34,10 @@ and reports the rms differences at log τ = 0 to the main run (the error of tili
 results are cached (FITS and their timings) under ``--workdir`` (default ``~/.cache/pyinv/bench_coupled``) and
 reused by a rerun with the same size, seed, noise and workers (the JSON says ``cached``).
 
-Writes ``<out>.json`` and ``<out>.txt`` (with the git commit) unless ``--no-save``.
+Writes ``<out>.json`` and ``<out>.txt`` (with the git commit) unless ``--no-save``, and per family the
+quick-look figure of :func:`pyinv.plots.plot_coupled` (pixel-by-pixel vs coupled maps of T, B, v, γ at
+log τ = 0, reduced χ² maps, χ² per tile and LM step) to ``<out>_<family>.png`` (not kept in git) unless
+``--no-figures``.
 """
 from __future__ import annotations
 
@@ -169,6 +172,13 @@ def run_family(family: str, args, psf, cfg) -> dict:
                              tile=args.tile, progress=args.progress, **({"max_iterations": args.max_iterations}
                                                                        if args.max_iterations is not None else {}))
         wall_c = time.perf_counter() - t
+    if not args.no_figures:  # the quick look a user has (no truth): pixel vs coupled maps, χ², χ² per tile
+        from pyinv.plots import plot_coupled
+
+        fig_path = Path(args.out).with_name(f"{Path(args.out).name}_{family}.png")
+        fig_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_coupled(start, res, fig_path)
+        print(f"[{family}] quick-look figure {fig_path}", flush=True)
     cp = res.provenance["coupled"]
     tiles = cp["tiles"]
     cpu_c = float(sum(d["wall"] for d in tiles))
@@ -268,6 +278,8 @@ def main(argv=None) -> int:
                     help="cache of the pixel-by-pixel results (FITS) and their timings")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coupled"))
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--no-figures", action="store_true", help="skip the quick-look PNG per family "
+                    "(pyinv.plots.plot_coupled, written to <out>_<family>.png)")
     args = ap.parse_args(argv)
 
     import pyinv
