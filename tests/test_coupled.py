@@ -254,6 +254,17 @@ def test_resume_gives_the_uninterrupted_result(degraded, tmp_path):
     # a rerun of the finished store computes nothing and gives the same result again
     again = invert_coupled(d["obs"], d["start"], d["psf"], progress=False, checkpoint=tmp_path / "b", **kw)
     np.testing.assert_array_equal(again.atmospheres, whole.atmospheres)
+    np.testing.assert_array_equal(resumed.fits, whole.fits)                # the earlier result is still intact
+    # with a checkpoint the large arrays are memory-mapped files of the store (bounded memory) and equal the
+    # in-memory result of the same run; inputs given as memory-mapped files give the same result
+    assert isinstance(again.atmospheres, np.memmap) and isinstance(again.fits, np.memmap)
+    assert len(list((tmp_path / "b" / "result").glob("*.npy"))) == 2      # the earlier run's files are gone
+    np.save(tmp_path / "obs.npy", d["obs"])
+    mapped = invert_coupled(np.load(tmp_path / "obs.npy", mmap_mode="r"), d["start"], d["psf"], progress=False,
+                            **kw)
+    assert not isinstance(mapped.atmospheres, np.memmap)
+    for name in ("atmospheres", "fits", "errors", "chi2_reduced", "status"):
+        np.testing.assert_array_equal(getattr(mapped, name), getattr(whole, name), err_msg=name)
     # another PSF is refused by the store
     with pytest.raises(ValueError, match="psf"):
         invert_coupled(d["obs"], d["start"], _kernel(3), progress=False, checkpoint=tmp_path / "b", **kw)
