@@ -321,7 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--noise", type=float, default=1e-3)
-    ap.add_argument("--families", nargs="+", default=["spot", "qp"], choices=["spot", "qp"])
+    ap.add_argument("--families", nargs="*", default=["spot", "qp"], choices=["spot", "qp"],
+                    help="map families (none: only --memory-run)")
     ap.add_argument("--max-iterations", type=int, default=None, help="coupled LM iterations (default: the solver's)")
     ap.add_argument("--psf", default=str(PSF_FILE))
     ap.add_argument("--memory-run", type=int, default=0, help="also measure an N x N run (start = truth, 1 iteration)")
