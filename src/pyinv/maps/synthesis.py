@@ -535,8 +535,10 @@ def synthesize_map(atmospheres: Any, lines: LineList, grid: WavelengthGrid, *, b
         ((k, v) for k, v in vars(backend).items() if not k.startswith("_") and k not in ("workdir", "keep")), key=str))
     fp = fingerprint(table, status0.astype(np.int32), lines, grid, float(mu), abundances, bname,
                      psf if not isinstance(psf, np.ndarray) else psf, "synthesize_map",
-                     tuple(_store_rf(k) for k in rf_keys), header,
-                     None if extras is None else extras.arrays())
+                     tuple(_store_rf(k) for k in rf_keys),
+                     # per-pixel macro and mixing (absent from the inputs of plain models: their stores still resume)
+                     *(() if extras is None and not header.any(axis=0)[[0, 2]].any() else
+                       (header, None if extras is None else extras.arrays())))
 
     tmp = tempfile.mkdtemp(prefix="pyinv-smap-")
     store_path = Path(tmp) / "store" if checkpoint is None else Path(checkpoint)
