@@ -34,7 +34,10 @@ and reports the rms differences at log τ = 0 to the main run (the error of tili
 results are cached (FITS and their timings) under ``--workdir`` (default ``~/.cache/pyinv/bench_coupled``) and
 reused by a rerun with the same size, seed, noise and workers (the JSON says ``cached``).
 
-Writes ``<out>.json`` and ``<out>.txt`` (with the git commit) unless ``--no-save``.
+Writes ``<out>.json`` and ``<out>.txt`` (with the git commit) unless ``--no-save``, and per family the
+quick-look figure of :func:`pyinv.plots.plot_coupled` (pixel-by-pixel vs coupled maps of T, B, v, γ at
+log τ = 0, reduced χ² maps, χ² per tile and LM step) to ``<out>_<family>.png`` (not kept in git) unless
+``--no-figures``.
 """
 from __future__ import annotations
 
@@ -72,15 +75,24 @@ def _rss_kib(pid: int | str = "self", key: str = "VmRSS") -> int:
 
 
 class MemorySampler(Sampler):
-    """Peak VmRSS of this process and of its descendants (the largest one), sampled every ``dt`` seconds."""
+    """Peak VmRSS (and RssAnon: memory that is not file-backed page cache) of this process and of each of its
+    descendants (pool workers, the forkserver), sampled every ``dt`` seconds; ``worker_peak_mib`` is the
+    largest descendant, ``workers_sum_mib`` the sum of every descendant's peak (an upper bound of what they
+    held at once)."""
 
     def __init__(self, dt: float = 0.005):
         self.period = dt
         self.base = _rss_kib()
         self.peak = self.base
-        self.child_peak = 0
+        self.peak_anon = _rss_kib(key="RssAnon")
+        self.kids: dict[int, int] = {}
+        self.kids_anon: dict[int, int] = {}
         self._k = 0
-        self._kids: list[int] = []
+        self._pids: list[int] = []
+
+    @property
+    def child_peak(self) -> int:
+        return max(self.kids.values(), default=0)
 
     def _children(self) -> list[int]:
         try:
@@ -94,10 +106,12 @@ class MemorySampler(Sampler):
 
     def sample(self) -> None:
         self.peak = max(self.peak, _rss_kib())
+        self.peak_anon = max(self.peak_anon, _rss_kib(key="RssAnon"))
         if self._k % 20 == 0:
-            self._kids = self._children()
-        for pid in self._kids:
-            self.child_peak = max(self.child_peak, _rss_kib(pid, "VmHWM"), _rss_kib(pid))
+            self._pids = self._children()
+        for pid in self._pids:
+            self.kids[pid] = max(self.kids.get(pid, 0), _rss_kib(pid, "VmHWM"), _rss_kib(pid))
+            self.kids_anon[pid] = max(self.kids_anon.get(pid, 0), _rss_kib(pid, "RssAnon"))
         self._k += 1
 
     def finish(self) -> None:
@@ -105,7 +119,9 @@ class MemorySampler(Sampler):
 
     def mib(self) -> dict:
         return {"caller_base_mib": self.base / 1024, "caller_peak_mib": self.peak / 1024,
-                "caller_increase_mib": (self.peak - self.base) / 1024, "worker_peak_mib": self.child_peak / 1024}
+                "caller_increase_mib": (self.peak - self.base) / 1024, "caller_anon_peak_mib": self.peak_anon / 1024,
+                "worker_peak_mib": self.child_peak / 1024, "workers_sum_mib": sum(self.kids.values()) / 1024,
+                "workers_anon_sum_mib": sum(self.kids_anon.values()) / 1024, "descendants": len(self.kids)}
 
 
 def degraded_map(family: str, size: int, seed: int, noise: float, psf):
@@ -169,6 +185,13 @@ def run_family(family: str, args, psf, cfg) -> dict:
                              tile=args.tile, progress=args.progress, **({"max_iterations": args.max_iterations}
                                                                        if args.max_iterations is not None else {}))
         wall_c = time.perf_counter() - t
+    if not args.no_figures:  # the quick look a user has (no truth): pixel vs coupled maps, χ², χ² per tile
+        from pyinv.plots import plot_coupled
+
+        fig_path = Path(args.out).with_name(f"{Path(args.out).name}_{family}.png")
+        fig_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_coupled(start, res, fig_path)
+        print(f"[{family}] quick-look figure {fig_path}", flush=True)
     cp = res.provenance["coupled"]
     tiles = cp["tiles"]
     cpu_c = float(sum(d["wall"] for d in tiles))
@@ -221,31 +244,74 @@ def memory_estimate(rec: dict, n: int, tile: int, border: int, nw: int, ndep: in
 
 
 def memory_run(n: int, args, psf, cfg) -> dict:
-    """A measured n × n run: start = the generator's truth, one coupled iteration."""
-    import pyinv
-    from pyinv.coupled import invert_coupled
+    """A measured n × n run, as a user with the map on disk runs it: this process writes the degraded cube and
+    the start (the generator's truth) to ``.npy`` files and a fresh Python process (:func:`memory_child`)
+    maps them (``np.load(mmap_mode="r")``) and runs one coupled iteration with a checkpoint (result arrays
+    written tile by tile to files); the child reports its own and its descendants' peak memory."""
+    import shutil
+    import tempfile
 
     m, obs = degraded_map("spot", n, args.seed, args.noise, psf)
-    ny = nx = n
-    nd = m.truth.shape[2]
-    nw = obs.shape[3]
-    start = pyinv.InversionResult(
-        atmospheres=m.truth.copy(), macro=m.macro.copy(), filling=np.ones((ny, nx)), stray=np.zeros((ny, nx)),
-        fits=obs.copy(), chi2=np.ones((ny, nx)), chi2_cycles=np.ones((ny, nx, 1)), status=np.zeros((ny, nx), int),
-        iterations=np.zeros((ny, nx), int), errors=np.full((ny, nx, nd, 11), np.nan),
-        errors_header=np.full((ny, nx, 3), np.nan), start=np.zeros((ny, nx), int), seconds=np.zeros((ny, nx)),
-        line_index=np.zeros(nw, int), offset_mA=np.asarray(m.grid.offset_mA), wavelength=np.zeros(nw))
-    import gc
+    work = Path(tempfile.mkdtemp(prefix="bench-coupled-mem-"))
+    try:
+        np.save(work / "obs.npy", obs)
+        np.save(work / "atmospheres.npy", m.truth)
+        np.save(work / "macro.npy", m.macro)
+        inputs_mib = (obs.nbytes + m.truth.nbytes) / 2 ** 20
+        del m, obs
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", str(work), "--size", str(n),
+               "--seed", str(args.seed), "--noise", str(args.noise), "--workers", str(args.workers),
+               "--tile", str(args.memory_tile or args.tile), "--psf", args.psf]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode != 0:
+            raise RuntimeError(f"memory child failed: {done.stderr[-3000:]}")
+        rec = json.loads(done.stdout.strip().splitlines()[-1])
+        rec["inputs_on_disk_mib"] = inputs_mib
+        rec["child_wall_s"] = time.perf_counter() - t
+        return rec
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    gc.collect()
+
+def memory_child(folder: str, args) -> int:
+    """The child of :func:`memory_run`: the coupled inversion of the map in ``folder`` (memory-mapped inputs,
+    a checkpoint in the folder), one JSON line of measurements on stdout."""
+    import pyinv
+    from pyinv import synthetic
+    from pyinv.coupled import SpatialPSF, invert_coupled
+
+    d = Path(folder)
+    base = _rss_kib() / 1024
+    obs = np.load(d / "obs.npy", mmap_mode="r")
+    atm = np.load(d / "atmospheres.npy", mmap_mode="r")
+    macro = np.load(d / "macro.npy")
+    ny, nx, nd, _ = atm.shape
+    nw = obs.shape[3]
+    gen = synthetic.generate_map(4, seed=args.seed, noise=0.0)   # the family's grid and spectral PSF (4x4: small)
+    psf = SpatialPSF(args.psf)
+    cfg = pyinv.InversionConfig(cycles=3, nodes=NODES, weights=(1.0, 4.0, 4.0, 2.0), snr=1000.0, mu=1.0)
+    nan = np.broadcast_to(np.float64(np.nan), (ny, nx, nd, 11))   # no errors: no memory
+    start = pyinv.InversionResult(
+        atmospheres=atm, macro=macro, filling=np.ones((ny, nx)), stray=np.zeros((ny, nx)), fits=obs,
+        chi2=np.ones((ny, nx)), chi2_cycles=np.ones((ny, nx, 1)), status=np.zeros((ny, nx), int),
+        iterations=np.zeros((ny, nx), int), errors=nan, errors_header=np.full((ny, nx, 3), np.nan),
+        start=np.zeros((ny, nx), int), seconds=np.zeros((ny, nx)), line_index=np.zeros(nw, int),
+        offset_mA=np.asarray(gen.grid.offset_mA), wavelength=np.zeros(nw))
     with MemorySampler() as mem:
         t = time.perf_counter()
-        res = invert_coupled(obs, start, psf, lines=m.lines, grid=m.grid, config=cfg, psf=m.psf,
-                             workers=args.workers, tile=args.tile, progress=args.progress, max_iterations=1)
+        res = invert_coupled(obs, start, psf, lines=gen.lines, grid=gen.grid, config=cfg, psf=gen.psf,
+                             workers=args.workers, tile=args.tile, progress=False, max_iterations=1,
+                             checkpoint=d / "ck")
         wall = time.perf_counter() - t
-    return {"n": n, "tile": args.tile, "ntiles": res.provenance["coupled"]["ntiles"], "wall_s": wall,
-            "inputs_mib": (obs.nbytes + sum(np.asarray(getattr(start, k)).nbytes for k in
-                                            ("atmospheres", "errors", "fits"))) / 2 ** 20, **mem.mib()}
+    mm = mem.mib()
+    ok = bool(np.isfinite(res.chi2_reduced).all())
+    print(json.dumps({"n": ny, "tile": args.tile, "ntiles": res.provenance["coupled"]["ntiles"],
+                      "border": res.provenance["coupled"]["border"], "wall_s": wall, "python_base_mib": base,
+                      "all_pixels_fitted": ok, "result_memory_mapped": isinstance(res.atmospheres, np.memmap),
+                      "caller_plus_workers_mib": mm["caller_peak_mib"] + mm["workers_sum_mib"],
+                      "caller_plus_workers_anon_mib": mm["caller_anon_peak_mib"] + mm["workers_anon_sum_mib"], **mm}))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -255,7 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--noise", type=float, default=1e-3)
-    ap.add_argument("--families", nargs="+", default=["spot", "qp"], choices=["spot", "qp"])
+    ap.add_argument("--families", nargs="*", default=["spot", "qp"], choices=["spot", "qp"],
+                    help="map families (none: only --memory-run)")
     ap.add_argument("--max-iterations", type=int, default=None, help="coupled LM iterations (default: the solver's)")
     ap.add_argument("--psf", default=str(PSF_FILE))
     ap.add_argument("--memory-run", type=int, default=0, help="also measure an N x N run (start = truth, 1 iteration)")
@@ -268,7 +335,13 @@ def main(argv=None) -> int:
                     help="cache of the pixel-by-pixel results (FITS) and their timings")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "coupled"))
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--memory-tile", type=int, default=0, help="tile interior of --memory-run (default --tile)")
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)  # the process memory_run measures
+    ap.add_argument("--no-figures", action="store_true", help="skip the quick-look PNG per family "
+                    "(pyinv.plots.plot_coupled, written to <out>_<family>.png)")
     args = ap.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args.memory_child, args)
 
     import pyinv
     from pyinv.coupled import SpatialPSF
@@ -350,9 +423,14 @@ def summary(report: dict) -> str:
     if "memory_run" in report:
         r = report["memory_run"]
         lines.append("")
-        lines.append(f"measured {r['n']}x{r['n']} (start = truth, 1 iteration, tile {r['tile']}, {r['ntiles']} tiles): caller "
-                     f"peak {r['caller_peak_mib']:.0f} MiB (base {r['caller_base_mib']:.0f}, inputs {r['inputs_mib']:.0f}), "
-                     f"largest worker {r['worker_peak_mib']:.0f} MiB, {r['wall_s']:.0f} s")
+        lines.append(f"measured {r['n']}x{r['n']} (start = truth on disk, memory-mapped; 1 iteration; tile {r['tile']}, "
+                     f"border {r['border']}, {r['ntiles']} tiles, checkpoint: result written per tile), fresh process "
+                     f"(python + imports {r['python_base_mib']:.0f} MiB): caller peak {r['caller_peak_mib']:.0f} MiB "
+                     f"(anonymous {r['caller_anon_peak_mib']:.0f}), workers: largest {r['worker_peak_mib']:.0f} MiB, "
+                     f"sum of the {r['descendants']} descendants' peaks {r['workers_sum_mib']:.0f} MiB (anonymous "
+                     f"{r['workers_anon_sum_mib']:.0f}); caller + workers {r['caller_plus_workers_mib']:.0f} MiB "
+                     f"(≤ 2048: {'met' if r['caller_plus_workers_mib'] <= 2048 else 'MISSED'}; anonymous "
+                     f"{r['caller_plus_workers_anon_mib']:.0f}); {r['wall_s']:.0f} s")
     return "\n".join(lines)
 
 

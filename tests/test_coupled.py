@@ -154,11 +154,19 @@ def _rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def test_coupled_inversion_improves_fit_and_parameters(degraded, tmp_path):
+@pytest.fixture(scope="module")
+def coupled(degraded):
+    """The coupled inversion of ``degraded`` (serial, 6 LM iterations)."""
     d = degraded
     m = d["m"]
-    res = invert_coupled(d["obs"], d["start"], d["psf"], lines=m.lines, grid=m.grid, config=d["cfg"], psf=m.psf,
-                         executor="serial", progress=False, max_iterations=6)
+    return invert_coupled(d["obs"], d["start"], d["psf"], lines=m.lines, grid=m.grid, config=d["cfg"], psf=m.psf,
+                          executor="serial", progress=False, max_iterations=6)
+
+
+def test_coupled_inversion_improves_fit_and_parameters(degraded, coupled, tmp_path):
+    d = degraded
+    m = d["m"]
+    res = coupled
     assert isinstance(res, pyinv.InversionResult)
     st = d["start"]
     for name in ("atmospheres", "fits", "chi2", "chi2_reduced", "status", "macro", "errors"):
@@ -177,10 +185,46 @@ def test_coupled_inversion_improves_fit_and_parameters(degraded, tmp_path):
     s = pyinv.synthesize(atms, m.lines, m.grid, psf=m.psf).reshape(ny, nx, 4, -1)
     ps = np.moveaxis(d["psf"].apply(np.moveaxis(s, (2, 3), (0, 1))), (0, 1), (2, 3))
     np.testing.assert_allclose(res.fits, ps, atol=2e-6)
+    # synthesize_map of the result gives the same unconvolved profiles S
+    smap = pyinv.synthesize_map(res, m.lines, m.grid, psf=m.psf, executor="serial")
+    np.testing.assert_allclose(smap.stokes, s, rtol=0, atol=1e-12)
     # the result is an ordinary InversionResult: it goes through FITS like the pixel-by-pixel one
     back = pyinv.InversionResult.from_fits(res.to_fits(tmp_path / "coupled.fits"))
     np.testing.assert_array_equal(back.atmospheres, res.atmospheres)
     assert back.provenance["coupled"]["tile"] == res.provenance["coupled"]["tile"]
+
+
+def test_quick_look_plot(degraded, coupled, tmp_path):
+    """pyinv.plots.plot_coupled writes the truth-free comparison (maps, reduced χ², per-tile χ² history)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pyinv.plots import coupled_chi2_history, plot_coupled
+
+    hist = coupled_chi2_history(coupled)
+    assert len(hist) == coupled.provenance["coupled"]["ntiles"] and len(hist[0][1]) >= 2
+    assert coupled_chi2_history(degraded["start"]) == []              # no coupled solve recorded
+    path = tmp_path / "coupled.png"
+    fig = plot_coupled(degraded["start"], coupled, path)
+    assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(fig.axes) >= 15                                         # 5 rows x 3 panels (+ colour bars)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("coupled − pixel" in t for t in titles) and any("χ² per tile" in t for t in titles)
+    with pytest.raises(ValueError, match="one map"):
+        plot_coupled(degraded["start"], _corner(coupled))
+
+
+def _corner(res):
+    """The 2x2 corner of ``res`` (a result of another map)."""
+    from dataclasses import fields
+
+    kw = {}
+    for f in fields(res):
+        v = getattr(res, f.name)
+        if isinstance(v, np.ndarray) and v.shape[:2] == res.shape:
+            v = v[:2, :2]
+        kw[f.name] = v
+    return type(res)(**kw)
 
 
 def test_resume_gives_the_uninterrupted_result(degraded, tmp_path):
@@ -210,6 +254,17 @@ def test_resume_gives_the_uninterrupted_result(degraded, tmp_path):
     # a rerun of the finished store computes nothing and gives the same result again
     again = invert_coupled(d["obs"], d["start"], d["psf"], progress=False, checkpoint=tmp_path / "b", **kw)
     np.testing.assert_array_equal(again.atmospheres, whole.atmospheres)
+    np.testing.assert_array_equal(resumed.fits, whole.fits)                # the earlier result is still intact
+    # with a checkpoint the large arrays are memory-mapped files of the store (bounded memory) and equal the
+    # in-memory result of the same run; inputs given as memory-mapped files give the same result
+    assert isinstance(again.atmospheres, np.memmap) and isinstance(again.fits, np.memmap)
+    assert len(list((tmp_path / "b" / "result").glob("*.npy"))) == 2      # the earlier run's files are gone
+    np.save(tmp_path / "obs.npy", d["obs"])
+    mapped = invert_coupled(np.load(tmp_path / "obs.npy", mmap_mode="r"), d["start"], d["psf"], progress=False,
+                            **kw)
+    assert not isinstance(mapped.atmospheres, np.memmap)
+    for name in ("atmospheres", "fits", "errors", "chi2_reduced", "status"):
+        np.testing.assert_array_equal(getattr(mapped, name), getattr(whole, name), err_msg=name)
     # another PSF is refused by the store
     with pytest.raises(ValueError, match="psf"):
         invert_coupled(d["obs"], d["start"], _kernel(3), progress=False, checkpoint=tmp_path / "b", **kw)

@@ -34,7 +34,11 @@ jacobian_reuse=0, jacobian_dtype="float32") -> pyinv.InversionResult``
   ``if __name__ == "__main__":`` guard), ``"serial"``, a ``concurrent.futures.Executor`` or a
   ``dask.distributed.Client``; each tile's syntheses and Jacobians run in the worker that solves it.
   ``checkpoint``: folder of finished tiles; a rerun with the same inputs skips them (other inputs are
-  refused). ``progress``: tqdm bar, or a callable ``progress(done, total)`` (pixels).
+  refused). With it the run's memory is bounded: the result's ``atmospheres`` and ``fits`` are written tile
+  by tile to ``<checkpoint>/result/`` and returned memory-mapped (copy-on-write; ``errors`` is a read-only
+  NaN array), the cube and the start may be memory-mapped arrays (``np.load(..., mmap_mode="r")``, a
+  checkpointed ``pyinv.invert`` result) read tile by tile, and at most ``workers`` + 1 tiles' inputs are
+  in flight. ``progress``: tqdm bar, or a callable ``progress(done, total)`` (pixels).
 * ``weighting``: ``"noise"`` (default) σ = 1/(S/N √w_s) for every point of Stokes s (the configuration's
   weights); ``"sir"`` SIR's per-pixel amplitude-scaled σ of the pixel solver (which up-weights weak Q, U and
   over-fits their noise once the PSF couples the pixels).

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import glob
 import math
 import os
+import tempfile
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
@@ -68,7 +70,7 @@ def invert_coupled(cube: Any, start: Any, spatial_psf: Any, *, lines, grid,
     snr = float(config.value("snr", cyc))
     source = _start_sources(start)
     magnetic = bool(np.any(np.abs(np.nan_to_num(start.atmospheres[..., 4])) > 0)) or nodes[3] > 0
-    use = np.all(np.isfinite(obs), axis=(2, 3)) & ~np.isin(start.status, (STATUS_MASKED, STATUS_BAD_INPUT))
+    use = _finite_pixels(obs) & ~np.isin(start.status, (STATUS_MASKED, STATUS_BAD_INPUT))
     if not use.any():
         raise ValueError("no pixel has usable data (finite profiles and a start that is neither masked nor bad input)")
     bwidth = spsf.effective_radius(DEFAULT_BORDER_ENERGY) if border is None else int(border)
@@ -92,7 +94,7 @@ def invert_coupled(cube: Any, start: Any, spatial_psf: Any, *, lines, grid,
                   "tiling": fingerprint([tsize, bwidth]), "weighting": weighting,
                   "solver": fingerprint(opts), "sir_compat": str(bool(sir_compat))}
         store = TileStore(checkpoint, inputs, len(tiles))
-    out = _Outputs(start, obs.shape, lt)
+    out = _Outputs(start, obs.shape, lt, None if checkpoint is None else os.path.join(checkpoint, "result"))
     done = set()
     if store is not None:
         for k in sorted(store.finished()):
@@ -135,6 +137,14 @@ def _check_cube(cube: Any, grid) -> np.ndarray:
     if obs.shape[0] < 1 or obs.shape[1] < 1:
         raise ValueError(f"cube has no pixels: shape {obs.shape}")
     return obs
+
+
+def _finite_pixels(obs: np.ndarray, rows: int = 16) -> np.ndarray:
+    """(ny, nx) pixels whose profiles are all finite, a few rows at a time (no temporary of the cube's size)."""
+    out = np.zeros(obs.shape[:2], dtype=bool)
+    for y in range(0, obs.shape[0], rows):
+        out[y:y + rows] = np.all(np.isfinite(obs[y:y + rows]), axis=(2, 3))
+    return out
 
 
 def _check_solver(opts: dict) -> None:
@@ -338,7 +348,7 @@ def _run(problem: CoupledProblem, tiles: list, obs, start, source, use, executor
     try:
         queue = list(tiles)
         running: dict = {}
-        limit = 2 * nworkers
+        limit = nworkers + 1  # one waiting task: the caller holds the inputs of nworkers + 1 tiles
         while queue or running:
             while queue and len(running) < limit:
                 t = queue.pop(0)
@@ -387,15 +397,30 @@ def _progress(progress: Any, total: int, done: int):
 
 # ------------------------------------------------------------------------------------------ result
 class _Outputs:
-    """The result arrays of the map, filled tile by tile."""
+    """The result arrays of the map, filled tile by tile: in memory, or (with ``folder``, the checkpoint's
+    ``result/``) the two large ones — atmospheres (ny, nx, ndep, 11) and fits (ny, nx, 4, nλ) — written
+    row segment by row segment into ``.npy`` files with ordinary writes (no page of them is mapped in this
+    process) and returned memory-mapped (copy-on-write), so that the caller's memory does not grow with
+    the map."""
 
-    def __init__(self, start: Any, shape: tuple, log_tau: np.ndarray):
+    def __init__(self, start: Any, shape: tuple, log_tau: np.ndarray, folder: str | os.PathLike | None = None):
         ny, nx, _, nw = shape
         nd = log_tau.size
         self.start, self.log_tau = start, log_tau
-        self.atm = np.full((ny, nx, nd, 11), np.nan)
+        self.folder = folder
+        if folder is None:
+            self.atm = np.full((ny, nx, nd, 11), np.nan)
+            self.fits = np.full((ny, nx, 4, nw), np.nan)
+        else:
+            os.makedirs(folder, exist_ok=True)
+            for old in glob.glob(os.path.join(folder, "*.npy")):  # an earlier run's (still mapped by its result:
+                try:                                              # unlinking keeps its pages)
+                    os.unlink(old)
+                except OSError:  # pragma: no cover - e.g. a file still open on Windows
+                    pass
+            self.atm = _NpyRows(folder, "atmospheres", (ny, nx, nd, 11))
+            self.fits = _NpyRows(folder, "fits", (ny, nx, 4, nw))
         self.macro = np.full((ny, nx), np.nan)
-        self.fits = np.full((ny, nx, 4, nw), np.nan)
         self.chi2 = np.full((ny, nx), np.nan)
         self.chi2r = np.full((ny, nx), np.nan)
         self.iters = np.zeros((ny, nx), dtype=np.int64)
@@ -405,12 +430,16 @@ class _Outputs:
 
     def put(self, tile, arrays: dict, info: dict) -> None:
         y0, y1, x0, x1 = tile.inner
-        a = self.atm[y0:y1, x0:x1]
+        a = np.empty(arrays["x"].shape[:3] + (11,))
         a[..., 0] = self.log_tau
         a[..., 1:8] = arrays["x"]
         a[..., 8], a[..., 9], a[..., 10] = arrays["z"], arrays["pg"], arrays["rho"]
-        self.macro[y0:y1, x0:x1] = arrays["macro"]
+        # γ into [0°, 180°] (the same Stokes vector), as the pixel solver reports it
+        g = np.mod(a[..., 6], 360.0)
+        a[..., 6] = np.where(g > 180.0, 360.0 - g, g)
+        self.atm[y0:y1, x0:x1] = a
         self.fits[y0:y1, x0:x1] = arrays["fit"]
+        self.macro[y0:y1, x0:x1] = arrays["macro"]
         self.chi2[y0:y1, x0:x1] = arrays["chi2"]
         self.chi2r[y0:y1, x0:x1] = arrays["chi2_reduced"]
         self.iters[y0:y1, x0:x1] = int(info.get("iterations", 0))
@@ -428,20 +457,53 @@ class _Outputs:
         status = np.where(~use & ~keep, STATUS_BAD_INPUT, status)
         blank = ~use
         for arr in (self.atm, self.fits):
-            arr[blank] = np.nan
+            for y, x in zip(*np.nonzero(blank)):
+                arr[y:y + 1, x:x + 1] = np.nan
         for arr in (self.macro, self.chi2, self.chi2r):
             arr[blank] = np.nan
         ny, nx = self.macro.shape
-        # γ into [0°, 180°] (the same Stokes vector), as the pixel solver reports it
-        g = np.mod(self.atm[..., 6], 360.0)
-        self.atm[..., 6] = np.where(g > 180.0, 360.0 - g, g)
+        atm, fits = self.atm, self.fits
+        if self.folder is None:
+            errors = np.full_like(atm, np.nan)
+        else:  # memory-mapped; errors: NaN (none yet) without memory
+            atm, fits = atm.open(), fits.open()
+            errors = np.broadcast_to(np.float64(np.nan), atm.shape)
         self.infos.sort(key=lambda d: d.get("tile", 0))
         return type(st)(
-            atmospheres=self.atm, macro=self.macro, filling=np.array(st.filling, dtype=np.float64, copy=True),
-            stray=np.array(st.stray, dtype=np.float64, copy=True), fits=self.fits, chi2=self.chi2,
+            atmospheres=atm, macro=self.macro, filling=np.array(st.filling, dtype=np.float64, copy=True),
+            stray=np.array(st.stray, dtype=np.float64, copy=True), fits=fits, chi2=self.chi2,
             chi2_cycles=self.chi2[..., None].copy(), status=status, iterations=self.iters,
-            errors=np.full_like(self.atm, np.nan), errors_header=np.full((ny, nx, 3), np.nan),
+            errors=errors, errors_header=np.full((ny, nx, 3), np.nan),
             start=np.zeros((ny, nx), dtype=np.asarray(st.start).dtype), seconds=self.secs,
             line_index=np.array(st.line_index, copy=True), offset_mA=np.array(st.offset_mA, copy=True),
             wavelength=np.array(st.wavelength, copy=True), provenance=provenance, chi2_reduced=self.chi2r,
             rescue=np.zeros((ny, nx), dtype=np.int8))
+
+
+class _NpyRows:
+    """A float64 ``.npy`` file of ``shape`` (ny, nx, ...) written by blocks ``[y0:y1, x0:x1]`` with ordinary
+    positioned writes, one row segment each (its pages are never mapped here); :meth:`open` maps it."""
+
+    def __init__(self, folder: str | os.PathLike, name: str, shape: tuple):
+        fd, self.path = tempfile.mkstemp(prefix=f"{name}-", suffix=".npy", dir=folder)  # a new file per run
+        self.shape = tuple(int(v) for v in shape)
+        self.pixel = int(np.prod(self.shape[2:], dtype=np.int64)) * 8
+        with os.fdopen(fd, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": self.shape})
+            self.offset = f.tell()
+            f.truncate(self.offset + self.shape[0] * self.shape[1] * self.pixel)  # a sparse file
+
+    def __setitem__(self, key: tuple, value: Any) -> None:
+        ys, xs = key
+        y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
+        block = np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype="<f8"),
+                                                     (y1 - y0, x1 - x0) + self.shape[2:]))
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for k in range(y1 - y0):
+                os.pwrite(fd, block[k].tobytes(), self.offset + ((y0 + k) * self.shape[1] + x0) * self.pixel)
+        finally:
+            os.close(fd)
+
+    def open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="c")
