@@ -142,7 +142,11 @@ def _nlte_backend(name, lines, grid, args):
     if not lm:
         raise SystemExit(f"pyinv invert --nlte {name}: none of the grid's lines {used} has a known NLTE level map "
                          f"({sorted(nlte.KNOWN_LEVELS)})")
-    return nlte.make_backend(name, lm, lte=True)
+    be = nlte.make_backend(name, lm, lte=True)
+    if getattr(args, "nlte_departures", "backend") == "emulated":
+        from .nlte.desire import NlteSolver
+        return NlteSolver(be, departures="emulated")
+    return be
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
@@ -465,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "wavelength grid when they differ (warns by how much)")
     v.add_argument("--nlte", choices=("rh", "lightweaver"), help="DeSIRe-style NLTE inversion with this backend "
                    "(its NLTE lines: those of the grid it knows, e.g. Ca II 8542; rh needs PYINV_RH_DIR)")
+    v.add_argument("--nlte-departures", choices=("backend", "emulated"), default="backend",
+                   help="--nlte: departure coefficients from the backend at every cycle (default) or from the "
+                        "learned emulator, the backend called once per pixel to check (docs/nlte.md)")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 
