@@ -20,7 +20,7 @@ from ..status import (NLTE_CODES, NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERG
                       status_name)
 
 __all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT", "NLTE_STATUS_NAMES",
-           "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm",
+           "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm", "cycle_settled",
            "NlteConfigurationError"]
 
 # The NLTE status codes live in pyinv.status (issue 18): NLTE_CONVERGED (0), NLTE_NOT_CONVERGED (the
@@ -69,6 +69,13 @@ def level_map(lines: Any, indices: Sequence[int] | None = None) -> list[NlteLine
             atom, lo, up = KNOWN_LEVELS[key]
             out.append(NlteLine(int(ln.index), atom, lo, up))
     return out
+
+
+def cycle_settled(model: Any, res: Any, threshold: float) -> bool:
+    """True when the inversion cycle that took ``model`` to ``res.atmosphere`` failed or changed T by at
+    most ``threshold`` (relative) everywhere: the DeSIRe-style drivers then stop repeating it."""
+    t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
+    return (not res.ok) or bool(np.max(np.abs(t_new - t_old) / t_old) <= threshold)
 
 
 def grid_vacuum_nm(lines: Any, grid: Any) -> np.ndarray:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm
+from .backend import NLTE_CRASHED, NlteBackend, cycle_settled, grid_vacuum_nm
 
 __all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "backend_correction"]
 
@@ -170,9 +170,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                 status = NLTE_CRASHED if r is None else int(r.status)
                 return NltePixelResult(res, calls, np.zeros_like(obs) if delta is None else delta, dep, status)
             res = invert_pixel(obs - delta, model, lines, grid, cfg, departures=dep, **kw)
-            t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
-            model = res.atmosphere
-            if not res.ok or np.max(np.abs(t_new - t_old) / t_old) <= threshold:
+            settled, model = cycle_settled(model, res, threshold), res.atmosphere
+            if settled:
                 break
         if not res.ok:
             break

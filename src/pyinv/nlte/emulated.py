@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import NlteBackend
+from .backend import NlteBackend, cycle_settled
 
 __all__ = ["resolve_emulator", "departure_check", "emulated_cycles", "backend_start"]
 
@@ -76,9 +76,8 @@ def emulated_cycles(obs, guess, lines, grid, config, emu, nlte_lines, *, thresho
             dep = emu.departures(model, nlte_lines)
             evals += 1
             res = invert_pixel(obs, model, lines, grid, cfg, departures=dep, **invert_kwargs)
-            t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
-            model = res.atmosphere
-            if not res.ok or np.max(np.abs(t_new - t_old) / t_old) <= threshold:
+            settled, model = cycle_settled(model, res, threshold), res.atmosphere
+            if settled:
                 break
         if not res.ok:
             break

@@ -24,9 +24,7 @@ model), trained on the columns of :mod:`pyinv.nlte.columns`, packaged as ``nlte_
 """
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -199,25 +197,13 @@ class DepartureEmulator:
         return cls(w, meta)
 
 
-def _plain(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)
-
-
 def write_emulator_file(weights: dict[str, np.ndarray], meta: dict, path: str | os.PathLike) -> Path:
     """Write weights (name → array, stored float32) and metadata as a plain ``.npz`` (module docstring)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.loads(json.dumps(meta, default=_plain))
-    meta.pop("loaded_from", None)
+    from ..cnn.fileformat import write_archive
+
+    meta = {k: v for k, v in meta.items() if k != "loaded_from"}
     meta["format"], meta["format_version"] = FORMAT, FORMAT_VERSION
-    arrays = {f"w:{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-    with open(p, "wb") as fh:
-        np.savez_compressed(fh, meta_json=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-    return p
+    return write_archive(weights, meta, path)
 
 
 def read_emulator_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
@@ -233,17 +219,9 @@ def read_emulator_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"emulator file {p} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta_json"][()]))
-            weights = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("w:")}
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{p}: not a pyinv departure-emulator file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{p}: not a pyinv departure-emulator file")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{p}: emulator format version {meta['format_version']} is newer than this pyinv "
-                         f"supports ({FORMAT_VERSION})")
+    from ..cnn.fileformat import read_archive
+
+    weights, meta = read_archive(p, "pyinv departure-emulator", FORMAT, FORMAT_VERSION)
     a = meta["architecture"]
     nin, nout = len(INPUTS) * len(meta["log_tau"]), int(meta["nlevels"]) * len(meta["log_tau"])
     sizes = [nin, *[int(h) for h in a["hidden"]], nout]
