@@ -156,6 +156,13 @@ def _observe(np, pyinv, be, lines, grid, truth, rng):
     return _convolve_like_synthesis(obs, lines, grid, 0.0, None) + rng.normal(0, 1e-3, obs.shape)
 
 
+def _no_paths(prov: dict) -> dict:
+    """A pixel's provenance without the emulator's file path (result files carry no machine paths)."""
+    if "emulator" not in prov:
+        return prov
+    return {**prov, "emulator": {k: v for k, v in prov["emulator"].items() if k != "file"}}
+
+
 def part_invert(emu, n: int, modes=("emulated", "backend")) -> dict:
     np, pyinv, nlte, lines, grid, be, base, cfg = _setup()
     from pyinv.nlte import invert_pixel_nlte
@@ -178,7 +185,7 @@ def part_invert(emu, n: int, modes=("emulated", "backend")) -> dict:
                              "dT_rms": float(np.sqrt(np.mean((a.T[band] - truth.T[band]) ** 2))),
                              "chi2": float(r.result.chi2[-1]),
                              "dB_-1": float(a.B[np.argmin(np.abs(lt + 1))] - truth.B[np.argmin(np.abs(lt + 1))]),
-                             "provenance": r.provenance}
+                             "provenance": _no_paths(r.provenance)}
             rows.append(row)
             e = row.get("emulated", {})
             print(f"{name} pixel {p}: " + "; ".join(
