@@ -166,7 +166,11 @@ def _nlte_backend(name, lines, grid, args):
     print(f"pyinv invert --nlte {name}: NLTE lines " + ", ".join(f"{ln.index} ({ln.atom} {ln.lower}-{ln.upper})"
                                                               for ln in lm)
           + (f"; LTE lines {', '.join(map(str, lte_lines))}" if lte_lines else ""))
-    return nlte.make_backend(name, lm, **options)
+    be = nlte.make_backend(name, lm, **options)
+    if getattr(args, "nlte_departures", "backend") == "emulated":
+        from .nlte.desire import NlteSolver
+        return NlteSolver(be, departures="emulated")
+    return be
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
@@ -493,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "grid's other lines in LTE (e.g. 8: Ca II 8542 in NLTE with Fe I 6301/6302 in LTE) [every line "
                    "of the grid with a known level map]")
     v.add_argument("--rh-dir", help="RH 2 build for --nlte rh [$PYINV_RH_DIR]")
+    v.add_argument("--nlte-departures", choices=("backend", "emulated"), default="backend",
+                   help="--nlte: departure coefficients from the backend at every cycle (default) or from the "
+                        "learned emulator, the backend called once per pixel to check (docs/nlte.md)")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 

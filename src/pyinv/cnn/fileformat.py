@@ -36,18 +36,41 @@ def _plain(o):
     return str(o)
 
 
+def write_archive(weights: dict, meta: dict, path) -> Path:
+    """``meta`` (JSON-able after :func:`_plain`) as ``meta_json`` and ``weights`` as float32 ``w:<name>`` in
+    a plain ``.npz`` at ``path`` (parent folders created, the name kept as given)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"w:{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    with open(p, "wb") as fh:  # a file handle: numpy would otherwise append ".npz" to other names
+        np.savez_compressed(fh, meta_json=np.array(json.dumps(meta, sort_keys=True, default=_plain)), **arrays)
+    return p
+
+
+def read_archive(p: Path, what: str, fmt: str, version: int) -> tuple[dict, dict]:
+    """(weights, meta) of a :func:`write_archive` file of format ``fmt`` up to ``version``; ValueError
+    naming ``what`` when it is not one or is newer."""
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta_json"][()]))
+            weights = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("w:")}
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{p}: not a {what} file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ValueError(f"{p}: not a {what} file (format {meta.get('format') if isinstance(meta, dict) else '?'!r})")
+    if int(meta.get("format_version", 0)) > version:
+        raise ValueError(f"{p}: {what} file format version {meta['format_version']} is newer than this pyinv "
+                         f"supports ({version}); upgrade pyinv")
+    return weights, meta
+
+
 def write_model_file(weights: dict, meta: dict, path) -> Path:
     """Write ``weights`` (name → array) and ``meta`` to ``path`` as a plain ``.npz`` (parent folders are
     created; the name is kept as given, ``.npz`` is the suggested suffix)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     meta = json.loads(json.dumps(meta, default=_plain))
     meta.get("provenance", {}).pop("loaded_from", None)
     meta["format"], meta["format_version"] = FORMAT, FORMAT_VERSION
-    arrays = {f"w:{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-    with open(p, "wb") as fh:  # a file handle: numpy would otherwise append ".npz" to other names
-        np.savez_compressed(fh, meta_json=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-    return p
+    return write_archive(weights, meta, path)
 
 
 def _check_arch(weights: dict, meta: dict, src: str) -> None:
@@ -67,17 +90,7 @@ def _check_arch(weights: dict, meta: dict, src: str) -> None:
 
 
 def _load_npz(p: Path) -> tuple[dict, dict]:
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta_json"][()]))
-            weights = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("w:")}
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{p}: not a pyinv CNN model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{p}: not a pyinv CNN model file (format {meta.get('format') if isinstance(meta, dict) else '?'!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{p}: CNN file format version {meta['format_version']} is newer than this pyinv "
-                         f"supports ({FORMAT_VERSION}); upgrade pyinv")
+    weights, meta = read_archive(p, "pyinv CNN model", FORMAT, FORMAT_VERSION)
     _check_arch(weights, meta, str(p))
     return weights, meta
 

@@ -144,7 +144,10 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     nlte : pyinv.nlte backend, optional
         Invert in NLTE, DeSIRe's way (:func:`pyinv.nlte.invert_pixel_nlte`): the backend (RH or Lightweaver,
         with ``lte=True`` and the NLTE lines mapped) is called per pixel at each cycle and when T moves by
-        more than 1 %; departures and the NLTE correction are frozen in between.
+        more than 1 %; departures and the NLTE correction are frozen in between. Or a
+        :class:`pyinv.nlte.desire.NlteSolver` with its options, e.g. ``NlteSolver(backend,
+        departures="emulated")``: b from the learned emulator, the backend called once per pixel to check
+        (docs/nlte.md).
     guess2 : Atmosphere, SIR .mod path, atmosphere cube or InversionResult, optional
         Initial model of a second magnetic component (``invert_pixel(guess2=...)``; its nodes are
         ``config.nodes2``): one model for every pixel (Atmosphere, .mod path, array (ndep, 8|11)), or one

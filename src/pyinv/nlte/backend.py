@@ -20,7 +20,7 @@ from ..status import (NLTE_CODES, NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERG
                       status_name)
 
 __all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT", "NLTE_STATUS_NAMES",
-           "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm",
+           "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm", "cycle_settled",
            "NlteConfigurationError"]
 
 # The NLTE status codes live in pyinv.status (issue 18): NLTE_CONVERGED (0), NLTE_NOT_CONVERGED (the
@@ -69,6 +69,13 @@ def level_map(lines: Any, indices: Sequence[int] | None = None) -> list[NlteLine
             atom, lo, up = KNOWN_LEVELS[key]
             out.append(NlteLine(int(ln.index), atom, lo, up))
     return out
+
+
+def cycle_settled(model: Any, res: Any, threshold: float) -> bool:
+    """True when the inversion cycle that took ``model`` to ``res.atmosphere`` failed or changed T by at
+    most ``threshold`` (relative) everywhere: the DeSIRe-style drivers then stop repeating it."""
+    t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
+    return (not res.ok) or bool(np.max(np.abs(t_new - t_old) / t_old) <= threshold)
 
 
 def grid_vacuum_nm(lines: Any, grid: Any) -> np.ndarray:
@@ -137,6 +144,8 @@ class NlteBackend(abc.ABC):
     """
 
     name: str = "?"
+    #: Whether :meth:`synthesize` takes ``initial_b`` (starting populations, e.g. from an emulator).
+    supports_initial_b: bool = False
 
     def __init__(self, lines: Sequence[NlteLine] = (), *, mu: float = 1.0, lte: bool = True):
         self.lines = list(lines)
@@ -153,7 +162,8 @@ class NlteBackend(abc.ABC):
         """Solve one column; never raises for a per-pixel failure (the status says)."""
 
     def synthesize(self, atmos: Any, wavelength_vac_nm: np.ndarray, *, abundances: Any = None,
-                   pixel_id: str = "0", time_limit: float | None = None) -> NlteResult:
+                   pixel_id: str = "0", time_limit: float | None = None,
+                   initial_b: dict[str, np.ndarray] | None = None) -> NlteResult:
         """NLTE (and LTE) Stokes profiles and departure coefficients of one atmosphere.
 
         Parameters
@@ -163,10 +173,18 @@ class NlteBackend(abc.ABC):
             :func:`~pyinv.nlte.column.column_from_atmosphere`) or a column in the code's conventions.
         wavelength_vac_nm : array (nλ,)
             Vacuum wavelengths [nm] (see :func:`grid_vacuum_nm`).
+        initial_b : dict of atom → ndarray (nlevel, ndep), optional
+            Departure coefficients to start the iteration from, on the column's depth points top first
+            (only where :attr:`supports_initial_b`; the converged solution does not depend on it).
         """
         col = atmos if isinstance(atmos, NlteColumn) else column_from_atmosphere(atmos, abundances)
+        kw: dict[str, Any] = {}
+        if initial_b is not None:
+            if not self.supports_initial_b:
+                raise ValueError(f"the {self.name} backend cannot start from given departure coefficients")
+            kw["initial_b"] = initial_b
         return self.run_column(col, np.asarray(wavelength_vac_nm, dtype=np.float64), pixel_id=pixel_id,
-                               time_limit=time_limit)
+                               time_limit=time_limit, **kw)
 
     def _departures(self, col: NlteColumn, tau500_top_first: np.ndarray,
                     b_levels: dict[str, np.ndarray]) -> Departures | None:

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm
+from .backend import NLTE_CRASHED, NlteBackend, cycle_settled, grid_vacuum_nm
 
-__all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "nlte_regions", "on_engine_scale"]
+__all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "nlte_regions", "on_engine_scale",
+           "backend_correction"]
 
 
 @dataclasses.dataclass
@@ -52,6 +53,10 @@ class NltePixelResult:
         The last backend call's departure coefficients (model grid).
     status : int
         0, or the backend's status when a call failed (the result then holds the model reached).
+    provenance : dict
+        How the b were obtained: ``{"departures": "backend"}``, or for ``departures="emulated"`` the
+        emulator (name, version), the final check and whether the backend iterations took over
+        (:func:`pyinv.nlte.emulated.invert_pixel_emulated`).
     """
 
     result: Any
@@ -59,6 +64,7 @@ class NltePixelResult:
     correction: np.ndarray
     departures: Any
     status: int = 0
+    provenance: dict = dataclasses.field(default_factory=lambda: {"departures": "backend"})
 
 
 def _regions(grid) -> list[np.ndarray]:
@@ -137,9 +143,34 @@ def _convolve_like_synthesis(y: np.ndarray, lines, grid, vmac: float, psf) -> np
     return out
 
 
+def backend_correction(backend: NlteBackend, model, lines, grid, *, psf=None, abundances=None,
+                       departure_form: str = "desire", initial_b=None):
+    """One backend call at ``model`` on the regions holding a mapped line (:func:`nlte_regions`; Δ = 0 in the
+    LTE-only regions): (backend result, its departures, the frozen correction Δ (4, nλ) convolved like the
+    synthesis); (result, None, None) when the call failed, (None, None, None) when it gave no LTE profiles
+    (module docstring: continuum normalisation). ``initial_b``: starting b for the backend
+    (:meth:`NlteBackend.synthesize`)."""
+    from ..physics.synthesis import synthesize
+
+    regs = nlte_regions(grid, backend)
+    wl = grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
+    r = backend.synthesize(model, wl, abundances=abundances, initial_b=initial_b)
+    if not r.ok:
+        return r, None, None
+    if r.stokes_lte is None:
+        return None, None, None
+    dep = r.departures
+    lte = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False)
+    lte_b = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False, departures=dep,
+                       departure_form=departure_form)
+    nlte = on_engine_scale(r, lte, regs, lte_b)
+    return r, dep, _convolve_like_synthesis(nlte - lte_b, lines, grid, float(model.macro), psf)
+
+
 def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBackend, mu: float | None = None,
                       psf=None, abundances=None, threshold: float = 0.01, max_refresh: int = 2,
-                      departure_form: str = "desire", **invert_kwargs) -> NltePixelResult:
+                      departure_form: str = "desire", departures: str = "backend", emulator: Any = None,
+                      check_threshold: float = 0.01, **invert_kwargs) -> NltePixelResult:
     """Invert one pixel in NLTE, DeSIRe's way (module docstring).
 
     Parameters
@@ -158,11 +189,19 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         Repeats of a cycle at most.
     departure_form : "desire" or "sir"
         How the frozen departures enter the engine's synthesis and response functions (module docstring).
+    departures : "backend" or "emulated"
+        Where the b come from while iterating: the backend (above), or a trained emulator
+        (:mod:`pyinv.nlte.emulated`: b re-evaluated whenever the model changes, the backend called once at
+        the end to check, today's backend iterations as the fallback).
+    emulator : pyinv.nlte.emulator.DepartureEmulator or str, optional
+        With ``departures="emulated"``: the emulator or its catalogue name (default ``"lw-caii"``).
+    check_threshold : float
+        With ``departures="emulated"``: the largest rms difference [continuum units] of the engine's Stokes I
+        with the emulator's and with the backend's b at the final model before falling back.
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
     from ..physics.inversion import invert_pixel
-    from ..physics.synthesis import synthesize
 
     if not isinstance(backend, NlteBackend):
         raise ValueError(f"backend must be a pyinv.nlte backend (RH or Lightweaver), got {type(backend).__name__}")
@@ -171,33 +210,77 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     if not (threshold > 0):
         raise ValueError(f"threshold must be > 0, got {threshold!r}")
     obs = np.asarray(stokes, dtype=np.float64)
-    regs = nlte_regions(grid, backend)            # LTE-only regions: the engine's synthesis, Δ = 0
-    wl = grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
+    nlte_regions(grid, backend)                   # refuses a grid without a mapped line
+    if departures == "emulated":
+        return _invert_emulated(obs, guess, lines, grid, config, backend=backend, mu=mu, psf=psf,
+                                abundances=abundances, threshold=threshold, max_refresh=max_refresh,
+                                departure_form=departure_form, emulator=emulator,
+                                check_threshold=check_threshold, **invert_kwargs)
+    if departures != "backend":
+        raise ValueError(f"departures must be 'backend' or 'emulated', got {departures!r}")
     model, calls, res, delta, dep, status = guess, 0, None, np.zeros_like(obs), None, 0
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
     for c in range(1, config.cycles + 1):
         cfg = config.single_cycle(c)
         for k in range(max_refresh + 1):
-            r = backend.synthesize(model, wl, abundances=abundances)
+            r, dep, delta = backend_correction(backend, model, lines, grid, psf=psf, abundances=abundances,
+                                               departure_form=departure_form)
             calls += 1
-            if not r.ok or r.stokes_lte is None:
-                status = int(r.status) if not r.ok else NLTE_CRASHED
-                return NltePixelResult(res, calls, delta, dep, status)
-            dep = r.departures
-            lte = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False)
-            lte_b = synthesize(model, lines, grid, psf=psf, abundances=abundances, convolve=False, departures=dep,
-                               departure_form=departure_form)
-            nlte = on_engine_scale(r, lte, regs, lte_b)
-            delta = _convolve_like_synthesis(nlte - lte_b, lines, grid, float(model.macro), psf)
+            if r is None or not r.ok:
+                status = NLTE_CRASHED if r is None else int(r.status)
+                return NltePixelResult(res, calls, np.zeros_like(obs) if delta is None else delta, dep, status)
             res = invert_pixel(obs - delta, model, lines, grid, cfg, departures=dep, **kw)
-            t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
-            model = res.atmosphere
-            if not res.ok or np.max(np.abs(t_new - t_old) / t_old) <= threshold:
+            settled, model = cycle_settled(model, res, threshold), res.atmosphere
+            if settled:
                 break
         if not res.ok:
             break
     res = dataclasses.replace(res, fit=res.fit + delta)
     return NltePixelResult(res, calls, delta, dep, status)
+
+
+def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
+                     departure_form, emulator, check_threshold, **invert_kwargs) -> NltePixelResult:
+    """``departures="emulated"`` (:mod:`pyinv.nlte.emulated`): cycles with the emulator's b, one backend call
+    to check, then one last cycle with the backend's b and Δ, or the backend iterations as the fallback."""
+    from ..physics.inversion import invert_pixel
+    from .emulated import backend_start, departure_check, emulated_cycles, resolve_emulator
+
+    if not (check_threshold >= 0):
+        raise ValueError(f"check_threshold must be >= 0, got {check_threshold!r}")
+    emu = resolve_emulator(emulator)
+    kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
+    model, res, evals = emulated_cycles(obs, guess, lines, grid, config, emu, backend.lines, threshold=threshold,
+                                        max_refresh=max_refresh, **kw)
+    prov: dict = {"departures": "emulated", "emulator": emu.provenance(), "fallback": False,
+                  "emulator_evaluations": evals}
+    corr = dict(psf=psf, abundances=abundances, departure_form=departure_form)
+    start = backend_start(emu, backend, model)
+    r, dep_be, delta = backend_correction(backend, model, lines, grid, initial_b=start, **corr)
+    calls = 1
+    if start is not None and r is not None and not r.ok:     # the emulator's start failed: start from LTE
+        prov["start_failed"] = r.message
+        r, dep_be, delta = backend_correction(backend, model, lines, grid, **corr)
+        calls += 1
+    chk = {"profile_rms": float("nan"), "b_rms": float("nan"), "passed": False}
+    if r is not None and r.ok:
+        chk = departure_check(model, lines, grid, emu.departures(model, backend.lines), dep_be, **corr)
+        chk["passed"] = bool(chk["profile_rms"] <= check_threshold)
+    else:
+        chk["backend_status"] = NLTE_CRASHED if r is None else int(r.status)
+    prov["check"] = {**chk, "threshold": float(check_threshold)}
+    if chk["passed"]:
+        last = invert_pixel(obs - delta, model, lines, grid, config.single_cycle(config.cycles), departures=dep_be,
+                            **kw)
+        res = last if (last.ok or not res.ok) else res
+        return NltePixelResult(dataclasses.replace(res, fit=res.fit + delta), calls, delta, dep_be, 0, prov)
+    prov["fallback"] = True
+    fb = invert_pixel_nlte(obs, model, lines, grid, config, backend=backend, mu=mu, psf=psf, abundances=abundances,
+                           threshold=threshold, max_refresh=max_refresh, departure_form=departure_form,
+                           **invert_kwargs)
+    if fb.result is None:     # the backend failed again: keep the emulated result
+        return NltePixelResult(res, calls + fb.backend_calls, np.zeros_like(obs), None, fb.status, prov)
+    return NltePixelResult(fb.result, calls + fb.backend_calls, fb.correction, fb.departures, fb.status, prov)
 
 
 @dataclasses.dataclass
@@ -210,13 +293,18 @@ class NlteSolver:
     threshold: float = 0.01
     max_refresh: int = 2
     departure_form: str = "desire"
+    departures: str = "backend"
+    emulator: Any = None
+    check_threshold: float = 0.01
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
         r = invert_pixel_nlte(stokes, guess, lines, grid, config, backend=self.backend, mu=mu, psf=psf,
                               abundances=abundances, threshold=self.threshold, max_refresh=self.max_refresh,
-                              departure_form=self.departure_form)
+                              departure_form=self.departure_form, departures=self.departures,
+                              emulator=self.emulator, check_threshold=self.check_threshold)
         if r.result is None:
             raise RuntimeError(f"NLTE backend failed before the first inversion (status {r.status})")
         res = dataclasses.replace(r.result, status=r.status or r.result.status)
         res.backend_calls = r.backend_calls
+        res.nlte_provenance = r.provenance
         return res

@@ -141,6 +141,7 @@ class Lightweaver(NlteBackend):
     """
 
     name = "lightweaver"
+    supports_initial_b = True
 
     def __init__(self, lines: Sequence[NlteLine] = (), *, mu: float = 1.0, lte: bool = True,
                  background: Sequence[str] = DEFAULT_BACKGROUND, hydrogen: str = "model", nrays: int = 5,
@@ -207,7 +208,7 @@ class Lightweaver(NlteBackend):
         atmos.quadrature(self.nrays)
         return atmos
 
-    def _solve(self, col: NlteColumn, wl: np.ndarray, lte_run: bool):
+    def _solve(self, col: NlteColumn, wl: np.ndarray, lte_run: bool, initial_b: dict | None = None):
         lw = import_lightweaver()
         rs, spect = self._radiative_set(lte_run)
         atmos = self._atmosphere(col)
@@ -216,6 +217,9 @@ class Lightweaver(NlteBackend):
             h = eq.atomicPops["H"]
             nlev = h.n.shape[0]
             h.n[:] = col.nH[:nlev] * 1e6 if nlev == col.nH.shape[0] else h.n
+        for a, b in (initial_b or {}).items():   # start the active atoms from given b (LTE otherwise)
+            pops = eq.atomicPops[_element(a)]
+            pops.n[:] = np.asarray(b, dtype=np.float64) * pops.nStar
         ctx = lw.Context(atmos, spect, eq, Nthreads=1, conserveCharge=False)
         iters, conv = lw.iterate_ctx_se(ctx, Nscatter=_NSCATTER, prd=self.prd and not lte_run, popsTol=self.pops_tol,
                                         NmaxIter=self.max_iter, quiet=True, returnFinalConvergence=True)
@@ -232,11 +236,17 @@ class Lightweaver(NlteBackend):
         return s, np.asarray(atmos.tauRef, dtype=np.float64), b, int(iters), dpops
 
     def run_column(self, column: NlteColumn, wavelength_vac_nm: np.ndarray, *, pixel_id: str = "0",
-                   time_limit: float | None = None) -> NlteResult:
+                   time_limit: float | None = None, initial_b: dict[str, np.ndarray] | None = None) -> NlteResult:
+        """Solve one column (``initial_b``: see :meth:`NlteBackend.synthesize`)."""
         t0 = time.perf_counter()
         wl = np.asarray(wavelength_vac_nm, dtype=np.float64).ravel()
+        for a, b in (initial_b or {}).items():
+            if a not in self.active:
+                raise ValueError(f"initial_b: {a} is not an active atom ({', '.join(self.active) or 'none'})")
+            if not (np.all(np.isfinite(b)) and np.all(np.asarray(b) > 0)) or np.shape(b)[-1] != column.ndep:
+                raise ValueError(f"initial_b[{a!r}] must be finite, positive, (nlevel, {column.ndep})")
         try:
-            s, tau, b, iters, dpops = self._solve(column, wl, lte_run=False)
+            s, tau, b, iters, dpops = self._solve(column, wl, lte_run=False, initial_b=initial_b)
             stokes_lte = self._solve(column, wl, lte_run=True)[0] if self.lte else None
         except NlteConfigurationError:
             raise
