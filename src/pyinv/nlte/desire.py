@@ -154,7 +154,8 @@ def backend_correction(backend: NlteBackend, model, lines, grid, *, psf=None, ab
 
     regs = nlte_regions(grid, backend)
     wl = grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
-    r = backend.synthesize(model, wl, abundances=abundances, initial_b=initial_b)
+    extra = {} if initial_b is None else {"initial_b": initial_b}      # backends without starting b still work
+    r = backend.synthesize(model, wl, abundances=abundances, **extra)
     if not r.ok:
         return r, None, None
     if r.stokes_lte is None:
