@@ -30,7 +30,7 @@
 !> only their strength(-and-shift)-weighted sums per component group (line_k7_store).
 module pyinv_response
   use pyinv_kinds, only: dp, ln10, pi
-  use pyinv_errors, only: err_ok, err_not_finite, err_nonpositive_t
+  use pyinv_errors, only: err_ok, err_not_finite
   use pyinv_eos, only: eos_state, eos_solve, eos_state_to_array, eos_state_from_array, n_eos_fields, eos_tfac, &
                        eos_tfactors, eos_solve_tf
   use pyinv_continuum, only: kappa_continuum, kappa_coefficients, kappa_from_coef, n_kappa_coef
@@ -410,11 +410,8 @@ contains
 
     dkap = 0.0_dp
     kap = 0.0_dp
-    ! eos_solve's steps, with the temperature factors kept for the two P_e-perturbed states
-    if (.not. (t > 0.0_dp) .or. t > huge(1.0_dp)) then
-      ierr = err_nonpositive_t
-      return
-    end if
+    ! eos_solve's steps (eos_tfactors checks T), with the temperature factors kept for the two P_e-perturbed
+    ! states
     call eos_tfactors(t, eps, tf, ierr, compat)
     if (ierr /= err_ok) return
     call eos_solve_tf(tf, pe, st, ierr)

@@ -50,9 +50,9 @@ def departure_check(model, lines, grid, dep_emulated, dep_backend, *, psf=None, 
     from ..physics.synthesis import synthesize
 
     kw = dict(psf=psf, abundances=abundances, departure_form=departure_form)
-    i_em = synthesize(model, lines, grid, departures=dep_emulated, **kw)[0]
-    i_be = synthesize(model, lines, grid, departures=dep_backend.on_grid(dep_emulated.log_tau), **kw)[0]
     be = dep_backend.on_grid(dep_emulated.log_tau)
+    i_em = synthesize(model, lines, grid, departures=dep_emulated, **kw)[0]
+    i_be = synthesize(model, lines, grid, departures=be, **kw)[0]
     m = (dep_emulated.log_tau <= CHECK_RANGE[1]) & (dep_emulated.log_tau >= CHECK_RANGE[0])
     rel = []
     for idx in dep_emulated.lines:
