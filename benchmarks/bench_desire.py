@@ -34,7 +34,7 @@ Cases (``--case``):
             scaled rise has FAL C's step with a flat top, and no training bump is that strong), "T-min offset"
             (everything above log τ ≈ −2.5 moved by +450–650 K, then −450–650 K: beyond the ±300 K offsets)
             and "deep heating" (a warm layer, +350–550 K, whose rise is centred at log τ −3.1 … −2.8, 0.25 dex
-            wide: heating starting deeper than any shifted training rise); v_LOS and B as in ``ca``
+            wide: below any shifted training rise, stronger than the ±300 K offsets); v_LOS and B as in ``ca``
             (inside the training ranges).
 ``--departures`` picks the NLTE inversion: ``backend`` (default; the backend's b at every call),
 ``emulated`` (:func:`pyinv.nlte.invert_pixel_nlte` with ``departures="emulated"``: the packaged emulator's b
