@@ -22,35 +22,60 @@ Cases (``--case``):
             ±250–500 K at log τ ≈ −3.5 and −5), a steep transition-region-like rise low down (+2–5 kK over
             0.3 dex at log τ −4.6 … −5.0) and a strong velocity gradient (v_los from ~0 at log τ = −2 to
             ±5–8 km/s at −5.3); B 0–1000 G.
+``novel``   Ca II 8542 alone, the fair unseen-feature set of the departure emulator (issue 19): temperature
+            structures outside the ranges or shapes of its training generator (:mod:`pyinv.nlte.columns`:
+            FAL C's chromospheric rise × 0.3–2.5 shifted ±0.5 dex, T-minimum offset ±300 K (a step at
+            log τ ≈ −2.5), 0–2 Gaussian bumps of 100–700 K and 0.25–0.8 dex) that the last cycle's five T
+            nodes can represent (parametrisation floor ≤ ~45 K; shifting FAL C's steep rise is not: ~400 K)
+            and 8542 sees, in turn: "cold chromosphere" (a Gaussian dip of 500–800 K, 0.9–1.2 dex wide,
+            centred at log τ −4.0 … −3.3: wider than any training bump), "warm chromosphere" (the same, +,
+            centred at −5.0 … −4.5), "plateau" (the upper chromosphere flattened: above a knee at
+            log τ −4.5 … −4.3 the gradient lowered by 1200–1500 K/dex, 1100–1400 K cooler at the top: no
+            scaled rise has FAL C's step with a flat top, and no training bump is that strong), "T-min offset"
+            (everything above log τ ≈ −2.5 moved by +450–650 K, then −450–650 K: beyond the ±300 K offsets)
+            and "deep heating" (a warm layer, +350–550 K, whose rise is centred at log τ −3.1 … −2.8, 0.25 dex
+            wide: below any shifted training rise, stronger than the ±300 K offsets); v_LOS and B as in ``ca``
+            (inside the training ranges).
+``--departures`` picks the NLTE inversion: ``backend`` (default; the backend's b at every call),
+``emulated`` (:func:`pyinv.nlte.invert_pixel_nlte` with ``departures="emulated"``: the packaged emulator's b
+while iterating, one backend call to check, the backend iterations as the fallback) or ``both``; the
+emulated rows carry the check, fallback and backend calls (``_emu`` keys).
 
 Printed: T rms per depth band, v_los and B errors at log τ = −1 and −4, χ² of both inversions, backend calls
 and seconds per pixel, and the parametrisation floor (the T rms of the best least-squares correction of the
 start by the last cycle's T nodes: what no inversion with these nodes can beat), per kind of pixel; ``--json`` writes the rows (the .txt next to it is the printed output).
 
-    PYTHONPATH=<build>/site:src python benchmarks/bench_desire.py [--case ca|joint|unseen] [--pixels 10]
-        [--obs lightweaver|rh] [--backend lightweaver|rh] [--json out.json]
+    PYTHONPATH=<build>/site:src python benchmarks/bench_desire.py [--case ca|joint|unseen|novel] [--pixels 10]
+        [--obs lightweaver|rh] [--backend lightweaver|rh] [--departures backend|emulated|both] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+from _common import code_version, lightweaver_missing, pin_threads
 
-from _common import code_version, lightweaver_missing
+pin_threads()   # before numpy: one thread per process (CPU seconds are reported)
+import numpy as np  # noqa: E402
 
 BANDS = [(-1.0, -2.0), (-2.0, -3.0), (-3.0, -4.0), (-4.0, -5.3)]
 #: the wavelength regions of each case (SIR index or "i,j", first offset, step, last offset [mÅ])
-REGIONS = {"ca": [(8, -1500, 30, 1500)], "unseen": [(8, -1500, 30, 1500)],
+REGIONS = {"ca": [(8, -1500, 30, 1500)], "unseen": [(8, -1500, 30, 1500)], "novel": [(8, -1500, 30, 1500)],
            "joint": [("1,2", -400, 20, 1400), (8, -1500, 30, 1500)]}
 #: inversion nodes per cycle; the joint case lets B vary with height
 NODES = {"ca": {"T": (3, 5), "vlos": (1, 2), "B": (1, 2), "gamma": (1, 1), "phi": (1, 1), "vmic": (1, 1)},
          "joint": {"T": (3, 5), "vlos": (1, 2), "B": (2, 2), "gamma": (1, 1), "phi": (1, 1), "vmic": (1, 1)}}
-NODES["unseen"] = NODES["ca"]
+NODES["unseen"] = NODES["novel"] = NODES["ca"]
+#: the kinds of pixel of the ``novel`` case, in turn
+#: row-key suffix and printed name of each inversion
+SUFFIX = {"backend": "_nlte", "emulated": "_emu"}
+NAME = {"_nlte": "NLTE", "_emu": "emulated", "_lte": "LTE", "_floor": "floor"}
+NOVEL_KINDS = ("cold chromosphere", "warm chromosphere", "plateau", "T-min offset", "deep heating")
 
 
 def make_backend(name: str, lines):
@@ -62,12 +87,41 @@ def make_backend(name: str, lines):
     return nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True)
 
 
-def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int) -> tuple[dict, str]:
-    """T change [K], v_los [cm/s], B [G], γ, φ [deg] of pixel ``p`` on the log τ grid ``lt``, and its kind."""
+def novel_perturbation(lt: np.ndarray, rng: np.random.Generator, p: int, T0: np.ndarray) -> tuple[dict, str]:
+    """The ``novel`` case (module docstring): T change [K] from the start's T ``T0`` [K] (FAL C), v_los [cm/s],
+    B [G], γ, φ [deg] of pixel ``p``, and its kind (:data:`NOVEL_KINDS`, in turn)."""
+    kind = NOVEL_KINDS[p % len(NOVEL_KINDS)]
+
+    def step(x0, w):                                        # 1 above x0, 0 below
+        return 1.0 / (1.0 + np.exp((lt - x0) / w))
+
+    if kind in ("cold chromosphere", "warm chromosphere"):  # training bumps: <= 700 K, <= 0.8 dex wide
+        x0 = rng.uniform(-4.0, -3.3) if kind.startswith("cold") else rng.uniform(-5.0, -4.5)
+        dT = (-1.0 if kind.startswith("cold") else 1.0) * rng.uniform(500.0, 800.0) \
+            * np.exp(-0.5 * ((lt - x0) / rng.uniform(0.9, 1.2)) ** 2)
+    elif kind == "plateau":                                 # knee, then a gradient lowered (softplus ramp)
+        x0, w = rng.uniform(-4.5, -4.3), 0.2
+        dT = -rng.uniform(1200.0, 1500.0) * w * np.log1p(np.exp((x0 - lt) / w))
+    elif kind == "T-min offset":                            # training: +-300 K
+        dT = (1.0 if (p // len(NOVEL_KINDS)) % 2 == 0 else -1.0) * rng.uniform(450.0, 650.0) * step(-2.5, 0.3)
+    else:                                                   # deep heating
+        dT = rng.uniform(350.0, 550.0) * step(rng.uniform(-3.1, -2.8), 0.25)
+    v = rng.uniform(-2e5, 2e5) + rng.uniform(-1e5, 1e5) * (lt + 2.0) / 3.0
+    B = rng.uniform(0, 1500) * (1.0 + 0.1 * (lt + 2.0) / 3.0)
+    return {"dT": np.maximum(T0 + dT, 3000.0) - T0, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175),
+            "phi": rng.uniform(0, 180)}, kind
+
+
+def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int,
+                 T0: np.ndarray | None = None) -> tuple[dict, str]:
+    """T change [K], v_los [cm/s], B [G], γ, φ [deg] of pixel ``p`` on the log τ grid ``lt``, and its kind
+    (``T0``: the start's T [K], for the ``novel`` case)."""
     def g(x0, w):
         return np.exp(-((lt - x0) / w) ** 2)
 
     up = 1.0 / (1.0 + np.exp((lt + 3.0) / 0.3))            # 1 above log tau = -3
+    if case == "novel":
+        return novel_perturbation(lt, rng, p, T0)
     if case in ("ca", "joint"):
         dT = rng.uniform(-300, 300) * up
         v = rng.uniform(-2e5, 2e5) + rng.uniform(-1e5, 1e5) * (lt + 2.0) / 3.0
@@ -115,7 +169,11 @@ def main(argv=None) -> int:
     ap.add_argument("--obs", choices=("lightweaver", "rh"), default=None,
                     help="backend that makes the observations [--backend]; rh with --backend lightweaver is the "
                          "cross-code case")
+    ap.add_argument("--departures", choices=("backend", "emulated", "both"), default="backend",
+                    help="the NLTE inversion's b: the backend's, the packaged emulator's (checked by one backend "
+                         "call) or both inversions in turn")
     args = ap.parse_args(argv)
+    modes = ("backend", "emulated") if args.departures == "both" else (args.departures,)
     obs_name = args.obs or args.backend
     if lightweaver_missing():
         return 0
@@ -141,9 +199,13 @@ def main(argv=None) -> int:
     base = base.with_columns(B=100.0, gamma=45.0, phi=30.0)   # relative parameters need nonzero starts
     print(f"case {args.case}: observations {obs_name}, inversion {args.backend}; {args.pixels} pixels, "
           f"{grid.nwav} wavelengths ({len(grid.regions)} regions), {lt.size} depths")
+    emu = None
+    if "emulated" in modes:     # loaded once, outside the timed inversions
+        from pyinv.nlte.emulator import pretrained_emulator
+        emu = pretrained_emulator()
     rows = []
     for p in range(args.pixels):
-        pert, kind = perturbation(args.case, lt, rng, p)
+        pert, kind = perturbation(args.case, lt, rng, p, np.asarray(base.T))
         truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
                                                     gamma=pert["gamma"], phi=pert["phi"]))
         rt = ob.synthesize(truth, wl)
@@ -154,90 +216,125 @@ def main(argv=None) -> int:
         lte = pyinv.synthesize(truth, lines, grid, convolve=False)
         obs = _convolve_like_synthesis(on_engine_scale(rt, lte, regs, lte), lines, grid, 0.0, None)
         obs = obs + rng.normal(0, 1e-3, obs.shape)
-        t0 = time.perf_counter()
-        rn = invert_pixel_nlte(obs, base, lines, grid, cfg, backend=be)
-        t_n = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rl = pyinv.invert_pixel(obs, base, lines, grid, cfg)
-        t_l = time.perf_counter() - t0
-        if rn.result is None:
-            print(f"pixel {p} ({kind}): the inverting backend failed at the start (status {rn.status}); skipped")
-            rows.append({"pixel": p, "kind": kind, "status": int(rn.status)})
-            continue
-        an, al = rn.result.atmosphere, rl.atmosphere
-        row = {"pixel": p, "kind": kind, "backend_calls": rn.backend_calls, "seconds_nlte": t_n, "seconds_lte": t_l,
-               "chi2_nlte": float(rn.result.chi2[-1]), "chi2_lte": float(rl.chi2[-1]), "status": rn.status,
-               "truth_B_-1": float(truth.B[np.argmin(np.abs(lt + 1))]),
+        row = {"pixel": p, "kind": kind, "truth_B_-1": float(truth.B[np.argmin(np.abs(lt + 1))]),
                "truth_B_-4": float(truth.B[np.argmin(np.abs(lt + 4))])}
-        for lo, hi in BANDS:
-            m = (lt <= lo) & (lt >= hi)
-            row[f"dT_rms_{lo}_{hi}_nlte"] = float(np.sqrt(np.mean((an.T[m] - truth.T[m]) ** 2)))
-            row[f"dT_rms_{lo}_{hi}_lte"] = float(np.sqrt(np.mean((al.T[m] - truth.T[m]) ** 2)))
-        for z in (-1.0, -4.0):
-            k = int(np.argmin(np.abs(lt - z)))
-            row[f"dv_{z}_nlte_kms"] = float((an.vlos[k] - truth.vlos[k]) / 1e5)
-            row[f"dB_{z}_nlte_G"] = float(an.B[k] - truth.B[k])
-            row[f"dv_{z}_lte_kms"] = float((al.vlos[k] - truth.vlos[k]) / 1e5)
-            row[f"dB_{z}_lte_G"] = float(al.B[k] - truth.B[k])
+        results, failed = {}, False
+        for mode in modes:
+            t0, c0 = time.perf_counter(), time.process_time()
+            rn = invert_pixel_nlte(obs, base, lines, grid, cfg, backend=be, departures=mode,
+                                   emulator=emu if mode == "emulated" else None)
+            results[SUFFIX[mode]] = rn.result
+            sfx = SUFFIX[mode]
+            row.update({f"backend_calls{sfx}": rn.backend_calls, f"seconds{sfx}": time.perf_counter() - t0,
+                        f"cpu_seconds{sfx}": time.process_time() - c0, f"status{sfx}": rn.status})
+            if mode == "backend":
+                row["backend_calls"], row["status"] = rn.backend_calls, rn.status     # the keys of earlier results
+            else:
+                prov = rn.provenance
+                row.update({"check_emu": prov.get("check"), "fallback_emu": bool(prov.get("fallback")),
+                            "emulator": {k: v for k, v in prov.get("emulator", {}).items() if k != "file"}})
+            if rn.result is None:
+                print(f"pixel {p} ({kind}): the inverting backend failed at the start ({mode}, status {rn.status}); "
+                      "skipped")
+                failed = True
+        t0 = time.perf_counter()
+        results["_lte"] = pyinv.invert_pixel(obs, base, lines, grid, cfg)
+        row["seconds_lte"] = time.perf_counter() - t0
+        if failed:
+            rows.append(row)
+            continue
+        for sfx, res in results.items():
+            a = res.atmosphere
+            row[f"chi2{sfx}"] = float(res.chi2[-1])
+            for lo, hi in BANDS:
+                m = (lt <= lo) & (lt >= hi)
+                row[f"dT_rms_{lo}_{hi}{sfx}"] = float(np.sqrt(np.mean((a.T[m] - truth.T[m]) ** 2)))
+            for z in (-1.0, -4.0):
+                k = int(np.argmin(np.abs(lt - z)))
+                row[f"dv_{z}{sfx}_kms"] = float((a.vlos[k] - truth.vlos[k]) / 1e5)
+                row[f"dB_{z}{sfx}_G"] = float(a.B[k] - truth.B[k])
+            m = (lt <= -1.0) & (lt >= -5.3)
+            row[f"dT_rms{sfx}"] = float(np.sqrt(np.mean((a.T[m] - truth.T[m]) ** 2)))
         m = (lt <= -1.0) & (lt >= -5.3)
-        row["dT_rms_nlte"] = float(np.sqrt(np.mean((an.T[m] - truth.T[m]) ** 2)))
-        row["dT_rms_lte"] = float(np.sqrt(np.mean((al.T[m] - truth.T[m]) ** 2)))
         row["dT_rms_floor"] = node_floor(lt, np.asarray(truth.T) - np.asarray(base.T), m,
                                          max(n for n in np.atleast_1d(NODES[args.case]["T"])))
         rows.append(row)
-        print(f"pixel {p} ({kind}): T rms (-1..-5.3) NLTE {row['dT_rms_nlte']:6.0f} K, LTE {row['dT_rms_lte']:6.0f} K; "
-              f"dB(-1) {row['dB_-1.0_nlte_G']:+6.0f} G, dB(-4) {row['dB_-4.0_nlte_G']:+6.0f} G (B {row['truth_B_-1']:.0f}/"
-              f"{row['truth_B_-4']:.0f}); chi2 NLTE {row['chi2_nlte']:9.2f}, LTE {row['chi2_lte']:9.2f}; "
-              f"calls {rn.backend_calls}; {t_n:5.1f} s (LTE {t_l:4.1f} s)", flush=True)
-    done = [r for r in rows if "dT_rms_nlte" in r]
+        print(f"pixel {p} ({kind}): T rms (-1..-5.3) " + ", ".join(
+            f"{NAME[s]} {row[f'dT_rms{s}']:6.0f} K" for s in results) + f" (floor {row['dT_rms_floor']:.0f} K); "
+              + "; ".join(f"{NAME[s]} dB(-1) {row[f'dB_-1.0{s}_G']:+5.0f} G, chi2 {row[f'chi2{s}']:8.2f}, calls "
+                          f"{row[f'backend_calls{s}']}, {row[f'cpu_seconds{s}']:4.1f} s CPU" for s in results
+                          if s != "_lte")
+              + (f"; check {row['check_emu']['profile_rms']:.4f}, fallback {row['fallback_emu']}" if "_emu" in results
+                 else "") + f" (B {row['truth_B_-1']:.0f}/{row['truth_B_-4']:.0f})", flush=True)
+    sfxs = [SUFFIX[m_] for m_ in modes]
+    done = [r for r in rows if all(f"dT_rms{s}" in r for s in sfxs)]
     if not done:
         print("no pixel inverted")
         return 1
 
     def col_(k):
-        return np.array([r[k] for r in done])
+        return np.array([r[k] for r in done], dtype=float)
 
     def rms(k):
         return float(np.sqrt(np.mean(col_(k) ** 2)))
 
-    print(f"\n{len(done)} of {len(rows)} pixels inverted. T rms over pixels [K], NLTE vs LTE inversion:")
+    cross = obs_name != args.backend
+    target = 150 if cross else 80
+    print(f"\n{len(done)} of {len(rows)} pixels inverted. T rms over pixels [K], "
+          + " vs ".join(NAME[s] for s in (*sfxs, "_lte")) + ":")
     for lo, hi in BANDS:
-        print(f"  log tau {lo:5.1f} .. {hi:5.1f}: {rms(f'dT_rms_{lo}_{hi}_nlte'):6.0f} vs {rms(f'dT_rms_{lo}_{hi}_lte'):6.0f}")
-    tot_n = rms("dT_rms_nlte")
-    target = 150 if obs_name != args.backend else 80
-    print(f"  all (-1 .. -5.3): {tot_n:.0f} vs {rms('dT_rms_lte'):.0f}  (issue 19 target <= {target} K"
-          f"{' cross-code' if obs_name != args.backend else ', same backend'})")
+        print(f"  log tau {lo:5.1f} .. {hi:5.1f}: "
+              + " vs ".join(f"{rms(f'dT_rms_{lo}_{hi}{s}'):6.0f}" for s in (*sfxs, "_lte")))
+    print("  all (-1 .. -5.3): " + " vs ".join(f"{rms(f'dT_rms{s}'):.0f}" for s in (*sfxs, "_lte"))
+          + f"  (issue 19 target <= {target} K{' cross-code' if cross else ', same backend'})")
     print(f"  best {max(np.atleast_1d(NODES[args.case]['T']))}-node T correction of the start (parametrisation floor): "
           f"{rms('dT_rms_floor'):.0f} K")
     kinds = sorted({r["kind"] for r in done})
     if len(kinds) > 1:
         for kd in kinds:
             sel = [r for r in done if r["kind"] == kd]
-            print(f"  {kd} ({len(sel)}): T rms NLTE {np.sqrt(np.mean([r['dT_rms_nlte'] ** 2 for r in sel])):.0f} K "
-                  f"(floor {np.sqrt(np.mean([r['dT_rms_floor'] ** 2 for r in sel])):.0f} K, LTE "
-                  f"{np.sqrt(np.mean([r['dT_rms_lte'] ** 2 for r in sel])):.0f} K); B rms at -1 "
-                  f"{np.sqrt(np.mean([r['dB_-1.0_nlte_G'] ** 2 for r in sel])):.0f} G; v rms at -1 "
-                  f"{np.sqrt(np.mean([r['dv_-1.0_nlte_kms'] ** 2 for r in sel])):.2f} km/s")
+
+            def krms(k):
+                return np.sqrt(np.mean([r[k] ** 2 for r in sel]))
+
+            print(f"  {kd} ({len(sel)}): T rms " + ", ".join(f"{NAME[s]} {krms(f'dT_rms{s}'):.0f} K" for s in sfxs)
+                  + f" (floor {krms('dT_rms_floor'):.0f} K, LTE {krms('dT_rms_lte'):.0f} K); B rms at -1 "
+                  + ", ".join(f"{krms(f'dB_-1.0{s}_G'):.0f}" for s in sfxs) + " G; v rms at -1 "
+                  + ", ".join(f"{krms(f'dv_-1.0{s}_kms'):.2f}" for s in sfxs) + " km/s")
     for z in (-1.0, -4.0):
-        print(f"  log tau {z}: vlos rms {rms(f'dv_{z}_nlte_kms'):.2f} km/s (LTE {rms(f'dv_{z}_lte_kms'):.2f}), "
-              f"B rms {rms(f'dB_{z}_nlte_G'):.0f} G (LTE {rms(f'dB_{z}_lte_G'):.0f})")
+        print(f"  log tau {z}: vlos rms " + ", ".join(f"{rms(f'dv_{z}{s}_kms'):.2f}" for s in (*sfxs, "_lte"))
+              + " km/s, B rms " + ", ".join(f"{rms(f'dB_{z}{s}_G'):.0f}" for s in (*sfxs, "_lte")) + " G")
     if args.case == "joint":
         print("  issue 19 targets (joint, cross-code): B rms <= 100 G at log tau -1, <= 150 G at -4")
-    print(f"  chi2 below the LTE inversion's on {int(np.sum(col_('chi2_nlte') < col_('chi2_lte')))}/{len(done)} pixels; "
-          f"median chi2 {np.median(col_('chi2_nlte')):.2f} vs {np.median(col_('chi2_lte')):.2f}")
-    print(f"  backend calls per pixel {col_('backend_calls').mean():.1f}; {col_('seconds_nlte').mean():.1f} s per pixel "
-          f"(LTE inversion {col_('seconds_lte').mean():.2f} s)")
+    for s in sfxs:
+        print(f"  {NAME[s]}: chi2 below the LTE inversion's on {int(np.sum(col_(f'chi2{s}') < col_('chi2_lte')))}/"
+              f"{len(done)} pixels, median chi2 {np.median(col_(f'chi2{s}')):.2f} (LTE {np.median(col_('chi2_lte')):.2f});"
+              f" backend calls per pixel {col_(f'backend_calls{s}').mean():.2f}; {col_(f'seconds{s}').mean():.1f} s wall, "
+              f"{col_(f'cpu_seconds{s}').mean():.2f} s CPU per pixel (under load)"
+              + (f"; {int(sum(r['fallback_emu'] for r in done))} fallbacks" if s == "_emu" else ""))
+    print(f"  LTE inversion {col_('seconds_lte').mean():.2f} s wall per pixel")
     if args.json:
-        summary = {"dT_rms_nlte": tot_n, "dT_rms_lte": rms("dT_rms_lte"), "dT_rms_floor": rms("dT_rms_floor"),
-                   **{f"dT_rms_{lo}_{hi}_nlte": rms(f"dT_rms_{lo}_{hi}_nlte") for lo, hi in BANDS},
-                   **{f"dB_rms_{z}_nlte_G": rms(f"dB_{z}_nlte_G") for z in (-1.0, -4.0)},
-                   **{f"dB_rms_{z}_lte_G": rms(f"dB_{z}_lte_G") for z in (-1.0, -4.0)},
-                   **{f"dv_rms_{z}_nlte_kms": rms(f"dv_{z}_nlte_kms") for z in (-1.0, -4.0)},
-                   "backend_calls_per_pixel": float(col_("backend_calls").mean()),
-                   "seconds_per_pixel": float(col_("seconds_nlte").mean()), "pixels": len(done)}
+        summary = {"dT_rms_lte": rms("dT_rms_lte"), "dT_rms_floor": rms("dT_rms_floor"), "pixels": len(done)}
+        for s in sfxs:
+            summary.update({f"dT_rms{s}": rms(f"dT_rms{s}"),
+                            **{f"dT_rms_{lo}_{hi}{s}": rms(f"dT_rms_{lo}_{hi}{s}") for lo, hi in BANDS},
+                            **{f"dB_rms_{z}{s}_G": rms(f"dB_{z}{s}_G") for z in (-1.0, -4.0)},
+                            **{f"dv_rms_{z}{s}_kms": rms(f"dv_{z}{s}_kms") for z in (-1.0, -4.0)},
+                            f"backend_calls_per_pixel{s}": float(col_(f"backend_calls{s}").mean()),
+                            f"seconds_per_pixel{s}": float(col_(f"seconds{s}").mean()),
+                            f"cpu_seconds_per_pixel{s}": float(col_(f"cpu_seconds{s}").mean())})
+        summary.update({f"dB_rms_{z}_lte_G": rms(f"dB_{z}_lte_G") for z in (-1.0, -4.0)})
+        if "_emu" in sfxs:
+            summary["fallbacks_emu"] = int(sum(r["fallback_emu"] for r in done))
+        if len(kinds) > 1:
+            summary["kinds"] = {kd: {f"dT_rms{s}": float(np.sqrt(np.mean([r[f"dT_rms{s}"] ** 2 for r in done
+                                                                         if r["kind"] == kd])))
+                                     for s in (*sfxs, "_lte", "_floor")} for kd in kinds}
         args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "obs_backend": obs_name,
-                                         "backend": args.backend, "seed": args.seed, "summary": summary,
-                                         "dT_rms_nlte": tot_n, "rows": rows}, indent=1) + "\n")
+                                         "backend": args.backend, "departures": args.departures, "seed": args.seed,
+                                         "load_average": os.getloadavg(), "summary": summary,
+                                         **({"dT_rms_nlte": summary["dT_rms_nlte"]} if "_nlte" in sfxs else {}),
+                                         "rows": rows}, indent=1, default=float) + "\n")
     return 0
 
 

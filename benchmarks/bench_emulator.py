@@ -16,7 +16,8 @@ Parts (``--part``, all by default):
   T rms over log τ −1 … −5.3, wall and CPU seconds and backend calls per pixel, checks and fallbacks.
 * ``map``: a 16×16 map of bench_desire-recipe pixels (observations from the backend through
   ``pyinv.synthesize_map``), inverted with ``pyinv.invert(..., nlte=NlteSolver(backend,
-  departures="emulated"), workers=2)`` from FAL C; T rms and wall time.
+  departures="emulated"), workers=2)`` from FAL C; T rms and wall time, and the map's per-pixel NLTE
+  record summed (``provenance["nlte"]``: backend calls per pixel, checks, fallbacks).
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_emulator.py --columns <folder> [--part heldout]
         [--emulator file.npz] [--out results.json]
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -238,11 +240,16 @@ def part_map(emu, size: int, workers: int) -> dict:
            "seconds_per_pixel_wall": wall / size ** 2, "pixel_seconds_mean": float(np.nanmean(res.seconds)),
            "status_counts": {str(k): int(v) for k, v in zip(*np.unique(res.status, return_counts=True))},
            "dT_rms": float(np.sqrt(np.nanmean(per ** 2))), "dT_rms_median_pixel": float(np.nanmedian(per)),
-           "solver": res.provenance.get("solver")}
+           "solver": res.provenance.get("solver"), "nlte": res.provenance.get("nlte"),
+           "load_average": list(os.getloadavg())}
     print(f"map {size}x{size}, {workers} workers: inversion {wall:.0f} s ({wall / size ** 2:.2f} s/pixel wall, "
           f"{out['pixel_seconds_mean']:.2f} s per pixel in its worker); T rms {out['dT_rms']:.0f} K "
           f"(median pixel {out['dT_rms_median_pixel']:.0f} K); statuses {out['status_counts']}; "
           f"observations synthesised in {t_syn:.0f} s", flush=True)
+    nl = out["nlte"] or {}
+    print(f"  per-pixel NLTE record: {nl.get('backend_calls_per_pixel', float('nan')):.2f} backend calls per pixel "
+          f"({nl.get('backend_calls')} in {nl.get('pixels')} pixels), {nl.get('checked')} checks, {nl.get('passed')} "
+          f"passed, {nl.get('fallbacks')} fallbacks, largest check {nl.get('check_max', float('nan')):.4f}", flush=True)
     return out
 
 

@@ -199,3 +199,8 @@ def test_nlte_map_inversion_lightweaver():
     assert res.status.tolist() == [[0, 0]]
     one = invert_pixel_nlte(obs[0, 1], m, lines, grid, cfg, backend=be)
     np.testing.assert_allclose(res.fits[0, 1], one.result.fit, rtol=0, atol=1e-10)
+    # the map records each pixel's backend calls (issue 19); no emulated check with the backend's b
+    assert res.backend_calls[0, 1] == one.backend_calls >= 1 and np.all(res.backend_calls >= 1)
+    assert np.all(np.isnan(res.nlte_check)) and np.all(res.nlte_fallback == -1)
+    assert res.provenance["nlte"]["backend_calls"] == int(res.backend_calls.sum())
+    assert res.provenance["nlte"]["pixels"] == 2 and res.provenance["nlte"]["checked"] == 0

@@ -216,3 +216,57 @@ def test_emulated_inversion_provenance_and_fallback(lw_setup, emu):
         invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", check_threshold=-1)
     with pytest.raises(ValueError, match="emulator"):
         invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", emulator=3.0)
+
+
+def test_emulated_map_records_checks_and_calls(lw_setup, emu, tmp_path):
+    """pyinv.invert(..., nlte=NlteSolver(backend, departures="emulated")): every pixel's check, fallback and
+    backend calls are in the result (as invert_pixel_nlte gives them) and summed in its provenance."""
+    lines, grid, be, base = lw_setup
+    from pyinv.nlte import invert_pixel_nlte
+    from pyinv.nlte.desire import NlteSolver
+
+    truth, obs = _pixel(lw_setup)
+    guess = base.with_columns(B=100.0, gamma=45.0, phi=30.0)
+    cfg = pyinv.InversionConfig(cycles=1, nodes={"T": (4,), "vlos": (1,), "B": (1,), "gamma": (1,), "phi": (1,),
+                                                 "vmic": (1,)}, weights=(1, 1, 1, 1), snr=1000.0)
+    cube = np.stack([obs, obs[:, ::-1]])[None]                        # (1, 2, 4, nλ): the second one mirrored
+    res = pyinv.invert(cube, lines, grid, cfg, guess=guess, executor="serial", progress=False,
+                       nlte=NlteSolver(be, departures="emulated", emulator=emu))
+    one = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", emulator=emu)
+    assert res.backend_calls[0, 0] == one.backend_calls
+    assert res.nlte_check[0, 0] == pytest.approx(one.provenance["check"]["profile_rms"], rel=1e-5)
+    assert res.nlte_fallback[0, 0] == int(one.provenance["fallback"])
+    assert np.all(np.isfinite(res.nlte_check)) and set(res.nlte_fallback.ravel()) <= {0, 1}
+    assert np.all((res.nlte_fallback == 1) == (res.nlte_check > 0.01))
+    s = res.provenance["nlte"]
+    assert s["pixels"] == 2 and s["checked"] == 2 and s["passed"] + s["fallbacks"] == 2
+    assert s["backend_calls"] == int(res.backend_calls.sum()) and s["backend_calls_per_pixel"] == s["backend_calls"] / 2
+    assert "backend calls per pixel" in res.describe()
+    back = pyinv.InversionResult.from_fits(res.to_fits(tmp_path / "r.fits"))    # kept in the result file
+    np.testing.assert_array_equal(back.backend_calls, res.backend_calls)
+    np.testing.assert_array_equal(back.nlte_fallback, res.nlte_fallback)
+    # an LTE map has none of them
+    lte = pyinv.invert(cube, lines, grid, cfg, guess=guess, executor="serial", progress=False)
+    assert lte.backend_calls is None and lte.nlte_check is None and "nlte" not in lte.provenance
+    assert "backend calls" not in lte.describe()
+
+
+def test_nlte_fields_of_a_result():
+    from types import SimpleNamespace
+
+    from pyinv.maps.pixel import nlte_fields
+    from pyinv.maps.result import nlte_summary
+
+    fb = SimpleNamespace(backend_calls=5, nlte_provenance={"departures": "emulated", "fallback": True,
+                                                           "check": {"profile_rms": 0.03}})
+    ok = SimpleNamespace(backend_calls=1, nlte_provenance={"departures": "emulated", "fallback": False,
+                                                           "check": {"profile_rms": 0.002}})
+    be = SimpleNamespace(backend_calls=3, nlte_provenance={"departures": "backend"})
+    assert nlte_fields(fb) == {"backend_calls": 5, "nlte_check": 0.03, "nlte_fallback": 1}
+    assert nlte_fields(ok)["nlte_fallback"] == 0
+    f = nlte_fields(be)
+    assert f["backend_calls"] == 3 and np.isnan(f["nlte_check"]) and f["nlte_fallback"] == -1
+    rows = [nlte_fields(r) for r in (fb, ok, be)] + [{"backend_calls": -1, "nlte_check": np.nan, "nlte_fallback": -1}]
+    s = nlte_summary({k: np.array([r[k] for r in rows]) for k in rows[0]})
+    assert s == {"pixels": 3, "backend_calls": 9, "backend_calls_per_pixel": 3.0, "checked": 2, "passed": 1,
+                 "fallbacks": 1, "check_max": pytest.approx(0.03)}

@@ -1,6 +1,7 @@
 """Lightweaver backend (extra pyinv[nlte]) on FAL C and Ca II 8542, and synthesize_map with it."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -44,6 +45,23 @@ def test_falc_caii_8542(setup):
     assert d.lines == (8,) and d.log_tau[0] > d.log_tau[-1]
     assert np.allclose(d.b_lower[0][d.log_tau > 0.5], 1.0, atol=0.05)
     assert d.b_lower[0].max() > 2.0
+
+
+def test_lte_profiles_formal_equal_a_separate_lte_run(setup):
+    col, lines, grid, lm, be, wl = setup
+    c = col.with_field(800.0, 60.0, 20.0)
+    c = dataclasses.replace(c, v=np.linspace(-2.0, 3.0, c.ndep))            # a flow gradient [km/s]
+    fast = nlte.Lightweaver(lm, hydrogen="lte", prd=False)
+    slow = nlte.Lightweaver(lm, hydrogen="lte", prd=False, lte_profiles="solve")
+    rf, rs = fast.run_column(c, wl), slow.run_column(c, wl)
+    assert rf.ok and rs.ok
+    np.testing.assert_allclose(rf.stokes, rs.stokes, rtol=0, atol=1e-12 * rs.stokes[0].max())  # NLTE unchanged
+    np.testing.assert_allclose(rf.stokes_lte[0], rs.stokes_lte[0], rtol=1e-4)
+    np.testing.assert_allclose(rf.stokes_lte[3], rs.stokes_lte[3], rtol=0, atol=1e-4 * rs.stokes_lte[0].max())
+    assert np.abs(rs.stokes_lte[0] / rs.stokes[0] - 1).max() > 0.1      # LTE really differs from NLTE there
+    assert rf.departures.b_lower[0].max() > 2.0                         # the NLTE b are kept
+    with pytest.raises(ValueError, match="lte_profiles"):
+        nlte.Lightweaver(lm, lte_profiles="fast")
 
 
 def test_velocity_sign_and_sir_model(setup):

@@ -29,10 +29,10 @@ from ..lines import LineList, WavelengthGrid
 from ..status import STATUS_BAD_INPUT, STATUS_MASKED, STATUS_PENDING
 from .cube import check_cube, load_cube, per_pixel_map, pixel_summary
 from .extras import DEFAULT_STRAY_WINDOW, check_stray_window, map_extras
-from .pixel import InversionPixels
+from .pixel import NLTE_FIELDS, InversionPixels
 from .pool import run_pixels
 from .processes import owner_tag, refuse_in_bootstrap, remove_stale_folders
-from .result import InversionResult
+from .result import InversionResult, nlte_summary
 from .store import Dims, ResultStore, fingerprint, fingerprints
 
 __all__ = ["invert", "invert_map", "solver_for", "FALLBACK_SERIAL_PIXELS"]
@@ -422,6 +422,8 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
         }
         if gs.labels is not None:
             prov["labels"] = np.asarray(gs.labels).tolist()
+        if problem.nlte:    # the per-pixel backend calls, checks and fallbacks, summed (issue 19)
+            prov["nlte"] = nlte_summary({k: grab(k) for k in NLTE_FIELDS})
         res = InversionResult(
             **store.record.result_arrays(grab, (ny, nx)), line_index=np.asarray(grid.line_index).copy(),
             offset_mA=np.asarray(grid.offset_mA, dtype=np.float64).copy(),

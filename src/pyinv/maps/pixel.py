@@ -27,7 +27,7 @@ from ..status import STATUS_BAD_INPUT, STATUS_FAILED, STATUS_PENDING, STATUS_TIM
 from .store import Dims, Field, Record
 
 __all__ = ["PixelProblem", "PixelSolver", "InversionPixels", "InversionSolver", "INVERSION_RECORD", "COMPONENT2",
-           "inversion_record", "PixelTimeout", "pixel_time_limit", "enable_hard_limits", "chunk_starts"]
+           "NLTE_FIELDS", "inversion_record", "PixelTimeout", "pixel_time_limit", "enable_hard_limits", "chunk_starts"]
 
 # ------------------------------------------------------------------------------------------ the records
 #: The record of an inverted pixel (the store's files, the attributes of :class:`pyinv.InversionResult`).
@@ -54,16 +54,26 @@ INVERSION_RECORD = Record(
     Field("errors_header2", "f8", (3,), result="errors_header2", optional=True),
     Field("rescue", "i1", fill=0, result="rescue", optional=True),        # 0 none, 1 tried, 2 taken (issue 17)
     Field("start_aux", "f4", ("naux",), blank=False),                     # StartStream.naux values (naux > 0)
+    # NLTE maps (pyinv.nlte.desire.NlteSolver; issue 19): backend calls of the pixel (all its starts; -1 none),
+    # the emulated departures' check (rms Stokes I difference, continuum units; NaN: not checked) and whether
+    # the backend iterations took over (1), the check passed (0) or the b were not emulated (-1)
+    Field("backend_calls", "i4", fill=-1, result="backend_calls", optional=True),
+    Field("nlte_check", "f4", fill=np.nan, result="nlte_check", optional=True),
+    Field("nlte_fallback", "i1", fill=-1, result="nlte_fallback", optional=True),
 )
 
 #: Fields of :data:`INVERSION_RECORD` present only with a second magnetic component.
 COMPONENT2 = ("atmos2", "header2", "errors2", "errors_header2")
+#: Fields of :data:`INVERSION_RECORD` present only in NLTE maps (a solver with ``nlte_record = True``).
+NLTE_FIELDS = ("backend_calls", "nlte_check", "nlte_fallback")
 
 
-def inversion_record(ncomp: int = 1, naux: int = 0) -> Record:
+def inversion_record(ncomp: int = 1, naux: int = 0, nlte: bool = False) -> Record:
     """:data:`INVERSION_RECORD` for pixels of ``ncomp`` magnetic components whose starts give ``naux``
-    auxiliary values (without the component-2 fields for one component, without ``start_aux`` for none)."""
-    drop = (() if int(ncomp) == 2 else COMPONENT2) + (() if int(naux) > 0 else ("start_aux",))
+    auxiliary values (without the component-2 fields for one component, without ``start_aux`` for none,
+    without :data:`NLTE_FIELDS` unless ``nlte``)."""
+    drop = ((() if int(ncomp) == 2 else COMPONENT2) + (() if int(naux) > 0 else ("start_aux",))
+            + (() if nlte else NLTE_FIELDS))
     return INVERSION_RECORD.without(*drop)
 
 
@@ -199,8 +209,13 @@ class InversionPixels(PixelProblem):
             return f"{getattr(s, '__module__', '?')}:{getattr(s, '__qualname__', repr(s))}"
         return str(s)
 
+    @property
+    def nlte(self) -> bool:
+        """Whether the records carry :data:`NLTE_FIELDS` (a solver with ``nlte_record = True``)."""
+        return bool(getattr(self.solver, "nlte_record", False))
+
     def record(self) -> Record:
-        return inversion_record(self.ncomp, self.naux)
+        return inversion_record(self.ncomp, self.naux, self.nlte)
 
     def pixel_solver(self, dims: Dims) -> "InversionSolver":
         return InversionSolver(self, dims)
@@ -226,7 +241,7 @@ class InversionSolver(PixelSolver):
             cfg = dataclasses.replace(cfg, snr=float(snr))
         snr_last = float(cfg.value("snr", cfg.cycles))
         w_last = cfg.weights_for(cfg.cycles)
-        best = None
+        best, calls = None, 0
         for k, (row, hdr) in enumerate(starts):
             try:
                 guess = Atmosphere.from_array(row, macro=hdr[0], filling=hdr[1], stray=hdr[2])
@@ -240,10 +255,13 @@ class InversionSolver(PixelSolver):
             except Exception:
                 rec = self.blank(STATUS_FAILED)
             rec["start"] = k
+            calls += max(int(rec.get("backend_calls", 0)), 0)
             if best is None or (np.isfinite(rec["chi2"]) and not (rec["chi2"] >= best["chi2"])):
                 best = rec
         assert best is not None
         best["seconds"] = time.perf_counter() - t0
+        if "backend_calls" in best and (calls or best["backend_calls"] >= 0):
+            best["backend_calls"] = calls          # the pixel's cost: every start's calls
         return best
 
     def _record_from(self, res: Any) -> dict[str, Any]:
@@ -265,6 +283,8 @@ class InversionSolver(PixelSolver):
         it = np.asarray(getattr(res, "iterations", 0))
         rec["iterations"] = int(it.sum()) if it.ndim else int(it)
         rec["rescue"] = int(getattr(res, "rescue", 0) or 0)
+        if "backend_calls" in rec:                  # an NLTE map (NLTE_FIELDS)
+            rec.update(nlte_fields(res))
         _errors_into(getattr(res, "errors", None), ndep, rec, "errors", "errors_header")
         rec["filling2"] = _optional_float(getattr(res, "filling2", None))
         atm2 = getattr(res, "atmosphere2", None)
@@ -279,6 +299,17 @@ class InversionSolver(PixelSolver):
             rec["header2"] = _header_of(atm2)
             _errors_into(getattr(res, "errors2", None), ndep, rec, "errors2", "errors_header2")
         return rec
+
+
+def nlte_fields(res: Any) -> dict[str, Any]:
+    """The :data:`NLTE_FIELDS` of an NLTE solver's result (``backend_calls`` and ``nlte_provenance`` of
+    :class:`pyinv.nlte.desire.NlteSolver`'s results; the fill values where it has none)."""
+    prov = getattr(res, "nlte_provenance", None) or {}
+    emulated = prov.get("departures") == "emulated"
+    chk = (prov.get("check") or {}).get("profile_rms", np.nan) if emulated else np.nan
+    return {"backend_calls": int(getattr(res, "backend_calls", -1)),
+            "nlte_check": float(np.nan if chk is None else chk),
+            "nlte_fallback": int(bool(prov.get("fallback"))) if emulated else -1}
 
 
 def _header_of(atm: Any) -> np.ndarray:

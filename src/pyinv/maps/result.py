@@ -11,10 +11,10 @@ import numpy as np
 
 from ..atmosphere import COLUMNS, Atmosphere, AtmosphereErrors, canonical_name
 from ..status import MAP_CODES, describe, status_name
-from .pixel import COMPONENT2, INVERSION_RECORD
+from .pixel import COMPONENT2, INVERSION_RECORD, NLTE_FIELDS
 from .store import Dims
 
-__all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES"]
+__all__ = ["InversionResult", "MAP_NAMES", "STATUS_CODES", "nlte_summary"]
 
 #: Every status code of a map inversion, with its meaning (from :data:`pyinv.status.TABLE`; the README's
 #: "Status codes" table must match it, tests/test_status.py). Other codes 1..100 are the engine's own
@@ -85,6 +85,12 @@ class InversionResult:
         Component 2's macroturbulence [km/s].
     errors2, errors_header2 : ndarray (ny, nx, ndep, 11), (ny, nx, 3) or None
         Uncertainties of component 2 (as ``errors`` / ``errors_header``).
+    backend_calls, nlte_check, nlte_fallback : ndarray (ny, nx) or None
+        NLTE maps only (``pyinv.invert(..., nlte=...)``, issue 19): the NLTE backend's calls per pixel (every
+        start's; -1 without a result); with emulated departures the check (rms difference of Stokes I with
+        the emulator's and the backend's b, continuum units; NaN otherwise) and whether the backend
+        iterations took over (1), the check passed (0) or the b were the backend's (-1). Totals in
+        ``provenance["nlte"]``.
     """
 
     # The per-pixel arrays are the result attributes of pyinv.maps.pixel.INVERSION_RECORD (added by
@@ -102,7 +108,8 @@ class InversionResult:
         dims = Dims(ndep=int(np.shape(self.atmospheres)[2]), nwav=int(np.shape(self.fits)[-1]),
                     ncyc=int(np.shape(self.chi2_cycles)[-1]))
         for name, attr, default in INVERSION_RECORD.optional_defaults(dims, np.shape(self.chi2)):
-            if getattr(self, attr) is None and (name not in COMPONENT2 or self.atmospheres2 is not None):
+            if getattr(self, attr) is None and name not in NLTE_FIELDS and (
+                    name not in COMPONENT2 or self.atmospheres2 is not None):
                 setattr(self, attr, default)
 
     @property
@@ -157,6 +164,12 @@ class InversionResult:
         if tried:
             lines.append(f"rescue (second descent of fits far from the noise): tried on {tried} pixels, kept on "
                          f"{int(np.count_nonzero(np.asarray(self.rescue) == 2))}")
+        nl = nlte_summary(self)
+        if nl:
+            lines.append(f"NLTE: {nl['backend_calls_per_pixel']:.2f} backend calls per pixel ({nl['backend_calls']} "
+                         f"in {nl['pixels']} pixels)" + (f"; emulated departures checked on {nl['checked']} pixels, "
+                                                         f"{nl['fallbacks']} fell back to the backend iterations"
+                                                         if nl["checked"] or nl["fallbacks"] else ""))
         mixed = [("filling2", "filling factor f2 of component 2")]
         if "stray" in self.provenance:  # a map with stray light (pyinv.invert's provenance)
             mixed.append(("stray", "stray light alpha [%]"))
@@ -378,6 +391,27 @@ class InversionResult:
     def __repr__(self) -> str:
         return (f"InversionResult({self.shape[0]}x{self.shape[1]} pixels, ndep={self.ndep}, "
                 f"nwav={self.fits.shape[-1]}, status={self.summary()})")
+
+
+def nlte_summary(res: Any) -> dict[str, Any] | None:
+    """Totals of an NLTE map's per-pixel NLTE fields (``backend_calls``, ``nlte_check``, ``nlte_fallback`` of
+    an :class:`InversionResult`, or a mapping of those arrays); None for an LTE map. ``pixels``: those with a
+    count (≥ 0); ``backend_calls`` their sum and ``backend_calls_per_pixel`` its mean; ``checked``: pixels
+    with an emulated check, ``passed`` / ``fallbacks`` of them, ``check_max`` the largest check value."""
+    get = res.get if isinstance(res, dict) else lambda k: getattr(res, k, None)
+    calls = get("backend_calls")
+    if calls is None:
+        return None
+    calls = np.asarray(calls)
+    fb = np.asarray(get("nlte_fallback"))
+    chk = np.asarray(get("nlte_check"), dtype=np.float64)
+    have = calls >= 0
+    n = int(have.sum())
+    checked = np.isfinite(chk)
+    return {"pixels": n, "backend_calls": int(calls[have].sum()),
+            "backend_calls_per_pixel": float(calls[have].mean()) if n else float("nan"),
+            "checked": int(checked.sum()), "passed": int(np.sum(fb == 0)), "fallbacks": int(np.sum(fb == 1)),
+            "check_max": float(chk[checked].max()) if checked.any() else float("nan")}
 
 
 def _saved() -> list[str]:

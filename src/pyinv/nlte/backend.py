@@ -21,7 +21,7 @@ from ..status import (NLTE_CODES, NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERG
 
 __all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT", "NLTE_STATUS_NAMES",
            "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm", "cycle_settled",
-           "NlteConfigurationError"]
+           "run_cycles", "CycleRun", "NlteConfigurationError"]
 
 # The NLTE status codes live in pyinv.status (issue 18): NLTE_CONVERGED (0), NLTE_NOT_CONVERGED (the
 # iteration stopped at its limit, profiles returned), NLTE_CRASHED (the external program failed) and
@@ -76,6 +76,50 @@ def cycle_settled(model: Any, res: Any, threshold: float) -> bool:
     most ``threshold`` (relative) everywhere: the DeSIRe-style drivers then stop repeating it."""
     t_old, t_new = np.asarray(model.T, dtype=float), np.asarray(res.atmosphere.T, dtype=float)
     return (not res.ok) or bool(np.max(np.abs(t_new - t_old) / t_old) <= threshold)
+
+
+@dataclass
+class CycleRun:
+    """What :func:`run_cycles` reached: the model, the last inversion (None before the first), the last
+    correction Δ (4, nλ) and departures, the provider's calls, and whether the provider failed (then the
+    run stopped at that call)."""
+
+    model: Any
+    result: Any
+    delta: np.ndarray
+    departures: Any
+    calls: int
+    failed: bool = False
+
+
+def run_cycles(obs: np.ndarray, guess: Any, lines: Any, grid: Any, config: Any, departures_at: Any, *,
+               threshold: float, max_refresh: int, **invert_kwargs) -> CycleRun:
+    """The DeSIRe-style cycle loop of the NLTE drivers (:func:`pyinv.nlte.invert_pixel_nlte` with the
+    backend's b, :mod:`pyinv.nlte.emulated` with the emulator's): for each cycle of ``config``,
+    ``departures_at(model)`` gives the frozen (departures, Δ) at the current model (None: it failed, the run
+    stops), ``obs − Δ`` is inverted with those b, and the cycle is repeated from the new model (at most
+    ``max_refresh`` times) while it changes T by more than ``threshold`` (:func:`cycle_settled`); a failed
+    cycle ends the run. ``invert_kwargs`` go to :func:`pyinv.invert_pixel`."""
+    from ..physics.inversion import invert_pixel
+
+    run = CycleRun(guess, None, np.zeros_like(obs), None, 0)
+    for c in range(1, config.cycles + 1):
+        cfg = config.single_cycle(c)
+        for _ in range(max_refresh + 1):
+            got = departures_at(run.model)
+            run.calls += 1
+            if got is None:
+                run.failed = True
+                return run
+            run.departures, run.delta = got
+            run.result = invert_pixel(obs - run.delta, run.model, lines, grid, cfg, departures=run.departures,
+                                      **invert_kwargs)
+            settled, run.model = cycle_settled(run.model, run.result, threshold), run.result.atmosphere
+            if settled:
+                break
+        if not run.result.ok:
+            break
+    return run
 
 
 def grid_vacuum_nm(lines: Any, grid: Any) -> np.ndarray:

@@ -27,11 +27,11 @@ that blends a mapped line with unmapped ones needs the backend to synthesise tho
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .backend import NLTE_CRASHED, NlteBackend, cycle_settled, grid_vacuum_nm
+from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm, run_cycles
 
 __all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "nlte_regions", "on_engine_scale",
            "backend_correction"]
@@ -202,8 +202,6 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
-    from ..physics.inversion import invert_pixel
-
     if not isinstance(backend, NlteBackend):
         raise ValueError(f"backend must be a pyinv.nlte backend (RH or Lightweaver), got {type(backend).__name__}")
     if not backend.lte:
@@ -219,25 +217,23 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                                 check_threshold=check_threshold, **invert_kwargs)
     if departures != "backend":
         raise ValueError(f"departures must be 'backend' or 'emulated', got {departures!r}")
-    model, calls, res, delta, dep, status = guess, 0, None, np.zeros_like(obs), None, 0
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
-    for c in range(1, config.cycles + 1):
-        cfg = config.single_cycle(c)
-        for k in range(max_refresh + 1):
-            r, dep, delta = backend_correction(backend, model, lines, grid, psf=psf, abundances=abundances,
-                                               departure_form=departure_form)
-            calls += 1
-            if r is None or not r.ok:
-                status = NLTE_CRASHED if r is None else int(r.status)
-                return NltePixelResult(res, calls, np.zeros_like(obs) if delta is None else delta, dep, status)
-            res = invert_pixel(obs - delta, model, lines, grid, cfg, departures=dep, **kw)
-            settled, model = cycle_settled(model, res, threshold), res.atmosphere
-            if settled:
-                break
-        if not res.ok:
-            break
-    res = dataclasses.replace(res, fit=res.fit + delta)
-    return NltePixelResult(res, calls, delta, dep, status)
+    last: dict = {}
+
+    def from_backend(model):
+        r, dep, delta = backend_correction(backend, model, lines, grid, psf=psf, abundances=abundances,
+                                           departure_form=departure_form)
+        last["r"] = r
+        return None if r is None or not r.ok else (dep, delta)
+
+    run = run_cycles(obs, guess, lines, grid, config, from_backend, threshold=threshold, max_refresh=max_refresh,
+                     **kw)
+    if run.failed:
+        r = last["r"]
+        return NltePixelResult(run.result, run.calls, np.zeros_like(obs), None,
+                               NLTE_CRASHED if r is None else int(r.status))
+    res = dataclasses.replace(run.result, fit=run.result.fit + run.delta)
+    return NltePixelResult(res, run.calls, run.delta, run.departures, 0)
 
 
 def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
@@ -288,7 +284,12 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
 class NlteSolver:
     """:func:`invert_pixel_nlte` with ``invert_pixel``'s signature, for :func:`pyinv.invert` (``nlte=``): a
     picklable pixel solver for the pool, Dask and MPI executors. Its result is the inversion's PixelResult
-    (the NLTE fit) with ``backend_calls`` added; a failed backend call gives the backend's status."""
+    (the NLTE fit) with ``backend_calls`` and ``nlte_provenance`` (:attr:`NltePixelResult.provenance`) added; a
+    failed backend call gives the backend's status. Maps record both per pixel (``InversionResult.backend_calls``,
+    ``nlte_check``, ``nlte_fallback``; totals in ``provenance["nlte"]``)."""
+
+    #: map records carry the NLTE fields (pyinv.maps.pixel.NLTE_FIELDS)
+    nlte_record: ClassVar[bool] = True
 
     backend: NlteBackend
     threshold: float = 0.01

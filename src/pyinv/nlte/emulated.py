@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import NlteBackend, cycle_settled
+from .backend import NlteBackend, run_cycles
 
 __all__ = ["resolve_emulator", "departure_check", "emulated_cycles", "backend_start"]
 
@@ -65,23 +65,13 @@ def departure_check(model, lines, grid, dep_emulated, dep_backend, *, psf=None, 
 
 def emulated_cycles(obs, guess, lines, grid, config, emu, nlte_lines, *, threshold: float = 0.01,
                     max_refresh: int = 2, **invert_kwargs):
-    """Step 1 of the module docstring: the cycles with the emulator's b. Returns (model reached, last
-    PixelResult, emulator evaluations)."""
-    from ..physics.inversion import invert_pixel
-
-    model, res, evals = guess, None, 0
-    for c in range(1, config.cycles + 1):
-        cfg = config.single_cycle(c)
-        for _ in range(max_refresh + 1):
-            dep = emu.departures(model, nlte_lines)
-            evals += 1
-            res = invert_pixel(obs, model, lines, grid, cfg, departures=dep, **invert_kwargs)
-            settled, model = cycle_settled(model, res, threshold), res.atmosphere
-            if settled:
-                break
-        if not res.ok:
-            break
-    return model, res, evals
+    """Step 1 of the module docstring: the cycles (:func:`~pyinv.nlte.backend.run_cycles`, the backend
+    driver's loop) with the emulator's b and no correction Δ. Returns (model reached, last PixelResult,
+    emulator evaluations)."""
+    zero = np.zeros_like(obs)
+    run = run_cycles(obs, guess, lines, grid, config, lambda model: (emu.departures(model, nlte_lines), zero),
+                     threshold=threshold, max_refresh=max_refresh, **invert_kwargs)
+    return run.model, run.result, run.calls
 
 
 def backend_start(emu, backend: NlteBackend, model) -> dict | None:
