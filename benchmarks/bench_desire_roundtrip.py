@@ -136,6 +136,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-inversions", action="store_true")
+    ap.add_argument("--lines", choices=("all", "ca", "fe"), default="all", help="line sets (default both)")
+    ap.add_argument("--backends", default=None,
+                    help="comma-separated backend names to run (default all: lightweaver, 'lightweaver+engine "
+                         "damping', and with PYINV_RH_DIR rh, 'rh+engine damping')")
     args = ap.parse_args(argv)
     if lightweaver_missing():
         return 0
@@ -148,12 +152,18 @@ def main(argv=None) -> int:
     rh = bool(os.environ.get("PYINV_RH_DIR"))
     result = {"code": code_version(), "rh": rh, "forward": {}, "inversions": {}}
     for name, (idx, lines, grid, ab, wl) in line_sets(pyinv, nlte).items():
+        if args.lines != "all" and not name.lower().startswith(args.lines):
+            continue
         lm = nlte.level_map(pyinv.default_lines(), idx)
         backends = {"lightweaver": nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True),
                     "lightweaver+engine damping": nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True,
                                                                    line_broadening=lines)}
-        if rh:
+        if rh:   # RH reads a copy of its atom file with the engine's damping of the mapped lines
             backends["rh"] = nlte.RH(lm, lte=True)
+            backends["rh+engine damping"] = nlte.RH(lm, lte=True, line_broadening=lines)
+        if args.backends:
+            keep = [b.strip() for b in args.backends.split(",")]
+            backends = {k: v for k, v in backends.items() if k in keep}
         for magnetic in (False, True):
             col = falc_column().with_field(*FIELD) if magnetic else falc_column()
             for bname, be in backends.items():
@@ -177,9 +187,7 @@ def main(argv=None) -> int:
         if args.skip_inversions:
             continue
         col = falc_column().with_field(*FIELD)
-        for bname in ("lightweaver", "rh") if rh else ("lightweaver",):
-            be = (nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True) if bname == "lightweaver"
-                  else nlte.RH(lm, lte=True))
+        for bname, be in backends.items():
             out = inversions(pyinv, nlte, be, col, lines, grid, ab, wl)
             key = f"{name} | {bname}"
             result["inversions"][key] = out
