@@ -19,6 +19,13 @@
 !> and the diffusion start becomes I = S e1 + sv + K'^-1 (e1 S' + sv'). Without sv (or sv = 0) every
 !> operation is SIR's.
 !>
+!> Polarisation modes thick at different depths (pyinv, issue 19; boundary_index_modes): where a strong
+!> field splits a line, the boundary rule above may start the least absorbed mode from a diffusion value
+!> extrapolated through a chromospheric rise; then the integration starts where every mode is thick and
+!> the steps above it are sub-divided where the most absorbed mode is thick (refine_plan; k7, S, sv linear
+!> in x within a step), in hermite_polarised, the blocked solver (which hands such wavelengths to it) and
+!> hermite_polarised_adjoint alike. Otherwise every operation is SIR's.
+!>
 !> Propagation-matrix elements are passed per depth as k7(7, n) in units of kappa_c(5000):
 !> (eta_I, eta_Q, eta_U, eta_V, rho_Q, rho_U, rho_V), with
 !>     K = | eta_I  eta_Q  eta_U  eta_V |
@@ -44,7 +51,7 @@ module pyinv_formal_solver
   !> step, where the polarisation modes are thick at different depths (hermite_polarised). The number of
   !> sub-steps is a power of 2 so that it rarely changes under a small change of the model (a change
   !> alters the discretisation; response functions hold it fixed, as they hold the boundary index).
-  real(dp), parameter :: sub_thick = 1.0_dp
+  real(dp), parameter :: sub_thick = 8.0_dp
   integer, parameter :: max_sub_log2 = 8
   !> At boundary_index's ib every mode must have at least this optical thickness over the layer, or the
   !> start may move down to where every mode is thick (boundary_index_modes).
@@ -204,6 +211,7 @@ contains
       call mode_absorption(k7(:, i - 1), l0, m0_)
       call mode_absorption(k7(:, i), l1, m1_)
       th = max(m0_, m1_) * (tau(i - 1) - tau(i)) / sub_thick
+      if (.not. (th <= 2.0_dp**max_sub_log2)) th = 2.0_dp**max_sub_log2   ! also NaN
       if (th > 1.0_dp) m(i) = 2**min(max_sub_log2, ceiling(log(th) / log(2.0_dp)))
     end do
     nr = ib + sum(m(ib + 1:n))
