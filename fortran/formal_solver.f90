@@ -136,16 +136,26 @@ contains
     integer, intent(in) :: n
     real(dp), intent(in) :: tau(n), k7(:, :)
     integer :: ib, i
-    real(dp) :: em
+    real(dp) :: a(n)
+    do i = 1, n
+      a(i) = max(abs(k7(1, i)), abs(k7(2, i)), abs(k7(3, i)), abs(k7(4, i)))
+    end do
+    ib = last_thick_layer(n, tau, a, n - 1)
+  end function boundary_index
+
+  !> Largest i in [1, i0] with a_i (tau_i - tau_i+1) > 5 (a: an absorption per unit tau5); 1 if none.
+  pure function last_thick_layer(n, tau, a, i0) result(ib)
+    integer, intent(in) :: n, i0
+    real(dp), intent(in) :: tau(n), a(n)
+    integer :: ib, i
     ib = 1
-    do i = n - 1, 1, -1
-      em = max(abs(k7(1, i)), abs(k7(2, i)), abs(k7(3, i)), abs(k7(4, i)))
-      if (em * (tau(i) - tau(i + 1)) > tau_thick) then
+    do i = min(i0, n - 1), 1, -1
+      if (a(i) * (tau(i) - tau(i + 1)) > tau_thick) then
         ib = i
         return
       end if
     end do
-  end function boundary_index
+  end function last_thick_layer
 
   !> Absorption of the least and of the most absorbed polarisation mode, eta_I -+ sqrt(eta_Q^2 + eta_U^2
   !> + eta_V^2): the extreme eigenvalues of K's symmetric part, which bound the real parts of K's
@@ -174,22 +184,18 @@ contains
     integer, intent(in) :: n, ib
     real(dp), intent(in) :: x(n), tau(n), k7(:, :), s(n)
     integer :: ibm, i
-    real(dp) :: least, most, cm, c0, cp, dsb
+    real(dp) :: least(n), most, cm, c0, cp, dsb
     ibm = ib
     if (ib <= 1 .or. ib >= n) return
-    call mode_absorption(k7(:, ib), least, most)
-    if (least * (tau(ib) - tau(ib + 1)) >= tau_mode) return
+    call mode_absorption(k7(:, ib), least(ib), most)
+    if (least(ib) * (tau(ib) - tau(ib + 1)) >= tau_mode) return
     call parabola_weights(n, x, ib, cm, c0, cp)
     dsb = cm * s(ib - 1) + c0 * s(ib) + cp * s(ib + 1)
     if (.not. (dsb < 0.0_dp)) return
-    ibm = 1
-    do i = ib - 1, 1, -1
-      call mode_absorption(k7(:, i), least, most)
-      if (least * (tau(i) - tau(i + 1)) > tau_thick) then
-        ibm = i
-        return
-      end if
+    do i = 1, ib - 1
+      call mode_absorption(k7(:, i), least(i), most)
     end do
+    ibm = last_thick_layer(n, tau, least, ib - 1)
   end function boundary_index_modes
 
   !> Sub-steps where the polarisation modes are thick at different depths (module header): the grid
