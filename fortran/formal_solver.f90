@@ -359,12 +359,7 @@ contains
     integer, allocatable :: j0(:), pos(:)
     integer :: ib, ibm, nr
 
-    ierr = err_ok
-    stokes = 0.0_dp
-    if (n < 2) then
-      ierr = err_bad_size
-      return
-    end if
+    ! (n < 2 is polarised_on_grid's error: both boundary indices are then 1)
     ib = boundary_index(n, ltau / ln10, k7)
     ibm = boundary_index_modes(n, x, ltau / ln10, k7, s, ib)
     if (present(ib_out)) ib_out = ibm
