@@ -6,7 +6,9 @@ log τ₅₀₀ grid (1.0 … −5.3, the backend's own τ scale) with the backe
 form and SIR 2017's (Ca II 8542 with pyinv's line list; Fe I 6301/6302 with the Fe23 atom's line data in the
 engine, see line_sets). Printed per line and Stokes parameter, each code normalised to its own intensity at the
 window's ends: ``direct`` = rms(engine NLTE − backend NLTE) and ``change`` = rms of the difference of the
-NLTE − LTE changes (each code's own LTE run), in units of that intensity. Diagnostics (Lightweaver): the
+NLTE − LTE changes (each code's own LTE run), in units of that intensity. Twice: FAL C itself (column-mass
+scale: each backend makes its own τ₅₀₀), and FAL C as the engine's model handed to the backend on the τ₅₀₀
+scale with the engine's hydrogen populations ("engine model", as the DeSIRe driver hands models). Diagnostics (Lightweaver): the
 engine on a 0.02-dex grid and on the backend's own depth points (the interpolation of b), and the backend
 given the engine's damping of the mapped lines (``line_broadening=``: the line-shape physics).
 
@@ -17,7 +19,8 @@ P_e), the start a model 150 K hotter around log τ = −2.5, 100 K cooler around
 scale) inverted DeSIRe's way (:func:`pyinv.nlte.invert_pixel_nlte`). Printed: the fit's rms per line and
 Stokes parameter (Ic units), B, γ and T at log τ = −1, backend calls, seconds.
 
-    PYTHONPATH=<build>/site:src python benchmarks/bench_desire_roundtrip.py [--json out.json]
+    PYTHONPATH=<build>/site:src python benchmarks/bench_desire_roundtrip.py [--json out.json] [--lines ca|fe]
+        [--backends 'rh,rh+engine damping'] (RH with PYINV_RH_DIR)
 """
 from __future__ import annotations
 
@@ -136,6 +139,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-inversions", action="store_true")
+    ap.add_argument("--lines", choices=("all", "ca", "fe"), default="all", help="line sets (default both)")
+    ap.add_argument("--backends", default=None,
+                    help="comma-separated backend names to run (default all: lightweaver, 'lightweaver+engine "
+                         "damping', and with PYINV_RH_DIR rh, 'rh+engine damping')")
     args = ap.parse_args(argv)
     if lightweaver_missing():
         return 0
@@ -148,17 +155,31 @@ def main(argv=None) -> int:
     rh = bool(os.environ.get("PYINV_RH_DIR"))
     result = {"code": code_version(), "rh": rh, "forward": {}, "inversions": {}}
     for name, (idx, lines, grid, ab, wl) in line_sets(pyinv, nlte).items():
+        if args.lines != "all" and not name.lower().startswith(args.lines):
+            continue
         lm = nlte.level_map(pyinv.default_lines(), idx)
         backends = {"lightweaver": nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True),
                     "lightweaver+engine damping": nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True,
                                                                    line_broadening=lines)}
-        if rh:
+        if rh:   # RH reads a copy of its atom file with the engine's damping of the mapped lines
             backends["rh"] = nlte.RH(lm, lte=True)
-        for magnetic in (False, True):
-            col = falc_column().with_field(*FIELD) if magnetic else falc_column()
+            backends["rh+engine damping"] = nlte.RH(lm, lte=True, line_broadening=lines)
+        if args.backends:
+            keep = [b.strip() for b in args.backends.split(",")]
+            backends = {k: v for k, v in backends.items() if k in keep}
+        # FAL C as the engine's model (log tau500 1.0 ... -5.3 on Lightweaver's tau scale, P_e = n_e kT) handed to
+        # the backends on the tau500 scale with the engine's LTE hydrogen populations, as the DeSIRe driver
+        # hands models: both codes then share T, n_e, n_H on one tau500 scale (FAL C itself is on the
+        # column-mass scale, which each backend turns into tau500 with its own 500-nm opacity)
+        r_lw = backends.get("lightweaver", nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True)).synthesize(
+            falc_column(), wl)
+        model_col = nlte.column_from_atmosphere(nlte.atmosphere_from_column(falc_column(), r_lw.tau500, LT))
+        for magnetic, col_name in ((False, "FAL C"), (True, "FAL C"), (False, "FAL C model"), (True, "FAL C model")):
+            col = falc_column() if col_name == "FAL C" else model_col
+            col = col.with_field(*FIELD) if magnetic else col
             for bname, be in backends.items():
                 grids = None
-                if bname == "lightweaver" and not magnetic:
+                if bname == "lightweaver" and not magnetic and col_name == "FAL C":
                     rb = be.synthesize(col, wl)
                     lt_be = np.log10(rb.tau500)
                     own = np.sort(lt_be[clean_tau_grid(lt_be)])[::-1]
@@ -166,6 +187,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 rows = forward(pyinv, nlte, be, col, lines, grid, ab, wl, magnetic, grids)
                 key = f"{name} | {'500 G' if magnetic else 'field-free'} | {bname}"
+                key += " | engine model (tau500 + n_H)" if col_name != "FAL C" else ""
                 result["forward"][key] = rows
                 print(f"\n{key} ({time.perf_counter() - t0:.0f} s)")
                 for r in rows:
@@ -177,9 +199,7 @@ def main(argv=None) -> int:
         if args.skip_inversions:
             continue
         col = falc_column().with_field(*FIELD)
-        for bname in ("lightweaver", "rh") if rh else ("lightweaver",):
-            be = (nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True) if bname == "lightweaver"
-                  else nlte.RH(lm, lte=True))
+        for bname, be in backends.items():
             out = inversions(pyinv, nlte, be, col, lines, grid, ab, wl)
             key = f"{name} | {bname}"
             result["inversions"][key] = out

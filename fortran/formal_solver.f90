@@ -19,6 +19,13 @@
 !> and the diffusion start becomes I = S e1 + sv + K'^-1 (e1 S' + sv'). Without sv (or sv = 0) every
 !> operation is SIR's.
 !>
+!> Polarisation modes thick at different depths (pyinv, issue 19; boundary_index_modes): where a strong
+!> field splits a line, the boundary rule above may start the least absorbed mode from a diffusion value
+!> extrapolated through a chromospheric rise; then the integration starts where every mode is thick and
+!> the steps above it are sub-divided where the most absorbed mode is thick (refine_plan; k7, S, sv linear
+!> in x within a step), in hermite_polarised, the blocked solver (which hands such wavelengths to it) and
+!> hermite_polarised_adjoint alike. Otherwise every operation is SIR's.
+!>
 !> Propagation-matrix elements are passed per depth as k7(7, n) in units of kappa_c(5000):
 !> (eta_I, eta_Q, eta_U, eta_V, rho_Q, rho_U, rho_V), with
 !>     K = | eta_I  eta_Q  eta_U  eta_V |
@@ -40,6 +47,15 @@ module pyinv_formal_solver
             add_outer7
 
   real(dp), parameter :: tau_thick = 5.0_dp
+  !> Optical thickness of the most absorbed mode per sub-step, and log2 of the most sub-steps per grid
+  !> step, where the polarisation modes are thick at different depths (hermite_polarised). The number of
+  !> sub-steps is a power of 2 so that it rarely changes under a small change of the model (a change
+  !> alters the discretisation; response functions hold it fixed, as they hold the boundary index).
+  real(dp), parameter :: sub_thick = 8.0_dp
+  integer, parameter :: max_sub_log2 = 8
+  !> At boundary_index's ib every mode must have at least this optical thickness over the layer, or the
+  !> start may move down to where every mode is thick (boundary_index_modes).
+  real(dp), parameter :: tau_mode = 1.0_dp
 
 contains
 
@@ -120,16 +136,168 @@ contains
     integer, intent(in) :: n
     real(dp), intent(in) :: tau(n), k7(:, :)
     integer :: ib, i
-    real(dp) :: em
+    real(dp) :: a(n)
+    do i = 1, n
+      a(i) = max(abs(k7(1, i)), abs(k7(2, i)), abs(k7(3, i)), abs(k7(4, i)))
+    end do
+    ib = last_thick_layer(n, tau, a, n - 1)
+  end function boundary_index
+
+  !> Largest i in [1, i0] with a_i (tau_i - tau_i+1) > 5 (a: an absorption per unit tau5); 1 if none.
+  pure function last_thick_layer(n, tau, a, i0) result(ib)
+    integer, intent(in) :: n, i0
+    real(dp), intent(in) :: tau(n), a(n)
+    integer :: ib, i
     ib = 1
-    do i = n - 1, 1, -1
-      em = max(abs(k7(1, i)), abs(k7(2, i)), abs(k7(3, i)), abs(k7(4, i)))
-      if (em * (tau(i) - tau(i + 1)) > tau_thick) then
+    do i = min(i0, n - 1), 1, -1
+      if (a(i) * (tau(i) - tau(i + 1)) > tau_thick) then
         ib = i
         return
       end if
     end do
-  end function boundary_index
+  end function last_thick_layer
+
+  !> Absorption of the least and of the most absorbed polarisation mode, eta_I -+ sqrt(eta_Q^2 + eta_U^2
+  !> + eta_V^2): the extreme eigenvalues of K's symmetric part, which bound the real parts of K's
+  !> eigenvalues (the magneto-optical terms are K's antisymmetric part).
+  pure subroutine mode_absorption(e, least, most)
+    real(dp), intent(in) :: e(7)
+    real(dp), intent(out) :: least, most
+    real(dp) :: p
+    p = sqrt(e(2) * e(2) + e(3) * e(3) + e(4) * e(4))
+    least = abs(e(1)) - p
+    most = abs(e(1)) + p
+  end subroutine mode_absorption
+
+  !> The boundary index for modes thick at different depths. boundary_index's ib (SIR's rule) asks only
+  !> the most absorbed mode to be thick; in a line split by a strong field one circular polarisation is
+  !> absorbed by a sigma component, the other nearly by the continuum alone, and for that mode the
+  !> diffusion start K'^-1 e1 S' extrapolates S linearly over its unit optical depth. Where S falls
+  !> outwards (a photosphere) that start is fair (SIR's results, kept); where S rises outwards (a
+  !> chromospheric rise) the extrapolation runs through the temperature minimum towards ever smaller and
+  !> then negative values (Stokes I of Ca II 8542 came out at -30 I_c in hot magnetic chromospheres).
+  !> So ib is kept unless the least absorbed mode is thin over the layer ((eta_I - |eta_pol|)_ib
+  !> (tau_ib - tau_ib+1) < tau_mode) AND S rises outwards at ib (dS/dx < 0, x = log tau5); then the
+  !> start moves down to the largest i with (eta_I - |eta_pol|)_i (tau_i - tau_i+1) > 5, where every
+  !> mode is thick, and the steps above it are sub-divided (refine_plan).
+  pure function boundary_index_modes(n, x, tau, k7, s, ib) result(ibm)
+    integer, intent(in) :: n, ib
+    real(dp), intent(in) :: x(n), tau(n), k7(:, :), s(n)
+    integer :: ibm, i
+    real(dp) :: least(n), most, cm, c0, cp, dsb
+    ibm = ib
+    if (ib <= 1 .or. ib >= n) return
+    call mode_absorption(k7(:, ib), least(ib), most)
+    if (least(ib) * (tau(ib) - tau(ib + 1)) >= tau_mode) return
+    call parabola_weights(n, x, ib, cm, c0, cp)
+    dsb = cm * s(ib - 1) + c0 * s(ib) + cp * s(ib + 1)
+    if (.not. (dsb < 0.0_dp)) return
+    do i = 1, ib - 1
+      call mode_absorption(k7(:, i), least(i), most)
+    end do
+    ibm = last_thick_layer(n, tau, least, ib - 1)
+  end function boundary_index_modes
+
+  !> Sub-steps where the polarisation modes are thick at different depths (module header): the grid
+  !> points 1..ib are kept; every step (i-1, i) above ib is divided into m_i equal steps in x, m_i the
+  !> power of 2 (1 ... 2**max_sub_log2) at or above most absorption x (tau_i-1 - tau_i) / sub_thick; k7, S
+  !> and the source-vector excess linear in x within the step, ltau exact. Refined point p lies at
+  !> the fraction t(p) of the step from original point j0(p) to j0(p) + 1 (t = 0: the point j0 itself);
+  !> pos(i) is the refined index of original point i.
+  pure subroutine refine_plan(n, tau, k7, ib, nr, j0, t, pos)
+    integer, intent(in) :: n, ib
+    real(dp), intent(in) :: tau(n), k7(7, n)
+    integer, intent(out) :: nr
+    integer, allocatable, intent(out) :: j0(:), pos(:)
+    real(dp), allocatable, intent(out) :: t(:)
+    integer :: m(n), i, k, p
+    real(dp) :: l0, m0_, l1, m1_, th
+    m = 1
+    do i = ib + 1, n
+      call mode_absorption(k7(:, i - 1), l0, m0_)
+      call mode_absorption(k7(:, i), l1, m1_)
+      th = max(m0_, m1_) * (tau(i - 1) - tau(i)) / sub_thick
+      if (.not. (th <= 2.0_dp**max_sub_log2)) th = 2.0_dp**max_sub_log2   ! also NaN
+      if (th > 1.0_dp) m(i) = 2**min(max_sub_log2, ceiling(log(th) / log(2.0_dp)))
+    end do
+    nr = ib + sum(m(ib + 1:n))
+    allocate(j0(nr), t(nr), pos(n))
+    do p = 1, ib
+      j0(p) = p
+      t(p) = 0.0_dp
+      pos(p) = p
+    end do
+    p = ib
+    do i = ib + 1, n
+      do k = 1, m(i)
+        p = p + 1
+        if (k < m(i)) then
+          j0(p) = i - 1
+          t(p) = real(k, dp) / real(m(i), dp)
+        else
+          j0(p) = i
+          t(p) = 0.0_dp
+        end if
+      end do
+      pos(i) = p
+    end do
+  end subroutine refine_plan
+
+  !> Rows f(m, n) at the refined points of refine_plan (linear in x within each step).
+  pure subroutine refine_rows(m, n, f, nr, j0, t, fr)
+    integer, intent(in) :: m, n, nr, j0(nr)
+    real(dp), intent(in) :: f(m, n), t(nr)
+    real(dp), allocatable, intent(out) :: fr(:, :)
+    integer :: p
+    allocate(fr(m, nr))
+    do p = 1, nr
+      if (t(p) > 0.0_dp) then
+        fr(:, p) = (1.0_dp - t(p)) * f(:, j0(p)) + t(p) * f(:, j0(p) + 1)
+      else
+        fr(:, p) = f(:, j0(p))
+      end if
+    end do
+  end subroutine refine_rows
+
+  !> x, ltau (exact: ltau = ln10 10**x), k7 and s at the refined points of refine_plan.
+  pure subroutine refine_columns(n, x, ltau, k7, s, nr, j0, t, xr, lr, kr, sr)
+    integer, intent(in) :: n, nr, j0(nr)
+    real(dp), intent(in) :: x(n), ltau(n), k7(7, n), s(n), t(nr)
+    real(dp), allocatable, intent(out) :: xr(:), lr(:), kr(:, :), sr(:)
+    real(dp), allocatable :: s2(:, :)
+    integer :: p
+    real(dp) :: dx
+    allocate(xr(nr), lr(nr))
+    do p = 1, nr
+      if (t(p) > 0.0_dp) then
+        dx = t(p) * (x(j0(p) + 1) - x(j0(p)))
+        xr(p) = x(j0(p)) + dx
+        lr(p) = ltau(j0(p)) * 10.0_dp**dx
+      else
+        xr(p) = x(j0(p))
+        lr(p) = ltau(j0(p))
+      end if
+    end do
+    call refine_rows(7, n, k7, nr, j0, t, kr)
+    call refine_rows(1, n, reshape(s, [1, n]), nr, j0, t, s2)
+    sr = s2(1, :)
+  end subroutine refine_columns
+
+  !> The transpose of refine_rows: gradients g(a, m, nr) at the refined points added onto gbar(a, m, n).
+  pure subroutine fold_rows(a, m, n, nr, j0, t, g, gbar)
+    integer, intent(in) :: a, m, n, nr, j0(nr)
+    real(dp), intent(in) :: t(nr), g(a, m, nr)
+    real(dp), intent(inout) :: gbar(a, m, n)
+    integer :: p
+    do p = 1, nr
+      if (t(p) > 0.0_dp) then
+        gbar(:, :, j0(p)) = gbar(:, :, j0(p)) + (1.0_dp - t(p)) * g(:, :, p)
+        gbar(:, :, j0(p) + 1) = gbar(:, :, j0(p) + 1) + t(p) * g(:, :, p)
+      else
+        gbar(:, :, j0(p)) = gbar(:, :, j0(p)) + g(:, :, p)
+      end if
+    end do
+  end subroutine fold_rows
 
   !> Solve the 4x4 system a y = b by Gaussian elimination with partial pivoting (a, b destroyed).
   pure subroutine solve4(a, b, ierr)
@@ -187,10 +355,42 @@ contains
     integer, intent(out), optional :: ib_out
     real(dp), intent(out), optional :: stokes_depth(4, n)
     real(dp), intent(in), optional :: sv(4, n)
-    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n), dsv(4, n)
+    real(dp), allocatable :: xr(:), lr(:), kr(:, :), sr(:), svr(:, :), sdr(:, :), t(:)
+    integer, allocatable :: j0(:), pos(:)
+    integer :: ib, ibm, nr
+
+    ! (n < 2 is polarised_on_grid's error: both boundary indices are then 1)
+    ib = boundary_index(n, ltau / ln10, k7)
+    ibm = boundary_index_modes(n, x, ltau / ln10, k7, s, ib)
+    if (present(ib_out)) ib_out = ibm
+    if (ibm == ib) then
+      call polarised_on_grid(n, x, ltau, k7, s, ib, stokes, ierr, stokes_depth, sv)
+      return
+    end if
+    call refine_plan(n, ltau / ln10, k7, ibm, nr, j0, t, pos)
+    call refine_columns(n, x, ltau, k7, s, nr, j0, t, xr, lr, kr, sr)
+    allocate(sdr(4, nr))
+    if (present(sv)) then
+      call refine_rows(4, n, sv, nr, j0, t, svr)
+      call polarised_on_grid(nr, xr, lr, kr, sr, ibm, stokes, ierr, sdr, svr)
+    else
+      call polarised_on_grid(nr, xr, lr, kr, sr, ibm, stokes, ierr, sdr)
+    end if
+    if (present(stokes_depth)) stokes_depth = sdr(:, pos)
+  end subroutine hermite_polarised
+
+  !> hermite_polarised on the given grid from the given boundary index ib.
+  pure subroutine polarised_on_grid(n, x, ltau, k7, s, ib, stokes, ierr, stokes_depth, sv)
+    integer, intent(in) :: n, ib
+    real(dp), intent(in) :: x(n), ltau(n), k7(7, n), s(n)
+    real(dp), intent(out) :: stokes(4)
+    integer, intent(out) :: ierr
+    real(dp), intent(out), optional :: stokes_depth(4, n)
+    real(dp), intent(in), optional :: sv(4, n)
+    real(dp) :: kp7(7, n), dk7(7, n), ds(n), dsv(4, n)
     real(dp) :: kp0(4, 4), kp1(4, 4), m0(4, 4), m1(4, 4), d4(4, 4), a(4, 4)
     real(dp) :: y(4), r(4), v(4), h, h2, h12
-    integer :: i, ib
+    integer :: i
     logical :: has_sv
 
     ierr = err_ok
@@ -206,9 +406,6 @@ contains
     call grid_derivative(n, x, s, ds)
     has_sv = present(sv)
     if (has_sv) call grid_derivative_rows(4, n, x, sv, dsv)
-    tau = ltau / ln10
-    ib = boundary_index(n, tau, k7)
-    if (present(ib_out)) ib_out = ib
 
     ! diffusion approximation at the boundary: I = S e1 + sv + K'^-1 (e1 S' + sv')
     call build_k4(kp7(:, ib), kp1)
@@ -255,7 +452,7 @@ contains
       if (present(stokes_depth)) stokes_depth(:, i) = y
     end do
     stokes = y
-  end subroutine hermite_polarised
+  end subroutine polarised_on_grid
 
   !> Scalar (non-magnetic) analogue of hermite_polarised (§8.7): K = eta_I only, same boundary rule;
   !> sv(n), optional: the source-function excess (the scalar source-vector excess, module header).
@@ -357,8 +554,15 @@ contains
         if (em * (tau(i) - tau(i + 1)) > tau_thick) ib(w) = i
       end do
     end do
-    i0 = minval(ib)
     bad = .false.
+    ! wavelengths whose polarisation modes are thick at different depths: hermite_polarised (sub-steps)
+    do w = 1, nb
+      if (boundary_index_modes(n, x, tau, k7(w, :, :), s, ib(w)) /= ib(w)) then
+        bad(w) = .true.
+        ib(w) = n
+      end if
+    end do
+    i0 = minval(ib)
     y = 0.0_dp
     y0 = 0.0_dp
     kpc = ltau(i0) * k7(:, :, i0)
@@ -649,11 +853,50 @@ contains
     integer, intent(out) :: kmin, ierr
     real(dp), intent(in), optional :: sv(4, n)
     real(dp), intent(out), optional :: svbar(4, 4, n)
-    real(dp) :: kp7(7, n), dk7(7, n), ds(n), tau(n), y(4, n), u(4), ku(4), dsv(4, n), dsvbar(4, 4, n)
+    real(dp), allocatable :: xr(:), lr(:), kr(:, :), sr(:), svr(:, :), t(:), kbr(:, :, :), sbr(:, :), svbr(:, :, :)
+    integer, allocatable :: j0(:), pos(:)
+    integer :: ib, ibm, nr, kminr
+
+    ib = boundary_index(n, ltau / ln10, k7)
+    ibm = boundary_index_modes(n, x, ltau / ln10, k7, s, ib)
+    if (ibm == ib .or. n < 2) then
+      call adjoint_on_grid(n, x, ltau, k7, s, ib, stokes, k7bar, sbar, kmin, ierr, sv, svbar)
+      return
+    end if
+    ! sub-steps (hermite_polarised): the refined problem's gradients folded back through the
+    ! interpolation (linear in k7, s and sv)
+    call refine_plan(n, ltau / ln10, k7, ibm, nr, j0, t, pos)
+    call refine_columns(n, x, ltau, k7, s, nr, j0, t, xr, lr, kr, sr)
+    allocate(kbr(4, 7, nr), sbr(4, nr))
+    k7bar = 0.0_dp
+    sbar = 0.0_dp
+    if (present(sv) .and. present(svbar)) then
+      call refine_rows(4, n, sv, nr, j0, t, svr)
+      allocate(svbr(4, 4, nr))
+      call adjoint_on_grid(nr, xr, lr, kr, sr, ibm, stokes, kbr, sbr, kminr, ierr, svr, svbr)
+      svbar = 0.0_dp
+      call fold_rows(4, 4, n, nr, j0, t, svbr, svbar)
+    else
+      call adjoint_on_grid(nr, xr, lr, kr, sr, ibm, stokes, kbr, sbr, kminr, ierr)
+    end if
+    call fold_rows(4, 7, n, nr, j0, t, kbr, k7bar)
+    call fold_rows(4, 1, n, nr, j0, t, reshape(sbr, [4, 1, nr]), sbar)
+    kmin = max(1, ibm - 1)
+  end subroutine hermite_polarised_adjoint
+
+  !> hermite_polarised_adjoint on the given grid from the given boundary index ib.
+  pure subroutine adjoint_on_grid(n, x, ltau, k7, s, ib, stokes, k7bar, sbar, kmin, ierr, sv, svbar)
+    integer, intent(in) :: n, ib
+    real(dp), intent(in) :: x(n), ltau(n), k7(7, n), s(n)
+    real(dp), intent(out) :: stokes(4), k7bar(4, 7, n), sbar(4, n)
+    integer, intent(out) :: kmin, ierr
+    real(dp), intent(in), optional :: sv(4, n)
+    real(dp), intent(out), optional :: svbar(4, 4, n)
+    real(dp) :: kp7(7, n), dk7(7, n), ds(n), y(4, n), u(4), ku(4), dsv(4, n), dsvbar(4, 4, n)
     real(dp) :: kk(4, 4, n), mm(4, 4, n), lu(4, 4, n), d4(4, 4), a(4, 4)
     real(dp) :: dbar(4, 7, n), dsbar(4, n), w(4, 4), z(4, 4), zn(4, 4), p(4, 4), q(4, 4), bm(4, 4)
     real(dp) :: r(4), v(4), h(n), h2, h12, h2n, h12n
-    integer :: piv(3, n), i, j, ib, c
+    integer :: piv(3, n), i, j, c
     logical :: has_sv
 
     ierr = err_ok
@@ -676,8 +919,6 @@ contains
       svbar = 0.0_dp
       dsvbar = 0.0_dp
     end if
-    tau = ltau / ln10
-    ib = boundary_index(n, tau, k7)
     kmin = max(1, ib - 1)
 
     ! ---- forward sweep (as hermite_polarised), keeping K', M, the LU factors and I
@@ -802,7 +1043,7 @@ contains
     do j = kmin, n
       k7bar(:, :, j) = ltau(j) * k7bar(:, :, j)
     end do
-  end subroutine hermite_polarised_adjoint
+  end subroutine adjoint_on_grid
 
   !> Scalar analogue of hermite_polarised_adjoint (eta_I only; hermite_scalar's discretisation):
   !> etabar(j) = d I / d eta(j), sbar(j) = d I / d s(j); optional, together: sv(n) the source-function

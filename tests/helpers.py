@@ -134,9 +134,10 @@ def rel_err(an: np.ndarray, fd: np.ndarray, scale: float) -> float:
     return float((np.abs(an[m] - fd[m]) / big[m]).max())
 
 
-def rf_fd_worst(rf: dict, cols: dict, syn, depths, keys=None) -> dict:
+def rf_fd_worst(rf: dict, cols: dict, syn, depths, keys=None, rel_step: float = REL_STEP) -> dict:
     """Largest relative error (:func:`rel_err`) of the depth RFs ``rf[key]`` against central differences of
-    ``syn(columns)`` (profiles of a column dict) at ``depths``, per key of ``keys`` (default all)."""
+    ``syn(columns)`` (profiles of a column dict) at ``depths`` (relative step ``rel_step``), per key of
+    ``keys`` (default all)."""
     worst = {}
     for key, col in RF_COLUMNS.items():
         if keys is not None and key not in keys:
@@ -145,7 +146,7 @@ def rf_fd_worst(rf: dict, cols: dict, syn, depths, keys=None) -> dict:
         e = 0.0
         for k in depths:
             x = cols[col][k]
-            h = REL_STEP * abs(x) if x != 0 else REL_STEP
+            h = rel_step * abs(x) if x != 0 else rel_step
             c = {kk: v.copy() for kk, v in cols.items()}
             c[col][k] = x + h
             sp = syn(c)
@@ -167,3 +168,19 @@ def hsra_two_lines():
     cols = {c: np.interp(lt, atm.log_tau[::-1], np.asarray(getattr(atm, c))[::-1]) for c in ("T", "Pe", "vmic")}
     m = pyinv.Atmosphere(log_tau=lt, **cols, B=0.0, vlos=0.0, gamma=0.0, phi=0.0, macro=0.5)
     return lines, grid, m
+
+
+def hot_magnetic_chromosphere(step: float = 0.1, B: float = 1900.0):
+    """A plage-like column (issue 19): the HSRA photosphere, a temperature minimum of 4400 K at log τ ≈ −3 and
+    a chromospheric rise to ~13 kK at log τ = −5.3, hydrostatic P_e from 0.1 dyn cm⁻² at the top, a nearly
+    longitudinal field ``B`` [G] (γ = 1°), on log τ 1.0 … −5.3 in steps of ``step`` dex. Ca II 8542 is split
+    by ~ its Doppler width there: the case where SIR's lower-boundary rule gave Stokes I of −10 I_c."""
+    import pyinv
+
+    lt = np.round(np.arange(1.0, -5.3 - 1e-9, -step), 4)
+    h = pyinv.models.hsra()
+    T = np.interp(-lt, -h.log_tau, h.T)
+    T = np.where(lt < -1.0, np.interp(-lt, [-1.0, 3.0], [5400.0, 4400.0]), T)
+    T = T + 8500.0 / (1.0 + np.exp((lt + 4.4) / 0.25))
+    atm = pyinv.Atmosphere(log_tau=lt, T=T, Pe=1.0, vmic=2e5, B=B, vlos=0.0, gamma=1.0, phi=0.0)
+    return pyinv.hydrostatic(atm, top_pe=0.1)

@@ -33,7 +33,7 @@ def _ones(m, lines_idx=(1, 2)):
     return Departures(m.log_tau, lines_idx, np.ones((len(lines_idx), n)), np.ones((len(lines_idx), n)))
 
 
-def _fd_worst(atm, lines, grid, rf, depths, **kw):
+def _fd_worst(atm, lines, grid, rf, depths, rel_step=REL_STEP, **kw):
     """Largest relative error of the RFs of every model column (and vmac) against central differences."""
     p = _prepare([atm], lines, grid, **kw)
     cols = p["cols"][0]
@@ -45,7 +45,7 @@ def _fd_worst(atm, lines, grid, rf, depths, **kw):
 
     magnetic = bool(np.any(cols["B"] != 0))
     worst = rf_fd_worst(rf, cols, syn, depths,
-                        keys=None if magnetic else ("T", "Pe", "vmic", "vlos"))
+                        keys=None if magnetic else ("T", "Pe", "vmic", "vlos"), rel_step=rel_step)
     vm = float(p["macro"][0])
     if vm > 0:
         fd = (syn(vmac=vm * (1 + REL_STEP)) - syn(vmac=vm * (1 - REL_STEP))) / (2 * REL_STEP * vm)
@@ -94,6 +94,32 @@ def test_response_functions_synthetic_departures(B, record_property):
     np.testing.assert_array_equal(rf["stokes"], pyinv.synthesize(atm, lines, grid, **kw))
     worst = _fd_worst(atm, lines, grid, rf, sorted(set(range(0, n, 4)) | {n - 1}), **kw)
     print(f"\nB = {B:g} G: max rel. error vs FD " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+    record_property("max_rel_err", worst)
+    for k, v in worst.items():
+        assert v <= 1e-4, f"{k}: {v:.2e}"
+
+
+def test_response_functions_split_line_hot_chromosphere(record_property):
+    """Ca II 8542 split by 1.9 kG under a 13 kK chromosphere with b ≫ 1 at the top (like Lightweaver's for
+    hot plage columns): the wavelengths whose formal solution starts where every polarisation mode is thick
+    and sub-divides the steps above (formal_solver.f90, boundary_index_modes) have exact RFs too."""
+    from helpers import hot_magnetic_chromosphere
+
+    atm = hot_magnetic_chromosphere(0.1)
+    n = atm.ndep
+    atm = atm.with_columns(vlos=np.linspace(-1e5, 2e5, n))
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 60, 1500)], lines)
+    top = 1.0 / (1.0 + np.exp((atm.log_tau + 4.2) / 0.3))
+    d = Departures(atm.log_tau, (8,), (1.0 + 400.0 * top)[None], (1.0 + 40.0 * top)[None])
+    kw = dict(departures=d, departure_form="desire")
+    rf = pyinv.response_functions(atm, lines, grid, hydrostatic=False, **kw)
+    s = rf["stokes"]
+    assert np.all(s[0] >= np.sqrt(s[1] ** 2 + s[2] ** 2 + s[3] ** 2)) and s[0].min() > 0
+    # the sub-steps per grid step (a power of 2) must not change within the finite-difference step
+    worst = _fd_worst(atm, lines, grid, rf, sorted(set(range(0, n, 4)) | {n - 1, n - 3, n - 7}),
+                      **kw)
+    print("\nhot chromosphere, 1.9 kG: max rel. error vs FD " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     record_property("max_rel_err", worst)
     for k, v in worst.items():
         assert v <= 1e-4, f"{k}: {v:.2e}"

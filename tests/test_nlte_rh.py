@@ -156,6 +156,59 @@ def test_stokes_mode_keywords(tmp_path):
         nlte.RH(lm, rh_dir=rh_dir, stokes="polarised")
 
 
+_STAND_IN_ATOM = """# stand-in Ca II atom: levels, two line records and a continuum record in RH's layout
+  CA
+    6  2  1  0
+  4   2  5.0E-02   VOIGT  40     ASYMM    3.0   100.0  UNSOLD   1.5  0.0  1.5  0.0   2.00E08  -1.0E-06
+  3   1  5.0E-02   VOIGT  40     ASYMM    3.0   100.0  UNSOLD   1.5  0.0  1.5  0.0   2.00E08  -1.0E-06
+  5   2  1.0E-18  20  HYDROGENIC  150.0
+"""
+
+
+def test_line_broadening_atom_copy(tmp_path):
+    """RH(line_broadening=lines): the mapped line's record in a copy of the atom file gets the engine's damping
+    (ABO sigma/a0^2, alpha; gamma_rad = 0.22233/lambda^2; no Stark), the other records and the user's file stay
+    as they were, and atoms.input names the copy."""
+    from pyinv.nlte.backend import engine_broadening
+    from pyinv.nlte.rh import with_line_damping
+
+    lines = pyinv.default_lines()
+    lm = nlte.level_map(lines, [8])
+    (sig, alp) = (lines.by_index(8).sigma, lines.by_index(8).alpha)
+    damp = engine_broadening(lm, lines)
+    assert len(damp) == 1 and damp[0][:3] == ("CaII", 2, 4)
+    assert damp[0][3] == pytest.approx(sig / 2.80028e-17) and damp[0][4] == alp
+    assert damp[0][6] == pytest.approx(0.22233 / (854.444e-7) ** 2, rel=1e-4)
+    text = with_line_damping(_STAND_IN_ATOM, [d[1:] for d in damp])
+    old, new = _STAND_IN_ATOM.splitlines(), text.splitlines()
+    changed = [k for k in range(len(old)) if old[k] != new[k]]
+    assert changed == [3]
+    tok = new[3].split()
+    assert tok[:8] == old[3].split()[:8] and tok[8] == "ABO_EXPL"
+    assert float(tok[9]) == pytest.approx(sig / 2.80028e-17, rel=1e-6) and float(tok[10]) == alp
+    assert float(tok[13]) == pytest.approx(damp[0][6], rel=1e-6) and float(tok[14]) == 0.0
+    with pytest.raises(nlte.NlteConfigurationError, match="4 -> 3"):
+        with_line_damping(_STAND_IN_ATOM, [(3, 4, 100.0, 0.3, 1.0, 1e8)])
+    # Unsöld where the list has no ABO data
+    uns = with_line_damping(_STAND_IN_ATOM, [(2, 4, 0.0, 0.0, 2.0, 1e8)]).splitlines()[3].split()
+    assert uns[8:13] == ["UNSOLD", "2.0000", "0.00", "2.0000", "0.00"]
+
+    rh_dir = _fake_rh(tmp_path / "rh")
+    (rh_dir / "Atoms" / "CaII.atom").write_text(_STAND_IN_ATOM)
+    col = pyinv.nlte.column_from_atmosphere(pyinv.models.hsra())
+    be = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path / "w", lte=False, keep=True, line_broadening=lines)
+    _written_keywords(be, col, np.linspace(854.2, 854.6, 5), "b")
+    rows = (be.workdir / "px" / "b" / "atoms.input").read_text().splitlines()
+    active = [r for r in rows if "ACTIVE" in r]
+    assert len(active) == 1 and active[0].split()[0].startswith(str(be.workdir / "atoms"))
+    assert Path(active[0].split()[0]).read_text() == text
+    assert (rh_dir / "Atoms" / "CaII.atom").read_text() == _STAND_IN_ATOM
+    plain = nlte.RH(lm, rh_dir=rh_dir, workdir=tmp_path / "w2", lte=False, keep=True)
+    _written_keywords(plain, col, np.linspace(854.2, 854.6, 5), "p")
+    rows = (plain.workdir / "px" / "p" / "atoms.input").read_text().splitlines()
+    assert [r.split()[0] for r in rows if "ACTIVE" in r] == [str(rh_dir / "Atoms" / "CaII.atom")]
+
+
 # ------------------------------------------------------------------------------------------ live RH
 def _rh_dir() -> str:
     d = os.environ.get(RH_ENV)

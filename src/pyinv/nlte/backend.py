@@ -21,7 +21,7 @@ from ..status import (NLTE_CODES, NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERG
 
 __all__ = ["NLTE_CONVERGED", "NLTE_NOT_CONVERGED", "NLTE_CRASHED", "NLTE_TIMEOUT", "NLTE_STATUS_NAMES",
            "NlteLine", "NlteResult", "NlteBackend", "level_map", "KNOWN_LEVELS", "grid_vacuum_nm", "cycle_settled",
-           "run_cycles", "CycleRun", "NlteConfigurationError"]
+           "run_cycles", "CycleRun", "NlteConfigurationError", "engine_broadening"]
 
 # The NLTE status codes live in pyinv.status (issue 18): NLTE_CONVERGED (0), NLTE_NOT_CONVERGED (the
 # iteration stopped at its limit, profiles returned), NLTE_CRASHED (the external program failed) and
@@ -243,3 +243,31 @@ class NlteBackend(abc.ABC):
         if model is None and col.scale == "tau500":
             model = col.depth[::-1].copy()
         return Departures.from_depth_grid(lt, [ln.index for ln in maps], bl, bu, model_log_tau=model)
+
+
+#: Bohr radius squared [cm²] (ABO cross-sections are tabulated in units of a₀²)
+A0_SQUARED = 2.80028e-17
+#: pyinv's classical radiative damping γ_rad = C / λ² [s⁻¹, λ vacuum in cm] (spec-forward §11)
+C_RAD = 0.22233
+
+
+def engine_broadening(mapped: Sequence[NlteLine], line_list: Any) -> tuple:
+    """The damping pyinv's engine gives the mapped lines, for a backend's model atoms (``line_broadening=``
+    of :class:`~pyinv.nlte.Lightweaver` and :class:`~pyinv.nlte.RH`).
+
+    Returns ``((atom, lower, upper, σ/a₀², α, enhancement, γ_rad [s⁻¹]), ...)`` of the mapped lines in
+    ``line_list`` (a pyinv LineList): van der Waals by ABO's σ, α where both are given, Unsöld × the
+    enhancement otherwise; classical radiative damping; no Stark broadening. Hashable (per-process caches);
+    ``()`` without a list.
+    """
+    if line_list is None:
+        return ()
+    out = []
+    for ln in mapped:
+        if not line_list.has_index(ln.index):
+            raise ValueError(f"line_broadening: line {ln.index} is not in the line list")
+        sl = line_list.by_index(ln.index)
+        lam_vac_cm = float(units.air_angstrom_to_vacuum_nm(sl.wavelength)) * 1e-7
+        out.append((ln.atom, ln.lower, ln.upper, float(sl.sigma) / A0_SQUARED, float(sl.alpha),
+                    float(sl.enhancement), C_RAD / lam_vac_cm ** 2))
+    return tuple(out)

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backend import (NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NlteBackend, NlteConfigurationError,
-                      NlteLine, NlteResult)
+                      NlteLine, NlteResult, engine_broadening)
 from .column import NlteColumn
 
 __all__ = ["Lightweaver", "DEFAULT_BACKGROUND", "import_lightweaver", "falc_column"]
@@ -72,30 +72,6 @@ def falc_column():
 
 def _element(name: str) -> str:
     return _ELEMENT_OF.get(name, name.rstrip("I").rstrip("_") or name)
-
-
-#: Bohr radius squared [cm²] (ABO cross-sections are tabulated in units of a₀²)
-_A0_SQUARED = 2.80028e-17
-#: pyinv's classical radiative damping γ_rad = C / λ² [s⁻¹, λ vacuum in cm] (spec-forward §11)
-_C_RAD = 0.22233
-
-
-def _engine_broadening(mapped: Sequence[NlteLine], line_list: Any) -> tuple:
-    """((atom, lower, upper, σ/a₀², α, enhancement, γ_rad), ...) of the mapped lines in ``line_list`` (a
-    pyinv LineList), hashable for the per-process cache; () without a list."""
-    if line_list is None:
-        return ()
-    from .units import air_angstrom_to_vacuum_nm
-
-    out = []
-    for ln in mapped:
-        if not line_list.has_index(ln.index):
-            raise ValueError(f"line_broadening: line {ln.index} is not in the line list")
-        sl = line_list.by_index(ln.index)
-        lam_vac_cm = float(air_angstrom_to_vacuum_nm(sl.wavelength)) * 1e-7
-        out.append((ln.atom, ln.lower, ln.upper, float(sl.sigma) / _A0_SQUARED, float(sl.alpha),
-                    float(sl.enhancement), _C_RAD / lam_vac_cm ** 2))
-    return tuple(out)
 
 
 def _apply_broadening(atoms: list, names: Sequence[str], broadening: tuple) -> None:
@@ -170,7 +146,7 @@ class Lightweaver(NlteBackend):
         self.max_iter = int(max_iter)
         if self.max_iter <= _NSCATTER:
             raise ValueError(f"max_iter must exceed the {_NSCATTER} initial background-scattering iterations")
-        self.broadening = _engine_broadening(self.lines, line_broadening)
+        self.broadening = engine_broadening(self.lines, line_broadening)
         self.check()
 
     def check(self) -> None:

@@ -20,9 +20,17 @@ for it (``S_INTERPOLATION_STOKES``) unless ``keywords`` names one: RH 2's defaul
 gives FAL C's Ca II 8542 core ~35 % deeper than ``FIELD_FREE``, ``DELO_PARABOLIC`` or Lightweaver (0.200
 against 0.308, 0.290 and ~0.29 of the intensity at −0.15 nm; ../shared/reference/rh_falc_caii). The same
 choice is made when ``keywords`` asks for ``STOKES_MODE = FULL_STOKES`` itself.
+
+Line broadening: with ``line_broadening=`` a pyinv line list, the mapped lines take the damping pyinv's
+engine gives them (:func:`pyinv.nlte.backend.engine_broadening`: van der Waals by ABO's σ, α — RH's
+``ABO_EXPL`` — or Unsöld × the list's enhancement, classical radiative damping 0.22233/λ² s⁻¹, no Stark
+broadening), as with Lightweaver. pyinv writes a copy of each active atom's file into the work folder
+(``<workdir>/atoms/``) with those lines' damping columns replaced, and RH reads the copy; the user's
+``Atoms/`` is never changed.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -36,7 +44,7 @@ import numpy as np
 
 from . import rh_io
 from .backend import (NLTE_CONVERGED, NLTE_CRASHED, NLTE_NOT_CONVERGED, NLTE_TIMEOUT, NlteBackend,
-                      NlteConfigurationError, NlteLine, NlteResult)
+                      NlteConfigurationError, NlteLine, NlteResult, engine_broadening)
 from .column import NlteColumn, write_b_file, write_multi_atmosphere
 
 __all__ = ["RH", "RH_ENV", "find_rh_dir", "DEFAULT_PASSIVE_ATOMS", "DEFAULT_MOLECULES"]
@@ -124,6 +132,9 @@ class RH(NlteBackend):
         Further keyword.input entries (override the defaults).
     keep : bool
         Keep the sandboxes (debugging).
+    line_broadening : pyinv.LineList, optional
+        Give the mapped lines this list's damping as pyinv's engine computes it (module docstring); the
+        atom files' own broadening otherwise.
     """
 
     name = "rh"
@@ -133,7 +144,7 @@ class RH(NlteBackend):
                  passive_atoms: Sequence[str] = DEFAULT_PASSIVE_ATOMS, molecules: Sequence[str] = DEFAULT_MOLECULES,
                  nrays: int = 5, n_max_iter: int = 100, iter_limit: float = 1e-3, vmicro_char: float = 3.0,
                  b_strength_char: float = 0.1, stokes: str = "field_free",
-                 keywords: Mapping[str, Any] | None = None, keep: bool = False):
+                 keywords: Mapping[str, Any] | None = None, keep: bool = False, line_broadening: Any = None):
         super().__init__(lines, mu=mu, lte=lte)
         if stokes not in STOKES_MODES:
             raise ValueError(f"stokes must be one of {tuple(STOKES_MODES)}, got {stokes!r}")
@@ -150,6 +161,7 @@ class RH(NlteBackend):
         self.extra = dict(keywords or {})
         self.keep = bool(keep)
         self.active = list(dict.fromkeys(ln.atom for ln in self.lines))
+        self.broadening = engine_broadening(self.lines, line_broadening)
         self.check()
 
     # ------------------------------------------------------------------ configuration
@@ -185,7 +197,27 @@ class RH(NlteBackend):
                 link.symlink_to(self.rh_dir / "Atoms", target_is_directory=True)
             except FileExistsError:  # another worker made it
                 pass
+        for a in self.active:
+            if any(b[0] == a for b in self.broadening):
+                dst = self._broadened_atom(wd, a)
+                if not dst.is_file():   # written once per work folder (atomically: workers share it)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    text = with_line_damping(self.atom_file(a).read_text(),
+                                             [b[1:] for b in self.broadening if b[0] == a])
+                    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+                    tmp.write_text(text)
+                    os.replace(tmp, dst)
         return wd
+
+    def _broadened_atom(self, wd: Path, stem: str) -> Path:
+        tag = hashlib.sha1(repr([b for b in self.broadening if b[0] == stem]).encode()).hexdigest()[:10]
+        return wd / "atoms" / f"{stem}-{tag}.atom"
+
+    def _active_file(self, stem: str) -> Path:
+        """The atom file RH reads for an active atom: the user's, or the copy with the engine's damping."""
+        if self.workdir is not None and any(b[0] == stem for b in self.broadening):
+            return self._broadened_atom(self.workdir, stem)
+        return self.atom_file(stem)
 
     def keywords(self, col: NlteColumn, *, lte_run: bool, has_wavetable: bool) -> dict[str, Any]:
         """The keyword.input entries of one run (spec-nlte-rh §2.3, with absolute data paths)."""
@@ -221,7 +253,7 @@ class RH(NlteBackend):
         rows = [f"{self.atom_file(self._passive[0])}  PASSIVE  ZERO_RADIATION"] if self._passive else []
         for a in self.active:
             start = "LTE_POPULATIONS" if lte_run else "ZERO_RADIATION"
-            rows.append(f"{self.atom_file(a)}  ACTIVE  {start}  pops.{self._ids[a]}.out")
+            rows.append(f"{self._active_file(a)}  ACTIVE  {start}  pops.{self._ids[a]}.out")
         for a in self._passive[1:]:
             rows.append(f"{self.atom_file(a)}  PASSIVE  LTE_POPULATIONS")
         (px / "atoms.input").write_text(f"{len(rows)}\n" + "\n".join(rows) + "\n")
@@ -322,6 +354,52 @@ class RH(NlteBackend):
         state = dict(self.__dict__)
         state.pop("_cleanup", None)
         return state
+
+
+_VDW_TYPES = ("UNSOLD", "BARKLEM", "ABO_EXPL", "PARAMTR")
+
+
+def with_line_damping(atom_text: str, damping: Sequence[tuple]) -> str:
+    """An RH model-atom file's text with the damping of some bound-bound transitions replaced.
+
+    Parameters
+    ----------
+    atom_text : str
+        The atom file (RH's format: a line record is ``j i f type nλ symm qcore qwing vdW c0 c1 c2 c3 γ_rad
+        C_Stark [g_eff]``, levels 0-based, j the upper).
+    damping : sequence of (lower, upper, σ/a₀², α, enhancement, γ_rad [s⁻¹])
+        As :func:`pyinv.nlte.backend.engine_broadening` gives them (without the atom name): ``ABO_EXPL σ α 1
+        0`` where σ, α > 0 (hydrogen by ABO, helium by Unsöld as RH's own ABO entries), ``UNSOLD E 0 E 0``
+        otherwise; γ_rad; Stark off (0).
+
+    Raises
+    ------
+    NlteConfigurationError
+        A transition not in the file, or a record with an unknown layout.
+    """
+    want = {(int(up), int(lo)): (sig, alp, enh, grad) for lo, up, sig, alp, enh, grad in damping}
+    out, done = [], set()
+    for line in atom_text.splitlines(keepends=True):
+        tok = line.split()
+        key = None
+        if len(tok) >= 15 and not line.lstrip().startswith("#") and tok[8].upper() in _VDW_TYPES:
+            try:
+                key = (int(tok[0]), int(tok[1]))
+            except ValueError:
+                key = None
+        if key in want:
+            sig, alp, enh, grad = want[key]
+            vdw = (["ABO_EXPL", f"{sig:.4f}", f"{alp:.4f}", "1.00", "0.00"] if sig > 0 and alp > 0
+                   else ["UNSOLD", f"{enh:.4f}", "0.00", f"{enh:.4f}", "0.00"])
+            tok = tok[:8] + vdw + [f"{grad:.6E}", "0.0"] + tok[15:]
+            line = "  " + "  ".join(tok) + "\n"
+            done.add(key)
+        out.append(line)
+    missing = set(want) - done
+    if missing:
+        raise NlteConfigurationError("RH backend: the atom file has no line record "
+                                     + ", ".join(f"{j} -> {i}" for j, i in sorted(missing)))
+    return "".join(out)
 
 
 def _signame(num: int) -> str:
