@@ -457,8 +457,11 @@ class _Outputs:
         status = np.where(~use & ~keep, STATUS_BAD_INPUT, status)
         blank = ~use
         for arr in (self.atm, self.fits):
-            for y, x in zip(*np.nonzero(blank)):
-                arr[y:y + 1, x:x + 1] = np.nan
+            if isinstance(arr, np.ndarray):
+                arr[blank] = np.nan
+            else:  # the checkpoint's files: one positioned write per blank pixel
+                for y, x in zip(*np.nonzero(blank)):
+                    arr[y:y + 1, x:x + 1] = np.nan
         for arr in (self.macro, self.chi2, self.chi2r):
             arr[blank] = np.nan
         ny, nx = self.macro.shape
