@@ -7,7 +7,10 @@ convolved with the Hinode SP spatial PSF sampled at 0.16″ (``../shared/data/in
 hinode_psf_0.16.fits``, 41 × 41, mirror-extended edges: :class:`pyinv.coupled.SpatialPSF`), and Gaussian noise
 σ = ``--noise`` (1e-3) is added. The degraded cube is then inverted
 
-* pixel by pixel: ``pyinv.invert(cube, lines, grid, cfg, psf=<spectral PSF>, workers=W)``;
+* pixel by pixel: ``pyinv.invert(cube, lines, grid, cfg, init="cluster", psf=<spectral PSF>, workers=W)``
+  (``--init``: each k-means cluster of observables starts from the nearest library prototype, so plage and
+  flux tubes start from the plage model FAL-H and umbrae from an umbral model; ``--init single``: every
+  pixel from the quiet-Sun default guess, as up to commit 649bb64);
 * coupled: ``pyinv.coupled.invert_coupled(cube, <that result>, <spatial PSF>, ..., workers=W, tile=T)``,
 
 with the reference configuration of the CNN benchmarks (3 cycles; T 1,3,5; v, B 1,3,3; γ, φ, vmic, vmac 1;
@@ -139,7 +142,8 @@ def pixel_inversion(tag: str, family: str, obs, m, cfg, args):
     """pyinv.invert of ``obs`` (2 workers), cached under --workdir: (result, wall seconds, memory, cached)."""
     import pyinv
 
-    cache = Path(args.workdir) / f"{tag}_{family}_{args.size}_s{args.seed}_n{args.noise:g}_w{args.workers}.fits"
+    init = "" if args.init == "single" else f"_{args.init}"
+    cache = Path(args.workdir) / f"{tag}_{family}_{args.size}_s{args.seed}_n{args.noise:g}_w{args.workers}{init}.fits"
     if cache.exists() and cache.with_suffix(".json").exists():
         print(f"[{family}] {tag}: pixel-by-pixel inversion from the cache {cache}", flush=True)
         kept = json.loads(cache.with_suffix(".json").read_text())
@@ -147,7 +151,8 @@ def pixel_inversion(tag: str, family: str, obs, m, cfg, args):
     print(f"[{family}] {tag}: pixel-by-pixel inversion of {args.size}x{args.size}, {args.workers} workers", flush=True)
     with MemorySampler() as mem:
         t = time.perf_counter()
-        res = pyinv.invert(obs, m.lines, m.grid, cfg, psf=m.psf, workers=args.workers, progress=args.progress)
+        res = pyinv.invert(obs, m.lines, m.grid, cfg, init=args.init, psf=m.psf, workers=args.workers,
+                           progress=args.progress)
         wall = time.perf_counter() - t
     cache.parent.mkdir(parents=True, exist_ok=True)
     res.to_fits(cache, overwrite=True)
@@ -323,6 +328,10 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, default=1e-3)
     ap.add_argument("--families", nargs="*", default=["spot", "qp"], choices=["spot", "qp"],
                     help="map families (none: only --memory-run)")
+    ap.add_argument("--init", default="cluster", choices=["single", "cluster"],
+                    help="start of the pixel-by-pixel inversion (pyinv.invert's init=): 'cluster' (default) starts "
+                    "each k-means cluster of observables from the nearest library prototype (plage: FAL-H), "
+                    "'single' every pixel from the quiet-Sun default guess")
     ap.add_argument("--max-iterations", type=int, default=None, help="coupled LM iterations (default: the solver's)")
     ap.add_argument("--psf", default=str(PSF_FILE))
     ap.add_argument("--memory-run", type=int, default=0, help="also measure an N x N run (start = truth, 1 iteration)")
