@@ -47,6 +47,12 @@ start by the last cycle's T nodes: what no inversion with these nodes can beat),
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_desire.py [--case ca|joint|unseen|novel] [--pixels 10]
         [--obs lightweaver|rh] [--backend lightweaver|rh] [--departures backend|emulated|both] [--json out.json]
+        [--seed 11] [--t-nodes 3,5[,..]] [--t-positions LOGTAU,..] [--check-threshold 0.01]
+
+Set-up studies (issue 19, docs/nlte.md "Why the novel set misses 80 K"): ``--t-nodes`` one cycle per entry
+(the engine rounds equidistant counts to those its grid allows: on this 64-point grid 3 → 2, 5 → 4, 7 → 4),
+``--t-positions`` explicit log τ positions of the last cycle's T nodes, ``--check-threshold`` the emulated
+inversion's check threshold; tune on another ``--seed`` than the reported 11.
 """
 from __future__ import annotations
 
@@ -76,6 +82,22 @@ NODES["unseen"] = NODES["novel"] = NODES["ca"]
 SUFFIX = {"backend": "_nlte", "emulated": "_emu"}
 NAME = {"_nlte": "NLTE", "_emu": "emulated", "_lte": "LTE", "_floor": "floor"}
 NOVEL_KINDS = ("cold chromosphere", "warm chromosphere", "plateau", "T-min offset", "deep heating")
+
+
+def case_nodes(case: str, t_nodes: str | None = None) -> dict:
+    """The inversion nodes of ``case`` per cycle; ``t_nodes`` ("3,5,7"): T nodes per cycle, one cycle each, the
+    other parameters extended with their last cycle's nodes."""
+    nodes = {k: tuple(v) for k, v in NODES[case].items()}
+    if t_nodes is None:
+        return nodes
+    t = tuple(int(x) for x in t_nodes.split(","))
+    if not t or min(t) < 1:
+        raise ValueError(f"--t-nodes needs positive node counts, got {t_nodes!r}")
+    out = {"T": t}
+    for k, v in nodes.items():
+        if k != "T":
+            out[k] = (v + (v[-1],) * len(t))[:len(t)]
+    return out
 
 
 def make_backend(name: str, lines):
@@ -148,12 +170,14 @@ def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int,
     return {"dT": dT, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175), "phi": rng.uniform(0, 180)}, kind
 
 
-def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int) -> float:
+def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=None) -> float:
     """T rms [K] over the depths ``m`` of the best least-squares n-node correction (the engine's node basis,
-    as the inversion's last cycle uses) to a change ``dT`` from the start: what the parametrisation can reach."""
+    as the inversion's last cycle uses; ``positions``: its explicit log τ positions) to a change ``dT`` from the
+    start: what the parametrisation can reach."""
     from pyinv import engine
 
-    f, _ = engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, n))
+    f, _ = (engine.inv_node_basis(lt, len(positions), positions) if positions is not None
+            else engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, n)))
     c = np.linalg.lstsq(f[m], dT[m], rcond=None)[0]
     return float(np.sqrt(np.mean((f[m] @ c - dT[m]) ** 2)))
 
@@ -172,7 +196,21 @@ def main(argv=None) -> int:
     ap.add_argument("--departures", choices=("backend", "emulated", "both"), default="backend",
                     help="the NLTE inversion's b: the backend's, the packaged emulator's (checked by one backend "
                          "call) or both inversions in turn")
+    ap.add_argument("--t-nodes", default=None,
+                    help="T nodes per cycle, comma-separated (e.g. 3,5,7): one cycle per entry, the other "
+                         "parameters keep their last cycle's nodes [the case's: 3,5]")
+    ap.add_argument("--check-threshold", type=float, default=0.01,
+                    help="the emulated inversion's check threshold [continuum units] (invert_pixel_nlte's "
+                         "check_threshold; a large value never falls back) [0.01]")
+    ap.add_argument("--t-positions", default=None,
+                    help="explicit log tau positions of the last cycle's T nodes, comma-separated (their number "
+                         "replaces that cycle's T nodes; invert_pixel's node_positions) [equidistant]")
     args = ap.parse_args(argv)
+    nodes = case_nodes(args.case, args.t_nodes)
+    tpos = None if not args.t_positions else [float(x) for x in args.t_positions.split(",")]
+    if tpos is not None:
+        nodes["T"] = (*nodes["T"][:-1], len(tpos))
+    ikw = {} if tpos is None else {"node_positions": {"T": tpos}}
     modes = ("backend", "emulated") if args.departures == "both" else (args.departures,)
     obs_name = args.obs or args.backend
     if lightweaver_missing():
@@ -195,7 +233,7 @@ def main(argv=None) -> int:
     lt = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
     base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True)
     rng = np.random.default_rng(args.seed)
-    cfg = pyinv.InversionConfig(cycles=2, nodes=NODES[args.case], weights=(1, 1, 1, 1), snr=1000.0)
+    cfg = pyinv.InversionConfig(cycles=len(nodes["T"]), nodes=nodes, weights=(1, 1, 1, 1), snr=1000.0)
     base = base.with_columns(B=100.0, gamma=45.0, phi=30.0)   # relative parameters need nonzero starts
     print(f"case {args.case}: observations {obs_name}, inversion {args.backend}; {args.pixels} pixels, "
           f"{grid.nwav} wavelengths ({len(grid.regions)} regions), {lt.size} depths")
@@ -222,7 +260,8 @@ def main(argv=None) -> int:
         for mode in modes:
             t0, c0 = time.perf_counter(), time.process_time()
             rn = invert_pixel_nlte(obs, base, lines, grid, cfg, backend=be, departures=mode,
-                                   emulator=emu if mode == "emulated" else None)
+                                   emulator=emu if mode == "emulated" else None,
+                                   **({"check_threshold": args.check_threshold} if mode == "emulated" else {}), **ikw)
             results[SUFFIX[mode]] = rn.result
             sfx = SUFFIX[mode]
             row.update({f"backend_calls{sfx}": rn.backend_calls, f"seconds{sfx}": time.perf_counter() - t0,
@@ -238,7 +277,7 @@ def main(argv=None) -> int:
                       "skipped")
                 failed = True
         t0 = time.perf_counter()
-        results["_lte"] = pyinv.invert_pixel(obs, base, lines, grid, cfg)
+        results["_lte"] = pyinv.invert_pixel(obs, base, lines, grid, cfg, **ikw)
         row["seconds_lte"] = time.perf_counter() - t0
         if failed:
             rows.append(row)
@@ -257,7 +296,7 @@ def main(argv=None) -> int:
             row[f"dT_rms{sfx}"] = float(np.sqrt(np.mean((a.T[m] - truth.T[m]) ** 2)))
         m = (lt <= -1.0) & (lt >= -5.3)
         row["dT_rms_floor"] = node_floor(lt, np.asarray(truth.T) - np.asarray(base.T), m,
-                                         max(n for n in np.atleast_1d(NODES[args.case]["T"])))
+                                         max(nodes["T"]), tpos)
         rows.append(row)
         print(f"pixel {p} ({kind}): T rms (-1..-5.3) " + ", ".join(
             f"{NAME[s]} {row[f'dT_rms{s}']:6.0f} K" for s in results) + f" (floor {row['dT_rms_floor']:.0f} K); "
@@ -287,7 +326,7 @@ def main(argv=None) -> int:
               + " vs ".join(f"{rms(f'dT_rms_{lo}_{hi}{s}'):6.0f}" for s in (*sfxs, "_lte")))
     print("  all (-1 .. -5.3): " + " vs ".join(f"{rms(f'dT_rms{s}'):.0f}" for s in (*sfxs, "_lte"))
           + f"  (issue 19 target <= {target} K{' cross-code' if cross else ', same backend'})")
-    print(f"  best {max(np.atleast_1d(NODES[args.case]['T']))}-node T correction of the start (parametrisation floor): "
+    print(f"  best {max(nodes['T'])}-node T correction of the start (parametrisation floor): "
           f"{rms('dT_rms_floor'):.0f} K")
     kinds = sorted({r["kind"] for r in done})
     if len(kinds) > 1:
@@ -330,7 +369,9 @@ def main(argv=None) -> int:
             summary["kinds"] = {kd: {f"dT_rms{s}": float(np.sqrt(np.mean([r[f"dT_rms{s}"] ** 2 for r in done
                                                                          if r["kind"] == kd])))
                                      for s in (*sfxs, "_lte", "_floor")} for kd in kinds}
-        args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "obs_backend": obs_name,
+        args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "nodes": nodes,
+                                         "check_threshold": args.check_threshold, "t_positions": tpos,
+                                         "obs_backend": obs_name,
                                          "backend": args.backend, "departures": args.departures, "seed": args.seed,
                                          "load_average": os.getloadavg(), "summary": summary,
                                          **({"dT_rms_nlte": summary["dT_rms_nlte"]} if "_nlte" in sfxs else {}),
