@@ -47,6 +47,13 @@ start by the last cycle's T nodes: what no inversion with these nodes can beat),
 
     PYTHONPATH=<build>/site:src python benchmarks/bench_desire.py [--case ca|joint|unseen|novel] [--pixels 10]
         [--obs lightweaver|rh] [--backend lightweaver|rh] [--departures backend|emulated|both] [--json out.json]
+        [--seed 11] [--t-nodes 3,5[,..]] [--t-positions LOGTAU,..] [--check-threshold 0.01]
+
+Set-up studies (issue 19, docs/nlte.md "Why the novel set misses 80 K"): ``--t-nodes`` one cycle per entry
+(the engine rounds equidistant counts to those its grid allows: on this 64-point grid 3 → 2, 5 → 4, 7 → 4),
+``--t-positions`` explicit log τ positions of the last cycle's T nodes, ``--check-threshold`` the emulated
+inversion's check threshold; tune on another ``--seed`` than the reported 11. ``--diagnose P ...``: pixels P
+of the case diagnosed instead (:func:`diagnose`).
 """
 from __future__ import annotations
 
@@ -76,6 +83,22 @@ NODES["unseen"] = NODES["novel"] = NODES["ca"]
 SUFFIX = {"backend": "_nlte", "emulated": "_emu"}
 NAME = {"_nlte": "NLTE", "_emu": "emulated", "_lte": "LTE", "_floor": "floor"}
 NOVEL_KINDS = ("cold chromosphere", "warm chromosphere", "plateau", "T-min offset", "deep heating")
+
+
+def case_nodes(case: str, t_nodes: str | None = None) -> dict:
+    """The inversion nodes of ``case`` per cycle; ``t_nodes`` ("3,5,7"): T nodes per cycle, one cycle each, the
+    other parameters extended with their last cycle's nodes."""
+    nodes = {k: tuple(v) for k, v in NODES[case].items()}
+    if t_nodes is None:
+        return nodes
+    t = tuple(int(x) for x in t_nodes.split(","))
+    if not t or min(t) < 1:
+        raise ValueError(f"--t-nodes needs positive node counts, got {t_nodes!r}")
+    out = {"T": t}
+    for k, v in nodes.items():
+        if k != "T":
+            out[k] = (v + (v[-1],) * len(t))[:len(t)]
+    return out
 
 
 def make_backend(name: str, lines):
@@ -148,14 +171,137 @@ def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int,
     return {"dT": dT, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175), "phi": rng.uniform(0, 180)}, kind
 
 
-def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int) -> float:
+def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=None) -> float:
     """T rms [K] over the depths ``m`` of the best least-squares n-node correction (the engine's node basis,
-    as the inversion's last cycle uses) to a change ``dT`` from the start: what the parametrisation can reach."""
+    as the inversion's last cycle uses; ``positions``: its explicit log τ positions) to a change ``dT`` from the
+    start: what the parametrisation can reach."""
     from pyinv import engine
 
-    f, _ = engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, n))
+    f, _ = (engine.inv_node_basis(lt, len(positions), positions) if positions is not None
+            else engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, n)))
     c = np.linalg.lstsq(f[m], dT[m], rcond=None)[0]
     return float(np.sqrt(np.mean((f[m] @ c - dT[m]) ** 2)))
+
+
+def case_setup(case: str):
+    """The common set-up of a case: (lines, grid, NLTE regions, their vacuum wavelengths [nm], the Lightweaver
+    backend, the log τ grid, the start: FAL C from Lightweaver's tables, hydrostatic, with B 100 G, γ 45°,
+    φ 30° — relative parameters need nonzero starts)."""
+    import pyinv
+    from pyinv import nlte
+    from pyinv.nlte.desire import nlte_regions
+    from pyinv.nlte.lw import falc_column
+
+    warnings.simplefilter("ignore")
+    col = falc_column()   # FAL C from Lightweaver's tables
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions(REGIONS[case], lines)
+    regs = nlte_regions(grid, nlte.level_map(lines, [8]))
+    wl = nlte.grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
+    lw = make_backend("lightweaver", lines)
+    r0 = lw.synthesize(col, wl)
+    lt = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
+    base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True)
+    return lines, grid, regs, wl, lw, lt, base.with_columns(B=100.0, gamma=45.0, phi=30.0)
+
+
+SIGMA = 1e-3
+RF_BANDS = [(-3.0, -3.5), (-3.5, -4.0), (-4.0, -4.5), (-4.5, -5.0), (-5.0, -5.3)]
+T_BANDS = [(-1.0, -3.0), (-3.0, -4.0), (-4.0, -5.3)]
+
+
+def diagnose(args) -> int:
+    """``--diagnose P ...`` (issue 19; docs/nlte.md "Why the novel set misses 80 K"): for pixels P of the case
+    (same seed, pixels and noise as the benchmark), the emulated NLTE inversion (Lightweaver) started (a) from
+    FAL C, (b) from the floor model (FAL C plus the best node correction towards the truth) and (c) from the
+    truth, with χ²_I = mean (O − S)² / σ² over Stokes I (σ = 1e-3: ≈ 1 at the noise level) and T rms per band;
+    χ²_I of the truth and of the floor model; unless ``--no-rf``, the backend's NLTE Stokes I change for
+    +100 K in one band at the truth (b free), as rms, maximum and Δχ² = Σ ΔI² / σ²."""
+    import pyinv
+    from pyinv import engine, nlte
+    from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte, on_engine_scale
+    from pyinv.nlte.emulator import pretrained_emulator
+
+    lines, grid, regs, wl, lw, lt, base = case_setup(args.case)
+    rng = np.random.default_rng(args.seed)
+    cfg = pyinv.InversionConfig(cycles=2, nodes=NODES[args.case], weights=(1, 1, 1, 1), snr=1000.0)
+    emu = pretrained_emulator()
+    m_all = (lt <= -1.0) & (lt >= -5.3)
+
+    def observe(model):
+        r = lw.synthesize(model, wl)
+        lte = pyinv.synthesize(model, lines, grid, convolve=False)
+        return _convolve_like_synthesis(on_engine_scale(r, lte, regs, lte), lines, grid, 0.0, None)
+
+    def chi_i(a, b):
+        return float(np.mean((a[0] - b[0]) ** 2) / SIGMA ** 2)
+
+    def t_err(T, truth):
+        out = {"all": float(np.sqrt(np.mean((T[m_all] - truth[m_all]) ** 2)))}
+        for lo, hi in T_BANDS:
+            m = (lt <= lo) & (lt >= hi)
+            out[f"{lo}_{hi}"] = float(np.sqrt(np.mean((T[m] - truth[m]) ** 2)))
+        return out
+
+    rows = []
+    for p in range(max(args.diagnose) + 1):
+        pert, kind = perturbation(args.case, lt, rng, p, np.asarray(base.T))
+        truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
+                                                    gamma=pert["gamma"], phi=pert["phi"]))
+        clean = observe(truth)
+        obs = clean + rng.normal(0, SIGMA, clean.shape)
+        if p not in args.diagnose:
+            continue
+        T_true = np.asarray(truth.T)
+        # the floor model: FAL C plus the best 5-node T correction towards the truth (v, B ... of the truth)
+        f, _ = engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, 5))
+        dT = T_true - np.asarray(base.T)
+        c = np.linalg.lstsq(f[m_all], dT[m_all], rcond=None)[0]
+        floor_model = pyinv.hydrostatic(truth.with_columns(T=np.asarray(base.T) + f @ c))
+        row = {"pixel": p, "kind": kind, "floor_K": node_floor(lt, dT, m_all, 5),
+               "chi2_I_truth": chi_i(obs, clean), "chi2_I_floor_model": chi_i(obs, observe(floor_model))}
+        starts = {"falc": base, "floor": floor_model.with_columns(T=np.asarray(floor_model.T)),
+                  "truth": truth}
+        for name, g in starts.items():
+            t0 = time.process_time()
+            rn = invert_pixel_nlte(obs, g, lines, grid, cfg, backend=lw, departures="emulated", emulator=emu)
+            a = rn.result.atmosphere
+            row[f"start_{name}"] = {"chi2_I": chi_i(obs, rn.result.fit), "T_rms": t_err(np.asarray(a.T), T_true),
+                                    "check": rn.provenance.get("check", {}).get("profile_rms"),
+                                    "fallback": bool(rn.provenance.get("fallback")), "calls": rn.backend_calls,
+                                    "cpu_s": time.process_time() - t0,
+                                    "T_fit": np.asarray(a.T)[lt <= -3.0].round(0).tolist()}
+        row["T_true"] = T_true[lt <= -3.0].round(0).tolist()
+        row["lt"] = lt[lt <= -3.0].tolist()
+        if not args.no_rf:
+            rf = {}
+            for lo, hi in RF_BANDS:
+                m = (lt <= lo) & (lt > hi - 1e-9)
+                bumped = pyinv.hydrostatic(truth.with_columns(T=T_true + 100.0 * m))
+                d = observe(bumped)[0] - clean[0]
+                rf[f"{lo}_{hi}"] = {"dI_rms": float(np.sqrt(np.mean(d ** 2))), "dI_max": float(np.max(np.abs(d))),
+                                    "dchi2": float(np.sum(d ** 2) / SIGMA ** 2)}
+            row["rf_plus100K"] = rf
+        rows.append(row)
+        print(f"pixel {p} ({kind}): floor {row['floor_K']:.0f} K; chi2_I(obs vs truth) {row['chi2_I_truth']:.2f}, "
+              f"(obs vs floor model) {row['chi2_I_floor_model']:.2f}", flush=True)
+        for name in starts:
+            s = row[f"start_{name}"]
+            print(f"   start {name:5s}: chi2_I {s['chi2_I']:8.2f}; T rms all {s['T_rms']['all']:5.0f} K, "
+                  + ", ".join(f"{k} {v:4.0f}" for k, v in s["T_rms"].items() if k != "all")
+                  + f"; check {s['check']:.4f} fallback {s['fallback']} calls {s['calls']} {s['cpu_s']:.1f} s CPU",
+                  flush=True)
+        print("   T truth  (log tau -3 .. -5.3): " + " ".join(f"{t:5.0f}" for t in row["T_true"][::3]))
+        for name in starts:
+            print(f"   T {name:5s}(log tau -3 .. -5.3): " + " ".join(f"{t:5.0f}" for t in row[f'start_{name}']["T_fit"][::3]))
+        if not args.no_rf:
+            print("   +100 K in a band (backend NLTE, b free): " + "; ".join(
+                f"{k}: dI rms {v['dI_rms']:.1e} max {v['dI_max']:.1e} dchi2 {v['dchi2']:.0f}" for k, v in rf.items()),
+                flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "seed": args.seed,
+                                         "diagnose": args.diagnose, "rows": rows}, indent=1) + "\n")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -172,31 +318,44 @@ def main(argv=None) -> int:
     ap.add_argument("--departures", choices=("backend", "emulated", "both"), default="backend",
                     help="the NLTE inversion's b: the backend's, the packaged emulator's (checked by one backend "
                          "call) or both inversions in turn")
+    ap.add_argument("--t-nodes", default=None,
+                    help="T nodes per cycle, comma-separated (e.g. 3,5,7): one cycle per entry, the other "
+                         "parameters keep their last cycle's nodes [the case's: 3,5]")
+    ap.add_argument("--check-threshold", type=float, default=0.01,
+                    help="the emulated inversion's check threshold [continuum units] (invert_pixel_nlte's "
+                         "check_threshold; a large value never falls back) [0.01]")
+    ap.add_argument("--t-positions", default=None,
+                    help="explicit log tau positions of the last cycle's T nodes, comma-separated (their number "
+                         "replaces that cycle's T nodes; invert_pixel's node_positions) [equidistant]")
+    ap.add_argument("--diagnose", type=int, nargs="+", default=None, metavar="P",
+                    help="diagnose pixels P instead of the benchmark: the emulated inversion from FAL C, from the "
+                         "floor model and from the truth, and the backend's T sensitivity per band (diagnose())")
+    ap.add_argument("--no-rf", action="store_true", help="--diagnose without the T sensitivity")
     args = ap.parse_args(argv)
+    if args.diagnose is not None and lightweaver_missing():
+        return 0
+    if args.diagnose is not None:
+        if args.case == "joint":
+            ap.error("--diagnose takes the Ca II 8542 cases (ca, unseen, novel)")
+        return diagnose(args)
+    nodes = case_nodes(args.case, args.t_nodes)
+    tpos = None if not args.t_positions else [float(x) for x in args.t_positions.split(",")]
+    if tpos is not None:
+        nodes["T"] = (*nodes["T"][:-1], len(tpos))
+    ikw = {} if tpos is None else {"node_positions": {"T": tpos}}
     modes = ("backend", "emulated") if args.departures == "both" else (args.departures,)
     obs_name = args.obs or args.backend
     if lightweaver_missing():
         return 0
     import pyinv
     from pyinv import nlte
-    from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte, nlte_regions, on_engine_scale
-    from pyinv.nlte.lw import falc_column
+    from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte, on_engine_scale
 
-    warnings.simplefilter("ignore")
-    col = falc_column()   # FAL C from Lightweaver's tables
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions(REGIONS[args.case], lines)
-    regs = nlte_regions(grid, nlte.level_map(lines, [8]))
-    wl = nlte.grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
-    lw = make_backend("lightweaver", lines)
-    r0 = lw.synthesize(col, wl)
+    lines, grid, regs, wl, lw, lt, base = case_setup(args.case)
     be = lw if args.backend == "lightweaver" else make_backend(args.backend, lines)
     ob = lw if obs_name == "lightweaver" else (be if obs_name == args.backend else make_backend(obs_name, lines))
-    lt = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
-    base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True)
     rng = np.random.default_rng(args.seed)
-    cfg = pyinv.InversionConfig(cycles=2, nodes=NODES[args.case], weights=(1, 1, 1, 1), snr=1000.0)
-    base = base.with_columns(B=100.0, gamma=45.0, phi=30.0)   # relative parameters need nonzero starts
+    cfg = pyinv.InversionConfig(cycles=len(nodes["T"]), nodes=nodes, weights=(1, 1, 1, 1), snr=1000.0)
     print(f"case {args.case}: observations {obs_name}, inversion {args.backend}; {args.pixels} pixels, "
           f"{grid.nwav} wavelengths ({len(grid.regions)} regions), {lt.size} depths")
     emu = None
@@ -222,7 +381,8 @@ def main(argv=None) -> int:
         for mode in modes:
             t0, c0 = time.perf_counter(), time.process_time()
             rn = invert_pixel_nlte(obs, base, lines, grid, cfg, backend=be, departures=mode,
-                                   emulator=emu if mode == "emulated" else None)
+                                   emulator=emu if mode == "emulated" else None,
+                                   **({"check_threshold": args.check_threshold} if mode == "emulated" else {}), **ikw)
             results[SUFFIX[mode]] = rn.result
             sfx = SUFFIX[mode]
             row.update({f"backend_calls{sfx}": rn.backend_calls, f"seconds{sfx}": time.perf_counter() - t0,
@@ -238,7 +398,7 @@ def main(argv=None) -> int:
                       "skipped")
                 failed = True
         t0 = time.perf_counter()
-        results["_lte"] = pyinv.invert_pixel(obs, base, lines, grid, cfg)
+        results["_lte"] = pyinv.invert_pixel(obs, base, lines, grid, cfg, **ikw)
         row["seconds_lte"] = time.perf_counter() - t0
         if failed:
             rows.append(row)
@@ -257,7 +417,7 @@ def main(argv=None) -> int:
             row[f"dT_rms{sfx}"] = float(np.sqrt(np.mean((a.T[m] - truth.T[m]) ** 2)))
         m = (lt <= -1.0) & (lt >= -5.3)
         row["dT_rms_floor"] = node_floor(lt, np.asarray(truth.T) - np.asarray(base.T), m,
-                                         max(n for n in np.atleast_1d(NODES[args.case]["T"])))
+                                         max(nodes["T"]), tpos)
         rows.append(row)
         print(f"pixel {p} ({kind}): T rms (-1..-5.3) " + ", ".join(
             f"{NAME[s]} {row[f'dT_rms{s}']:6.0f} K" for s in results) + f" (floor {row['dT_rms_floor']:.0f} K); "
@@ -287,7 +447,7 @@ def main(argv=None) -> int:
               + " vs ".join(f"{rms(f'dT_rms_{lo}_{hi}{s}'):6.0f}" for s in (*sfxs, "_lte")))
     print("  all (-1 .. -5.3): " + " vs ".join(f"{rms(f'dT_rms{s}'):.0f}" for s in (*sfxs, "_lte"))
           + f"  (issue 19 target <= {target} K{' cross-code' if cross else ', same backend'})")
-    print(f"  best {max(np.atleast_1d(NODES[args.case]['T']))}-node T correction of the start (parametrisation floor): "
+    print(f"  best {max(nodes['T'])}-node T correction of the start (parametrisation floor): "
           f"{rms('dT_rms_floor'):.0f} K")
     kinds = sorted({r["kind"] for r in done})
     if len(kinds) > 1:
@@ -330,7 +490,9 @@ def main(argv=None) -> int:
             summary["kinds"] = {kd: {f"dT_rms{s}": float(np.sqrt(np.mean([r[f"dT_rms{s}"] ** 2 for r in done
                                                                          if r["kind"] == kd])))
                                      for s in (*sfxs, "_lte", "_floor")} for kd in kinds}
-        args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "obs_backend": obs_name,
+        args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "nodes": nodes,
+                                         "check_threshold": args.check_threshold, "t_positions": tpos,
+                                         "obs_backend": obs_name,
                                          "backend": args.backend, "departures": args.departures, "seed": args.seed,
                                          "load_average": os.getloadavg(), "summary": summary,
                                          **({"dT_rms_nlte": summary["dT_rms_nlte"]} if "_nlte" in sfxs else {}),

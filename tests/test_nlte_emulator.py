@@ -115,6 +115,23 @@ def test_bad_input(emu):
     assert f.shape == (4, emu.log_tau.size) and top.any() and np.allclose(f[0][top], atm.T[-1])
 
 
+def test_backend_start_only_finite_b():
+    """The emulator's b start the backend only when finite and positive (else the backend starts from LTE)."""
+    from types import SimpleNamespace
+
+    from pyinv.nlte import NlteLine
+    from pyinv.nlte.emulated import backend_start
+
+    be = SimpleNamespace(supports_initial_b=True, lines=[NlteLine(8, "CaII", 2, 4)])
+    good = np.array([[0.1, -0.2, 0.0], [0.3, 0.0, -0.1]])
+    emu = SimpleNamespace(atom="CaII", log_b=lambda model: good)
+    start = backend_start(emu, be, None)
+    assert np.allclose(start["CaII"], 10.0 ** good[:, ::-1])
+    for bad in (np.where(good > 0.2, 400.0, good), np.where(good > 0.2, np.nan, good)):   # overflow, NaN
+        assert backend_start(SimpleNamespace(atom="CaII", log_b=lambda model, b=bad: b), be, None) is None
+    assert backend_start(emu, SimpleNamespace(supports_initial_b=False, lines=be.lines), None) is None
+
+
 def test_draw_column_is_seeded():
     lt = C.LOG_TAU
     base = pyinv.Atmosphere(log_tau=lt, T=5000 + 1200 * np.tanh(lt) + 2000 / (1 + np.exp((lt + 4.5) / 0.3)),

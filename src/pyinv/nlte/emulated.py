@@ -75,7 +75,12 @@ def emulated_cycles(obs, guess, lines, grid, config, emu, nlte_lines, *, thresho
 
 
 def backend_start(emu, backend: NlteBackend, model) -> dict | None:
-    """The emulator's b as the backend's starting point (its column is top first), where it can take one."""
+    """The emulator's b as the backend's starting point (its column is top first), where it can take one; None
+    (the backend starts from LTE) where the emulator's b are not finite and positive (a model far outside its
+    training, e.g. 10**log b overflowing: the backend would refuse such a start)."""
     if backend.supports_initial_b and any(ln.atom == emu.atom for ln in backend.lines):
-        return {emu.atom: 10.0 ** emu.log_b(model)[:, ::-1]}
+        with np.errstate(over="ignore", invalid="ignore"):
+            b = 10.0 ** np.asarray(emu.log_b(model), dtype=np.float64)[:, ::-1]
+        if np.all(np.isfinite(b)) and np.all(b > 0):
+            return {emu.atom: b}
     return None
