@@ -455,8 +455,11 @@ contains
           present(memo_rf) .and. present(memo_het)) then
         if (.not. (memo_ok == 1 .and. all(memo_want >= want) .and. all(memo_x == x))) then
           memo_ok = 0
-          ! an absent vcache passes on as absent (F2008 12.5.2.12)
-          call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het, vcache)
+          if (present(vcache)) then
+            call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het, vcache)
+          else
+            call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het)
+          end if
           nsynth = nsynth + 1
           if (ierr /= err_ok) return
           memo_ok = 1
@@ -466,7 +469,11 @@ contains
         call analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, memo_st, memo_rf, memo_het, jac, ierr)
       else
         allocate(rf(4, s%nw, n, n_cols), st(4, s%nw), het(n, n_he_terms))
-        call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het, vcache)
+        if (present(vcache)) then
+          call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het, vcache)
+        else
+          call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het)
+        end if
         nsynth = nsynth + 1
         if (ierr /= err_ok) return
         call analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, st, rf, het, jac, ierr)
