@@ -27,9 +27,7 @@
 !> agreement with central differences <= 1e-5 relative; cost ~3.7 syntheses (~2.4 without convolution;
 !> the dense convolution of the 4 x 53 x 7 RF rows is ~1/3 of the total). The Voigt derivatives of
 !> all Zeeman components of a line are evaluated in one call per wavelength, and the adjoint needs
-!> only their strength(-and-shift)-weighted sums per component group (line_k7_store). In the inversion the
-!> Voigt values themselves come from the synthesis of the accepted trial at the same model (synth_model's
-!> vcache, used where the arguments match bit for bit): the RF pass then evaluates no Voigt function.
+!> only their strength(-and-shift)-weighted sums per component group (line_k7_store).
 module pyinv_response
   use pyinv_kinds, only: dp, ln10, pi
   use pyinv_errors, only: err_ok, err_not_finite
