@@ -24,8 +24,7 @@
 module pyinv_inversion
   use pyinv_kinds, only: dp, pi
   use pyinv_errors, only: err_ok, err_bad_input, err_not_finite, err_no_data, err_zero_parameter, err_bad_size
-  use pyinv_synthesis, only: synth_setup, synth_model, voigt_cache_points, n_cols, col_t, col_pe, col_b, col_vlos, &
-                             col_gam
+  use pyinv_synthesis, only: synth_setup, synth_model, n_cols, col_t, col_pe, col_b, col_vlos, col_gam
   use pyinv_hydrostatic, only: he_solve, n_he_terms
   use pyinv_linalg, only: modified_svd_solve
   use pyinv_nodes, only: layout, make_layout, update_layout, node_jacobian, apply_perturbation, node_values_vector, &
@@ -362,7 +361,7 @@ contains
   !> (weighted by their share of the mix) and the columns of u and w (§1.5).
   pure subroutine mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, &
                                  imix, stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, &
-                                 memo_rf, memo_het, vcache)
+                                 memo_rf, memo_het)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nc, off(2), he(2), boundary(nc), jac_mode, imix(2), m, icon
     real(dp), intent(in) :: logtau(n), x(n, n_cols, nc), vmac(nc), sync(4, s%nw, nc), mu, mix(2), stray(4, s%nw)
@@ -374,9 +373,6 @@ contains
     integer, intent(inout) :: memo_ok, memo_want(n_cols)
     real(dp), intent(inout) :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
                                memo_het(n, n_he_terms)
-    !> the Voigt cache of the synthesis at x (pyinv_synthesis::synth_model; one component only; size(vcache, 1)
-    !> = 0: none)
-    real(dp), intent(in) :: vcache(:, :, :)
     real(dp) :: wc(nc), mixed(4, s%nw), ci(m)
     integer :: c
     ierr = err_ok
@@ -384,11 +380,7 @@ contains
     call mix_profiles(s%nw, nc, sync, mix, stray, icon, mixed, wc)
     do c = 1, nc
       if (lay(c)%m == 0) cycle
-      if (nc == 1 .and. size(vcache, 1) > 0) then
-        call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
-                           jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr, memo_ok, memo_want, &
-                           memo_x, memo_st, memo_rf, memo_het, vcache)
-      else if (nc == 1) then
+      if (nc == 1) then
         call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
                            jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr, memo_ok, memo_want, &
                            memo_x, memo_st, memo_rf, memo_het)
@@ -482,11 +474,6 @@ contains
     real(dp) :: vmin, rho_c, pen, pent, merit, meritt, nu, pred, pred0, gain, lastgain, mhist(3)
     real(dp), allocatable :: gpen(:)
     integer :: regmode
-    !> Voigt caches (pyinv_synthesis::synth_model) of the current model (vc(:, :, :, cur)) and of the trial
-    !> (3 - cur), one component only: the Jacobian at an accepted trial reuses its Zeeman profiles
-    real(dp), allocatable :: vc(:, :, :, :)
-    integer :: cur, npv
-    integer, parameter :: max_cache = 8000000
 
     ierr = err_ok
     info = 0
@@ -593,21 +580,9 @@ contains
     end do
     dof = real(max(nobs - m - nmask, 1), dp)
 
-    ! Voigt caches (one component; none beyond max_cache values)
-    npv = 0
-    if (nc == 1) npv = voigt_cache_points(s, n)
-    if (8 * npv * s%nw > max_cache) npv = 0
-    allocate(vc(npv, 4, s%nw, 2))
-    if (npv > 0) vc(:, 2, :, :) = -1.0_dp    ! no damping is negative: no entry matches before it is filled
-    cur = 1
-
     ! starting model (not re-equilibrated, §3.9)
     do c = 1, nc
-      if (npv > 0) then
-        call synth_model(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), amax, ierr, vc(:, :, :, cur))
-      else
-        call synth_model(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), amax, ierr)
-      end if
+      call synth_model(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), amax, ierr)
       nsynth = nsynth + 1
       if (ierr /= err_ok) return
     end do
@@ -617,8 +592,7 @@ contains
     call penalty(x, pen, gpen)
     merit = c2 * (1.0_dp + pen)
     call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                        icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
-                          memo_het, vc(:, :, :, cur))
+                        icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
     if (ierr /= err_ok) return
     have_jac = .true.
 
@@ -661,8 +635,7 @@ contains
           if (have_jac) exit
           ! never end a cycle on a secant (Broyden) Jacobian: refresh it and judge again
           call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                              stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
-                          memo_het, vc(:, :, :, cur))
+                              stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
           if (ierr /= err_ok) exit
           nreuse = 0
           have_jac = .true.
@@ -701,11 +674,7 @@ contains
       do c = 1, nc
         if (ie /= err_ok) exit
         if (.not. moves(c)) cycle
-        if (npv > 0) then
-          call synth_model(s, n, logtau, xt(:, :, c), vt(c), stc(:, :, c), amax, ie, vc(:, :, :, 3 - cur))
-        else
-          call synth_model(s, n, logtau, xt(:, :, c), vt(c), stc(:, :, c), amax, ie)
-        end if
+        call synth_model(s, n, logtau, xt(:, :, c), vt(c), stc(:, :, c), amax, ie)
         nsynth = nsynth + 1
       end do
       c2t = huge(1.0_dp)
@@ -736,7 +705,6 @@ contains
         dsyn = st - syn    ! the change of the profiles (for the Broyden update)
         syn = st
         sync = stc
-        cur = 3 - cur     ! the trial's Voigt cache is the current model's now
         c2 = c2t
         nsucc = nsucc + 1
         nfail = 0
@@ -780,8 +748,7 @@ contains
             nreuse = nreuse + 1
           else
             call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                                stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
-                          memo_het, vc(:, :, :, cur))
+                                stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
             if (ierr /= err_ok) exit
             nreuse = 0
             have_jac = .true.
@@ -791,8 +758,7 @@ contains
         ! a failed step with an updated (approximate) Jacobian: take the exact one and retry at the
         ! same lambda before counting a failure
         call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                            stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
-                          memo_het, vc(:, :, :, cur))
+                            stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
         if (ierr /= err_ok) exit
         nreuse = 0
         have_jac = .true.
@@ -840,8 +806,7 @@ contains
     end do
     if (.not. have_jac) then
       call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                          icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
-                          memo_het, vc(:, :, :, cur))
+                          icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
       if (ierr /= err_ok) then
         info(info_syntheses) = nsynth
         return

@@ -416,7 +416,7 @@ contains
   !> Node Jacobian jac(4, nw, m) = d stokes / d delta at the model (x, vmac) whose synthesis is syn.
   !> he: 1 when Pe follows hydrostatic equilibrium (T columns include the HE coupling).
   pure subroutine node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, &
-                                ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het, vcache)
+                                ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, he, boundary, jac_mode
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, syn(4, s%nw), mu
@@ -430,8 +430,6 @@ contains
     integer, intent(inout), optional :: memo_ok, memo_want(n_cols)
     real(dp), intent(inout), optional :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
                                          memo_het(n, n_he_terms)
-    !> optional Voigt cache of a synthesis (pyinv_synthesis::synth_model), handed to synth_rf
-    real(dp), intent(in), optional :: vcache(:, :, :)
     real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n)
     real(dp), allocatable :: rf(:, :, :, :), st(:, :), het(:, :), dlt(:, :), dlp(:, :)
     real(dp) :: rfv(4, s%nw), amax(s%nl)
@@ -455,11 +453,7 @@ contains
           present(memo_rf) .and. present(memo_het)) then
         if (.not. (memo_ok == 1 .and. all(memo_want >= want) .and. all(memo_x == x))) then
           memo_ok = 0
-          if (present(vcache)) then
-            call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het, vcache)
-          else
-            call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het)
-          end if
+          call synth_rf(s1, n, logtau, x, vmac, want, memo_st, memo_rf, rfv, amax, ierr, memo_het)
           nsynth = nsynth + 1
           if (ierr /= err_ok) return
           memo_ok = 1
@@ -469,11 +463,7 @@ contains
         call analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, memo_st, memo_rf, memo_het, jac, ierr)
       else
         allocate(rf(4, s%nw, n, n_cols), st(4, s%nw), het(n, n_he_terms))
-        if (present(vcache)) then
-          call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het, vcache)
-        else
-          call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het)
-        end if
+        call synth_rf(s1, n, logtau, x, vmac, want, st, rf, rfv, amax, ierr, het)
         nsynth = nsynth + 1
         if (ierr /= err_ok) return
         call analytic_columns(s, n, logtau, x, vmac, lay, he, boundary, mu, st, rf, het, jac, ierr)

@@ -36,7 +36,7 @@ module pyinv_response
   use pyinv_continuum, only: kappa_continuum, kappa_coefficients, kappa_from_coef, n_kappa_coef
   use pyinv_planck, only: planck, planck_dt, planck_nlte, planck_nlte_dt
   use pyinv_zeeman, only: max_components
-  use pyinv_voigt, only: voigt_deriv_n, voigt_deriv_nw, voigt_deriv_from_values
+  use pyinv_voigt, only: voigt_deriv_n, voigt_deriv_nw
   use pyinv_propagation, only: line_depth_quantities_tl, voigt_hui_deriv_n, blend_offset_mA, &
                                air_to_vacuum, geometry_factors, k7_add_profiles
   use pyinv_formal_solver, only: hermite_polarised_adjoint, hermite_scalar_adjoint
@@ -65,10 +65,8 @@ contains
 
   !> Response functions: stokes as synth_model; rf(s, w, k, v) = d stokes(s, w) / d x_v(k) (v = rf_t
   !> ... rf_phi; per K, dyn cm^-2, cm/s, G, cm/s, degree, degree); rf_vmac per km/s. want(v) = 0
-  !> skips variable v (rf = 0 there). s, logtau, x, vmac as synth_model. Optional vcache: a Voigt cache
-  !> filled by pyinv_synthesis::synth_model (e.g. at this model): its H and F are reused for the Zeeman
-  !> components whose arguments (u, a) equal the cached ones bit for bit (same numbers as evaluating them).
-  pure subroutine synth_rf(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, amax, ierr, he_terms, vcache)
+  !> skips variable v (rf = 0 there). s, logtau, x, vmac as synth_model.
+  pure subroutine synth_rf(s, n, logtau, x, vmac, want, stokes, rf, rf_vmac, amax, ierr, he_terms)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
@@ -78,7 +76,6 @@ contains
     !> optional: the local derivatives of pyinv_hydrostatic::he_tangent_terms at this model, from the
     !> EOS derivatives computed here anyway (the inversion's Jacobian needs both)
     real(dp), intent(out), optional :: he_terms(n, n_he_terms)
-    real(dp), intent(in), optional :: vcache(:, :, :)
 
     type(eos_state) :: st(n), dst_t(n), dst_p(n)
     real(dp) :: kappa5(n), dk5(2, n), geo(5, n), dgeo(5, 2, n), ltau(n), lamk(s%ng + 1)
@@ -98,8 +95,8 @@ contains
     real(dp), allocatable :: dsl(:, :), ddsl(:, :), kl(:, :, :)
     real(dp) :: fse(n), dfse(n), w(4, n), sv(4, n), svbar(4, 4, n), wbar(4, 4, n), klbar(4, 4, n), dslbar(4, n)
     real(dp) :: etabl(n), k7bl(4, 7, n)
-    integer :: i, g, k, l, j, m, nlg, jw, nmw, kmin, kming, v, maxc, nk, oc
-    logical :: magnetic, docv, anycap, desire, usec
+    integer :: i, g, k, l, j, m, nlg, jw, nmw, kmin, kming, v, maxc, nk
+    logical :: magnetic, docv, anycap, desire
     real(dp) :: dsig, inv_ic
 
     ierr = err_ok
@@ -237,23 +234,11 @@ contains
           k7 = 0.0_dp
           k7(1, :) = kc
           if (desire) w = 0.0_dp
-          usec = .false.
-          if (present(vcache)) usec = s%sir_voigt == 0 .and. .not. desire .and. size(vcache, 1) >= n * sum(ncomp) &
-                                      .and. size(vcache, 2) >= 4 .and. size(vcache, 3) >= jw
-          oc = 0
           do k = 1, nlg
             dlam = (woff(jw) + boff(k)) * 1.0e-11_dp
-            if (usec) then
-              call line_k7_store(n, dlam, inv_dld(:, k), vshift(:, k), vb(:, k), adamp(:, k), c5(:, :, k), &
-                                 ncomp(k), grp(:, k), shift(:, k), strength(:, k), s%sir_voigt, maxc, k7, &
-                                 vv(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), wv, iwk, &
-                                 vcache(oc + 1:oc + n * ncomp(k), :, jw))
-            else
-              call line_k7_store(n, dlam, inv_dld(:, k), vshift(:, k), vb(:, k), adamp(:, k), c5(:, :, k), &
-                                 ncomp(k), grp(:, k), shift(:, k), strength(:, k), s%sir_voigt, maxc, k7, &
-                                 vv(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), wv, iwk)
-            end if
-            oc = oc + n * ncomp(k)
+            call line_k7_store(n, dlam, inv_dld(:, k), vshift(:, k), vb(:, k), adamp(:, k), c5(:, :, k), &
+                               ncomp(k), grp(:, k), shift(:, k), strength(:, k), s%sir_voigt, maxc, k7, &
+                               vv(:, k), hs(:, :, k), fs(:, :, k), gs(:, :, :, k), wv, iwk)
             if (desire) then
               do i = 1, n
                 kl(:, i, k) = line_first_column(c5(:, i, k), hs(i, :, k))
@@ -492,11 +477,9 @@ contains
 
   !> The k7 of one line as pyinv_synthesis::group_k7 forms it (same operations), keeping what the adjoint needs:
   !> v (reduced frequency without Zeeman shift), the group sums hs, fs of H and F, and per
-  !> component dH/du, dF/du, dH/da, dF/da. Optional cache(n * ncomp, 4): u, a, H, F of the line's components
-  !> from a synthesis (pyinv_synthesis::synth_model's vcache, exact Voigt function only): when all its
-  !> arguments equal u and a, its H and F are used instead of a new evaluation (identical numbers).
+  !> component dH/du, dF/du, dH/da, dF/da.
   pure subroutine line_k7_store(n, dlam, inv_dld, vshift, vb, adamp, c5, ncomp, grp, shift, strength, &
-                                sirvoigt, maxc, k7, v, hs, fs, gs, wv, iwk, cache)
+                                sirvoigt, maxc, k7, v, hs, fs, gs, wv, iwk)
     integer, intent(in) :: n, ncomp, sirvoigt, maxc
     real(dp), intent(in) :: dlam, inv_dld(n), vshift(n), vb(n), adamp(n), c5(5, n)
     integer, intent(in) :: grp(*)
@@ -504,10 +487,8 @@ contains
     real(dp), intent(inout) :: k7(7, n)
     real(dp), intent(out) :: v(n), hs(n, 3), fs(n, 3), gs(n, 3, 6), wv(n * maxc, 12)
     integer, intent(out) :: iwk(n * maxc)
-    real(dp), intent(in), optional :: cache(:, :)
     real(dp) :: sk, wk
-    integer :: i, k, g, o, nt, nmis
-    logical :: hit
+    integer :: i, k, g, o, nt
     ! all components of the line in one Voigt call: wv(:, 1) u, 2 a, 3 H, 4 F, 5-8 dH/du, dF/du,
     ! dH/da, dF/da, 9-12 workspace
     nt = n * ncomp
@@ -522,23 +503,7 @@ contains
         wv(o + i, 2) = adamp(i)
       end do
     end do
-    hit = .false.
-    if (present(cache) .and. sirvoigt == 0) then
-      if (size(cache, 1) == nt) then
-        ! one pass without early exit (an integer count: vectorised)
-        nmis = 0
-        do i = 1, nt
-          if (cache(i, 1) /= wv(i, 1) .or. cache(i, 2) /= wv(i, 2)) nmis = nmis + 1
-        end do
-        hit = nmis == 0
-      end if
-    end if
-    if (hit) then
-      wv(1:nt, 3) = cache(:, 3)
-      wv(1:nt, 4) = cache(:, 4)
-      call voigt_deriv_from_values(nt, wv(1:nt, 2), wv(1:nt, 1), wv(1:nt, 3), wv(1:nt, 4), wv(1:nt, 5), &
-                                   wv(1:nt, 6), wv(1:nt, 7), wv(1:nt, 8))
-    else if (sirvoigt /= 0) then
+    if (sirvoigt /= 0) then
       call voigt_hui_deriv_n(nt, wv(1:nt, 2), wv(1:nt, 1), wv(1:nt, 3), wv(1:nt, 4), wv(1:nt, 5), &
                              wv(1:nt, 6), wv(1:nt, 7), wv(1:nt, 8))
     else

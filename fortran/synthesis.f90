@@ -43,7 +43,7 @@ module pyinv_synthesis
   private
   public :: synth_setup, setup_from_buffers, synth_model, hsra_continuum, convolve_spectrum, &
             macro_sigma
-  public :: synth_check_inputs, model_is_magnetic, line_components, group_wavelengths, voigt_cache_points
+  public :: synth_check_inputs, model_is_magnetic, line_components, group_wavelengths
 
   !> Model arrays x(n, n_cols): one column order for synthesis, response functions and inversion
   !> (T [K], Pe [dyn cm-2], vmic [cm/s], B [G], vlos [cm/s], gamma, phi [deg]); response functions
@@ -312,18 +312,12 @@ contains
   !> glines(gstart(g) : gstart(g)+gcount(g)-1) (the first is the main line); wavelengths woff [mÅ from
   !> the group's main line]. Out: stokes(4, nw); amax(nl) the largest damping parameter of each line
   !> (a > 3: SIR would cap). A profile that is not finite is reported as err_not_finite.
-  !> Optional vcache(np, 4, nw) (np >= voigt_cache_points(s, n)): on return, for every wavelength jw of the
-  !> magnetic LTE path (SIR 2017 departures included, DeSIRe's form not), the Voigt arguments u, a and values
-  !> H, F of all Zeeman components of the wavelength's line group in group_k7's order (lines, components,
-  !> depths): vcache(:, 1:4, jw). pyinv_response::synth_rf reuses H and F where its arguments are the same
-  !> (a profile is a function of (u, a) alone, so an entry is valid whenever they match bit for bit).
-  pure subroutine synth_model(s, n, logtau, x, vmac, stokes, amax, ierr, vcache)
+  pure subroutine synth_model(s, n, logtau, x, vmac, stokes, amax, ierr)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac
     real(dp), intent(out) :: stokes(4, s%nw), amax(s%nl)
     integer, intent(out) :: ierr
-    real(dp), intent(inout), optional :: vcache(:, :, :)
 
     type(eos_state) :: st(n)
     real(dp) :: kappa5(n), ltau(n), geo(5, n), kc(n), src(n), k7(7, n), eta(n)
@@ -335,7 +329,7 @@ contains
     real(dp) :: dld(n), vdop(n), e0(n), ad(n), kap, lam1, ic, fse(n), dfse(n), dsdt(n), w(4, n), sv(4, n)
     real(dp) :: y4(4)
     integer :: i, g, k, l, m, nlg, jw, nmw, capflag, ntot, nbk
-    logical :: magnetic, desire, usevc
+    logical :: magnetic, desire
 
     ierr = err_ok
     stokes = 0.0_dp
@@ -445,17 +439,8 @@ contains
           call hermite_polarised(n, logtau, ltau, k7, src, y4, ierr, sv=sv)
           if (ierr /= err_ok) return
         else if (magnetic) then
-          usevc = .false.
-          if (present(vcache)) usevc = size(vcache, 1) >= ntot .and. size(vcache, 2) >= 4 .and. size(vcache, 3) >= jw
-          if (usevc) then
-            ! the Voigt arguments and values written straight into the cache (group_k7's workspace)
-            call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
-                          s%sir_voigt, ntot, vcache(1:ntot, 1, jw), vcache(1:ntot, 2, jw), vcache(1:ntot, 3, jw), &
-                          vcache(1:ntot, 4, jw), iwk, xwk, k7)
-          else
-            call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
-                          s%sir_voigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
-          end if
+          call group_k7(n, nlg, dlk, inv_dld, vshift, vb, adamp, c5, kc, ncomp, grp, shift, strength, &
+                        s%sir_voigt, ntot, uu, aa, hh, ff, iwk, xwk, k7)
           ! solved for blocks of nblock wavelengths at once (hermite_polarised_block)
           nbk = nbk + 1
           k7b(nbk, :, :) = k7
@@ -630,31 +615,6 @@ contains
       end do
     end do
   end subroutine line_components
-
-  !> Rows of synth_model's Voigt cache for n depth points: n times the largest number of Zeeman components
-  !> of a line group (0 when a line's pattern cannot be formed; synth_model then reports the error).
-  pure integer function voigt_cache_points(s, n) result(np)
-    type(synth_setup), intent(in) :: s
-    integer, intent(in) :: n
-    integer :: g, k, l, nc, tot, ierr
-    integer :: grp(3 * max_components)
-    real(dp) :: shift(3 * max_components), strength(3 * max_components)
-    np = 0
-    do g = 1, s%ng
-      tot = 0
-      do k = 1, s%gcount(g)
-        l = s%glines(s%gstart(g) + k - 1)
-        call line_components(s%mult_l(l), s%l_l(l), s%j_l(l), s%mult_u(l), s%l_u(l), s%j_u(l), s%use_geff(l), &
-                             s%geff(l), nc, grp, shift, strength, ierr)
-        if (ierr /= err_ok) then
-          np = 0
-          return
-        end if
-        tot = tot + nc
-      end do
-      np = max(np, n * tot)
-    end do
-  end function voigt_cache_points
 
   !> Indices (into the wavelength arrays, in the order given) of the wavelengths of group g.
   pure subroutine group_wavelengths(nw, wgrp, g, widx)

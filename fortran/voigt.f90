@@ -17,8 +17,7 @@ module pyinv_voigt
   use pyinv_kinds, only: dp, sqrtpi
   implicit none
   private
-  public :: faddeeva, voigt_faraday, voigt_faraday_deriv, voigt_n, voigt_deriv_n, voigt_nw, voigt_deriv_nw, &
-            voigt_deriv_from_values
+  public :: faddeeva, voigt_faraday, voigt_faraday_deriv, voigt_n, voigt_deriv_n, voigt_nw, voigt_deriv_nw
 
   integer, parameter :: nw = 28
   real(dp), parameter :: lw = 4.4496055862540596_dp   ! sqrt(N / sqrt(2))
@@ -222,19 +221,9 @@ contains
     real(dp), intent(out) :: h(n), f(n), dhdv(n), dfdv(n), dhda(n), dfda(n)
     integer, intent(out) :: iw(n)
     real(dp), intent(out) :: xw(n, 4)
-    call voigt_nw(n, a, v, h, f, iw, xw)
-    call voigt_deriv_from_values(n, a, v, h, f, dhdv, dfdv, dhda, dfda)
-  end subroutine voigt_deriv_nw
-
-  !> The partial derivatives of H and F with respect to v and a from their values h, f at (a, v) (the
-  !> second half of voigt_deriv_nw; callers holding H and F already, e.g. the response functions'
-  !> reuse of a synthesis' profiles, get the same numbers).
-  pure subroutine voigt_deriv_from_values(n, a, v, h, f, dhdv, dfdv, dhda, dfda)
-    integer, intent(in) :: n
-    real(dp), intent(in) :: a(n), v(n), h(n), f(n)
-    real(dp), intent(out) :: dhdv(n), dfdv(n), dhda(n), dfda(n)
     real(dp) :: dr, di
     integer :: i
+    call voigt_nw(n, a, v, h, f, iw, xw)
     do i = 1, n
       ! w' = -2 z w + 2i/sqrt(pi), with w = h + 2 i f and z = v + i a
       dr = -2.0_dp * (v(i) * h(i) - a(i) * 2.0_dp * f(i))
@@ -244,6 +233,6 @@ contains
       dhda(i) = -di
       dfda(i) = 0.5_dp * dr
     end do
-  end subroutine voigt_deriv_from_values
+  end subroutine voigt_deriv_nw
 
 end module pyinv_voigt
