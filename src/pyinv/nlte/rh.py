@@ -198,24 +198,28 @@ class RH(NlteBackend):
             except FileExistsError:  # another worker made it
                 pass
         for a in self.active:
-            if any(b[0] == a for b in self.broadening):
+            if self._atom_damping(a):
                 dst = self._broadened_atom(wd, a)
                 if not dst.is_file():   # written once per work folder (atomically: workers share it)
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    text = with_line_damping(self.atom_file(a).read_text(),
-                                             [b[1:] for b in self.broadening if b[0] == a])
+                    text = with_line_damping(self.atom_file(a).read_text(), self._atom_damping(a))
                     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
                     tmp.write_text(text)
                     os.replace(tmp, dst)
         return wd
 
+    def _atom_damping(self, stem: str) -> list:
+        """The engine's damping of the mapped lines of atom ``stem`` (:func:`with_line_damping`'s entries);
+        empty without ``line_broadening`` or for an atom without mapped lines."""
+        return [b[1:] for b in self.broadening if b[0] == stem]
+
     def _broadened_atom(self, wd: Path, stem: str) -> Path:
-        tag = hashlib.sha1(repr([b for b in self.broadening if b[0] == stem]).encode()).hexdigest()[:10]
+        tag = hashlib.sha1(repr(self._atom_damping(stem)).encode()).hexdigest()[:10]
         return wd / "atoms" / f"{stem}-{tag}.atom"
 
     def _active_file(self, stem: str) -> Path:
         """The atom file RH reads for an active atom: the user's, or the copy with the engine's damping."""
-        if self.workdir is not None and any(b[0] == stem for b in self.broadening):
+        if self.workdir is not None and self._atom_damping(stem):
             return self._broadened_atom(self.workdir, stem)
         return self.atom_file(stem)
 
