@@ -171,16 +171,40 @@ def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int,
     return {"dT": dT, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175), "phi": rng.uniform(0, 180)}, kind
 
 
-def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=None) -> float:
-    """T rms [K] over the depths ``m`` of the best least-squares n-node correction (the engine's node basis,
-    as the inversion's last cycle uses; ``positions``: its explicit log τ positions) to a change ``dT`` from the
-    start: what the parametrisation can reach."""
+def node_correction(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=None) -> np.ndarray:
+    """The best least-squares n-node correction [K] on the whole grid ``lt`` (the engine's node basis, as the
+    inversion's last cycle uses; ``positions``: its explicit log τ positions) to a change ``dT`` from the start,
+    fitted over the depths ``m``."""
     from pyinv import engine
 
     f, _ = (engine.inv_node_basis(lt, len(positions), positions) if positions is not None
             else engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, n)))
-    c = np.linalg.lstsq(f[m], dT[m], rcond=None)[0]
-    return float(np.sqrt(np.mean((f[m] @ c - dT[m]) ** 2)))
+    return f @ np.linalg.lstsq(f[m], dT[m], rcond=None)[0]
+
+
+def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=None) -> float:
+    """T rms [K] over the depths ``m`` of :func:`node_correction`: what the parametrisation can reach."""
+    fit = node_correction(lt, dT, m, n, positions)
+    return float(np.sqrt(np.mean((fit[m] - dT[m]) ** 2)))
+
+
+def truth_model(base, pert: dict):
+    """The true atmosphere of a pixel: the start ``base`` with the perturbation of :func:`perturbation`,
+    hydrostatic."""
+    import pyinv
+
+    return pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
+                                               gamma=pert["gamma"], phi=pert["phi"]))
+
+
+def observed(r, model, lines, grid, regs) -> np.ndarray:
+    """A backend's NLTE profiles ``r`` of ``model`` as observations on the engine's grid (noise-free): each
+    region on the engine's continuum scale (:func:`pyinv.nlte.desire.on_engine_scale`), no spectral PSF."""
+    import pyinv
+    from pyinv.nlte.desire import _convolve_like_synthesis, on_engine_scale
+
+    lte = pyinv.synthesize(model, lines, grid, convolve=False)
+    return _convolve_like_synthesis(on_engine_scale(r, lte, regs, lte), lines, grid, 0.0, None)
 
 
 def case_setup(case: str):
@@ -218,8 +242,7 @@ def diagnose(args) -> int:
     χ²_I of the truth and of the floor model; unless ``--no-rf``, the backend's NLTE Stokes I change for
     +100 K in one band at the truth (b free), as rms, maximum and Δχ² = Σ ΔI² / σ²."""
     import pyinv
-    from pyinv import engine, nlte
-    from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte, on_engine_scale
+    from pyinv.nlte.desire import invert_pixel_nlte
     from pyinv.nlte.emulator import pretrained_emulator
 
     lines, grid, regs, wl, lw, lt, base = case_setup(args.case)
@@ -229,9 +252,7 @@ def diagnose(args) -> int:
     m_all = (lt <= -1.0) & (lt >= -5.3)
 
     def observe(model):
-        r = lw.synthesize(model, wl)
-        lte = pyinv.synthesize(model, lines, grid, convolve=False)
-        return _convolve_like_synthesis(on_engine_scale(r, lte, regs, lte), lines, grid, 0.0, None)
+        return observed(lw.synthesize(model, wl), model, lines, grid, regs)
 
     def chi_i(a, b):
         return float(np.mean((a[0] - b[0]) ** 2) / SIGMA ** 2)
@@ -246,18 +267,15 @@ def diagnose(args) -> int:
     rows = []
     for p in range(max(args.diagnose) + 1):
         pert, kind = perturbation(args.case, lt, rng, p, np.asarray(base.T))
-        truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
-                                                    gamma=pert["gamma"], phi=pert["phi"]))
+        truth = truth_model(base, pert)
         clean = observe(truth)
         obs = clean + rng.normal(0, SIGMA, clean.shape)
         if p not in args.diagnose:
             continue
         T_true = np.asarray(truth.T)
         # the floor model: FAL C plus the best 5-node T correction towards the truth (v, B ... of the truth)
-        f, _ = engine.inv_node_basis(lt, engine.inv_allowed_nodes(lt.size, 5))
         dT = T_true - np.asarray(base.T)
-        c = np.linalg.lstsq(f[m_all], dT[m_all], rcond=None)[0]
-        floor_model = pyinv.hydrostatic(truth.with_columns(T=np.asarray(base.T) + f @ c))
+        floor_model = pyinv.hydrostatic(truth.with_columns(T=np.asarray(base.T) + node_correction(lt, dT, m_all, 5)))
         row = {"pixel": p, "kind": kind, "floor_K": node_floor(lt, dT, m_all, 5),
                "chi2_I_truth": chi_i(obs, clean), "chi2_I_floor_model": chi_i(obs, observe(floor_model))}
         starts = {"falc": base, "floor": floor_model.with_columns(T=np.asarray(floor_model.T)),
@@ -348,8 +366,7 @@ def main(argv=None) -> int:
     if lightweaver_missing():
         return 0
     import pyinv
-    from pyinv import nlte
-    from pyinv.nlte.desire import _convolve_like_synthesis, invert_pixel_nlte, on_engine_scale
+    from pyinv.nlte.desire import invert_pixel_nlte
 
     lines, grid, regs, wl, lw, lt, base = case_setup(args.case)
     be = lw if args.backend == "lightweaver" else make_backend(args.backend, lines)
@@ -365,15 +382,13 @@ def main(argv=None) -> int:
     rows = []
     for p in range(args.pixels):
         pert, kind = perturbation(args.case, lt, rng, p, np.asarray(base.T))
-        truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
-                                                    gamma=pert["gamma"], phi=pert["phi"]))
+        truth = truth_model(base, pert)
         rt = ob.synthesize(truth, wl)
         if not rt.ok:
             print(f"pixel {p} ({kind}): the observing backend failed (status {rt.status}: {rt.message}); skipped")
             rows.append({"pixel": p, "kind": kind, "obs_status": int(rt.status)})
             continue
-        lte = pyinv.synthesize(truth, lines, grid, convolve=False)
-        obs = _convolve_like_synthesis(on_engine_scale(rt, lte, regs, lte), lines, grid, 0.0, None)
+        obs = observed(rt, truth, lines, grid, regs)
         obs = obs + rng.normal(0, 1e-3, obs.shape)
         row = {"pixel": p, "kind": kind, "truth_B_-1": float(truth.B[np.argmin(np.abs(lt + 1))]),
                "truth_B_-4": float(truth.B[np.argmin(np.abs(lt + 4))])}
