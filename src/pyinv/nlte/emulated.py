@@ -152,15 +152,16 @@ def sensitive_positions(log_tau, top: float, n: int, *, min_span: float = 1.0) -
 
 
 def sensitivity_nodes(model, lines, grid, departures_at, n: int, *, sigma: float,
-                      dchi2: float = SENSITIVITY_DCHI2, psf=None, abundances=None,
-                      departure_form: str = "desire") -> tuple[np.ndarray, dict]:
+                      dchi2: float = SENSITIVITY_DCHI2, top_range: tuple[float, float] = (-6.0, -3.0), psf=None,
+                      abundances=None, departure_form: str = "desire") -> tuple[np.ndarray, dict]:
     """T node positions for a cycle with ``n`` T nodes that follow the data's sensitivity at ``model``: the
     highest layer the data see (:func:`sensitive_top` of :func:`sensitivity_profile`, b from
     ``departures_at``) and the nodes from the bottom of the grid up to it (:func:`sensitive_positions`; the
-    whole grid where nothing reaches ``dchi2``). Returns (positions, record for the provenance)."""
+    whole grid where nothing in ``top_range`` reaches ``dchi2``; the default range is a chromospheric line's,
+    one synthesis per grid point in it). Returns (positions, record for the provenance)."""
     lt = np.asarray(model.log_tau, dtype=np.float64)
-    s = sensitivity_profile(model, lines, grid, departures_at, sigma, psf=psf, abundances=abundances,
-                            departure_form=departure_form)
+    s = sensitivity_profile(model, lines, grid, departures_at, sigma, top_range=top_range, psf=psf,
+                            abundances=abundances, departure_form=departure_form)
     top = sensitive_top(lt, s, dchi2)
     pos = sensitive_positions(lt, float(lt.min()) if top is None else top, n)
     return pos, {"rule": "sensitivity", "top": top, "dchi2": float(dchi2), "sigma": float(sigma),
