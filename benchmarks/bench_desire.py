@@ -355,6 +355,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fallback", choices=("full", "short"), default="short",
                     help="the emulated inversion's fallback when the check fails (invert_pixel_nlte's fallback) "
                          "[short]")
+    ap.add_argument("--interpolation", type=int, default=None,
+                    help="the last cycle's interpolation mode (InversionConfig.interpolation: 0 splines, 1 linear, "
+                         "2-5 regularised) [0]")
     ap.add_argument("--diagnose", type=int, nargs="+", default=None, metavar="P",
                     help="diagnose pixels P instead of the benchmark: the emulated inversion from FAL C, from the "
                          "floor model and from the truth, and the backend's T sensitivity per band (diagnose())")
@@ -383,7 +386,9 @@ def main(argv=None) -> int:
     be = lw if args.backend == "lightweaver" else make_backend(args.backend, lines)
     ob = lw if obs_name == "lightweaver" else (be if obs_name == args.backend else make_backend(obs_name, lines))
     rng = np.random.default_rng(args.seed)
-    cfg = pyinv.InversionConfig(cycles=len(nodes["T"]), nodes=nodes, weights=(1, 1, 1, 1), snr=1000.0)
+    interp = {} if args.interpolation is None else {
+        "interpolation": (0,) * (len(nodes["T"]) - 1) + (args.interpolation,)}
+    cfg = pyinv.InversionConfig(cycles=len(nodes["T"]), nodes=nodes, weights=(1, 1, 1, 1), snr=1000.0, **interp)
     print(f"case {args.case}: observations {obs_name}, inversion {args.backend}; {args.pixels} pixels, "
           f"{grid.nwav} wavelengths ({len(grid.regions)} regions), {lt.size} depths")
     emu = None
@@ -530,6 +535,7 @@ def main(argv=None) -> int:
                                          "check_threshold": args.check_threshold, "t_positions": tpos,
                                          "t_placement": args.t_placement, "fallback": args.fallback,
                                          "sensitivity_dchi2": args.sensitivity_dchi2,
+                                         "interpolation_last_cycle": args.interpolation,
                                          "obs_backend": obs_name,
                                          "backend": args.backend, "departures": args.departures, "seed": args.seed,
                                          "load_average": os.getloadavg(), "summary": summary,
