@@ -10,9 +10,13 @@
    emulator's b and with the backend's b are compared: their rms difference [continuum units] is the check
    value; the rms relative difference of the b of the mapped lines over log τ −5 … −1 is recorded too.
 3. Check passed (≤ ``check_threshold``): one more inversion of the last cycle with the backend's b and the
-   backend's correction Δ frozen (DeSIRe's step, no further backend call). Failed (or the backend call
-   failed): :func:`~pyinv.nlte.invert_pixel_nlte` with the backend's departures takes over from the model
-   reached (its backend calls are added).
+   backend's correction Δ frozen (DeSIRe's step, no further backend call). Failed: with ``fallback="short"``
+   (default) one cycle with the check's backend b and Δ, a second backend call and check, and, if that fails
+   too (or a backend call failed), :func:`~pyinv.nlte.invert_pixel_nlte` with the backend's departures takes
+   over from the model reached (its backend calls are added); ``fallback="full"`` takes over at once.
+
+``t_placement="sensitivity"`` places the last cycle's T nodes from the data's sensitivity at the model the
+earlier cycles reached (:func:`sensitivity_nodes`).
 
 The result's ``provenance`` holds ``departures="emulated"``, the emulator's name and version, the check
 (value, b difference, threshold, passed) and ``fallback``.
