@@ -348,8 +348,8 @@ def main(argv=None) -> int:
                     help="explicit log tau positions of the last cycle's T nodes, comma-separated (their number "
                          "replaces that cycle's T nodes; invert_pixel's node_positions) [equidistant]")
     ap.add_argument("--t-placement", choices=("equidistant", "sensitivity"), default="equidistant",
-                    help="the last cycle's T nodes: SIR's equidistant layout or per pixel up to the highest layer "
-                         "the data see (invert_pixel_nlte's t_placement) [equidistant]")
+                    help="the emulated inversion's last-cycle T nodes: SIR's equidistant layout or per pixel up to "
+                         "the highest layer the data see (invert_pixel_nlte's t_placement) [equidistant]")
     ap.add_argument("--sensitivity-dchi2", type=float, default=None,
                     help="the chi2 change of the sensitivity rule (invert_pixel_nlte's sensitivity_dchi2)")
     ap.add_argument("--fallback", choices=("full", "short"), default="short",
@@ -413,8 +413,8 @@ def main(argv=None) -> int:
             t0, c0 = time.perf_counter(), time.process_time()
             rn = invert_pixel_nlte(obs, base, lines, grid, cfg, backend=be, departures=mode,
                                    emulator=emu if mode == "emulated" else None,
-                                   **({"check_threshold": args.check_threshold, "fallback": args.fallback}
-                                      if mode == "emulated" else {}), **ikw, **ikw_nlte)
+                                   **({"check_threshold": args.check_threshold, "fallback": args.fallback,
+                                       **ikw_nlte} if mode == "emulated" else {}), **ikw)
             results[SUFFIX[mode]] = rn.result
             sfx = SUFFIX[mode]
             row.update({f"backend_calls{sfx}": rn.backend_calls, f"seconds{sfx}": time.perf_counter() - t0,

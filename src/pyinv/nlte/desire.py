@@ -204,10 +204,12 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     t_placement : "equidistant" or "sensitivity"
         Where the last cycle's T nodes go (config with at least 2 cycles and 2 T nodes in the last):
         SIR's equidistant layout, or per pixel from the data's sensitivity at the model the earlier cycles
-        reached (:func:`pyinv.nlte.emulated.sensitivity_nodes`: the engine's T response at the frozen b,
-        σ = 1/snr of the cycle; the cycle's T node count as given, from the bottom of the grid up to the
-        highest layer whose +100 K changes χ² by ``sensitivity_dchi2``; above it the correction is held).
-        The positions go into the provenance (``"t_nodes"``).
+        reached (:func:`pyinv.nlte.emulated.sensitivity_nodes`, ``departures="emulated"`` only: the cycle's T
+        node count as given, equidistant from the bottom of the grid up to the highest layer z where +100 K
+        everywhere above z — b re-evaluated by the emulator, P_e hydrostatic — still changes χ² of Stokes I
+        (σ = 1/snr of the cycle) by ``sensitivity_dchi2``; above the top node the correction is held). The
+        positions go into the provenance (``"t_nodes"``). Not the default: on the novel set it helps low
+        features and hurts high ones (docs/nlte.md).
     sensitivity_dchi2 : float, optional
         The χ² change of that rule [default :data:`pyinv.nlte.emulated.SENSITIVITY_DCHI2`].
     fallback : "short" or "full"
@@ -255,14 +257,13 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         return None if r is None or not r.ok else (dep, delta)
 
     run = run_cycles(obs, guess, lines, grid, config, from_backend, threshold=threshold, max_refresh=max_refresh,
-                     cycle_kwargs=placer, **kw)
-    prov = {"departures": "backend", **({"t_nodes": placer.record} if placer and placer.record else {})}
+                     **kw)
     if run.failed:
         r = last["r"]
         return NltePixelResult(run.result, run.calls, np.zeros_like(obs), None,
-                               NLTE_CRASHED if r is None else int(r.status), prov)
+                               NLTE_CRASHED if r is None else int(r.status))
     res = dataclasses.replace(run.result, fit=run.result.fit + run.delta)
-    return NltePixelResult(res, run.calls, run.delta, run.departures, 0, prov)
+    return NltePixelResult(res, run.calls, run.delta, run.departures, 0)
 
 
 class _SensitivityPlacer:
@@ -270,13 +271,13 @@ class _SensitivityPlacer:
     cycle's T node positions from the data's sensitivity at the model reached (its ``record`` goes into the
     provenance)."""
 
-    def __init__(self, dchi2, lines, grid, config, departures_at=None, **rf_kw):
+    def __init__(self, dchi2, lines, grid, config, departures_at=None, **syn_kw):
         from .emulated import SENSITIVITY_DCHI2
 
         self.dchi2 = SENSITIVITY_DCHI2 if dchi2 is None else float(dchi2)
         if not self.dchi2 > 0:
             raise ValueError(f"sensitivity_dchi2 must be > 0, got {dchi2!r}")
-        self.lines, self.grid, self.config, self.rf_kw = lines, grid, config, rf_kw
+        self.lines, self.grid, self.config, self.syn_kw = lines, grid, config, syn_kw
         self.departures_at = departures_at
         self.record: dict | None = None
 
@@ -290,21 +291,21 @@ class _SensitivityPlacer:
         if not snr > 0:
             raise ValueError("t_placement='sensitivity' needs snr > 0 (the noise of Stokes I is 1/snr)")
         pos, self.record = sensitivity_nodes(model, self.lines, self.grid, self.departures_at, n, sigma=1.0 / snr,
-                                             dchi2=self.dchi2, **self.rf_kw)
+                                             dchi2=self.dchi2, **self.syn_kw)
         return {"node_positions": {"T": pos}}
 
 
-def _t_placer(t_placement, dchi2, lines, grid, config, **rf_kw):
+def _t_placer(t_placement, dchi2, lines, grid, config, **syn_kw):
     """The ``cycle_kwargs`` of ``t_placement`` (None for SIR's equidistant nodes)."""
     if t_placement == "equidistant":
         return None
     if t_placement != "sensitivity":
         raise ValueError(f"t_placement must be 'equidistant' or 'sensitivity', got {t_placement!r}")
-    return _SensitivityPlacer(dchi2, lines, grid, config, **rf_kw)
+    return _SensitivityPlacer(dchi2, lines, grid, config, **syn_kw)
 
 
 def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
-                     departure_form, emulator, check_threshold, placer=None, fallback="full",
+                     departure_form, emulator, check_threshold, placer=None, fallback="short",
                      **invert_kwargs) -> NltePixelResult:
     """``departures="emulated"`` (:mod:`pyinv.nlte.emulated`): cycles with the emulator's b, one backend call
     to check, then one last cycle with the backend's b and Δ, or the fallback (``fallback``: the backend
