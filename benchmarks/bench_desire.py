@@ -48,12 +48,14 @@ start by the last cycle's T nodes: what no inversion with these nodes can beat),
     PYTHONPATH=<build>/site:src python benchmarks/bench_desire.py [--case ca|joint|unseen|novel] [--pixels 10]
         [--obs lightweaver|rh] [--backend lightweaver|rh] [--departures backend|emulated|both] [--json out.json]
         [--seed 11] [--t-nodes 3,5[,..]] [--t-positions LOGTAU,..] [--check-threshold 0.01]
+        [--fallback short|full] [--t-placement equidistant|sensitivity] [--sensitivity-dchi2 500]
 
 Set-up studies (issue 19, docs/nlte.md "Why the novel set misses 80 K"): ``--t-nodes`` one cycle per entry
 (the engine rounds equidistant counts to those its grid allows: on this 64-point grid 3 → 2, 5 → 4, 7 → 4),
 ``--t-positions`` explicit log τ positions of the last cycle's T nodes, ``--check-threshold`` the emulated
-inversion's check threshold; tune on another ``--seed`` than the reported 11. ``--diagnose P ...``: pixels P
-of the case diagnosed instead (:func:`diagnose`).
+inversion's check threshold, ``--fallback`` its fallback, ``--t-placement sensitivity`` the last cycle's T nodes
+up to the highest layer the data see (``--sensitivity-dchi2``); tune on another ``--seed`` than the reported 11.
+``--diagnose P ...``: pixels P of the case diagnosed instead (:func:`diagnose`).
 """
 from __future__ import annotations
 
@@ -345,6 +347,17 @@ def main(argv=None) -> int:
     ap.add_argument("--t-positions", default=None,
                     help="explicit log tau positions of the last cycle's T nodes, comma-separated (their number "
                          "replaces that cycle's T nodes; invert_pixel's node_positions) [equidistant]")
+    ap.add_argument("--t-placement", choices=("equidistant", "sensitivity"), default="equidistant",
+                    help="the emulated inversion's last-cycle T nodes: SIR's equidistant layout or per pixel up to "
+                         "the highest layer the data see (invert_pixel_nlte's t_placement) [equidistant]")
+    ap.add_argument("--sensitivity-dchi2", type=float, default=None,
+                    help="the chi2 change of the sensitivity rule (invert_pixel_nlte's sensitivity_dchi2)")
+    ap.add_argument("--fallback", choices=("full", "short"), default="short",
+                    help="the emulated inversion's fallback when the check fails (invert_pixel_nlte's fallback) "
+                         "[short]")
+    ap.add_argument("--interpolation", type=int, default=None,
+                    help="the last cycle's interpolation mode (InversionConfig.interpolation: 0 splines, 1 linear, "
+                         "2-5 regularised) [0]")
     ap.add_argument("--diagnose", type=int, nargs="+", default=None, metavar="P",
                     help="diagnose pixels P instead of the benchmark: the emulated inversion from FAL C, from the "
                          "floor model and from the truth, and the backend's T sensitivity per band (diagnose())")
@@ -361,6 +374,7 @@ def main(argv=None) -> int:
     if tpos is not None:
         nodes["T"] = (*nodes["T"][:-1], len(tpos))
     ikw = {} if tpos is None else {"node_positions": {"T": tpos}}
+    ikw_nlte = {"t_placement": args.t_placement, "sensitivity_dchi2": args.sensitivity_dchi2}
     modes = ("backend", "emulated") if args.departures == "both" else (args.departures,)
     obs_name = args.obs or args.backend
     if lightweaver_missing():
@@ -372,7 +386,9 @@ def main(argv=None) -> int:
     be = lw if args.backend == "lightweaver" else make_backend(args.backend, lines)
     ob = lw if obs_name == "lightweaver" else (be if obs_name == args.backend else make_backend(obs_name, lines))
     rng = np.random.default_rng(args.seed)
-    cfg = pyinv.InversionConfig(cycles=len(nodes["T"]), nodes=nodes, weights=(1, 1, 1, 1), snr=1000.0)
+    interp = {} if args.interpolation is None else {
+        "interpolation": (0,) * (len(nodes["T"]) - 1) + (args.interpolation,)}
+    cfg = pyinv.InversionConfig(cycles=len(nodes["T"]), nodes=nodes, weights=(1, 1, 1, 1), snr=1000.0, **interp)
     print(f"case {args.case}: observations {obs_name}, inversion {args.backend}; {args.pixels} pixels, "
           f"{grid.nwav} wavelengths ({len(grid.regions)} regions), {lt.size} depths")
     emu = None
@@ -397,17 +413,24 @@ def main(argv=None) -> int:
             t0, c0 = time.perf_counter(), time.process_time()
             rn = invert_pixel_nlte(obs, base, lines, grid, cfg, backend=be, departures=mode,
                                    emulator=emu if mode == "emulated" else None,
-                                   **({"check_threshold": args.check_threshold} if mode == "emulated" else {}), **ikw)
+                                   **({"check_threshold": args.check_threshold, "fallback": args.fallback,
+                                       **ikw_nlte} if mode == "emulated" else {}), **ikw)
             results[SUFFIX[mode]] = rn.result
             sfx = SUFFIX[mode]
             row.update({f"backend_calls{sfx}": rn.backend_calls, f"seconds{sfx}": time.perf_counter() - t0,
                         f"cpu_seconds{sfx}": time.process_time() - c0, f"status{sfx}": rn.status})
+            if "t_nodes" in rn.provenance:
+                row[f"t_nodes{sfx}"] = rn.provenance["t_nodes"]
             if mode == "backend":
                 row["backend_calls"], row["status"] = rn.backend_calls, rn.status     # the keys of earlier results
             else:
                 prov = rn.provenance
                 row.update({"check_emu": prov.get("check"), "fallback_emu": bool(prov.get("fallback")),
                             "emulator": {k: v for k, v in prov.get("emulator", {}).items() if k != "file"}})
+                if prov.get("fallback"):
+                    row["fallback_kind_emu"] = prov.get("fallback_kind")
+                    if "short_fallback" in prov:
+                        row["short_fallback_emu"] = prov["short_fallback"]
             if rn.result is None:
                 print(f"pixel {p} ({kind}): the inverting backend failed at the start ({mode}, status {rn.status}); "
                       "skipped")
@@ -440,7 +463,10 @@ def main(argv=None) -> int:
                           f"{row[f'backend_calls{s}']}, {row[f'cpu_seconds{s}']:4.1f} s CPU" for s in results
                           if s != "_lte")
               + (f"; check {row['check_emu']['profile_rms']:.4f}, fallback {row['fallback_emu']}" if "_emu" in results
-                 else "") + f" (B {row['truth_B_-1']:.0f}/{row['truth_B_-4']:.0f})", flush=True)
+                 else "") + (f" ({row['fallback_kind_emu']})" if row.get("fallback_kind_emu") else "")
+              + "".join(f"; {NAME[s]} T top node {row[f't_nodes{s}']['positions'][-1]:.2f}" for s in results
+                        if f"t_nodes{s}" in row)
+              + f" (B {row['truth_B_-1']:.0f}/{row['truth_B_-4']:.0f})", flush=True)
     sfxs = [SUFFIX[m_] for m_ in modes]
     done = [r for r in rows if all(f"dT_rms{s}" in r for s in sfxs)]
     if not done:
@@ -507,6 +533,9 @@ def main(argv=None) -> int:
                                      for s in (*sfxs, "_lte", "_floor")} for kd in kinds}
         args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "nodes": nodes,
                                          "check_threshold": args.check_threshold, "t_positions": tpos,
+                                         "t_placement": args.t_placement, "fallback": args.fallback,
+                                         "sensitivity_dchi2": args.sensitivity_dchi2,
+                                         "interpolation_last_cycle": args.interpolation,
                                          "obs_backend": obs_name,
                                          "backend": args.backend, "departures": args.departures, "seed": args.seed,
                                          "load_average": os.getloadavg(), "summary": summary,

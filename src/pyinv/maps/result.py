@@ -88,8 +88,9 @@ class InversionResult:
     backend_calls, nlte_check, nlte_fallback : ndarray (ny, nx) or None
         NLTE maps only (``pyinv.invert(..., nlte=...)``, issue 19): the NLTE backend's calls per pixel (every
         start's; -1 without a result); with emulated departures the check (rms difference of Stokes I with
-        the emulator's and the backend's b, continuum units; NaN otherwise) and whether the backend
-        iterations took over (1), the check passed (0) or the b were the backend's (-1). Totals in
+        the emulator's and the backend's b, continuum units; NaN otherwise) and whether the check failed and
+        a fallback ran (1: the short one or the backend iterations, ``invert_pixel_nlte``'s ``fallback``), the
+        check passed (0) or the b were the backend's (-1). Totals in
         ``provenance["nlte"]``.
     """
 

@@ -90,30 +90,45 @@ class CycleRun:
     departures: Any
     calls: int
     failed: bool = False
+    #: the extra keywords of the last cycle's inversions (``cycle_kwargs``; {} without)
+    extra: dict = field(default_factory=dict)
+
+
+def merge_invert_kwargs(invert_kwargs: dict, extra: dict) -> dict:
+    """``invert_kwargs`` with ``extra`` on top; their ``node_positions`` merged parameter by parameter."""
+    kw = {**invert_kwargs, **extra}
+    if "node_positions" in extra and invert_kwargs.get("node_positions"):
+        kw["node_positions"] = {**invert_kwargs["node_positions"], **extra["node_positions"]}
+    return kw
 
 
 def run_cycles(obs: np.ndarray, guess: Any, lines: Any, grid: Any, config: Any, departures_at: Any, *,
-               threshold: float, max_refresh: int, **invert_kwargs) -> CycleRun:
+               threshold: float, max_refresh: int, cycle_kwargs: Any = None, **invert_kwargs) -> CycleRun:
     """The DeSIRe-style cycle loop of the NLTE drivers (:func:`pyinv.nlte.invert_pixel_nlte` with the
     backend's b, :mod:`pyinv.nlte.emulated` with the emulator's): for each cycle of ``config``,
     ``departures_at(model)`` gives the frozen (departures, Δ) at the current model (None: it failed, the run
     stops), ``obs − Δ`` is inverted with those b, and the cycle is repeated from the new model (at most
     ``max_refresh`` times) while it changes T by more than ``threshold`` (:func:`cycle_settled`); a failed
-    cycle ends the run. ``invert_kwargs`` go to :func:`pyinv.invert_pixel`."""
+    cycle ends the run. ``invert_kwargs`` go to :func:`pyinv.invert_pixel`; ``cycle_kwargs(c, model,
+    departures)``, when given, is called once at the start of cycle ``c`` (1-based) and returns extra keywords
+    for that cycle's inversions (e.g. ``node_positions`` chosen from the model reached; merged by
+    :func:`merge_invert_kwargs`)."""
     from ..physics.inversion import invert_pixel
 
     run = CycleRun(guess, None, np.zeros_like(obs), None, 0)
     for c in range(1, config.cycles + 1):
         cfg = config.single_cycle(c)
-        for _ in range(max_refresh + 1):
+        for k in range(max_refresh + 1):
             got = departures_at(run.model)
             run.calls += 1
             if got is None:
                 run.failed = True
                 return run
             run.departures, run.delta = got
+            if k == 0:
+                run.extra = dict(cycle_kwargs(c, run.model, run.departures) or {}) if cycle_kwargs else {}
             run.result = invert_pixel(obs - run.delta, run.model, lines, grid, cfg, departures=run.departures,
-                                      **invert_kwargs)
+                                      **merge_invert_kwargs(invert_kwargs, run.extra))
             settled, run.model = cycle_settled(run.model, run.result, threshold), run.result.atmosphere
             if settled:
                 break

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm, run_cycles
+from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm, merge_invert_kwargs, run_cycles
 
 __all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "nlte_regions", "on_engine_scale",
            "backend_correction"]
@@ -171,7 +171,9 @@ def backend_correction(backend: NlteBackend, model, lines, grid, *, psf=None, ab
 def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBackend, mu: float | None = None,
                       psf=None, abundances=None, threshold: float = 0.01, max_refresh: int = 2,
                       departure_form: str = "desire", departures: str = "backend", emulator: Any = None,
-                      check_threshold: float = 0.01, **invert_kwargs) -> NltePixelResult:
+                      check_threshold: float = 0.01, t_placement: str = "equidistant",
+                      sensitivity_dchi2: float | None = None, fallback: str = "short",
+                      **invert_kwargs) -> NltePixelResult:
     """Invert one pixel in NLTE, DeSIRe's way (module docstring).
 
     Parameters
@@ -199,6 +201,26 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     check_threshold : float
         With ``departures="emulated"``: the largest rms difference [continuum units] of the engine's Stokes I
         with the emulator's and with the backend's b at the final model before falling back.
+    t_placement : "equidistant" or "sensitivity"
+        Where the last cycle's T nodes go (config with at least 2 cycles and 2 T nodes in the last):
+        SIR's equidistant layout, or per pixel from the data's sensitivity at the model the earlier cycles
+        reached (:func:`pyinv.nlte.emulated.sensitivity_nodes`, ``departures="emulated"`` only: the cycle's T
+        node count as given, equidistant from the bottom of the grid up to the highest layer z where +100 K
+        everywhere above z — b re-evaluated by the emulator, P_e hydrostatic — still changes χ² of Stokes I
+        (σ = 1/snr of the cycle) by ``sensitivity_dchi2``; above the top node the correction is held). The
+        positions go into the provenance (``"t_nodes"``). Not the default: on the novel set it helps low
+        features and hurts high ones (docs/nlte.md).
+    sensitivity_dchi2 : float, optional
+        The χ² change of that rule [default :data:`pyinv.nlte.emulated.SENSITIVITY_DCHI2`].
+    fallback : "short" or "full"
+        With ``departures="emulated"``, when the check fails: ``"full"`` runs the backend iterations from
+        the model reached; ``"short"`` (default since issue 19's novel-set study: on its tuning seed the same
+        T with 2 backend calls instead of 4) first continues from it with the check's backend b and Δ (one cycle,
+        the last), calls the backend at the model reached and checks again (the engine's Stokes I with the
+        b used and with the new b); passed: one last cycle with the new b and Δ, otherwise the full
+        fallback from there. The provenance records ``"fallback": True`` whenever the first check failed,
+        ``"fallback_kind"`` (``"full"``, ``"short"`` or ``"short+full"``) and ``"short_fallback"`` (its
+        backend calls, the second check and whether it passed).
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
@@ -210,11 +232,19 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         raise ValueError(f"threshold must be > 0, got {threshold!r}")
     obs = np.asarray(stokes, dtype=np.float64)
     nlte_regions(grid, backend)                   # refuses a grid without a mapped line
+    if fallback not in ("full", "short"):
+        raise ValueError(f"fallback must be 'full' or 'short', got {fallback!r}")
+    if t_placement != "equidistant" and departures != "emulated":
+        raise ValueError(f"t_placement={t_placement!r} needs departures='emulated' (the sensitivity is computed "
+                         "with the emulator's b following T)")
+    placer = _t_placer(t_placement, sensitivity_dchi2, lines, grid, config, psf=psf, abundances=abundances,
+                       departure_form=departure_form)
     if departures == "emulated":
         return _invert_emulated(obs, guess, lines, grid, config, backend=backend, mu=mu, psf=psf,
                                 abundances=abundances, threshold=threshold, max_refresh=max_refresh,
                                 departure_form=departure_form, emulator=emulator,
-                                check_threshold=check_threshold, **invert_kwargs)
+                                check_threshold=check_threshold, placer=placer, fallback=fallback,
+                                **invert_kwargs)
     if departures != "backend":
         raise ValueError(f"departures must be 'backend' or 'emulated', got {departures!r}")
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
@@ -236,10 +266,50 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     return NltePixelResult(res, run.calls, run.delta, run.departures, 0)
 
 
+class _SensitivityPlacer:
+    """``cycle_kwargs`` of :func:`~pyinv.nlte.backend.run_cycles` for ``t_placement="sensitivity"``: the last
+    cycle's T node positions from the data's sensitivity at the model reached (its ``record`` goes into the
+    provenance)."""
+
+    def __init__(self, dchi2, lines, grid, config, departures_at=None, **syn_kw):
+        from .emulated import SENSITIVITY_DCHI2
+
+        self.dchi2 = SENSITIVITY_DCHI2 if dchi2 is None else float(dchi2)
+        if not self.dchi2 > 0:
+            raise ValueError(f"sensitivity_dchi2 must be > 0, got {dchi2!r}")
+        self.lines, self.grid, self.config, self.syn_kw = lines, grid, config, syn_kw
+        self.departures_at = departures_at
+        self.record: dict | None = None
+
+    def __call__(self, cycle: int, model, deps) -> dict:
+        from .emulated import sensitivity_nodes
+
+        n = int(self.config.nodes_for(cycle, 1).get("T", 0))
+        if cycle != self.config.cycles or cycle < 2 or n < 2:
+            return {}
+        snr = float(self.config.value("snr", cycle))
+        if not snr > 0:
+            raise ValueError("t_placement='sensitivity' needs snr > 0 (the noise of Stokes I is 1/snr)")
+        pos, self.record = sensitivity_nodes(model, self.lines, self.grid, self.departures_at, n, sigma=1.0 / snr,
+                                             dchi2=self.dchi2, **self.syn_kw)
+        return {"node_positions": {"T": pos}}
+
+
+def _t_placer(t_placement, dchi2, lines, grid, config, **syn_kw):
+    """The ``cycle_kwargs`` of ``t_placement`` (None for SIR's equidistant nodes)."""
+    if t_placement == "equidistant":
+        return None
+    if t_placement != "sensitivity":
+        raise ValueError(f"t_placement must be 'equidistant' or 'sensitivity', got {t_placement!r}")
+    return _SensitivityPlacer(dchi2, lines, grid, config, **syn_kw)
+
+
 def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
-                     departure_form, emulator, check_threshold, **invert_kwargs) -> NltePixelResult:
+                     departure_form, emulator, check_threshold, placer=None, fallback="short",
+                     **invert_kwargs) -> NltePixelResult:
     """``departures="emulated"`` (:mod:`pyinv.nlte.emulated`): cycles with the emulator's b, one backend call
-    to check, then one last cycle with the backend's b and Δ, or the backend iterations as the fallback."""
+    to check, then one last cycle with the backend's b and Δ, or the fallback (``fallback``: the backend
+    iterations, or first one cycle with the check's b and Δ and a second check)."""
     from ..physics.inversion import invert_pixel
     from .emulated import backend_start, departure_check, emulated_cycles, resolve_emulator
 
@@ -247,10 +317,17 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
         raise ValueError(f"check_threshold must be >= 0, got {check_threshold!r}")
     emu = resolve_emulator(emulator)
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
-    model, res, evals = emulated_cycles(obs, guess, lines, grid, config, emu, backend.lines, threshold=threshold,
-                                        max_refresh=max_refresh, **kw)
+    if placer is not None:
+        placer.departures_at = lambda m: emu.departures(m, backend.lines)
+    model, res, evals, extra = emulated_cycles(obs, guess, lines, grid, config, emu, backend.lines,
+                                               threshold=threshold, max_refresh=max_refresh, cycle_kwargs=placer,
+                                               **kw)
+    kw_last = merge_invert_kwargs(kw, extra)      # the last cycle's keywords (its node positions)
+    last_cfg = config.single_cycle(config.cycles)
     prov: dict = {"departures": "emulated", "emulator": emu.provenance(), "fallback": False,
                   "emulator_evaluations": evals}
+    if placer is not None and placer.record:
+        prov["t_nodes"] = placer.record
     corr = dict(psf=psf, abundances=abundances, departure_form=departure_form)
     start = backend_start(emu, backend, model)
     r, dep_be, delta = backend_correction(backend, model, lines, grid, initial_b=start, **corr)
@@ -266,18 +343,70 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
     else:
         chk["backend_status"] = NLTE_CRASHED if r is None else int(r.status)
     prov["check"] = {**chk, "threshold": float(check_threshold)}
+
+    def desire_step(m, dep, dl, prev):
+        """One more inversion of the last cycle with the backend's b and Δ frozen (no backend call)."""
+        last = invert_pixel(obs - dl, m, lines, grid, last_cfg, departures=dep, **kw_last)
+        out = last if (last.ok or not prev.ok) else prev
+        return dataclasses.replace(out, fit=out.fit + dl)
+
     if chk["passed"]:
-        last = invert_pixel(obs - delta, model, lines, grid, config.single_cycle(config.cycles), departures=dep_be,
-                            **kw)
-        res = last if (last.ok or not res.ok) else res
-        return NltePixelResult(dataclasses.replace(res, fit=res.fit + delta), calls, delta, dep_be, 0, prov)
+        return NltePixelResult(desire_step(model, dep_be, delta, res), calls, delta, dep_be, 0, prov)
     prov["fallback"] = True
+    prov["fallback_kind"] = "full"
+    if fallback == "short" and r is not None and r.ok:
+        model, res, dep_be, delta, calls, done = _short_fallback(obs, model, res, r, dep_be, delta, calls, backend,
+                                                                 lines, grid, last_cfg, kw_last, corr,
+                                                                 check_threshold, prov)
+        if done is not None:
+            return NltePixelResult(done, calls, delta, dep_be, 0, prov)
+    fb_kw = {**invert_kwargs, **({"node_positions": kw_last["node_positions"]} if "node_positions" in extra
+                                  else {})}
     fb = invert_pixel_nlte(obs, model, lines, grid, config, backend=backend, mu=mu, psf=psf, abundances=abundances,
                            threshold=threshold, max_refresh=max_refresh, departure_form=departure_form,
-                           **invert_kwargs)
+                           **fb_kw)
     if fb.result is None:     # the backend failed again: keep the emulated result
         return NltePixelResult(res, calls + fb.backend_calls, np.zeros_like(obs), None, fb.status, prov)
     return NltePixelResult(fb.result, calls + fb.backend_calls, fb.correction, fb.departures, fb.status, prov)
+
+
+def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, grid, last_cfg, kw_last, corr,
+                    check_threshold, prov):
+    """``fallback="short"`` of :func:`invert_pixel_nlte`: one cycle (the last) from ``model`` with the check's
+    backend b and Δ, one backend call at the model reached (started from the check's b where the backend can),
+    the second check (the engine's Stokes I with the b used against the new b). Returns (model, result,
+    departures, Δ, calls, final result or None: the full fallback then runs from the returned model);
+    ``prov`` gets ``"fallback_kind"`` and ``"short_fallback"``."""
+    from ..physics.inversion import invert_pixel
+    from .emulated import departure_check
+
+    prov["fallback_kind"] = "short+full"      # until the second check passes
+    rec: dict = {"calls": 0, "passed": False}
+    prov["short_fallback"] = rec
+    step = invert_pixel(obs - delta, model, lines, grid, last_cfg, departures=dep_be, **kw_last)
+    if not step.ok:
+        rec["inversion_status"] = int(step.status)
+        return model, res, dep_be, delta, calls, None
+    model2 = step.atmosphere
+    start = None
+    if backend.supports_initial_b and r.b_levels:
+        start = {a: b for a, b in r.b_levels.items() if any(ln.atom == a for ln in backend.lines)} or None
+    r2, dep2, delta2 = backend_correction(backend, model2, lines, grid, initial_b=start, **corr)
+    calls += 1
+    rec["calls"] += 1
+    if r2 is None or not r2.ok:
+        rec["backend_status"] = NLTE_CRASHED if r2 is None else int(r2.status)
+        return model2, dataclasses.replace(step, fit=step.fit + delta), dep_be, delta, calls, None
+    chk = departure_check(model2, lines, grid, dep_be, dep2, **corr)
+    rec.update(chk)
+    rec["passed"] = bool(chk["profile_rms"] <= check_threshold)
+    if not rec["passed"]:
+        return model2, dataclasses.replace(step, fit=step.fit + delta), dep2, delta2, calls, None
+    prov["fallback_kind"] = "short"
+    last = invert_pixel(obs - delta2, model2, lines, grid, last_cfg, departures=dep2, **kw_last)
+    out = last if last.ok else step
+    dl = delta2 if last.ok else delta
+    return model2, out, dep2, delta2, calls, dataclasses.replace(out, fit=out.fit + dl)
 
 
 @dataclasses.dataclass
@@ -298,12 +427,17 @@ class NlteSolver:
     departures: str = "backend"
     emulator: Any = None
     check_threshold: float = 0.01
+    fallback: str = "short"
+    t_placement: str = "equidistant"
+    sensitivity_dchi2: float | None = None
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
         r = invert_pixel_nlte(stokes, guess, lines, grid, config, backend=self.backend, mu=mu, psf=psf,
                               abundances=abundances, threshold=self.threshold, max_refresh=self.max_refresh,
                               departure_form=self.departure_form, departures=self.departures,
-                              emulator=self.emulator, check_threshold=self.check_threshold)
+                              emulator=self.emulator, check_threshold=self.check_threshold,
+                              fallback=self.fallback, t_placement=self.t_placement,
+                              sensitivity_dchi2=self.sensitivity_dchi2)
         if r.result is None:
             raise RuntimeError(f"NLTE backend failed before the first inversion (status {r.status})")
         res = dataclasses.replace(r.result, status=r.status or r.result.status)
