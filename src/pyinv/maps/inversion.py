@@ -349,8 +349,13 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
 
         refuse_unsupported(config, two_components=extras.ncomp == 2)
     wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle
+    pixel_solver = solver if wrap is None else wrap(solver)
+    if pixel_solver == "pyinv:invert_pixel" and not getattr(strategy, "profile_field_start", False):
+        from ..physics.inversion import InvertPixelWith   # data-driven / varied starts are used as given
+
+        pixel_solver = InvertPixelWith(magnetic_start="guess")
     problem = InversionPixels(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
-                              solver=solver if wrap is None else wrap(solver), time_limit=time_limit,
+                              solver=pixel_solver, time_limit=time_limit,
                               ncomp=extras.ncomp, stream=gs.stream)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))

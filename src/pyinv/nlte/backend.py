@@ -113,7 +113,7 @@ def run_cycles(obs: np.ndarray, guess: Any, lines: Any, grid: Any, config: Any, 
                 return run
             run.departures, run.delta = got
             run.result = invert_pixel(obs - run.delta, run.model, lines, grid, cfg, departures=run.departures,
-                                      **invert_kwargs)
+                                      **{**invert_kwargs, "magnetic_start": "guess"})   # cycles continue a model
             settled, run.model = cycle_settled(run.model, run.result, threshold), run.result.atmosphere
             if settled:
                 break

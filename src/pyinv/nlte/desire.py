@@ -268,7 +268,7 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
     prov["check"] = {**chk, "threshold": float(check_threshold)}
     if chk["passed"]:
         last = invert_pixel(obs - delta, model, lines, grid, config.single_cycle(config.cycles), departures=dep_be,
-                            **kw)
+                            **{**kw, "magnetic_start": "guess"})   # continues the LTE model
         res = last if (last.ok or not res.ok) else res
         return NltePixelResult(dataclasses.replace(res, fit=res.fit + delta), calls, delta, dep_be, 0, prov)
     prov["fallback"] = True
