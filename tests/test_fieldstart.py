@@ -125,7 +125,7 @@ def test_where_the_estimate_does_not_apply(setup):
     assert np.all(np.asarray(start.phi) == 30.0) and np.all(np.asarray(start.B) == est[0])
 
 
-def test_map_layer_uses_the_estimate_for_single_starts_only(setup):
+def test_map_layer_uses_the_estimate_for_single_starts_only(setup, tmp_path):
     lines, grid, atm = setup
     cube = np.stack([_observed(setup, 1500.0, 120.0, 40.0, seed=s) for s in range(2)]).reshape(1, 2, 4, grid.nwav)
     guess = atm.with_columns(B=400.0, gamma=60.0, phi=30.0)
@@ -135,10 +135,29 @@ def test_map_layer_uses_the_estimate_for_single_starts_only(setup):
 
     args = dict(guess=guess, mask=None, sigma=None, mu=None, psf=None, abundances=None, axes="yxsl", executor=None,
                 workers=1, chunk=None, checkpoint=None, progress=False, time_limit=None, retries=0)
-    single = invert_map(cube, lines, grid, cfg, init="single",
-                        solver=pyinv.physics.inversion.InvertPixelWith(magnetic_start="profiles"), **args)
+    single = invert_map(cube, lines, grid, cfg, init="single", solver="pyinv:invert_pixel", magnetic_start="profiles",
+                        **args)
     assert np.all(np.isfinite(single.magnetic_start)) and single.magnetic_start.shape == (1, 2, 3)
     assert np.all(np.abs(single.magnetic_start[..., 1] - 120.0) < 20.0)
+    assert single.provenance["solver"].endswith("invert_pixel(magnetic_start='profiles')")
+    path = tmp_path / "single.fits"
+    single.to_fits(path)
+    assert np.array_equal(pyinv.InversionResult.from_fits(path).magnetic_start, single.magnetic_start)
     multi = invert_map(cube, lines, grid, cfg, init="multistart", solver="pyinv:invert_pixel",
                        **{**args, "guess": [guess]})
-    assert np.all(np.isnan(multi.magnetic_start))
+    assert np.all(np.isnan(multi.magnetic_start))            # varied starts are used as given
+    assert multi.provenance["solver"].endswith("invert_pixel(magnetic_start='guess')")
+    with pytest.raises(ValueError, match="magnetic_start"):
+        invert_map(cube, lines, grid, cfg, init="single", solver="pyinv:invert_pixel", magnetic_start="truth", **args)
+
+
+def test_stuck_descent_triggers_the_rescue():
+    from pyinv.physics.inversion import PixelResult, _stuck
+
+    def res(it, tr):
+        return PixelResult(atmosphere=None, fit=None, chi2=np.zeros(len(it)), iterations=np.array(it),
+                           trials=np.array(tr))
+    assert _stuck(res([6, 0, 0], [6, 7, 7]))
+    assert not _stuck(res([6, 2, 0], [6, 3, 0]))      # a cycle that was not run (no trials) is not stuck
+    assert not _stuck(res([0, 3], [7, 4]))            # the first cycle: its start may be the guess's minimum
+    assert not _stuck(res([5], [5]))

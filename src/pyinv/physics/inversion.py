@@ -404,7 +404,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     first.chi2_reduced = result_reduced_chi2(stokes, first, config)
     first.magnetic_start = estimate
     if threshold is None or rules == "sir" or not (first.chi2_reduced > threshold) or \
-            int(np.sum(first.trials)) < RESCUE_MIN_TRIALS_PER_CYCLE * config.cycles:
+            (int(np.sum(first.trials)) < RESCUE_MIN_TRIALS_PER_CYCLE * config.cycles and not _stuck(first)):
         return first
     second_rtols, second_rules = _stopping(RESCUE_PATH["rtol"], RESCUE_PATH["rules"])
     second = _invert_path(stokes, guess, lines, grid, config, rtols=second_rtols, rules=second_rules,
@@ -473,6 +473,14 @@ def magnetic_start_from_profiles(stokes, guess: Atmosphere, lines: LineList, gri
     if math.isfinite(est.phi) and phi_free:
         cols["phi"] = est.phi * ones
     return guess.with_columns(**cols), est.as_array()
+
+
+def _stuck(result: PixelResult) -> bool:
+    """Whether a cycle after the first ended without an accepted step (its trials all failed): a descent
+    stuck where the quadratic model fails in every direction, e.g. with γ at a pole (0° or 180°), where the
+    derivatives in γ and φ vanish. A rescue trigger besides the trial count (issue 17, ``magnetic_start``)."""
+    it, tr = np.asarray(result.iterations), np.asarray(result.trials)
+    return bool(it.size > 1 and np.any((it[1:] == 0) & (tr[1:] > 0)))
 
 
 def _stopping(rtol, rules: str | None) -> tuple[list[float], str]:
