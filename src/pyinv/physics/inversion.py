@@ -331,7 +331,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         A second start for a fit that is far from the noise (issue 17): when the result's reduced χ² against
         the noise model of the last cycle (:func:`reduced_chi2`) exceeds the threshold (``True``:
         :data:`RESCUE_THRESHOLD`; a float: that threshold) and the descent needed at least
-        :data:`RESCUE_MIN_TRIALS_PER_CYCLE` LM trials per cycle on average, the same start is inverted again along a
+        :data:`RESCUE_MIN_TRIALS_PER_CYCLE` LM trials per cycle on average (or a cycle after the first took no
+        accepted step at all), the same start (the guess as given) is inverted again along a
         different descent (:data:`RESCUE_PATH`: SIR's λ schedule with Broyden updates and the two-small-gains
         stop, SIR's SVD truncation) and the result with the smaller weighted residual Σ_s w_s mean (O − S)² (the
         noise model with the configuration's Stokes weights) is kept; ``PixelResult.rescue`` records it (0 not
