@@ -363,10 +363,10 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
     start_field = magnetic_start
     if start_field is None and not getattr(strategy, "profile_field_start", False):
         start_field = "guess"     # data-driven or deliberately varied starts are used as given
-    if pixel_solver == "pyinv:invert_pixel" and start_field is not None:
-        from ..physics.inversion import InvertPixelWith
+    from ..physics import inversion as _inv
 
-        pixel_solver = InvertPixelWith(magnetic_start=start_field)
+    if pixel_solver == "pyinv:invert_pixel" and start_field not in (None, _inv.MAGNETIC_START):
+        pixel_solver = _inv.InvertPixelWith(magnetic_start=start_field)   # (the default: the solver's name kept)
     problem = InversionPixels(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
                               solver=pixel_solver, time_limit=time_limit,
                               ncomp=extras.ncomp, stream=gs.stream)

@@ -399,7 +399,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     rtols, rules = _stopping(rtol, rules)
     start, estimate = magnetic_start_from_profiles(stokes, guess, lines, grid, config, magnetic_start,
                                                    two_components=guess2 is not None,
-                                                   stray=stray_profile is not None or bool(config.stray_file))
+                                                   stray=stray_profile is not None
+                                                   or bool(getattr(config, "stray_file", None)))
     first = _invert_path(stokes, start, lines, grid, config, rtols=rtols, jacobian_reuse=jacobian_reuse, rules=rules,
                          svd_scaling=svd_scaling, **kw)
     first.chi2_reduced = result_reduced_chi2(stokes, first, config)
@@ -429,6 +430,8 @@ class InvertPixelWith:
     refused)."""
 
     def __init__(self, **options) -> None:
+        if options.get("magnetic_start", "") == MAGNETIC_START:
+            del options["magnetic_start"]    # the default: not part of the name (checkpoints keep their solver)
         self.options = dict(sorted(options.items()))
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None, **pixel):
@@ -453,7 +456,8 @@ def magnetic_start_from_profiles(stokes, guess: Atmosphere, lines: LineList, gri
     mode = MAGNETIC_START if mode is None else mode
     if mode not in ("profiles", "guess"):
         raise ValueError(f"magnetic_start must be 'profiles' or 'guess', got {mode!r}")
-    if mode == "guess" or two_components or stray or not isinstance(guess, Atmosphere) or guess.stacked:
+    if mode == "guess" or two_components or stray or not isinstance(guess, Atmosphere) or guess.stacked \
+            or not isinstance(config, InversionConfig):      # (invalid arguments: refused by the descent)
         return guess, None
     free = config.nodes_for(1, 1)
     if free.get("B", 0) == 0 or free.get("gamma", 0) == 0:
