@@ -122,7 +122,11 @@ def main_transfer(args) -> None:
         m = make()
         log(f"[{name}] {m.info.get('generator')} seed {m.seed} mu {m.mu}: {m.info['region_fractions']}")
         cfg = cnn.reference_config(mu=m.mu)
-        r_std, t_std = timed_invert(f"{name}_standard", m, cfg)
+        if args.standard_start is None:
+            r_std, t_std = timed_invert(f"{name}_standard", m, cfg)
+        else:   # invert_pixel(magnetic_start=...) of the standard run (issue 17): its own checkpoint and timing
+            r_std, t_std = timed_invert(f"{name}_standard_{args.standard_start}", m, cfg,
+                                        magnetic_start=args.standard_start)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the announced mu range / one-cycle reduction
             r_ass, t_ass = timed_invert(f"{name}_assisted{tag}", m, cfg, init=cnn.CNNInit(model, **lm))
@@ -141,6 +145,7 @@ def main_transfer(args) -> None:
                         "fallback": fb.get("seconds")},
             "timing_flags": {"standard": {k: t_std[k] for k in ("reused_from_cache", "estimated_after_resume")},
                              "assisted": {k: t_ass[k] for k in ("reused_from_cache", "estimated_after_resume")}},
+            "standard_magnetic_start": args.standard_start,
             "speedup": t_std["seconds"] / t_ass["seconds"],
             # the same ratio from the pixels' own seconds in the workers (less sensitive to pool start-up; on a
             # shared machine both move with the load of other processes)
@@ -226,6 +231,9 @@ def main() -> None:
                          "[CNNInit's default]")
     ap.add_argument("--rules", choices=("sir", "pyinv"), default=None,
                     help="transfer: CNNInit(rules=...), the assisted cycle's LM rules [CNNInit's default]")
+    ap.add_argument("--standard-start", choices=("guess", "profiles"), default=None,
+                    help="transfer: pyinv.invert(magnetic_start=...) of the standard run (issue 17) [invert_pixel's "
+                         "default]")
     ap.add_argument("--rescue", type=float, default=None,
                     help="transfer: CNNInit(rescue=...), a reduced-chi2 threshold (0: none) [CNNInit's default]")
     args = ap.parse_args()

@@ -206,10 +206,11 @@ def run_spinor() -> dict:
 V2_DEFAULTS = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1, "rescue": False}
 
 
-def run_speed(npix: int = 40) -> dict | None:
+def run_speed(npix: int = 40, kw: dict | None = None, alt: dict | None = None) -> dict | None:
     """SIR (SIR_X) and pyinv side by side on ``npix`` odd-indexed pixels of invert_hinode_200, interleaved,
     one process each (pyinv in this process, one thread): wall seconds per pixel of SIR, of the defaults
-    and of the pre-issue-17 (v2) defaults."""
+    (with ``kw``, --kw) and of the pre-issue-17 (v2) defaults; with ``alt`` (--speed-alt) a fourth arm, the
+    defaults with those invert_pixel keywords."""
     exe = os.environ.get("SIR_X")
     if not exe:
         return None
@@ -218,25 +219,32 @@ def run_speed(npix: int = 40) -> dict | None:
     d = np.load(REF / "invert_hinode_200.npz")
     sir = sir_runner(REF, d)
     pix = [i for i in range(len(p["obs"])) if i % 2 == 1][:npix]
-    invert_one((name, pix[0], {}))      # warm-up
+    arms = {"new": dict(kw or {}), "v2": V2_DEFAULTS}
+    if alt is not None:
+        arms["alt"] = {**(kw or {}), **alt}
+    invert_one((name, pix[0], arms["new"]))      # warm-up
     rows = []
     for n, i in enumerate(pix):
-        order = ["sir", "new", "v2"] if n % 2 == 0 else ["v2", "new", "sir"]
+        order = ["sir", *arms] if n % 2 == 0 else [*reversed(arms), "sir"]
         r = {"pixel": i}
         for k in order:
             if k == "sir":
                 r["sir"] = sir(i)
             else:
-                q = invert_one((name, i, {} if k == "new" else V2_DEFAULTS))
+                q = invert_one((name, i, arms[k]))
                 r[k] = q["wall"]
                 r[k + "_ratio"] = q["merit"] / p["sir_merit"][i]
         rows.append(r)
-        print(f"  speed pixel {i:3d}: SIR {r['sir']:.3f} s, defaults {r['new']:.3f} s, v2 {r['v2']:.3f} s", flush=True)
-    t = {k: float(np.sum([r[k] for r in rows])) for k in ("sir", "new", "v2")}
-    return {"pixels": pix, "rows": rows, "seconds_per_pixel": {k: v / len(rows) for k, v in t.items()},
-            "speedup_defaults_over_sir": t["sir"] / t["new"], "speedup_v2_over_sir": t["sir"] / t["v2"],
-            "parity_defaults": float(np.mean([r["new_ratio"] <= 1.05 for r in rows])),
-            "parity_v2": float(np.mean([r["v2_ratio"] <= 1.05 for r in rows])), "sir_x": Path(exe).name}
+        print(f"  speed pixel {i:3d}: " + ", ".join(f"{k} {r[k]:.3f} s" for k in ("sir", *arms)), flush=True)
+    t = {k: float(np.sum([r[k] for r in rows])) for k in ("sir", *arms)}
+    out = {"pixels": pix, "rows": rows, "seconds_per_pixel": {k: v / len(rows) for k, v in t.items()},
+           "speedup_defaults_over_sir": t["sir"] / t["new"], "speedup_v2_over_sir": t["sir"] / t["v2"],
+           "parity_defaults": float(np.mean([r["new_ratio"] <= 1.05 for r in rows])),
+           "parity_v2": float(np.mean([r["v2_ratio"] <= 1.05 for r in rows])), "sir_x": Path(exe).name}
+    if alt is not None:
+        out.update(alt_kw=arms["alt"], speedup_alt_over_sir=t["sir"] / t["alt"],
+                   parity_alt=float(np.mean([r["alt_ratio"] <= 1.05 for r in rows])))
+    return out
 
 
 def main(argv=None) -> int:
@@ -246,6 +254,8 @@ def main(argv=None) -> int:
     ap.add_argument("--half", choices=["even", "odd", "all"], default="all")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kw", default="{}", help="JSON keyword arguments of invert_pixel")
+    ap.add_argument("--speed-alt", default=None, help="JSON invert_pixel keywords of a fourth arm in the speed "
+                                                      "section (e.g. '{\"magnetic_start\": \"guess\"}')")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/fidelity.{json,txt}")
     args = ap.parse_args(argv)
@@ -274,7 +284,7 @@ def main(argv=None) -> int:
             report[name] = r
             continue
         if name == "speed":
-            r = run_speed()
+            r = run_speed(kw=kw, alt=None if args.speed_alt is None else json.loads(args.speed_alt))
             if r is None:
                 say("speed     SIR_X not set: SIR not run side by side (quoted sir_seconds above)")
                 continue
@@ -282,7 +292,9 @@ def main(argv=None) -> int:
             say(f"speed     {len(r['rows'])} odd pixels of invert_hinode_200, interleaved: SIR {sp['sir']:.3f} s/pixel, "
                 f"defaults {sp['new']:.3f} ({r['speedup_defaults_over_sir']:.2f}x SIR, parity "
                 f"{100 * r['parity_defaults']:.0f} %), v2 defaults {sp['v2']:.3f} ({r['speedup_v2_over_sir']:.2f}x SIR, "
-                f"parity {100 * r['parity_v2']:.0f} %)")
+                f"parity {100 * r['parity_v2']:.0f} %)"
+                + (f", defaults with {r['alt_kw']} {sp['alt']:.3f} ({r['speedup_alt_over_sir']:.2f}x SIR, parity "
+                   f"{100 * r['parity_alt']:.0f} %)" if "alt" in sp else ""))
             report[name] = r
             continue
         p = _load(name)

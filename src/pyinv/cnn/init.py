@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from ..init.base import GuessSet, InitContext, InitStrategy
+from ..physics.inversion import InvertPixelWith
 from ..status import STATUS_BAD_INPUT, STATUS_FAILED, STATUS_MASKED, STATUS_TIMEOUT, STATUS_WORKER_DIED
 
 __all__ = ["CNNInit", "AssistedSolver", "one_cycle", "flag_clearly_worse"]
@@ -125,24 +126,12 @@ def flag_clearly_worse(chi2: np.ndarray, status: np.ndarray, labels: np.ndarray 
     return bad, thr
 
 
-class AssistedSolver:
+class AssistedSolver(InvertPixelWith):
     """The default pixel solver (:func:`pyinv.invert_pixel`) with the LM options of the assisted cycle.
 
     A picklable callable with the solver interface of :class:`pyinv.maps.pixel.InversionPixels`; its ``repr``
     names the options, so a checkpoint written with other options is refused.
     """
-
-    def __init__(self, **options: Any):
-        self.options = dict(sorted(options.items()))
-
-    def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None, **pixel):
-        """``pixel``: per-pixel keywords of the map (second component, stray light; pyinv.invert)."""
-        from ..physics.inversion import invert_pixel
-        return invert_pixel(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances,
-                            **pixel, **self.options)
-
-    def __repr__(self) -> str:
-        return "pyinv:invert_pixel(" + ", ".join(f"{k}={v!r}" for k, v in self.options.items()) + ")"
 
 
 class CNNInit(InitStrategy):
@@ -257,7 +246,7 @@ class CNNInit(InitStrategy):
         if solver != "pyinv:invert_pixel" or not self._tuned:
             return solver
         return AssistedSolver(max_iterations=self.max_iterations, rtol=self.rtol, jacobian_reuse=self.jacobian_reuse,
-                              rules=self.rules, rescue=self.rescue)
+                              rules=self.rules, rescue=self.rescue, magnetic_start="guess")
 
     # ------------------------------------------------------------------ configuration
     def prepare_config(self, config: Any, mu: float | None = None) -> Any:

@@ -193,6 +193,10 @@ class InitStrategy:
 
     #: Registry name (informational).
     name: str = "custom"
+    #: Whether :func:`pyinv.invert` may replace the start's B, γ, φ by the field read off each pixel's profiles
+    #: (``invert_pixel(magnetic_start=...)``, issue 17). Only :class:`pyinv.init.Single` does; starts that are
+    #: data-driven or deliberately varied (previous, multistart, cluster, cnn) are used as given.
+    profile_field_start: bool = False
 
     def initial_guesses(self, ctx: InitContext) -> GuessSet:  # pragma: no cover - abstract
         raise NotImplementedError

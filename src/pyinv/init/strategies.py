@@ -27,6 +27,7 @@ class Single(InitStrategy):
     """
 
     name = "single"
+    profile_field_start = True
 
     def __init__(self, guess: Any = None):
         if guess is None:

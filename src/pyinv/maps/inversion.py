@@ -84,7 +84,8 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
            chunk: int | None = None, checkpoint: str | os.PathLike | None = None, progress: Any = True,
            time_limit: float | None = None, retries: int = 2, check: bool = True, nlte: Any = None,
            guess2: Any = None, filling: Any = None, stray_profile: Any = None, stray_window: int | None = None,
-           stray: Any = None, spatial_psf: Any = None, coupled: dict | None = None) -> InversionResult:
+           stray: Any = None, spatial_psf: Any = None, coupled: dict | None = None,
+           magnetic_start: str | None = None) -> InversionResult:
     """Invert every pixel of a Stokes map; each pixel's result is exactly what
     :func:`pyinv.invert_pixel` gives for it (with ``init="multistart"``: the start with the lowest χ²).
 
@@ -187,6 +188,12 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
     coupled : dict, optional
         Options of :func:`pyinv.coupled.invert_coupled` (``tile``, ``border``, ``weighting``, solver
         controls such as ``max_iterations``).
+    magnetic_start : "profiles", "guess" or None
+        ``invert_pixel(magnetic_start=...)`` for every pixel (B, γ, φ of the start read off the pixel's
+        profiles, or the guess's). None: invert_pixel's default with ``init="single"``, the guesses as given
+        with the other strategies (previous, multistart, cluster: data-driven or deliberately varied starts).
+        ``init="cnn"``'s assisted cycle always starts from the CNN's field; its fallback re-inversions follow
+        this option.
 
     Returns
     -------
@@ -217,7 +224,8 @@ def invert(cube: Any, lines: LineList, grid: WavelengthGrid, config: InversionCo
                      abundances=abundances, axes=axes, executor=executor, workers=workers, chunk=chunk,
                      checkpoint=checkpoint, progress=progress, time_limit=time_limit, retries=retries,
                      solver=solver_for(nlte), check=check, guess2=guess2, filling=filling,
-                     stray_profile=stray_profile, stray_window=stray_window, stray=stray)
+                     stray_profile=stray_profile, stray_window=stray_window, stray=stray,
+                     magnetic_start=magnetic_start)
     if spatial_psf is None:
         return res
     from ..coupled import invert_coupled
@@ -259,7 +267,7 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
                executor: Any, workers: int | None, chunk: int | None, checkpoint: str | os.PathLike | None,
                progress: Any, time_limit: float | None, retries: int, solver: Any, check: bool = True,
                guess2: Any = None, filling: Any = None, stray_profile: Any = None, stray_window: int | None = None,
-               stray: Any = None) -> InversionResult:
+               stray: Any = None, magnetic_start: str | None = None) -> InversionResult:
     """:func:`invert` with the pixel solver given (``solver``: ``"module:function"`` or a picklable callable
     with :func:`pyinv.invert_pixel`'s signature, see :class:`pyinv.maps.pixel.InversionPixels`; :func:`invert`
     passes :func:`solver_for` of its ``nlte``) and every option spelled out; the other arguments are
@@ -349,8 +357,18 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
 
         refuse_unsupported(config, two_components=extras.ncomp == 2)
     wrap = getattr(strategy, "pixel_solver", None)  # e.g. CNNInit's LM options of the assisted cycle
+    pixel_solver = solver if wrap is None else wrap(solver)
+    if magnetic_start not in (None, "profiles", "guess"):
+        raise ValueError(f"magnetic_start must be 'profiles', 'guess' or None, got {magnetic_start!r}")
+    start_field = magnetic_start
+    if start_field is None and not getattr(strategy, "profile_field_start", False):
+        start_field = "guess"     # data-driven or deliberately varied starts are used as given
+    from ..physics import inversion as _inv
+
+    if pixel_solver == "pyinv:invert_pixel" and start_field not in (None, _inv.MAGNETIC_START):
+        pixel_solver = _inv.InvertPixelWith(magnetic_start=start_field)   # (the default: the solver's name kept)
     problem = InversionPixels(lines=lines, grid=grid, config=config, mu=mu, psf=psf, abundances=abundances,
-                              solver=solver if wrap is None else wrap(solver), time_limit=time_limit,
+                              solver=pixel_solver, time_limit=time_limit,
                               ncomp=extras.ncomp, stream=gs.stream)
     flat = data.reshape(ny * nx, 4, nwav)
     snr_flat = np.ascontiguousarray(snr.reshape(-1))
@@ -442,7 +460,7 @@ def invert_map(cube: Any, lines: LineList, grid: WavelengthGrid, config: Inversi
                                   workers=workers, chunk=chunk, checkpoint=ck, progress=progress,
                                   time_limit=time_limit, retries=retries, solver=solver, guess2=guess2,
                                   filling=filling, stray_profile=stray_profile, stray_window=stray_window,
-                                  stray=stray)
+                                  stray=stray, magnetic_start=magnetic_start)
             res = finish(res, rerun)
             res.provenance["seconds"] = time.perf_counter() - t_start
         return res

@@ -53,6 +53,9 @@ INVERSION_RECORD = Record(
     Field("errors2", "f8", ("ndep", 11), result="errors2", optional=True),
     Field("errors_header2", "f8", (3,), result="errors_header2", optional=True),
     Field("rescue", "i1", fill=0, result="rescue", optional=True),        # 0 none, 1 tried, 2 taken (issue 17)
+    # B [G], gamma, phi [deg] of the start read off the profiles (invert_pixel(magnetic_start="profiles");
+    # NaN: the guess's were used)
+    Field("magnetic_start", "f4", (3,), fill=np.nan, result="magnetic_start", optional=True),
     Field("start_aux", "f4", ("naux",), blank=False),                     # StartStream.naux values (naux > 0)
     # NLTE maps (pyinv.nlte.desire.NlteSolver; issue 19): backend calls of the pixel (all its starts; -1 none),
     # the emulated departures' check (rms Stokes I difference, continuum units; NaN: not checked) and whether
@@ -283,6 +286,9 @@ class InversionSolver(PixelSolver):
         it = np.asarray(getattr(res, "iterations", 0))
         rec["iterations"] = int(it.sum()) if it.ndim else int(it)
         rec["rescue"] = int(getattr(res, "rescue", 0) or 0)
+        ms = getattr(res, "magnetic_start", None)
+        if ms is not None:
+            rec["magnetic_start"] = np.asarray(ms, dtype=np.float64)[:3]
         if "backend_calls" in rec:                  # an NLTE map (NLTE_FIELDS)
             rec.update(nlte_fields(res))
         _errors_into(getattr(res, "errors", None), ndep, rec, "errors", "errors_header")

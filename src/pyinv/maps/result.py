@@ -68,6 +68,9 @@ class InversionResult:
     rescue : ndarray of int (ny, nx)
         Per pixel, :func:`pyinv.invert_pixel`'s rescue (issue 17): 0 one descent, 1 a second descent was
         tried (the fit was far from the noise) and the first kept, 2 the second one was better and is kept.
+    magnetic_start : ndarray (ny, nx, 3)
+        B [G], γ, φ [deg] of the start read off each pixel's profiles (``invert_pixel(magnetic_start=
+        "profiles")``, issue 17); NaN where the guess's were used (φ alone NaN: only B_los was estimated).
     seconds : ndarray (ny, nx)
         Wall time per pixel in its worker.
     line_index, offset_mA, wavelength : ndarray (nλ,)

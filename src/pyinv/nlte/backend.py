@@ -128,7 +128,8 @@ def run_cycles(obs: np.ndarray, guess: Any, lines: Any, grid: Any, config: Any, 
             if k == 0:
                 run.extra = dict(cycle_kwargs(c, run.model, run.departures) or {}) if cycle_kwargs else {}
             run.result = invert_pixel(obs - run.delta, run.model, lines, grid, cfg, departures=run.departures,
-                                      **merge_invert_kwargs(invert_kwargs, run.extra))
+                                      **{**merge_invert_kwargs(invert_kwargs, run.extra),
+                                         "magnetic_start": "guess"})   # cycles continue a model
             settled, run.model = cycle_settled(run.model, run.result, threshold), run.result.atmosphere
             if settled:
                 break

@@ -322,7 +322,8 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
     model, res, evals, extra = emulated_cycles(obs, guess, lines, grid, config, emu, backend.lines,
                                                threshold=threshold, max_refresh=max_refresh, cycle_kwargs=placer,
                                                **kw)
-    kw_last = merge_invert_kwargs(kw, extra)      # the last cycle's keywords (its node positions)
+    # the last cycle's keywords (its node positions); the cycles continue a model: no start from the profiles
+    kw_last = {**merge_invert_kwargs(kw, extra), "magnetic_start": "guess"}
     last_cfg = config.single_cycle(config.cycles)
     prov: dict = {"departures": "emulated", "emulator": emu.provenance(), "fallback": False,
                   "emulator_evaluations": evals}

@@ -68,6 +68,9 @@ RESCUE_MIN_TRIALS_PER_CYCLE = 13
 #: updates and the two-small-gains stop (the pre-issue-17 defaults), with SIR's SVD truncation (ε on
 #: JᵀWJ, which damps weakly constrained directions harder).
 RESCUE_PATH = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1, "svd_scaling": "sir"}
+#: invert_pixel's ``magnetic_start`` default: "profiles" (B, γ, φ of the start read off the observed profiles,
+#: :func:`pyinv.physics.fieldstart.estimate_field`) or "guess" (the guess's, as SIR)
+MAGNETIC_START = "guess"
 
 
 def prepare_synthesis(lines: LineList, grid: WavelengthGrid, *, psf=None, abundances=None,
@@ -274,7 +277,7 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                  jacobian_reuse: int = JACOBIAN_REUSE, rules: str | None = None, rescue: bool | float = True,
                  sir_compat: bool = False, departures=None, departure_form: str = "sir",
                  guess2: Atmosphere | None = None, filling: float | None = None, stray_profile=None,
-                 stray: float | None = None) -> PixelResult:
+                 stray: float | None = None, magnetic_start: str | None = None) -> PixelResult:
     """Invert the Stokes profiles of one pixel with SIR's method (spec-inversion §2–§3).
 
     Parameters
@@ -328,7 +331,8 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         A second start for a fit that is far from the noise (issue 17): when the result's reduced χ² against
         the noise model of the last cycle (:func:`reduced_chi2`) exceeds the threshold (``True``:
         :data:`RESCUE_THRESHOLD`; a float: that threshold) and the descent needed at least
-        :data:`RESCUE_MIN_TRIALS_PER_CYCLE` LM trials per cycle on average, the same start is inverted again along a
+        :data:`RESCUE_MIN_TRIALS_PER_CYCLE` LM trials per cycle on average (or a cycle after the first took no
+        accepted step at all), the same start (the guess as given) is inverted again along a
         different descent (:data:`RESCUE_PATH`: SIR's λ schedule with Broyden updates and the two-small-gains
         stop, SIR's SVD truncation) and the result with the smaller weighted residual Σ_s w_s mean (O − S)² (the
         noise model with the configuration's Stokes weights) is kept; ``PixelResult.rescue`` records it (0 not
@@ -365,6 +369,15 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         α, the stray-light fraction [%] of the start, in [0, 100) (> 0 when ``config.invert_stray``); None
         takes ``guess.stray`` (SIR: model 1's header). Old spelling ``stray_percent=`` (accepted with a
         DeprecationWarning).
+    magnetic_start : "profiles", "guess" or None
+        Where the start's B, γ, φ come from (issue 17). ``"profiles"``: estimated from the observed profiles
+        (:func:`pyinv.physics.fieldstart.estimate_field`: centre-of-gravity B_los, weak-field / strong-field
+        B_⊥ and φ) and set constant with depth in place of the guess's before cycle 1, for one-component
+        inversions without stray light whose B and γ are free in cycle 1 (else the guess is used as given);
+        where V is at the noise the guess is kept, where Q and U carry no weight or signal only B is set
+        (B cos γ = B_los, γ the guess's, 180° − γ for B_los < 0). The rescue's second descent starts from
+        the guess as given. ``"guess"``: the guess's values (SIR). None: :data:`MAGNETIC_START`. The
+        estimate is recorded in ``PixelResult.magnetic_start``.
 
     Returns
     -------
@@ -384,11 +397,16 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     if rtol is None:
         rtol = [RTOL_EARLY] * (max(int(getattr(config, "cycles", 1)), 1) - 1) + [RTOL_LAST]
     rtols, rules = _stopping(rtol, rules)
-    first = _invert_path(stokes, guess, lines, grid, config, rtols=rtols, jacobian_reuse=jacobian_reuse, rules=rules,
+    start, estimate = magnetic_start_from_profiles(stokes, guess, lines, grid, config, magnetic_start,
+                                                   two_components=guess2 is not None,
+                                                   stray=stray_profile is not None
+                                                   or bool(getattr(config, "stray_file", None)))
+    first = _invert_path(stokes, start, lines, grid, config, rtols=rtols, jacobian_reuse=jacobian_reuse, rules=rules,
                          svd_scaling=svd_scaling, **kw)
     first.chi2_reduced = result_reduced_chi2(stokes, first, config)
+    first.magnetic_start = estimate
     if threshold is None or rules == "sir" or not (first.chi2_reduced > threshold) or \
-            int(np.sum(first.trials)) < RESCUE_MIN_TRIALS_PER_CYCLE * config.cycles:
+            (int(np.sum(first.trials)) < RESCUE_MIN_TRIALS_PER_CYCLE * config.cycles and not _stuck(first)):
         return first
     second_rtols, second_rules = _stopping(RESCUE_PATH["rtol"], RESCUE_PATH["rules"])
     second = _invert_path(stokes, guess, lines, grid, config, rtols=second_rtols, rules=second_rules,
@@ -402,7 +420,72 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
     out = second if better else first
     out.rescue = 2 if better else 1
     out.syntheses = first.syntheses + second.syntheses
+    out.magnetic_start = estimate
     return out
+
+
+class InvertPixelWith:
+    """:func:`invert_pixel` with some keyword options fixed: a picklable pixel solver for
+    :func:`pyinv.invert_map` (its ``repr`` names the options, so a checkpoint written with other options is
+    refused)."""
+
+    def __init__(self, **options) -> None:
+        if options.get("magnetic_start", "") == MAGNETIC_START:
+            del options["magnetic_start"]    # the default: not part of the name (checkpoints keep their solver)
+        self.options = dict(sorted(options.items()))
+
+    def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None, **pixel):
+        """``pixel``: per-pixel keywords of the map (second component, stray light; pyinv.invert)."""
+        return invert_pixel(stokes, guess, lines, grid, config, mu=mu, psf=psf, abundances=abundances,
+                            **pixel, **self.options)
+
+    def __repr__(self) -> str:
+        return "pyinv:invert_pixel(" + ", ".join(f"{k}={v!r}" for k, v in self.options.items()) + ")"
+
+
+def magnetic_start_from_profiles(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGrid,
+                                 config: InversionConfig, mode: str | None = None, *, two_components: bool = False,
+                                 stray: bool = False) -> tuple[Atmosphere, np.ndarray | None]:
+    """The start of :func:`invert_pixel` for ``magnetic_start=mode`` and the estimate it used.
+
+    Returns ``(start, estimate)``: ``guess`` itself and None when the estimate does not apply (mode
+    ``"guess"``, two components, stray light, B or γ fixed in cycle 1, non-finite profiles, V at the noise);
+    else ``guess`` with B, γ (and φ where estimated and free) replaced, constant with depth, and
+    ``estimate`` = (B [G], γ [deg], φ [deg], B_los [G], B_⊥ [G]) (NaN where not estimated).
+    """
+    mode = MAGNETIC_START if mode is None else mode
+    if mode not in ("profiles", "guess"):
+        raise ValueError(f"magnetic_start must be 'profiles' or 'guess', got {mode!r}")
+    if mode == "guess" or two_components or stray or not isinstance(guess, Atmosphere) or guess.stacked \
+            or not isinstance(config, InversionConfig):      # (invalid arguments: refused by the descent)
+        return guess, None
+    free = config.nodes_for(1, 1)
+    if free.get("B", 0) == 0 or free.get("gamma", 0) == 0:
+        return guess, None
+    obs = np.asarray(stokes, dtype=np.float64)
+    if obs.shape != (4, grid.nwav) or not np.all(np.isfinite(obs)):
+        return guess, None
+    from .fieldstart import estimate_field
+
+    k0 = int(np.argmin(np.abs(np.asarray(guess.log_tau))))
+    est = estimate_field(obs, lines, grid, snr=float(config.value("snr", 1)), weights=config.weights_for(1),
+                         gamma_guess=float(np.asarray(guess.gamma)[k0]))
+    if est.status == "none":
+        return guess, None
+    ones = np.ones(guess.ndep)
+    cols = {"B": est.B * ones, "gamma": est.gamma * ones}
+    phi_free = any(config.nodes_for(c, 1).get("phi", 0) != 0 for c in range(1, config.cycles + 1))
+    if math.isfinite(est.phi) and phi_free:
+        cols["phi"] = est.phi * ones
+    return guess.with_columns(**cols), est.as_array()
+
+
+def _stuck(result: PixelResult) -> bool:
+    """Whether a cycle after the first ended without an accepted step (its trials all failed): a descent
+    stuck where the quadratic model fails in every direction, e.g. with γ at a pole (0° or 180°), where the
+    derivatives in γ and φ vanish. A rescue trigger besides the trial count (issue 17, ``magnetic_start``)."""
+    it, tr = np.asarray(result.iterations), np.asarray(result.trials)
+    return bool(it.size > 1 and np.any((it[1:] == 0) & (tr[1:] > 0)))
 
 
 def _stopping(rtol, rules: str | None) -> tuple[list[float], str]:

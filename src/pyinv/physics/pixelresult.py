@@ -108,6 +108,10 @@ class PixelResult:
     chi2_reduced : float
         χ² of the fit against the noise model of the last cycle (:func:`reduced_chi2`; ≈ 1 at the noise
         level).
+    magnetic_start : ndarray (5,) or None
+        With ``invert_pixel(magnetic_start="profiles")``: the field estimated from the profiles that replaced
+        the guess's (B [G], γ [deg], φ [deg], B_los [G], B_⊥ [G]; NaN where not estimated); None when the
+        start was the guess's.
     """
 
     atmosphere: Atmosphere
@@ -132,6 +136,7 @@ class PixelResult:
     contrast: float | None = None
     rescue: int = 0
     chi2_reduced: float = float("nan")
+    magnetic_start: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:

@@ -500,7 +500,8 @@ def _inversion(inp: _Inputs, obs_path: Path, control: Path, options: dict) -> Si
             kw.update(stray_profile=stray, stray=alpha)
         try:
             res = invert_pixel(prof.stokes, guess, inp.lines, grid, cfg.single_cycle(c), psf=inp.psf,
-                               abundances=inp.abundances, departures=inp.departures, **options, **kw)
+                               abundances=inp.abundances, departures=inp.departures, magnetic_start="guess",
+                               **options, **kw)   # SIR starts from the guess file
         except ValueError as exc:  # a setting invert_pixel refuses: name the control file and the cycle
             raise ValueError(f"{control}, cycle {c}: {exc}") from None
         run.results.append(res)
