@@ -46,6 +46,12 @@ module pyinv_inversion
   real(dp), parameter :: max_angle_step = 0.395_dp
   real(dp), parameter :: t_min = 2500.0_dp
   integer, parameter :: max_fail = 7
+  !> pyinv's rules (issue 17, pole): the smallest Marquardt damping of an inclination node whose step would be
+  !> clipped, relative to the largest diagonal term of JᵀWJ
+  real(dp), parameter :: angle_damp_floor = 1.0e-8_dp
+  !> pyinv's rules (issue 17, pole): an inclination node within pyinv_nodes' pole_zone of a pole gets the chord of
+  !> a step of this size [rad] away from it in the Jacobian instead of the derivative (node_jacobian, pole_chord)
+  real(dp), parameter :: pole_chord_step = 0.05_dp
 
 contains
 
@@ -361,7 +367,7 @@ contains
   !> (weighted by their share of the mix) and the columns of u and w (§1.5).
   pure subroutine mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, &
                                  imix, stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, &
-                                 memo_rf, memo_het)
+                                 memo_rf, memo_het, chord)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, nc, off(2), he(2), boundary(nc), jac_mode, imix(2), m, icon
     real(dp), intent(in) :: logtau(n), x(n, n_cols, nc), vmac(nc), sync(4, s%nw, nc), mu, mix(2), stray(4, s%nw)
@@ -373,6 +379,8 @@ contains
     integer, intent(inout) :: memo_ok, memo_want(n_cols)
     real(dp), intent(inout) :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
                                memo_het(n, n_he_terms)
+    !> pyinv_nodes::node_jacobian's pole_chord (0: the derivative everywhere)
+    real(dp), intent(in) :: chord
     real(dp) :: wc(nc), mixed(4, s%nw), ci(m)
     integer :: c
     ierr = err_ok
@@ -383,10 +391,10 @@ contains
       if (nc == 1) then
         call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
                            jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr, memo_ok, memo_want, &
-                           memo_x, memo_st, memo_rf, memo_het)
+                           memo_x, memo_st, memo_rf, memo_het, pole_chord=chord)
       else
         call node_jacobian(s, n, logtau, x(:, :, c), vmac(c), sync(:, :, c), lay(c), he(c), boundary(c), mu, &
-                           jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr)
+                           jac_mode, jac(:, :, off(c) + 1:off(c) + lay(c)%m), nsynth, ierr, pole_chord=chord)
       end if
       if (ierr /= err_ok) return
       if (icon > 0) ci(1:lay(c)%m) = jac(1, icon, off(c) + 1:off(c) + lay(c)%m)
@@ -470,8 +478,8 @@ contains
     type(layout) :: lay(2)
     integer :: nobs, nmask, m, nh, nfail, nsucc, ntrial, nsynth, i, j, v, c, k, ie, nsmall, nreuse, he(2), off(2), &
                imix(2)
-    logical :: frozen, have_jac, done, moves(2)
-    real(dp) :: vmin, rho_c, pen, pent, merit, meritt, nu, pred, pred0, gain, lastgain, mhist(3)
+    logical :: frozen, have_jac, done, moves(2), redo
+    real(dp) :: vmin, rho_c, pen, pent, merit, meritt, nu, pred, pred0, gain, lastgain, mhist(3), dfloor, chord
     real(dp), allocatable :: gpen(:)
     integer :: regmode
 
@@ -485,6 +493,8 @@ contains
     nsynth = 0
     trace = 0.0_dp
     nsmall = 0
+    chord = 0.0_dp
+    if (rules == 1) chord = pole_chord_step
 
     ! the mixture (§4.5, §4.10)
     if (nc < 1 .or. nc > 2) then
@@ -592,7 +602,8 @@ contains
     call penalty(x, pen, gpen)
     merit = c2 * (1.0_dp + pen)
     call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                        icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
+                        icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
+                        memo_het, chord)
     if (ierr /= err_ok) return
     have_jac = .true.
 
@@ -635,7 +646,8 @@ contains
           if (have_jac) exit
           ! never end a cycle on a secant (Broyden) Jacobian: refresh it and judge again
           call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                              stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
+                              stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
+                              memo_het, chord)
           if (ierr /= err_ok) exit
           nreuse = 0
           have_jac = .true.
@@ -647,6 +659,27 @@ contains
         adamp(j, j) = alpha(j, j) * (1.0_dp + lam)
       end do
       call modified_svd_solve(m, adamp, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
+      if (rules == 1 .and. ie == err_ok) then
+        ! pyinv (issue 17, pole): Marquardt's scaling diag(alpha) leaves gamma undamped where its column (nearly)
+        ! vanishes (gamma near 0 or 180 deg): its step beta_j / (lam alpha_jj) grows without bound as the column
+        ! goes to 0, SIR's 22.6 deg clip then turns every trial into the same jump, which the quadratic model
+        ! does not describe, and no lambda gives a small trial (every trial of the cycle fails). Where the step
+        ! of such a gamma node (alpha_jj below angle_damp_floor times the largest diagonal term; the step
+        ! variables are O(1): relative changes and radians) would be clipped, the damping of those nodes is
+        ! raised to lam times that floor and the step solved again, so that lambda controls it; other trials
+        ! are untouched (phi keeps SIR's clip: at a pole its jumps do not change the profiles).
+        dfloor = angle_damp_floor * maxval([(alpha(j, j), j = 1, m)])
+        redo = .false.
+        do j = 1, m
+          if (weak_angle(j)) redo = redo .or. abs(delta(j)) > max_angle_step
+        end do
+        if (redo) then
+          do j = 1, m
+            if (weak_angle(j)) adamp(j, j) = alpha(j, j) + lam * dfloor
+          end do
+          call modified_svd_solve(m, adamp, beta, blk, lay(1)%nvar + lay(2)%nvar + count(imix > 0), svdtol, delta, ie)
+        end if
+      end if
       pred = 0.0_dp
       if (ie == err_ok) pred = model_reduction(m, delta, beta, alpha)
       ntrial = ntrial + 1
@@ -748,7 +781,8 @@ contains
             nreuse = nreuse + 1
           else
             call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                                stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
+                                stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
+                                memo_het, chord)
             if (ierr /= err_ok) exit
             nreuse = 0
             have_jac = .true.
@@ -758,7 +792,8 @@ contains
         ! a failed step with an updated (approximate) Jacobian: take the exact one and retry at the
         ! same lambda before counting a failure
         call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, &
-                            stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
+                            stray, icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
+                            memo_het, chord)
         if (ierr /= err_ok) exit
         nreuse = 0
         have_jac = .true.
@@ -806,7 +841,8 @@ contains
     end do
     if (.not. have_jac) then
       call mixed_jacobian(s, n, logtau, nc, x, vmac, sync, lay, off, he, boundary, mu, jac_mode, mix, imix, stray, &
-                          icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
+                          icon, m, jac, nsynth, ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, &
+                          memo_het, chord)
       if (ierr /= err_ok) then
         info(info_syntheses) = nsynth
         return
@@ -886,6 +922,17 @@ contains
         pp = pp + pc
       end do
     end subroutine penalty
+
+    !> Whether parameter jj is an inclination node (either component) whose diagonal term of the normal equations
+    !> is below the damping floor dfloor.
+    pure logical function weak_angle(jj)
+      integer, intent(in) :: jj
+      integer :: vv
+      weak_angle = .false.
+      if (blk(jj) > 2 * n_slots) return
+      vv = mod(blk(jj) - 1, n_slots) + 1
+      weak_angle = vv == col_gam .and. alpha(jj, jj) < dfloor
+    end function weak_angle
 
     !> The free parameters' values (node values of both components, u, w) in parameter order.
     pure subroutine parameter_vector(a)

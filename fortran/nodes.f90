@@ -22,7 +22,8 @@ module pyinv_nodes
   use pyinv_kinds, only: dp, pi
   use pyinv_errors, only: err_ok, err_bad_input, err_bad_size, err_singular, err_no_data, err_zero_parameter
   use pyinv_linalg, only: solve_dense
-  use pyinv_synthesis, only: synth_setup, synth_model, convolve_spectrum, n_cols, col_t, col_pe, col_b, col_vlos
+  use pyinv_synthesis, only: synth_setup, synth_model, convolve_spectrum, n_cols, col_t, col_pe, col_b, col_vlos, &
+                             col_gam
   use pyinv_response, only: synth_rf
   use pyinv_hydrostatic, only: he_tangent, n_he_terms
   implicit none
@@ -43,6 +44,7 @@ module pyinv_nodes
   integer, parameter :: slot_kind(n_slots) = [slot_relative, slot_log, slot_relative, slot_relative, &
                                               slot_offset, slot_angle, slot_angle, slot_relative]
   real(dp), parameter :: fd_step = 1.0e-4_dp          ! directional FD step (relative / radians)
+  real(dp), parameter :: pole_zone = 1.0e-3_dp        ! node_jacobian's pole_chord: distance to a pole [rad]
 
   !> Node layout of one slot: n free nodes (first = index of the first in the parameter vector), basis
   !> f(ndep, n), node positions xn, node values a and tangent d(ndep, n) = d x / d delta.
@@ -416,7 +418,7 @@ contains
   !> Node Jacobian jac(4, nw, m) = d stokes / d delta at the model (x, vmac) whose synthesis is syn.
   !> he: 1 when Pe follows hydrostatic equilibrium (T columns include the HE coupling).
   pure subroutine node_jacobian(s, n, logtau, x, vmac, syn, lay, he, boundary, mu, jac_mode, jac, nsynth, &
-                                ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het)
+                                ierr, memo_ok, memo_want, memo_x, memo_st, memo_rf, memo_het, pole_chord)
     type(synth_setup), intent(in) :: s
     integer, intent(in) :: n, he, boundary, jac_mode
     real(dp), intent(in) :: logtau(n), x(n, n_cols), vmac, syn(4, s%nw), mu
@@ -430,7 +432,13 @@ contains
     integer, intent(inout), optional :: memo_ok, memo_want(n_cols)
     real(dp), intent(inout), optional :: memo_x(n, n_cols), memo_st(4, s%nw), memo_rf(4, s%nw, n, n_cols), &
                                          memo_het(n, n_he_terms)
-    real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n)
+    !> pyinv (issue 17, pole): an inclination node within pole_zone radians of 0 or pi gets the chord
+    !> (S(gamma -+ h) - S(gamma)) / (-+h), h = pole_chord, towards the interior instead of the derivative: at a
+    !> pole the Stokes vector is an even function of gamma - pole (sin^2 gamma, cos gamma), its derivative
+    !> vanishes there (the SVD then drops the direction) and a linear model sees no way off the pole; the chord
+    !> is the slope of a step of size h
+    real(dp), intent(in), optional :: pole_chord
+    real(dp) :: xp(n, n_cols), sp(4, s%nw), e(n), hstep(lay%m)
     real(dp), allocatable :: rf(:, :, :, :), st(:, :), het(:, :), dlt(:, :), dlp(:, :)
     real(dp) :: rfv(4, s%nw), amax(s%nl)
     logical :: need_fd(lay%m)
@@ -474,10 +482,25 @@ contains
       do jj = 1, lay%m
         need_fd(jj) = all(jac(:, :, jj) == 0.0_dp)
       end do
-      if (.not. any(need_fd)) return
     else
       need_fd = .true.
     end if
+    hstep = fd_step
+    if (present(pole_chord)) then
+      if (pole_chord > 0.0_dp .and. lay%s(col_gam)%n > 0) then
+        do j = 1, lay%s(col_gam)%n
+          jj = lay%s(col_gam)%first + j - 1
+          if (lay%s(col_gam)%a(j) < pole_zone) then
+            need_fd(jj) = .true.
+            hstep(jj) = pole_chord
+          else if (lay%s(col_gam)%a(j) > pi - pole_zone) then
+            need_fd(jj) = .true.
+            hstep(jj) = -pole_chord
+          end if
+        end do
+      end if
+    end if
+    if (.not. any(need_fd)) return
 
     ! directional finite differences in node space
     if (he /= 0 .and. lay%s(col_t)%n > 0) then
@@ -500,14 +523,14 @@ contains
           call synth_model(s, n, logtau, x, vmac * (1.0_dp + fd_step), sp, amax, ierr)
         else
           e = 0.0_dp
-          e(j) = fd_step
+          e(j) = hstep(jj)
           call apply_perturbation(n, x(:, v), nv, lay%s(v)%f, lay%s(v)%a, lay%s(v)%kind, e(1:nv), xp(:, v))
           if (v == col_t .and. he /= 0) xp(:, col_pe) = x(:, col_pe) + dlp(:, j)
           call synth_model(s, n, logtau, xp, vmac, sp, amax, ierr)
         end if
         nsynth = nsynth + 1
         if (ierr /= err_ok) return
-        jac(:, :, jj) = (sp - syn) / fd_step
+        jac(:, :, jj) = (sp - syn) / hstep(jj)
       end do
     end do
   end subroutine node_jacobian

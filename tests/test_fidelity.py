@@ -74,10 +74,17 @@ def test_defaults_parity_real_sunspot_subset():
         b_ours.append(a.B[k] * np.cos(np.radians(a.gamma[k])))
         m = d["sir_models"][i]
         b_sir.append(m[k, 4] * np.cos(np.radians(m[k, 6])))
-    ratios = np.array(ratios)
+    ratios, b_ours, b_sir = np.array(ratios), np.array(b_ours), np.array(b_sir)
     assert np.count_nonzero(ratios <= 1.05) >= 36, np.round(ratios, 3)     # issue 17: >= 90 %
     assert np.median(ratios) < 0.95          # better than SIR's own fits on most pixels
-    assert np.corrcoef(b_ours, b_sir)[0, 1] > 0.99
+    # B_los as SIR's where both fits are equally good (14 of the 40 pixels); where ours is much the better
+    # fit (pixels 7, 42, 56: merit 0.62-0.84 x SIR's, descents SIR's gamma-to-the-pole rule had stuck
+    # before the pole rules) B_los may differ by a few hundred G, so all 40 together only guard against
+    # a gross change
+    equal = (ratios >= 1 / 1.05) & (ratios <= 1.05)
+    assert np.count_nonzero(equal) >= 10
+    assert np.corrcoef(b_ours[equal], b_sir[equal])[0, 1] > 0.995
+    assert np.corrcoef(b_ours, b_sir)[0, 1] > 0.98
 
 
 def test_rescue_recorded_and_sir_rules_untouched(hinode):

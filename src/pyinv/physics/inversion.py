@@ -482,8 +482,10 @@ def magnetic_start_from_profiles(stokes, guess: Atmosphere, lines: LineList, gri
 
 def _stuck(result: PixelResult) -> bool:
     """Whether a cycle after the first ended without an accepted step (its trials all failed): a descent
-    stuck where the quadratic model fails in every direction, e.g. with γ at a pole (0° or 180°), where the
-    derivatives in γ and φ vanish. A rescue trigger besides the trial count (issue 17, ``magnetic_start``)."""
+    stuck where the quadratic model fails in every direction. A rescue trigger besides the trial count (issue
+    17, ``magnetic_start``), found with γ at a pole (0° or 180°), where the derivatives in γ and φ vanish; the
+    engine's pyinv rules now damp γ there and take a chord off the pole (README, "γ at a pole"), and the
+    trigger stays as a safety net."""
     it, tr = np.asarray(result.iterations), np.asarray(result.trials)
     return bool(it.size > 1 and np.any((it[1:] == 0) & (tr[1:] > 0)))
 
