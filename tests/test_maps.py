@@ -142,6 +142,30 @@ def test_cli_invert(problem, reference, tmp_path):
     assert_same(back, reference)
 
 
+def test_cli_invert_magnetic_start(problem, tmp_path):
+    """pyinv invert --magnetic-start profiles: the start's B, γ, φ read off each pixel's profiles, as
+    pyinv.invert(..., magnetic_start="profiles"); the estimate is kept in the output file."""
+    from pyinv.cli import main
+    from pyinv.io.fits import write_stokes_cube
+
+    lines, grid, cfg, cube = problem
+    src = tmp_path / "cube.fits"
+    write_stokes_cube(src, cube, grid.wavelength)
+    trol = tmp_path / "inv.trol"
+    cfg.write_sir(trol)
+    out = tmp_path / "out.fits"
+    assert main(["invert", str(src), "--config", str(trol), "--workers", "1", "--no-progress", "-o", str(out),
+                 "--magnetic-start", "profiles"]) == 0
+    back = pyinv.InversionResult.from_fits(out)
+    direct = pyinv.invert(cube, lines, grid, cfg, workers=1, progress=False, magnetic_start="profiles")
+    assert back.magnetic_start is not None and back.magnetic_start.shape == cube.shape[:2] + (3,)
+    assert np.isfinite(back.magnetic_start).any()
+    np.testing.assert_allclose(back.magnetic_start, direct.magnetic_start, equal_nan=True)
+    np.testing.assert_allclose(back.atmospheres, direct.atmospheres, rtol=1e-10, atol=1e-10)
+    with pytest.raises(SystemExit):
+        main(["invert", str(src), "--magnetic-start", "cog"])
+
+
 def test_cli_invert_two_components_and_local_stray(problem, tmp_path, capsys):
     """pyinv invert --guess2 / --filling / --stray-profile local / --stray: the CLI passes them to pyinv.invert
     (the result carries f₂ and α maps); a --filling without a second component and a missing --stray-profile

@@ -237,7 +237,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                      psf=cfg_file(args.psf, "psf_file"), abundances=cfg_file(args.abundances, "abundances_file"),
                      axes=args.axes, executor=executor, workers=args.workers, chunk=args.chunk,
                      checkpoint=args.checkpoint, progress=not args.no_progress, time_limit=args.time_limit,
-                     check=not args.no_check, nlte=_nlte_backend(args.nlte, lines, grid, args), **mixing)
+                     check=not args.no_check, nlte=_nlte_backend(args.nlte, lines, grid, args),
+                     magnetic_start=args.magnetic_start, **mixing)
     finally:
         if client is not None:
             client.close()
@@ -487,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "unusable pixels get status 102 instead of refusing the map")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--plot", action="store_true", help="also write a PNG quick look")
+    v.add_argument("--magnetic-start", choices=("guess", "profiles"), default=None,
+                   help="B, gamma, phi of each pixel's start: the guess's, or read off the pixel's profiles "
+                   "(centre of gravity / weak field; one component without stray light; --init single) "
+                   "[pyinv.physics.inversion.MAGNETIC_START]")
     v.add_argument("--no-fallback", action="store_true", help="--init cnn: do not re-invert clearly worse pixels "
                                                              "from the standard start")
     v.add_argument("--resample", action="store_true", help="--init cnn: interpolate the cube onto the CNN model's "
