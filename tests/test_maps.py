@@ -142,10 +142,8 @@ def test_cli_invert(problem, reference, tmp_path):
     assert_same(back, reference)
 
 
-def test_cli_invert_magnetic_start(problem, tmp_path):
-    """pyinv invert --magnetic-start profiles: the start's B, γ, φ read off each pixel's profiles, as
-    pyinv.invert(..., magnetic_start="profiles"); the estimate is kept in the output file."""
-    from pyinv.cli import main
+def _cli_files(problem, tmp_path):
+    """The problem's cube as a FITS file and its configuration as a SIR control file, for `pyinv invert`."""
     from pyinv.io.fits import write_stokes_cube
 
     lines, grid, cfg, cube = problem
@@ -153,6 +151,16 @@ def test_cli_invert_magnetic_start(problem, tmp_path):
     write_stokes_cube(src, cube, grid.wavelength)
     trol = tmp_path / "inv.trol"
     cfg.write_sir(trol)
+    return src, trol
+
+
+def test_cli_invert_magnetic_start(problem, tmp_path):
+    """pyinv invert --magnetic-start profiles: the start's B, γ, φ read off each pixel's profiles, as
+    pyinv.invert(..., magnetic_start="profiles"); the estimate is kept in the output file."""
+    from pyinv.cli import main
+
+    lines, grid, cfg, cube = problem
+    src, trol = _cli_files(problem, tmp_path)
     out = tmp_path / "out.fits"
     assert main(["invert", str(src), "--config", str(trol), "--workers", "1", "--no-progress", "-o", str(out),
                  "--magnetic-start", "profiles"]) == 0
@@ -171,14 +179,10 @@ def test_cli_invert_two_components_and_local_stray(problem, tmp_path, capsys):
     (the result carries f₂ and α maps); a --filling without a second component and a missing --stray-profile
     file exit 2."""
     from pyinv.cli import main
-    from pyinv.io.fits import write_stokes_cube
     from pyinv.io.sir import write_sir_model
 
     lines, grid, cfg, cube = problem
-    src = tmp_path / "cube.fits"
-    write_stokes_cube(src, cube, grid.wavelength)
-    trol = tmp_path / "inv.trol"
-    cfg.write_sir(trol)
+    src, trol = _cli_files(problem, tmp_path)
     g2 = tmp_path / "g2.mod"
     write_sir_model(g2, pyinv.models.default_guess().with_columns(B=0.0))
     out = tmp_path / "out.fits"
