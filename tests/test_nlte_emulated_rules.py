@@ -143,3 +143,29 @@ def test_sensitivity_placement_in_the_emulated_inversion(lw_pixel):
         invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, t_placement="sensitivity")
     with pytest.raises(ValueError, match="t_placement"):
         invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_placement="random")
+
+
+def test_failed_last_cycle_keeps_the_emulated_fit(lw_pixel, monkeypatch):
+    """The check passes but the last cycle with the backend's b and Δ fails: the emulated result is kept with
+    its own fit to the observation (it was inverted against the observation itself, so Δ is not added)."""
+    from pyinv.physics import inversion as inv
+    from pyinv.nlte import invert_pixel_nlte
+
+    lines, grid, be, guess, truth, obs, cfg = lw_pixel
+    real = inv.invert_pixel
+    plain = []
+
+    def fail_with_delta(stokes, *a, **k):
+        out = real(stokes, *a, **k)
+        if np.array_equal(stokes, obs):
+            plain.append(out)                     # the emulated cycles: against the observation itself
+            return out
+        import dataclasses
+        return dataclasses.replace(out, status=1)  # the cycle against obs - Δ fails
+
+    monkeypatch.setattr(inv, "invert_pixel", fail_with_delta)
+    r = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
+    assert r.provenance["check"]["passed"] is True and r.provenance["fallback"] is False
+    assert plain and r.result is plain[-1]
+    np.testing.assert_array_equal(r.result.fit, plain[-1].fit)
+    assert float(np.sqrt(np.mean((r.result.fit[0] - obs[0]) ** 2))) < 0.02

@@ -346,10 +346,12 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
     prov["check"] = {**chk, "threshold": float(check_threshold)}
 
     def desire_step(m, dep, dl, prev):
-        """One more inversion of the last cycle with the backend's b and Δ frozen (no backend call)."""
+        """One more inversion of the last cycle with the backend's b and Δ frozen (no backend call). Where it
+        fails, ``prev`` (the emulated result, a fit to ``obs`` itself: no Δ to add) is kept as it is."""
         last = invert_pixel(obs - dl, m, lines, grid, last_cfg, departures=dep, **kw_last)
-        out = last if (last.ok or not prev.ok) else prev
-        return dataclasses.replace(out, fit=out.fit + dl)
+        if last.ok or not prev.ok:
+            return dataclasses.replace(last, fit=last.fit + dl)
+        return prev
 
     if chk["passed"]:
         return NltePixelResult(desire_step(model, dep_be, delta, res), calls, delta, dep_be, 0, prov)
