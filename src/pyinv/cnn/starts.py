@@ -2,7 +2,7 @@
 
 :class:`CNNStarts` is the :class:`pyinv.init.StartStream` of :class:`pyinv.cnn.CNNInit`: a pool worker
 makes the starts of each chunk it inverts from the cube it memory-maps (a dask or MPI task from the
-profiles it carries) — the network's forward pass (numpy), the node interpolation (numba) and the
+profiles it carries) — the network's forward pass (numpy), the node interpolation (numpy) and the
 hydrostatic equilibrium at μ — right before inverting them. The calling process only estimates the map's
 quiet-Sun continuum (in blocks) before the run, and clusters the network outputs that the workers stored
 beside the results (in blocks) after it. Nothing per pixel is prepared for the whole map at once, so the
