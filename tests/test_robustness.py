@@ -341,11 +341,12 @@ def _small_store(path, durable):
 
 def test_durable_store_batch_commits_data_then_statuses(tmp_path, monkeypatch):
     """put(batch=True) holds a durable store's statuses back; commit() syncs the held pixels' data with one
-    msync per field over their rows, then writes and syncs their statuses. A batch older than COMMIT_SECONDS
-    commits by itself; a store that is not durable writes each status at once."""
+    msync per field over their rows, then writes and syncs their statuses. Once COMMIT_SECONDS have passed
+    since the last commit, put commits by itself; a store that is not durable writes each status at once."""
     calls = []
+    now = [100.0]
     monkeypatch.setattr(map_store, "sync_rows", lambda arr, a, b: calls.append((arr.shape, a, b)))
-    monkeypatch.setattr(map_store, "COMMIT_SECONDS", 3600.0)
+    monkeypatch.setattr(map_store, "_clock", lambda: now[0])
     store = _small_store(tmp_path / "s", True)
     rec = store.blank(0)
     rec["chi2"] = 2.5
@@ -361,13 +362,19 @@ def test_durable_store_batch_commits_data_then_statuses(tmp_path, monkeypatch):
     calls.clear()
     store.commit()                                  # nothing held: nothing synced
     assert calls == []
-    monkeypatch.setattr(map_store, "COMMIT_SECONDS", 0.0)
-    assert store.put(2, rec, batch=True) is True and store.status[2] == 0 and calls[-1] == (status_shape, 2, 3)
+    # time passes: 0.6 s for pixel 2 (held), then 0.5 s for pixel 3: both are committed with pixel 3
+    now[0] += 0.6
+    assert store.put(2, rec, batch=True) is False and store.status[2] == STATUS_PENDING
+    now[0] += 0.5
+    assert store.put(3, rec, batch=True) is True and (store.status[2:4] == 0).all()
+    assert calls[-1] == (status_shape, 2, 4)
+    # a pixel slower than COMMIT_SECONDS is committed as soon as it is put
+    now[0] += map_store.COMMIT_SECONDS
+    assert store.put(5, rec, batch=True) is True and store.status[5] == 0
     # flush() commits what is held
-    monkeypatch.setattr(map_store, "COMMIT_SECONDS", 3600.0)
-    store.put(3, rec, batch=True)
+    store.put(0, rec, batch=True)
     store.flush()
-    assert store.status[3] == 0
+    assert store.status[0] == 0
     # not durable: the status is written at once, nothing synced
     calls.clear()
     plain = _small_store(tmp_path / "t", False)

@@ -13,9 +13,9 @@ How a map is run
   store (also memory-mapped) and drop their mapped pages after each task, so a worker's resident size
   does not grow with the map. Into a checkpoint (a durable store) they write the statuses in batches
   (:meth:`~pyinv.maps.store.ResultStore.put` with ``batch=True``): each pixel's data at once, the statuses
-  of a chunk's pixels once their data are synced, with one msync per field (at the chunk's end, or
-  earlier once the batch is :data:`~pyinv.maps.store.COMMIT_SECONDS` old): one msync per field and pixel
-  (16 files) took ~20 ms per pixel (ext4, under load), half as much as a CNN-started pixel's inversion.
+  of a chunk's pixels once their data are synced, with one msync per field (at the chunk's end, or as
+  soon as :data:`~pyinv.maps.store.COMMIT_SECONDS` have passed since the last commit): one msync per
+  field and pixel (16 files) took ~20 ms per pixel (ext4, under load), half a CNN-started pixel's inversion.
 * **Any other** :class:`concurrent.futures.Executor` (dask ``client.get_executor()``, a ``distributed.Client``,
   ``mpi4py.futures.MPIPoolExecutor``, ...): tasks carry their chunk's profiles and guesses and return the
   records, which the parent writes into the store.
@@ -143,6 +143,7 @@ def run_pixels(problem: PixelProblem, cube: np.ndarray, table: np.ndarray, heade
             solver = problem.pixel_solver(store.dims)
             for ids in _chunks(todo, chunk or 16):
                 starts, aux = chunk_starts(problem, lambda: cube[ids], ids, gindex, table, header)
+                store.commit()   # (as a pool worker: the chunk's batch starts now)
                 for k, p in enumerate(ids):
                     store.put(int(p), solver.solve_started(int(p), cube[p], starts[k], float(snr[p]),
                                                            None if extras is None else extras.kwargs(int(p)),
@@ -218,6 +219,7 @@ def _local_chunk(ids: np.ndarray) -> int:
         starts, aux = chunk_starts(w["problem"], lambda: w["cube"][ids], ids, w["gindex"], w["table"], w["header"])
         if streamed:
             w["started"][ids] = 0.0
+        w["store"].commit()  # nothing held: the chunk's batch starts now (its first slow pixel commits at once)
         for k, p in enumerate(ids):
             w["started"][p] = time.time()
             rec = w["solver"].solve_started(int(p), w["cube"][p], starts[k], float(w["snr"][p]),

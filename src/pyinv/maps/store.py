@@ -18,8 +18,9 @@ A folder of ``.npy`` files (memory-mapped), one per field, indexed by raster pix
 yet finished; each pixel's data are written (and, in a user's checkpoint, synced to disk) before its
 status. Pool workers write a durable store in batches (:meth:`ResultStore.put` with ``batch=True``, then
 :meth:`ResultStore.commit`): every pixel's data at once, its status once the data of the batch are synced
-with one msync per field (a batch is at most :data:`COMMIT_SECONDS` old, and ends with its chunk), instead
-of one msync per field and pixel — those cost a few ms each, as much as a short pixel's inversion. Reopening a store with the same fingerprint computes only the pending pixels; a store made for
+with one msync per field (a batch holds less than :data:`COMMIT_SECONDS` of the worker's time, and ends
+with its chunk), instead of one msync per field and pixel — those cost ~1 ms each, together as much as
+half a CNN-started pixel's inversion. Reopening a store with the same fingerprint computes only the pending pixels; a store made for
 other inputs is refused with the names of the inputs that changed. The format (``pyinv-store-2``) is the
 one written since issue 13: file names, dtypes, shapes and ``meta.json`` keys are those of the records.
 """
@@ -42,10 +43,13 @@ from ..status import STATUS_PENDING
 __all__ = ["Dims", "Field", "Record", "ResultStore", "fingerprint", "fingerprints", "filled_npy", "write_npy",
            "sync_rows", "release_pages", "COMMIT_SECONDS"]
 
-#: Seconds a batch of finished pixels of a durable store may wait for its statuses (:meth:`ResultStore.put`
-#: with ``batch=True``): what a worker killed with SIGKILL (or a machine crash) can lose on top of the pixel
-#: it was computing; those pixels are computed again by the next run or pool.
+#: A durable store's batch of finished pixels (:meth:`ResultStore.put` with ``batch=True``) is committed once
+#: this many seconds have passed since the last commit: the batch then holds less than that of the writer's
+#: time, which is what a worker killed with SIGKILL (or a machine crash) can lose on top of the pixel it was
+#: computing (those pixels are computed again by the next pool or run). A pixel that takes longer is
+#: committed as soon as it finishes.
 COMMIT_SECONDS = 1.0
+_clock = time.monotonic
 
 
 # ------------------------------------------------------------------------------------------ the schema
@@ -198,7 +202,7 @@ class ResultStore:
         self.durable = bool(meta.get("durable", False))
         self._held: list[tuple[int, int]] = []      # (pixel, status) written but not committed (batch=True)
         self._held_keys: set[str] = set()
-        self._held_since = 0.0
+        self._committed_at = _clock()
 
     @property
     def status(self) -> np.ndarray:
@@ -292,7 +296,8 @@ class ResultStore:
 
         With ``batch=True`` a durable store writes the data now and holds the status back until
         :meth:`commit`, which syncs the data of every pixel held with one msync per field, then writes and
-        syncs their statuses; it commits by itself once the first pixel held is :data:`COMMIT_SECONDS` old
+        syncs their statuses; it commits by itself once :data:`COMMIT_SECONDS` have passed since the last
+        commit (the pixels held then took less than that to compute; a slower pixel is committed at once)
         (a store that is not durable writes the status at once either way). Returns whether the pixel's
         status is written (False: held for the next commit)."""
         a = self.arrays
@@ -300,12 +305,9 @@ class ResultStore:
             if k != "status":
                 a[k][p] = v
         if batch and self.durable:
-            now = time.monotonic()
-            if not self._held:
-                self._held_since = now
             self._held.append((int(p), int(rec["status"])))
             self._held_keys.update(k for k in rec if k != "status")
-            if now - self._held_since < COMMIT_SECONDS:
+            if _clock() - self._committed_at < COMMIT_SECONDS:
                 return False
             self.commit()
             return True
@@ -320,13 +322,14 @@ class ResultStore:
 
     def commit(self) -> None:
         """Write the statuses :meth:`put` held back (``batch=True``): the held pixels' data rows are synced
-        first (one msync per field over their range of rows), then their statuses written and synced."""
-        if not self._held:
-            return
-        ids = np.array([p for p, _ in self._held], dtype=np.int64)
-        self._write_status(ids, np.array([s for _, s in self._held], dtype=np.int32), self._held_keys)
-        self._held = []
-        self._held_keys = set()
+        first (one msync per field over their range of rows), then their statuses written and synced. Also
+        where nothing is held, the time of the last commit is now (a writer calls it when a chunk starts)."""
+        if self._held:
+            ids = np.array([p for p, _ in self._held], dtype=np.int64)
+            self._write_status(ids, np.array([s for _, s in self._held], dtype=np.int32), self._held_keys)
+            self._held = []
+            self._held_keys = set()
+        self._committed_at = _clock()
 
     def put_many(self, ids: np.ndarray, recs: dict[str, np.ndarray]) -> None:
         """Write several pixels' records (data of all first, synced when durable; statuses last)."""
