@@ -20,9 +20,10 @@ status. Pool workers write a durable store in batches (:meth:`ResultStore.put` w
 :meth:`ResultStore.commit`): every pixel's data at once, its status once the data of the batch are synced
 with one msync per field (a batch holds less than :data:`COMMIT_SECONDS` of the worker's time, and ends
 with its chunk), instead of one msync per field and pixel — those cost ~1 ms each, together as much as
-half a CNN-started pixel's inversion. Reopening a store with the same fingerprint computes only the pending pixels; a store made for
-other inputs is refused with the names of the inputs that changed. The format (``pyinv-store-2``) is the
-one written since issue 13: file names, dtypes, shapes and ``meta.json`` keys are those of the records.
+half a CNN-started pixel's inversion. Reopening a store with the same fingerprint computes only the
+pending pixels; a store made for other inputs is refused with the names of the inputs that changed. The
+format (``pyinv-store-2``) is the one written since issue 13: file names, dtypes, shapes and ``meta.json``
+keys are those of the records.
 """
 from __future__ import annotations
 
@@ -296,9 +297,9 @@ class ResultStore:
 
         With ``batch=True`` a durable store writes the data now and holds the status back until
         :meth:`commit`, which syncs the data of every pixel held with one msync per field, then writes and
-        syncs their statuses; it commits by itself once :data:`COMMIT_SECONDS` have passed since the last
-        commit (the pixels held then took less than that to compute; a slower pixel is committed at once)
-        (a store that is not durable writes the status at once either way). Returns whether the pixel's
+        syncs their statuses. It commits by itself once :data:`COMMIT_SECONDS` have passed since the last
+        commit, so the pixels held took less than that to compute, and a slower pixel is committed at once.
+        A store that is not durable writes the status at once either way. Returns whether the pixel's
         status is written (False: held for the next commit)."""
         a = self.arrays
         for k, v in rec.items():
