@@ -11,8 +11,6 @@ import pytest
 
 import pyinv
 
-pytest.importorskip("numba")
-
 
 def _torch():
     return pytest.importorskip("torch")
@@ -63,6 +61,33 @@ def test_interpolator_matches_numpy_interp():
     np.testing.assert_allclose(lin[:, 1], vals[:, -1] + 0.5 * (vals[:, -1] - vals[:, -2]) / 0.5, atol=1e-12)
     # node values come back exactly, any leading shape
     np.testing.assert_allclose(interpolate_nodes(NODES, vals.reshape(5, 10, -1), NODES).reshape(50, -1), vals)
+
+
+def test_interpolator_edges():
+    """Nodes in any order, two nodes, a NaN depth: the end rules and the segments hold exactly."""
+    from pyinv.cnn import interpolate_nodes
+    xn = np.array([-1.0, 1.0, 0.0])                  # unsorted
+    vals = np.array([[3.0, 1.0, 2.0], [0.0, 4.0, 2.0]])
+    out = interpolate_nodes(xn, vals, [2.0, 1.0, 0.5, 0.0, -0.25, -1.0, -3.0])
+    np.testing.assert_array_equal(out, [[1.0, 1.0, 1.5, 2.0, 2.25, 3.0, 3.0], [4.0, 4.0, 3.0, 2.0, 1.5, 0.0, 0.0]])
+    lin = interpolate_nodes([0.0, 1.0], [[1.0, 3.0]], [-1.0, 0.5, 2.0], extrapolate="linear")
+    np.testing.assert_array_equal(lin, [[-1.0, 2.0, 5.0]])
+    assert np.isnan(interpolate_nodes([0.0, 1.0], [[1.0, 3.0]], [np.nan])).all()
+    with pytest.raises(ValueError, match="distinct"):
+        interpolate_nodes([0.0, 0.0], [[1.0, 3.0]], [0.5])
+
+
+def test_cnn_starts_load_no_jit():
+    """Making CNN starts (what every pool worker of an init="cnn" map does first) imports neither numba nor
+    scipy: loading them cost each worker 0.5-0.9 s (issue 17)."""
+    code = ("import sys, numpy as np, pyinv, pyinv.cnn as cnn\n"
+            "from pyinv.cnn.starts import CNNStarts\n"
+            "g = pyinv.models.default_guess(); lines = pyinv.default_lines()\n"
+            "s = CNNStarts(cnn.pretrained(), ic_quiet=1.0, mu=1.0, log_tau=g.log_tau, fallback=g)\n"
+            "t, h, a = s.starts(pyinv.synthesize(g, lines, pyinv.models.hinode_grid(lines))[None])\n"
+            "assert np.isfinite(t).all() and t.shape == (1, g.log_tau.size, 11)\n"
+            "assert 'numba' not in sys.modules and 'scipy' not in sys.modules, 'numba/scipy imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env())
 
 
 def test_nodes_to_atmospheres_hydrostatic(engine):

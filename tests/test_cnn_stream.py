@@ -11,8 +11,6 @@ import pytest
 
 import pyinv
 
-pytest.importorskip("numba")
-
 
 @pytest.fixture(scope="module")
 def small_map(engine):

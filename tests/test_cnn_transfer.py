@@ -15,8 +15,6 @@ import pytest
 import pyinv
 from pyinv.testing.solvers import AlteredStarts
 
-pytest.importorskip("numba")
-
 
 @pytest.fixture(scope="module")
 def fixed_map(engine):

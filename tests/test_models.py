@@ -4,7 +4,7 @@ import pytest
 
 import pyinv
 from pyinv import models
-from pyinv.defaults import data_path
+from pyinv.defaults import DEFAULT_ABUNDANCES_FILE, data_path
 
 
 def test_library_models():
@@ -50,3 +50,9 @@ def test_default_abundances():
     a = pyinv.default_abundances()
     assert a.shape == (92,) and a[0] == 12.0 and a[25] == 7.50 and a[5] == 8.43 and a[91] == -0.54
     assert a[83] == -8.0 and a[60] == 0.0
+    # read once per process, a new writeable array per call: changing one changes neither the next nor the file's
+    from pyinv.io.sir import read_abundances
+    a[25] = 0.0
+    b = pyinv.default_abundances()
+    assert b is not a and b.flags.writeable and b[25] == 7.50
+    np.testing.assert_array_equal(b, read_abundances(data_path(DEFAULT_ABUNDANCES_FILE)))

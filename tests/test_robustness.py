@@ -333,6 +333,73 @@ def test_durable_store_syncs_data_before_status(tmp_path, monkeypatch):
     assert np.load(tmp_path / "s" / "status.npy")[1] == 0
 
 
+def _small_store(path, durable):
+    return map_store.ResultStore.open_or_create(path, inversion_record(), npix=6,
+                                                dims=map_store.Dims(ndep=3, nwav=5, ncyc=1),
+                                                fingerprint={"x": "1"}, durable=durable)[0]
+
+
+def test_durable_store_batch_commits_data_then_statuses(tmp_path, monkeypatch):
+    """put(batch=True) holds a durable store's statuses back; commit() syncs the held pixels' data with one
+    msync per field over their rows, then writes and syncs their statuses. Once COMMIT_SECONDS have passed
+    since the last commit, put commits by itself; a store that is not durable writes each status at once."""
+    calls = []
+    now = [100.0]
+    monkeypatch.setattr(map_store, "sync_rows", lambda arr, a, b: calls.append((arr.shape, a, b)))
+    monkeypatch.setattr(map_store, "_clock", lambda: now[0])
+    store = _small_store(tmp_path / "s", True)
+    rec = store.blank(0)
+    rec["chi2"] = 2.5
+    assert store.put(4, rec, batch=True) is False and store.put(1, rec, batch=True) is False
+    assert calls == [] and (store.status == STATUS_PENDING).all()
+    assert store.arrays["chi2"][4] == 2.5          # the data are in place already
+    store.commit()
+    status_shape = store.status.shape
+    assert len(calls) == len(rec) and calls[-1] == (status_shape, 1, 5)
+    assert sorted(c[0] for c in calls[:-1]) == sorted(store.arrays[k].shape for k in rec if k != "status")
+    assert all(c[1:] == (1, 5) for c in calls)
+    assert list(np.flatnonzero(store.status == 0)) == [1, 4]
+    calls.clear()
+    store.commit()                                  # nothing held: nothing synced
+    assert calls == []
+    # time passes: 0.6 s for pixel 2 (held), then 0.5 s for pixel 3: both are committed with pixel 3
+    now[0] += 0.6
+    assert store.put(2, rec, batch=True) is False and store.status[2] == STATUS_PENDING
+    now[0] += 0.5
+    assert store.put(3, rec, batch=True) is True and (store.status[2:4] == 0).all()
+    assert calls[-1] == (status_shape, 2, 4)
+    # a pixel slower than COMMIT_SECONDS is committed as soon as it is put
+    now[0] += map_store.COMMIT_SECONDS
+    assert store.put(5, rec, batch=True) is True and store.status[5] == 0
+    # flush() commits what is held
+    store.put(0, rec, batch=True)
+    store.flush()
+    assert store.status[0] == 0
+    # not durable: the status is written at once, nothing synced
+    calls.clear()
+    plain = _small_store(tmp_path / "t", False)
+    assert plain.put(0, rec, batch=True) is True and plain.status[0] == 0 and calls == []
+
+
+def test_worker_killed_with_held_statuses(six_pixels, tmp_path):
+    """A checkpointed run whose worker dies in a chunk after finishing pixels whose statuses were held for
+    the chunk's batch: those pixels are computed again, the killing pixel is marked, the checkpoint holds
+    every pixel's final status and the results equal a serial run's."""
+    cube = six_pixels[3].copy()
+    cube[1, 0, 0, 0] = 8.0   # kills its worker every time (after three finished pixels of its chunk)
+    ck = tmp_path / "ck"
+    r = run(six_pixels, cube=cube, workers=1, chunk=6, retries=1, checkpoint=ck)
+    assert r.provenance["pool_restarts"] >= 1
+    assert r.status[1, 0] == STATUS_WORKER_DIED
+    ok = r.status == 0
+    assert ok.sum() == 5
+    st = np.load(ck / "status.npy")
+    np.testing.assert_array_equal(st, r.status.reshape(-1))
+    ref = run(six_pixels, executor="serial")       # (the killing pixel is not in this process's map)
+    np.testing.assert_array_equal(r.atmospheres[ok], ref.atmospheres[ok])
+    np.testing.assert_array_equal(r.chi2[ok], ref.chi2[ok])
+
+
 # ------------------------------------------------------------------------------- engine version
 def test_engine_version_mismatch(six_pixels, monkeypatch):
     mod = engine.extension_module()

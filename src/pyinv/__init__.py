@@ -45,7 +45,7 @@ __all__ = ["__version__", "engine", "EngineError", "voigt", "planck",
 
 
 def __getattr__(name: str):
-    # pyinv.cnn (numba; torch only to train), pyinv.synthetic and pyinv.nlte are imported on first use,
+    # pyinv.cnn (torch only to train), pyinv.synthetic and pyinv.nlte are imported on first use,
     # not by ``import pyinv``.
     if name in ("cnn", "synthetic", "nlte"):
         import importlib

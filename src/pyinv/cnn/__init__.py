@@ -18,9 +18,9 @@ Modules: :mod:`.model` (:class:`CNNModel`: plain weights + metadata), :mod:`.for
 pass), :mod:`.torch_net` (the torch network, training only), :mod:`.dataset` (training sets at the ten
 nodes log τ = 1.0 … −3.5), :mod:`.trainingdata` (generated training sets at scale, resumable),
 :mod:`.recipes` and :mod:`.catalogue` (pretrained models per instrument), :mod:`.train`, :mod:`.nodes`
-(numba interpolator, hydrostatic Pe), :mod:`.predict` (CNN-only mode, k-means clustering),
+(numpy interpolator, hydrostatic Pe), :mod:`.predict` (CNN-only mode, k-means clustering),
 :mod:`.resample`, :mod:`.io` (``.npz`` files), :mod:`.init` (``init="cnn"``: one cycle, fallback),
-:mod:`.configs` (the paper's Table 3 set-ups). Prediction needs numpy and numba; training needs torch.
+:mod:`.configs` (the paper's Table 3 set-ups). Prediction needs numpy only; training needs torch.
 """
 from __future__ import annotations
 

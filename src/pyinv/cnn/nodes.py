@@ -2,10 +2,15 @@
 
 The CNN predicts every physical quantity at :data:`NODES` (log τ₅₀₀ = 1.0, 0.5, …, −3.5); a full
 stratification on the inversion grid follows by linear interpolation in log τ, as in Gafeira et al.
-(2021). :func:`interpolate_nodes` is a numba kernel vectorised over pixels (the same result as
-``numpy.interp`` per pixel inside the node range; outside it the end values are kept, or, with
-``extrapolate="linear"``, the end segments are prolonged). :func:`nodes_to_atmospheres` builds
-:class:`pyinv.Atmosphere` stacks with Pe from hydrostatic equilibrium (:func:`pyinv.hydrostatic`).
+(2021). :func:`interpolate_nodes` is vectorised over pixels in numpy (the same result as ``numpy.interp``
+per pixel inside the node range; outside it the end values are kept, or, with ``extrapolate="linear"``,
+the end segments are prolonged). :func:`nodes_to_atmospheres` builds :class:`pyinv.Atmosphere` stacks
+with Pe from hydrostatic equilibrium (:func:`pyinv.hydrostatic`).
+
+The interpolation was a numba kernel until issue 17's overhead audit: loading it (numba's import and its
+compiled-code cache) cost every pool worker of an ``init="cnn"`` map 0.5–0.9 s before its first start,
+about 2 % of a 48×48 assisted run. The numpy form does the same floating-point operations in the same
+order, so its values are bit-identical to the kernel's (checked on the transfer maps' starts).
 """
 from __future__ import annotations
 
@@ -13,48 +18,33 @@ from typing import Any
 
 import numpy as np
 
-try:  # numba is a hard dependency of the CNN tools, but keep import errors readable
-    import numba as _nb
-except ImportError as _exc:  # pragma: no cover
-    raise ImportError("pyinv.cnn needs numba") from _exc
-
 __all__ = ["NODES", "interpolate_nodes", "nodes_to_atmospheres", "pe_top_guess"]
 
 #: The ten optical depths of the CNN outputs, deepest first.
 NODES = np.round(np.arange(10, -36, -5) / 10.0, 1)
 
 
-@_nb.njit(cache=True, parallel=False, fastmath=False)
-def _interp_kernel(xn, yn, x, linear_extrap, out):  # pragma: no cover - compiled
-    npix, nn = yn.shape
-    nx = x.shape[0]
-    for p in range(npix):
-        for j in range(nx):
-            xv = x[j]
-            if xv <= xn[0]:
-                if linear_extrap and nn > 1:
-                    out[p, j] = yn[p, 0] + (xv - xn[0]) * (yn[p, 1] - yn[p, 0]) / (xn[1] - xn[0])
-                else:
-                    out[p, j] = yn[p, 0]
-                continue
-            if xv >= xn[nn - 1]:
-                if linear_extrap and nn > 1:
-                    out[p, j] = yn[p, nn - 1] + (xv - xn[nn - 1]) * (yn[p, nn - 1] - yn[p, nn - 2]) / (
-                        xn[nn - 1] - xn[nn - 2])
-                else:
-                    out[p, j] = yn[p, nn - 1]
-                continue
-            # binary search: xn[k] <= xv < xn[k+1]
-            lo = 0
-            hi = nn - 1
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if xn[mid] <= xv:
-                    lo = mid
-                else:
-                    hi = mid
-            t = (xv - xn[lo]) / (xn[hi] - xn[lo])
-            out[p, j] = yn[p, lo] + t * (yn[p, hi] - yn[p, lo])
+def _interp_sorted(xs: np.ndarray, ys: np.ndarray, x: np.ndarray, linear: bool) -> np.ndarray:
+    """Rows ``ys`` (npix, nn) given at increasing ``xs`` (nn,), interpolated linearly to ``x`` (nx,)
+    → (npix, nx). Beyond the ends: the end values, or the end segments prolonged when ``linear``."""
+    nn = xs.size
+    out = np.empty((ys.shape[0], x.size))
+    below = x <= xs[0]
+    above = (x >= xs[nn - 1]) & ~below
+    inside = ~(below | above)
+    if linear and nn > 1:
+        out[:, below] = ys[:, :1] + (x[below] - xs[0]) * (ys[:, 1:2] - ys[:, :1]) / (xs[1] - xs[0])
+        out[:, above] = ys[:, nn - 1:] + (x[above] - xs[nn - 1]) * (ys[:, nn - 1:] - ys[:, nn - 2:nn - 1]) / (
+            xs[nn - 1] - xs[nn - 2])
+    else:
+        out[:, below] = ys[:, :1]
+        out[:, above] = ys[:, nn - 1:]
+    xi = x[inside]
+    hi = np.clip(np.searchsorted(xs, xi, side="right"), 1, nn - 1)   # xs[hi - 1] <= xi < xs[hi] (NaN: NaN)
+    lo = hi - 1
+    t = (xi - xs[lo]) / (xs[hi] - xs[lo])
+    out[:, inside] = ys[:, lo] + t * (ys[:, hi] - ys[:, lo])
+    return out
 
 
 def interpolate_nodes(node_log_tau, values, log_tau, extrapolate: str = "constant") -> np.ndarray:
@@ -88,10 +78,8 @@ def interpolate_nodes(node_log_tau, values, log_tau, extrapolate: str = "constan
         raise ValueError("node positions must be distinct")
     lead = y.shape[:-1]
     ys = np.ascontiguousarray(y.reshape(-1, xn.size)[:, order])
-    x = np.ascontiguousarray(np.asarray(log_tau, dtype=np.float64).ravel())
-    out = np.empty((ys.shape[0], x.size))
-    _interp_kernel(xs, ys, x, extrapolate == "linear", out)
-    return out.reshape(lead + (x.size,))
+    x = np.asarray(log_tau, dtype=np.float64).ravel()
+    return _interp_sorted(xs, ys, x, extrapolate == "linear").reshape(lead + (x.size,))
 
 
 def pe_top_guess(T_top) -> np.ndarray:

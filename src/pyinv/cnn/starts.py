@@ -2,11 +2,13 @@
 
 :class:`CNNStarts` is the :class:`pyinv.init.StartStream` of :class:`pyinv.cnn.CNNInit`: a pool worker
 makes the starts of each chunk it inverts from the cube it memory-maps (a dask or MPI task from the
-profiles it carries) — the network's forward pass (numpy), the node interpolation (numba) and the
+profiles it carries) — the network's forward pass (numpy), the node interpolation (numpy) and the
 hydrostatic equilibrium at μ — right before inverting them. The calling process only estimates the map's
 quiet-Sun continuum (in blocks) before the run, and clusters the network outputs that the workers stored
 beside the results (in blocks) after it. Nothing per pixel is prepared for the whole map at once, so the
-calling process's memory does not grow with the map.
+calling process's memory does not grow with the map. What a worker spends on them (issue 17's audit,
+docs/cnn.md): about 0.8 ms per pixel for the forward pass and 0.6 ms for the hydrostatics, 3–6 % of a
+CNN-started pixel's inversion; nothing is compiled or loaded per worker (the interpolation is numpy).
 
 A pixel's start depends on its own profiles and on this object only (the network's pass is the same for
 a pixel whatever batch it is in), so a resumed run, another chunking or another executor start every pixel
