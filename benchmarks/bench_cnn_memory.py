@@ -91,7 +91,7 @@ def one(n: int, workers: int, max_iterations: int, stride: int = 1, tile: int = 
     import numpy as np
 
     import pyinv
-    import pyinv.cnn  # noqa: F401  (imports numba: not part of the call's cost)
+    import pyinv.cnn  # noqa: F401  (module imports are not part of the call's cost)
     from pyinv.cnn import CNNInit
 
     cube, psf, gen_s = _map(n, tile)
