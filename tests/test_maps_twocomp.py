@@ -355,3 +355,25 @@ def test_dask_cluster_carries_the_per_pixel_inputs(setup):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client:
         same(ref, run(setup, executor=client, chunk=2, **kw))
+
+
+def test_one_component_result_allocates_no_component_2_defaults():
+    """Building a one-component result allocates none of component 2's per-pixel arrays (issue 17: the caller
+    of a 256x256 init="cnn" map grew by the size of an unused default of atmospheres2, ~300 MB): the peak
+    memory traced while the result is built stays below one atmospheres-sized array."""
+    import tracemalloc
+
+    ny, nx, ndep, nw = 64, 64, 53, 4
+    one = _fake_result(ny=ny, nx=nx, ndep=ndep, nw=nw, two=False)
+    kw = {f: getattr(one, f) for f in ("atmospheres", "macro", "filling", "stray", "fits", "chi2", "chi2_cycles",
+                                       "status", "iterations", "errors", "errors_header", "start", "seconds",
+                                       "line_index", "offset_mA", "wavelength", "provenance", "chi2_reduced",
+                                       "filling2")}
+    tracemalloc.start()
+    try:
+        r = InversionResult(**kw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.atmospheres2 is None and r.errors2 is None and r.ncomp == 1
+    assert peak < one.atmospheres.nbytes / 2, f"peak {peak / 1e6:.1f} MB while building a one-component result"

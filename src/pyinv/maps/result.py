@@ -111,10 +111,12 @@ class InversionResult:
         # optional arrays (absent from older files; component 2 of a one-component result): their fill values
         dims = Dims(ndep=int(np.shape(self.atmospheres)[2]), nwav=int(np.shape(self.fits)[-1]),
                     ncyc=int(np.shape(self.chi2_cycles)[-1]))
-        for name, attr, default in INVERSION_RECORD.optional_defaults(dims, np.shape(self.chi2)):
-            if getattr(self, attr) is None and name not in NLTE_FIELDS and (
-                    name not in COMPONENT2 or self.atmospheres2 is not None):
-                setattr(self, attr, default)
+        def wanted(name: str, attr: str) -> bool:   # decided before a default is allocated
+            return getattr(self, attr) is None and name not in NLTE_FIELDS and (
+                name not in COMPONENT2 or self.atmospheres2 is not None)
+
+        for _, attr, default in INVERSION_RECORD.optional_defaults(dims, np.shape(self.chi2), wanted):
+            setattr(self, attr, default)
 
     @property
     def ncomp(self) -> int:

@@ -174,9 +174,11 @@ class Record:
         cls.__annotations__ = ann
         return cls
 
-    def optional_defaults(self, dims: Dims, shape: tuple[int, ...]) -> Iterable[tuple[str, str, np.ndarray]]:
+    def optional_defaults(self, dims: Dims, shape: tuple[int, ...],
+                          wanted: Callable[[str, str], bool] | None = None) -> Iterable[tuple[str, str, np.ndarray]]:
         """(field name, attribute, default array of ``shape`` + its shape per attribute) of the optional
-        result attributes."""
+        result attributes; with ``wanted(field name, attribute)``, only of those it accepts (the others are
+        not allocated: a default of component 2's atmospheres is as large as the result's own)."""
         for f in self.fields:
             if not f.optional:
                 continue
@@ -184,7 +186,8 @@ class Record:
             if not isinstance(f.result, str):
                 per = per[:-1]
             for r in f.result_names():
-                yield f.name, r, np.full(tuple(shape) + per, f.fill, dtype=np.dtype(f.dtype))
+                if wanted is None or wanted(f.name, r):
+                    yield f.name, r, np.full(tuple(shape) + per, f.fill, dtype=np.dtype(f.dtype))
 
 
 # ------------------------------------------------------------------------------------------- the store
