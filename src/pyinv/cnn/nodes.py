@@ -77,7 +77,7 @@ def interpolate_nodes(node_log_tau, values, log_tau, extrapolate: str = "constan
     if xs.size > 1 and np.any(np.diff(xs) <= 0):
         raise ValueError("node positions must be distinct")
     lead = y.shape[:-1]
-    ys = np.ascontiguousarray(y.reshape(-1, xn.size)[:, order])
+    ys = y.reshape(-1, xn.size)[:, order]
     x = np.asarray(log_tau, dtype=np.float64).ravel()
     return _interp_sorted(xs, ys, x, extrapolate == "linear").reshape(lead + (x.size,))
 

@@ -304,24 +304,17 @@ class ResultStore:
         commit, so the pixels held took less than that to compute, and a slower pixel is committed at once.
         A store that is not durable writes the status at once either way. Returns whether the pixel's
         status is written (False: held for the next commit)."""
-        a = self.arrays
-        for k, v in rec.items():
-            if k != "status":
-                a[k][p] = v
+        written = [k for k in rec if k != "status"]
+        for k in written:
+            self.arrays[k][p] = rec[k]
         if batch and self.durable:
             self._held.append((int(p), int(rec["status"])))
-            self._held_keys.update(k for k in rec if k != "status")
+            self._held_keys.update(written)
             if _clock() - self._committed_at < COMMIT_SECONDS:
                 return False
             self.commit()
             return True
-        if self.durable:
-            for k in rec:
-                if k != "status":
-                    sync_rows(a[k], p, p + 1)
-        a["status"][p] = rec["status"]
-        if self.durable:
-            sync_rows(a["status"], p, p + 1)
+        self._write_status(np.array([p], dtype=np.int64), rec["status"], written)
         return True
 
     def commit(self) -> None:
