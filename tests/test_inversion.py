@@ -123,9 +123,11 @@ def test_one_pixel_matches_sir(hinode):
     assert r.chi2.shape == (3,) and r.iterations.shape == (3,) and np.all(r.iterations > 0)
     assert r.fit.shape == (4, 112)
     assert isinstance(r.atmosphere, Atmosphere) and r.atmosphere.ndep == 53
-    # SIR's printed χ² of every cycle (same merit function and normalisation), within 1 %
+    # SIR's printed χ² (same merit function and normalisation), within 1 %: the last cycle's; the earlier ones run
+    # on coarser depth grids by default (issue 17), on the model's grid every cycle's
     sir_chi = np.array(d["sir_chi_log"][i].split(), float).reshape(-1, 2)[:, 1]
-    assert np.allclose(r.chi2, sir_chi, rtol=0.01)
+    assert np.isclose(r.chi2[-1], sir_chi[-1], rtol=0.01)
+    assert np.allclose(_invert(h, i, coarse=False).chi2, sir_chi, rtol=0.01)
     ratio = chi2n(d["observed"][i], r.fit, d["weights"], float(d["noise"])) / \
         chi2n(d["observed"][i], d["sir_fit"][i], d["weights"], float(d["noise"]))
     assert ratio <= 1.05
@@ -160,7 +162,7 @@ def test_acceptance_chi2_all_pixels(hinode):
     assert np.count_nonzero(ratios <= 1.05) >= 19, ratios
 
 
-def _recovery(h, pixels):
+def _recovery(h, pixels, **kw):
     from pyinv import models
     from pyinv.physics.synthesis import synthesize
 
@@ -170,7 +172,7 @@ def _recovery(h, pixels):
     for i in pixels:
         truth = Atmosphere.from_array(d["sir_models"][i], macro=float(d["sir_macro"][i]))
         obs = synthesize(truth, h["lines"], h["grid"], abundances=h["ab"])
-        r = invert_pixel(obs, guess, h["lines"], h["grid"], h["cfg"], abundances=h["ab"])
+        r = invert_pixel(obs, guess, h["lines"], h["grid"], h["cfg"], abundances=h["ab"], **kw)
         assert r.status == 0, (i, r.message)
         k = int(np.argmin(np.abs(truth.log_tau)))
         a = r.atmosphere
@@ -191,13 +193,20 @@ def test_default_guess_is_the_reference_guess(hinode):
 
 
 def test_noise_free_recovery_all_pixels(hinode):
-    """T, B, vlos at log τ = 0 within 20 K, 30 G, 0.1 km/s on ≥ 18 of 20 (issue 4: 18, issue 9: 19).
+    """T, B, vlos at log τ = 0 within 20 K, 30 G, 0.1 km/s on ≥ 17 of 20 (issue 4: 18, issue 9: 19).
     Issue 17's defaults end pixel 10 (noise-free) in a minimum whose fit is below the configured noise
-    (reduced χ² 0.73 at S/N 1000), which the rescue leaves alone: 18/20; the v2 defaults reached 19/20
-    here but parity with SIR on 74 % of real Hinode pixels (now 97 %, benchmarks/fidelity.py)."""
+    (reduced χ² 0.73 at S/N 1000), which the rescue leaves alone, and pixel 11 in another (reduced χ² 0.07,
+    32 K off): 18/20; the v2 defaults reached 19/20 here but parity with SIR on 74 % of real Hinode pixels (now
+    97 %, benchmarks/fidelity.py). With the coarse early cycles (issue 17) pixel 7 ends 21 K and 74 G off at
+    reduced χ² 0.01: these counts move by one with any change of the descent's path (on the 100 even pixels of
+    invert_hinode_200 made noise-free the same way: 95 recovered on the model's grid, 94 with the default
+    coarse grids, 94 and 96 with two other spacings). The full-grid descent keeps 18."""
     err = _recovery(hinode, range(20))
     print("recovery errors (dT K, dB G, dv km/s):\n", np.round(err, 3))
-    assert np.count_nonzero(_recovered(err)) >= 18, err
+    assert np.count_nonzero(_recovered(err)) >= 17, err
+    assert np.median(np.abs(err[:, 0])) < 1.0 and np.median(np.abs(err[:, 1])) < 2.0, err
+    full = _recovery(hinode, (7,), coarse=False)
+    assert _recovered(full).all(), full
 
 
 # ------------------------------------------------------------------------------- status, not crash

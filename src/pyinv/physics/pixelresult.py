@@ -70,7 +70,8 @@ class PixelResult:
     fit : ndarray (4, nλ)
         Its synthetic profiles.
     chi2 : ndarray (ncycles,)
-        χ² at the end of each cycle, normalised as SIR prints it (χ²_raw / (N_obs − M − N_mask)).
+        χ² at the end of each cycle, normalised as SIR prints it (χ²_raw / (N_obs − M − N_mask)); a cycle run on a
+        coarse depth grid (invert_pixel's ``coarse``, cycles before the last) gives that grid's χ².
     iterations : ndarray (ncycles,) of int
         Successful LM iterations per cycle.
     status : int
