@@ -393,8 +393,9 @@ def invert_pixel(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         model's grid, s the largest stride with s·Δlog τ ≤ ``coarse[c-1]`` [dex] (the last value repeats) that
         keeps the grid's end points and at least :data:`COARSE_MIN_INTERVALS` intervals
         (:func:`coarse_stride`), with the full grid's node positions; its model change is carried back to the
-        full grid (interpolated in log τ; exact for one or two nodes) and put in hydrostatic equilibrium. The last cycle always runs on the model's own grid, so the answer is that of
-        the full grid; an earlier cycle's χ² in the result is that of its grid. Only for one component
+        full grid (interpolated in log τ; exact for one or two nodes) and put in hydrostatic equilibrium. The
+        last cycle always runs on the model's own grid, so the answer is that of the full grid; an earlier
+        cycle's χ² in the result is that of its grid. Only for one component
         without stray light, contrast point, departures, explicit node positions, magnetic pressure or free Pe,
         and not with SIR's rules (``rtol=0``); a coarse cycle that fails is run again on the full grid.
         ``None`` (default): :data:`COARSE_SPACING` (0.4 dex in cycle 1, 0.2 after: strides 4 and 2 on a
@@ -645,7 +646,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
                       jac_mode=jac_mode, jac_reuse=jacobian_reuse, rtol=rtols[min(c, len(rtols)) - 1],
                       rules=0 if rules == "sir" else 1, magnetic_pressure=bool(config.magnetic_pressure))
         res = None
-        stride = 1
+        stride = 1     # issue 17: cycles before the last on a coarse depth grid (invert_pixel's ``coarse``)
         if c < config.cycles and coarse and not two and stray is None and icon < 0 and departures is None \
                 and not xn_c and not config.magnetic_pressure and max(rtols) > 0 and counts[0][1] == 0:
             stride = coarse_stride(lt, coarse[min(c, len(coarse)) - 1])
@@ -800,9 +801,9 @@ def _coarse_cycle(stride: int, lines, grid, psf, abundances, magnetic: bool, sir
     engine's node perturbations add to the columns), interpolated linearly in log τ between the sub-grid's points:
     exact for one or two nodes per parameter (the first cycle's usual layout), where every change is constant or
     linear in log τ, unless a step was clipped at T_min or B = 0. The full-grid model is then put in hydrostatic
-    equilibrium. The result is the coarse
-    cycle's (χ², counts, trace) with the full-grid model, its profiles and stratification; ``ierr`` /= 0 when
-    the coarse cycle or the equilibrium failed (the caller then runs the cycle on the full grid)."""
+    equilibrium. The result is the coarse cycle's (χ², counts, trace) with the full-grid model, its profiles and
+    stratification; ``ierr`` /= 0 when the coarse cycle or the equilibrium failed (the caller then runs the cycle
+    on the full grid)."""
     from .synthesis import _setup
 
     idx = np.arange(0, lt.size, stride)
