@@ -182,6 +182,10 @@ def test_coarse_early_cycles(hinode, monkeypatch):
     assert inversion.coarse_stride(np.linspace(1.2, -4.0, 27), 0.4) == 2
     assert inversion.coarse_stride(np.linspace(1.0, -4.0, 51), 0.4) == 2     # 50 intervals: 4 does not divide
     assert inversion.coarse_stride(np.linspace(1.2, -4.0, 14), 0.4) == 1     # fewer than 8 intervals left
+    # room for the cycle's nodes: at least 2n - 1 points (14 points hold 7 nodes, 27 hold 14)
+    assert inversion.coarse_stride(np.linspace(1.2, -4.0, 53), 0.4, max_nodes=7) == 4
+    assert inversion.coarse_stride(np.linspace(1.2, -4.0, 53), 0.4, max_nodes=8) == 2
+    assert inversion.coarse_stride(np.linspace(1.2, -4.0, 53), 0.4, max_nodes=27) == 1
 
 
 def test_coarse_cycle_carried_back_exactly(hinode):

@@ -649,7 +649,7 @@ def _invert_path(stokes, guess: Atmosphere, lines: LineList, grid: WavelengthGri
         stride = 1     # issue 17: cycles before the last on a coarse depth grid (invert_pixel's ``coarse``)
         if c < config.cycles and coarse and not two and stray is None and icon < 0 and departures is None \
                 and not xn_c and not config.magnetic_pressure and max(rtols) > 0 and counts[0][1] == 0:
-            stride = coarse_stride(lt, coarse[min(c, len(coarse)) - 1])
+            stride = coarse_stride(lt, coarse[min(c, len(coarse)) - 1], max_nodes=max(counts[0]))
         if stride > 1:
             res = _coarse_cycle(stride, lines, grid, psf, abundances, magnetic, sir_compat, lt, x, vmac, obs,
                                 config.weights_for(c), float(config.value("snr", c)), counts[0], bnd[0], cyc_kw,
@@ -776,10 +776,11 @@ def _coarse_spacings(coarse) -> tuple[float, ...]:
     return tuple(vals) if max(vals) > 0 else ()
 
 
-def coarse_stride(log_tau, spacing: float) -> int:
+def coarse_stride(log_tau, spacing: float, max_nodes: int = 1) -> int:
     """The stride s of the coarse grid of a cycle (issue 17): the largest s with s·Δ ≤ ``spacing`` (Δ the
     grid's log τ step) that divides the N − 1 intervals of the grid into at least :data:`COARSE_MIN_INTERVALS`
-    (the sub-grid then keeps both end points); 1 = the model's own grid."""
+    (the sub-grid then keeps both end points) and leaves at least 2n − 1 points for the cycle's largest node
+    count n = ``max_nodes``; 1 = the model's own grid."""
     lt = np.asarray(log_tau, dtype=np.float64)
     nint = lt.size - 1
     if nint < 1 or not spacing > 0:
@@ -787,7 +788,7 @@ def coarse_stride(log_tau, spacing: float) -> int:
     step = abs(float(lt[0] - lt[-1])) / nint
     best = 1
     for s in range(2, nint // COARSE_MIN_INTERVALS + 1):
-        if s * step <= spacing * (1.0 + 1e-6) and nint % s == 0:
+        if s * step <= spacing * (1.0 + 1e-6) and nint % s == 0 and nint // s + 1 >= 2 * max_nodes - 1:
             best = s
     return best
 
