@@ -107,7 +107,8 @@ def main() -> None:
             cor = " ".join(f"{q} {d['corr_truth'][q]:.4f}/{f['corr_truth'][q]:.4f}" for q in d["corr_truth"])
             line = (f"{recipe:17s} {family:8s} mu {c['mu']:.2f} n={c['pixels']}: CPU/px {d['cpu_per_pixel']:.4f} vs "
                     f"{f['cpu_per_pixel']:.4f} s (ratio {c['cpu_ratio']:.2f}); truth r (defaults/full) {cor}; "
-                    f"residual ratio <= 1.05 on {100 * rr['le_1.05']:.1f} %, >= 1/1.05 on {100 * rr['ge_1/1.05']:.1f} %, "
+                    f"residual ratio <= 1.05 on {100 * rr['le_1.05']:.1f} %, "
+                    f">= 1/1.05 on {100 * rr['ge_1/1.05']:.1f} %, "
                     f"median {rr['median']:.3f}, p90 {rr['p90']:.3f}, p99 {rr['p99']:.3f}; "
                     f"failures {d['status_nonzero']}/{f['status_nonzero']}")
             print(line, flush=True)

@@ -203,8 +203,8 @@ def run_spinor() -> dict:
     return {"rc": p.returncode, "summary": lines[-6:], "elapsed": time.perf_counter() - t0}
 
 
-#: The pre-issue-17 (v2) defaults: SIR's λ schedule with the two-small-gains stop at 1e-3, Broyden updates, no rescue, every
-#: cycle on the model's grid
+#: The pre-issue-17 (v2) defaults: SIR's λ schedule with the two-small-gains stop at 1e-3, Broyden updates, no
+#: rescue, every cycle on the model's grid
 V2_DEFAULTS = {"rules": "sir", "rtol": 1e-3, "jacobian_reuse": 1, "rescue": False, "coarse": False}
 
 
