@@ -79,6 +79,7 @@ def test_cnn_train_recipe(monkeypatch):
     (["--recipe", "hinode-sp-fe6301", "--generate", "2"], "--generate"),
     (["--recipe", "hinode-sp-fe6301", "cube.fits"], "cube"),
     (["--generate", "2", "--pixels", "40"], "--pixels: options of --recipe"),
+    (["--generate", "2", "--lr-decay", "cosine"], "--lr-decay: options of --recipe"),
     ([], "give --recipe NAME"),
 ])
 def test_cnn_train_refuses_mixed_modes(argv, says, capsys):

@@ -114,6 +114,35 @@ def test_synthetic_map(tiny_map):
     assert not np.allclose(m2.truth[..., 2], m.truth[..., 2])
 
 
+def test_cosine_learning_rate_decay(tiny_map, tiny_model):
+    """lr_decay="cosine": the rate falls from learning_rate to 1 % of it over the epochs; the run differs from
+    the constant-rate one only by the rates (same seed, same split), and a wrong name is refused."""
+    _torch()
+    import pyinv.cnn as cnn
+    _, ts = tiny_model
+    rates = []
+    orig = __import__("torch").optim.Adamax.step
+
+    def spy(self, *a, **k):
+        rates.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    import unittest.mock as um
+    with um.patch("torch.optim.Adamax.step", spy):
+        m = cnn.train(ts, epochs=4, batch_size=64, validation=0.2, progress=False, seed=1, learning_rate=1e-3,
+                      lr_decay="cosine")
+    per_epoch = sorted(set(rates), reverse=True)
+    assert len(rates) == 4 and per_epoch[0] == pytest.approx(1e-3) and per_epoch[-1] == pytest.approx(1e-5)
+    assert per_epoch[1] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.75))     # cos(pi/3) = 0.5
+    assert m.provenance["lr_decay"] == "cosine"
+    const = cnn.train(ts, epochs=4, batch_size=64, validation=0.2, progress=False, seed=1, learning_rate=1e-3)
+    assert const.provenance["lr_decay"] is None
+    assert m.history["train"][0] == const.history["train"][0]          # epoch 1 at the full rate: identical
+    assert m.history["train"][-1] != const.history["train"][-1]
+    with pytest.raises(ValueError, match="lr_decay"):
+        cnn.train(ts, epochs=1, progress=False, lr_decay="step")
+
+
 def test_training_and_save_load_roundtrip(tiny_map, tiny_model, tmp_path):
     import pyinv.cnn as cnn
     model, ts = tiny_model

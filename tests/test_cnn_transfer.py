@@ -360,11 +360,13 @@ def test_cli_cnn_train_recipe(engine, tmp_path, capsys):
     from pyinv.cli import main
     out = tmp_path / "h.npz"
     rc = main(["cnn", "train", "--recipe", "hinode-sp-fe6301", "--pixels", "40", "--epochs", "2",
-               "--workdir", str(tmp_path / "set"), "-o", str(out)])
+               "--lr-decay", "cosine", "--workdir", str(tmp_path / "set"), "-o", str(out)])
     assert rc == 0, capsys.readouterr()
     model = cnn.load_model(out)
     assert model.mu_input and model.meta["name"] == "hinode-sp-fe6301"
     assert model.provenance["recipe"]["seed"] == 6301 and model.provenance["epochs_run"] == 2
+    assert model.provenance["lr_decay"] == "cosine" and model.provenance["recipe"]["lr_decay"] == "cosine"
+    assert model.provenance["command"].endswith("--epochs 2 --lr-decay cosine")
     assert (tmp_path / "set" / "manifest.json").is_file()
 
 

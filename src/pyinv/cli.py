@@ -331,7 +331,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _OWN_MODEL_DEFAULTS = {"size": 32, "seed": 101, "mu": 1.0, "epochs": 200, "batch": 64, "patience": 30,
                        "output": "pyinv_cnn.npz"}
 _OWN_MODEL_ONLY = ("cube", "result", "generate", "size", "seed", "mu", "patience", "from_model", "checkpoint")
-_RECIPE_ONLY = ("pixels", "learning_rate", "workdir", "threads")
+_RECIPE_ONLY = ("pixels", "learning_rate", "lr_decay", "workdir", "threads")
 
 
 def _flags(names) -> str:
@@ -403,6 +403,8 @@ def _add_cnn_train_args(t: argparse.ArgumentParser, recipe: bool = True) -> None
     if recipe:
         t.add_argument("--pixels", type=int, help="--recipe: training pixels [the recipe's]")
         t.add_argument("--learning-rate", type=float, help="--recipe: AdaMax learning rate [the recipe's]")
+        t.add_argument("--lr-decay", choices=("cosine",), help="--recipe: learning-rate decay over the epochs: "
+                                                               "'cosine' (to 1 %% of the rate) [none: constant]")
         t.add_argument("--workdir", help="--recipe: folder of the resumable training-set shards "
                                          "[~/.cache/pyinv/cnn/<recipe>_set]")
         t.add_argument("--threads", type=int, help="--recipe: torch threads while training [1]")

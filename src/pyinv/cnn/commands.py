@@ -52,11 +52,12 @@ def cmd_cnn_train(args: argparse.Namespace) -> int:
     lr = getattr(args, "learning_rate", None) or rec.learning_rate
     model = train(ts, epochs=args.epochs or rec.epochs, batch_size=batch, learning_rate=lr,
                   validation=rec.validation, patience=rec.patience, seed=rec.seed, threads=args.threads,
-                  device=args.device, filters=rec.filters, mu_input=rec.mu_input)
+                  device=args.device, filters=rec.filters, mu_input=rec.mu_input,
+                  lr_decay=getattr(args, "lr_decay", None))
     model.meta["name"] = rec.name
     model.meta["instrument"] = rec.instrument
     model.provenance["recipe"] = {**rec.data_fingerprint(), "pixels": len(ts), "epochs": args.epochs or rec.epochs,
-                                  "batch_size": batch, "learning_rate": lr,
+                                  "batch_size": batch, "learning_rate": lr, "lr_decay": getattr(args, "lr_decay", None),
                                   "recipe_defaults": {"pixels": rec.pixels, "epochs": rec.epochs,
                                                       "batch_size": rec.batch_size, "learning_rate": rec.learning_rate}}
     model.provenance["command"] = ("pyinv cnn train --recipe " + rec.name
@@ -64,7 +65,8 @@ def cmd_cnn_train(args: argparse.Namespace) -> int:
                                    + (f" --epochs {args.epochs}" if args.epochs else "")
                                    + (f" --batch {args.batch}" if getattr(args, "batch", None) else "")
                                    + (f" --learning-rate {args.learning_rate:g}" if getattr(args, "learning_rate", None)
-                                      else ""))
+                                      else "")
+                                   + (f" --lr-decay {args.lr_decay}" if getattr(args, "lr_decay", None) else ""))
     model.provenance["training_set_seconds"] = t1 - t0
     model.save(out)
     p = model.provenance

@@ -2,6 +2,7 @@
 and optional early stopping (the weights of the best validation epoch are kept)."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ __all__ = ["train"]
 def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200, batch_size: int = 64,
           learning_rate: float = 2e-3, validation: float = 0.1, patience: int | None = 30, seed: int = 0,
           threads: int | None = 1, device: str = "cpu", progress: bool | Callable = True,
-          filters=(32, 32, 16), mu_input: bool | None = None) -> CNNModel:
+          filters=(32, 32, 16), mu_input: bool | None = None, lr_decay: str | None = None) -> CNNModel:
     """Train a CNN on ``data``.
 
     Parameters
@@ -45,6 +46,10 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         Convolution filters of a new network.
     mu_input : bool, optional
         Give a new network μ as an input (default: when the training set's μ values differ).
+    lr_decay : {None, "cosine"}
+        None (default): a constant learning rate. ``"cosine"``: the rate falls from ``learning_rate`` to
+        1 % of it over ``epochs`` along a half cosine, set at the start of each epoch (the last epochs refine
+        with small steps; early stopping still applies).
 
     Returns
     -------
@@ -54,6 +59,8 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
     """
     import torch
 
+    if lr_decay not in (None, "cosine"):
+        raise ValueError(f"lr_decay must be None or 'cosine', got {lr_decay!r}")
     if len(data) < 2:
         raise ValueError(f"a training set needs at least 2 pixels, got {len(data)}")
     rng = np.random.default_rng(seed)
@@ -108,6 +115,10 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
     it_t = torch.from_numpy(it)
     ep = 0
     for ep in range(1, int(epochs) + 1):
+        if lr_decay == "cosine":
+            frac = (ep - 1) / max(int(epochs) - 1, 1)
+            for grp in opt.param_groups:
+                grp["lr"] = learning_rate * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
         net.train()
         order = it_t[torch.randperm(it_t.numel(), generator=gen)].to(dev)
         tot, cnt = 0.0, 0
@@ -145,7 +156,8 @@ def train(data: TrainingSet, *, model: CNNModel | None = None, epochs: int = 200
         "epochs_requested": int(epochs), "epochs_run": int(ep), "best_epoch": int(best[1]),
         "train_loss": float(hist_t[best[1] - 1] if best[1] else hist_t[-1]),
         "validation_loss": float(best[0]) if nval else None, "loss": "MSE of standardised outputs",
-        "optimizer": "Adamax", "learning_rate": float(learning_rate), "batch_size": int(batch_size),
+        "optimizer": "Adamax", "learning_rate": float(learning_rate), "lr_decay": lr_decay,
+        "batch_size": int(batch_size),
         "seed": int(seed), "seconds": float(seconds), "device": str(dev),
         "fine_tuned_from": model.provenance.get("created") if model is not None else None})
     cm.detach_net()  # plain weights from here on (prediction is numpy)
