@@ -1,8 +1,8 @@
 """The calling process's memory and the wall time per pixel of ``pyinv.invert(..., init="cnn")`` against the
 map's size (issue 17: the CNN starts are streamed, made chunk by chunk in the workers).
 
-For each size N (default 64 and 256) a fresh Python process loads (or generates once and caches under
-``benchmarks/out/``) a generated N×N Hinode-SP-like map (:func:`pyinv.synthetic.generate_map`, seed 7,
+For each size N (default 64 and 256) a fresh Python process loads (generated once beforehand, in a process
+of its own, and cached under ``benchmarks/out/``) a generated N×N Hinode-SP-like map (:func:`pyinv.synthetic.generate_map`, seed 7,
 μ = 1), imports pyinv and pyinv.cnn, and then calls
 
     pyinv.invert(cube, lines, grid, None, init=CNNInit(max_iterations=M), psf=psf, workers=W,
@@ -170,7 +170,11 @@ def main() -> None:
                     help="build every map larger than TILE×TILE by tiling the TILE×TILE generated map (e.g. 64)")
     ap.add_argument("--out", default=None, help="also write the printed text to this file")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cache-only", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.cache_only is not None:   # generate and cache the map in a process of its own (not measured)
+        _map(args.cache_only, args.tile)
+        return
     if args.one is not None:
         print("RESULT " + json.dumps(one(args.one, args.workers, args.max_iterations, (args.stride or [1])[0],
                                          args.tile)), flush=True)
@@ -191,6 +195,11 @@ def main() -> None:
         "call - RSS just before it")
     rows = {}
     strides = args.stride or [1] * len(args.sizes)
+    # every map generated and cached first, each in a process of its own: a measured process only loads it (a
+    # process that also generated its map starts from a higher RSS, which hides the call's own increase)
+    for n in dict.fromkeys(args.sizes):
+        subprocess.run([sys.executable, __file__, "--cache-only", str(n), "--tile", str(args.tile)], check=True,
+                       env=dict(os.environ))
     for n, stride in zip(args.sizes, strides):
         cmd = [sys.executable, __file__, "--one", str(n), "--workers", str(args.workers),
                "--max-iterations", str(args.max_iterations), "--stride", str(stride), "--tile", str(args.tile)]
