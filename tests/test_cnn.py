@@ -118,16 +118,19 @@ def test_cosine_learning_rate_decay(tiny_map, tiny_model):
     """lr_decay="cosine": the rate falls from learning_rate to 1 % of it over the epochs; the run differs from
     the constant-rate one only by the rates (same seed, same split), and a wrong name is refused."""
     _torch()
+    import unittest.mock as um
+
+    import torch
+
     import pyinv.cnn as cnn
     _, ts = tiny_model
     rates = []
-    orig = __import__("torch").optim.Adamax.step
+    orig = torch.optim.Adamax.step
 
-    def spy(self, *a, **k):
+    def spy(self, *a, **k):        # the rate of every optimiser step (one batch per epoch here)
         rates.append(self.param_groups[0]["lr"])
         return orig(self, *a, **k)
 
-    import unittest.mock as um
     with um.patch("torch.optim.Adamax.step", spy):
         m = cnn.train(ts, epochs=4, batch_size=64, validation=0.2, progress=False, seed=1, learning_rate=1e-3,
                       lr_decay="cosine")
