@@ -2,8 +2,8 @@
 map's size (issue 17: the CNN starts are streamed, made chunk by chunk in the workers).
 
 For each size N (default 64 and 256) a fresh Python process loads (generated once beforehand, in a process
-of its own, and cached under ``benchmarks/out/``) a generated N×N Hinode-SP-like map (:func:`pyinv.synthetic.generate_map`, seed 7,
-μ = 1), imports pyinv and pyinv.cnn, and then calls
+of its own, and cached under ``benchmarks/out/``) a generated N×N Hinode-SP-like map
+(:func:`pyinv.synthetic.generate_map`, seed 7, μ = 1), imports pyinv and pyinv.cnn, and then calls
 
     pyinv.invert(cube, lines, grid, None, init=CNNInit(max_iterations=M), psf=psf, workers=W,
                  checkpoint=<temporary folder>, progress=False)

@@ -50,14 +50,15 @@ def cmd_cnn_train(args: argparse.Namespace) -> int:
           flush=True)
     batch = getattr(args, "batch", None) or rec.batch_size
     lr = getattr(args, "learning_rate", None) or rec.learning_rate
+    decay = getattr(args, "lr_decay", None)
     model = train(ts, epochs=args.epochs or rec.epochs, batch_size=batch, learning_rate=lr,
                   validation=rec.validation, patience=rec.patience, seed=rec.seed, threads=args.threads,
                   device=args.device, filters=rec.filters, mu_input=rec.mu_input,
-                  lr_decay=getattr(args, "lr_decay", None))
+                  lr_decay=decay)
     model.meta["name"] = rec.name
     model.meta["instrument"] = rec.instrument
     model.provenance["recipe"] = {**rec.data_fingerprint(), "pixels": len(ts), "epochs": args.epochs or rec.epochs,
-                                  "batch_size": batch, "learning_rate": lr, "lr_decay": getattr(args, "lr_decay", None),
+                                  "batch_size": batch, "learning_rate": lr, "lr_decay": decay,
                                   "recipe_defaults": {"pixels": rec.pixels, "epochs": rec.epochs,
                                                       "batch_size": rec.batch_size, "learning_rate": rec.learning_rate}}
     model.provenance["command"] = ("pyinv cnn train --recipe " + rec.name
@@ -66,7 +67,7 @@ def cmd_cnn_train(args: argparse.Namespace) -> int:
                                    + (f" --batch {args.batch}" if getattr(args, "batch", None) else "")
                                    + (f" --learning-rate {args.learning_rate:g}" if getattr(args, "learning_rate", None)
                                       else "")
-                                   + (f" --lr-decay {args.lr_decay}" if getattr(args, "lr_decay", None) else ""))
+                                   + (f" --lr-decay {decay}" if decay else ""))
     model.provenance["training_set_seconds"] = t1 - t0
     model.save(out)
     p = model.provenance
