@@ -49,6 +49,7 @@ start by the last cycle's T nodes: what no inversion with these nodes can beat),
         [--obs lightweaver|rh] [--backend lightweaver|rh] [--departures backend|emulated|both] [--json out.json]
         [--seed 11] [--t-nodes 3,5[,..]] [--t-positions LOGTAU,..] [--check-threshold 0.01]
         [--fallback short|full] [--t-placement equidistant|sensitivity] [--sensitivity-dchi2 500]
+        [--t-refine none|map]
 
 Set-up studies (issue 19, docs/nlte.md "Why the novel set misses 80 K"): ``--t-nodes`` one cycle per entry
 (the engine rounds equidistant counts to those its grid allows: on this 64-point grid 3 → 2, 5 → 4, 7 → 4),
@@ -352,6 +353,9 @@ def main(argv=None) -> int:
                          "the highest layer the data see (invert_pixel_nlte's t_placement) [equidistant]")
     ap.add_argument("--sensitivity-dchi2", type=float, default=None,
                     help="the chi2 change of the sensitivity rule (invert_pixel_nlte's sensitivity_dchi2)")
+    ap.add_argument("--t-refine", choices=("none", "map"), default="none",
+                    help="the emulated inversion's regularised T refinement after the last cycle (invert_pixel_nlte's "
+                         "t_refine; docs/nlte.md 'Regularised refinement') [none]")
     ap.add_argument("--fallback", choices=("full", "short"), default="short",
                     help="the emulated inversion's fallback when the check fails (invert_pixel_nlte's fallback) "
                          "[short]")
@@ -374,7 +378,8 @@ def main(argv=None) -> int:
     if tpos is not None:
         nodes["T"] = (*nodes["T"][:-1], len(tpos))
     ikw = {} if tpos is None else {"node_positions": {"T": tpos}}
-    ikw_nlte = {"t_placement": args.t_placement, "sensitivity_dchi2": args.sensitivity_dchi2}
+    ikw_nlte = {"t_placement": args.t_placement, "sensitivity_dchi2": args.sensitivity_dchi2,
+                "t_refine": None if args.t_refine == "none" else args.t_refine}
     modes = ("backend", "emulated") if args.departures == "both" else (args.departures,)
     obs_name = args.obs or args.backend
     if lightweaver_missing():
@@ -421,6 +426,8 @@ def main(argv=None) -> int:
                         f"cpu_seconds{sfx}": time.process_time() - c0, f"status{sfx}": rn.status})
             if "t_nodes" in rn.provenance:
                 row[f"t_nodes{sfx}"] = rn.provenance["t_nodes"]
+            if "refine" in rn.provenance:
+                row[f"refine{sfx}"] = rn.provenance["refine"]
             if mode == "backend":
                 row["backend_calls"], row["status"] = rn.backend_calls, rn.status     # the keys of earlier results
             else:
@@ -534,6 +541,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({"code": code_version(), "case": args.case, "nodes": nodes,
                                          "check_threshold": args.check_threshold, "t_positions": tpos,
                                          "t_placement": args.t_placement, "fallback": args.fallback,
+                                         "t_refine": args.t_refine,
                                          "sensitivity_dchi2": args.sensitivity_dchi2,
                                          "interpolation_last_cycle": args.interpolation,
                                          "obs_backend": obs_name,

@@ -173,7 +173,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                       departure_form: str = "desire", departures: str = "backend", emulator: Any = None,
                       check_threshold: float = 0.01, t_placement: str = "equidistant",
                       sensitivity_dchi2: float | None = None, fallback: str = "short",
-                      **invert_kwargs) -> NltePixelResult:
+                      t_refine: str | None = None, **invert_kwargs) -> NltePixelResult:
     """Invert one pixel in NLTE, DeSIRe's way (module docstring).
 
     Parameters
@@ -221,6 +221,15 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         fallback from there. The provenance records ``"fallback": True`` whenever the first check failed,
         ``"fallback_kind"`` (``"full"``, ``"short"`` or ``"short+full"``) and ``"short_fallback"`` (its
         backend calls, the second check and whether it passed).
+    t_refine : "map" or None
+        With ``departures="emulated"``: ``"map"`` refines T after the last cycle with the backend's b (check
+        passed, or the short fallback's second check passed) by the regularised (maximum a posteriori) fit of
+        :mod:`pyinv.nlte.refine` — T on hat functions every 0.3 dex, a Gaussian-process prior (300 K, 1.3 dex)
+        centred on ``guess``'s T, b following T through the emulator's relative change from the backend's b,
+        3 Gauss–Newton steps; no backend call, ~0.25 s. Default None: the node result (docs/nlte.md
+        "Regularised refinement" for what it gains and costs). The record is ``provenance["refine"]``. Not
+        applied with two components or stray light, or after the full fallback (recorded as skipped); the
+        backend-driven inversion is never refined (no emulator to make b follow T).
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
@@ -234,6 +243,10 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     nlte_regions(grid, backend)                   # refuses a grid without a mapped line
     if fallback not in ("full", "short"):
         raise ValueError(f"fallback must be 'full' or 'short', got {fallback!r}")
+    if t_refine not in ("map", None):
+        raise ValueError(f"t_refine must be 'map' or None, got {t_refine!r}")
+    if t_refine is not None and departures != "emulated":
+        raise ValueError(f"t_refine={t_refine!r} needs departures='emulated' (b follow T through the emulator)")
     if t_placement != "equidistant" and departures != "emulated":
         raise ValueError(f"t_placement={t_placement!r} needs departures='emulated' (the sensitivity is computed "
                          "with the emulator's b following T)")
@@ -244,7 +257,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                                 abundances=abundances, threshold=threshold, max_refresh=max_refresh,
                                 departure_form=departure_form, emulator=emulator,
                                 check_threshold=check_threshold, placer=placer, fallback=fallback,
-                                **invert_kwargs)
+                                t_refine=t_refine, **invert_kwargs)
     if departures != "backend":
         raise ValueError(f"departures must be 'backend' or 'emulated', got {departures!r}")
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
@@ -306,7 +319,7 @@ def _t_placer(t_placement, dchi2, lines, grid, config, **syn_kw):
 
 def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
                      departure_form, emulator, check_threshold, placer=None, fallback="short",
-                     **invert_kwargs) -> NltePixelResult:
+                     t_refine=None, **invert_kwargs) -> NltePixelResult:
     """``departures="emulated"`` (:mod:`pyinv.nlte.emulated`): cycles with the emulator's b, one backend call
     to check, then one last cycle with the backend's b and Δ, or the fallback (``fallback``: the backend
     iterations, or first one cycle with the check's b and Δ and a second check)."""
@@ -353,16 +366,26 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
             return dataclasses.replace(last, fit=last.fit + dl)
         return prev
 
+    def refined(result, dep, dl, anchor):
+        """``t_refine`` of the DeSIRe step's ``result`` with the backend's ``dep`` and ``dl`` at ``anchor``."""
+        if t_refine is None:
+            return result
+        return _refine(obs, result, guess, lines, grid, config, emu, backend, dep, dl, anchor, mu=mu, psf=psf,
+                       abundances=abundances, departure_form=departure_form, prov=prov)
+
     if chk["passed"]:
-        return NltePixelResult(desire_step(model, dep_be, delta, res), calls, delta, dep_be, 0, prov)
+        return NltePixelResult(refined(desire_step(model, dep_be, delta, res), dep_be, delta, model), calls, delta,
+                               dep_be, 0, prov)
     prov["fallback"] = True
     prov["fallback_kind"] = "full"
     if fallback == "short" and r is not None and r.ok:
         model, res, dep_be, delta, calls, done = _short_fallback(obs, model, res, r, dep_be, delta, calls, backend,
                                                                  lines, grid, last_cfg, kw_last, corr,
                                                                  check_threshold, prov)
-        if done is not None:
-            return NltePixelResult(done, calls, delta, dep_be, 0, prov)
+        if done is not None:       # the second check passed: b and delta are the second call's, at ``model``
+            return NltePixelResult(refined(done, dep_be, delta, model), calls, delta, dep_be, 0, prov)
+    if t_refine is not None:
+        prov["refine"] = {"method": t_refine, "skipped": "full fallback (backend iterations)"}
     fb_kw = {**invert_kwargs, **({"node_positions": kw_last["node_positions"]} if "node_positions" in extra
                                   else {})}
     fb = invert_pixel_nlte(obs, model, lines, grid, config, backend=backend, mu=mu, psf=psf, abundances=abundances,
@@ -371,6 +394,39 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
     if fb.result is None:     # the backend failed again: keep the emulated result
         return NltePixelResult(res, calls + fb.backend_calls, np.zeros_like(obs), None, fb.status, prov)
     return NltePixelResult(fb.result, calls + fb.backend_calls, fb.correction, fb.departures, fb.status, prov)
+
+
+def _refine(obs, result, guess, lines, grid, config, emu, backend, dep, delta, anchor, *, mu, psf, abundances,
+            departure_form, prov):
+    """``t_refine="map"`` (:mod:`pyinv.nlte.refine`) of ``result``; the record goes into ``prov["refine"]``."""
+    from ..physics.pixelresult import reduced_chi2
+    from .refine import anchored_departures, refine_temperature
+
+    snr = config.value("snr", config.cycles)
+    weights = config.value("weights", config.cycles)
+    why = None
+    if getattr(result, "atmosphere2", None) is not None or getattr(result, "stray", None) is not None:
+        why = "two components or stray light"
+    elif not (snr is not None and np.isfinite(snr) and snr > 0):
+        why = "no snr in the last cycle (sigma = 1/snr)"
+    elif not result.ok:
+        why = f"the last cycle ended with status {result.status}"
+    elif not np.array_equal(np.asarray(guess.log_tau), np.asarray(result.atmosphere.log_tau)):
+        why = "the guess (the prior's centre) is on another log tau grid"
+    if why is not None:
+        prov["refine"] = {"method": "map", "skipped": why}
+        return result
+    m, fit, rec = refine_temperature(obs, result.atmosphere, guess, lines, grid,
+                                     anchored_departures(emu, backend.lines, dep, anchor), delta, snr=float(snr),
+                                     weights=weights, mu=float(config.mu if mu is None else mu), psf=psf,
+                                     abundances=abundances, departure_form=departure_form)
+    rec["chi2_reduced_start"] = float(result.chi2_reduced)
+    prov["refine"] = rec
+    if not rec["accepted"]:
+        return result
+    rec["chi2_reduced"] = reduced_chi2(obs, fit, float(snr), weights, rec["knots"] + 3)
+    return dataclasses.replace(result, atmosphere=m, fit=fit, chi2_reduced=rec["chi2_reduced"],
+                               syntheses=int(result.syntheses) + rec["syntheses"])
 
 
 def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, grid, last_cfg, kw_last, corr,
@@ -433,6 +489,7 @@ class NlteSolver:
     fallback: str = "short"
     t_placement: str = "equidistant"
     sensitivity_dchi2: float | None = None
+    t_refine: str | None = None
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
         r = invert_pixel_nlte(stokes, guess, lines, grid, config, backend=self.backend, mu=mu, psf=psf,
@@ -440,7 +497,7 @@ class NlteSolver:
                               departure_form=self.departure_form, departures=self.departures,
                               emulator=self.emulator, check_threshold=self.check_threshold,
                               fallback=self.fallback, t_placement=self.t_placement,
-                              sensitivity_dchi2=self.sensitivity_dchi2)
+                              sensitivity_dchi2=self.sensitivity_dchi2, t_refine=self.t_refine)
         if r.result is None:
             raise RuntimeError(f"NLTE backend failed before the first inversion (status {r.status})")
         res = dataclasses.replace(r.result, status=r.status or r.result.status)

@@ -1,0 +1,179 @@
+"""Issue 19: the regularised temperature refinement of the emulated NLTE inversion (pyinv.nlte.refine,
+``invert_pixel_nlte(..., t_refine="map")``)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import pyinv
+from pyinv.nlte.refine import anchored_departures, gp_precision, hat_basis, refine_temperature
+
+from helpers import require_engine
+
+require_engine()
+
+
+def test_hat_basis_interpolates_between_knots():
+    lt = np.round(np.arange(1.0, -5.31, -0.1), 2)
+    knots, H = hat_basis(lt, 0.3)
+    assert knots[0] == pytest.approx(1.0) and knots[-1] == pytest.approx(-5.3) and knots.size == 22
+    np.testing.assert_allclose(H.sum(axis=1), 1.0, atol=1e-12)            # a partition of unity
+    for k, z in enumerate(knots):                                         # 1 at its knot, 0 at the others
+        row = H[np.argmin(np.abs(lt - z))]
+        assert row[k] == pytest.approx(1.0) and np.sum(np.abs(row)) == pytest.approx(1.0)
+    k2, H2 = hat_basis(lt, 0.4)                                           # the top is always a knot
+    assert k2[-1] == pytest.approx(-5.3) and k2[-2] > -5.3 and np.allclose(H2.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="spacing"):
+        hat_basis(lt, 0.0)
+
+
+def test_gp_precision_is_the_inverse_covariance():
+    knots = np.array([1.0, 0.7, 0.4, 0.1])
+    P = gp_precision(knots, 300.0, 1.3)
+    d = np.subtract.outer(knots, knots)
+    cov = 300.0 ** 2 * (np.exp(-0.5 * (d / 1.3) ** 2) + 1e-6 * np.eye(4))
+    np.testing.assert_allclose(P @ cov, np.eye(4), atol=1e-6)
+    assert np.allclose(P, P.T) and np.all(np.linalg.eigvalsh(P) > 0)
+    with pytest.raises(ValueError, match="amplitude"):
+        gp_precision(knots, 0.0, 1.0)
+
+
+def test_anchored_departures_are_the_backends_at_the_anchor():
+    """b = b_backend(anchor) × emulator(model) / emulator(anchor): the backend's own b at the anchor, the
+    emulator's relative change elsewhere."""
+    from pyinv.nlte import Departures, NlteLine
+    from pyinv.nlte.emulator import pretrained_emulator
+
+    emu = pretrained_emulator()
+    lines = [NlteLine(8, "CaII", 2, 4)]
+    anchor = pyinv.models.hsra()
+    lt = np.asarray(anchor.log_tau)
+    d_emu = emu.departures(anchor, lines)
+    ramp = 1.0 + 0.2 * (lt - lt.min()) / np.ptp(lt)
+    backend = Departures(lt, [8], d_emu.b_lower * 1.3, d_emu.b_upper * ramp)      # "the backend's" b
+    at = anchored_departures(emu, lines, backend, anchor)
+    a = at(anchor)
+    np.testing.assert_allclose(a.b_lower, backend.b_lower, rtol=1e-12)
+    np.testing.assert_allclose(a.b_upper, backend.b_upper, rtol=1e-12)
+    other = pyinv.hydrostatic(anchor.with_columns(T=np.asarray(anchor.T) + 200.0 * (lt < -2.0)))
+    o, e = at(other), emu.departures(other, lines)
+    np.testing.assert_allclose(o.b_lower, e.b_lower * 1.3, rtol=1e-10)
+    np.testing.assert_allclose(o.b_upper, e.b_upper * ramp, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def fe_bump():
+    """Fe I 6301.5/6302.5 in LTE (b = 1: departures_at gives None) on HSRA, the truth with a +250 K layer
+    at log tau -1.8 (0.4 dex wide); noise-free observations."""
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([("1,2", -400, 20, 1400)], lines)
+    start = pyinv.models.hsra(vmic=1e5)
+    lt = np.asarray(start.log_tau)
+    truth = pyinv.hydrostatic(start.with_columns(T=np.asarray(start.T) + 250.0 * np.exp(-0.5 * ((lt + 1.8) / 0.4) ** 2),
+                                                 vlos=5e4))
+    obs = pyinv.synthesize(truth, lines, grid)
+    return lines, grid, start, truth, obs
+
+
+def _rms(a, b, lt, lo=-3.0, hi=-0.5):
+    m = (lt >= lo) & (lt <= hi)
+    return float(np.sqrt(np.mean((np.asarray(a.T)[m] - np.asarray(b.T)[m]) ** 2)))
+
+
+def test_refinement_recovers_a_layer_the_data_see(fe_bump):
+    lines, grid, start, truth, obs = fe_bump
+    lt = np.asarray(start.log_tau)
+    m, fit, rec = refine_temperature(obs, start, start, lines, grid, lambda model: None, np.zeros_like(obs),
+                                     snr=1000.0, weights=(1, 1, 1, 1), max_iterations=6)
+    assert rec["accepted"] and rec["merit"] < 0.05 * rec["merit_start"]
+    assert rec["iterations"] >= 1 and rec["syntheses"] > rec["knots"] and rec["method"] == "map"
+    assert rec["prior_amplitude_K"] == 300.0 and rec["prior_length_dex"] == 1.3
+    assert _rms(m, truth, lt) < 0.4 * _rms(start, truth, lt)          # the layer is found (130 -> 41 K)
+    np.testing.assert_allclose(fit, pyinv.synthesize(m, lines, grid), atol=1e-12)   # the fit is the model's
+    v = np.asarray(m.vlos)
+    assert abs(float(np.mean(v)) - 5e4) < 1e4                          # the line-of-sight velocity too
+
+
+def test_refinement_prior_pulls_back_where_the_data_are_blind(fe_bump):
+    """Above log tau -4 Fe I sees nothing: a start that is 300 K off there is brought back to the prior's
+    centre (the truth there), and a stiffer prior (smaller amplitude) keeps the correction smaller."""
+    lines, grid, start, truth, obs = fe_bump
+    lt = np.asarray(start.log_tau)
+    off = pyinv.hydrostatic(truth.with_columns(T=np.asarray(truth.T) + 300.0 * (lt < -3.0)))
+    m, _, rec = refine_temperature(obs, off, start, lines, grid, lambda model: None, np.zeros_like(obs),
+                                   snr=1000.0, weights=(1, 1, 1, 1), max_iterations=6)
+    top = lt <= -3.5
+    assert rec["accepted"]
+    assert np.max(np.abs(np.asarray(m.T)[top] - np.asarray(truth.T)[top])) < 0.5 * 300.0
+    kw = dict(snr=1000.0, weights=(1, 1, 1, 1), max_iterations=6)
+    free, _, _ = refine_temperature(obs, start, start, lines, grid, lambda model: None, np.zeros_like(obs), **kw)
+    stiff, _, _ = refine_temperature(obs, start, start, lines, grid, lambda model: None, np.zeros_like(obs),
+                                     amplitude=1.0, **kw)
+
+    def change(a):
+        return float(np.max(np.abs(np.asarray(a.T) - np.asarray(start.T))))
+
+    assert change(stiff) < 0.7 * change(free)
+
+
+def test_refinement_refuses_bad_input(fe_bump):
+    lines, grid, start, truth, obs = fe_bump
+    z = np.zeros_like(obs)
+    with pytest.raises(ValueError, match="snr"):
+        refine_temperature(obs, start, start, lines, grid, lambda m: None, z, snr=0.0, weights=(1, 1, 1, 1))
+    other = pyinv.models.hsra(full=True)
+    with pytest.raises(ValueError, match="grid"):
+        refine_temperature(obs, start, other, lines, grid, lambda m: None, z, snr=1e3, weights=(1, 1, 1, 1))
+
+
+def test_t_refine_in_the_emulated_inversion():
+    """``t_refine="map"`` after the check: no further backend call, the record in the provenance, the result's
+    fit the refined model's NLTE profile; refused with the backend's departures and for unknown names."""
+    pytest.importorskip("lightweaver", reason="lightweaver not installed (pip install 'pyinv[nlte]')")
+    warnings.simplefilter("ignore")
+    from pyinv import nlte
+    from pyinv.nlte import columns as C
+    from pyinv.nlte import invert_pixel_nlte
+    from pyinv.nlte.desire import _convolve_like_synthesis
+
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
+    be = nlte.Lightweaver(nlte.level_map(lines, [8]), hydrogen="model", prd=False, lte=True)
+    base = C.base_model()
+    lt = np.asarray(base.log_tau)
+    # a cold chromosphere, wider than any training bump
+    truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) - 600.0 * np.exp(-0.5 * ((lt + 3.6) / 1.0) ** 2),
+                                                vlos=1e5, B=600.0, gamma=50.0, phi=20.0))
+    rt = be.synthesize(truth, nlte.grid_vacuum_nm(lines, grid))
+    lte = pyinv.synthesize(truth, lines, grid, convolve=False)
+    obs = _convolve_like_synthesis(rt.stokes * (lte[0, [0, -1]].sum() / rt.stokes_lte[0, [0, -1]].sum()), lines,
+                                   grid, 0.0, None)
+    cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (2, 4), "vlos": (1, 1), "B": (1, 1), "gamma": (1, 1),
+                                                 "phi": (1, 1), "vmic": (1, 1)}, weights=(1, 1, 1, 1), snr=1000.0)
+    guess = base.with_columns(B=100.0, gamma=45.0, phi=30.0)
+    plain = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
+    ref = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="map")
+    assert "refine" not in plain.provenance
+    rec = ref.provenance["refine"]
+    assert ref.backend_calls == plain.backend_calls == 1 and ref.provenance["check"]["passed"]
+    assert rec["accepted"] and rec["merit"] < rec["merit_start"] and ref.result.syntheses > plain.result.syntheses
+    m = (lt <= -1.0) & (lt >= -5.3)
+
+    def t_rms(r):
+        return float(np.sqrt(np.mean((np.asarray(r.result.atmosphere.T)[m] - np.asarray(truth.T)[m]) ** 2)))
+
+    assert t_rms(ref) < 150.0 and t_rms(plain) < 250.0
+    # the fit is the refined model's engine profile with the backend's b moved by the emulator, plus delta
+    chi_fit = float(np.mean((ref.result.fit[0] - obs[0]) ** 2)) * 1e6
+    assert chi_fit < 10.0 and np.isfinite(ref.result.chi2_reduced)
+    with pytest.raises(ValueError, match="emulated"):
+        invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, t_refine="map")
+    with pytest.raises(ValueError, match="t_refine"):
+        invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="spline")
+    from pyinv.nlte.desire import NlteSolver
+
+    solver = NlteSolver(be, departures="emulated", t_refine="map")
+    res = solver(obs, guess, lines, grid, cfg)
+    assert res.nlte_provenance["refine"]["accepted"] and res.backend_calls == 1
