@@ -13,7 +13,10 @@ at module level: :func:`pin_threads` must be able to run before numpy is importe
 * SIR and ``pyinv sir``: :func:`write_sir_grid`, :func:`sir_runner` (a SIR executable, ``SIR_X``),
   :func:`run_dropin_case` (a reference set through ``pyinv sir`` per pixel);
 * :func:`hinode_5x5_sample`: the 25 real Hinode SP spectra of ../shared/data/hinode_sp_5x5_globin;
-* :func:`transfer_maps`, :func:`truth_correlations`: the CNN transfer maps of issue 12 and their scores.
+* :func:`transfer_maps`, :func:`truth_correlations`: the CNN transfer maps of issue 12 and their scores;
+* bench_desire's synthetic NLTE pixels (issues 11, 19; ``bench_desire.py``, ``bench_desire_information.py``):
+  :data:`REGIONS`, :data:`NOVEL_KINDS`, :func:`case_setup`, :func:`perturbation`, :func:`truth_model`,
+  :func:`observed`, :func:`make_backend`.
 """
 from __future__ import annotations
 
@@ -355,3 +358,136 @@ def truth_correlations(q: dict, truth: dict, b_min: float = 300.0) -> dict:
             "B": _corr_mask(q["B"], truth["B"], allp), "inc": _corr_mask(q["inc"], truth["inc"], strong),
             "azi_cos2": _corr_mask(q["azi_cos2"], truth["azi_cos2"], trans),
             "azi_sin2": _corr_mask(q["azi_sin2"], truth["azi_sin2"], trans)}
+
+
+# --------------------------------------------------------------- bench_desire's synthetic pixels (issues 11, 19)
+#: the wavelength regions of each case (SIR index or "i,j", first offset, step, last offset [mÅ])
+REGIONS = {"ca": [(8, -1500, 30, 1500)], "unseen": [(8, -1500, 30, 1500)], "novel": [(8, -1500, 30, 1500)],
+           "joint": [("1,2", -400, 20, 1400), (8, -1500, 30, 1500)]}
+#: the kinds of pixel of the ``novel`` case, in turn
+NOVEL_KINDS = ("cold chromosphere", "warm chromosphere", "plateau", "T-min offset", "deep heating")
+
+
+def make_backend(name: str, lines):
+    """The backend ``name`` (``"rh"``: RH 2 via ``PYINV_RH_DIR``; otherwise Lightweaver, hydrogen from the
+    model, PRD off) with Ca II 8542 (SIR index 8) mapped, LTE profiles on."""
+    from pyinv import nlte
+
+    lm = nlte.level_map(lines, [8])
+    if name == "rh":
+        return nlte.RH(lm, lte=True)
+    return nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True)
+
+
+def novel_perturbation(lt: np.ndarray, rng: np.random.Generator, p: int, T0: np.ndarray) -> tuple[dict, str]:
+    """The ``novel`` case (bench_desire.py's docstring): T change [K] from the start's T ``T0`` [K] (FAL C), v_los [cm/s],
+    B [G], γ, φ [deg] of pixel ``p``, and its kind (:data:`NOVEL_KINDS`, in turn)."""
+    import numpy as np
+
+    kind = NOVEL_KINDS[p % len(NOVEL_KINDS)]
+
+    def step(x0, w):                                        # 1 above x0, 0 below
+        return 1.0 / (1.0 + np.exp((lt - x0) / w))
+
+    if kind in ("cold chromosphere", "warm chromosphere"):  # training bumps: <= 700 K, <= 0.8 dex wide
+        x0 = rng.uniform(-4.0, -3.3) if kind.startswith("cold") else rng.uniform(-5.0, -4.5)
+        dT = (-1.0 if kind.startswith("cold") else 1.0) * rng.uniform(500.0, 800.0) \
+            * np.exp(-0.5 * ((lt - x0) / rng.uniform(0.9, 1.2)) ** 2)
+    elif kind == "plateau":                                 # knee, then a gradient lowered (softplus ramp)
+        x0, w = rng.uniform(-4.5, -4.3), 0.2
+        dT = -rng.uniform(1200.0, 1500.0) * w * np.log1p(np.exp((x0 - lt) / w))
+    elif kind == "T-min offset":                            # training: +-300 K
+        dT = (1.0 if (p // len(NOVEL_KINDS)) % 2 == 0 else -1.0) * rng.uniform(450.0, 650.0) * step(-2.5, 0.3)
+    else:                                                   # deep heating
+        dT = rng.uniform(350.0, 550.0) * step(rng.uniform(-3.1, -2.8), 0.25)
+    v = rng.uniform(-2e5, 2e5) + rng.uniform(-1e5, 1e5) * (lt + 2.0) / 3.0
+    B = rng.uniform(0, 1500) * (1.0 + 0.1 * (lt + 2.0) / 3.0)
+    return {"dT": np.maximum(T0 + dT, 3000.0) - T0, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175),
+            "phi": rng.uniform(0, 180)}, kind
+
+
+def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int,
+                 T0: np.ndarray | None = None) -> tuple[dict, str]:
+    """T change [K], v_los [cm/s], B [G], γ, φ [deg] of pixel ``p`` on the log τ grid ``lt``, and its kind
+    (``T0``: the start's T [K], for the ``novel`` case)."""
+    import numpy as np
+
+    def g(x0, w):
+        return np.exp(-((lt - x0) / w) ** 2)
+
+    up = 1.0 / (1.0 + np.exp((lt + 3.0) / 0.3))            # 1 above log tau = -3
+    if case == "novel":
+        return novel_perturbation(lt, rng, p, T0)
+    if case in ("ca", "joint"):
+        dT = rng.uniform(-300, 300) * up
+        v = rng.uniform(-2e5, 2e5) + rng.uniform(-1e5, 1e5) * (lt + 2.0) / 3.0
+        B0 = rng.uniform(0, 1500)
+        if case == "ca":
+            B = B0 * (1.0 + 0.1 * (lt + 2.0) / 3.0)
+            kind = "family"
+        else:                                               # B(-4) / B(-1) between 0.7 and 1.3
+            B = B0 * (1.0 + rng.uniform(-0.3, 0.3) * np.clip(-(lt + 1.0) / 3.0, -0.5, 1.4))
+            kind = "family+Bgrad"
+    else:
+        kind = ("double bump", "TR-like rise", "v gradient")[p % 3]
+        dT, v = np.zeros_like(lt), np.full_like(lt, rng.uniform(-5e4, 5e4))
+        if kind == "double bump":
+            dT = rng.choice([-1, 1]) * rng.uniform(250, 500) * g(rng.uniform(-3.8, -3.2), 0.3) \
+                + rng.choice([-1, 1]) * rng.uniform(250, 500) * g(rng.uniform(-5.2, -4.8), 0.25)
+        elif kind == "TR-like rise":
+            x0 = rng.uniform(-5.0, -4.6)
+            dT = rng.uniform(2000, 5000) / (1.0 + np.exp((lt - x0) / 0.06))
+        else:
+            s = rng.choice([-1, 1]) * rng.uniform(5e5, 8e5)
+            v = v + s * np.clip(-(lt + 2.0) / 3.3, 0.0, 1.0) ** 1.5
+        B = rng.uniform(0, 1000) * np.ones_like(lt)
+    return {"dT": dT, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175), "phi": rng.uniform(0, 180)}, kind
+
+
+def truth_model(base, pert: dict):
+    """The true atmosphere of a pixel: the start ``base`` with the perturbation of :func:`perturbation`,
+    hydrostatic."""
+    import numpy as np
+
+    import pyinv
+
+    return pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
+                                               gamma=pert["gamma"], phi=pert["phi"]))
+
+
+def observed(r, model, lines, grid, regs) -> np.ndarray:
+    """A backend's NLTE profiles ``r`` of ``model`` as observations on the engine's grid (noise-free): each
+    region on the engine's continuum scale (:func:`pyinv.nlte.desire.on_engine_scale`), no spectral PSF."""
+    import numpy as np
+
+    import pyinv
+    from pyinv.nlte.desire import _convolve_like_synthesis, on_engine_scale
+
+    lte = pyinv.synthesize(model, lines, grid, convolve=False)
+    return _convolve_like_synthesis(on_engine_scale(r, lte, regs, lte), lines, grid, 0.0, None)
+
+
+def case_setup(case: str):
+    """The common set-up of a case: (lines, grid, NLTE regions, their vacuum wavelengths [nm], the Lightweaver
+    backend, the log τ grid, the start: FAL C from Lightweaver's tables, hydrostatic, with B 100 G, γ 45°,
+    φ 30° — relative parameters need nonzero starts)."""
+    import warnings
+
+    import numpy as np
+
+    import pyinv
+    from pyinv import nlte
+    from pyinv.nlte.desire import nlte_regions
+    from pyinv.nlte.lw import falc_column
+
+    warnings.simplefilter("ignore")
+    col = falc_column()   # FAL C from Lightweaver's tables
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions(REGIONS[case], lines)
+    regs = nlte_regions(grid, nlte.level_map(lines, [8]))
+    wl = nlte.grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
+    lw = make_backend("lightweaver", lines)
+    r0 = lw.synthesize(col, wl)
+    lt = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
+    base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True)
+    return lines, grid, regs, wl, lw, lt, base.with_columns(B=100.0, gamma=45.0, phi=30.0)

@@ -68,24 +68,20 @@ import time
 import warnings
 from pathlib import Path
 
-from _common import code_version, lightweaver_missing, pin_threads
+from _common import (NOVEL_KINDS, REGIONS, case_setup, code_version, lightweaver_missing,  # noqa: F401
+                     make_backend, observed, perturbation, pin_threads, truth_model)
 
 pin_threads()   # before numpy: one thread per process (CPU seconds are reported)
 import numpy as np  # noqa: E402
 
 BANDS = [(-1.0, -2.0), (-2.0, -3.0), (-3.0, -4.0), (-4.0, -5.3)]
-#: the wavelength regions of each case (SIR index or "i,j", first offset, step, last offset [mÅ])
-REGIONS = {"ca": [(8, -1500, 30, 1500)], "unseen": [(8, -1500, 30, 1500)], "novel": [(8, -1500, 30, 1500)],
-           "joint": [("1,2", -400, 20, 1400), (8, -1500, 30, 1500)]}
 #: inversion nodes per cycle; the joint case lets B vary with height
 NODES = {"ca": {"T": (3, 5), "vlos": (1, 2), "B": (1, 2), "gamma": (1, 1), "phi": (1, 1), "vmic": (1, 1)},
          "joint": {"T": (3, 5), "vlos": (1, 2), "B": (2, 2), "gamma": (1, 1), "phi": (1, 1), "vmic": (1, 1)}}
 NODES["unseen"] = NODES["novel"] = NODES["ca"]
-#: the kinds of pixel of the ``novel`` case, in turn
 #: row-key suffix and printed name of each inversion
 SUFFIX = {"backend": "_nlte", "emulated": "_emu"}
 NAME = {"_nlte": "NLTE", "_emu": "emulated", "_lte": "LTE", "_floor": "floor"}
-NOVEL_KINDS = ("cold chromosphere", "warm chromosphere", "plateau", "T-min offset", "deep heating")
 
 
 def case_nodes(case: str, t_nodes: str | None = None) -> dict:
@@ -104,76 +100,6 @@ def case_nodes(case: str, t_nodes: str | None = None) -> dict:
     return out
 
 
-def make_backend(name: str, lines):
-    from pyinv import nlte
-
-    lm = nlte.level_map(lines, [8])
-    if name == "rh":
-        return nlte.RH(lm, lte=True)
-    return nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=True)
-
-
-def novel_perturbation(lt: np.ndarray, rng: np.random.Generator, p: int, T0: np.ndarray) -> tuple[dict, str]:
-    """The ``novel`` case (module docstring): T change [K] from the start's T ``T0`` [K] (FAL C), v_los [cm/s],
-    B [G], γ, φ [deg] of pixel ``p``, and its kind (:data:`NOVEL_KINDS`, in turn)."""
-    kind = NOVEL_KINDS[p % len(NOVEL_KINDS)]
-
-    def step(x0, w):                                        # 1 above x0, 0 below
-        return 1.0 / (1.0 + np.exp((lt - x0) / w))
-
-    if kind in ("cold chromosphere", "warm chromosphere"):  # training bumps: <= 700 K, <= 0.8 dex wide
-        x0 = rng.uniform(-4.0, -3.3) if kind.startswith("cold") else rng.uniform(-5.0, -4.5)
-        dT = (-1.0 if kind.startswith("cold") else 1.0) * rng.uniform(500.0, 800.0) \
-            * np.exp(-0.5 * ((lt - x0) / rng.uniform(0.9, 1.2)) ** 2)
-    elif kind == "plateau":                                 # knee, then a gradient lowered (softplus ramp)
-        x0, w = rng.uniform(-4.5, -4.3), 0.2
-        dT = -rng.uniform(1200.0, 1500.0) * w * np.log1p(np.exp((x0 - lt) / w))
-    elif kind == "T-min offset":                            # training: +-300 K
-        dT = (1.0 if (p // len(NOVEL_KINDS)) % 2 == 0 else -1.0) * rng.uniform(450.0, 650.0) * step(-2.5, 0.3)
-    else:                                                   # deep heating
-        dT = rng.uniform(350.0, 550.0) * step(rng.uniform(-3.1, -2.8), 0.25)
-    v = rng.uniform(-2e5, 2e5) + rng.uniform(-1e5, 1e5) * (lt + 2.0) / 3.0
-    B = rng.uniform(0, 1500) * (1.0 + 0.1 * (lt + 2.0) / 3.0)
-    return {"dT": np.maximum(T0 + dT, 3000.0) - T0, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175),
-            "phi": rng.uniform(0, 180)}, kind
-
-
-def perturbation(case: str, lt: np.ndarray, rng: np.random.Generator, p: int,
-                 T0: np.ndarray | None = None) -> tuple[dict, str]:
-    """T change [K], v_los [cm/s], B [G], γ, φ [deg] of pixel ``p`` on the log τ grid ``lt``, and its kind
-    (``T0``: the start's T [K], for the ``novel`` case)."""
-    def g(x0, w):
-        return np.exp(-((lt - x0) / w) ** 2)
-
-    up = 1.0 / (1.0 + np.exp((lt + 3.0) / 0.3))            # 1 above log tau = -3
-    if case == "novel":
-        return novel_perturbation(lt, rng, p, T0)
-    if case in ("ca", "joint"):
-        dT = rng.uniform(-300, 300) * up
-        v = rng.uniform(-2e5, 2e5) + rng.uniform(-1e5, 1e5) * (lt + 2.0) / 3.0
-        B0 = rng.uniform(0, 1500)
-        if case == "ca":
-            B = B0 * (1.0 + 0.1 * (lt + 2.0) / 3.0)
-            kind = "family"
-        else:                                               # B(-4) / B(-1) between 0.7 and 1.3
-            B = B0 * (1.0 + rng.uniform(-0.3, 0.3) * np.clip(-(lt + 1.0) / 3.0, -0.5, 1.4))
-            kind = "family+Bgrad"
-    else:
-        kind = ("double bump", "TR-like rise", "v gradient")[p % 3]
-        dT, v = np.zeros_like(lt), np.full_like(lt, rng.uniform(-5e4, 5e4))
-        if kind == "double bump":
-            dT = rng.choice([-1, 1]) * rng.uniform(250, 500) * g(rng.uniform(-3.8, -3.2), 0.3) \
-                + rng.choice([-1, 1]) * rng.uniform(250, 500) * g(rng.uniform(-5.2, -4.8), 0.25)
-        elif kind == "TR-like rise":
-            x0 = rng.uniform(-5.0, -4.6)
-            dT = rng.uniform(2000, 5000) / (1.0 + np.exp((lt - x0) / 0.06))
-        else:
-            s = rng.choice([-1, 1]) * rng.uniform(5e5, 8e5)
-            v = v + s * np.clip(-(lt + 2.0) / 3.3, 0.0, 1.0) ** 1.5
-        B = rng.uniform(0, 1000) * np.ones_like(lt)
-    return {"dT": dT, "v": v, "B": np.maximum(B, 1.0), "gamma": rng.uniform(5, 175), "phi": rng.uniform(0, 180)}, kind
-
-
 def node_correction(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=None) -> np.ndarray:
     """The best least-squares n-node correction [K] on the whole grid ``lt`` (the engine's node basis, as the
     inversion's last cycle uses; ``positions``: its explicit log τ positions) to a change ``dT`` from the start,
@@ -189,47 +115,6 @@ def node_floor(lt: np.ndarray, dT: np.ndarray, m: np.ndarray, n: int, positions=
     """T rms [K] over the depths ``m`` of :func:`node_correction`: what the parametrisation can reach."""
     fit = node_correction(lt, dT, m, n, positions)
     return float(np.sqrt(np.mean((fit[m] - dT[m]) ** 2)))
-
-
-def truth_model(base, pert: dict):
-    """The true atmosphere of a pixel: the start ``base`` with the perturbation of :func:`perturbation`,
-    hydrostatic."""
-    import pyinv
-
-    return pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + pert["dT"], vlos=pert["v"], B=pert["B"],
-                                               gamma=pert["gamma"], phi=pert["phi"]))
-
-
-def observed(r, model, lines, grid, regs) -> np.ndarray:
-    """A backend's NLTE profiles ``r`` of ``model`` as observations on the engine's grid (noise-free): each
-    region on the engine's continuum scale (:func:`pyinv.nlte.desire.on_engine_scale`), no spectral PSF."""
-    import pyinv
-    from pyinv.nlte.desire import _convolve_like_synthesis, on_engine_scale
-
-    lte = pyinv.synthesize(model, lines, grid, convolve=False)
-    return _convolve_like_synthesis(on_engine_scale(r, lte, regs, lte), lines, grid, 0.0, None)
-
-
-def case_setup(case: str):
-    """The common set-up of a case: (lines, grid, NLTE regions, their vacuum wavelengths [nm], the Lightweaver
-    backend, the log τ grid, the start: FAL C from Lightweaver's tables, hydrostatic, with B 100 G, γ 45°,
-    φ 30° — relative parameters need nonzero starts)."""
-    import pyinv
-    from pyinv import nlte
-    from pyinv.nlte.desire import nlte_regions
-    from pyinv.nlte.lw import falc_column
-
-    warnings.simplefilter("ignore")
-    col = falc_column()   # FAL C from Lightweaver's tables
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions(REGIONS[case], lines)
-    regs = nlte_regions(grid, nlte.level_map(lines, [8]))
-    wl = nlte.grid_vacuum_nm(lines, grid)[np.concatenate(regs)]
-    lw = make_backend("lightweaver", lines)
-    r0 = lw.synthesize(col, wl)
-    lt = np.round(np.arange(1.0, -5.3 - 1e-9, -0.1), 2)
-    base = nlte.atmosphere_from_column(col, r0.tau500, lt, hydrostatic=True)
-    return lines, grid, regs, wl, lw, lt, base.with_columns(B=100.0, gamma=45.0, phi=30.0)
 
 
 SIGMA = 1e-3

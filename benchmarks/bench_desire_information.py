@@ -35,7 +35,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import code_version, lightweaver_missing, pin_threads
+from _common import case_setup, code_version, lightweaver_missing, observed, perturbation, pin_threads, truth_model
 
 pin_threads()   # before numpy: one thread per process
 import numpy as np  # noqa: E402
@@ -74,14 +74,12 @@ def hats(lt: np.ndarray, knots: np.ndarray = KNOTS) -> np.ndarray:
 def pixels(case: str, seed: int, n: int):
     """The first ``n`` pixels of bench_desire's ``case`` at ``seed``: (index, kind, truth model) — the same
     draws as the benchmark (the noise draw of each pixel advances the generator as there)."""
-    import bench_desire as bd
-
-    lines, grid, regs, wl, lw, lt, base = bd.case_setup(case)
+    lines, grid, regs, wl, lw, lt, base = case_setup(case)
     rng = np.random.default_rng(seed)
     out = []
     for p in range(n):
-        pert, kind = bd.perturbation(case, lt, rng, p, np.asarray(base.T))
-        out.append((p, kind, bd.truth_model(base, pert)))
+        pert, kind = perturbation(case, lt, rng, p, np.asarray(base.T))
+        out.append((p, kind, truth_model(base, pert)))
         rng.normal(0, SIGMA, (4, grid.nwav))
     return out
 
@@ -89,13 +87,11 @@ def pixels(case: str, seed: int, n: int):
 def jacobian(case: str, seed: int, p: int, cache: Path | None) -> dict:
     """The backend Jacobian of pixel ``p`` (module docstring), from ``cache`` when it is there."""
     import pyinv
-    import bench_desire as bd
-
     f = None if cache is None else cache / f"{case}_seed{seed}_p{p}.npz"
     if f is not None and f.exists():
         z = np.load(f, allow_pickle=False)
         return {k: z[k] for k in z.files} | {"kind": str(z["kind"]), "cached": True}
-    lines, grid, regs, wl, lw, lt, base = bd.case_setup(case)
+    lines, grid, regs, wl, lw, lt, base = case_setup(case)
     _, kind, truth = pixels(case, seed, p + 1)[p]
     t0 = time.process_time()
 
@@ -103,7 +99,7 @@ def jacobian(case: str, seed: int, p: int, cache: Path | None) -> dict:
         r = lw.synthesize(model, wl)
         if not r.ok:
             raise RuntimeError(f"pixel {p}: backend status {r.status}")
-        return bd.observed(r, model, lines, grid, regs)
+        return observed(r, model, lines, grid, regs)
 
     T = np.asarray(truth.T, dtype=float)
     F0 = observe(truth)
@@ -189,13 +185,11 @@ def twin_model(truth, jac: dict, x: np.ndarray | None = None, erase_above: float
 
 def dchi2(case: str, jac: dict, model) -> float:
     """Σ (ΔStokes/σ)² over all four parameters between the backend's profiles of ``model`` and of the truth."""
-    import bench_desire as bd
-
-    lines, grid, regs, wl, lw, lt, base = bd.case_setup(case)
+    lines, grid, regs, wl, lw, lt, base = case_setup(case)
     r = lw.synthesize(model, wl)
     if not r.ok:
         return float("nan")
-    d = bd.observed(r, model, lines, grid, regs) - jac["F0"]
+    d = observed(r, model, lines, grid, regs) - jac["F0"]
     return float(np.sum(d ** 2) / SIGMA ** 2)
 
 

@@ -177,3 +177,23 @@ def test_t_refine_in_the_emulated_inversion():
     solver = NlteSolver(be, departures="emulated", t_refine="map")
     res = solver(obs, guess, lines, grid, cfg)
     assert res.nlte_provenance["refine"]["accepted"] and res.backend_calls == 1
+
+
+def test_cli_nlte_refine_needs_the_emulator():
+    import argparse
+
+    from pyinv.cli import _nlte_backend, build_parser
+
+    ns = build_parser().parse_args(["invert", "c.fits", "--nlte", "lightweaver", "--nlte-departures", "emulated",
+                                    "--nlte-refine", "map"])
+    assert ns.nlte_refine == "map" and ns.nlte_departures == "emulated"
+    assert build_parser().parse_args(["invert", "c.fits"]).nlte_refine == "none"
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(8, -600, 60, 600)], lines)
+    with pytest.raises(SystemExit, match="needs --nlte-departures emulated"):
+        _nlte_backend("lightweaver", lines, grid, argparse.Namespace(nlte_lines=None, rh_dir=None,
+                                                                     nlte_departures="backend", nlte_refine="map"))
+    pytest.importorskip("lightweaver", reason="lightweaver not installed (pip install 'pyinv[nlte]')")
+    solver = _nlte_backend("lightweaver", lines, grid, argparse.Namespace(
+        nlte_lines=None, rh_dir=None, nlte_departures="emulated", nlte_refine="map"))
+    assert solver.t_refine == "map" and solver.departures == "emulated"

@@ -166,10 +166,15 @@ def _nlte_backend(name, lines, grid, args):
     print(f"pyinv invert --nlte {name}: NLTE lines " + ", ".join(f"{ln.index} ({ln.atom} {ln.lower}-{ln.upper})"
                                                               for ln in lm)
           + (f"; LTE lines {', '.join(map(str, lte_lines))}" if lte_lines else ""))
+    refine = getattr(args, "nlte_refine", "none")
+    emulated = getattr(args, "nlte_departures", "backend") == "emulated"
+    if refine != "none" and not emulated:
+        raise SystemExit(f"pyinv invert --nlte-refine {refine}: needs --nlte-departures emulated (the refinement "
+                         "makes b follow T through the emulator)")
     be = nlte.make_backend(name, lm, **options)
-    if getattr(args, "nlte_departures", "backend") == "emulated":
+    if emulated:
         from .nlte.desire import NlteSolver
-        return NlteSolver(be, departures="emulated")
+        return NlteSolver(be, departures="emulated", t_refine=None if refine == "none" else refine)
     return be
 
 
@@ -507,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--nlte-departures", choices=("backend", "emulated"), default="backend",
                    help="--nlte: departure coefficients from the backend at every cycle (default) or from the "
                         "learned emulator, the backend called once per pixel to check (docs/nlte.md)")
+    v.add_argument("--nlte-refine", choices=("none", "map"), default="none",
+                   help="--nlte-departures emulated: after the last cycle, the regularised T refinement (map: T every "
+                        "0.3 dex under a smooth prior centred on the start model; no backend call; docs/nlte.md "
+                        "'Regularised refinement') [none]")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 
