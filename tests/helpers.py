@@ -184,3 +184,33 @@ def hot_magnetic_chromosphere(step: float = 0.1, B: float = 1900.0):
     T = T + 8500.0 / (1.0 + np.exp((lt + 4.4) / 0.25))
     atm = pyinv.Atmosphere(log_tau=lt, T=T, Pe=1.0, vmic=2e5, B=B, vlos=0.0, gamma=1.0, phi=0.0)
     return pyinv.hydrostatic(atm, top_pe=0.1)
+
+
+def lightweaver_ca_pixel(dT):
+    """A Ca II 8542 pixel observed with Lightweaver (±1.5 Å at 30 mÅ, noise-free, on the engine's continuum
+    scale): FAL C on log τ 1.0 … −5.3 (``pyinv.nlte.columns.base_model``) with T + ``dT(log_tau)`` [K],
+    v_LOS 1 km/s, B 600 G, γ 50°, φ 20°. Returns (lines, grid, backend, guess: FAL C with B 100 G, γ 45°,
+    φ 30°, truth, observation, a 2-cycle configuration with T nodes 2/4). Skips without lightweaver."""
+    import warnings
+
+    pytest.importorskip("lightweaver", reason="lightweaver not installed (pip install 'pyinv[nlte]')")
+    warnings.simplefilter("ignore")
+    import pyinv
+    from pyinv import nlte
+    from pyinv.nlte import columns as C
+    from pyinv.nlte.desire import _convolve_like_synthesis
+
+    lines = pyinv.default_lines()
+    grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
+    be = nlte.Lightweaver(nlte.level_map(lines, [8]), hydrogen="model", prd=False, lte=True)
+    base = C.base_model()
+    lt = np.asarray(base.log_tau)
+    truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + dT(lt), vlos=1e5, B=600.0, gamma=50.0,
+                                                phi=20.0))
+    rt = be.synthesize(truth, nlte.grid_vacuum_nm(lines, grid))
+    lte = pyinv.synthesize(truth, lines, grid, convolve=False)
+    obs = _convolve_like_synthesis(rt.stokes * (lte[0, [0, -1]].sum() / rt.stokes_lte[0, [0, -1]].sum()), lines,
+                                   grid, 0.0, None)
+    cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (2, 4), "vlos": (1, 1), "B": (1, 1), "gamma": (1, 1),
+                                                 "phi": (1, 1), "vmic": (1, 1)}, weights=(1, 1, 1, 1), snr=1000.0)
+    return lines, grid, be, base.with_columns(B=100.0, gamma=45.0, phi=30.0), truth, obs, cfg

@@ -2,8 +2,6 @@
 sensitivity rule for the last cycle's T nodes (pyinv.nlte.emulated, pyinv.nlte.desire)."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ import pyinv
 from pyinv.nlte import columns as C
 from pyinv.nlte.emulated import sensitive_positions, sensitive_top, sensitivity_nodes, sensitivity_profile
 
-from helpers import require_engine
+from helpers import lightweaver_ca_pixel, require_engine
 
 require_engine()
 
@@ -60,25 +58,7 @@ def test_sensitivity_rule_on_a_photospheric_line():
 
 @pytest.fixture(scope="module")
 def lw_pixel():
-    pytest.importorskip("lightweaver", reason="lightweaver not installed (pip install 'pyinv[nlte]')")
-    warnings.simplefilter("ignore")
-    from pyinv import nlte
-    from pyinv.nlte.desire import _convolve_like_synthesis
-
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
-    be = nlte.Lightweaver(nlte.level_map(lines, [8]), hydrogen="model", prd=False, lte=True)
-    base = C.base_model()
-    lt = base.log_tau
-    truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) + 250.0 / (1 + np.exp((lt + 3) / 0.3)),
-                                                vlos=1e5, B=600.0, gamma=50.0, phi=20.0))
-    rt = be.synthesize(truth, nlte.grid_vacuum_nm(lines, grid))
-    lte = pyinv.synthesize(truth, lines, grid, convolve=False)
-    obs = _convolve_like_synthesis(rt.stokes * (lte[0, [0, -1]].sum() / rt.stokes_lte[0, [0, -1]].sum()), lines,
-                                   grid, 0.0, None)
-    cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (2, 4), "vlos": (1, 1), "B": (1, 1), "gamma": (1, 1),
-                                                 "phi": (1, 1), "vmic": (1, 1)}, weights=(1, 1, 1, 1), snr=1000.0)
-    return lines, grid, be, base.with_columns(B=100.0, gamma=45.0, phi=30.0), truth, obs, cfg
+    return lightweaver_ca_pixel(lambda lt: 250.0 / (1 + np.exp((lt + 3) / 0.3)))
 
 
 def _t_rms(res, truth):

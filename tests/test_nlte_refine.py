@@ -2,15 +2,13 @@
 ``invert_pixel_nlte(..., t_refine="map")``)."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
 import pyinv
 from pyinv.nlte.refine import anchored_departures, gp_precision, hat_basis, refine_temperature
 
-from helpers import require_engine
+from helpers import lightweaver_ca_pixel, require_engine
 
 require_engine()
 
@@ -131,28 +129,12 @@ def test_refinement_refuses_bad_input(fe_bump):
 def test_t_refine_in_the_emulated_inversion():
     """``t_refine="map"`` after the check: no further backend call, the record in the provenance, the result's
     fit the refined model's NLTE profile; refused with the backend's departures and for unknown names."""
-    pytest.importorskip("lightweaver", reason="lightweaver not installed (pip install 'pyinv[nlte]')")
-    warnings.simplefilter("ignore")
-    from pyinv import nlte
-    from pyinv.nlte import columns as C
     from pyinv.nlte import invert_pixel_nlte
-    from pyinv.nlte.desire import _convolve_like_synthesis
 
-    lines = pyinv.default_lines()
-    grid = pyinv.WavelengthGrid.from_regions([(8, -1500, 30, 1500)], lines)
-    be = nlte.Lightweaver(nlte.level_map(lines, [8]), hydrogen="model", prd=False, lte=True)
-    base = C.base_model()
-    lt = np.asarray(base.log_tau)
     # a cold chromosphere, wider than any training bump
-    truth = pyinv.hydrostatic(base.with_columns(T=np.asarray(base.T) - 600.0 * np.exp(-0.5 * ((lt + 3.6) / 1.0) ** 2),
-                                                vlos=1e5, B=600.0, gamma=50.0, phi=20.0))
-    rt = be.synthesize(truth, nlte.grid_vacuum_nm(lines, grid))
-    lte = pyinv.synthesize(truth, lines, grid, convolve=False)
-    obs = _convolve_like_synthesis(rt.stokes * (lte[0, [0, -1]].sum() / rt.stokes_lte[0, [0, -1]].sum()), lines,
-                                   grid, 0.0, None)
-    cfg = pyinv.InversionConfig(cycles=2, nodes={"T": (2, 4), "vlos": (1, 1), "B": (1, 1), "gamma": (1, 1),
-                                                 "phi": (1, 1), "vmic": (1, 1)}, weights=(1, 1, 1, 1), snr=1000.0)
-    guess = base.with_columns(B=100.0, gamma=45.0, phi=30.0)
+    lines, grid, be, guess, truth, obs, cfg = lightweaver_ca_pixel(
+        lambda lt: -600.0 * np.exp(-0.5 * ((lt + 3.6) / 1.0) ** 2))
+    lt = np.asarray(truth.log_tau)
     plain = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
     ref = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="map")
     assert "refine" not in plain.provenance
