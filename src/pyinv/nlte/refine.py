@@ -27,7 +27,7 @@ by a smooth one that the data and a prior share:
 
 No backend call is made. The record (``provenance["refine"]``) holds the settings, Φ and the reduced χ²
 before and after, the iterations and syntheses, and ``accepted``: the refined model is returned only when
-Φ went down (it always starts at the node result, so it only fails to where nothing improved).
+Φ went down; otherwise the node result is kept.
 """
 from __future__ import annotations
 
