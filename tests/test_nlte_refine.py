@@ -126,7 +126,7 @@ def test_refinement_refuses_bad_input(fe_bump):
         refine_temperature(obs, start, other, lines, grid, lambda m: None, z, snr=1e3, weights=(1, 1, 1, 1))
 
 
-def test_t_refine_in_the_emulated_inversion():
+def test_t_refine_in_the_emulated_inversion(monkeypatch):
     """``t_refine="map"`` after the check: no further backend call, the record in the provenance, the result's
     fit the refined model's NLTE profile; refused with the backend's departures and for unknown names."""
     from pyinv.nlte import invert_pixel_nlte
@@ -156,6 +156,17 @@ def test_t_refine_in_the_emulated_inversion():
         invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="spline")
     from pyinv.nlte.desire import NlteSolver
 
+    # a refinement that fails keeps the node result and says why
+    import pyinv.nlte.refine as refine_mod
+
+    def broken(*a, **k):
+        raise ValueError("no model")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(refine_mod, "refine_temperature", broken)
+        kept = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="map")
+    assert kept.provenance["refine"]["skipped"].startswith("failed: ValueError")
+    np.testing.assert_allclose(kept.result.atmosphere.T, plain.result.atmosphere.T)
     solver = NlteSolver(be, departures="emulated", t_refine="map")
     res = solver(obs, guess, lines, grid, cfg)
     assert res.nlte_provenance["refine"]["accepted"] and res.backend_calls == 1

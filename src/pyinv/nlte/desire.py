@@ -416,10 +416,14 @@ def _refine(obs, result, guess, lines, grid, config, emu, backend, dep, delta, a
     if why is not None:
         prov["refine"] = {"method": "map", "skipped": why}
         return result
-    m, fit, rec = refine_temperature(obs, result.atmosphere, guess, lines, grid,
-                                     anchored_departures(emu, backend.lines, dep, anchor), delta, snr=float(snr),
-                                     weights=weights, mu=float(config.mu if mu is None else mu), psf=psf,
-                                     abundances=abundances, departure_form=departure_form)
+    try:
+        m, fit, rec = refine_temperature(obs, result.atmosphere, guess, lines, grid,
+                                         anchored_departures(emu, backend.lines, dep, anchor), delta,
+                                         snr=float(snr), weights=weights, mu=float(config.mu if mu is None else mu),
+                                         psf=psf, abundances=abundances, departure_form=departure_form)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:     # an optional step: keep the pixel
+        prov["refine"] = {"method": "map", "skipped": f"failed: {type(exc).__name__}: {exc}"}
+        return result
     rec["chi2_reduced_start"] = float(result.chi2_reduced)
     prov["refine"] = rec
     if not rec["accepted"]:
