@@ -32,6 +32,7 @@ inversion over the set and its twins — a lower bound: only a few directions ar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -61,21 +62,26 @@ ERASE_ABOVE = (-3.0, -3.5, -4.0, -4.5, -5.0)
 #: all 404 points: a change of 2 sigma in one number
 DCHI2_MAX = 4.0
 
-def hats(lt: np.ndarray, knots: np.ndarray = KNOTS) -> np.ndarray:
-    """(ndep, nknots) hat functions: column k is 1 at knot k, linear to 0 at its neighbours."""
-    o = np.argsort(knots)
-    H = np.zeros((lt.size, knots.size))
-    for k in range(knots.size):
-        e = np.zeros(knots.size)
-        e[k] = 1.0
-        H[:, k] = np.interp(lt, knots[o], e[o])
+def hats(lt: np.ndarray) -> np.ndarray:
+    """(ndep, nknots) hat functions on :data:`KNOTS` (:func:`pyinv.nlte.refine.hat_basis`, 0.3 dex)."""
+    from pyinv.nlte.refine import hat_basis
+
+    knots, H = hat_basis(lt, 0.3)
+    if not np.allclose(knots, KNOTS):
+        raise ValueError(f"the grid {lt[0]:g} .. {lt[-1]:g} does not give bench_desire's knots")
     return H
+
+
+@functools.lru_cache(maxsize=None)
+def setup(case: str):
+    """:func:`_common.case_setup` once per process and case (it runs Lightweaver on FAL C)."""
+    return case_setup(case)
 
 
 def pixels(case: str, seed: int, n: int):
     """The first ``n`` pixels of bench_desire's ``case`` at ``seed``: (index, kind, truth model) — the same
     draws as the benchmark (the noise draw of each pixel advances the generator as there)."""
-    lines, grid, regs, wl, lw, lt, base = case_setup(case)
+    lines, grid, regs, wl, lw, lt, base = setup(case)
     rng = np.random.default_rng(seed)
     out = []
     for p in range(n):
@@ -92,7 +98,7 @@ def jacobian(case: str, seed: int, p: int, cache: Path | None) -> dict:
     if f is not None and f.exists():
         z = np.load(f, allow_pickle=False)
         return {k: z[k] for k in z.files} | {"kind": str(z["kind"]), "cached": True}
-    lines, grid, regs, wl, lw, lt, base = case_setup(case)
+    lines, grid, regs, wl, lw, lt, base = setup(case)
     _, kind, truth = pixels(case, seed, p + 1)[p]
     t0 = time.process_time()
 
@@ -128,11 +134,11 @@ def jacobian(case: str, seed: int, p: int, cache: Path | None) -> dict:
 def prior_precision(s: float, ell: float) -> np.ndarray:
     """Inverse prior covariance of the T coefficients (squared exponential, amplitude ``s`` [K], correlation
     length ``ell`` [dex]) and of the nuisance parameters (weak, :data:`NUISANCE`)."""
-    d = KNOTS[:, None] - KNOTS[None, :]
-    P = s ** 2 * np.exp(-0.5 * (d / ell) ** 2) + 1e-6 * s ** 2 * np.eye(KNOTS.size)
+    from pyinv.nlte.refine import gp_precision
+
     n = len(NUISANCE)
     Q = np.zeros((KNOTS.size + n, KNOTS.size + n))
-    Q[:KNOTS.size, :KNOTS.size] = np.linalg.inv(P)
+    Q[:KNOTS.size, :KNOTS.size] = gp_precision(KNOTS, s, ell)
     Q[KNOTS.size:, KNOTS.size:] = np.diag([1.0 / v[2] ** 2 for v in NUISANCE.values()])
     return Q
 
@@ -186,7 +192,7 @@ def twin_model(truth, jac: dict, x: np.ndarray | None = None, erase_above: float
 
 def dchi2(case: str, jac: dict, model) -> float:
     """Σ (ΔStokes/σ)² over all four parameters between the backend's profiles of ``model`` and of the truth."""
-    lines, grid, regs, wl, lw, lt, base = case_setup(case)
+    lines, grid, regs, wl, lw, lt, base = setup(case)
     r = lw.synthesize(model, wl)
     if not r.ok:
         return float("nan")

@@ -134,10 +134,10 @@ def refine_temperature(obs, model, prior_model, lines, grid, departures_at: Call
     from ..physics.synthesis import synthesize
     from ..physics.thermo import hydrostatic
 
+    if not (snr is not None and np.isfinite(snr) and snr > 0):
+        raise ValueError(f"snr must be > 0 (sigma = 1/snr), got {snr!r}")
     o = np.asarray(obs, dtype=np.float64)
     w = np.sqrt(np.maximum(np.asarray(weights, dtype=np.float64), 0.0))[:, None] * float(snr)
-    if not (np.isfinite(snr) and snr > 0):
-        raise ValueError(f"snr must be > 0 (sigma = 1/snr), got {snr!r}")
     lt = np.asarray(model.log_tau, dtype=np.float64)
     if not np.array_equal(lt, np.asarray(prior_model.log_tau, dtype=np.float64)):
         raise ValueError("model and prior_model must share the log tau grid")
