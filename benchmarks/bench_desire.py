@@ -68,8 +68,8 @@ import time
 import warnings
 from pathlib import Path
 
-from _common import (NOVEL_KINDS, REGIONS, case_setup, code_version, lightweaver_missing,  # noqa: F401
-                     make_backend, observed, perturbation, pin_threads, truth_model)
+from _common import (REGIONS, case_setup, code_version, lightweaver_missing, make_backend, observed, perturbation,
+                     pin_threads, truth_model)
 
 pin_threads()   # before numpy: one thread per process (CPU seconds are reported)
 import numpy as np  # noqa: E402
