@@ -64,6 +64,57 @@ def test_lte_profiles_formal_equal_a_separate_lte_run(setup):
         nlte.Lightweaver(lm, lte_profiles="fast")
 
 
+
+@pytest.mark.parametrize("field", [None, (800.0, 60.0, 20.0)])
+def test_emergent_profiles_equal_lightweavers_compute_rays(setup, field):
+    """The ray Context built without Lightweaver's deep copy (and the shared equation of state) give the same
+    NLTE and LTE profiles, bit for bit, as ``Context.compute_rays`` on a context solved the plain way."""
+    import lightweaver as lw
+    import lightweaver.atmosphere as lwa
+    from lightweaver.wittmann import Wittmann
+
+    from pyinv.nlte.lw import _NSCATTER
+
+    col, lines, grid, lm, be, wl = setup
+    c = col if field is None else col.with_field(*field)
+    c = dataclasses.replace(c, v=np.linspace(-2.0, 3.0, c.ndep))
+    r = be.run_column(c, wl)
+    assert r.ok
+    assert lwa.Wittmann is Wittmann                      # the shared EOS is put back after the column
+
+    rs, spect = be._radiative_set(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atmos = lw.Atmosphere.make_1d(lwa.ScaleType.ColumnMass, depthScale=10.0 ** c.depth * 10.0,
+                                      temperature=c.T.copy(), vlos=c.v * 1e3, vturb=c.vturb * 1e3,
+                                      ne=c.ne * 1e6, logG=c.logg,
+                                      **({} if field is None else dict(B=c.B.copy(), gammaB=c.gamma.copy(),
+                                                                       chiB=c.chi.copy())))
+    atmos.quadrature(be.nrays)
+    eq = rs.compute_eq_pops(atmos)
+    ctx = lw.Context(atmos, spect, eq, Nthreads=1, conserveCharge=False)
+    lw.iterate_ctx_se(ctx, Nscatter=_NSCATTER, prd=False, popsTol=be.pops_tol, NmaxIter=be.max_iter, quiet=True)
+    stokes = field is not None
+
+    def rays():
+        out = np.asarray(ctx.compute_rays(wl, [be.mu], stokes=stokes))
+        return out.reshape(4, -1) if stokes else out.reshape(-1)
+
+    nlte_ref = rays()
+    pops = eq.atomicPops["Ca"]
+    pops.n[:] = pops.nStar
+    lte_ref = rays()
+    if stokes:
+        np.testing.assert_array_equal(r.stokes, nlte_ref)
+        np.testing.assert_array_equal(r.stokes_lte, lte_ref)
+        assert np.abs(r.stokes[3]).max() > 1e-3 * r.stokes[0].max()
+    else:
+        np.testing.assert_array_equal(r.stokes[0], nlte_ref)
+        np.testing.assert_array_equal(r.stokes_lte[0], lte_ref)
+        assert not r.stokes[1:].any() and not r.stokes_lte[1:].any()
+    assert np.abs(np.atleast_2d(lte_ref)[0] / np.atleast_2d(nlte_ref)[0] - 1).max() > 0.1   # LTE differs
+
+
 def test_velocity_sign_and_sir_model(setup):
     col, lines, grid, lm, be, wl = setup
     nolte = nlte.Lightweaver(lm, hydrogen="model", prd=False, lte=False)

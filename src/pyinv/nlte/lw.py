@@ -21,6 +21,7 @@ against Lightweaver's, each on its own ±1.5 Å window edge, 0.0195 rms with the
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Any, Sequence
@@ -40,6 +41,35 @@ _ELEMENT_OF = {"CaII": "Ca", "Fe23": "Fe", "Fe": "Fe", "H_6": "H", "He_9": "He",
 
 _CACHE: dict[Any, Any] = {}
 _NSCATTER = 3  # lambda iterations of the background before the NLTE iterations
+
+
+_EOS: dict[Any, Any] = {}
+
+
+@contextlib.contextmanager
+def _shared_eos():
+    """Within the block, ``Atmosphere.make_1d`` takes a Wittmann equation of state made once per process and
+    abundance set instead of a new one per column (its constructor reads the partition-function tables from
+    disk: ~0.07 s a column; the object holds only those tables and the abundances, nothing a call changes)."""
+    import lightweaver.atmosphere as lwa
+    made = lwa.Wittmann
+    if getattr(made, "_pyinv_shared", False):   # already inside one (re-entrant, or another thread)
+        yield
+        return
+
+    def shared(abund_init=None, **kw):
+        key = (None if abund_init is None else np.asarray(abund_init, dtype=np.float64).tobytes(),
+               tuple(sorted(kw.items())))
+        if key not in _EOS:
+            _EOS[key] = made(abund_init=abund_init, **kw)
+        return _EOS[key]
+
+    shared._pyinv_shared = True  # type: ignore[attr-defined]
+    lwa.Wittmann = shared
+    try:
+        yield
+    finally:
+        lwa.Wittmann = made
 
 
 def import_lightweaver():
@@ -88,6 +118,40 @@ def _apply_broadening(atoms: list, names: Sequence[str], broadening: tuple) -> N
         vdw = VdwBarklem(vals=[sigma, alpha]) if sigma > 0 and alpha > 0 else VdwUnsold(vals=[enh, enh])
         line.broadening = LineBroadening(natural=[RadiativeBroadening(gamma=gamma)], elastic=[vdw])
         line.broadening.setup(line)
+
+
+def _formal_solution(ray_ctx, nwl: int, stokes: bool) -> np.ndarray:
+    """Formal solution of a ray Context (one μ, the requested wavelengths) as (4, nλ)."""
+    if stokes:
+        ray_ctx.single_stokes_fs()
+        return np.concatenate([np.asarray(ray_ctx.spect.I).reshape(1, -1)[:, :nwl],
+                               np.asarray(ray_ctx.spect.Quv).reshape(3, -1)[:, :nwl]], axis=0)
+    ray_ctx.formal_sol()
+    I = np.asarray(ray_ctx.spect.I).reshape(-1)[:nwl]
+    z = np.zeros_like(I)
+    return np.stack([I, z, z, z])
+
+
+def _emergent(ctx, atmos, spect, wl: np.ndarray, mu: float, stokes: bool, prd: bool):
+    """Emergent Stokes (4, nλ) of a converged Context at ``wl`` [nm] and ``mu``, and the ray Context that made
+    them.
+
+    Without PRD the ray Context is built straight from the converged one's state: the run is over, so the
+    atmosphere can take the new ray in place, and the deep copy of the whole Context that
+    ``Context.compute_rays`` makes (~0.1 s of a ~0.5 s column in bench_desire) is not needed; measured
+    bit-identical to ``compute_rays`` on bench_desire columns (tests/test_nlte_lw.py). With PRD,
+    ``compute_rays`` itself (it carries ρ onto the new grid)."""
+    if prd:
+        out, ray_ctx = ctx.compute_rays(wl, [mu], stokes=stokes, returnCtx=True)
+        if stokes:
+            return np.stack([np.asarray(out[k]).reshape(-1) for k in range(4)]), ray_ctx
+        I = np.asarray(out).reshape(-1)
+        z = np.zeros_like(I)
+        return np.stack([I, z, z, z]), ray_ctx
+    state = ctx.state_dict()
+    atmos.rays([mu])
+    ray_ctx = ctx.construct_from_state_dict_with(state, spect=spect.subset_configuration(wl))
+    return _formal_solution(ray_ctx, wl.size, stokes), ray_ctx
 
 
 class Lightweaver(NlteBackend):
@@ -189,7 +253,7 @@ class Lightweaver(NlteBackend):
             kw["hydrogenPops"] = col.nH * 1e6
         if col.B is not None:
             kw.update(B=col.B.copy(), gammaB=col.gamma.copy(), chiB=col.chi.copy())
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _shared_eos():
             warnings.simplefilter("ignore")
             atmos = lw.Atmosphere.make_1d(scale, depthScale=depth, logG=col.logg, **kw)
         atmos.quadrature(self.nrays)
@@ -214,30 +278,20 @@ class Lightweaver(NlteBackend):
             pops = eq.atomicPops[_element(a)]
             pops.n[:] = np.asarray(b, dtype=np.float64) * pops.nStar
         ctx = lw.Context(atmos, spect, eq, Nthreads=1, conserveCharge=False)
-        iters, conv = lw.iterate_ctx_se(ctx, Nscatter=_NSCATTER, prd=self.prd and not lte_run, popsTol=self.pops_tol,
+        prd = self.prd and not lte_run
+        iters, conv = lw.iterate_ctx_se(ctx, Nscatter=_NSCATTER, prd=prd, popsTol=self.pops_tol,
                                         NmaxIter=self.max_iter, quiet=True, returnFinalConvergence=True)
         dpops = max([float(getattr(u, "dPopsMax", 0.0) or 0.0) for u in conv] + [0.0])
         stokes = col.B is not None
-
-        def rays():
-            out = ctx.compute_rays(wl, [self.mu], stokes=stokes)
-            if stokes:
-                return np.stack([np.asarray(out[k]).reshape(-1) for k in range(4)])
-            I = np.asarray(out).reshape(-1)
-            return np.stack([I, np.zeros_like(I), np.zeros_like(I), np.zeros_like(I)])
-
-        s = rays()
         b = {a: np.asarray(eq.atomicPops[_element(a)].n / eq.atomicPops[_element(a)].nStar)
              for a in self.active} if not lte_run else {}
+        s, ray_ctx = _emergent(ctx, atmos, spect, wl, self.mu, stokes, prd)
         s_lte = None
         if not lte_run and self._formal_lte():     # the same run with the active atoms' b = 1
-            pops = [eq.atomicPops[_element(a)] for a in self.active]
-            kept = [p.n.copy() for p in pops]
-            for p in pops:
-                p.n[:] = p.nStar
-            s_lte = rays()
-            for p, n in zip(pops, kept):
-                p.n[:] = n
+            for a in self.active:
+                pops = ray_ctx.eqPops.atomicPops[_element(a)]
+                pops.n[:] = pops.nStar
+            s_lte = _formal_solution(ray_ctx, wl.size, stokes)
         return s, np.asarray(atmos.tauRef, dtype=np.float64), b, int(iters), dpops, s_lte
 
     def run_column(self, column: NlteColumn, wavelength_vac_nm: np.ndarray, *, pixel_id: str = "0",
