@@ -49,7 +49,7 @@ start by the last cycle's T nodes: what no inversion with these nodes can beat),
         [--obs lightweaver|rh] [--backend lightweaver|rh] [--departures backend|emulated|both] [--json out.json]
         [--seed 11] [--t-nodes 3,5[,..]] [--t-positions LOGTAU,..] [--check-threshold 0.01]
         [--fallback short|full] [--t-placement equidistant|sensitivity] [--sensitivity-dchi2 500]
-        [--t-refine none|map]
+        [--t-refine auto|none|map]
 
 Set-up studies (issue 19, docs/nlte.md "Why the novel set misses 80 K"): ``--t-nodes`` one cycle per entry
 (the engine rounds equidistant counts to those its grid allows: on this 64-point grid 3 → 2, 5 → 4, 7 → 4),
@@ -227,9 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--t-nodes", default=None,
                     help="T nodes per cycle, comma-separated (e.g. 3,5,7): one cycle per entry, the other "
                          "parameters keep their last cycle's nodes [the case's: 3,5]")
-    ap.add_argument("--check-threshold", type=float, default=0.01,
+    ap.add_argument("--check-threshold", type=float, default=None,
                     help="the emulated inversion's check threshold [continuum units] (invert_pixel_nlte's "
-                         "check_threshold; a large value never falls back) [0.01]")
+                         "check_threshold; a large value never falls back) [the library's: 0.03 with the "
+                         "refinement, 0.01 without]")
     ap.add_argument("--t-positions", default=None,
                     help="explicit log tau positions of the last cycle's T nodes, comma-separated (their number "
                          "replaces that cycle's T nodes; invert_pixel's node_positions) [equidistant]")
@@ -238,9 +239,9 @@ def main(argv=None) -> int:
                          "the highest layer the data see (invert_pixel_nlte's t_placement) [equidistant]")
     ap.add_argument("--sensitivity-dchi2", type=float, default=None,
                     help="the chi2 change of the sensitivity rule (invert_pixel_nlte's sensitivity_dchi2)")
-    ap.add_argument("--t-refine", choices=("none", "map"), default="none",
+    ap.add_argument("--t-refine", choices=("auto", "none", "map"), default="auto",
                     help="the emulated inversion's regularised T refinement after the last cycle (invert_pixel_nlte's "
-                         "t_refine; docs/nlte.md 'Regularised refinement') [none]")
+                         "t_refine; docs/nlte.md 'Regularised refinement') [auto: the library's default, map]")
     ap.add_argument("--fallback", choices=("full", "short"), default="short",
                     help="the emulated inversion's fallback when the check fails (invert_pixel_nlte's fallback) "
                          "[short]")

@@ -127,7 +127,8 @@ def test_sensitivity_placement_in_the_emulated_inversion(lw_pixel):
 
 def test_failed_last_cycle_keeps_the_emulated_fit(lw_pixel, monkeypatch):
     """The check passes but the last cycle with the backend's b and Δ fails: the emulated result is kept with
-    its own fit to the observation (it was inverted against the observation itself, so Δ is not added)."""
+    its own fit to the observation (it was inverted against the observation itself, so Δ is not added); with
+    the refinement (the default) that result is what the refinement starts from."""
     from pyinv.physics import inversion as inv
     from pyinv.nlte import invert_pixel_nlte
 
@@ -144,8 +145,12 @@ def test_failed_last_cycle_keeps_the_emulated_fit(lw_pixel, monkeypatch):
         return dataclasses.replace(out, status=1)  # the cycle against obs - Δ fails
 
     monkeypatch.setattr(inv, "invert_pixel", fail_with_delta)
-    r = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
+    r = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine=None)
     assert r.provenance["check"]["passed"] is True and r.provenance["fallback"] is False
     assert plain and r.result is plain[-1]
     np.testing.assert_array_equal(r.result.fit, plain[-1].fit)
     assert float(np.sqrt(np.mean((r.result.fit[0] - obs[0]) ** 2))) < 0.02
+    plain.clear()
+    d = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
+    assert d.provenance["refine"]["chi2_reduced_start"] == plain[-1].chi2_reduced
+    assert d.result.chi2_reduced <= plain[-1].chi2_reduced

@@ -128,16 +128,22 @@ def test_refinement_refuses_bad_input(fe_bump):
 
 def test_t_refine_in_the_emulated_inversion(monkeypatch):
     """``t_refine="map"`` after the check: no further backend call, the record in the provenance, the result's
-    fit the refined model's NLTE profile; refused with the backend's departures and for unknown names."""
+    fit the refined model's NLTE profile; the default ("auto") is the refinement with the emulator's b and
+    its check threshold 0.03 (0.01 for the node result); refused with the backend's departures and for unknown
+    names."""
     from pyinv.nlte import invert_pixel_nlte
 
     # a cold chromosphere, wider than any training bump
     lines, grid, be, guess, truth, obs, cfg = lightweaver_ca_pixel(
         lambda lt: -600.0 * np.exp(-0.5 * ((lt + 3.6) / 1.0) ** 2))
     lt = np.asarray(truth.log_tau)
-    plain = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
+    plain = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine=None)
     ref = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="map")
+    auto = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
     assert "refine" not in plain.provenance
+    assert auto.provenance["refine"] == ref.provenance["refine"]
+    np.testing.assert_array_equal(auto.result.atmosphere.T, ref.result.atmosphere.T)
+    assert plain.provenance["check"]["threshold"] == 0.01 and ref.provenance["check"]["threshold"] == 0.03
     rec = ref.provenance["refine"]
     assert ref.backend_calls == plain.backend_calls == 1 and ref.provenance["check"]["passed"]
     assert rec["accepted"] and rec["merit"] < rec["merit_start"] and ref.result.syntheses > plain.result.syntheses
@@ -164,7 +170,7 @@ def test_t_refine_in_the_emulated_inversion(monkeypatch):
 
     with monkeypatch.context() as mp:
         mp.setattr(refine_mod, "refine_temperature", broken)
-        kept = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated", t_refine="map")
+        kept = invert_pixel_nlte(obs, guess, lines, grid, cfg, backend=be, departures="emulated")
     assert kept.provenance["refine"]["skipped"].startswith("failed: ValueError")
     np.testing.assert_allclose(kept.result.atmosphere.T, plain.result.atmosphere.T)
     solver = NlteSolver(be, departures="emulated", t_refine="map")
@@ -180,7 +186,7 @@ def test_cli_nlte_refine_needs_the_emulator():
     ns = build_parser().parse_args(["invert", "c.fits", "--nlte", "lightweaver", "--nlte-departures", "emulated",
                                     "--nlte-refine", "map"])
     assert ns.nlte_refine == "map" and ns.nlte_departures == "emulated"
-    assert build_parser().parse_args(["invert", "c.fits"]).nlte_refine == "none"
+    assert build_parser().parse_args(["invert", "c.fits"]).nlte_refine == "auto"
     lines = pyinv.default_lines()
     grid = pyinv.WavelengthGrid.from_regions([(8, -600, 60, 600)], lines)
     with pytest.raises(SystemExit, match="needs --nlte-departures emulated"):
@@ -190,3 +196,12 @@ def test_cli_nlte_refine_needs_the_emulator():
     solver = _nlte_backend("lightweaver", lines, grid, argparse.Namespace(
         nlte_lines=None, rh_dir=None, nlte_departures="emulated", nlte_refine="map"))
     assert solver.t_refine == "map" and solver.departures == "emulated"
+    default = _nlte_backend("lightweaver", lines, grid, build_parser().parse_args(
+        ["invert", "c.fits", "--nlte", "lightweaver", "--nlte-departures", "emulated"]))
+    assert default.t_refine == "auto"
+    plain = _nlte_backend("lightweaver", lines, grid, argparse.Namespace(
+        nlte_lines=None, rh_dir=None, nlte_departures="emulated", nlte_refine="none"))
+    assert plain.t_refine is None
+    backend = _nlte_backend("lightweaver", lines, grid, build_parser().parse_args(
+        ["invert", "c.fits", "--nlte", "lightweaver"]))     # the backend's b: no refinement, no error
+    assert not hasattr(backend, "t_refine")

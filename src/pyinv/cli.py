@@ -166,15 +166,15 @@ def _nlte_backend(name, lines, grid, args):
     print(f"pyinv invert --nlte {name}: NLTE lines " + ", ".join(f"{ln.index} ({ln.atom} {ln.lower}-{ln.upper})"
                                                               for ln in lm)
           + (f"; LTE lines {', '.join(map(str, lte_lines))}" if lte_lines else ""))
-    refine = getattr(args, "nlte_refine", "none")
+    refine = getattr(args, "nlte_refine", "auto")
     emulated = getattr(args, "nlte_departures", "backend") == "emulated"
-    if refine != "none" and not emulated:
+    if refine not in ("none", "auto") and not emulated:
         raise SystemExit(f"pyinv invert --nlte-refine {refine}: needs --nlte-departures emulated (the refinement "
                          "makes b follow T through the emulator)")
     be = nlte.make_backend(name, lm, **options)
     if emulated:
         from .nlte.desire import NlteSolver
-        return NlteSolver(be, departures="emulated", t_refine=None if refine == "none" else refine)
+        return NlteSolver(be, departures="emulated", t_refine=None if refine == "none" else refine)  # auto: map
     return be
 
 
@@ -512,10 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--nlte-departures", choices=("backend", "emulated"), default="backend",
                    help="--nlte: departure coefficients from the backend at every cycle (default) or from the "
                         "learned emulator, the backend called once per pixel to check (docs/nlte.md)")
-    v.add_argument("--nlte-refine", choices=("none", "map"), default="none",
+    v.add_argument("--nlte-refine", choices=("auto", "none", "map"), default="auto",
                    help="--nlte-departures emulated: after the last cycle, the regularised T refinement (map: T every "
                         "0.3 dex under a smooth prior centred on the start model; no backend call; docs/nlte.md "
-                        "'Regularised refinement') [none]")
+                        "'Regularised refinement'); none: the node result [auto: map with --nlte-departures "
+                        "emulated]")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 
