@@ -241,7 +241,8 @@ def main(argv=None) -> int:
                     help="the chi2 change of the sensitivity rule (invert_pixel_nlte's sensitivity_dchi2)")
     ap.add_argument("--t-refine", choices=("auto", "none", "map"), default="auto",
                     help="the emulated inversion's regularised T refinement after the last cycle (invert_pixel_nlte's "
-                         "t_refine; docs/nlte.md 'Regularised refinement') [auto: the library's default, map]")
+                         "t_refine; docs/nlte.md 'Regularised refinement') [auto: the library's default, map on the "
+                         "Ca II cases, none on joint]")
     ap.add_argument("--fallback", choices=("full", "short"), default="short",
                     help="the emulated inversion's fallback when the check fails (invert_pixel_nlte's fallback) "
                          "[short]")

@@ -165,6 +165,20 @@ def test_joint_inversion_lightweaver(joint_lw):
     assert res[:, :n_fe].max() < 0.015 and res[:, n_fe:].max() < 0.01
 
 
+
+def test_joint_emulated_default_does_not_refine(joint_lw):
+    """With LTE lines in the fit the emulated inversion's default (``t_refine="auto"``) keeps the node result
+    and says why in the provenance (check threshold 0.01); asked for, the refinement still runs."""
+    lines, grid, be, lt, truth, obs, start = joint_lw
+    cfg = pyinv.InversionConfig(**JOINT_CONFIG)
+    d = invert_pixel_nlte(obs, start, lines, grid, cfg, backend=be, departures="emulated")
+    assert d.provenance["refine"]["skipped"].startswith("auto: off with LTE lines in the fit (1 of 2 regions")
+    assert d.provenance["check"]["threshold"] == 0.01
+    m = invert_pixel_nlte(obs, start, lines, grid, cfg, backend=be, departures="emulated", t_refine="map")
+    assert "accepted" in m.provenance["refine"] and m.provenance["check"]["threshold"] == 0.03
+    assert d.backend_calls == m.backend_calls == 1
+
+
 def test_cli_invert_nlte_joint_grid(joint_lw, tmp_path, capsys):
     """``pyinv invert CUBE --nlte lightweaver --nlte-lines 8 --grid JOINT.grid``: Fe I in LTE, Ca II in NLTE,
     one pixel; the result file's fit matches invert_pixel_nlte's."""

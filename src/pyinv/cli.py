@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--nlte-departures emulated: after the last cycle, the regularised T refinement (map: T every "
                         "0.3 dex under a smooth prior centred on the start model; no backend call; docs/nlte.md "
                         "'Regularised refinement'); none: the node result [auto: map with --nlte-departures "
-                        "emulated]")
+                        "emulated when every region of the grid holds an NLTE line, none with LTE lines in the fit]")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 

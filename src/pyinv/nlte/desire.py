@@ -239,8 +239,11 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         :mod:`pyinv.nlte.refine` — T on hat functions every 0.3 dex, a Gaussian-process prior (300 K, 1.3 dex)
         centred on ``guess``'s T, b following T through the emulator's relative change from the backend's b,
         3 Gauss–Newton steps; no backend call, ~0.25 s. None: the node result. ``"auto"`` (default): ``"map"``
-        with ``departures="emulated"``, None with the backend's b (docs/nlte.md "Regularised refinement" for
-        what it gains and costs, and why it became the default). The record is ``provenance["refine"]``. Not
+        with ``departures="emulated"`` when every region of the grid holds an NLTE line (Ca II 8542 alone),
+        None with LTE lines in the fit (Fe I 6301/6302 + Ca II 8542: there, on RH observations inverted with
+        Lightweaver, the refinement raised the T error from 72 to 119–130 K; the reason is recorded in
+        ``provenance["refine"]``) and with the backend's b (docs/nlte.md "Regularised refinement" for what it
+        gains and costs, and why it became the default). The record is ``provenance["refine"]``. Not
         applied with two components or stray light, or after the full fallback (recorded as skipped); the
         backend-driven inversion is never refined (no emulator to make b follow T).
     invert_kwargs
@@ -258,8 +261,17 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         raise ValueError(f"fallback must be 'full' or 'short', got {fallback!r}")
     if t_refine not in ("auto", "map", None):
         raise ValueError(f"t_refine must be 'auto', 'map' or None, got {t_refine!r}")
+    refine_note = None
     if t_refine == "auto":
-        t_refine = "map" if departures == "emulated" else None
+        t_refine = None
+        if departures == "emulated":
+            lte_regions = len(grid.regions) - len(nlte_regions(grid, backend))
+            if lte_regions == 0:
+                t_refine = "map"
+            else:
+                refine_note = (f"auto: off with LTE lines in the fit ({lte_regions} of {len(grid.regions)} regions "
+                               "without an NLTE line; cross-code the refinement turned the backends' differences "
+                               "into T there, docs/nlte.md)")
     if check_threshold is None:
         check_threshold = CHECK_THRESHOLD if t_refine is None else REFINE_CHECK_THRESHOLD
     if t_refine is not None and departures != "emulated":
@@ -274,7 +286,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                                 abundances=abundances, threshold=threshold, max_refresh=max_refresh,
                                 departure_form=departure_form, emulator=emulator,
                                 check_threshold=check_threshold, placer=placer, fallback=fallback,
-                                t_refine=t_refine, **invert_kwargs)
+                                t_refine=t_refine, refine_note=refine_note, **invert_kwargs)
     if departures != "backend":
         raise ValueError(f"departures must be 'backend' or 'emulated', got {departures!r}")
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
@@ -336,7 +348,7 @@ def _t_placer(t_placement, dchi2, lines, grid, config, **syn_kw):
 
 def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
                      departure_form, emulator, check_threshold, placer=None, fallback="short",
-                     t_refine=None, **invert_kwargs) -> NltePixelResult:
+                     t_refine=None, refine_note=None, **invert_kwargs) -> NltePixelResult:
     """``departures="emulated"`` (:mod:`pyinv.nlte.emulated`): cycles with the emulator's b, one backend call
     to check, then one last cycle with the backend's b and Δ, or the fallback (``fallback``: the backend
     iterations, or first one cycle with the check's b and Δ and a second check)."""
@@ -359,6 +371,8 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
                   "emulator_evaluations": evals}
     if placer is not None and placer.record:
         prov["t_nodes"] = placer.record
+    if refine_note is not None:
+        prov["refine"] = {"method": None, "skipped": refine_note}
     corr = dict(psf=psf, abundances=abundances, departure_form=departure_form)
     start = backend_start(emu, backend, model)
     r, dep_be, delta = backend_correction(backend, model, lines, grid, initial_b=start, **corr)
