@@ -178,6 +178,40 @@ def test_t_refine_in_the_emulated_inversion(monkeypatch):
     assert res.nlte_provenance["refine"]["accepted"] and res.backend_calls == 1
 
 
+
+def test_reanchor_calls_the_backend_at_the_refined_model():
+    """Where the refinement moved T far from the backend's model, one more backend call at the refined model
+    and a second refinement from there: 2 calls, the record, the second call's b and Δ in the result; never
+    with ``reanchor=None``; a move below the threshold is recorded and nothing more is done."""
+    from pyinv.nlte import invert_pixel_nlte
+
+    lines, grid, be, guess, truth, obs, cfg = lightweaver_ca_pixel(
+        lambda lt: 500.0 * np.exp(-0.5 * ((lt + 4.8) / 0.5) ** 2))      # a warm upper chromosphere
+    lt = np.asarray(truth.log_tau)
+    kw = dict(backend=be, departures="emulated")
+    never = invert_pixel_nlte(obs, guess, lines, grid, cfg, reanchor=None, **kw)
+    far = invert_pixel_nlte(obs, guess, lines, grid, cfg, reanchor=1e6, **kw)
+    always = invert_pixel_nlte(obs, guess, lines, grid, cfg, reanchor=0.0, **kw)
+    assert never.backend_calls == far.backend_calls == 1 and always.backend_calls == 2
+    assert "moved_K" not in never.provenance["refine"] and "reanchor" not in never.provenance["refine"]
+    moved = far.provenance["refine"]["moved_K"]
+    assert moved > 0 and "reanchor" not in far.provenance["refine"]
+    np.testing.assert_array_equal(far.result.atmosphere.T, never.result.atmosphere.T)
+    ra = always.provenance["refine"]["reanchor"]
+    assert ra["calls"] == 1 and ra["threshold_K"] == 0.0 and always.provenance["refine"]["moved_K"] == moved
+    assert ra["accepted"]      # the result carries the second call's b and delta, and fits the observation
+    assert not np.array_equal(always.correction, never.correction)
+    assert not np.array_equal(always.departures.b_upper, never.departures.b_upper)
+    assert float(np.mean((always.result.fit[0] - obs[0]) ** 2)) * 1e6 < 10.0
+    assert always.result.chi2_reduced == ra["chi2_reduced"]
+    m = (lt <= -1.0) & (lt >= -5.3)
+    err = [float(np.sqrt(np.mean((np.asarray(r.result.atmosphere.T)[m] - np.asarray(truth.T)[m]) ** 2)))
+           for r in (never, always)]
+    assert err[1] < 150.0, err
+    with pytest.raises(ValueError, match="reanchor"):
+        invert_pixel_nlte(obs, guess, lines, grid, cfg, reanchor=-1.0, **kw)
+
+
 def test_cli_nlte_refine_needs_the_emulator():
     import argparse
 

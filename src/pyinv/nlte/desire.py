@@ -34,7 +34,7 @@ import numpy as np
 from .backend import NLTE_CRASHED, NlteBackend, grid_vacuum_nm, merge_invert_kwargs, run_cycles
 
 __all__ = ["NltePixelResult", "invert_pixel_nlte", "NlteSolver", "nlte_regions", "on_engine_scale",
-           "backend_correction", "CHECK_THRESHOLD", "REFINE_CHECK_THRESHOLD"]
+           "backend_correction", "CHECK_THRESHOLD", "REFINE_CHECK_THRESHOLD", "REANCHOR"]
 
 #: the emulated inversion's check threshold [continuum units, rms of Stokes I] for the node result
 CHECK_THRESHOLD = 0.01
@@ -43,6 +43,10 @@ CHECK_THRESHOLD = 0.01
 #: the same T as falling back above 0.01 (62/73/74 K against 64/74/81 K) with 1.0 backend calls instead of
 #: 1.1-1.4 (docs/nlte.md "Regularised refinement")
 REFINE_CHECK_THRESHOLD = 0.03
+#: the refinement's T move [K, rms above log tau = -1] from the backend's model beyond which the backend is
+#: called again at the refined model and the refinement repeated (chosen on the novel tuning seeds 12-14:
+#: 4 of 30 pixels, 1.13 calls per pixel, 70 -> 61 K pooled; docs/nlte.md "Regularised refinement")
+REANCHOR = 220.0
 
 
 @dataclasses.dataclass
@@ -181,7 +185,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                       departure_form: str = "desire", departures: str = "backend", emulator: Any = None,
                       check_threshold: float | None = None, t_placement: str = "equidistant",
                       sensitivity_dchi2: float | None = None, fallback: str = "short",
-                      t_refine: str | None = "auto", **invert_kwargs) -> NltePixelResult:
+                      t_refine: str | None = "auto", reanchor: float | None = REANCHOR,
+                      **invert_kwargs) -> NltePixelResult:
     """Invert one pixel in NLTE, DeSIRe's way (module docstring).
 
     Parameters
@@ -246,6 +251,13 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
         gains and costs, and why it became the default). The record is ``provenance["refine"]``. Not
         applied with two components or stray light, or after the full fallback (recorded as skipped); the
         backend-driven inversion is never refined (no emulator to make b follow T).
+    reanchor : float or None
+        With the refinement: where it moved T by more than this [K, rms over the layers above log τ = −1]
+        from the model of the backend's last call, the backend is called once more at the refined model
+        (started from the last call's b) and the refinement repeated from there with those b and Δ (default
+        :data:`REANCHOR`, 220 K; None never). The emulator's relative change that carries b along T is a
+        linearisation; far from the backend's model it errs (docs/nlte.md "Regularised refinement"). The
+        record is ``provenance["refine"]["reanchor"]``; its call counts in ``backend_calls``.
     invert_kwargs
         Passed to :func:`pyinv.invert_pixel`.
     """
@@ -274,6 +286,8 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                                "into T there, docs/nlte.md)")
     if check_threshold is None:
         check_threshold = CHECK_THRESHOLD if t_refine is None else REFINE_CHECK_THRESHOLD
+    if reanchor is not None and not reanchor >= 0:
+        raise ValueError(f"reanchor must be >= 0 K or None, got {reanchor!r}")
     if t_refine is not None and departures != "emulated":
         raise ValueError(f"t_refine={t_refine!r} needs departures='emulated' (b follow T through the emulator)")
     if t_placement != "equidistant" and departures != "emulated":
@@ -286,7 +300,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
                                 abundances=abundances, threshold=threshold, max_refresh=max_refresh,
                                 departure_form=departure_form, emulator=emulator,
                                 check_threshold=check_threshold, placer=placer, fallback=fallback,
-                                t_refine=t_refine, refine_note=refine_note, **invert_kwargs)
+                                t_refine=t_refine, refine_note=refine_note, reanchor=reanchor, **invert_kwargs)
     if departures != "backend":
         raise ValueError(f"departures must be 'backend' or 'emulated', got {departures!r}")
     kw = dict(mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, **invert_kwargs)
@@ -348,7 +362,7 @@ def _t_placer(t_placement, dchi2, lines, grid, config, **syn_kw):
 
 def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abundances, threshold, max_refresh,
                      departure_form, emulator, check_threshold, placer=None, fallback="short",
-                     t_refine=None, refine_note=None, **invert_kwargs) -> NltePixelResult:
+                     t_refine=None, refine_note=None, reanchor=None, **invert_kwargs) -> NltePixelResult:
     """``departures="emulated"`` (:mod:`pyinv.nlte.emulated`): cycles with the emulator's b, one backend call
     to check, then one last cycle with the backend's b and Δ, or the fallback (``fallback``: the backend
     iterations, or first one cycle with the check's b and Δ and a second check)."""
@@ -397,24 +411,26 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
             return dataclasses.replace(last, fit=last.fit + dl)
         return prev
 
-    def refined(result, dep, dl, anchor):
-        """``t_refine`` of the DeSIRe step's ``result`` with the backend's ``dep`` and ``dl`` at ``anchor``."""
+    def finish(result, dep, dl, anchor, b_levels, n):
+        """``t_refine`` of the DeSIRe step's ``result`` with the backend's ``dep`` and ``dl`` at ``anchor`` (and
+        its re-anchoring, started from the backend's ``b_levels``); ``n`` backend calls so far."""
         if t_refine is None:
-            return result
-        return _refine(obs, result, guess, lines, grid, config, emu, backend, dep, dl, anchor, mu=mu, psf=psf,
-                       abundances=abundances, departure_form=departure_form, prov=prov)
+            return NltePixelResult(result, n, dl, dep, 0, prov)
+        out, dep, dl, more = _refine(obs, result, guess, lines, grid, config, emu, backend, dep, dl, anchor,
+                                     mu=mu, psf=psf, abundances=abundances, departure_form=departure_form, prov=prov,
+                                     reanchor=reanchor, b_levels=b_levels)
+        return NltePixelResult(out, n + more, dl, dep, 0, prov)
 
     if chk["passed"]:
-        return NltePixelResult(refined(desire_step(model, dep_be, delta, res), dep_be, delta, model), calls, delta,
-                               dep_be, 0, prov)
+        return finish(desire_step(model, dep_be, delta, res), dep_be, delta, model, r.b_levels, calls)
     prov["fallback"] = True
     prov["fallback_kind"] = "full"
     if fallback == "short" and r is not None and r.ok:
-        model, res, dep_be, delta, calls, done = _short_fallback(obs, model, res, r, dep_be, delta, calls, backend,
-                                                                 lines, grid, last_cfg, kw_last, corr,
-                                                                 check_threshold, prov)
+        model, res, dep_be, delta, calls, done, b2 = _short_fallback(obs, model, res, r, dep_be, delta, calls,
+                                                                     backend, lines, grid, last_cfg, kw_last, corr,
+                                                                     check_threshold, prov)
         if done is not None:       # the second check passed: b and delta are the second call's, at ``model``
-            return NltePixelResult(refined(done, dep_be, delta, model), calls, delta, dep_be, 0, prov)
+            return finish(done, dep_be, delta, model, b2, calls)
     if t_refine is not None:
         prov["refine"] = {"method": t_refine, "skipped": "full fallback (backend iterations)"}
     fb_kw = {**invert_kwargs, **({"node_positions": kw_last["node_positions"]} if "node_positions" in extra
@@ -428,8 +444,11 @@ def _invert_emulated(obs, guess, lines, grid, config, *, backend, mu, psf, abund
 
 
 def _refine(obs, result, guess, lines, grid, config, emu, backend, dep, delta, anchor, *, mu, psf, abundances,
-            departure_form, prov):
-    """``t_refine="map"`` (:mod:`pyinv.nlte.refine`) of ``result``; the record goes into ``prov["refine"]``."""
+            departure_form, prov, reanchor=None, b_levels=None):
+    """``t_refine="map"`` (:mod:`pyinv.nlte.refine`) of ``result``; the record goes into ``prov["refine"]``.
+    Returns (result, departures, Δ, backend calls made here): with ``reanchor`` [K], a refined T that moved
+    more than that (rms above log τ = −1) from ``anchor`` gets one more backend call at the refined model
+    (started from ``b_levels``) and a second refinement anchored there (record ``"reanchor"``)."""
     from ..physics.pixelresult import reduced_chi2
     from .refine import anchored_departures, refine_temperature
 
@@ -446,22 +465,52 @@ def _refine(obs, result, guess, lines, grid, config, emu, backend, dep, delta, a
         why = "the guess (the prior's centre) is on another log tau grid"
     if why is not None:
         prov["refine"] = {"method": "map", "skipped": why}
-        return result
+        return result, dep, delta, 0
+    rkw = dict(snr=float(snr), weights=weights, mu=float(config.mu if mu is None else mu), psf=psf,
+               abundances=abundances, departure_form=departure_form)
     try:
         m, fit, rec = refine_temperature(obs, result.atmosphere, guess, lines, grid,
-                                         anchored_departures(emu, backend.lines, dep, anchor), delta,
-                                         snr=float(snr), weights=weights, mu=float(config.mu if mu is None else mu),
-                                         psf=psf, abundances=abundances, departure_form=departure_form)
+                                         anchored_departures(emu, backend.lines, dep, anchor), delta, **rkw)
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:     # an optional step: keep the pixel
         prov["refine"] = {"method": "map", "skipped": f"failed: {type(exc).__name__}: {exc}"}
-        return result
+        return result, dep, delta, 0
     rec["chi2_reduced_start"] = float(result.chi2_reduced)
     prov["refine"] = rec
     if not rec["accepted"]:
-        return result
+        return result, dep, delta, 0
     rec["chi2_reduced"] = reduced_chi2(obs, fit, float(snr), weights, rec["knots"] + 3)
-    return dataclasses.replace(result, atmosphere=m, fit=fit, chi2_reduced=rec["chi2_reduced"],
-                               syntheses=int(result.syntheses) + rec["syntheses"])
+    out = dataclasses.replace(result, atmosphere=m, fit=fit, chi2_reduced=rec["chi2_reduced"],
+                              syntheses=int(result.syntheses) + rec["syntheses"])
+    if reanchor is None:
+        return out, dep, delta, 0
+    lt = np.asarray(m.log_tau, dtype=np.float64)
+    up = lt <= -1.0
+    moved = float(np.sqrt(np.mean((np.asarray(m.T) - np.asarray(anchor.T))[up] ** 2))) if up.any() else 0.0
+    rec["moved_K"] = moved
+    if not moved > reanchor:
+        return out, dep, delta, 0
+    ra: dict = {"threshold_K": float(reanchor), "calls": 1, "accepted": False}
+    rec["reanchor"] = ra
+    start = None
+    if backend.supports_initial_b and b_levels:
+        start = {a: b for a, b in b_levels.items() if any(ln.atom == a for ln in backend.lines)} or None
+    r2, dep2, delta2 = backend_correction(backend, m, lines, grid, initial_b=start, psf=psf, abundances=abundances,
+                                          departure_form=departure_form)
+    if r2 is None or not r2.ok:
+        ra["backend_status"] = NLTE_CRASHED if r2 is None else int(r2.status)
+        return out, dep, delta, 1
+    try:
+        m2, fit2, rec2 = refine_temperature(obs, m, guess, lines, grid,
+                                            anchored_departures(emu, backend.lines, dep2, m), delta2, **rkw)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+        ra["skipped"] = f"failed: {type(exc).__name__}: {exc}"
+        return out, dep, delta, 1
+    ra.update({k: rec2[k] for k in ("iterations", "syntheses", "merit_start", "merit", "accepted")})
+    if not rec2["accepted"]:        # the first refinement stands, with its b, delta and fit
+        return out, dep, delta, 1
+    ra["chi2_reduced"] = reduced_chi2(obs, fit2, float(snr), weights, rec["knots"] + 3)
+    return (dataclasses.replace(out, atmosphere=m2, fit=fit2, chi2_reduced=ra["chi2_reduced"],
+                                syntheses=int(out.syntheses) + rec2["syntheses"]), dep2, delta2, 1)
 
 
 def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, grid, last_cfg, kw_last, corr,
@@ -469,7 +518,8 @@ def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, gr
     """``fallback="short"`` of :func:`invert_pixel_nlte`: one cycle (the last) from ``model`` with the check's
     backend b and Δ, one backend call at the model reached (started from the check's b where the backend can),
     the second check (the engine's Stokes I with the b used against the new b). Returns (model, result,
-    departures, Δ, calls, final result or None: the full fallback then runs from the returned model);
+    departures, Δ, calls, final result or None: the full fallback then runs from the returned model,
+    the second call's level b or None);
     ``prov`` gets ``"fallback_kind"`` and ``"short_fallback"``."""
     from ..physics.inversion import invert_pixel
     from .emulated import departure_check
@@ -480,7 +530,7 @@ def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, gr
     step = invert_pixel(obs - delta, model, lines, grid, last_cfg, departures=dep_be, **kw_last)
     if not step.ok:
         rec["inversion_status"] = int(step.status)
-        return model, res, dep_be, delta, calls, None
+        return model, res, dep_be, delta, calls, None, None
     model2 = step.atmosphere
     start = None
     if backend.supports_initial_b and r.b_levels:
@@ -490,17 +540,17 @@ def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, gr
     rec["calls"] += 1
     if r2 is None or not r2.ok:
         rec["backend_status"] = NLTE_CRASHED if r2 is None else int(r2.status)
-        return model2, dataclasses.replace(step, fit=step.fit + delta), dep_be, delta, calls, None
+        return model2, dataclasses.replace(step, fit=step.fit + delta), dep_be, delta, calls, None, None
     chk = departure_check(model2, lines, grid, dep_be, dep2, **corr)
     rec.update(chk)
     rec["passed"] = bool(chk["profile_rms"] <= check_threshold)
     if not rec["passed"]:
-        return model2, dataclasses.replace(step, fit=step.fit + delta), dep2, delta2, calls, None
+        return model2, dataclasses.replace(step, fit=step.fit + delta), dep2, delta2, calls, None, r2.b_levels
     prov["fallback_kind"] = "short"
     last = invert_pixel(obs - delta2, model2, lines, grid, last_cfg, departures=dep2, **kw_last)
     out = last if last.ok else step
     dl = delta2 if last.ok else delta
-    return model2, out, dep2, delta2, calls, dataclasses.replace(out, fit=out.fit + dl)
+    return model2, out, dep2, delta2, calls, dataclasses.replace(out, fit=out.fit + dl), r2.b_levels
 
 
 @dataclasses.dataclass
@@ -525,6 +575,7 @@ class NlteSolver:
     t_placement: str = "equidistant"
     sensitivity_dchi2: float | None = None
     t_refine: str | None = "auto"
+    reanchor: float | None = REANCHOR
 
     def __call__(self, stokes, guess, lines, grid, config, *, mu=None, psf=None, abundances=None):
         r = invert_pixel_nlte(stokes, guess, lines, grid, config, backend=self.backend, mu=mu, psf=psf,
@@ -532,7 +583,8 @@ class NlteSolver:
                               departure_form=self.departure_form, departures=self.departures,
                               emulator=self.emulator, check_threshold=self.check_threshold,
                               fallback=self.fallback, t_placement=self.t_placement,
-                              sensitivity_dchi2=self.sensitivity_dchi2, t_refine=self.t_refine)
+                              sensitivity_dchi2=self.sensitivity_dchi2, t_refine=self.t_refine,
+                              reanchor=self.reanchor)
         if r.result is None:
             raise RuntimeError(f"NLTE backend failed before the first inversion (status {r.status})")
         res = dataclasses.replace(r.result, status=r.status or r.result.status)
