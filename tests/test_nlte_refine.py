@@ -239,3 +239,16 @@ def test_cli_nlte_refine_needs_the_emulator():
     backend = _nlte_backend("lightweaver", lines, grid, build_parser().parse_args(
         ["invert", "c.fits", "--nlte", "lightweaver"]))     # the backend's b: no refinement, no error
     assert not hasattr(backend, "t_refine")
+    assert default.reanchor == 220.0
+    for flag, value in (("none", None), ("150", 150.0)):
+        sv = _nlte_backend("lightweaver", lines, grid, build_parser().parse_args(
+            ["invert", "c.fits", "--nlte", "lightweaver", "--nlte-departures", "emulated", "--nlte-reanchor", flag]))
+        assert sv.reanchor == value
+    for bad in ("-5", "hot"):
+        with pytest.raises(SystemExit, match="nlte-reanchor"):
+            _nlte_backend("lightweaver", lines, grid, build_parser().parse_args(
+                ["invert", "c.fits", "--nlte", "lightweaver", "--nlte-departures", "emulated", "--nlte-reanchor",
+                 bad]))
+    with pytest.raises(SystemExit, match="needs --nlte-departures emulated"):
+        _nlte_backend("lightweaver", lines, grid, build_parser().parse_args(
+            ["invert", "c.fits", "--nlte", "lightweaver", "--nlte-reanchor", "100"]))

@@ -171,11 +171,27 @@ def _nlte_backend(name, lines, grid, args):
     if refine not in ("none", "auto") and not emulated:
         raise SystemExit(f"pyinv invert --nlte-refine {refine}: needs --nlte-departures emulated (the refinement "
                          "makes b follow T through the emulator)")
+    reanchor = getattr(args, "nlte_reanchor", None)
+    if reanchor is not None and not emulated:
+        raise SystemExit(f"pyinv invert --nlte-reanchor {reanchor}: needs --nlte-departures emulated")
     be = nlte.make_backend(name, lm, **options)
     if emulated:
-        from .nlte.desire import NlteSolver
-        return NlteSolver(be, departures="emulated", t_refine=None if refine == "none" else refine)  # auto: map
+        from .nlte.desire import REANCHOR, NlteSolver
+        ra = REANCHOR if reanchor is None else (None if reanchor == "none" else _reanchor_kelvin(reanchor))
+        return NlteSolver(be, departures="emulated", t_refine=None if refine == "none" else refine,  # auto: map
+                          reanchor=ra)
     return be
+
+
+def _reanchor_kelvin(text: str) -> float:
+    """``--nlte-reanchor K``: a T move [K] >= 0."""
+    try:
+        k = float(text)
+    except ValueError:
+        k = float("nan")
+    if not k >= 0:
+        raise SystemExit(f"pyinv invert --nlte-reanchor: a T move in K >= 0 or 'none', got {text!r}")
+    return k
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
@@ -517,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.3 dex under a smooth prior centred on the start model; no backend call; docs/nlte.md "
                         "'Regularised refinement'); none: the node result [auto: map with --nlte-departures "
                         "emulated when every region of the grid holds an NLTE line, none with LTE lines in the fit]")
+    v.add_argument("--nlte-reanchor", default=None, metavar="K|none",
+                   help="--nlte-departures emulated, with the refinement: where it moved T more than K (rms above "
+                        "log tau -1) from the backend's model, one more backend call there and a second refinement; "
+                        "none: never [220]")
     v.add_argument("-o", "--output", default="pyinv_result.fits", help="result FITS file")
     v.set_defaults(func=_cmd_invert)
 
