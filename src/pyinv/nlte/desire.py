@@ -268,7 +268,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     if not (threshold > 0):
         raise ValueError(f"threshold must be > 0, got {threshold!r}")
     obs = np.asarray(stokes, dtype=np.float64)
-    nlte_regions(grid, backend)                   # refuses a grid without a mapped line
+    regions = nlte_regions(grid, backend)         # refuses a grid without a mapped line
     if fallback not in ("full", "short"):
         raise ValueError(f"fallback must be 'full' or 'short', got {fallback!r}")
     if t_refine not in ("auto", "map", None):
@@ -277,7 +277,7 @@ def invert_pixel_nlte(stokes, guess, lines, grid, config, *, backend: NlteBacken
     if t_refine == "auto":
         t_refine = None
         if departures == "emulated":
-            lte_regions = len(grid.regions) - len(nlte_regions(grid, backend))
+            lte_regions = len(grid.regions) - len(regions)
             if lte_regions == 0:
                 t_refine = "map"
             else:
@@ -491,10 +491,8 @@ def _refine(obs, result, guess, lines, grid, config, emu, backend, dep, delta, a
         return out, dep, delta, 0
     ra: dict = {"threshold_K": float(reanchor), "calls": 1, "accepted": False}
     rec["reanchor"] = ra
-    start = None
-    if backend.supports_initial_b and b_levels:
-        start = {a: b for a, b in b_levels.items() if any(ln.atom == a for ln in backend.lines)} or None
-    r2, dep2, delta2 = backend_correction(backend, m, lines, grid, initial_b=start, psf=psf, abundances=abundances,
+    r2, dep2, delta2 = backend_correction(backend, m, lines, grid, initial_b=_warm_start(backend, b_levels),
+                                          psf=psf, abundances=abundances,
                                           departure_form=departure_form)
     if r2 is None or not r2.ok:
         ra["backend_status"] = NLTE_CRASHED if r2 is None else int(r2.status)
@@ -512,6 +510,13 @@ def _refine(obs, result, guess, lines, grid, config, emu, backend, dep, delta, a
     return (dataclasses.replace(out, atmosphere=m2, fit=fit2, chi2_reduced=ra["chi2_reduced"],
                                 syntheses=int(out.syntheses) + rec2["syntheses"]), dep2, delta2, 1)
 
+
+def _warm_start(backend, b_levels):
+    """The level b of an earlier backend call, for the atoms the backend maps, as the ``initial_b`` of the next
+    call (None where the backend cannot start from given b or there are none)."""
+    if not (backend.supports_initial_b and b_levels):
+        return None
+    return {a: b for a, b in b_levels.items() if any(ln.atom == a for ln in backend.lines)} or None
 
 def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, grid, last_cfg, kw_last, corr,
                     check_threshold, prov):
@@ -532,10 +537,8 @@ def _short_fallback(obs, model, res, r, dep_be, delta, calls, backend, lines, gr
         rec["inversion_status"] = int(step.status)
         return model, res, dep_be, delta, calls, None, None
     model2 = step.atmosphere
-    start = None
-    if backend.supports_initial_b and r.b_levels:
-        start = {a: b for a, b in r.b_levels.items() if any(ln.atom == a for ln in backend.lines)} or None
-    r2, dep2, delta2 = backend_correction(backend, model2, lines, grid, initial_b=start, **corr)
+    r2, dep2, delta2 = backend_correction(backend, model2, lines, grid, initial_b=_warm_start(backend, r.b_levels),
+                                          **corr)
     calls += 1
     rec["calls"] += 1
     if r2 is None or not r2.ok:

@@ -120,16 +120,23 @@ def _apply_broadening(atoms: list, names: Sequence[str], broadening: tuple) -> N
         line.broadening.setup(line)
 
 
+def _stokes4(I, quv=None) -> np.ndarray:
+    """(4, nλ) Stokes from I (nλ) and, with a field, Q, U, V (3, nλ); zeros for Q, U, V without one."""
+    I = np.asarray(I).reshape(-1)
+    if quv is None:
+        z = np.zeros_like(I)
+        return np.stack([I, z, z, z])
+    return np.concatenate([I[None], np.asarray(quv).reshape(3, -1)], axis=0)
+
+
 def _formal_solution(ray_ctx, nwl: int, stokes: bool) -> np.ndarray:
     """Formal solution of a ray Context (one μ, the requested wavelengths) as (4, nλ)."""
     if stokes:
         ray_ctx.single_stokes_fs()
-        return np.concatenate([np.asarray(ray_ctx.spect.I).reshape(1, -1)[:, :nwl],
-                               np.asarray(ray_ctx.spect.Quv).reshape(3, -1)[:, :nwl]], axis=0)
+        return _stokes4(np.asarray(ray_ctx.spect.I).reshape(-1)[:nwl],
+                        np.asarray(ray_ctx.spect.Quv).reshape(3, -1)[:, :nwl])
     ray_ctx.formal_sol()
-    I = np.asarray(ray_ctx.spect.I).reshape(-1)[:nwl]
-    z = np.zeros_like(I)
-    return np.stack([I, z, z, z])
+    return _stokes4(np.asarray(ray_ctx.spect.I).reshape(-1)[:nwl])
 
 
 def _emergent(ctx, atmos, spect, wl: np.ndarray, mu: float, stokes: bool, prd: bool):
@@ -139,15 +146,12 @@ def _emergent(ctx, atmos, spect, wl: np.ndarray, mu: float, stokes: bool, prd: b
     Without PRD the ray Context is built straight from the converged one's state: the run is over, so the
     atmosphere can take the new ray in place, and the deep copy of the whole Context that
     ``Context.compute_rays`` makes (~0.1 s of a ~0.5 s column in bench_desire) is not needed; measured
-    bit-identical to ``compute_rays`` on bench_desire columns (tests/test_nlte_lw.py). With PRD,
+    bit-identical to ``compute_rays`` (tests/test_nlte_lightweaver.py). With PRD,
     ``compute_rays`` itself (it carries ρ onto the new grid)."""
     if prd:
         out, ray_ctx = ctx.compute_rays(wl, [mu], stokes=stokes, returnCtx=True)
-        if stokes:
-            return np.stack([np.asarray(out[k]).reshape(-1) for k in range(4)]), ray_ctx
-        I = np.asarray(out).reshape(-1)
-        z = np.zeros_like(I)
-        return np.stack([I, z, z, z]), ray_ctx
+        out = np.asarray(out)
+        return (_stokes4(out[0], out[1:]) if stokes else _stokes4(out)), ray_ctx
     state = ctx.state_dict()
     atmos.rays([mu])
     ray_ctx = ctx.construct_from_state_dict_with(state, spect=spect.subset_configuration(wl))
